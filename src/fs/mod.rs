@@ -1,0 +1,1 @@
+//! The filesystem: inodes keyed by Midas ids, names, caches, readers and writes.

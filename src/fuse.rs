@@ -1,0 +1,1 @@
+//! The thin `fuser::Filesystem` adapter over [`crate::fs`].
