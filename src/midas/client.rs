@@ -1,0 +1,922 @@
+//! The client: one connection pool, the login token, retries, and one function per Midas call.
+//!
+//! Every call is `POST <base>/api/json?method=midas.x.y&…` with all parameters in the query
+//! string and an empty body, as pydas does. The token goes in the `token` parameter when logged
+//! in (never an empty `token=`, which Midas refuses).
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use log::debug;
+use reqwest::header::CONTENT_LENGTH;
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::envelope;
+use super::error::Error;
+use super::redact::redact;
+use super::transfer::{self, DOWNLOAD};
+use super::types::{Children, Community, Folder, Id, Item, MetadataValue, User};
+use super::Result;
+
+pub use super::transfer::ByteStream;
+
+/// Midas tokens expire 100 minutes after they were first issued, however much they are used.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(100 * 60);
+
+/// Pauses between the attempts of a read that failed transiently (so at most 3 attempts).
+const READ_BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
+
+/// A whole JSON call, retries included, may take this many stall timeouts.
+const CALL_CAP_FACTOR: u32 = 4;
+
+/// Idle connections kept per host: the filesystem issues many calls at once.
+const POOL_IDLE_PER_HOST: usize = 64;
+
+/// The application name of the API key created with every Midas account.
+const APP_NAME: &str = "Default";
+
+/// pydas's test for a multi-factor login, which answers a short `mfa_token_id` instead of a token.
+const MIN_TOKEN_LEN: usize = 10;
+
+/// Who the client logs in as.
+#[derive(Clone)]
+pub enum Credentials {
+    Anonymous,
+    ApiKey {
+        email: String,
+        api_key: String,
+    },
+    /// Exchanged for the account's Default API key (`midas.user.apikey.default`) at each login.
+    Password {
+        email: String,
+        password: String,
+    },
+}
+
+impl Credentials {
+    fn email(&self) -> Option<&str> {
+        match self {
+            Credentials::Anonymous => None,
+            Credentials::ApiKey { email, .. } | Credentials::Password { email, .. } => Some(email),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::ApiKey { email, .. } => f
+                .debug_struct("ApiKey")
+                .field("email", email)
+                .field("api_key", &"***")
+                .finish(),
+            Credentials::Password { email, .. } => f
+                .debug_struct("Password")
+                .field("email", email)
+                .field("password", &"***")
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The installation root, e.g. `https://host/midas` (a trailing `/` is tolerated).
+    pub base_url: String,
+    pub credentials: Credentials,
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next byte; a whole JSON call is also capped at 4 times this.
+    pub stall_timeout: Duration,
+}
+
+/// Where `upload.perform` puts the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadRevision {
+    /// A new revision holding only this file (the item's other files leave the head).
+    New,
+    /// Added to the head revision (created if the item has none).
+    Head,
+}
+
+/// A Midas server, shared by cloning (one pool, one login).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    api_url: Url,
+    download_url: Url,
+    credentials: Credentials,
+    connect_timeout: Duration,
+    stall_timeout: Duration,
+    session: Mutex<Option<Session>>,
+    /// Held while logging in, so that concurrent callers wait for one login.
+    login_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Session {
+    token: String,
+    /// When the login answered: the server issued the token no later than this.
+    obtained: Instant,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url)
+            .field("credentials", &self.inner.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a call may be sent again after a transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Changes nothing: safe to repeat.
+    Read,
+    /// Changes the server: repeating could do it twice.
+    Write,
+}
+
+/// One `/api/json` call before it is sent.
+struct Call {
+    method: &'static str,
+    params: Vec<(&'static str, String)>,
+    kind: Kind,
+    /// Whether the login token goes along (calls that never look at it are sent without).
+    with_token: bool,
+}
+
+impl Call {
+    fn read(method: &'static str) -> Call {
+        Call {
+            method,
+            params: Vec::new(),
+            kind: Kind::Read,
+            with_token: true,
+        }
+    }
+
+    fn write(method: &'static str) -> Call {
+        Call {
+            kind: Kind::Write,
+            ..Call::read(method)
+        }
+    }
+
+    fn param(mut self, name: &'static str, value: impl ToString) -> Call {
+        self.params.push((name, value.to_string()));
+        self
+    }
+
+    fn without_token(mut self) -> Call {
+        self.with_token = false;
+        self
+    }
+}
+
+impl Client {
+    /// Checks the URL (http or https, a host, no query) and sets up the connection pool.
+    /// Makes no request.
+    pub fn new(config: ClientConfig) -> Result<Client> {
+        let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
+        let shown = redact(&base_url);
+        let parsed =
+            Url::parse(&base_url).map_err(|err| Error::BadUrl(format!("{shown}: {err}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::BadUrl(format!(
+                "{shown}: only http:// and https:// are supported"
+            )));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(Error::BadUrl(format!("{shown}: no host")));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(Error::BadUrl(format!(
+                "{shown}: give the installation root, without ?query or #fragment"
+            )));
+        }
+        let endpoint = |path: &str| {
+            Url::parse(&format!("{base_url}{path}"))
+                .map_err(|err| Error::BadUrl(format!("{shown}: {err}")))
+        };
+        let api_url = endpoint("/api/json")?;
+        let download_url = endpoint("/download/")?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .user_agent(concat!("midasfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| {
+                Error::Io(std::io::Error::other(format!(
+                    "cannot set up the HTTP client: {}",
+                    transfer::error_chain(&err)
+                )))
+            })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                api_url,
+                download_url,
+                credentials: config.credentials,
+                connect_timeout: config.connect_timeout,
+                stall_timeout: config.stall_timeout,
+                session: Mutex::new(None),
+                login_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The installation root, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Checks the server speaks Midas (`midas.version`), logs in when there are credentials
+    /// (a password is first exchanged for the Default API key), and returns the logged-in user,
+    /// or `None` when anonymous.
+    pub async fn connect(&self) -> Result<Option<User>> {
+        let version = self.version().await?;
+        debug!("{} runs Midas {version}", self.base_url());
+        let Some(email) = self.inner.credentials.email() else {
+            return Ok(None);
+        };
+        self.token().await?;
+        match self.user_get_by_email(email).await? {
+            Some(user) => Ok(Some(user)),
+            None => Err(Error::Auth(format!(
+                "logged in, but Midas finds no user with email {email}"
+            ))),
+        }
+    }
+
+    /// The server's version (`"3.4.2"` for the last Midas release).
+    pub async fn version(&self) -> Result<String> {
+        let call = Call::read("midas.version").without_token();
+        let data = self.call(&call).await?;
+        envelope::string_field(call.method, &data, "version")
+    }
+
+    pub async fn user_get_by_name(&self, first: &str, last: &str) -> Result<Option<User>> {
+        let call = Call::read("midas.user.get")
+            .param("firstname", first)
+            .param("lastname", last);
+        let data = self.call(&call).await?;
+        envelope::decode_optional(call.method, data)
+    }
+
+    pub async fn user_get_by_email(&self, email: &str) -> Result<Option<User>> {
+        let call = Call::read("midas.user.get").param("email", email);
+        let data = self.call(&call).await?;
+        envelope::decode_optional(call.method, data)
+    }
+
+    /// Public users, at most `limit`, ordered by last name.
+    pub async fn user_list(&self, limit: u32) -> Result<Vec<User>> {
+        self.fetch(Call::read("midas.user.list").param("limit", limit))
+            .await
+    }
+
+    /// The top folders of the logged-in user (normally Private and Public); empty when anonymous.
+    pub async fn user_folders(&self) -> Result<Vec<Folder>> {
+        self.fetch(Call::read("midas.user.folders")).await
+    }
+
+    /// The communities the caller can see (for non-administrators: at most 20 public ones plus
+    /// those they belong to).
+    pub async fn community_list(&self) -> Result<Vec<Community>> {
+        self.fetch(Call::read("midas.community.list")).await
+    }
+
+    pub async fn community_get_by_name(&self, name: &str) -> Result<Community> {
+        self.fetch(Call::read("midas.community.get").param("name", name))
+            .await
+    }
+
+    pub async fn folder_get(&self, id: Id) -> Result<Folder> {
+        self.fetch(Call::read("midas.folder.get").param("id", id))
+            .await
+    }
+
+    /// The readable subfolders and items of a folder (no paging; the folder's own permission is
+    /// not checked by Midas).
+    pub async fn folder_children(&self, id: Id) -> Result<Children> {
+        self.fetch(Call::read("midas.folder.children").param("id", id))
+            .await
+    }
+
+    /// The readable top folders of a community.
+    pub async fn community_children(&self, id: Id) -> Result<Vec<Folder>> {
+        let children: Children = self
+            .fetch(Call::read("midas.community.children").param("id", id))
+            .await?;
+        Ok(children.folders)
+    }
+
+    /// An item with its head revision only (and that revision's bitstreams).
+    pub async fn item_get(&self, id: Id) -> Result<Item> {
+        self.fetch(
+            Call::read("midas.item.get")
+                .param("id", id)
+                .param("head", 1),
+        )
+        .await
+    }
+
+    /// The metadata of the item's head revision; empty for an item without revisions (which
+    /// Midas reports as an error).
+    pub async fn item_get_metadata(&self, id: Id) -> Result<Vec<MetadataValue>> {
+        match self
+            .fetch(Call::read("midas.item.getmetadata").param("id", id))
+            .await
+        {
+            Err(Error::Api {
+                code: -151,
+                message,
+                ..
+            }) if message.contains("at least one revision") => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    /// Streams bytes `[offset, size)` of a bitstream whose size the caller knows, straight from
+    /// `<base>/download/?bitstream=ID&offset=N` (the API's redirect puts the raw name in the URL,
+    /// and Midas ignores `Range`).
+    pub async fn download(&self, bitstream_id: Id, offset: u64, size: u64) -> Result<ByteStream> {
+        if offset >= size {
+            return Ok(ByteStream::empty());
+        }
+        let token = self.token().await?;
+        let result = self
+            .open_download(bitstream_id, offset, size, token.as_deref())
+            .await;
+        let (Err(Error::Http { status, .. }), Some(used)) = (&result, &token) else {
+            return result;
+        };
+        // Midas answers an expired authToken with a bare HTTP 500. A JSON call tells whether the
+        // token is still good (and logs in again if not); with a new token, try once more.
+        debug!("download of bitstream {bitstream_id} got HTTP {status}; checking the token");
+        self.user_folders().await?;
+        match self.fresh_token() {
+            Some(fresh) if fresh != *used => {
+                self.open_download(bitstream_id, offset, size, Some(&fresh))
+                    .await
+            }
+            _ => result,
+        }
+    }
+
+    pub async fn folder_create(&self, parent: Id, name: &str) -> Result<Folder> {
+        self.fetch(
+            Call::write("midas.folder.create")
+                .param("name", name)
+                .param("parentid", parent),
+        )
+        .await
+    }
+
+    /// Renames a folder (`folder.create` with its uuid). Midas does not check for a clash.
+    pub async fn folder_rename(&self, folder_uuid: &str, name: &str) -> Result<Folder> {
+        self.fetch(
+            Call::write("midas.folder.create")
+                .param("uuid", folder_uuid)
+                .param("name", name),
+        )
+        .await
+    }
+
+    pub async fn folder_move(&self, id: Id, dst: Id) -> Result<Folder> {
+        self.fetch(
+            Call::write("midas.folder.move")
+                .param("id", id)
+                .param("dstfolderid", dst),
+        )
+        .await
+    }
+
+    /// Deletes a folder and, recursively, everything in it.
+    pub async fn folder_delete(&self, id: Id) -> Result<()> {
+        self.send(Call::write("midas.folder.delete").param("id", id))
+            .await
+    }
+
+    /// Creates an empty item; Midas renames it `name (1)` on a clash (the reply has the name).
+    pub async fn item_create(&self, parent: Id, name: &str) -> Result<Item> {
+        self.fetch(
+            Call::write("midas.item.create")
+                .param("name", name)
+                .param("parentid", parent),
+        )
+        .await
+    }
+
+    /// Renames an item (`item.create` with its uuid); `rename_bitstream` also renames the head
+    /// revision's bitstream when it is the only one (the item must have a revision then).
+    pub async fn item_rename(
+        &self,
+        item_uuid: &str,
+        name: &str,
+        rename_bitstream: bool,
+    ) -> Result<Item> {
+        let mut call = Call::write("midas.item.create")
+            .param("uuid", item_uuid)
+            .param("name", name);
+        if rename_bitstream {
+            // Midas tests this flag for presence: it must be absent to be off.
+            call = call.param("updatebitstream", 1);
+        }
+        self.fetch(call).await
+    }
+
+    /// Moves an item between folders; Midas renames it on a clash (the reply has the name).
+    pub async fn item_move(&self, id: Id, src: Id, dst: Id) -> Result<Item> {
+        self.fetch(
+            Call::write("midas.item.move")
+                .param("id", id)
+                .param("srcfolderid", src)
+                .param("dstfolderid", dst),
+        )
+        .await
+    }
+
+    /// Deletes an item from every folder it is in.
+    pub async fn item_delete(&self, id: Id) -> Result<()> {
+        self.send(Call::write("midas.item.delete").param("id", id))
+            .await
+    }
+
+    /// Sets (or replaces) a text metadata value on the item's head revision.
+    pub async fn item_set_metadata(
+        &self,
+        id: Id,
+        element: &str,
+        qualifier: &str,
+        value: &str,
+    ) -> Result<()> {
+        self.send(
+            Call::write("midas.item.setmetadata")
+                .param("itemId", id)
+                .param("element", element)
+                .param("qualifier", qualifier)
+                .param("value", value),
+        )
+        .await
+    }
+
+    pub async fn item_delete_metadata(&self, id: Id, element: &str, qualifier: &str) -> Result<()> {
+        self.send(
+            Call::write("midas.item.deletemetadata")
+                .param("itemid", id)
+                .param("element", element)
+                .param("qualifier", qualifier),
+        )
+        .await
+    }
+
+    /// Renames a bitstream. Midas does not check for a clash.
+    pub async fn bitstream_rename(&self, id: Id, name: &str) -> Result<()> {
+        self.send(
+            Call::write("midas.bitstream.edit")
+                .param("id", id)
+                .param("name", name),
+        )
+        .await
+    }
+
+    /// Deletes a bitstream; its revision stays, even when empty.
+    pub async fn bitstream_delete(&self, id: Id) -> Result<()> {
+        self.send(Call::write("midas.bitstream.delete").param("id", id))
+            .await
+    }
+
+    /// A token for uploading `filename` into an item, or `None` when Midas deduplicated the file
+    /// by `checksum` (it then added the bitstream itself, or did nothing when the head revision
+    /// already has that name).
+    pub async fn upload_token(
+        &self,
+        item_id: Id,
+        filename: &str,
+        checksum: Option<&str>,
+    ) -> Result<Option<String>> {
+        let mut call = Call::write("midas.upload.generatetoken")
+            .param("itemid", item_id)
+            .param("filename", filename);
+        if let Some(checksum) = checksum {
+            call = call.param("checksum", checksum);
+        }
+        let data = self.call(&call).await?;
+        let token = envelope::string_field(call.method, &data, "token")?;
+        Ok(Some(token).filter(|token| !token.is_empty()))
+    }
+
+    /// How many bytes of an upload the server already holds (to resume from there).
+    pub async fn upload_offset(&self, upload_token: &str) -> Result<u64> {
+        let call = Call::read("midas.upload.getoffset")
+            .param("uploadtoken", upload_token)
+            .without_token();
+        let data = self.call(&call).await?;
+        let offset = envelope::string_field(call.method, &data, "offset")?;
+        if offset.is_empty() {
+            // What Midas answers for a token it does not know; `perform` would say -141.
+            return Err(Error::Api {
+                method: call.method.into(),
+                code: -141,
+                message: "Invalid upload token (no upload in progress)".into(),
+            });
+        }
+        offset.trim().parse().map_err(|_| Error::Decode {
+            method: call.method.into(),
+            detail: format!("offset {offset:?} is not a number"),
+        })
+    }
+
+    /// Sends bytes `[offset, length)` of `file` for an upload of `length` bytes in all, streamed
+    /// from disk. Not retried: after a failure, resume with [`Client::upload_offset`].
+    #[allow(clippy::too_many_arguments)] // the wire call's own parameters
+    pub async fn upload_perform(
+        &self,
+        upload_token: &str,
+        item_id: Id,
+        filename: &str,
+        file: &Path,
+        offset: u64,
+        length: u64,
+        revision: UploadRevision,
+    ) -> Result<Item> {
+        let method = "midas.upload.perform";
+        let body_len = length.checked_sub(offset).ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("upload offset {offset} is past the length {length}"),
+            ))
+        })?;
+        let mut call = Call::write(method)
+            .param("uploadtoken", upload_token)
+            .param("filename", filename)
+            .param("length", length)
+            .param("itemid", item_id)
+            .without_token();
+        if revision == UploadRevision::Head {
+            call = call.param("revision", "head");
+        }
+        let url = self.api_url(&call, None);
+        let shown = redact(url.as_str());
+        let started = Instant::now();
+        let (body, progress) = transfer::file_body(file, offset, body_len).await?;
+        let request = self
+            .inner
+            .http
+            .put(url)
+            .header(CONTENT_LENGTH, body_len)
+            .body(body);
+        let stall = self.inner.stall_timeout;
+        let response = transfer::send_watched(
+            method,
+            &shown,
+            request,
+            &progress,
+            stall,
+            self.inner.connect_timeout,
+            stall * CALL_CAP_FACTOR,
+        )
+        .await?;
+        let data = self.answer(method, &shown, response).await;
+        debug!(
+            "{method} of {body_len} bytes {} in {:?}",
+            outcome(&data),
+            started.elapsed()
+        );
+        envelope::decode(method, data?)
+    }
+
+    // ---- calls ----
+
+    /// Sends a call and decodes its data.
+    async fn fetch<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
+        let data = self.call(&call).await?;
+        envelope::decode(call.method, data)
+    }
+
+    /// Sends a call whose data does not matter (deletes answer `""`, setters `"1"`).
+    async fn send(&self, call: Call) -> Result<()> {
+        self.call(&call).await.map(drop)
+    }
+
+    /// Sends a call with the token; when Midas says the token is invalid, logs in again and
+    /// sends it once more.
+    async fn call(&self, call: &Call) -> Result<Value> {
+        let token = if call.with_token {
+            self.token().await?
+        } else {
+            None
+        };
+        match self.call_with_token(call, token.as_deref()).await {
+            Err(err) if err.is_invalid_token() && token.is_some() => {
+                debug!("{}: token refused, logging in again", call.method);
+                let fresh = self.renew(token.as_deref()).await?;
+                self.call_with_token(call, Some(&fresh)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_with_token(&self, call: &Call, token: Option<&str>) -> Result<Value> {
+        let url = self.api_url(call, token);
+        let shown = redact(url.as_str());
+        let started = Instant::now();
+        let result = self
+            .with_retries(call.method, call.kind, || {
+                self.post(call.method, &url, &shown)
+            })
+            .await;
+        debug!(
+            "{} {} in {:?}",
+            call.method,
+            outcome(&result),
+            started.elapsed()
+        );
+        result
+    }
+
+    /// Runs `attempt`, again after a transient failure when `kind` allows it, within a total of
+    /// [`CALL_CAP_FACTOR`] stall timeouts.
+    async fn with_retries<T, F, Fut>(&self, method: &str, kind: Kind, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let cap = self.inner.stall_timeout * CALL_CAP_FACTOR;
+        let deadline = Instant::now() + cap;
+        let mut pauses = READ_BACKOFF.iter();
+        loop {
+            let result = tokio::time::timeout_at(deadline, attempt())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        method: method.to_owned(),
+                        after: cap,
+                    })
+                });
+            let err = match result {
+                Err(err) if kind == Kind::Read && err.is_transient() => err,
+                other => return other,
+            };
+            match pauses.next() {
+                Some(&pause) if Instant::now() + pause < deadline => {
+                    debug!("{method}: {err}; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// One POST of a JSON call.
+    async fn post(&self, method: &str, url: &Url, shown: &str) -> Result<Value> {
+        let response = self
+            .first_byte(method, shown, self.inner.http.post(url.clone()))
+            .await?;
+        self.answer(method, shown, response).await
+    }
+
+    /// Sends a request and waits for the answer's head, at most a connect plus a stall timeout.
+    async fn first_byte(
+        &self,
+        method: &str,
+        shown: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let wait = self.inner.connect_timeout + self.inner.stall_timeout;
+        match tokio::time::timeout(wait, request.send()).await {
+            Err(_) => Err(Error::Timeout {
+                method: method.to_owned(),
+                after: wait,
+            }),
+            Ok(Err(err)) => Err(transfer::transport_error(method, shown, err, wait)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// The envelope's data from an answer, or the error it stands for.
+    async fn answer(
+        &self,
+        method: &str,
+        shown: &str,
+        response: reqwest::Response,
+    ) -> Result<Value> {
+        let status = response.status();
+        let body = transfer::read_body(method, shown, response, self.inner.stall_timeout).await?;
+        if !status.is_success() {
+            debug!(
+                "{method}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            );
+            return Err(Error::Http {
+                method: method.to_owned(),
+                status: status.as_u16(),
+            });
+        }
+        envelope::parse(method, shown, &body)
+    }
+
+    fn api_url(&self, call: &Call, token: Option<&str>) -> Url {
+        let mut url = self.inner.api_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("method", call.method);
+            for (name, value) in &call.params {
+                query.append_pair(name, value);
+            }
+            if let Some(token) = token {
+                query.append_pair("token", token);
+            }
+        }
+        url
+    }
+
+    async fn open_download(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        token: Option<&str>,
+    ) -> Result<ByteStream> {
+        let mut url = self.inner.download_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("bitstream", &bitstream_id.to_string());
+            query.append_pair("offset", &offset.to_string());
+            if let Some(token) = token {
+                query.append_pair("authToken", token);
+            }
+        }
+        let shown = redact(url.as_str());
+        let started = Instant::now();
+        let result = self
+            .with_retries(DOWNLOAD, Kind::Read, || async {
+                let response = self
+                    .first_byte(DOWNLOAD, &shown, self.inner.http.get(url.clone()))
+                    .await?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(Error::Http {
+                        method: DOWNLOAD.into(),
+                        status: status.as_u16(),
+                    });
+                }
+                Ok(ByteStream::new(
+                    response,
+                    size - offset,
+                    self.inner.stall_timeout,
+                ))
+            })
+            .await;
+        debug!(
+            "{DOWNLOAD} of bitstream {bitstream_id} from {offset} {} in {:?}",
+            outcome(&result),
+            started.elapsed()
+        );
+        result
+    }
+
+    // ---- login ----
+
+    /// The token to send, logging in first when there is none or it is known to have expired.
+    async fn token(&self) -> Result<Option<String>> {
+        if matches!(self.inner.credentials, Credentials::Anonymous) {
+            return Ok(None);
+        }
+        match self.fresh_token() {
+            Some(token) => Ok(Some(token)),
+            None => self.renew(None).await.map(Some),
+        }
+    }
+
+    /// The current token unless it is older than Midas's lifetime. Measured from our login, so
+    /// past that age it has certainly expired, and a new login gives a new token (a login
+    /// before expiry only returns the same token again).
+    fn fresh_token(&self) -> Option<String> {
+        lock(&self.inner.session)
+            .as_ref()
+            .filter(|session| session.obtained.elapsed() < TOKEN_LIFETIME)
+            .map(|session| session.token.clone())
+    }
+
+    /// Logs in, unless another caller did while this one waited for the lock: then that
+    /// caller's token is used, as long as it is not the one the server just refused.
+    async fn renew(&self, refused: Option<&str>) -> Result<String> {
+        let _login = self.inner.login_lock.lock().await;
+        if let Some(token) = self.fresh_token() {
+            if Some(token.as_str()) != refused {
+                return Ok(token);
+            }
+        }
+        let token = self.login().await?;
+        *lock(&self.inner.session) = Some(Session {
+            token: token.clone(),
+            obtained: Instant::now(),
+        });
+        Ok(token)
+    }
+
+    async fn login(&self) -> Result<String> {
+        let (email, api_key) = match &self.inner.credentials {
+            Credentials::Anonymous => {
+                return Err(Error::Auth("no credentials to log in with".into()))
+            }
+            Credentials::ApiKey { email, api_key } => (email, api_key.clone()),
+            Credentials::Password { email, password } => {
+                (email, self.default_api_key(email, password).await?)
+            }
+        };
+        let call = Call::read("midas.login")
+            .param("email", email)
+            .param("apikey", api_key)
+            .param("appname", APP_NAME)
+            .without_token();
+        let data = self
+            .call_with_token(&call, None)
+            .await
+            .map_err(|err| login_refused(email, err))?;
+        let token = envelope::string_field(call.method, &data, "token").map_err(|_| {
+            Error::Auth(format!(
+                "Midas asks {email} for a one-time password (multi-factor login), which midasfs does not support"
+            ))
+        })?;
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(Error::Auth(format!(
+                "Midas asks {email} for a one-time password (multi-factor login), which midasfs does not support"
+            )));
+        }
+        debug!("logged in to {} as {email}", self.base_url());
+        Ok(token)
+    }
+
+    /// Exchanges a password for the account's Default API key.
+    async fn default_api_key(&self, email: &str, password: &str) -> Result<String> {
+        let call = Call::read("midas.user.apikey.default")
+            .param("email", email)
+            .param("password", password)
+            .without_token();
+        let data = self
+            .call_with_token(&call, None)
+            .await
+            .map_err(|err| match err {
+                Error::Api {
+                    code: -150,
+                    message,
+                    ..
+                } if message == "Login failed" => {
+                    Error::Auth(format!("wrong email or password for {email}"))
+                }
+                Error::Api {
+                    code: -150,
+                    message,
+                    ..
+                } if message.contains("no default API key") => Error::Auth(format!(
+                    "{email} has no Default API key: log in with an API key instead"
+                )),
+                other => other,
+            })?;
+        envelope::string_field(call.method, &data, "apikey")
+    }
+}
+
+/// A clear message for the ways Midas refuses `midas.login`.
+fn login_refused(email: &str, err: Error) -> Error {
+    match err {
+        // A known email with a wrong key: code 0 and no message at all.
+        Error::Api { code: 0, .. } => Error::Auth(format!(
+            "Midas refused the API key for {email} (a wrong key, or a Default key that changed with the password)"
+        )),
+        Error::Api { code: -150, message, .. } if message.starts_with("Unable to authenticate") => {
+            Error::Auth(format!("Midas has no account with the email {email}"))
+        }
+        other => other,
+    }
+}
+
+fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(err) => format!("failed ({err})"),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
