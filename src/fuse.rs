@@ -1,1 +1,468 @@
 //! The thin `fuser::Filesystem` adapter over [`crate::fs`].
+//!
+//! Each handler answers inline when the filesystem can answer from memory (`cached_*`, getattr,
+//! open); anything that needs the network moves its reply into a task on the tokio runtime, so
+//! the FUSE loop never waits on the server. Every reply is sent exactly once: errors included.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::fs::inode::{Attr, FileKind};
+use crate::fs::{Entry, FsError, MidasFs};
+
+/// Requests the kernel keeps in flight for readahead and background work.
+const MAX_BACKGROUND: u16 = 64;
+
+pub struct FuseAdapter {
+    fs: Arc<MidasFs>,
+    runtime: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+    /// Directory snapshots per open directory, so that offsets stay valid across readdir calls.
+    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<Entry>>>>>,
+    next_dir_handle: std::sync::atomic::AtomicU64,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<MidasFs>, runtime: tokio::runtime::Handle) -> FuseAdapter {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FuseAdapter {
+            fs,
+            runtime,
+            uid,
+            gid,
+            dirs: Arc::default(),
+            next_dir_handle: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn file_attr(&self, attr: &Attr) -> FileAttr {
+        FuseAdapter::attr_for(self.uid, self.gid, attr)
+    }
+
+    /// Runs `work` on the runtime; its result is handed to `reply`, its error logged and answered.
+    fn spawn<T, F, R>(&self, what: String, work: F, reply: R)
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+        R: FnOnce(Result<T, Errno>) + Send + 'static,
+    {
+        self.runtime.spawn(async move {
+            reply(work.await.map_err(|err| errno_of(&what, &err)));
+        });
+    }
+
+    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Vec<Entry>>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+
+    fn keep_snapshot(&self, fh: FileHandle, entries: &Arc<Vec<Entry>>) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh.0, Arc::clone(entries));
+    }
+}
+
+/// Logs a failed operation (EIO always with its cause, which the user cannot see otherwise).
+fn errno_of(what: &str, err: &FsError) -> Errno {
+    if err.is_io() || err.errno == libc::ETIMEDOUT {
+        log::warn!("{what}: {err}");
+    } else {
+        log::debug!("{what}: {err}");
+    }
+    Errno::from_i32(err.errno)
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // Midas names are text; a name that is not UTF-8 cannot exist on the server.
+    name.to_str().ok_or(Errno::ENOENT)
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS;
+        if let Err(missing) = config.add_capabilities(wanted) {
+            log::info!("kernel lacks FUSE capabilities {missing:?}; continuing without them");
+        }
+        if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
+            let _ = config.set_max_background(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(name) => name.to_owned(),
+            Err(errno) => return reply.error(errno),
+        };
+        let ttl = self.fs.ttl();
+        if let Some(result) = self.fs.cached_lookup(parent.0, &name) {
+            return match result {
+                Ok(attr) => reply.entry(&ttl, &self.file_attr(&attr), Generation(0)),
+                Err(err) => reply.error(errno_of("lookup", &err)),
+            };
+        }
+        let fs = Arc::clone(&self.fs);
+        let (uid, gid) = (self.uid, self.gid);
+        let what = format!("lookup {name:?} in inode {}", parent.0);
+        self.spawn(
+            what,
+            async move { fs.lookup(parent.0, &name).await },
+            move |result| match result {
+                Ok(attr) => {
+                    let attr = FuseAdapter::attr_for(uid, gid, &attr);
+                    reply.entry(&ttl, &attr, Generation(0))
+                }
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&self.fs.ttl(), &self.file_attr(&attr)),
+            Err(err) => reply.error(errno_of("getattr", &err)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(err) => reply.error(errno_of("readlink", &err)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self
+            .next_dir_handle
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let parent = self.fs.parent(ino.0);
+        let fill = move |entries: &[Entry], reply: &mut ReplyDirectory| {
+            for (index, (child, kind, name)) in dots(ino.0, parent, entries)
+                .enumerate()
+                .skip(offset as usize)
+            {
+                if reply.add(INodeNo(child), index as u64 + 1, kind, name) {
+                    break;
+                }
+            }
+        };
+        if let Some(entries) = self.listing_now(ino, fh, offset) {
+            fill(&entries, &mut reply);
+            return reply.ok();
+        }
+        let fs = Arc::clone(&self.fs);
+        let snapshots = self.snapshot_keeper(fh);
+        self.spawn(
+            format!("readdir inode {}", ino.0),
+            async move { fs.listing(ino.0).await },
+            move |result| match result {
+                Ok(entries) => {
+                    snapshots(&entries);
+                    fill(&entries, &mut reply);
+                    reply.ok()
+                }
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.fs.ttl();
+        let (uid, gid) = (self.uid, self.gid);
+        let fs = Arc::clone(&self.fs);
+        let fill = move |entries: &[Entry], reply: &mut ReplyDirectoryPlus| {
+            for (index, entry) in entries
+                .iter()
+                .enumerate()
+                .skip(offset.saturating_sub(2) as usize)
+            {
+                let attr = FuseAdapter::attr_for(uid, gid, &entry.attr());
+                if reply.add(
+                    INodeNo(entry.ino),
+                    index as u64 + 3,
+                    &entry.name,
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    return;
+                }
+                // The kernel now holds this inode as if looked up.
+                fs.remember(ino.0, entry);
+            }
+        };
+        let dot_entries = self.dot_attrs(ino.0);
+        let add_dots = move |reply: &mut ReplyDirectoryPlus| -> bool {
+            for (index, (name, attr)) in dot_entries.iter().enumerate().skip(offset as usize) {
+                let attr = FuseAdapter::attr_for(uid, gid, attr);
+                if reply.add(attr.ino, index as u64 + 1, name, &ttl, &attr, Generation(0)) {
+                    return false;
+                }
+            }
+            true
+        };
+        if let Some(entries) = self.listing_now(ino, fh, offset) {
+            if add_dots(&mut reply) {
+                fill(&entries, &mut reply);
+            }
+            return reply.ok();
+        }
+        let fs = Arc::clone(&self.fs);
+        let snapshots = self.snapshot_keeper(fh);
+        self.spawn(
+            format!("readdirplus inode {}", ino.0),
+            async move { fs.listing(ino.0).await },
+            move |result| match result {
+                Ok(entries) => {
+                    snapshots(&entries);
+                    if add_dots(&mut reply) {
+                        fill(&entries, &mut reply);
+                    }
+                    reply.ok()
+                }
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.open(ino.0) {
+            Ok(open) => {
+                let flags = if open.keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(open.fh), flags)
+            }
+            Err(err) => reply.error(errno_of("open", &err)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("read inode {} at {offset}", ino.0),
+            async move { fs.read(fh.0, offset, size).await },
+            move |result| match result {
+                Ok(bytes) => reply.data(&bytes),
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Midas reports no capacity; a large, constant figure keeps `df` and file managers happy.
+        const BLOCKS: u64 = 1 << 40;
+        reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 30, 1 << 30, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = match name.to_str() {
+            Some(name) => name.to_owned(),
+            None => return reply.error(Errno::NO_XATTR),
+        };
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("getxattr {name} of inode {}", ino.0),
+            async move { fs.getxattr(ino.0, &name).await },
+            move |result| match result {
+                Ok(value) => reply_xattr(reply, size, &value),
+                Err(errno) if errno == Errno::ENODATA => reply.error(Errno::NO_XATTR),
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("listxattr of inode {}", ino.0),
+            async move { fs.listxattr(ino.0).await },
+            move |result| match result {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for name in names {
+                        list.extend_from_slice(name.as_bytes());
+                        list.push(0);
+                    }
+                    reply_xattr(reply, size, &list)
+                }
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+}
+
+impl FuseAdapter {
+    fn attr_for(uid: u32, gid: u32, attr: &Attr) -> FileAttr {
+        let mut file_attr = FileAttr {
+            ino: INodeNo(attr.ino),
+            size: attr.size,
+            blocks: attr.size.div_ceil(512),
+            atime: attr.mtime,
+            mtime: attr.mtime,
+            ctime: attr.mtime,
+            crtime: attr.mtime,
+            kind: FileType::RegularFile,
+            perm: attr.perm,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            blksize: 128 * 1024,
+            flags: 0,
+        };
+        file_attr.kind = match attr.kind {
+            FileKind::Directory => {
+                file_attr.nlink = 2;
+                FileType::Directory
+            }
+            FileKind::File => FileType::RegularFile,
+            FileKind::Symlink => FileType::Symlink,
+        };
+        file_attr
+    }
+
+    /// The listing to answer a readdir with right away: the snapshot of this open directory for
+    /// a continued read, or a fresh cached listing for a new one.
+    fn listing_now(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Option<Arc<Vec<Entry>>> {
+        if offset > 0 {
+            if let Some(snapshot) = self.dir_snapshot(fh) {
+                return Some(snapshot);
+            }
+        }
+        let entries = self.fs.cached_listing(ino.0)?;
+        self.keep_snapshot(fh, &entries);
+        Some(entries)
+    }
+
+    fn snapshot_keeper(&self, fh: FileHandle) -> impl FnOnce(&Arc<Vec<Entry>>) + Send + 'static {
+        let dirs = Arc::clone(&self.dirs);
+        move |entries| {
+            dirs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fh.0, Arc::clone(entries));
+        }
+    }
+
+    fn dot_attrs(&self, ino: u64) -> Vec<(&'static str, Attr)> {
+        let own = self.fs.getattr(ino);
+        let parent = self.fs.getattr(self.fs.parent(ino));
+        match (own, parent) {
+            (Ok(own), Ok(parent)) => vec![(".", own), ("..", parent)],
+            (Ok(own), Err(_)) => vec![(".", own), ("..", own)],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `.`, `..` and the entries, with the file type plain readdir needs.
+fn dots(ino: u64, parent: u64, entries: &[Entry]) -> impl Iterator<Item = (u64, FileType, &str)> {
+    let kind_of = |e: &Entry| match e.attr().kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    };
+    [
+        (ino, FileType::Directory, "."),
+        (parent, FileType::Directory, ".."),
+    ]
+    .into_iter()
+    .chain(
+        entries
+            .iter()
+            .map(move |e| (e.ino, kind_of(e), e.name.as_str())),
+    )
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

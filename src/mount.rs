@@ -1,12 +1,538 @@
-//! `midasfs mount` and `midasfs demo`: credentials, daemonizing, signals, and the mount itself.
+//! `midasfs mount` and `midasfs demo`: credentials, the background daemon, signals, the mount.
+//!
+//! Without `--foreground`, `mount` starts itself again in the foreground as a detached child and
+//! waits until that child reports through a pipe that the mount is ready, or why it failed; so the
+//! command returns only once the mount works, and every error (wrong URL, bad credentials, busy
+//! mountpoint) is printed by the command the user typed, with a non-zero exit and no mount left.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::cli::{DemoArgs, MountArgs};
+use crate::fs::{names, FsConfig, MidasFs, MountRoot};
+use crate::fuse::FuseAdapter;
+use crate::midas::types::{Id, User};
+use crate::midas::{Client, ClientConfig, Credentials};
 use crate::CliResult;
 
-pub fn run(_args: MountArgs) -> CliResult {
-    todo!("mount")
+/// The environment variable that carries the API key (never the command line: `ps` shows that).
+pub const API_KEY_ENV: &str = "MIDAS_API_KEY";
+/// Set for the background child: the fd of the pipe on which it reports readiness.
+const READY_FD_ENV: &str = "MIDASFS_READY_FD";
+/// Kernel readahead for the mount (root only): larger READs mean fewer round trips per MiB.
+const READ_AHEAD_KB: u32 = 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn run(args: MountArgs) -> CliResult {
+    if args.foreground {
+        let ready = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|fd| fd.parse::<i32>().ok())
+            // SAFETY: the parent passed this fd to us for exactly this purpose and nothing else
+            // in this process uses it.
+            .map(|fd| unsafe { File::from_raw_fd(fd) });
+        std::env::remove_var(READY_FD_ENV);
+        return run_foreground(args, ready);
+    }
+    run_in_background(args)
 }
 
-pub fn demo(_args: DemoArgs) -> CliResult {
-    todo!("demo")
+/// Starts the daemon and waits for its verdict.
+fn run_in_background(args: MountArgs) -> CliResult {
+    let password = if args.password_stdin {
+        Some(read_password()?)
+    } else {
+        None
+    };
+    let (read_end, write_end) = pipe()?;
+    let mut child_args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    child_args.push("--foreground".into());
+    let log_path = match &args.log_file {
+        Some(path) => path.clone(),
+        None => default_log_path(),
+    };
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open the log file {}: {e}", log_path.display()))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(child_args)
+        .env(READY_FD_ENV, write_end.as_raw_fd().to_string())
+        .stdin(if password.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal's session.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(write_end);
+    if let (Some(password), Some(mut stdin)) = (password, child.stdin.take()) {
+        stdin.write_all(password.as_bytes())?;
+    }
+    let mut verdict = String::new();
+    BufReader::new(File::from(read_end)).read_line(&mut verdict)?;
+    match verdict.trim_end() {
+        "ready" => Ok(()),
+        "" => {
+            let status = child.wait()?;
+            Err(format!(
+                "the mount daemon exited ({status}) before the mount was ready; see {}",
+                log_path.display()
+            )
+            .into())
+        }
+        message => {
+            let _ = child.wait();
+            Err(message.trim_start_matches("error: ").to_owned().into())
+        }
+    }
+}
+
+fn default_log_path() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("midasfs").join("mount.log")
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array we own; both are wrapped right away.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created by pipe and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The read end must not leak into the child; the write end must (it is its report channel).
+    // SAFETY: fcntl on fds we own.
+    unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok((read_end, write_end))
+}
+
+fn read_password() -> Result<String, BoxError> {
+    let mut password = String::new();
+    std::io::stdin().read_to_string(&mut password)?;
+    let password = password.lines().next().unwrap_or("").to_owned();
+    if password.is_empty() {
+        return Err("--password-stdin: no password on standard input".into());
+    }
+    Ok(password)
+}
+
+fn credentials(args: &MountArgs) -> Result<Credentials, BoxError> {
+    let key = match &args.api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),
+    };
+    let email = args.email.clone();
+    match (email, key, args.password_stdin) {
+        (Some(_), Some(_), true) => {
+            Err("give either an API key or --password-stdin, not both".into())
+        }
+        (Some(email), _, true) => Ok(Credentials::Password {
+            email,
+            password: read_password()?,
+        }),
+        (Some(email), Some(api_key), false) => Ok(Credentials::ApiKey { email, api_key }),
+        (Some(_), None, false) => Err(format!(
+            "--email needs a credential: {API_KEY_ENV} in the environment, --api-key-file or --password-stdin"
+        )
+        .into()),
+        (None, Some(_), _) | (None, None, true) => {
+            Err("an API key or password needs --email".into())
+        }
+        (None, None, false) => Ok(Credentials::Anonymous),
+    }
+}
+
+/// Mounts and serves until unmounted; reports readiness (or the error) on `ready`.
+fn run_foreground(args: MountArgs, mut ready: Option<File>) -> CliResult {
+    // Signals are handled by one thread (below), so they must be blocked before any other exists.
+    let signals = block_termination_signals();
+    let result = mount_and_serve(args, signals, &mut ready);
+    if let (Err(err), Some(ready)) = (&result, ready.as_mut()) {
+        let _ = writeln!(ready, "error: {err}");
+    }
+    result
+}
+
+fn mount_and_serve(
+    args: MountArgs,
+    signals: libc::sigset_t,
+    ready: &mut Option<File>,
+) -> CliResult {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("midasfs-worker")
+        .build()?;
+    let client = Client::new(ClientConfig {
+        base_url: args.url.clone(),
+        credentials: credentials(&args)?,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        stall_timeout: Duration::from_secs(args.timeout),
+    })?;
+    let me = runtime.block_on(client.connect())?;
+    let root = match &args.root {
+        Some(spec) => runtime.block_on(resolve_root(&client, me.as_ref(), spec, args.read_only))?,
+        None => MountRoot::Everything,
+    };
+    let fs = Arc::new(MidasFs::new(
+        client.clone(),
+        me.clone(),
+        FsConfig {
+            ttl: Duration::from_secs(args.ttl),
+            items_as_dirs: args.items_as_dirs,
+            read_only: args.read_only,
+            cache_bytes: args.cache_size * 1024 * 1024,
+            stall_timeout: Duration::from_secs(args.timeout),
+            root,
+        },
+    ));
+    let handle = runtime.handle().clone();
+    let adapter = move || FuseAdapter::new(Arc::clone(&fs), handle.clone());
+    let mut session = mount(adapter, &mountpoint, &args, client.base_url())?;
+    raise_read_ahead(&mountpoint);
+    let mut unmounter = session.unmount_callable();
+    let signal_mountpoint = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("midasfs-signals".into())
+        .spawn(move || {
+            let signal = wait_for_signal(&signals);
+            log::info!(
+                "signal {signal}: unmounting {}",
+                signal_mountpoint.display()
+            );
+            if let Err(err) = unmounter.unmount() {
+                log::warn!("unmount failed ({err}); detaching the busy mount instead");
+                lazy_unmount(&signal_mountpoint);
+            }
+        })?;
+    match &me {
+        Some(user) => log::info!(
+            "mounted {} at {} as {} {}",
+            client.base_url(),
+            mountpoint.display(),
+            user.firstname,
+            user.lastname
+        ),
+        None => log::info!(
+            "mounted {} at {} (anonymous)",
+            client.base_url(),
+            mountpoint.display()
+        ),
+    }
+    if let Some(mut ready) = ready.take() {
+        writeln!(ready, "ready")?;
+    }
+    session.run()?;
+    log::info!("unmounted {}", mountpoint.display());
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+fn mount(
+    adapter: impl Fn() -> FuseAdapter,
+    mountpoint: &Path,
+    args: &MountArgs,
+    base_url: &str,
+) -> Result<Session<FuseAdapter>, BoxError> {
+    let host = base_url.split("://").nth(1).unwrap_or(base_url);
+    let mut options = vec![
+        MountOption::FSName(format!("midas:{host}")),
+        MountOption::Subtype("midasfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if args.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::RootAndOwner
+    };
+    if cfg!(target_os = "linux") {
+        config.n_threads = Some(2);
+        config.clone_fd = true;
+    }
+    // AutoUnmount makes fusermount3 clean up if this process dies; it needs the fuse3 package
+    // (and user_allow_other for non-root). Without it a crash leaves a stale mount, so say so.
+    config.mount_options = options.clone();
+    config.mount_options.push(MountOption::AutoUnmount);
+    match Session::new(adapter(), mountpoint, &config) {
+        Ok(session) => Ok(session),
+        Err(err) => {
+            log::warn!(
+                "mounting with auto_unmount failed ({err}); mounting without it: a crash of \
+                 midasfs would then leave a stale mount (install fuse3 to avoid this)"
+            );
+            config.mount_options = options;
+            if !args.allow_other {
+                config.acl = SessionACL::Owner;
+            }
+            Ok(Session::new(adapter(), mountpoint, &config)?)
+        }
+    }
+}
+
+/// The mountpoint must be an existing, empty directory that is not mounted already.
+fn check_mountpoint(path: &Path) -> Result<PathBuf, BoxError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTCONN) => format!(
+            "{} is a stale mount (a midasfs that died?): run `fusermount3 -u {0}` or `umount -l {0}`",
+            path.display()
+        ),
+        _ => format!("mountpoint {}: {e}", path.display()),
+    })?;
+    if !meta.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", path.display()).into());
+    }
+    if std::fs::read_dir(path)?.next().is_some() {
+        return Err(format!("mountpoint {} is not empty", path.display()).into());
+    }
+    Ok(std::fs::canonicalize(path)?)
+}
+
+/// `--root folder:ID` or `--root /communities/<name>/a/b` or `--root /users/<First>_<Last>/a`.
+async fn resolve_root(
+    client: &Client,
+    me: Option<&User>,
+    spec: &str,
+    read_only: bool,
+) -> Result<MountRoot, BoxError> {
+    let mine_or_admin = |owner_root: Option<Id>| {
+        !read_only && me.is_some_and(|me| me.admin || owner_root == Some(me.folder_id))
+    };
+    if let Some(id) = spec.strip_prefix("folder:") {
+        let id: Id = id
+            .parse()
+            .map_err(|_| format!("--root {spec}: folder:ID needs a number"))?;
+        let folder = client
+            .folder_get(id)
+            .await
+            .map_err(|e| format!("--root {spec}: {e}"))?;
+        // Writable if the folder is in the user's own tree; folder.get tells only the parent, so
+        // only a user's top folders and the admin case are recognised here.
+        let owner_root = Some(folder.parent_id);
+        return Ok(MountRoot::Folder {
+            id,
+            writable: mine_or_admin(owner_root),
+        });
+    }
+    let mut parts = spec.split('/').filter(|p| !p.is_empty());
+    let (top, owner_root) = match (parts.next(), parts.next()) {
+        (Some("communities"), Some(name)) => {
+            let community = client
+                .community_get_by_name(&names::to_midas(name))
+                .await
+                .map_err(|e| format!("--root {spec}: community {name:?}: {e}"))?;
+            (community.folder_id, None)
+        }
+        (Some("users"), Some(name)) => {
+            let midas_name = names::to_midas(name);
+            let (first, last) = midas_name
+                .split_once('_')
+                .ok_or_else(|| format!("--root {spec}: users are named <First>_<Last>"))?;
+            let user = client
+                .user_get_by_name(first, last)
+                .await?
+                .ok_or_else(|| format!("--root {spec}: no user {name:?}"))?;
+            (user.folder_id, Some(user.folder_id))
+        }
+        _ => {
+            return Err(format!(
+            "--root {spec}: expected /communities/<name>/…, /users/<First>_<Last>/… or folder:ID"
+        )
+            .into())
+        }
+    };
+    let mut folder = top;
+    for part in parts {
+        let wanted = names::to_midas(part);
+        let children = client.folder_children(folder).await?;
+        folder = children
+            .folders
+            .iter()
+            .find(|f| f.name == wanted)
+            .map(|f| f.folder_id)
+            .ok_or_else(|| format!("--root {spec}: no folder {part:?}"))?;
+    }
+    Ok(MountRoot::Folder {
+        id: folder,
+        writable: mine_or_admin(owner_root),
+    })
+}
+
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-mask calls on a set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: sigwait reads the set and writes the signal number into our variable.
+    unsafe { libc::sigwait(set, &mut signal) };
+    signal
+}
+
+/// Detaches a mount that is still in use (an open file, a shell inside it).
+fn lazy_unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let status = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(mountpoint)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            log::error!("could not unmount {}", mountpoint.display());
+        }
+    }
+}
+
+/// As root, raise the kernel's readahead for this mount (the default is 128 KiB).
+fn raise_read_ahead(mountpoint: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let target = mountpoint.to_string_lossy();
+    let Some(device) = mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(4) == Some(&target.as_ref())).then(|| fields.get(2).map(|d| d.to_string()))?
+    }) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
+    if let Err(err) = std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        log::debug!("could not raise readahead ({knob}: {err})");
+    }
+}
+
+/// Starts `midasfs serve --demo` on a local store and mounts it in the foreground.
+pub fn demo(args: DemoArgs) -> CliResult {
+    let scratch;
+    let data = match &args.data {
+        Some(dir) => dir.clone(),
+        None => {
+            scratch = tempfile::Builder::new().prefix("midasfs-demo-").tempdir()?;
+            scratch.path().to_owned()
+        }
+    };
+    std::fs::create_dir_all(&args.mountpoint)?;
+    let password = "demo-password";
+    let mut server = Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--demo",
+            "--admin-password",
+            password,
+        ])
+        .arg("--data")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let server_out = server
+        .stdout
+        .take()
+        .ok_or("the demo server has no output")?;
+    let (mut url, mut email, mut key) = (None, None, None);
+    for line in BufReader::new(server_out).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("midasfs serve listening on ") {
+            url = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("admin email: ") {
+            email = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("admin api key: ") {
+            key = Some(rest.trim().to_owned());
+        }
+        if url.is_some() && email.is_some() && key.is_some() {
+            break;
+        }
+    }
+    let (Some(url), Some(email), Some(key)) = (url, email, key) else {
+        let _ = server.kill();
+        return Err("the demo server did not start".into());
+    };
+    std::env::set_var(API_KEY_ENV, &key);
+    println!("demo server: {url} (admin {email}, password {password})");
+    println!(
+        "mounting it at {}: browse it from another terminal; Ctrl-C unmounts and stops",
+        args.mountpoint.display()
+    );
+    let result = run_foreground(
+        MountArgs {
+            url,
+            mountpoint: args.mountpoint.clone(),
+            email: Some(email),
+            api_key_file: None,
+            password_stdin: false,
+            foreground: true,
+            read_only: false,
+            root: None,
+            items_as_dirs: false,
+            ttl: 5,
+            connect_timeout: 10,
+            timeout: 30,
+            cache_size: 256,
+            allow_other: false,
+            spool_dir: None,
+            spool_size: 10240,
+            log_file: None,
+        },
+        None,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    result
 }

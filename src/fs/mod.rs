@@ -1,1 +1,704 @@
-//! The filesystem: inodes keyed by Midas ids, names, caches, readers and writes.
+//! The filesystem: inodes keyed by Midas ids, names, listings cached with a TTL, readers.
+//!
+//! Everything here is in terms of Midas objects and POSIX results; the HTTP details stay in
+//! [`crate::midas`] and the kernel protocol in [`crate::fuse`]. Methods that may need the network
+//! are `async`; the `cached_*` methods answer from memory only, so the FUSE loop can reply inline
+//! when it can and hand the rest to a worker.
+
+pub mod error;
+pub mod inode;
+pub mod names;
+pub mod reader;
+pub mod time;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+
+pub use error::{FsError, FsResult};
+use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
+use names::Origin;
+use reader::{BlockCache, FileReader};
+
+use crate::midas::types::{Id, Item, MetadataValue, User};
+use crate::midas::Client;
+
+/// How many `item.get` calls one listing keeps in flight.
+const ITEM_GET_CONCURRENCY: usize = 32;
+/// `midas.user.list` needs a limit; the mount lists this many users at most.
+const USER_LIST_LIMIT: u32 = 10_000;
+
+/// What the mount shows at its top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountRoot {
+    /// `communities/`, `users/` and `home`.
+    Everything,
+    /// One folder (`--root`).
+    Folder { id: Id, writable: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// How long listings and attributes are trusted.
+    pub ttl: Duration,
+    pub items_as_dirs: bool,
+    pub read_only: bool,
+    pub cache_bytes: u64,
+    /// How long a read may wait for data before it fails.
+    pub stall_timeout: Duration,
+    pub root: MountRoot,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub ino: u64,
+    pub data: NodeData,
+}
+
+impl Entry {
+    pub fn attr(&self) -> Attr {
+        self.data.attr(self.ino)
+    }
+}
+
+struct Listing {
+    entries: Arc<Vec<Entry>>,
+    fetched: Instant,
+}
+
+struct Node {
+    data: NodeData,
+    parent: u64,
+    /// Lookups the kernel holds (each readdirplus entry and lookup reply counts one).
+    lookups: u64,
+    listing: Option<Listing>,
+    /// Checksum of the content the kernel may still cache for this inode, for FOPEN_KEEP_CACHE.
+    kernel_cached_md5: Option<String>,
+    metadata: Option<(Instant, Arc<Vec<MetadataValue>>)>,
+}
+
+/// An open file: which inode, and how to read it.
+pub struct OpenFile {
+    pub fh: u64,
+    /// The content is what the kernel cached at the last open: keep its page cache.
+    pub keep_cache: bool,
+}
+
+pub struct MidasFs {
+    client: Client,
+    config: FsConfig,
+    me: Option<User>,
+    nodes: Mutex<HashMap<u64, Node>>,
+    /// One listing request per directory at a time; others wait for its answer.
+    listing_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    cache: Arc<BlockCache>,
+    readers: Mutex<HashMap<u64, Arc<FileReader>>>,
+    next_fh: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+impl MidasFs {
+    /// `me` is the logged-in user (None for an anonymous mount).
+    pub fn new(client: Client, me: Option<User>, config: FsConfig) -> MidasFs {
+        let now = SystemTime::now();
+        let root_kind = match &config.root {
+            MountRoot::Everything => NodeKind::Root,
+            MountRoot::Folder { id, .. } => NodeKind::Folder {
+                id: *id,
+                uuid: String::new(),
+            },
+        };
+        let root_writable =
+            matches!(config.root, MountRoot::Folder { writable: true, .. }) && !config.read_only;
+        let root = Node {
+            data: NodeData {
+                kind: root_kind,
+                mtime: now,
+                writable: root_writable,
+            },
+            parent: ROOT,
+            lookups: 1,
+            listing: None,
+            kernel_cached_md5: None,
+            metadata: None,
+        };
+        MidasFs {
+            cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            client,
+            config,
+            me,
+            nodes: Mutex::new(HashMap::from([(ROOT, root)])),
+            listing_locks: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            mounted_at: now,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.config.read_only
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, HashMap<u64, Node>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn root_folder(&self) -> Option<Id> {
+        match self.config.root {
+            MountRoot::Folder { id, .. } => Some(id),
+            MountRoot::Everything => None,
+        }
+    }
+
+    // ---- metadata: lookup, getattr, readdir ----
+
+    /// Answers a lookup from a fresh cached listing, or None when the listing must be fetched.
+    pub fn cached_lookup(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        let entries = self.cached_listing(parent)?;
+        Some(self.lookup_in(parent, &entries, name))
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let entries = self.listing(parent).await?;
+        match self.lookup_in(parent, &entries, name) {
+            Err(err) if err.errno == libc::ENOENT && parent == USERS => {
+                self.lookup_unlisted_user(name).await
+            }
+            other => other,
+        }
+    }
+
+    fn lookup_in(&self, parent: u64, entries: &[Entry], name: &str) -> FsResult<Attr> {
+        let entry = entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| FsError::not_found(name))?;
+        self.remember(parent, entry);
+        Ok(entry.attr())
+    }
+
+    /// Users that `user.list` does not show (private ones) can still be reached by name, as pydas
+    /// does: `users/First_Last` → `user.get`.
+    async fn lookup_unlisted_user(&self, name: &str) -> FsResult<Attr> {
+        let (first, last) = names::to_midas(name)
+            .split_once('_')
+            .map(|(f, l)| (f.to_owned(), l.to_owned()))
+            .ok_or_else(|| FsError::not_found(name))?;
+        let user = self
+            .client
+            .user_get_by_name(&first, &last)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        let entry = self.user_entry(&user, name.to_owned());
+        self.remember(USERS, &entry);
+        Ok(entry.attr())
+    }
+
+    /// Records that the kernel now holds a reference to this entry's inode.
+    pub fn remember(&self, parent: u64, entry: &Entry) {
+        let mut nodes = self.nodes();
+        let node = nodes.entry(entry.ino).or_insert_with(|| Node {
+            data: entry.data.clone(),
+            parent,
+            lookups: 0,
+            listing: None,
+            kernel_cached_md5: None,
+            metadata: None,
+        });
+        node.data = entry.data.clone();
+        node.parent = parent;
+        node.lookups += 1;
+    }
+
+    pub fn forget(&self, ino: u64, count: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut nodes = self.nodes();
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(count);
+            if node.lookups == 0 {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let nodes = self.nodes();
+        let node = nodes
+            .get(&ino)
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+        let mut attr = node.data.attr(ino);
+        if ino == ROOT && matches!(self.config.root, MountRoot::Everything) {
+            attr.mtime = self.mounted_at;
+        }
+        Ok(attr)
+    }
+
+    pub fn parent(&self, ino: u64) -> u64 {
+        self.nodes().get(&ino).map_or(ROOT, |n| n.parent)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        match self.nodes().get(&ino).map(|n| &n.data.kind) {
+            Some(NodeKind::Home { target }) => Ok(target.clone()),
+            _ => Err(FsError::new(
+                libc::EINVAL,
+                format!("inode {ino} is not a symlink"),
+            )),
+        }
+    }
+
+    /// The directory's entries if a fresh listing is in memory.
+    pub fn cached_listing(&self, ino: u64) -> Option<Arc<Vec<Entry>>> {
+        let nodes = self.nodes();
+        let listing = nodes.get(&ino)?.listing.as_ref()?;
+        (listing.fetched.elapsed() < self.config.ttl).then(|| Arc::clone(&listing.entries))
+    }
+
+    /// The directory's entries, fetched from the server when the cached ones are too old.
+    pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
+        if let Some(entries) = self.cached_listing(ino) {
+            return Ok(entries);
+        }
+        let lock = {
+            let mut locks = self.listing_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(ino).or_default())
+        };
+        let _one_at_a_time = lock.lock().await;
+        if let Some(entries) = self.cached_listing(ino) {
+            return Ok(entries);
+        }
+        let (kind, writable) = {
+            let nodes = self.nodes();
+            let node = nodes
+                .get(&ino)
+                .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+            (node.data.kind.clone(), node.data.writable)
+        };
+        let entries = Arc::new(self.fetch_listing(&kind, writable).await?);
+        let mut nodes = self.nodes();
+        // Nodes the kernel holds see the new attributes (size, mtime) at once.
+        for entry in entries.iter() {
+            if let Some(node) = nodes.get_mut(&entry.ino) {
+                node.data = entry.data.clone();
+            }
+        }
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.listing = Some(Listing {
+                entries: Arc::clone(&entries),
+                fetched: Instant::now(),
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn fetch_listing(&self, kind: &NodeKind, writable: bool) -> FsResult<Vec<Entry>> {
+        match kind {
+            NodeKind::Root => Ok(self.root_entries()),
+            NodeKind::Communities => self.community_entries().await,
+            NodeKind::Users => self.user_entries().await,
+            NodeKind::Folder { id, .. } => self.folder_entries(*id, writable).await,
+            NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
+            NodeKind::Home { .. } | NodeKind::ItemFile { .. } | NodeKind::Bitstream { .. } => {
+                Err(FsError::new(libc::ENOTDIR, "not a directory"))
+            }
+        }
+    }
+
+    fn virtual_dir(&self, kind: NodeKind, name: &str) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            ino: kind.ino(None),
+            data: NodeData {
+                kind,
+                mtime: self.mounted_at,
+                writable: false,
+            },
+        }
+    }
+
+    fn root_entries(&self) -> Vec<Entry> {
+        let mut entries = vec![
+            self.virtual_dir(NodeKind::Communities, "communities"),
+            self.virtual_dir(NodeKind::Users, "users"),
+        ];
+        if let Some(me) = &self.me {
+            let target = format!("users/{}", user_dir_name(me));
+            entries.push(self.virtual_dir(NodeKind::Home { target }, "home"));
+            debug_assert_eq!(entries[2].ino, HOME);
+        }
+        entries
+    }
+
+    async fn community_entries(&self) -> FsResult<Vec<Entry>> {
+        let communities = self.client.community_list().await?;
+        let writable = self.is_admin();
+        let mut named: Vec<(String, Origin)> = communities
+            .iter()
+            .map(|c| (names::to_display(&c.name), Origin::Folder(c.folder_id)))
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(communities
+            .iter()
+            .zip(named)
+            .map(|(c, (name, _))| {
+                self.entry(
+                    name,
+                    NodeKind::Folder {
+                        id: c.folder_id,
+                        uuid: c.uuid.clone(),
+                    },
+                    &c.creation,
+                    writable,
+                )
+            })
+            .collect())
+    }
+
+    async fn user_entries(&self) -> FsResult<Vec<Entry>> {
+        let mut users = self.client.user_list(USER_LIST_LIMIT).await?;
+        if let Some(me) = &self.me {
+            if !users.iter().any(|u| u.user_id == me.user_id) {
+                users.push(me.clone());
+            }
+        }
+        let mut named: Vec<(String, Origin)> = users
+            .iter()
+            .map(|u| (user_dir_name(u), Origin::Folder(u.folder_id)))
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(users
+            .iter()
+            .zip(named)
+            .map(|(u, (name, _))| self.user_entry(u, name))
+            .collect())
+    }
+
+    fn user_entry(&self, user: &User, name: String) -> Entry {
+        let mine = self
+            .me
+            .as_ref()
+            .is_some_and(|me| me.user_id == user.user_id);
+        let writable = !self.config.read_only && (mine || self.is_admin());
+        self.entry(
+            name,
+            NodeKind::Folder {
+                id: user.folder_id,
+                uuid: user.uuid.clone(),
+            },
+            "",
+            writable,
+        )
+    }
+
+    fn is_admin(&self) -> bool {
+        !self.config.read_only && self.me.as_ref().is_some_and(|me| me.admin)
+    }
+
+    fn entry(&self, name: String, kind: NodeKind, date: &str, writable: bool) -> Entry {
+        Entry {
+            ino: kind.ino(self.root_folder()),
+            name,
+            data: NodeData {
+                kind,
+                mtime: time::parse_midas_date(date).unwrap_or(self.mounted_at),
+                writable,
+            },
+        }
+    }
+
+    async fn folder_entries(&self, id: Id, writable: bool) -> FsResult<Vec<Entry>> {
+        let children = self.client.folder_children(id).await?;
+        // A listing gives no bitstreams: ask for every item at once (bounded), not one by one.
+        let ids: Vec<Id> = children.items.iter().map(|i| i.item_id).collect();
+        let answers: Vec<_> = stream::iter(ids)
+            .map(|id| {
+                let client = self.client.clone();
+                async move { client.item_get(id).await }
+            })
+            .buffer_unordered(ITEM_GET_CONCURRENCY)
+            .collect()
+            .await;
+        let mut items = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer {
+                Ok(item) => items.push(item),
+                // Deleted or hidden since the listing: not an entry any more.
+                Err(err) if err.api_code() == Some(-151) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        items.sort_by(|a: &Item, b: &Item| (&a.name, a.item_id).cmp(&(&b.name, b.item_id)));
+        let mut named: Vec<(String, Origin)> = children
+            .folders
+            .iter()
+            .map(|f| (names::to_display(&f.name), Origin::Folder(f.folder_id)))
+            .chain(
+                items
+                    .iter()
+                    .map(|i| (names::to_display(&i.name), Origin::Item(i.item_id))),
+            )
+            .collect();
+        names::disambiguate(&mut named);
+        let mut named = named.into_iter().map(|(name, _)| name);
+        let mut entries = Vec::with_capacity(named.len());
+        for folder in &children.folders {
+            let name = named.next().unwrap_or_default();
+            let kind = NodeKind::Folder {
+                id: folder.folder_id,
+                uuid: folder.uuid.clone(),
+            };
+            entries.push(self.entry(name, kind, &folder.date_update, writable));
+        }
+        for item in &items {
+            let name = named.next().unwrap_or_default();
+            entries.push(self.item_entry(item, name, writable));
+        }
+        Ok(entries)
+    }
+
+    /// An item is a file when its head revision holds exactly one bitstream of its own name.
+    fn item_entry(&self, item: &Item, name: String, writable: bool) -> Entry {
+        let head = item.head();
+        let info = ItemInfo {
+            id: item.item_id,
+            uuid: item.uuid.clone(),
+            revision: head.map_or(0, |r| r.revision),
+            description: item.description.clone(),
+        };
+        let kind = match head.map(|r| r.bitstreams.as_slice()) {
+            Some([only]) if only.name == item.name && !self.config.items_as_dirs => {
+                NodeKind::ItemFile {
+                    item: info,
+                    bitstream: bitstream_info(only),
+                }
+            }
+            _ => NodeKind::ItemDir { item: info },
+        };
+        self.entry(name, kind, &item.date_update, writable)
+    }
+
+    async fn item_dir_entries(&self, item_id: Id, writable: bool) -> FsResult<Vec<Entry>> {
+        let item = self.client.item_get(item_id).await?;
+        let Some(head) = item.head() else {
+            return Ok(Vec::new());
+        };
+        let info = ItemInfo {
+            id: item.item_id,
+            uuid: item.uuid.clone(),
+            revision: head.revision,
+            description: item.description.clone(),
+        };
+        let mut named: Vec<(String, Origin)> = head
+            .bitstreams
+            .iter()
+            .map(|b| {
+                (
+                    names::to_display(&b.name),
+                    Origin::Bitstream(b.bitstream_id),
+                )
+            })
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(head
+            .bitstreams
+            .iter()
+            .zip(named)
+            .map(|(b, (name, _))| {
+                let kind = NodeKind::Bitstream {
+                    item: info.clone(),
+                    bitstream: bitstream_info(b),
+                };
+                self.entry(name, kind, &b.date, writable)
+            })
+            .collect())
+    }
+
+    // ---- file content ----
+
+    /// Opens a file for reading; needs no request (the listing brought the bitstream).
+    pub fn open(&self, ino: u64) -> FsResult<OpenFile> {
+        let (bitstream, keep_cache) = {
+            let mut nodes = self.nodes();
+            let node = nodes
+                .get_mut(&ino)
+                .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+            let bitstream = node
+                .data
+                .kind
+                .bitstream()
+                .cloned()
+                .ok_or_else(|| FsError::new(libc::EISDIR, "is a directory"))?;
+            let keep = node.kernel_cached_md5.as_deref() == Some(bitstream.md5.as_str());
+            node.kernel_cached_md5 = Some(bitstream.md5.clone());
+            (bitstream, keep)
+        };
+        let reader = FileReader::new(
+            self.client.clone(),
+            Arc::clone(&self.cache),
+            bitstream.id,
+            bitstream.size,
+            self.config.stall_timeout,
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(reader));
+        Ok(OpenFile { fh, keep_cache })
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let reader = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
+        reader.read(offset, size).await
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    // ---- extended attributes ----
+
+    /// Names of the `user.midas.*` attributes of a node.
+    pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
+        let mut names: Vec<String> = self
+            .fixed_xattrs(ino)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if let Some(item) = self.item_of(ino) {
+            for value in self.item_metadata(ino, item.id).await?.iter() {
+                names.push(metadata_xattr_name(value));
+            }
+        }
+        Ok(names)
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        if let Some((_, value)) = self.fixed_xattrs(ino)?.into_iter().find(|(n, _)| n == name) {
+            return Ok(value.into_bytes());
+        }
+        if name.starts_with(META_PREFIX) {
+            if let Some(item) = self.item_of(ino) {
+                let metadata = self.item_metadata(ino, item.id).await?;
+                if let Some(value) = metadata.iter().find(|v| metadata_xattr_name(v) == name) {
+                    return Ok(value.value.clone().into_bytes());
+                }
+            }
+        }
+        Err(FsError::new(libc::ENODATA, format!("no attribute {name}")))
+    }
+
+    fn item_of(&self, ino: u64) -> Option<ItemInfo> {
+        self.nodes().get(&ino)?.data.kind.item().cloned()
+    }
+
+    fn fixed_xattrs(&self, ino: u64) -> FsResult<Vec<(String, String)>> {
+        let kind = self
+            .nodes()
+            .get(&ino)
+            .map(|n| n.data.kind.clone())
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+        let base = self.client.base_url().to_owned();
+        let mut attrs: Vec<(&str, String)> = Vec::new();
+        match &kind {
+            NodeKind::Folder { id, uuid } => {
+                attrs.push(("id", id.to_string()));
+                attrs.push(("type", "folder".into()));
+                if !uuid.is_empty() {
+                    attrs.push(("uuid", uuid.clone()));
+                }
+                attrs.push(("url", format!("{base}/folder/{id}")));
+            }
+            NodeKind::ItemFile { item, bitstream } | NodeKind::Bitstream { item, bitstream } => {
+                let is_item = matches!(kind, NodeKind::ItemFile { .. });
+                attrs.push((
+                    "id",
+                    if is_item { item.id } else { bitstream.id }.to_string(),
+                ));
+                attrs.push(("type", if is_item { "item" } else { "bitstream" }.into()));
+                attrs.push(("item_id", item.id.to_string()));
+                attrs.push(("bitstream_id", bitstream.id.to_string()));
+                attrs.push(("md5", bitstream.md5.clone()));
+                attrs.push(("mimetype", bitstream.mimetype.clone()));
+                attrs.push(("uuid", item.uuid.clone()));
+                attrs.push(("url", format!("{base}/item/{}", item.id)));
+                attrs.push(("revision", item.revision.to_string()));
+            }
+            NodeKind::ItemDir { item } => {
+                attrs.push(("id", item.id.to_string()));
+                attrs.push(("type", "item".into()));
+                attrs.push(("uuid", item.uuid.clone()));
+                attrs.push(("url", format!("{base}/item/{}", item.id)));
+                attrs.push(("revision", item.revision.to_string()));
+            }
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {}
+        }
+        Ok(attrs
+            .into_iter()
+            .map(|(name, value)| (format!("user.midas.{name}"), value))
+            .collect())
+    }
+
+    async fn item_metadata(&self, ino: u64, item_id: Id) -> FsResult<Arc<Vec<MetadataValue>>> {
+        if let Some((fetched, values)) = self.nodes().get(&ino).and_then(|n| n.metadata.clone()) {
+            if fetched.elapsed() < self.config.ttl {
+                return Ok(values);
+            }
+        }
+        let values = match self.client.item_get_metadata(item_id).await {
+            Ok(values) => Arc::new(values),
+            // An item without revisions cannot have metadata: Midas says −151.
+            Err(err) if err.api_code() == Some(-151) => Arc::new(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(node) = self.nodes().get_mut(&ino) {
+            node.metadata = Some((Instant::now(), Arc::clone(&values)));
+        }
+        Ok(values)
+    }
+}
+
+const META_PREFIX: &str = "user.midas.meta.";
+
+fn metadata_xattr_name(value: &MetadataValue) -> String {
+    if value.qualifier.is_empty() {
+        format!("{META_PREFIX}{}", value.element)
+    } else {
+        format!("{META_PREFIX}{}.{}", value.element, value.qualifier)
+    }
+}
+
+/// `users/<First>_<Last>`, the pydas path scheme.
+fn user_dir_name(user: &User) -> String {
+    names::to_display(&format!("{}_{}", user.firstname, user.lastname))
+}
+
+fn bitstream_info(b: &crate::midas::types::Bitstream) -> BitstreamInfo {
+    BitstreamInfo {
+        id: b.bitstream_id,
+        size: u64::try_from(b.sizebytes).unwrap_or(0),
+        md5: b.checksum.clone(),
+        mimetype: b.mimetype.clone(),
+    }
+}

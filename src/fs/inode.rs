@@ -1,0 +1,218 @@
+//! Inode numbers derived from Midas ids, and what each inode stands for.
+//!
+//! An inode number is a kind tag in the top bits and the Midas id below, so the same object has
+//! the same number on every mount, and an item that turns from a file into a directory (a second
+//! bitstream arrived) gets a new number instead of confusing the kernel with a changed type.
+
+use std::time::SystemTime;
+
+use crate::midas::types::Id;
+
+pub const ROOT: u64 = 1;
+pub const COMMUNITIES: u64 = 2;
+pub const USERS: u64 = 3;
+pub const HOME: u64 = 4;
+
+const TAG_SHIFT: u32 = 56;
+const TAG_FOLDER: u64 = 1;
+const TAG_ITEM_FILE: u64 = 2;
+const TAG_ITEM_DIR: u64 = 3;
+const TAG_BITSTREAM: u64 = 4;
+
+fn tagged(tag: u64, id: Id) -> u64 {
+    (tag << TAG_SHIFT) | (id as u64 & ((1 << TAG_SHIFT) - 1))
+}
+
+/// The item and revision a file or item directory shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInfo {
+    pub id: Id,
+    pub uuid: String,
+    pub revision: i64,
+    pub description: String,
+}
+
+/// One bitstream: immutable content, so its id is a cache key for its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitstreamInfo {
+    pub id: Id,
+    pub size: u64,
+    pub md5: String,
+    pub mimetype: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The top of the mount: `communities`, `users` and `home`.
+    Root,
+    Communities,
+    Users,
+    /// `home`: a symlink to the logged-in user's folder.
+    Home {
+        target: String,
+    },
+    Folder {
+        id: Id,
+        uuid: String,
+    },
+    /// An item whose head revision holds one bitstream of the item's own name.
+    ItemFile {
+        item: ItemInfo,
+        bitstream: BitstreamInfo,
+    },
+    /// Any other item: a directory of its head revision's bitstreams.
+    ItemDir {
+        item: ItemInfo,
+    },
+    /// A bitstream inside an item directory.
+    Bitstream {
+        item: ItemInfo,
+        bitstream: BitstreamInfo,
+    },
+}
+
+impl NodeKind {
+    /// The inode number for this node; `root_folder` is the folder mounted at the top, if any.
+    pub fn ino(&self, root_folder: Option<Id>) -> u64 {
+        match self {
+            NodeKind::Root => ROOT,
+            NodeKind::Communities => COMMUNITIES,
+            NodeKind::Users => USERS,
+            NodeKind::Home { .. } => HOME,
+            NodeKind::Folder { id, .. } if Some(*id) == root_folder => ROOT,
+            NodeKind::Folder { id, .. } => tagged(TAG_FOLDER, *id),
+            NodeKind::ItemFile { item, .. } => tagged(TAG_ITEM_FILE, item.id),
+            NodeKind::ItemDir { item } => tagged(TAG_ITEM_DIR, item.id),
+            NodeKind::Bitstream { bitstream, .. } => tagged(TAG_BITSTREAM, bitstream.id),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        !matches!(
+            self,
+            NodeKind::ItemFile { .. } | NodeKind::Bitstream { .. } | NodeKind::Home { .. }
+        )
+    }
+
+    /// The bitstream whose bytes this node's file content is.
+    pub fn bitstream(&self) -> Option<&BitstreamInfo> {
+        match self {
+            NodeKind::ItemFile { bitstream, .. } | NodeKind::Bitstream { bitstream, .. } => {
+                Some(bitstream)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn item(&self) -> Option<&ItemInfo> {
+        match self {
+            NodeKind::ItemFile { item, .. }
+            | NodeKind::ItemDir { item }
+            | NodeKind::Bitstream { item, .. } => Some(item),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of file the kernel sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+    Symlink,
+}
+
+/// What `stat` shows, in the filesystem's own terms (the adapter turns it into a `FileAttr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Permission bits (the owner is the mounting user).
+    pub perm: u16,
+}
+
+/// Everything known about one node, as a listing produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeData {
+    pub kind: NodeKind,
+    pub mtime: SystemTime,
+    /// Whether the logged-in user may change it (shown as write permission bits).
+    pub writable: bool,
+}
+
+impl NodeData {
+    pub fn attr(&self, ino: u64) -> Attr {
+        let (kind, size, perm) = match &self.kind {
+            NodeKind::Home { target } => (FileKind::Symlink, target.len() as u64, 0o777),
+            k if k.is_dir() => (
+                FileKind::Directory,
+                0,
+                if self.writable { 0o755 } else { 0o555 },
+            ),
+            k => {
+                let size = k.bitstream().map_or(0, |b| b.size);
+                (
+                    FileKind::File,
+                    size,
+                    if self.writable { 0o644 } else { 0o444 },
+                )
+            }
+        };
+        Attr {
+            ino,
+            kind,
+            size,
+            mtime: self.mtime,
+            perm,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_are_stable_and_distinct_per_kind() {
+        let folder = NodeKind::Folder {
+            id: 7,
+            uuid: String::new(),
+        };
+        let item = ItemInfo {
+            id: 7,
+            uuid: String::new(),
+            revision: 1,
+            description: String::new(),
+        };
+        let bs = BitstreamInfo {
+            id: 7,
+            size: 1,
+            md5: String::new(),
+            mimetype: String::new(),
+        };
+        let file = NodeKind::ItemFile {
+            item: item.clone(),
+            bitstream: bs.clone(),
+        };
+        let dir = NodeKind::ItemDir { item: item.clone() };
+        let inner = NodeKind::Bitstream {
+            item,
+            bitstream: bs,
+        };
+        let inos = [
+            folder.ino(None),
+            file.ino(None),
+            dir.ino(None),
+            inner.ino(None),
+        ];
+        for (i, a) in inos.iter().enumerate() {
+            assert!(*a > HOME);
+            for b in &inos[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(folder.ino(Some(7)), ROOT);
+    }
+}
