@@ -17,3 +17,6 @@ pub use error::Error;
 pub use redact::redact;
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod mock_tests;
