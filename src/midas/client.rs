@@ -367,6 +367,9 @@ impl Client {
         let (Err(Error::Http { status, .. }), Some(used)) = (&result, &token) else {
             return result;
         };
+        if *status == 404 {
+            return result;
+        }
         // Midas answers an expired authToken with a bare HTTP 500. A JSON call tells whether the
         // token is still good (and logs in again if not); with a new token, try once more.
         debug!("download of bitstream {bitstream_id} got HTTP {status}; checking the token");
