@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "midasfs", version, about = "Mount a Midas Server 3 as a filesystem")]
+#[command(
+    name = "midasfs",
+    version,
+    about = "Mount a Midas Server 3 as a filesystem"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

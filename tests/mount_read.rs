@@ -1,0 +1,378 @@
+//! Browsing and reading through a real mount of a real `midasfs serve`, with data put there by
+//! pydas, the official client.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::mount::{getxattr, listxattr, Mount, MountOptions};
+use common::server::TestServer;
+
+/// A tree with the awkward cases: empty file, unicode names, nesting, binary content, a file
+/// larger than the block cache of the mounts below, and a leaf folder for multi-bitstream items.
+fn make_tree(root: &Path) {
+    let write = |rel: &str, data: &[u8]| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    write("tree/hello.txt", b"Hello from midasfs!\n");
+    write("tree/empty.txt", b"");
+    write("tree/caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes());
+    write("tree/\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv", b"a,b\n1,2\n");
+    write("tree/nested/a/b/deep.bin", &pseudo_random(100_000, 7));
+    write("tree/big.bin", &pseudo_random(3 * 1024 * 1024 + 123, 11));
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn diff_r(expected: &Path, actual: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg(expected)
+        .arg(actual)
+        .output()
+        .expect("run diff");
+    assert!(
+        out.status.success(),
+        "trees differ:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn upload(server: &TestServer, local: &Path, destination: &str, leaf_items: bool) {
+    let mut args = vec![local.to_str().unwrap(), destination];
+    if leaf_items {
+        args.push("--leaf");
+    }
+    let out = server.pydas("mount_upload.py", &args);
+    assert!(
+        out.status.success(),
+        "pydas upload failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn admin_mount(server: &TestServer, extra: &[&str]) -> Mount {
+    Mount::as_admin(&server.url, &server.email, &server.api_key, extra)
+}
+
+fn private(mount: &Mount) -> PathBuf {
+    mount.path.join("users/Admin_User/Private")
+}
+
+#[test]
+fn mounted_tree_equals_the_tree_pydas_uploaded() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let multi = tempfile::tempdir().unwrap();
+    std::fs::create_dir(multi.path().join("multi")).unwrap();
+    std::fs::write(multi.path().join("multi/a.txt"), b"first\n").unwrap();
+    std::fs::write(multi.path().join("multi/b.txt"), b"second\n").unwrap();
+    upload(&server, &multi.path().join("multi"), "Private", true);
+
+    let mount = admin_mount(&server, &["--cache-size", "1"]);
+    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+    // A leaf folder uploaded as one item of two bitstreams is a directory of two files.
+    assert!(private(&mount).join("multi").is_dir());
+    diff_r(&multi.path().join("multi"), &private(&mount).join("multi"));
+    // home points at the logged-in user's folder.
+    let home = std::fs::read_link(mount.path.join("home")).unwrap();
+    assert_eq!(home, Path::new("users/Admin_User"));
+    assert!(mount.path.join("home/Private/tree/hello.txt").is_file());
+    let status = mount.unmount();
+    assert!(status.success(), "daemon exit status after unmount: {status}");
+}
+
+#[test]
+fn random_reads_match_and_attributes_come_from_the_server() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let mount = admin_mount(&server, &["--cache-size", "1", "--ttl", "1"]);
+
+    let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
+    let file = std::fs::File::open(private(&mount).join("tree/big.bin")).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), expected.len() as u64);
+    let mut offset = 12_345u64;
+    for i in 0..200u64 {
+        offset = (offset * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407 + i)
+            % expected.len() as u64;
+        let mut buf = vec![0u8; 4096 + (i as usize % 3) * 70_000];
+        let n = file.read_at(&mut buf, offset).unwrap();
+        let end = (offset as usize + buf.len()).min(expected.len());
+        assert_eq!(n, end - offset as usize, "short read at {offset}");
+        assert_eq!(&buf[..n], &expected[offset as usize..end], "bytes at {offset}");
+    }
+    // Reading past the end gives nothing.
+    let mut buf = [0u8; 10];
+    assert_eq!(file.read_at(&mut buf, expected.len() as u64 + 5).unwrap(), 0);
+
+    // xattrs match what the server says about the item.
+    let path = private(&mount).join("tree/hello.txt");
+    let id: String = getxattr(&path, "user.midas.id").expect("user.midas.id");
+    let item = server.call("midas.item.get", &[("token", &server.token()), ("id", &id)]);
+    let bitstream = &item["data"]["revisions"][0]["bitstreams"][0];
+    assert_eq!(getxattr(&path, "user.midas.type").as_deref(), Some("item"));
+    assert_eq!(getxattr(&path, "user.midas.md5"), bitstream["checksum"].as_str().map(String::from));
+    assert_eq!(getxattr(&path, "user.midas.uuid"), item["data"]["uuid"].as_str().map(String::from));
+    assert_eq!(getxattr(&path, "user.midas.revision").as_deref(), Some("1"));
+    assert_eq!(
+        getxattr(&path, "user.midas.url"),
+        Some(format!("{}/item/{id}", server.url))
+    );
+    let set = server.call(
+        "midas.item.setmetadata",
+        &[
+            ("token", &server.token()),
+            ("itemId", &id),
+            ("element", "contributor"),
+            ("qualifier", "author"),
+            ("value", "Ada Lovelace"),
+        ],
+    );
+    assert_eq!(set["stat"], "ok", "{set}");
+    // Metadata is cached for the TTL (1 s here): wait it out, then it shows.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        getxattr(&path, "user.midas.meta.contributor.author").as_deref(),
+        Some("Ada Lovelace")
+    );
+    assert!(listxattr(&path).contains(&"user.midas.meta.contributor.author".to_owned()));
+    assert_eq!(getxattr(&path, "user.midas.meta.nothing"), None);
+    // Sizes and times: mtime is the server's date, not the mount time.
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), 20);
+    assert!(meta.modified().unwrap() <= std::time::SystemTime::now());
+    drop(mount);
+}
+
+#[test]
+fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
+    require_fuse!();
+    let server = TestServer::start();
+    let jane_key = server.add_user("jane@example.com", "janepassword1", "Jane", "Doe");
+    let local = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(local.path().join("secret")).unwrap();
+    std::fs::write(local.path().join("secret/plans.txt"), b"private\n").unwrap();
+    std::fs::create_dir_all(local.path().join("shared")).unwrap();
+    std::fs::write(local.path().join("shared/notes.txt"), b"public\n").unwrap();
+    upload(&server, &local.path().join("secret"), "Private", false);
+    upload(&server, &local.path().join("shared"), "Public", false);
+
+    let jane = Mount::start(
+        &server.url,
+        MountOptions {
+            email: Some("jane@example.com"),
+            api_key: Some(&jane_key),
+            extra: &[],
+        },
+    );
+    let admin_home = jane.path.join("users/Admin_User");
+    assert!(admin_home.join("Public/shared/notes.txt").is_file());
+    assert!(!admin_home.join("Private").exists(), "Jane sees the admin's Private folder");
+    assert!(!admin_home.join("Private/secret/plans.txt").exists());
+    let anonymous = Mount::start(&server.url, MountOptions { email: None, api_key: None, extra: &[] });
+    let admin_home = anonymous.path.join("users/Admin_User");
+    assert_eq!(
+        std::fs::read(admin_home.join("Public/shared/notes.txt")).unwrap(),
+        b"public\n"
+    );
+    assert!(!admin_home.join("Private").exists());
+    assert!(!anonymous.path.join("home").exists(), "an anonymous mount has no home");
+    let names: Vec<_> = std::fs::read_dir(&admin_home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["Public"]);
+    // Read-only to everyone who may not write: Jane cannot write into the admin's folders.
+    let mode = std::fs::metadata(jane.path.join("users/Admin_User/Public/shared")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o222, 0);
+}
+
+#[test]
+fn bad_credentials_and_bad_urls_fail_before_mounting() {
+    require_fuse!();
+    let server = TestServer::start();
+    let mountpoint = common::mount::unique_mountpoint();
+    let run = |url: &str, key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .args(["mount", url])
+            .arg(&mountpoint)
+            .args(["--email", "admin@example.com", "--timeout", "5", "--connect-timeout", "2"])
+            .env("MIDAS_API_KEY", key)
+            .output()
+            .expect("run midasfs mount")
+    };
+    let cases = [
+        (server.url.clone(), "wrongwrongwrongwrongwrongwrong00"),
+        ("http://127.0.0.1:9".to_owned(), server.api_key.as_str()),
+        (format!("{}/not-midas", server.url), server.api_key.as_str()),
+        ("ftp://example".to_owned(), server.api_key.as_str()),
+    ];
+    for (url, key) in cases {
+        let started = Instant::now();
+        let out = run(&url, key);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mount of {url} with {key} succeeded");
+        assert!(stderr.starts_with("midasfs: "), "unclear error for {url}: {stderr}");
+        assert!(!stderr.contains(key) || key == server.api_key, "key leaked: {stderr}");
+        assert!(!common::mount::is_fuse_mount(&mountpoint), "mount left behind");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+    let busy = mountpoint.join("file");
+    std::fs::write(&busy, b"x").unwrap();
+    let out = run(&server.url, &server.api_key);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    std::fs::remove_file(busy).unwrap();
+    std::fs::remove_dir(&mountpoint).unwrap();
+}
+
+#[test]
+fn background_mount_returns_when_ready_and_unmounts_on_sigterm() {
+    require_fuse!();
+    let server = TestServer::start();
+    let mountpoint = common::mount::unique_mountpoint();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+        .arg("mount")
+        .arg(&server.url)
+        .arg(&mountpoint)
+        .args(["--email", &server.email, "--log-file"])
+        .arg(log.path())
+        .env("MIDAS_API_KEY", &server.api_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Ready means ready: no polling needed.
+    assert!(common::mount::is_fuse_mount(&mountpoint));
+    assert!(mountpoint.join("users/Admin_User/Public").is_dir());
+    let pid = daemon_pid(&mountpoint);
+    // SAFETY: sending a signal to the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::mount::is_fuse_mount(&mountpoint) {
+        assert!(Instant::now() < deadline, "still mounted 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir(&mountpoint).unwrap();
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(!logged.contains(&server.api_key), "the API key is in the log");
+}
+
+/// The pid of the `midasfs mount` daemon serving `mountpoint`, from /proc.
+fn daemon_pid(mountpoint: &Path) -> i32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<_> = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy).collect();
+        if args.iter().any(|a| a == "mount")
+            && args.iter().any(|a| a == "--foreground")
+            && args.iter().any(|a| Path::new(a.as_ref()) == mountpoint)
+        {
+            return pid;
+        }
+    }
+    panic!("no daemon for {}", mountpoint.display());
+}
+
+#[test]
+fn token_expiry_mid_walk_is_invisible() {
+    require_fuse!();
+    let server = TestServer::start_with(&["--token-ttl", "2"]);
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let mount = admin_mount(&server, &["--ttl", "1"]);
+    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+    std::thread::sleep(Duration::from_secs(3));
+    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+}
+
+#[test]
+fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() {
+    require_fuse!();
+    let mut server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let mount = admin_mount(&server, &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"]);
+    let hello = private(&mount).join("tree/hello.txt");
+    assert_eq!(std::fs::read(&hello).unwrap(), b"Hello from midasfs!\n");
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = Instant::now();
+    let err = std::fs::read_dir(private(&mount).join("tree/nested")).map(|d| d.count());
+    assert!(err.is_err(), "listing a folder of a dead server succeeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the error took {:?}",
+        started.elapsed()
+    );
+    server.restart();
+    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+}
+
+#[test]
+fn a_second_walk_within_the_ttl_sends_no_requests() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let mount = admin_mount(&server, &["--ttl", "60"]);
+    let walk = || {
+        let out = Command::new("find").arg(&mount.path).arg("-ls").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let first = walk();
+    assert!(first > 10, "the walk saw only {first} entries");
+    let before = server.stats()["requests"].as_u64().unwrap();
+    assert_eq!(walk(), first);
+    let after = server.stats()["requests"].as_u64().unwrap();
+    // The stats call itself is the only request in between.
+    assert_eq!(after - before, 1, "the warm walk sent {} requests", after - before - 1);
+}
+
+#[test]
+fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_directory() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let mount = admin_mount(&server, &["--root", "/users/Admin_User/Private/tree"]);
+    diff_r(&local.path().join("tree"), &mount.path);
+    drop(mount);
+    let mount = admin_mount(&server, &["--items-as-dirs"]);
+    let hello = private(&mount).join("tree/hello.txt");
+    assert!(hello.is_dir());
+    assert_eq!(
+        std::fs::read(hello.join("hello.txt")).unwrap(),
+        b"Hello from midasfs!\n"
+    );
+}
