@@ -250,7 +250,15 @@ impl Client {
     /// (a password is first exchanged for the Default API key), and returns the logged-in user,
     /// or `None` when anonymous.
     pub async fn connect(&self) -> Result<Option<User>> {
-        let version = self.version().await?;
+        let version = self.version().await.map_err(|err| match err {
+            Error::Http { status: 404, .. } => Error::NotMidas {
+                url: redact(self.base_url()),
+                detail:
+                    "no Midas API here (HTTP 404 for /api/json): is this the installation root?"
+                        .into(),
+            },
+            other => other,
+        })?;
         debug!("{} runs Midas {version}", self.base_url());
         let Some(email) = self.inner.credentials.email() else {
             return Ok(None);

@@ -338,6 +338,19 @@ async fn html_answers() {
 }
 
 #[tokio::test]
+async fn a_wrong_base_url_is_not_midas() {
+    let mock = Mock::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        )
+    })
+    .await;
+    let err = client(&mock, key()).connect().await.unwrap_err();
+    assert!(matches!(err, Error::NotMidas { .. }), "{err:?}");
+    assert_eq!(mock.count("midas.login"), 0);
+}
+
+#[tokio::test]
 async fn writes_are_not_retried() {
     let mock = Mock::start(|_| {
         Reply::Raw(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec())
