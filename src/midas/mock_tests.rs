@@ -658,6 +658,9 @@ fn bad_urls_are_refused() {
 #[test]
 fn futures_are_send() {
     fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Client>();
+    shared::<Error>();
     let client = Client::new(ClientConfig {
         base_url: "http://h".into(),
         credentials: Credentials::Anonymous,
