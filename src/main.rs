@@ -6,6 +6,9 @@ use midasfs::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("midasfs=info"))
+        .format_timestamp_millis()
+        .init();
     let result = match cli.command {
         Command::Mount(args) => midasfs::mount::run(args),
         Command::Serve(args) => midasfs::server::run(args),

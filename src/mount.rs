@@ -157,6 +157,8 @@ fn credentials(args: &MountArgs) -> Result<Credentials, BoxError> {
         ),
         None => std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),
     };
+    // The daemon runs for a long time: keep the key out of its /proc/PID/environ.
+    std::env::remove_var(API_KEY_ENV);
     let email = args.email.clone();
     match (email, key, args.password_stdin) {
         (Some(_), Some(_), true) => {
