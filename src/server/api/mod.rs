@@ -1,0 +1,170 @@
+//! `/api/json`: method resolution and the per-group method implementations.
+//!
+//! Every method except `upload.perform` is a synchronous function run on a blocking thread
+//! with the database locked; `upload.perform` streams the request body (see [`uploads`]).
+
+mod bitstreams;
+mod communities;
+mod folders;
+mod items;
+pub mod objects;
+mod search;
+mod system;
+pub mod uploads;
+mod users;
+
+use axum::http::Method;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::store::{unix_now, Caller};
+use super::wire::{ApiError, Params};
+use super::Shared;
+
+/// What a method answers: a JSON `data` value, or a redirect to the download controller.
+pub enum Reply {
+    Json(Value),
+    Redirect(String),
+}
+
+impl From<Value> for Reply {
+    fn from(value: Value) -> Reply {
+        Reply::Json(value)
+    }
+}
+
+/// One API call being served.
+pub struct Call<'a> {
+    pub params: &'a Params,
+    pub verb: &'a Method,
+    pub shared: &'a Shared,
+    /// `http://host` as the client addressed us, for `midas.info`.
+    pub base_url: &'a str,
+}
+
+impl Call<'_> {
+    /// The caller named by `token`: none without the parameter, −101 when it is unknown,
+    /// expired or empty.
+    pub fn caller(&self, conn: &Connection) -> Result<Option<Caller>, ApiError> {
+        match self.params.get("token") {
+            None => Ok(None),
+            Some(token) => resolve_token(conn, token)?
+                .map(Some)
+                .ok_or_else(|| ApiError::new(-101, "Invalid token")),
+        }
+    }
+
+    /// The caller, who must be logged in; `anonymous` is the error for an anonymous call.
+    pub fn user(&self, conn: &Connection, anonymous: ApiError) -> Result<Caller, ApiError> {
+        self.caller(conn)?.ok_or(anonymous)
+    }
+}
+
+/// The user behind a login token, if it exists and has not expired.
+pub fn resolve_token(conn: &Connection, token: &str) -> Result<Option<Caller>, ApiError> {
+    if token.is_empty() || token.len() > 64 {
+        return Ok(None);
+    }
+    let found = conn
+        .query_row(
+            "SELECT u.user_id, u.admin FROM token t JOIN userapi a ON a.userapi_id = t.userapi_id \
+             JOIN user u ON u.user_id = a.user_id WHERE t.token = ?1 AND t.expires > ?2",
+            rusqlite::params![token, unix_now()],
+            |r| {
+                Ok(Caller {
+                    user_id: r.get(0)?,
+                    admin: r.get(1)?,
+                })
+            },
+        )
+        .optional()?;
+    Ok(found)
+}
+
+type Handler = fn(&Call<'_>, &mut Connection) -> Result<Reply, ApiError>;
+
+/// The methods, by canonical dotted name (what `midas.methods.list` reports).
+const METHODS: &[(&str, Handler)] = &[
+    ("version", system::version),
+    ("info", system::info),
+    ("modules.list", system::modules_list),
+    ("methods.list", system::methods_list),
+    ("login", system::login),
+    ("user.apikey.default", system::user_apikey_default),
+    ("user.get", users::get),
+    ("user.list", users::list),
+    ("user.folders", users::folders),
+    ("community.list", communities::list),
+    ("community.get", communities::get),
+    ("community.children", communities::children),
+    ("community.create", communities::create),
+    ("community.delete", communities::delete),
+    ("folder.get", folders::get),
+    ("folder.children", folders::children),
+    ("folder.create", folders::create),
+    ("folder.delete", folders::delete),
+    ("folder.move", folders::move_folder),
+    ("folder.download", folders::download),
+    ("item.get", items::get),
+    ("item.create", items::create),
+    ("item.delete", items::delete),
+    ("item.move", items::move_item),
+    ("item.share", items::share),
+    ("item.duplicate", items::duplicate),
+    ("item.download", items::download),
+    ("item.exists", items::exists),
+    ("item.getmetadata", items::get_metadata),
+    ("item.setmetadata", items::set_metadata),
+    ("item.setmultiplemetadata", items::set_multiple_metadata),
+    ("item.deletemetadata", items::delete_metadata),
+    ("item.searchbyname", items::search_by_name),
+    ("item.searchbynameandfolder", items::search_by_name),
+    ("item.searchbynameandfoldername", items::search_by_name),
+    ("bitstream.get", bitstreams::get),
+    ("bitstream.download", bitstreams::download),
+    ("bitstream.edit", bitstreams::edit),
+    ("bitstream.delete", bitstreams::delete),
+    ("bitstream.count", bitstreams::count),
+    ("upload.generatetoken", uploads::generate_token),
+    ("upload.getoffset", uploads::get_offset),
+    ("resource.search", search::resource_search),
+    ("resource.get", search::resource_get),
+    ("path.to.root", search::path_to_root),
+    ("path.from.root", search::path_from_root),
+];
+
+/// How a requested method name resolves.
+pub enum Resolved {
+    Method(&'static str, Handler),
+    UploadPerform,
+    Unknown,
+}
+
+/// `midas.<anything>`: the prefix is case-sensitive, the rest is compared without dots and
+/// case-insensitively (PHP method lookup), so `midas.item.searchByName` works.
+pub fn resolve(name: &str) -> Resolved {
+    let Some(rest) = name.strip_prefix("midas.") else {
+        return Resolved::Unknown;
+    };
+    let wanted: String = rest
+        .chars()
+        .filter(|c| *c != '.')
+        .flat_map(char::to_lowercase)
+        .collect();
+    if wanted == "uploadperform" {
+        return Resolved::UploadPerform;
+    }
+    METHODS
+        .iter()
+        .find(|(canonical, _)| canonical.replace('.', "") == wanted)
+        .map(|(canonical, handler)| Resolved::Method(canonical, *handler))
+        .unwrap_or(Resolved::Unknown)
+}
+
+/// Every method name, `upload.perform` (served apart because it streams) included.
+pub fn method_names() -> impl Iterator<Item = &'static str> {
+    METHODS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(std::iter::once("upload.perform"))
+}

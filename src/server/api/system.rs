@@ -1,0 +1,138 @@
+//! System and authentication methods (reference §3.1, §1.6).
+
+use axum::http::Method;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+
+use super::{method_names, Call, Reply};
+use crate::server::store::{hash_password, random_alnum, unix_now};
+use crate::server::wire::ApiError;
+
+pub const VERSION: &str = "3.4.2";
+
+pub fn version(_call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    Ok(json!({ "version": VERSION }).into())
+}
+
+pub fn info(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    let mut resources = Map::new();
+    for name in [
+        "item",
+        "itemrevision",
+        "group",
+        "system",
+        "bitstream",
+        "community",
+        "user",
+        "folder",
+    ] {
+        resources.insert(
+            format!("/{name}"),
+            Value::String(format!("{}/rest/{name}", call.base_url)),
+        );
+    }
+    Ok(json!({
+        "version": VERSION,
+        "name": call.shared.config.title,
+        "description": "",
+        "modules": ["api"],
+        "resources": resources,
+    })
+    .into())
+}
+
+pub fn modules_list(_call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    Ok(json!({ "modules": ["api"] }).into())
+}
+
+pub fn methods_list(_call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    let methods: Vec<Value> = method_names()
+        .map(|name| {
+            json!({
+                "name": name,
+                "help": { "params": [], "example": [], "return": "", "description": "" },
+            })
+        })
+        .collect();
+    Ok(json!({ "methods": methods }).into())
+}
+
+/// `midas.login`: the same token until it expires; a new one (expired ones purged) after.
+pub fn login(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let email = call.params.require("email")?.to_lowercase();
+    let apikey = call.params.require("apikey")?;
+    let appname = call.params.require("appname")?;
+    let user: Option<i64> = conn
+        .query_row("SELECT user_id FROM user WHERE email = ?1", [&email], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(user_id) = user else {
+        return Err(ApiError::invalid(
+            "Unable to authenticate. Please check credentials.",
+        ));
+    };
+    let key: Option<i64> = conn
+        .query_row(
+            "SELECT userapi_id FROM userapi WHERE user_id = ?1 AND apikey = ?2 AND application_name = ?3",
+            params![user_id, apikey, appname],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // A wrong key or application name leaks through as code 0 with an empty message.
+    let Some(userapi_id) = key else {
+        return Err(ApiError::new(0, ""));
+    };
+    let now = unix_now();
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT token FROM token WHERE userapi_id = ?1 AND expires > ?2 ORDER BY expires DESC LIMIT 1",
+            params![userapi_id, now],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let token = match existing {
+        Some(token) => token,
+        None => {
+            conn.execute("DELETE FROM token WHERE expires <= ?1", [now])?;
+            let token = random_alnum(32);
+            let ttl = i64::try_from(call.shared.config.token_ttl).unwrap_or(i64::MAX / 2);
+            conn.execute(
+                "INSERT INTO token (token, userapi_id, expires) VALUES (?1, ?2, ?3)",
+                params![token, userapi_id, now.saturating_add(ttl)],
+            )?;
+            token
+        }
+    };
+    Ok(json!({ "token": token }).into())
+}
+
+/// `midas.user.apikey.default`: POST only; the Default key for a correct email and password.
+pub fn user_apikey_default(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    if *call.verb != Method::POST {
+        return Err(ApiError::new(-153, "POST method required"));
+    }
+    let email = call.params.require("email")?.to_lowercase();
+    let password = call.params.require("password")?;
+    let user: Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT user_id, salt, password_hash FROM user WHERE email = ?1",
+            [&email],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((user_id, _, _)) =
+        user.filter(|(_, salt, hash)| hash_password(salt, password) == *hash)
+    else {
+        return Err(ApiError::invalid("Login failed"));
+    };
+    let key: Option<String> = conn
+        .query_row(
+            "SELECT apikey FROM userapi WHERE user_id = ?1 AND application_name = 'Default'",
+            [user_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let apikey = key.ok_or_else(|| ApiError::invalid("User has no default API key"))?;
+    Ok(json!({ "apikey": apikey }).into())
+}

@@ -1,0 +1,517 @@
+//! Uploads (reference §3.8): `generatetoken`, `getoffset` and the streaming `perform`.
+//!
+//! An upload token `<userId>/<itemId>/<64 alphanumerics>` names a temporary file
+//! `DIR/uploads/<userId>_<itemId>_<secret>`; that file existing is what makes the token valid,
+//! so tokens survive restarts. A finished upload is fsynced, renamed into the assetstore and
+//! only then recorded, in one transaction: a crash at any point leaves the store consistent.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Method;
+use futures_util::StreamExt;
+use md5::{Digest, Md5};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::items::{head_or_initial_revision, revision_by_number};
+use super::objects::item;
+use super::{Call, Reply};
+use crate::server::store::{
+    add_bitstream, add_revision, can_folder, can_item, create_item, policy_sql, random_alnum,
+    Caller, NewBitstream, Store, READ, WRITE,
+};
+use crate::server::wire::{ApiError, Params};
+use crate::server::Shared;
+
+/// A parsed, validated upload token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadToken {
+    pub user_id: i64,
+    pub item_id: i64,
+    secret: String,
+}
+
+impl UploadToken {
+    fn new(user_id: i64, item_id: i64) -> UploadToken {
+        UploadToken {
+            user_id,
+            item_id,
+            secret: random_alnum(64),
+        }
+    }
+
+    /// Accept only `<digits>/<digits>/<64 alphanumerics>`: nothing else ever becomes a path.
+    pub fn parse(token: &str) -> Option<UploadToken> {
+        let mut parts = token.split('/');
+        let (user, item, secret) = (parts.next()?, parts.next()?, parts.next()?);
+        let number = |s: &str| -> Option<i64> {
+            if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        };
+        if parts.next().is_some()
+            || secret.len() != 64
+            || !secret.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return None;
+        }
+        Some(UploadToken {
+            user_id: number(user)?,
+            item_id: number(item)?,
+            secret: secret.to_owned(),
+        })
+    }
+
+    pub fn temp_path(&self, store: &Store) -> PathBuf {
+        store
+            .uploads_dir()
+            .join(format!("{}_{}_{}", self.user_id, self.item_id, self.secret))
+    }
+}
+
+impl std::fmt::Display for UploadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.user_id, self.item_id, self.secret)
+    }
+}
+
+/// A mimetype from the first bytes of a file (libmagic's answers for the common cases).
+pub fn sniff_mimetype(head: &[u8], total: u64) -> &'static str {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"),
+        (b"%PDF-", "application/pdf"),
+        (b"PK\x03\x04", "application/zip"),
+        (b"\x1f\x8b", "application/x-gzip"),
+        (b"\x7fELF", "application/x-executable"),
+    ];
+    if total == 0 {
+        return "application/x-empty";
+    }
+    if let Some((_, mime)) = MAGIC.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return mime;
+    }
+    let text = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        // A multi-byte character cut by the sniffing window is still text.
+        Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+    };
+    if text
+        && !head
+            .iter()
+            .any(|b| *b == 0 || (*b < 0x20 && !b"\t\n\r\x0c\x1b\x08".contains(b)))
+    {
+        "text/plain"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// `midas.upload.generatetoken`: checksum dedup, or a token and its empty temporary file.
+pub fn generate_token(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let p = call.params;
+    let caller = call.user(conn, ApiError::policy("Anonymous users may not upload"))?;
+    let filename = p.require("filename")?;
+    let item_id = match (p.get("itemid"), p.get("folderid")) {
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "Parameter itemid or folderid must be defined",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "Parameter itemid or folderid must be defined, but not both",
+            ))
+        }
+        (Some(item_id), None) => {
+            let id = crate::server::wire::parse_id(item_id);
+            if item(conn, id)?.is_none() {
+                return Err(ApiError::new(
+                    0,
+                    "Error in parameter itemdao or policy when checking Item policy.",
+                ));
+            }
+            if !can_item(conn, Some(caller), id, WRITE)? {
+                return Err(ApiError::policy("Invalid policy or itemid"));
+            }
+            id
+        }
+        (None, Some(folder_id)) => {
+            let folder_id = crate::server::wire::parse_id(folder_id);
+            if super::objects::folder(conn, folder_id)?.is_none() {
+                return Err(ApiError::invalid(
+                    "Parent folder corresponding to folderid doesn't exist",
+                ));
+            }
+            if !can_folder(conn, Some(caller), folder_id, WRITE)? {
+                return Err(ApiError::policy("Invalid policy or folderid"));
+            }
+            let name = p.get("itemname").unwrap_or(filename);
+            let description = p.get("itemdescription").unwrap_or_default();
+            let tx = conn.transaction()?;
+            let id = create_item(&tx, folder_id, name, description, caller.user_id, None)?;
+            tx.commit()?;
+            id
+        }
+    };
+    if let Some(checksum) = p.get("checksum").filter(|c| !c.is_empty()) {
+        if deduplicate(conn, caller, item_id, filename, checksum)? {
+            return Ok(json!({ "token": "" }).into());
+        }
+    }
+    let token = UploadToken::new(caller.user_id, item_id);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(token.temp_path(&call.shared.store))
+        .map_err(|err| {
+            log::error!("cannot create an upload file: {err}");
+            ApiError::new(-144, "Failed to create temporary upload file")
+        })?;
+    Ok(json!({ "token": token.to_string() }).into())
+}
+
+/// Step 2 of `generatetoken`: when a readable bitstream has this checksum, add a copy of it to
+/// the item's latest revision (unless that revision already has `filename`). True if handled.
+fn deduplicate(
+    conn: &mut Connection,
+    caller: Caller,
+    item_id: i64,
+    filename: &str,
+    checksum: &str,
+) -> Result<bool, ApiError> {
+    let sql = format!(
+        "SELECT b.mimetype, b.sizebytes FROM bitstream b JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id \
+         JOIN item i ON i.item_id = r.item_id WHERE b.checksum = ?1 AND {} ORDER BY b.bitstream_id LIMIT 1",
+        policy_sql("item", "i.item_id", Some(caller), READ)
+    );
+    let existing: Option<(String, i64)> = conn
+        .query_row(&sql, [checksum], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((mimetype, sizebytes)) = existing else {
+        return Ok(false);
+    };
+    let tx = conn.transaction()?;
+    let revision = head_or_initial_revision(&tx, item_id, caller.user_id)?;
+    let has_name: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM bitstream WHERE itemrevision_id = ?1 AND name = ?2)",
+        params![revision, filename],
+        |r| r.get(0),
+    )?;
+    if !has_name {
+        let b = NewBitstream {
+            name: filename,
+            mimetype: &mimetype,
+            sizebytes,
+            checksum,
+        };
+        add_bitstream(&tx, item_id, revision, &b)?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// `midas.upload.getoffset`: bytes received so far, `""` for an unknown token.
+pub fn get_offset(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    let token = call.params.require("uploadtoken")?;
+    let offset = UploadToken::parse(token)
+        .and_then(|t| std::fs::metadata(t.temp_path(&call.shared.store)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| Value::from(m.len()))
+        .unwrap_or_else(|| Value::String(String::new()));
+    Ok(json!({ "offset": offset }).into())
+}
+
+/// Which revision a finished upload goes into.
+#[derive(Debug, Clone, Copy)]
+pub enum TargetRevision {
+    /// A new revision N+1 holding only this file.
+    New,
+    /// The latest revision (revision 1 when there is none).
+    Head,
+    /// That revision (its itemrevision_id).
+    Existing(i64),
+}
+
+/// A complete file waiting in `DIR/uploads/`, about to become a bitstream.
+pub struct FinishedUpload<'a> {
+    pub temp: &'a Path,
+    pub item_id: i64,
+    pub user_id: i64,
+    pub filename: &'a str,
+    pub changes: &'a str,
+    pub revision: TargetRevision,
+}
+
+/// MD5 and mimetype of a file, read in big chunks.
+fn digest_file(path: &Path) -> std::io::Result<(String, u64, &'static str)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut head = vec![0u8; 8192];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = file.read(&mut head[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    head.truncate(filled);
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((
+        format!("{:x}", hasher.finalize()),
+        total,
+        sniff_mimetype(&head, total),
+    ))
+}
+
+fn io_failure(err: std::io::Error) -> ApiError {
+    log::error!("upload storage failed: {err}");
+    ApiError::internal("Upload failed")
+}
+
+/// Move a finished temporary file into the assetstore (shared by checksum), then record the
+/// bitstream in one transaction. Returns the new bitstream id.
+pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, ApiError> {
+    let (checksum, size, mimetype) = digest_file(upload.temp).map_err(io_failure)?;
+    let asset = store.asset_path(&checksum);
+    if asset.exists() {
+        std::fs::remove_file(upload.temp).map_err(io_failure)?;
+    } else {
+        let dir = asset
+            .parent()
+            .ok_or_else(|| ApiError::internal("Upload failed"))?;
+        std::fs::create_dir_all(dir).map_err(io_failure)?;
+        std::fs::rename(upload.temp, &asset).map_err(io_failure)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_failure)?;
+    }
+    let mut conn = store.lock();
+    let tx = conn.transaction()?;
+    if item(&tx, upload.item_id)?.is_none() {
+        return Err(ApiError::invalid("Unable to find item"));
+    }
+    let revision = match upload.revision {
+        TargetRevision::New => add_revision(&tx, upload.item_id, upload.changes, upload.user_id)?.0,
+        TargetRevision::Head => {
+            let id = head_or_initial_revision(&tx, upload.item_id, upload.user_id)?;
+            tx.execute(
+                "UPDATE itemrevision SET changes = ?1 WHERE itemrevision_id = ?2",
+                params![upload.changes, id],
+            )?;
+            id
+        }
+        TargetRevision::Existing(id) => id,
+    };
+    let size = i64::try_from(size).map_err(|_| ApiError::internal("Upload failed"))?;
+    let b = NewBitstream {
+        name: upload.filename,
+        mimetype,
+        sizebytes: size,
+        checksum: &checksum,
+    };
+    let id = add_bitstream(&tx, upload.item_id, revision, &b)?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Forget a token being served when the request ends, however it ends.
+struct InProgress<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .uploads_in_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// `midas.upload.perform` in stream mode: append the raw body until `length` bytes are held.
+pub async fn perform(
+    shared: Arc<Shared>,
+    params: Params,
+    verb: Method,
+    body: Body,
+) -> Result<Value, ApiError> {
+    if verb != Method::PUT && verb != Method::POST {
+        return Err(ApiError::new(-153, "POST or PUT method required"));
+    }
+    let raw_token = params.require("uploadtoken")?.to_owned();
+    let filename = params.require("filename")?.to_owned();
+    let length: u64 = params
+        .require("length")?
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid("Invalid length"))?;
+    match params.get("mode") {
+        None | Some("stream") => {}
+        Some("multipart") => return Err(ApiError::invalid("Parameter file is not defined")),
+        Some(_) => return Err(ApiError::invalid("Invalid upload mode")),
+    }
+    let invalid_token = || ApiError::new(-141, format!("Invalid upload token {raw_token}"));
+    let token = UploadToken::parse(&raw_token).ok_or_else(invalid_token)?;
+    let revision_param = params.get("revision").map(str::to_owned);
+    let check_shared = Arc::clone(&shared);
+    let check_token = token.clone();
+    let revision = tokio::task::spawn_blocking(move || -> Result<TargetRevision, ApiError> {
+        let conn = check_shared.store.lock();
+        let user: Option<bool> = conn
+            .query_row(
+                "SELECT admin FROM user WHERE user_id = ?1",
+                [check_token.user_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let admin = user.ok_or_else(|| ApiError::invalid("Invalid user id from upload token"))?;
+        if item(&conn, check_token.item_id)?.is_none() {
+            return Err(ApiError::invalid("Unable to find item"));
+        }
+        let caller = Caller {
+            user_id: check_token.user_id,
+            admin,
+        };
+        if !can_item(&conn, Some(caller), check_token.item_id, WRITE)? {
+            return Err(ApiError::policy("Permission error"));
+        }
+        match revision_param.as_deref() {
+            None => Ok(TargetRevision::New),
+            Some(r) if r.eq_ignore_ascii_case("head") => Ok(TargetRevision::Head),
+            Some(r) => {
+                let number = r.trim().parse::<i64>().unwrap_or(-1);
+                revision_by_number(&conn, check_token.item_id, number)?
+                    .map(TargetRevision::Existing)
+                    .ok_or_else(|| ApiError::invalid("Unable to find revision"))
+            }
+        }
+    })
+    .await
+    .map_err(|_| ApiError::internal("Upload failed"))??;
+
+    let key = token.to_string();
+    if !shared
+        .uploads_in_progress
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone())
+    {
+        return Err(ApiError::invalid(
+            "An upload with this token is already in progress",
+        ));
+    }
+    let _guard = InProgress {
+        shared: &shared,
+        key,
+    };
+
+    let temp = token.temp_path(&shared.store);
+    let mut file = match tokio::fs::OpenOptions::new().append(true).open(&temp).await {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(invalid_token()),
+        Err(err) => return Err(io_failure(err)),
+    };
+    let mut have = file.metadata().await.map_err(io_failure)?.len();
+    let mut stream = body.into_data_stream();
+    let short = |have: u64| {
+        ApiError::new(
+            -105,
+            format!("Failed to upload file - {have}/{length} bytes transferred"),
+        )
+    };
+    while have < length {
+        let chunk = match stream.next().await {
+            Some(Ok(chunk)) => chunk,
+            // The client went away or the body ended: keep what arrived, to resume later.
+            Some(Err(_)) | None => break,
+        };
+        let wanted = usize::try_from(length - have)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        if let Err(err) = file.write_all(&chunk[..wanted]).await {
+            log::warn!("upload write failed: {err}");
+            // Drop whatever part of this chunk may have landed: the file stays resumable.
+            let _ = file.set_len(have).await;
+            let _ = file.sync_all().await;
+            return Err(short(have));
+        }
+        have += wanted as u64;
+        shared.stats.add_uploaded(wanted as u64);
+    }
+    file.sync_all().await.map_err(io_failure)?;
+    drop(file);
+    if have < length {
+        return Err(short(have));
+    }
+    let changes = params.get("changes").unwrap_or_default().to_owned();
+    let commit_shared = Arc::clone(&shared);
+    tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let upload = FinishedUpload {
+            temp: &temp,
+            item_id: token.item_id,
+            user_id: token.user_id,
+            filename: &filename,
+            changes: &changes,
+            revision,
+        };
+        commit_upload(&commit_shared.store, &upload)?;
+        let conn = commit_shared.store.lock();
+        item(&conn, token.item_id)?.ok_or_else(|| ApiError::invalid("Unable to find item"))
+    })
+    .await
+    .map_err(|_| ApiError::internal("Upload failed"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_validated_strictly() {
+        let secret = "a".repeat(64);
+        let ok = UploadToken::parse(&format!("1/22/{secret}")).expect("valid token");
+        assert_eq!((ok.user_id, ok.item_id), (1, 22));
+        assert_eq!(ok.to_string(), format!("1/22/{secret}"));
+        for bad in [
+            format!("../1/{secret}"),
+            format!("1/2/{}", "a".repeat(63)),
+            format!("1/2/{}/x", secret),
+            format!("1/2/{}", "../".repeat(21) + "a"),
+            format!("-1/2/{secret}"),
+            format!("1/ 2/{secret}"),
+            String::new(),
+        ] {
+            assert!(UploadToken::parse(&bad).is_none(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn mimetypes_are_sniffed() {
+        assert_eq!(sniff_mimetype(b"", 0), "application/x-empty");
+        assert_eq!(sniff_mimetype(b"hello\n", 6), "text/plain");
+        assert_eq!(sniff_mimetype("caf\u{e9}".as_bytes(), 5), "text/plain");
+        assert_eq!(sniff_mimetype(&[0, 1, 2, 3], 4), "application/octet-stream");
+        assert_eq!(sniff_mimetype(b"\x89PNG\r\n\x1a\nrest", 12), "image/png");
+    }
+}

@@ -1,0 +1,82 @@
+//! User methods (reference §3.2).
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::objects::{query_list, query_one, user_row, FOLDER_SELECT, USER_SELECT};
+use super::{Call, Reply};
+use crate::server::store::policy_sql;
+use crate::server::wire::{parse_id, ApiError};
+
+/// `midas.user.get`: no authentication; no match is `ok` with `data:""`.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let p = call.params;
+    let found = if let Some(id) = p.get("user_id").or_else(|| p.get("id")) {
+        query_one(
+            conn,
+            USER_SELECT,
+            "WHERE u.user_id = ?1",
+            [parse_id(id)],
+            user_row,
+        )?
+    } else if let Some(email) = p.get("email") {
+        query_one(
+            conn,
+            USER_SELECT,
+            "WHERE u.email = ?1",
+            [email.to_lowercase()],
+            user_row,
+        )?
+    } else if let (Some(first), Some(last)) = (p.get("firstname"), p.get("lastname")) {
+        query_one(
+            conn,
+            USER_SELECT,
+            "WHERE u.firstname = ?1 AND u.lastname = ?2 ORDER BY u.user_id LIMIT 1",
+            [first, last],
+            user_row,
+        )?
+    } else {
+        return Err(ApiError::invalid(
+            "Please provide a user email or both first and last name",
+        ));
+    };
+    Ok(found.unwrap_or_else(|| Value::String(String::new())).into())
+}
+
+/// `midas.user.list`: public users by last name, at most `limit`.
+pub fn list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let limit = call
+        .params
+        .require("limit")?
+        .trim()
+        .parse::<i64>()
+        .unwrap_or(0)
+        .max(0);
+    let users = query_list(
+        conn,
+        USER_SELECT,
+        "WHERE u.privacy = 0 ORDER BY u.lastname, u.user_id LIMIT ?1",
+        [limit],
+        user_row,
+    )?;
+    Ok(Value::Array(users).into())
+}
+
+/// `midas.user.folders`: the readable children of the caller's root; `[]` when anonymous.
+pub fn folders(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let Some(caller) = call.caller(conn)? else {
+        return Ok(Value::Array(Vec::new()).into());
+    };
+    let tail = format!(
+        "WHERE f.parent_id = (SELECT folder_id FROM user WHERE user_id = ?1) AND {} ORDER BY f.name, f.folder_id",
+        policy_sql("folder", "f.folder_id", Some(caller), crate::server::store::READ)
+    );
+    let list = query_list(
+        conn,
+        FOLDER_SELECT,
+        &tail,
+        [caller.user_id],
+        super::objects::folder_row,
+    )?;
+    Ok(Value::Array(list).into())
+}
