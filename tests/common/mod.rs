@@ -1,0 +1,10 @@
+//! Shared helpers for the integration tests (`mod common;` in each test file).
+//!
+//! Each test binary uses only some of these helpers, hence the per-module `dead_code` allowances.
+
+#[allow(dead_code)]
+pub mod server;
+
+// A real mount of `midasfs mount` for the mount tests.
+#[allow(dead_code)]
+pub mod mount;

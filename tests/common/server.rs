@@ -1,0 +1,386 @@
+//! `midasfs serve` as a child process on a fresh temporary store, for integration tests.
+//!
+//! The server is killed when the [`TestServer`] is dropped, also while a failing test unwinds, so
+//! no test leaves a process behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The administrator of every test server (the same as in the real-server captures).
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "adminpass123";
+
+/// How long a server may take to start and announce its address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` waits after SIGTERM before it kills.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often `restart` tries to bind the old port again (it may linger for a moment).
+const RESTART_ATTEMPTS: u32 = 25;
+
+pub struct TestServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    pub url: String,
+    pub email: String,
+    pub password: String,
+    /// The administrator's Default API key.
+    pub api_key: String,
+    /// The store; lives as long as the server value (inside `_data`).
+    pub data_dir: PathBuf,
+    pub port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    http: reqwest::blocking::Client,
+    _data: tempfile::TempDir,
+}
+
+/// What the server printed at start.
+struct Announcement {
+    url: String,
+    api_key: String,
+}
+
+impl TestServer {
+    /// A server on a fresh store with the administrator [`ADMIN_EMAIL`] / [`ADMIN_PASSWORD`].
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Like [`TestServer::start`] with more `midasfs serve` arguments, e.g. `["--token-ttl", "2"]`.
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
+        let data = tempfile::tempdir().expect("create a temporary store directory");
+        let data_dir = data.path().to_path_buf();
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let (child, announcement) = spawn_server(&data_dir, "127.0.0.1:0", &extra_args)
+            .unwrap_or_else(|err| panic!("midasfs serve did not start: {err}"));
+        let port = port_of(&announcement.url);
+        TestServer {
+            url: announcement.url,
+            email: ADMIN_EMAIL.to_owned(),
+            password: ADMIN_PASSWORD.to_owned(),
+            api_key: announcement.api_key,
+            data_dir,
+            port,
+            extra_args,
+            child: Some(child),
+            http: http_client(),
+            _data: data,
+        }
+    }
+
+    /// Stops the server the way an operator would (SIGTERM) and waits for it; kills it if it is
+    /// still running after 5 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+        eprintln!("midasfs serve ignored SIGTERM for {STOP_GRACE:?}; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same store and the same port (stopping it first if it runs).
+    pub fn restart(&mut self) {
+        self.stop();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut last_error = String::new();
+        for _ in 0..RESTART_ATTEMPTS {
+            match spawn_server(&self.data_dir, &listen, &self.extra_args) {
+                Ok((child, announcement)) => {
+                    self.child = Some(child);
+                    self.url = announcement.url;
+                    self.api_key = announcement.api_key;
+                    return;
+                }
+                Err(err) => last_error = err,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("midasfs serve did not restart on {listen}: {last_error}");
+    }
+
+    /// Creates a user with `midasfs admin add-user`; returns its Default API key.
+    pub fn add_user(&self, email: &str, password: &str, firstname: &str, lastname: &str) -> String {
+        let output = self.admin(&[
+            "add-user",
+            "--email",
+            email,
+            "--password",
+            password,
+            "--firstname",
+            firstname,
+            "--lastname",
+            lastname,
+        ]);
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix("api key: "))
+            .map(|key| key.trim().to_owned())
+            .unwrap_or_else(|| panic!("`midasfs admin add-user` printed no api key:\n{output}"))
+    }
+
+    /// Creates a community with `midasfs admin add-community`.
+    pub fn add_community(&self, name: &str, private: bool, moderator: Option<&str>) {
+        let mut args = vec!["add-community", "--name", name];
+        if private {
+            args.push("--private");
+        }
+        if let Some(email) = moderator {
+            args.extend(["--moderator", email]);
+        }
+        self.admin(&args);
+    }
+
+    /// Runs `midasfs admin --data <store> ARGS`, panics unless it succeeds; returns its stdout.
+    fn admin(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .arg("admin")
+            .arg("--data")
+            .arg(&self.data_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run midasfs admin");
+        assert!(
+            output.status.success(),
+            "midasfs admin {args:?} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Calls an API method the way pydas does (POST, every parameter in the query string, empty
+    /// body) and returns the whole envelope `{code, data, message, stat}`.
+    pub fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/api/json", self.url))
+            .query(&[("method", method)])
+            .query(params)
+            .send()
+            .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
+        let status = response.status();
+        let body = response
+            .text()
+            .unwrap_or_else(|err| panic!("{method}: reading the answer failed: {err}"));
+        serde_json::from_str(&body)
+            .unwrap_or_else(|err| panic!("{method}: HTTP {status}, not JSON ({err}): {body:.500}"))
+    }
+
+    /// Like [`TestServer::call`], but panics unless `stat` is `ok`; returns `data`.
+    pub fn call_ok(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let envelope = self.call(method, params);
+        assert_eq!(
+            envelope["stat"], "ok",
+            "{method} {params:?} failed: {envelope}"
+        );
+        envelope["data"].clone()
+    }
+
+    /// A login token of the administrator (`midas.login` with the Default API key).
+    pub fn token(&self) -> String {
+        let data = self.call_ok(
+            "midas.login",
+            &[
+                ("email", &self.email),
+                ("apikey", &self.api_key),
+                ("appname", "Default"),
+            ],
+        );
+        data["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("midas.login returned no token: {data}"))
+            .to_owned()
+    }
+
+    /// The request counters of `GET /__midasfs/stats`.
+    pub fn stats(&self) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/__midasfs/stats", self.url))
+            .send()
+            .unwrap_or_else(|err| panic!("stats: request failed: {err}"));
+        assert!(
+            response.status().is_success(),
+            "stats: HTTP {}",
+            response.status()
+        );
+        let body = response
+            .text()
+            .unwrap_or_else(|err| panic!("stats: reading the answer failed: {err}"));
+        serde_json::from_str(&body)
+            .unwrap_or_else(|err| panic!("stats: not JSON ({err}): {body:.500}"))
+    }
+
+    /// A blocking HTTP client that does not follow redirects (to look at the 302s themselves).
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// Runs `tests/pydas/<script>` with pydas's Python, credentials in the environment
+    /// (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`).
+    pub fn pydas(&self, script: &str, args: &[&str]) -> Output {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/pydas")
+            .join(script);
+        Command::new(pydas_python())
+            .arg(&path)
+            .args(args)
+            .env("MIDAS_URL", &self.url)
+            .env("MIDAS_EMAIL", &self.email)
+            .env("MIDAS_API_KEY", &self.api_key)
+            .env("MIDAS_PASSWORD", &self.password)
+            .env("PYTHONIOENCODING", "utf-8")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("run {}: {err}", path.display()))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Python interpreter of the virtual environment where pydas is installed:
+/// `$MIDASFS_PYDAS_PYTHON`, or `<repo>/.venv-pydas/bin/python`.
+pub fn pydas_python() -> PathBuf {
+    let python = match std::env::var_os("MIDASFS_PYDAS_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-pydas/bin/python"),
+    };
+    assert!(
+        python.exists(),
+        "pydas is not installed: run scripts/setup.sh (looked for {})",
+        python.display()
+    );
+    python
+}
+
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("build the HTTP client")
+}
+
+/// Starts `midasfs serve` and waits for its announcement. On failure the child is reaped and the
+/// error says why (e.g. the port was still taken).
+fn spawn_server(
+    data_dir: &Path,
+    listen: &str,
+    extra_args: &[String],
+) -> Result<(Child, Announcement), String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+        .arg("serve")
+        .arg("--data")
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run midasfs serve: {err}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    forward_stderr(stderr);
+    let lines = read_lines(stdout);
+    match read_announcement(&lines) {
+        Ok(announcement) => Ok((child, announcement)),
+        Err(err) => {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(format!("{err} (exit status: {status})"))
+        }
+    }
+}
+
+fn read_announcement(lines: &mpsc::Receiver<String>) -> Result<Announcement, String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let (mut url, mut api_key) = (None, None);
+    while url.is_none() || api_key.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(remaining).map_err(|err| match err {
+            mpsc::RecvTimeoutError::Timeout => {
+                format!("no announcement within {STARTUP_TIMEOUT:?}")
+            }
+            mpsc::RecvTimeoutError::Disconnected => "it exited before announcing itself".to_owned(),
+        })?;
+        if let Some(rest) = line.strip_prefix("midasfs serve listening on ") {
+            url = Some(rest.trim().trim_end_matches('/').to_owned());
+        } else if let Some(rest) = line.strip_prefix("admin api key: ") {
+            api_key = Some(rest.trim().to_owned());
+        }
+    }
+    Ok(Announcement {
+        url: url.unwrap_or_default(),
+        api_key: api_key.unwrap_or_default(),
+    })
+}
+
+/// Reads stdout lines on a thread. It keeps draining after the receiver is gone so that the server
+/// never blocks on a full pipe.
+fn read_lines(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}
+
+/// Copies the server's log to the test's stderr: the test harness captures it per test and shows
+/// it when the test fails.
+fn forward_stderr(stderr: impl Read + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[serve] {line}");
+        }
+    });
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the announced URL {url}"))
+}
