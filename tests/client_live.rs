@@ -25,6 +25,8 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        // The client's debug log (RUST_LOG=midasfs=debug) shows up beside a failing test.
+        let _ = env_logger::builder().is_test(true).try_init();
         let data = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
             .arg("serve")
