@@ -861,15 +861,17 @@ impl Client {
             .call_with_token(&call, None)
             .await
             .map_err(|err| login_refused(email, err))?;
-        let token = envelope::string_field(call.method, &data, "token").map_err(|_| {
+        let multi_factor = || {
             Error::Auth(format!(
                 "Midas asks {email} for a one-time password (multi-factor login), which midasfs does not support"
             ))
-        })?;
+        };
+        if data.get("mfa_token_id").is_some() {
+            return Err(multi_factor());
+        }
+        let token = envelope::string_field(call.method, &data, "token")?;
         if token.len() < MIN_TOKEN_LEN {
-            return Err(Error::Auth(format!(
-                "Midas asks {email} for a one-time password (multi-factor login), which midasfs does not support"
-            )));
+            return Err(multi_factor());
         }
         debug!("logged in to {} as {email}", self.base_url());
         Ok(token)

@@ -295,6 +295,17 @@ async fn refused_credentials_are_auth_errors() {
 }
 
 #[tokio::test]
+async fn a_multi_factor_account_is_refused_clearly() {
+    let mock = Mock::start(|seen| match seen.method() {
+        "midas.version" => Reply::Ok(r#"{"version":"3.4.2"}"#),
+        _ => Reply::Ok(r#"{"mfa_token_id":"7"}"#),
+    })
+    .await;
+    let err = client(&mock, key()).connect().await.unwrap_err();
+    assert!(err.to_string().contains("one-time password"), "{err}");
+}
+
+#[tokio::test]
 async fn a_password_is_exchanged_for_the_default_key() {
     let login = logins();
     let mock = Mock::start(move |seen| match seen.method() {

@@ -3,6 +3,7 @@
 
 use std::io::{self, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -201,7 +202,7 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 /// What the upload body has done so far, shared with the watchdog in [`send_watched`].
 pub(crate) struct Progress {
     last_activity: Mutex<Instant>,
-    complete: Mutex<bool>,
+    complete: AtomicBool,
     failure: Mutex<Option<io::Error>>,
 }
 
@@ -209,7 +210,7 @@ impl Progress {
     fn new(complete: bool) -> Progress {
         Progress {
             last_activity: Mutex::new(Instant::now()),
-            complete: Mutex::new(complete),
+            complete: AtomicBool::new(complete),
             failure: Mutex::new(None),
         }
     }
@@ -217,7 +218,7 @@ impl Progress {
     fn advanced(&self, complete: bool) {
         *lock(&self.last_activity) = Instant::now();
         if complete {
-            *lock(&self.complete) = true;
+            self.complete.store(true, Ordering::Release);
         }
     }
 
@@ -230,7 +231,7 @@ impl Progress {
     }
 
     fn is_complete(&self) -> bool {
-        *lock(&self.complete)
+        self.complete.load(Ordering::Acquire)
     }
 
     fn take_failure(&self) -> Option<io::Error> {
