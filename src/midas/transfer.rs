@@ -201,7 +201,8 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// What the upload body has done so far, shared with the watchdog in [`send_watched`].
 pub(crate) struct Progress {
-    last_activity: Mutex<Instant>,
+    /// When the body last yielded bytes; `None` until the connection is up and the body polled.
+    last_activity: Mutex<Option<Instant>>,
     complete: AtomicBool,
     failure: Mutex<Option<io::Error>>,
 }
@@ -209,14 +210,14 @@ pub(crate) struct Progress {
 impl Progress {
     fn new(complete: bool) -> Progress {
         Progress {
-            last_activity: Mutex::new(Instant::now()),
+            last_activity: Mutex::new(None),
             complete: AtomicBool::new(complete),
             failure: Mutex::new(None),
         }
     }
 
     fn advanced(&self, complete: bool) {
-        *lock(&self.last_activity) = Instant::now();
+        *lock(&self.last_activity) = Some(Instant::now());
         if complete {
             self.complete.store(true, Ordering::Release);
         }
@@ -226,7 +227,7 @@ impl Progress {
         *lock(&self.failure) = Some(err);
     }
 
-    fn last_activity(&self) -> Instant {
+    fn last_activity(&self) -> Option<Instant> {
         *lock(&self.last_activity)
     }
 
@@ -303,7 +304,7 @@ pub(crate) async fn file_body(
 
 /// Send a request whose body is a [`file_body`], failing with [`Error::Timeout`] when the body
 /// makes no progress for `stall` (a server that stopped reading), or when the answer takes more
-/// than `answer_cap` after the last byte was sent. Before the first byte, `connect` is added.
+/// than `answer_cap` after the last byte was sent. Until the body starts, `connect` is added.
 pub(crate) async fn send_watched(
     method: &str,
     url: &str,
@@ -322,7 +323,7 @@ pub(crate) async fn send_watched(
         } else {
             stall
         };
-        let since = progress.last_activity().max(started + connect);
+        let since = progress.last_activity().unwrap_or(started + connect);
         tokio::select! {
             result = &mut send => {
                 return result.map_err(|err| match progress.take_failure() {
@@ -333,7 +334,7 @@ pub(crate) async fn send_watched(
             () = tokio::time::sleep_until(since + allowance) => {
                 // Progress may have been made while this timer ran: only a real stall fails.
                 let allowance = if progress.is_complete() { answer_cap } else { stall };
-                let since = progress.last_activity().max(started + connect);
+                let since = progress.last_activity().unwrap_or(started + connect);
                 if since + allowance <= Instant::now() {
                     return Err(Error::Timeout { method: method.to_owned(), after: allowance });
                 }
