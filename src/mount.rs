@@ -226,22 +226,15 @@ fn mount_and_serve(
     ));
     let handle = runtime.handle().clone();
     let adapter = move || FuseAdapter::new(Arc::clone(&fs), handle.clone());
-    let mut session = mount(adapter, &mountpoint, &args, client.base_url())?;
+    let session = mount(adapter, &mountpoint, &args, client.base_url())?;
     raise_read_ahead(&mountpoint);
-    let mut unmounter = session.unmount_callable();
     let signal_mountpoint = mountpoint.clone();
     std::thread::Builder::new()
         .name("midasfs-signals".into())
         .spawn(move || {
             let signal = wait_for_signal(&signals);
-            log::info!(
-                "signal {signal}: unmounting {}",
-                signal_mountpoint.display()
-            );
-            if let Err(err) = unmounter.unmount() {
-                log::warn!("unmount failed ({err}); detaching the busy mount instead");
-                lazy_unmount(&signal_mountpoint);
-            }
+            log::info!("signal {signal}: unmounting {}", signal_mountpoint.display());
+            unmount(&signal_mountpoint);
         })?;
     match &me {
         Some(user) => log::info!(
@@ -422,22 +415,33 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     signal
 }
 
-/// Detaches a mount that is still in use (an open file, a shell inside it).
-fn lazy_unmount(mountpoint: &Path) {
+/// Unmounts; a mount still in use (an open file, a shell inside it) is detached instead, and
+/// goes away when its last user leaves. The session loop ends once the kernel lets go.
+fn unmount(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: umount2 with a valid C string.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let status = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(mountpoint)
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            log::error!("could not unmount {}", mountpoint.display());
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return;
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EBUSY) {
+        log::warn!("{} is busy; detaching it", mountpoint.display());
+        // SAFETY: as above.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
         }
+    }
+    // Not root: the setuid helper may unmount what we mounted.
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        log::error!("could not unmount {} ({err})", mountpoint.display());
     }
 }
 

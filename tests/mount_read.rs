@@ -115,7 +115,9 @@ fn random_reads_match_and_attributes_come_from_the_server() {
     assert_eq!(file.metadata().unwrap().len(), expected.len() as u64);
     let mut offset = 12_345u64;
     for i in 0..200u64 {
-        offset = (offset * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407 + i)
+        offset = offset
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407 + i)
             % expected.len() as u64;
         let mut buf = vec![0u8; 4096 + (i as usize % 3) * 70_000];
         let n = file.read_at(&mut buf, offset).unwrap();
