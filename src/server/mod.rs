@@ -396,7 +396,13 @@ async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Respo
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(ApiError::internal("Internal server error")));
-            return envelope(result);
+            // The body may be left unread (an error, or bytes past `length`): then the
+            // connection cannot carry another request, so tell the client not to reuse it.
+            let mut response = envelope(result);
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
     }
     let (params, verb) = match read_params(request).await {

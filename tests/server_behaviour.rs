@@ -1,0 +1,1248 @@
+//! `midasfs serve` as a black box: the real binary on a temporary store, spoken to over HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "adminpass123";
+
+/// One running `midasfs serve`, killed on drop.
+struct Server {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    addr: String,
+    api_key: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .args(["serve", "--data"])
+            .arg(data)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-password",
+                ADMIN_PASSWORD,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start midasfs serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (mut addr, mut api_key) = (String::new(), String::new());
+        while api_key.is_empty() {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).expect("read stdout") > 0,
+                "server exited early"
+            );
+            if let Some(url) = line
+                .trim()
+                .strip_prefix("midasfs serve listening on http://")
+            {
+                addr = url.to_owned();
+            } else if let Some(key) = line.trim().strip_prefix("admin api key: ") {
+                api_key = key.to_owned();
+            }
+        }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Server {
+            child,
+            _stdout: stdout,
+            addr,
+            api_key,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A call the way pydas makes it: POST, every parameter in the query string.
+    fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let mut query = vec![("method", method)];
+        query.extend_from_slice(params);
+        let response = self
+            .http
+            .post(self.url("/api/json"))
+            .query(&query)
+            .send()
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        json_of(response)
+    }
+
+    fn ok(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let v = self.call(method, params);
+        assert_eq!(v["stat"], "ok", "{method} {params:?} failed: {v}");
+        v["data"].clone()
+    }
+
+    fn fail(&self, method: &str, params: &[(&str, &str)]) -> (String, String) {
+        let v = self.call(method, params);
+        assert_eq!(v["stat"], "fail", "{method} {params:?} should fail: {v}");
+        (
+            v["code"].as_str().unwrap_or_default().to_owned(),
+            v["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    fn login(&self, email: &str, key: &str) -> String {
+        self.ok(
+            "midas.login",
+            &[("email", email), ("apikey", key), ("appname", "Default")],
+        )["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, &self.api_key.clone())
+    }
+
+    fn put(&self, params: &[(&str, &str)], body: Vec<u8>) -> Value {
+        let mut query = vec![("method", "midas.upload.perform")];
+        query.extend_from_slice(params);
+        self.http
+            .put(self.url("/api/json"))
+            .query(&query)
+            .body(body)
+            .send()
+            .map(json_of)
+            .expect("upload")
+    }
+
+    /// Create an item in `folder` and upload `content` as `name` into its head revision.
+    fn upload_item(&self, token: &str, folder: &str, name: &str, content: &[u8]) -> String {
+        let item = self.ok(
+            "midas.item.create",
+            &[("token", token), ("name", name), ("parentid", folder)],
+        );
+        let item_id = item["item_id"].as_str().expect("item id").to_owned();
+        self.upload_to(token, &item_id, name, content, Some("head"));
+        item_id
+    }
+
+    fn upload_to(
+        &self,
+        token: &str,
+        item_id: &str,
+        name: &str,
+        content: &[u8],
+        revision: Option<&str>,
+    ) -> Value {
+        let upload = self.ok(
+            "midas.upload.generatetoken",
+            &[("token", token), ("itemid", item_id), ("filename", name)],
+        );
+        let upload_token = upload["token"].as_str().expect("upload token").to_owned();
+        let length = content.len().to_string();
+        let mut params = vec![
+            ("uploadtoken", upload_token.as_str()),
+            ("filename", name),
+            ("length", length.as_str()),
+        ];
+        if let Some(r) = revision {
+            params.push(("revision", r));
+        }
+        let v = self.put(&params, content.to_vec());
+        assert_eq!(v["stat"], "ok", "upload failed: {v}");
+        v["data"].clone()
+    }
+
+    fn folder_named(&self, token: Option<&str>, user_email: &str, name: &str) -> String {
+        let root = self.ok("midas.user.get", &[("email", user_email)])["folder_id"]
+            .as_str()
+            .expect("root")
+            .to_owned();
+        let mut params = vec![("id", root.as_str())];
+        if let Some(t) = token {
+            params.push(("token", t));
+        }
+        let children = self.ok("midas.folder.children", &params);
+        children["folders"]
+            .as_array()
+            .expect("folders")
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["folder_id"].as_str().expect("id").to_owned())
+            .unwrap_or_else(|| panic!("no folder {name}"))
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_of(response: reqwest::blocking::Response) -> Value {
+    let body = response.bytes().expect("body");
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    format!("{:x}", Md5::digest(data))
+}
+
+fn sample(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| {
+                    v["item_id"]
+                        .as_str()
+                        .or(v["folder_id"].as_str())
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A raw HTTP/1.1 GET: status line + headers, and the body read until the server closes.
+fn raw_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).expect("read");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head end");
+    (
+        String::from_utf8_lossy(&all[..split]).to_lowercase(),
+        all[split + 4..].to_vec(),
+    )
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+fn add_user(data: &Path, email: &str, password: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+        .args(["admin", "--data"])
+        .arg(data)
+        .args([
+            "add-user",
+            "--email",
+            email,
+            "--password",
+            password,
+            "--firstname",
+            "jane",
+            "--lastname",
+            "doe",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("midasfs admin");
+    assert!(
+        out.status.success(),
+        "admin add-user failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: ").map(str::to_owned))
+        .expect("api key line")
+}
+
+#[test]
+fn wire_format_and_authentication_match_midas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let body = server
+        .http
+        .get(server.url("/api/json?method=midas.version"))
+        .send()
+        .expect("version");
+    assert_eq!(body.headers()["content-type"], "text/html; charset=UTF-8");
+    assert_eq!(
+        body.text().expect("text"),
+        r#"{"code":"0","data":{"version":"3.4.2"},"message":"","stat":"ok"}"#
+    );
+
+    let unknown = server.call("midas.no.such.method", &[]);
+    assert_eq!(unknown["code"], "-101");
+    assert_eq!(
+        unknown["message"],
+        "Server error. Requested method midas.no.such.method does not exist."
+    );
+    let missing = server
+        .http
+        .post(server.url("/api/json"))
+        .send()
+        .expect("no method")
+        .text()
+        .expect("text");
+    assert_eq!(
+        missing,
+        "Inconsistent request: please set a method parameter"
+    );
+
+    let get_key = server
+        .http
+        .get(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.user.apikey.default"),
+            ("email", ADMIN_EMAIL),
+            ("password", ADMIN_PASSWORD),
+        ])
+        .send()
+        .map(json_of)
+        .expect("get");
+    assert_eq!(
+        (get_key["code"].as_str(), get_key["message"].as_str()),
+        (Some("-153"), Some("POST method required"))
+    );
+    assert_eq!(
+        server.fail(
+            "midas.user.apikey.default",
+            &[("email", ADMIN_EMAIL), ("password", "wrong")]
+        ),
+        ("-150".into(), "Login failed".into())
+    );
+    let key = server.ok(
+        "midas.user.apikey.default",
+        &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    );
+    assert_eq!(key["apikey"], server.api_key.as_str());
+
+    let bad = server.call(
+        "midas.login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("apikey", "x"),
+            ("appname", "Default"),
+        ],
+    );
+    assert_eq!(
+        (
+            bad["code"].as_str(),
+            bad["message"].as_str(),
+            bad["stat"].as_str()
+        ),
+        (Some("0"), Some(""), Some("fail"))
+    );
+    assert_eq!(
+        server.fail("midas.login", &[("email", ADMIN_EMAIL), ("apikey", "x")]),
+        ("-150".into(), "Parameter appname is not defined".into())
+    );
+    assert_eq!(
+        server
+            .fail(
+                "midas.login",
+                &[
+                    ("email", "nobody@example.com"),
+                    ("apikey", "x"),
+                    ("appname", "Default")
+                ]
+            )
+            .0,
+        "-150"
+    );
+    let token = server.admin_token();
+    assert_eq!(token.len(), 32);
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(
+        server.admin_token(),
+        token,
+        "login returns the same token until it expires"
+    );
+    assert_eq!(
+        server.fail("midas.user.folders", &[("token", "")]),
+        ("-101".into(), "Invalid token".into())
+    );
+    assert_eq!(server.ok("midas.user.folders", &[]), Value::Array(vec![]));
+    let folders = server.ok("midas.user.folders", &[("token", &token)]);
+    let names: Vec<&str> = folders
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Private", "Public"]);
+    assert_eq!(
+        server.ok("midas.user.get", &[("email", "nobody@example.com")]),
+        ""
+    );
+    let by_name = server.ok(
+        "midas.user.get",
+        &[("firstname", "Admin"), ("lastname", "User")],
+    );
+    assert_eq!(by_name["email"], ADMIN_EMAIL);
+    assert_eq!(
+        server.ok("midas.item.searchByName", &[("name", "none")])["items"],
+        Value::Array(vec![])
+    );
+
+    // Double-encoded UTF-8 and JSON_HEX_TAG escaping, as PHP writes them.
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let raw = server
+        .http
+        .post(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.folder.create"),
+            ("token", &token),
+            ("name", "café <x>"),
+            ("parentid", &private),
+        ])
+        .send()
+        .expect("create")
+        .text()
+        .expect("text");
+    assert!(
+        raw.contains(r#""name":"caf\u00c3\u00a9 \u003Cx\u003E""#),
+        "{raw}"
+    );
+}
+
+#[test]
+fn private_data_never_leaks_through_any_read_method() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let admin = server.admin_token();
+    let jane_key = add_user(dir.path(), "jane@example.com", "janepassword1");
+    let jane = server.login("jane@example.com", &jane_key);
+
+    let private = server.folder_named(Some(&admin), ADMIN_EMAIL, "Private");
+    let public = server.folder_named(None, ADMIN_EMAIL, "Public");
+    let secret_folder = server.ok(
+        "midas.folder.create",
+        &[
+            ("token", &admin),
+            ("name", "secret"),
+            ("parentid", &private),
+        ],
+    );
+    let secret_folder_id = secret_folder["folder_id"].as_str().expect("id").to_owned();
+    let secret_uuid = secret_folder["uuid"].as_str().expect("uuid").to_owned();
+    let content = b"top secret content\n";
+    let item = server.upload_item(&admin, &secret_folder_id, "secret.txt", content);
+    server.ok(
+        "midas.item.setmetadata",
+        &[
+            ("token", &admin),
+            ("itemId", &item),
+            ("element", "k"),
+            ("value", "v"),
+        ],
+    );
+    let item_info = server.ok("midas.item.get", &[("token", &admin), ("id", &item)]);
+    let bitstream = item_info["revisions"][0]["bitstreams"][0]["bitstream_id"]
+        .as_str()
+        .expect("bs")
+        .to_owned();
+    let item_uuid = item_info["uuid"].as_str().expect("uuid").to_owned();
+    let public_item = server.upload_item(&admin, &public, "open.txt", b"open\n");
+
+    for (who, token) in [("anonymous", None), ("jane", Some(jane.as_str()))] {
+        let with = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            let mut p: Vec<(&'static str, String)> =
+                extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            if let Some(t) = token {
+                p.push(("token", t.to_owned()));
+            }
+            p
+        };
+        let call = |method: &str, extra: &[(&'static str, &str)]| -> Value {
+            let p = with(extra);
+            let refs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server.call(method, &refs)
+        };
+        let denied = |method: &str, extra: &[(&'static str, &str)]| {
+            let v = call(method, extra);
+            assert_eq!(v["stat"], "fail", "{who}: {method} {extra:?} leaked: {v}");
+        };
+        denied("midas.folder.get", &[("id", &private)]);
+        denied("midas.folder.get", &[("id", &secret_folder_id)]);
+        denied("midas.folder.download", &[("id", &secret_folder_id)]);
+        denied("midas.item.get", &[("id", &item)]);
+        denied("midas.item.getmetadata", &[("id", &item)]);
+        denied("midas.item.download", &[("id", &item)]);
+        denied("midas.bitstream.get", &[("id", &bitstream)]);
+        denied("midas.bitstream.download", &[("id", &bitstream)]);
+        denied(
+            "midas.bitstream.download",
+            &[("checksum", &md5_hex(content))],
+        );
+        denied(
+            "midas.item.exists",
+            &[("name", "secret.txt"), ("parentid", &secret_folder_id)],
+        );
+        denied("midas.bitstream.count", &[("uuid", &secret_uuid)]);
+        denied("midas.path.to.root", &[("uuid", &item_uuid)]);
+        denied("midas.path.from.root", &[("uuid", &secret_uuid)]);
+        denied("midas.resource.get", &[("uuid", &item_uuid)]);
+        let children = call("midas.folder.children", &[("id", &private)]);
+        assert_eq!(
+            ids(&children["data"]["folders"]),
+            Vec::<String>::new(),
+            "{who}: children leaked"
+        );
+        let children = call("midas.folder.children", &[("id", &secret_folder_id)]);
+        assert_eq!(
+            ids(&children["data"]["items"]),
+            Vec::<String>::new(),
+            "{who}: items leaked"
+        );
+        let found = call("midas.item.searchbyname", &[("name", "secret.txt")]);
+        assert_eq!(
+            ids(&found["data"]["items"]),
+            Vec::<String>::new(),
+            "{who}: search leaked"
+        );
+        let found = call("midas.resource.search", &[("search", "secret")]);
+        assert_eq!(
+            found["data"]["results"],
+            Value::Array(vec![]),
+            "{who}: resource.search leaked"
+        );
+
+        // The download controller itself.
+        let auth = token.map(|t| format!("&authToken={t}")).unwrap_or_default();
+        let direct = server
+            .http
+            .get(server.url(&format!("/download/?bitstream={bitstream}&offset=0{auth}")))
+            .send()
+            .expect("download");
+        assert_eq!(direct.status(), 500, "{who}: direct bitstream download");
+        let direct = server
+            .http
+            .get(server.url(&format!("/download/?items={item}{auth}")))
+            .send()
+            .expect("download");
+        assert_eq!(direct.status(), 403, "{who}: direct item download");
+        let direct = server
+            .http
+            .get(server.url(&format!("/download/?folders={secret_folder_id}{auth}")))
+            .send()
+            .expect("download");
+        assert_eq!(direct.status(), 403, "{who}: direct folder download");
+
+        // Public data stays visible.
+        let open = call("midas.item.get", &[("id", &public_item)]);
+        assert_eq!(open["stat"], "ok", "{who}: public item hidden");
+    }
+    // A public folder's ZIP leaves out private children that were shared in... and the admin sees all.
+    assert_eq!(
+        server.ok("midas.item.get", &[("token", &admin), ("id", &item)])["name"],
+        "secret.txt"
+    );
+    // Jane cannot write into the admin's public folder.
+    let (code, _) = server.fail(
+        "midas.item.create",
+        &[("token", &jane), ("name", "x"), ("parentid", &public)],
+    );
+    assert_eq!(code, "-151");
+}
+
+#[test]
+fn uploads_make_revisions_and_deduplicate_like_midas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let item = server.upload_item(&token, &private, "a.txt", b"first\n");
+    // No `revision`: a new revision holding only this file.
+    server.upload_to(&token, &item, "b.txt", b"second\n", None);
+    // `head`: appended to the latest revision, duplicate names included.
+    let after = server.upload_to(&token, &item, "b.txt", b"third!\n", Some("head"));
+    assert_eq!(after["sizebytes"], "14");
+    assert!(after.get("revisions").is_none());
+    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
+    let revisions = got["revisions"].as_array().expect("revisions");
+    let numbers: Vec<&str> = revisions
+        .iter()
+        .filter_map(|r| r["revision"].as_str())
+        .collect();
+    assert_eq!(numbers, ["1", "2"]);
+    let names = |r: &Value| -> Vec<String> {
+        r["bitstreams"]
+            .as_array()
+            .expect("bs")
+            .iter()
+            .filter_map(|b| b["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(&revisions[0]), ["a.txt"]);
+    assert_eq!(names(&revisions[1]), ["b.txt", "b.txt"]);
+    let head = server.ok(
+        "midas.item.get",
+        &[("token", &token), ("id", &item), ("head", "")],
+    );
+    assert_eq!(head["revisions"].as_array().expect("head").len(), 1);
+    assert_eq!(head["revisions"][0]["revision"], "2");
+
+    // Checksum dedup: a known checksum adds the file without a transfer...
+    let copy = server.ok(
+        "midas.item.create",
+        &[
+            ("token", &token),
+            ("name", "copy.txt"),
+            ("parentid", &private),
+        ],
+    );
+    let copy_id = copy["item_id"].as_str().expect("id").to_owned();
+    let known = md5_hex(b"first\n");
+    let dedup = server.ok(
+        "midas.upload.generatetoken",
+        &[
+            ("token", &token),
+            ("itemid", &copy_id),
+            ("filename", "copy.txt"),
+            ("checksum", &known),
+        ],
+    );
+    assert_eq!(dedup["token"], "");
+    let copied = server.ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
+    assert_eq!(copied["revisions"][0]["changes"], "Initial revision");
+    assert_eq!(
+        copied["revisions"][0]["bitstreams"][0]["checksum"],
+        known.as_str()
+    );
+    assert_eq!(copied["sizebytes"], "6");
+    // ...and nothing at all when the head already has that name, even for other content.
+    let other = md5_hex(b"second\n");
+    let again = server.ok(
+        "midas.upload.generatetoken",
+        &[
+            ("token", &token),
+            ("itemid", &copy_id),
+            ("filename", "copy.txt"),
+            ("checksum", &other),
+        ],
+    );
+    assert_eq!(again["token"], "");
+    let unchanged = server.ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
+    assert_eq!(
+        unchanged["revisions"][0]["bitstreams"]
+            .as_array()
+            .expect("bs")
+            .len(),
+        1
+    );
+    // An unknown checksum gets a real token.
+    let fresh = server.ok(
+        "midas.upload.generatetoken",
+        &[
+            ("token", &token),
+            ("itemid", &copy_id),
+            ("filename", "n.txt"),
+            ("checksum", &"0".repeat(32)),
+        ],
+    );
+    assert_eq!(
+        fresh["token"].as_str().expect("token").split('/').count(),
+        3
+    );
+
+    // Automatic renaming of items, refusal of duplicate folders unless reuseExisting.
+    let renamed = server.ok(
+        "midas.item.create",
+        &[
+            ("token", &token),
+            ("name", "copy.txt"),
+            ("parentid", &private),
+        ],
+    );
+    assert_eq!(renamed["name"], "copy.txt (1)");
+    assert_eq!(renamed["sizebytes"], "");
+    server.ok(
+        "midas.folder.create",
+        &[("token", &token), ("name", "d"), ("parentid", &private)],
+    );
+    assert_eq!(
+        server
+            .fail(
+                "midas.folder.create",
+                &[("token", &token), ("name", "d"), ("parentid", &private)]
+            )
+            .0,
+        "-150"
+    );
+    server.ok(
+        "midas.folder.create",
+        &[
+            ("token", &token),
+            ("name", "d"),
+            ("parentid", &private),
+            ("reuseExisting", "false"),
+        ],
+    );
+}
+
+#[test]
+fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let item = server.ok(
+        "midas.item.create",
+        &[
+            ("token", &token),
+            ("name", "big.bin"),
+            ("parentid", &private),
+        ],
+    );
+    let item_id = item["item_id"].as_str().expect("id").to_owned();
+    let content = sample(700_000, 7);
+    let length = content.len().to_string();
+    let upload = server.ok(
+        "midas.upload.generatetoken",
+        &[
+            ("token", &token),
+            ("itemid", &item_id),
+            ("filename", "big.bin"),
+        ],
+    );
+    let ut = upload["token"].as_str().expect("token").to_owned();
+    let params = [
+        ("uploadtoken", ut.as_str()),
+        ("filename", "big.bin"),
+        ("length", length.as_str()),
+        ("revision", "head"),
+    ];
+
+    let short = server.put(&params, content[..300_000].to_vec());
+    assert_eq!(short["code"], "-105");
+    assert_eq!(
+        short["message"],
+        format!("Failed to upload file - 300000/{length} bytes transferred").as_str()
+    );
+    let offset = server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)]);
+    assert_eq!(offset["offset"], "300000");
+    // Resume with the rest, plus trailing bytes that must be ignored.
+    let mut rest = content[300_000..].to_vec();
+    rest.extend_from_slice(b"EXTRA BYTES");
+    let done = server.put(&params, rest);
+    assert_eq!(done["stat"], "ok", "{done}");
+    assert_eq!(done["data"]["sizebytes"], length.as_str());
+    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    assert_eq!(
+        got["revisions"][0]["bitstreams"][0]["checksum"],
+        md5_hex(&content).as_str()
+    );
+    // The token is spent.
+    let spent = server.put(&params, content.clone());
+    assert_eq!(spent["code"], "-141");
+    assert_eq!(
+        spent["message"],
+        format!("Invalid upload token {ut}").as_str()
+    );
+    assert_eq!(
+        server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
+        ""
+    );
+    // perform needs PUT or POST.
+    let via_get = server
+        .http
+        .get(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.upload.perform"),
+            ("uploadtoken", &ut),
+            ("filename", "x"),
+            ("length", "1"),
+        ])
+        .send()
+        .map(json_of)
+        .expect("get");
+    assert_eq!(via_get["code"], "-153");
+    assert_eq!(via_get["message"], "POST or PUT method required");
+    let stats: Value = server
+        .http
+        .get(server.url("/__midasfs/stats"))
+        .send()
+        .map(json_of)
+        .expect("stats");
+    assert_eq!(stats["bytes_uploaded"], 700_000);
+    assert!(stats["methods"]["midas.upload.perform"].as_u64() >= Some(3));
+}
+
+#[test]
+fn tokens_expire_after_token_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--token-ttl", "2"]);
+    let token = server.admin_token();
+    server.ok("midas.user.folders", &[("token", &token)]);
+    std::thread::sleep(Duration::from_millis(3_100));
+    assert_eq!(
+        server.fail("midas.user.folders", &[("token", &token)]),
+        ("-101".into(), "Invalid token".into())
+    );
+    let renewed = server.admin_token();
+    assert_ne!(renewed, token);
+    server.ok("midas.user.folders", &[("token", &renewed)]);
+}
+
+/// Send a PUT head and part of its body, and leave the connection hanging.
+fn start_hanging_upload(addr: &str, query: &str, total: usize, part: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "PUT /api/json?{query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {total}\r\n\r\n"
+    )
+    .expect("head");
+    stream.write_all(part).expect("part");
+    stream.flush().expect("flush");
+    stream
+}
+
+fn wait_for_offset(server: &Server, ut: &str, at_least: u64) -> u64 {
+    for _ in 0..200 {
+        let offset = server.ok("midas.upload.getoffset", &[("uploadtoken", ut)])["offset"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if offset >= at_least {
+            return offset;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("upload never reached {at_least} bytes");
+}
+
+#[test]
+fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let kept = server.upload_item(&token, &private, "kept.txt", b"still here\n");
+    let item = server.ok(
+        "midas.item.create",
+        &[
+            ("token", &token),
+            ("name", "partial.bin"),
+            ("parentid", &private),
+        ],
+    );
+    let item_id = item["item_id"].as_str().expect("id").to_owned();
+    let content = sample(400_000, 3);
+    let ut = server.ok(
+        "midas.upload.generatetoken",
+        &[
+            ("token", &token),
+            ("itemid", &item_id),
+            ("filename", "p.bin"),
+        ],
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let encoded_token = ut.replace('/', "%2F");
+    let query = format!("method=midas.upload.perform&uploadtoken={encoded_token}&filename=p.bin&length={}&revision=head", content.len());
+    let hanging = start_hanging_upload(&server.addr, &query, content.len(), &content[..150_000]);
+    wait_for_offset(&server, &ut, 150_000);
+    let api_key = server.api_key.clone();
+    server.stop(); // SIGKILL in the middle of the upload
+    drop(hanging);
+
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.api_key, api_key, "restart reuses the store");
+    let token = server.login(ADMIN_EMAIL, &api_key);
+    assert_eq!(
+        server.ok("midas.item.get", &[("token", &token), ("id", &kept)])["sizebytes"],
+        "11"
+    );
+    let partial = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    assert_eq!(
+        partial["revisions"],
+        Value::Array(vec![]),
+        "a partial upload is never visible"
+    );
+    let offset: usize = server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("offset survives the restart");
+    assert_eq!(offset, 150_000);
+    let length = content.len().to_string();
+    let done = server.put(
+        &[
+            ("uploadtoken", &ut),
+            ("filename", "p.bin"),
+            ("length", &length),
+            ("revision", "head"),
+        ],
+        content[offset..].to_vec(),
+    );
+    assert_eq!(done["stat"], "ok", "{done}");
+    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    assert_eq!(
+        got["revisions"][0]["bitstreams"][0]["checksum"],
+        md5_hex(&content).as_str()
+    );
+    let body = server
+        .http
+        .get(server.url(&format!("/download/?items={item_id}&authToken={token}")))
+        .send()
+        .expect("download")
+        .bytes()
+        .expect("body");
+    assert_eq!(md5_hex(&body), md5_hex(&content));
+}
+
+#[test]
+fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let folder = server.ok(
+        "midas.folder.create",
+        &[
+            ("token", &token),
+            ("name", "sub dir"),
+            ("parentid", &private),
+        ],
+    );
+    let folder_id = folder["folder_id"].as_str().expect("id").to_owned();
+    let content = sample(600_000, 11);
+    let item = server.upload_item(&token, &folder_id, "binary.bin", &content);
+    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
+    let bitstream = got["revisions"][0]["bitstreams"][0]["bitstream_id"]
+        .as_str()
+        .expect("bs")
+        .to_owned();
+
+    // The redirect, exactly as Midas builds it.
+    let no_redirects = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = no_redirects
+        .post(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.bitstream.download"),
+            ("token", &token),
+            ("id", &bitstream),
+            ("offset", "500000"),
+        ])
+        .send()
+        .expect("redirect");
+    assert_eq!(redirect.status(), 302);
+    let location = redirect.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(
+        location,
+        format!("/download/?bitstream={bitstream}&offset=500000&name=binary.bin&authToken={token}")
+    );
+
+    let (head, body) = raw_get(&server.addr, &location);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(header(&head, "content-length"), Some("600000"));
+    assert_eq!(
+        header(&head, "content-disposition"),
+        Some("attachment; filename=\"binary.bin\"")
+    );
+    assert_eq!(header(&head, "accept-ranges"), Some("bytes"));
+    assert!(header(&head, "x-midasfs-full-length").is_none());
+    assert_eq!(body, content[500_000..]);
+
+    // Range is ignored; offset 0 gives everything.
+    let full = server
+        .http
+        .get(server.url(&format!(
+            "/download/?bitstream={bitstream}&offset=0&authToken={token}"
+        )))
+        .header("Range", "bytes=100-199")
+        .send()
+        .expect("download");
+    assert_eq!(full.status(), 200);
+    assert_eq!(full.bytes().expect("body").as_ref(), content.as_slice());
+
+    // Two bitstreams: a ZIP named after the item; the folder: "<First><Last>-<name>.zip".
+    server.upload_to(&token, &item, "second.txt", b"second\n", Some("head"));
+    let zipped = server
+        .http
+        .get(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.item.download"),
+            ("token", &token),
+            ("id", &item),
+        ])
+        .send()
+        .expect("zip");
+    assert_eq!(zipped.headers()["content-type"], "application/x-zip");
+    assert_eq!(
+        zipped.headers()["content-disposition"],
+        "attachment; filename=\"binary.bin.zip\""
+    );
+    let bytes = zipped.bytes().expect("zip body").to_vec();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
+    let mut first = Vec::new();
+    archive
+        .by_name("binary.bin")
+        .expect("entry")
+        .read_to_end(&mut first)
+        .expect("read");
+    assert_eq!(first, content);
+    let mut second = String::new();
+    archive
+        .by_name("second.txt")
+        .expect("entry")
+        .read_to_string(&mut second)
+        .expect("read");
+    assert_eq!(second, "second\n");
+
+    server.upload_item(&token, &folder_id, "copy.txt", b"copy\n");
+    let folder_zip = server
+        .http
+        .get(server.url("/api/json"))
+        .query(&[
+            ("method", "midas.folder.download"),
+            ("token", &token),
+            ("id", &folder_id),
+        ])
+        .send()
+        .expect("folder zip");
+    assert_eq!(
+        folder_zip.headers()["content-disposition"],
+        "attachment; filename=\"AdminUser-sub dir.zip\""
+    );
+    let bytes = folder_zip.bytes().expect("zip body").to_vec();
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
+    let mut names: Vec<&str> = archive.file_names().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "sub dir/binary.bin/binary.bin",
+            "sub dir/binary.bin/second.txt",
+            "sub dir/copy.txt"
+        ]
+    );
+
+    // An empty item downloads as an empty ZIP.
+    let empty = server.ok(
+        "midas.item.create",
+        &[
+            ("token", &token),
+            ("name", "empty"),
+            ("parentid", &folder_id),
+        ],
+    );
+    let empty_id = empty["item_id"].as_str().expect("id").to_owned();
+    let bytes = server
+        .http
+        .get(server.url(&format!("/download/?items={empty_id}&authToken={token}")))
+        .send()
+        .expect("empty zip")
+        .bytes()
+        .expect("body")
+        .to_vec();
+    assert_eq!(
+        zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .expect("valid zip")
+            .len(),
+        0
+    );
+    let missing = server
+        .http
+        .get(server.url("/download/?bitstream=999999"))
+        .send()
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+}
+
+#[test]
+fn a_long_download_does_not_block_other_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let public = server.folder_named(None, ADMIN_EMAIL, "Public");
+    let content = sample(24 * 1024 * 1024, 5);
+    let item = server.upload_item(&token, &public, "big.bin", &content);
+    let children_calls = |server: &Server| -> u64 {
+        let stats = server
+            .http
+            .get(server.url("/__midasfs/stats"))
+            .send()
+            .map(json_of)
+            .expect("stats");
+        stats["methods"]["midas.folder.children"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = children_calls(&server);
+    // Start a download and read only its first bytes: the rest stays pending on the server.
+    let mut slow = server
+        .http
+        .get(server.url(&format!("/download/?items={item}")))
+        .send()
+        .expect("download");
+    let mut first = [0u8; 1024];
+    slow.read_exact(&mut first).expect("first bytes");
+    assert_eq!(&first[..], &content[..1024]);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        server.ok(
+                            "midas.folder.children",
+                            &[("token", &token), ("id", &public)],
+                        );
+                        server.ok("midas.item.get", &[("id", &item)]);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("worker");
+        }
+    });
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).expect("rest");
+    assert_eq!(rest.len() + 1024, content.len());
+    let stats: Value = server
+        .http
+        .get(server.url("/__midasfs/stats"))
+        .send()
+        .map(json_of)
+        .expect("stats");
+    assert_eq!(stats["download_requests"], 1);
+    assert_eq!(children_calls(&server) - before, 40);
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_names_and_tokens_stay_inside_the_store() {
+    let outer = tempfile::tempdir().expect("tempdir");
+    let data = outer.path().join("store");
+    let server = Server::start(&data, &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    for name in [
+        "../../escape",
+        "a/b",
+        "..",
+        ".",
+        "tab\tnew\nline",
+        "quote\"d",
+        "日本語",
+    ] {
+        let folder = server.ok(
+            "midas.folder.create",
+            &[("token", &token), ("name", name), ("parentid", &private)],
+        );
+        let id = folder["folder_id"].as_str().expect("id").to_owned();
+        let item = server.upload_item(&token, &id, name, b"x");
+        let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
+        assert_eq!(
+            midasfs::midas::text::repair(got["name"].as_str().expect("name")),
+            name
+        );
+        let download = server
+            .http
+            .get(server.url(&format!("/download/?items={item}&authToken={token}")))
+            .send()
+            .expect("download");
+        assert_eq!(download.status(), 200, "{name}");
+        assert_eq!(download.bytes().expect("body").as_ref(), b"x");
+    }
+    for bad in [
+        "../../../../tmp/x",
+        "1/1/../../../../../../../../etc/passwd",
+        "1/1/",
+        "",
+        "1/1/%2e%2e",
+    ] {
+        assert_eq!(
+            server.ok("midas.upload.getoffset", &[("uploadtoken", bad)])["offset"],
+            "",
+            "{bad}"
+        );
+        let v = server.put(
+            &[("uploadtoken", bad), ("filename", "x"), ("length", "1")],
+            b"x".to_vec(),
+        );
+        assert_eq!(v["stat"], "fail", "{bad}");
+    }
+    for bad_id in [
+        "abc",
+        "-1",
+        "99999999999999999999",
+        "1 OR 1=1",
+        "1;DROP TABLE item",
+    ] {
+        assert_eq!(
+            server
+                .fail("midas.item.get", &[("token", &token), ("id", bad_id)])
+                .0,
+            "-151"
+        );
+        assert_eq!(server.fail("midas.folder.get", &[("id", bad_id)]).0, "-151");
+    }
+    let huge = "n".repeat(20_000);
+    server.ok(
+        "midas.item.create",
+        &[("token", &token), ("name", &huge), ("parentid", &private)],
+    );
+    assert_eq!(
+        server.fail("midas.item.get", &[("token", &token)]),
+        ("-150".into(), "Parameter id is not defined".into())
+    );
+    let outside: Vec<PathBuf> = files_under(outer.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(&data))
+        .collect();
+    assert_eq!(outside, Vec::<PathBuf>::new());
+}
