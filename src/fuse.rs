@@ -9,10 +9,13 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use std::time::SystemTime;
+
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::inode::{Attr, FileKind};
@@ -94,9 +97,12 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // ATOMIC_O_TRUNC: open(O_TRUNC) arrives as one open, so the old content is not
+        // downloaded into the spool only to be truncated away.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if let Err(missing) = config.add_capabilities(wanted) {
             log::info!("kernel lacks FUSE capabilities {missing:?}; continuing without them");
         }
@@ -280,8 +286,24 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || truncate {
+            if self.fs.read_only() {
+                return reply.error(Errno::EROFS);
+            }
+            let fs = Arc::clone(&self.fs);
+            return self.spawn(
+                format!("open inode {} for writing", ino.0),
+                async move { fs.open_write(ino.0, truncate).await },
+                move |result| match result {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(errno) => reply.error(errno),
+                },
+            );
+        }
+        // A reader of a file being written reads what is written so far.
+        if let Some(fh) = self.fs.join_if_writing(ino.0) {
+            return reply.opened(FileHandle(fh), FopenFlags::empty());
         }
         match self.fs.open(ino.0) {
             Ok(open) => {
@@ -329,7 +351,248 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        if self.fs.is_write_handle(fh.0) {
+            let fs = Arc::clone(&self.fs);
+            self.runtime
+                .spawn(async move { fs.release_write(fh.0).await });
+        }
         reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(name) => name,
+            Err(errno) => return reply.error(errno),
+        };
+        match self.fs.create(parent.0, name) {
+            Ok((attr, fh)) => reply.created(
+                &self.fs.ttl(),
+                &self.file_attr(&attr),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(err) => reply.error(errno_of("create", &err)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // A local file write: fast enough to answer inline.
+        match self.fs.write(fh.0, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(err) => reply.error(errno_of(&format!("write to inode {}", ino.0), &err)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        if !self.fs.is_write_handle(fh.0) {
+            return reply.ok();
+        }
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("saving inode {}", ino.0),
+            async move { fs.flush(fh.0).await },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.flush(req, ino, fh, LockOwner(0), reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(time) => time,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        let fs = Arc::clone(&self.fs);
+        let ttl = self.fs.ttl();
+        let (uid, gid) = (self.uid, self.gid);
+        self.spawn(
+            format!("setattr of inode {}", ino.0),
+            async move { fs.setattr(ino.0, size, mtime).await },
+            move |result| match result {
+                Ok(attr) => reply.attr(&ttl, &FuseAdapter::attr_for(uid, gid, &attr)),
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(name) => name.to_owned(),
+            Err(errno) => return reply.error(errno),
+        };
+        let fs = Arc::clone(&self.fs);
+        let ttl = self.fs.ttl();
+        let (uid, gid) = (self.uid, self.gid);
+        self.spawn(
+            format!("mkdir {name:?} in inode {}", parent.0),
+            async move { fs.mkdir(parent.0, &name).await },
+            move |result| match result {
+                Ok(attr) => {
+                    reply.entry(&ttl, &FuseAdapter::attr_for(uid, gid, &attr), Generation(0))
+                }
+                Err(errno) => reply.error(errno),
+            },
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(name) => name.to_owned(),
+            Err(errno) => return reply.error(errno),
+        };
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("rmdir {name:?} in inode {}", parent.0),
+            async move { fs.rmdir(parent.0, &name).await },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(name) => name.to_owned(),
+            Err(errno) => return reply.error(errno),
+        };
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("unlink {name:?} in inode {}", parent.0),
+            async move { fs.unlink(parent.0, &name).await },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            return reply.error(Errno::EINVAL);
+        }
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(name), Ok(newname)) => (name.to_owned(), newname.to_owned()),
+            (Err(errno), _) | (_, Err(errno)) => return reply.error(errno),
+        };
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("rename {name:?} to {newname:?}"),
+            async move {
+                fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
+                    .await
+            },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::ENOTSUP);
+        };
+        let value = value.to_vec();
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("setxattr {name} of inode {}", ino.0),
+            async move { fs.setxattr(ino.0, &name, &value, flags).await },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::NO_XATTR);
+        };
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("removexattr {name} of inode {}", ino.0),
+            async move { fs.removexattr(ino.0, &name).await },
+            move |result| match result {
+                Err(errno) if errno == Errno::ENODATA => reply.error(Errno::NO_XATTR),
+                other => reply_empty(reply, other),
+            },
+        );
+    }
+
+    fn destroy(&mut self) {
+        // Unmounting: whatever is still unsaved goes to the server now, or to recovery.
+        let fs = Arc::clone(&self.fs);
+        self.runtime.block_on(async move { fs.save_all().await });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -455,6 +718,13 @@ fn dots(ino: u64, parent: u64, entries: &[Entry]) -> impl Iterator<Item = (u64, 
             .iter()
             .map(move |e| (e.ino, kind_of(e), e.name.as_str())),
     )
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(errno),
+    }
 }
 
 fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {

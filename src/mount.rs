@@ -17,6 +17,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::cli::{DemoArgs, MountArgs};
+use crate::fs::spool::{self, SpoolConfig};
 use crate::fs::{names, FsConfig, MidasFs, MountRoot};
 use crate::fuse::FuseAdapter;
 use crate::midas::types::{Id, User};
@@ -222,6 +223,10 @@ fn mount_and_serve(
             cache_bytes: args.cache_size * 1024 * 1024,
             stall_timeout: Duration::from_secs(args.timeout),
             root,
+            spool: SpoolConfig {
+                dir: args.spool_dir.clone().unwrap_or_else(spool::default_dir),
+                max_bytes: args.spool_size * 1024 * 1024,
+            },
         },
     ));
     let handle = runtime.handle().clone();
@@ -233,7 +238,10 @@ fn mount_and_serve(
         .name("midasfs-signals".into())
         .spawn(move || {
             let signal = wait_for_signal(&signals);
-            log::info!("signal {signal}: unmounting {}", signal_mountpoint.display());
+            log::info!(
+                "signal {signal}: unmounting {}",
+                signal_mountpoint.display()
+            );
             unmount(&signal_mountpoint);
         })?;
     match &me {

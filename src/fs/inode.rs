@@ -18,6 +18,7 @@ const TAG_FOLDER: u64 = 1;
 const TAG_ITEM_FILE: u64 = 2;
 const TAG_ITEM_DIR: u64 = 3;
 const TAG_BITSTREAM: u64 = 4;
+const TAG_NEW_FILE: u64 = 5;
 
 fn tagged(tag: u64, id: Id) -> u64 {
     (tag << TAG_SHIFT) | (id as u64 & ((1 << TAG_SHIFT) - 1))
@@ -69,6 +70,10 @@ pub enum NodeKind {
         item: ItemInfo,
         bitstream: BitstreamInfo,
     },
+    /// A file created through the mount and not uploaded yet; `local` numbers it for this mount.
+    NewFile {
+        local: u64,
+    },
 }
 
 impl NodeKind {
@@ -84,13 +89,17 @@ impl NodeKind {
             NodeKind::ItemFile { item, .. } => tagged(TAG_ITEM_FILE, item.id),
             NodeKind::ItemDir { item } => tagged(TAG_ITEM_DIR, item.id),
             NodeKind::Bitstream { bitstream, .. } => tagged(TAG_BITSTREAM, bitstream.id),
+            NodeKind::NewFile { local } => tagged(TAG_NEW_FILE, *local as Id),
         }
     }
 
     pub fn is_dir(&self) -> bool {
         !matches!(
             self,
-            NodeKind::ItemFile { .. } | NodeKind::Bitstream { .. } | NodeKind::Home { .. }
+            NodeKind::ItemFile { .. }
+                | NodeKind::Bitstream { .. }
+                | NodeKind::Home { .. }
+                | NodeKind::NewFile { .. }
         )
     }
 

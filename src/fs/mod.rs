@@ -9,7 +9,9 @@ pub mod error;
 pub mod inode;
 pub mod names;
 pub mod reader;
+pub mod spool;
 pub mod time;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,8 @@ pub use error::{FsError, FsResult};
 use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
 use names::Origin;
 use reader::{BlockCache, FileReader};
+use spool::SpoolConfig;
+use write::Writes;
 
 use crate::midas::types::{Id, Item, MetadataValue, User};
 use crate::midas::Client;
@@ -51,6 +55,8 @@ pub struct FsConfig {
     /// How long a read may wait for data before it fails.
     pub stall_timeout: Duration,
     pub root: MountRoot,
+    /// Where files being written are kept until they are uploaded.
+    pub spool: SpoolConfig,
 }
 
 /// One entry of a directory listing.
@@ -101,6 +107,7 @@ pub struct MidasFs {
     readers: Mutex<HashMap<u64, Arc<FileReader>>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
+    writes: Writes,
 }
 
 impl MidasFs {
@@ -130,6 +137,7 @@ impl MidasFs {
         };
         MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            writes: Writes::new(&config.spool),
             client,
             config,
             me,
@@ -242,6 +250,8 @@ impl MidasFs {
         if ino == ROOT && matches!(self.config.root, MountRoot::Everything) {
             attr.mtime = self.mounted_at;
         }
+        drop(nodes);
+        self.adjust_attr(ino, &mut attr);
         Ok(attr)
     }
 
@@ -286,7 +296,9 @@ impl MidasFs {
                 .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
             (node.data.kind.clone(), node.data.writable)
         };
-        let entries = Arc::new(self.fetch_listing(&kind, writable).await?);
+        let mut entries = self.fetch_listing(&kind, writable).await?;
+        self.add_local_state(ino, &mut entries);
+        let entries = Arc::new(entries);
         let mut nodes = self.nodes();
         // Nodes the kernel holds see the new attributes (size, mtime) at once.
         for entry in entries.iter() {
@@ -310,9 +322,10 @@ impl MidasFs {
             NodeKind::Users => self.user_entries().await,
             NodeKind::Folder { id, .. } => self.folder_entries(*id, writable).await,
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
-            NodeKind::Home { .. } | NodeKind::ItemFile { .. } | NodeKind::Bitstream { .. } => {
-                Err(FsError::new(libc::ENOTDIR, "not a directory"))
-            }
+            NodeKind::Home { .. }
+            | NodeKind::ItemFile { .. }
+            | NodeKind::Bitstream { .. }
+            | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
     }
 
@@ -560,6 +573,9 @@ impl MidasFs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        if let Some(written) = self.read_written(fh, offset, size) {
+            return written.map(Bytes::from);
+        }
         let reader = self
             .readers
             .lock()
@@ -652,7 +668,11 @@ impl MidasFs {
                 attrs.push(("url", format!("{base}/item/{}", item.id)));
                 attrs.push(("revision", item.revision.to_string()));
             }
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {}
+            NodeKind::Root
+            | NodeKind::Communities
+            | NodeKind::Users
+            | NodeKind::Home { .. }
+            | NodeKind::NewFile { .. } => {}
         }
         Ok(attrs
             .into_iter()

@@ -1,0 +1,1382 @@
+//! Writing through the mount: new files, overwrites, mkdir, rmdir, unlink, rename, truncate,
+//! times and metadata.
+//!
+//! Rules (see also the report in SEMANTICS.md):
+//! - A file open for writing is a local spool file; its content goes to Midas when the file is
+//!   closed (flush) or fsync'ed, and the upload's error is what `close`/`fsync` return.
+//! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
+//!   `item.create` → `upload.generatetoken` (with the MD5: a known content is not sent again) →
+//!   `upload.perform` into the head revision. Until then it is a local entry (`NodeKind::NewFile`).
+//! - Overwriting an existing file uploads a NEW revision without checksum (Midas keeps the
+//!   history, and the dedup path, which silently does nothing when the name exists, is never
+//!   taken). A bitstream of an item directory is replaced in the head revision instead.
+//! - All handles of one inode share one spool file: they see each other's writes, and the
+//!   close that finds the file dirty uploads what is there (the last close uploads last).
+//! - A failed upload keeps the data: the spool file moves to `<spool-dir>/recovery/` and a
+//!   warning names it and its intended place.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
+use super::names;
+use super::spool::{Spool, SpoolConfig, SpoolFile};
+use super::{bitstream_info, Entry, FsError, FsResult, Listing, MidasFs, META_PREFIX};
+use crate::midas::types::{Id, Item};
+use crate::midas::{self, UploadRevision};
+
+/// How often an upload that broke is resumed (from the server's offset) before it fails.
+const UPLOAD_RETRIES: u32 = 3;
+const UPLOAD_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The write-side state of a mount.
+pub struct Writes {
+    spool: Spool,
+    /// Files open for writing, by the inode they were opened through.
+    files: Mutex<HashMap<u64, Arc<WriteFile>>>,
+    /// The inode of each open write handle.
+    handles: Mutex<HashMap<u64, u64>>,
+    /// Numbers for new files' inodes.
+    next_local: AtomicU64,
+    /// Modification times set through the mount, by canonical inode, kept for the mount's life
+    /// (Midas has no such field; `rsync -a` needs to see the times it set).
+    mtimes: Mutex<HashMap<u64, SystemTime>>,
+}
+
+impl Writes {
+    pub fn new(config: &SpoolConfig) -> Writes {
+        Writes {
+            spool: Spool::new(config),
+            files: Mutex::default(),
+            handles: Mutex::default(),
+            next_local: AtomicU64::new(1),
+            mtimes: Mutex::default(),
+        }
+    }
+
+    fn files(&self) -> MutexGuard<'_, HashMap<u64, Arc<WriteFile>>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
+        self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {
+        let ino = *self.handles().get(&fh)?;
+        let file = self.files().get(&ino).cloned()?;
+        Some((ino, file))
+    }
+
+    /// The modification time set through the mount for this canonical inode, if any.
+    pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
+        self.mtimes().get(&canonical).copied()
+    }
+}
+
+/// One file open for writing.
+struct WriteFile {
+    data: Mutex<FileData>,
+    /// One upload at a time per file.
+    upload: tokio::sync::Mutex<()>,
+}
+
+impl WriteFile {
+    fn lock(&self) -> MutexGuard<'_, FileData> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct FileData {
+    spool: SpoolFile,
+    /// Changed since the last successful upload.
+    dirty: bool,
+    /// Removed while open: nothing is uploaded any more.
+    unlinked: bool,
+    handles: u32,
+    target: Target,
+    /// When the content last changed.
+    mtime: SystemTime,
+}
+
+/// Where a file's content goes.
+#[derive(Debug, Clone)]
+enum Target {
+    /// Not on the server yet.
+    New {
+        /// Numbers the file's inode (`NodeKind::NewFile`).
+        local: u64,
+        parent_ino: u64,
+        container: Container,
+        /// The display name in the parent directory.
+        name: String,
+    },
+    /// The single bitstream of an item shown as a file: a new revision.
+    ItemFile { item: ItemInfo, parent_ino: u64 },
+    /// One bitstream of an item directory: replaced in the head revision.
+    Bitstream {
+        item: ItemInfo,
+        bitstream: BitstreamInfo,
+        parent_ino: u64,
+    },
+}
+
+impl Target {
+    fn parent_ino(&self) -> u64 {
+        match self {
+            Target::New { parent_ino, .. }
+            | Target::ItemFile { parent_ino, .. }
+            | Target::Bitstream { parent_ino, .. } => *parent_ino,
+        }
+    }
+}
+
+/// What a directory is on the server, for making things in it.
+#[derive(Debug, Clone)]
+enum Container {
+    Folder(Id),
+    Item(ItemInfo),
+}
+
+/// What an upload produced: the node data for the file, and the entry for its directory.
+struct Uploaded {
+    node: NodeData,
+    entry: Entry,
+}
+
+/// How a failed server call becomes an errno when it was a change. Midas says −151 for both
+/// "missing" and "forbidden"; for a change to an object the caller could list, it is the right.
+fn write_error(err: midas::Error) -> FsError {
+    let errno = match &err {
+        midas::Error::Api { code: -151, .. } => libc::EACCES,
+        midas::Error::Api {
+            code: -150,
+            message,
+            ..
+        } if message.contains("already exists") => libc::EEXIST,
+        midas::Error::Api {
+            code: 0, message, ..
+        } if message.contains("already used") => libc::EEXIST,
+        _ => return FsError::from(err),
+    };
+    FsError::new(errno, err.to_string())
+}
+
+fn read_only_error() -> FsError {
+    FsError::new(libc::EROFS, "the mount is read-only")
+}
+
+impl MidasFs {
+    fn check_writable(&self) -> FsResult<()> {
+        if self.config.read_only {
+            return Err(read_only_error());
+        }
+        Ok(())
+    }
+
+    fn node_data(&self, ino: u64) -> FsResult<NodeData> {
+        self.nodes()
+            .get(&ino)
+            .map(|n| n.data.clone())
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))
+    }
+
+    /// The node's inode number as listings give it (a written new file's node keeps the number
+    /// the kernel knows, but its data is the item it became).
+    fn canonical_ino(&self, ino: u64) -> u64 {
+        self.nodes()
+            .get(&ino)
+            .map_or(ino, |n| n.data.kind.ino(self.root_folder()))
+    }
+
+    fn container(&self, dir: u64) -> FsResult<Container> {
+        let data = self.node_data(dir)?;
+        if !data.writable {
+            return Err(FsError::new(
+                libc::EACCES,
+                format!("inode {dir}: no write permission"),
+            ));
+        }
+        match data.kind {
+            NodeKind::Folder { id, .. } => Ok(Container::Folder(id)),
+            NodeKind::ItemDir { item } => Ok(Container::Item(item)),
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users => Err(FsError::new(
+                libc::EACCES,
+                "only folders and items can hold new entries",
+            )),
+            NodeKind::Home { .. }
+            | NodeKind::ItemFile { .. }
+            | NodeKind::Bitstream { .. }
+            | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    async fn child(&self, dir: u64, name: &str) -> FsResult<Option<Entry>> {
+        let entries = self.listing(dir).await?;
+        Ok(entries.iter().find(|e| e.name == name).cloned())
+    }
+
+    /// Applies `change` to the directory's cached listing, if it has one (fresh or not).
+    fn patch_listing(&self, dir: u64, change: impl FnOnce(&mut Vec<Entry>)) {
+        let mut nodes = self.nodes();
+        if let Some(listing) = nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
+            change(Arc::make_mut(&mut listing.entries));
+        }
+    }
+
+    /// Forgets the directory's listing: the next lookup or readdir asks the server.
+    pub fn drop_listing(&self, dir: u64) {
+        if let Some(node) = self.nodes().get_mut(&dir) {
+            node.listing = None;
+        }
+    }
+
+    /// What a fetched listing lacks: new files not uploaded yet, and times set through the mount.
+    pub(super) fn add_local_state(&self, dir: u64, entries: &mut Vec<Entry>) {
+        {
+            let mtimes = self.writes.mtimes();
+            if !mtimes.is_empty() {
+                for entry in entries.iter_mut() {
+                    if let Some(mtime) = mtimes.get(&entry.ino) {
+                        entry.data.mtime = *mtime;
+                    }
+                }
+            }
+        }
+        let files: Vec<(u64, Arc<WriteFile>)> = self
+            .writes
+            .files()
+            .iter()
+            .map(|(ino, f)| (*ino, Arc::clone(f)))
+            .collect();
+        for (ino, file) in files {
+            let data = file.lock();
+            if let (
+                Target::New {
+                    local,
+                    parent_ino,
+                    name,
+                    ..
+                },
+                false,
+            ) = (&data.target, data.unlinked)
+            {
+                if *parent_ino == dir {
+                    entries.retain(|e| e.name != *name);
+                    entries.push(Entry {
+                        name: name.clone(),
+                        ino,
+                        data: NodeData {
+                            kind: NodeKind::NewFile { local: *local },
+                            mtime: data.mtime,
+                            writable: true,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// The size and time of a file open for writing, and times set through the mount.
+    pub(super) fn adjust_attr(&self, ino: u64, attr: &mut Attr) {
+        if let Some(file) = self.writes.files().get(&ino) {
+            let data = file.lock();
+            attr.size = data.spool.len();
+            attr.mtime = data.mtime;
+        }
+        if let Some(mtime) = self.writes.mtime_override(self.canonical_ino(ino)) {
+            attr.mtime = mtime;
+        }
+    }
+
+    /// A path for messages: the names of the node and its parents as the listings show them.
+    fn describe(&self, ino: u64) -> String {
+        let nodes = self.nodes();
+        let mut parts = Vec::new();
+        let mut current = ino;
+        while current != ROOT && parts.len() < 64 {
+            let Some(node) = nodes.get(&current) else {
+                parts.push(format!("(inode {current})"));
+                break;
+            };
+            let name = nodes
+                .get(&node.parent)
+                .and_then(|p| p.listing.as_ref())
+                .and_then(|l| l.entries.iter().find(|e| e.ino == current))
+                .map_or_else(|| format!("(inode {current})"), |e| e.name.clone());
+            parts.push(name);
+            current = node.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    // ---- files ----
+
+    /// Creates a new file (local until its first flush) and opens it for writing.
+    pub fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+        self.check_writable()?;
+        let container = self.container(parent)?;
+        if let Some(entries) = self.cached_listing(parent) {
+            if entries.iter().any(|e| e.name == name) {
+                return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+            }
+        }
+        let spool = self.writes.spool.create()?;
+        let local = self
+            .writes
+            .next_local
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = NodeKind::NewFile { local };
+        let ino = kind.ino(None);
+        let now = SystemTime::now();
+        let entry = Entry {
+            name: name.to_owned(),
+            ino,
+            data: NodeData {
+                kind,
+                mtime: now,
+                writable: true,
+            },
+        };
+        let file = Arc::new(WriteFile {
+            data: Mutex::new(FileData {
+                spool,
+                // Even an empty new file must reach the server.
+                dirty: true,
+                unlinked: false,
+                handles: 1,
+                target: Target::New {
+                    local,
+                    parent_ino: parent,
+                    container,
+                    name: name.to_owned(),
+                },
+                mtime: now,
+            }),
+            upload: tokio::sync::Mutex::new(()),
+        });
+        self.writes.files().insert(ino, file);
+        let fh = self.new_handle(ino);
+        self.remember(parent, &entry);
+        let attr = entry.attr();
+        self.patch_listing(parent, |entries| entries.push(entry));
+        Ok((attr, fh))
+    }
+
+    fn new_handle(&self, ino: u64) -> u64 {
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes.handles().insert(fh, ino);
+        fh
+    }
+
+    /// Opens an existing file for writing. Unless `truncate`, its content is downloaded into
+    /// the spool first (so that partial writes and appends keep the rest).
+    pub async fn open_write(&self, ino: u64, truncate: bool) -> FsResult<u64> {
+        self.check_writable()?;
+        if let Some(fh) = self.join_open_file(ino, truncate)? {
+            return Ok(fh);
+        }
+        let data = self.node_data(ino)?;
+        if !data.writable {
+            return Err(FsError::new(
+                libc::EACCES,
+                format!("{}: no write permission", self.describe(ino)),
+            ));
+        }
+        let parent_ino = self.parent(ino);
+        let (target, bitstream) = match data.kind {
+            NodeKind::ItemFile { item, bitstream } => {
+                (Target::ItemFile { item, parent_ino }, bitstream)
+            }
+            NodeKind::Bitstream { item, bitstream } => (
+                Target::Bitstream {
+                    item,
+                    bitstream: bitstream.clone(),
+                    parent_ino,
+                },
+                bitstream,
+            ),
+            NodeKind::NewFile { .. } => {
+                return Err(FsError::not_found(self.describe(ino)));
+            }
+            _ => return Err(FsError::new(libc::EISDIR, "is a directory")),
+        };
+        let mut spool = self.writes.spool.create()?;
+        if !truncate {
+            self.download_into(&mut spool, &bitstream).await?;
+        }
+        // Another open may have set the file up while this one downloaded: share its spool.
+        if let Some(fh) = self.join_open_file(ino, truncate)? {
+            return Ok(fh);
+        }
+        let file = Arc::new(WriteFile {
+            data: Mutex::new(FileData {
+                spool,
+                dirty: truncate && bitstream.size > 0,
+                unlinked: false,
+                handles: 1,
+                target,
+                mtime: data.mtime,
+            }),
+            upload: tokio::sync::Mutex::new(()),
+        });
+        self.writes.files().insert(ino, file);
+        Ok(self.new_handle(ino))
+    }
+
+    /// A new handle on a file already open for writing.
+    fn join_open_file(&self, ino: u64, truncate: bool) -> FsResult<Option<u64>> {
+        let Some(file) = self.writes.files().get(&ino).cloned() else {
+            return Ok(None);
+        };
+        {
+            let mut data = file.lock();
+            if truncate && !data.spool.is_empty() {
+                data.spool.set_len(0)?;
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            data.handles += 1;
+        }
+        Ok(Some(self.new_handle(ino)))
+    }
+
+    async fn download_into(
+        &self,
+        spool: &mut SpoolFile,
+        bitstream: &BitstreamInfo,
+    ) -> FsResult<()> {
+        let mut stream = self
+            .client
+            .download(bitstream.id, 0, bitstream.size)
+            .await?;
+        let mut offset = 0;
+        while let Some(chunk) = stream.next_chunk().await? {
+            spool.write_at(offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// A read handle on a file open for writing shares its spool (and sees what is written).
+    pub fn join_if_writing(&self, ino: u64) -> Option<u64> {
+        self.join_open_file(ino, false).ok().flatten()
+    }
+
+    /// Whether the handle is one of a file open for writing.
+    pub fn is_write_handle(&self, fh: u64) -> bool {
+        self.writes.handles().contains_key(&fh)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
+        let (_, file) = self.writes.file_of_handle(fh).ok_or_else(|| {
+            FsError::new(libc::EBADF, format!("handle {fh} is not open for writing"))
+        })?;
+        let mut data = file.lock();
+        data.spool.write_at(offset, bytes)?;
+        data.dirty = true;
+        data.mtime = SystemTime::now();
+        u32::try_from(bytes.len()).map_err(|_| FsError::new(libc::EINVAL, "write too large"))
+    }
+
+    /// Reads through a write handle: from the spool, which holds the current content.
+    pub fn read_written(&self, fh: u64, offset: u64, size: u32) -> Option<FsResult<Vec<u8>>> {
+        let (_, file) = self.writes.file_of_handle(fh)?;
+        let data = file.lock();
+        Some(data.spool.read_at(offset, size))
+    }
+
+    /// `close` and `fsync`: uploads the file if it changed; the upload's error is the answer.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        match self.writes.file_of_handle(fh) {
+            Some((ino, file)) => self.save(ino, &file).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The last close of a handle. A file still dirty (written after its last flush, which
+    /// `close` normally prevents) is uploaded here; its error can only be logged.
+    pub async fn release_write(&self, fh: u64) {
+        let Some(ino) = self.writes.handles().remove(&fh) else {
+            return;
+        };
+        let Some(file) = self.writes.files().get(&ino).cloned() else {
+            return;
+        };
+        let last = {
+            let mut data = file.lock();
+            data.handles = data.handles.saturating_sub(1);
+            data.handles == 0
+        };
+        if !last {
+            return;
+        }
+        let retry = {
+            let data = file.lock();
+            data.dirty && !data.unlinked && !data.spool.is_recovered()
+        };
+        if retry {
+            if let Err(err) = self.save(ino, &file).await {
+                log::warn!("{}: {err}", self.describe(ino));
+            }
+        }
+        let _one_at_a_time = file.upload.lock().await;
+        let mut files = self.writes.files();
+        let data = file.lock();
+        if data.handles > 0 {
+            return;
+        }
+        files.remove(&ino);
+        if let Target::New { parent_ino, .. } = &data.target {
+            // Never made it to the server (the data is in the recovery directory).
+            let parent = *parent_ino;
+            drop(data);
+            drop(files);
+            self.patch_listing(parent, |entries| entries.retain(|e| e.ino != ino));
+        }
+    }
+
+    /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
+    async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
+        let _one_at_a_time = file.upload.lock().await;
+        let (target, path, size, running_md5) = {
+            let mut data = file.lock();
+            if !data.dirty || data.unlinked {
+                return Ok(());
+            }
+            // Writes during the upload make the file dirty again, for the next flush.
+            data.dirty = false;
+            (
+                data.target.clone(),
+                data.spool.path().to_owned(),
+                data.spool.len(),
+                data.spool.running_md5(),
+            )
+        };
+        let started = Instant::now();
+        let result = match &target {
+            Target::New {
+                parent_ino,
+                container,
+                name,
+                ..
+            } => {
+                self.upload_new(*parent_ino, container, name, &path, size, running_md5)
+                    .await
+            }
+            Target::ItemFile { item, .. } => self.upload_revision(item, &path, size).await,
+            Target::Bitstream {
+                item, bitstream, ..
+            } => self.replace_bitstream(item, bitstream, &path, size).await,
+        };
+        match result {
+            Ok(uploaded) => {
+                log::debug!(
+                    "{}: {size} bytes saved in {:?}",
+                    self.describe(ino),
+                    started.elapsed()
+                );
+                self.saved(ino, file, &target, uploaded);
+                Ok(())
+            }
+            Err(err) => {
+                let intended = match &target {
+                    Target::New {
+                        parent_ino, name, ..
+                    } => format!("{}/{name}", self.describe(*parent_ino)),
+                    _ => self.describe(ino),
+                };
+                let mut data = file.lock();
+                data.dirty = true;
+                let file_name = intended.rsplit('/').next().unwrap_or("file").to_owned();
+                match data
+                    .spool
+                    .recover(&self.writes.spool.recovery_dir(), &file_name)
+                {
+                    Ok(kept) => log::warn!(
+                        "saving {intended} to Midas failed ({err}); its data is kept in {}",
+                        kept.display()
+                    ),
+                    Err(move_err) => log::warn!(
+                        "saving {intended} to Midas failed ({err}); its data is in {} \
+                         (moving it to the recovery directory failed: {move_err})",
+                        data.spool.path().display()
+                    ),
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Records a successful upload: the node shows the new content, the listing the entry.
+    fn saved(&self, ino: u64, file: &WriteFile, target: &Target, uploaded: Uploaded) {
+        let old_canonical = self.canonical_ino(ino);
+        let new_canonical = uploaded.entry.ino;
+        {
+            let mut data = file.lock();
+            if data.spool.is_recovered() {
+                data.spool.saved();
+            }
+            data.target = match &uploaded.node.kind {
+                NodeKind::ItemFile { item, .. } => Target::ItemFile {
+                    item: item.clone(),
+                    parent_ino: target.parent_ino(),
+                },
+                NodeKind::Bitstream { item, bitstream } => Target::Bitstream {
+                    item: item.clone(),
+                    bitstream: bitstream.clone(),
+                    parent_ino: target.parent_ino(),
+                },
+                _ => data.target.clone(),
+            };
+        }
+        {
+            let mut mtimes = self.writes.mtimes();
+            if let Some(mtime) = mtimes.remove(&old_canonical) {
+                mtimes.insert(new_canonical, mtime);
+            }
+        }
+        {
+            let mut nodes = self.nodes();
+            if let Some(node) = nodes.get_mut(&ino) {
+                node.data = uploaded.node.clone();
+                // The kernel's pages of this inode may be older than what was uploaded.
+                node.kernel_cached_md5 = None;
+                node.metadata = None;
+            }
+        }
+        let mut entry = uploaded.entry;
+        if let Some(mtime) = self.writes.mtime_override(new_canonical) {
+            entry.data.mtime = mtime;
+        }
+        let parent = target.parent_ino();
+        let name = match target {
+            Target::New { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        self.patch_listing(parent, |entries| {
+            let shown = name.unwrap_or_else(|| {
+                entries
+                    .iter()
+                    .find(|e| e.ino == ino || e.ino == old_canonical)
+                    .map_or_else(|| entry.name.clone(), |e| e.name.clone())
+            });
+            entries.retain(|e| e.ino != ino && e.ino != old_canonical && e.name != shown);
+            entry.name = shown;
+            entries.push(entry);
+        });
+    }
+
+    async fn upload_new(
+        &self,
+        parent_ino: u64,
+        container: &Container,
+        name: &str,
+        path: &std::path::Path,
+        size: u64,
+        running_md5: Option<String>,
+    ) -> FsResult<Uploaded> {
+        let midas_name = names::to_midas(name);
+        let writable = true;
+        match container {
+            Container::Folder(folder) => {
+                let md5 = match running_md5 {
+                    Some(md5) => md5,
+                    None => md5_of(path).await?,
+                };
+                let created = self
+                    .client
+                    .item_create(*folder, &midas_name)
+                    .await
+                    .map_err(write_error)?;
+                if created.name != midas_name {
+                    // Midas renamed it: an item of that name appeared (or is hidden from us).
+                    self.delete_quietly(created.item_id).await;
+                    return Err(FsError::new(
+                        libc::EEXIST,
+                        format!(
+                            "{}/{name}: an item of that name exists on the server",
+                            self.describe(parent_ino)
+                        ),
+                    ));
+                }
+                // A new item has no bitstream yet, so the checksum dedup cannot skip the upload.
+                let sent = self
+                    .send_file(
+                        created.item_id,
+                        &midas_name,
+                        path,
+                        size,
+                        Some(&md5),
+                        UploadRevision::Head,
+                    )
+                    .await;
+                if let Err(err) = sent {
+                    // Nothing half-made stays visible.
+                    self.delete_quietly(created.item_id).await;
+                    return Err(err);
+                }
+                let item = self.client.item_get(created.item_id).await?;
+                let entry = self.item_entry(&item, name.to_owned(), writable);
+                let node =
+                    file_node(&item, &midas_name, writable).unwrap_or_else(|| entry.data.clone());
+                Ok(Uploaded { node, entry })
+            }
+            Container::Item(item) => {
+                // Without checksum: a stale listing could hide a bitstream of this name in the
+                // head revision, and the dedup path would then silently do nothing.
+                self.send_file(item.id, &midas_name, path, size, None, UploadRevision::Head)
+                    .await?;
+                self.bitstream_uploaded(item.id, &midas_name, name).await
+            }
+        }
+    }
+
+    async fn upload_revision(
+        &self,
+        item: &ItemInfo,
+        path: &std::path::Path,
+        size: u64,
+    ) -> FsResult<Uploaded> {
+        let current = self.client.item_get(item.id).await?;
+        let file_name = current
+            .head()
+            .and_then(|head| match head.bitstreams.as_slice() {
+                [only] => Some(only.name.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| current.name.clone());
+        self.send_file(item.id, &file_name, path, size, None, UploadRevision::New)
+            .await?;
+        let updated = self.client.item_get(item.id).await?;
+        let shown = names::to_display(&updated.name);
+        let entry = self.item_entry(&updated, shown, true);
+        let node = file_node(&updated, &file_name, true).unwrap_or_else(|| entry.data.clone());
+        Ok(Uploaded { node, entry })
+    }
+
+    async fn replace_bitstream(
+        &self,
+        item: &ItemInfo,
+        old: &BitstreamInfo,
+        path: &std::path::Path,
+        size: u64,
+    ) -> FsResult<Uploaded> {
+        let current = self.client.item_get(item.id).await?;
+        let file_name = current
+            .head()
+            .and_then(|h| h.bitstreams.iter().find(|b| b.bitstream_id == old.id))
+            .map(|b| b.name.clone())
+            .ok_or_else(|| FsError::not_found(format!("bitstream {}", old.id)))?;
+        self.send_file(item.id, &file_name, path, size, None, UploadRevision::Head)
+            .await?;
+        self.client
+            .bitstream_delete(old.id)
+            .await
+            .map_err(write_error)?;
+        self.bitstream_uploaded(item.id, &file_name, &names::to_display(&file_name))
+            .await
+    }
+
+    /// The newest bitstream of that name in the item's head, as a file of an item directory.
+    async fn bitstream_uploaded(
+        &self,
+        item_id: Id,
+        file_name: &str,
+        shown: &str,
+    ) -> FsResult<Uploaded> {
+        let item = self.client.item_get(item_id).await?;
+        let head = item.head().ok_or_else(|| {
+            FsError::new(
+                libc::EIO,
+                format!("item {item_id} has no revision after an upload"),
+            )
+        })?;
+        let bitstream = head
+            .bitstreams
+            .iter()
+            .filter(|b| b.name == file_name)
+            .max_by_key(|b| b.bitstream_id)
+            .ok_or_else(|| {
+                FsError::new(
+                    libc::EIO,
+                    format!("item {item_id}: the uploaded {file_name:?} is missing"),
+                )
+            })?;
+        let info = ItemInfo {
+            id: item.item_id,
+            uuid: item.uuid.clone(),
+            revision: head.revision,
+            description: item.description.clone(),
+        };
+        let entry = self.entry(
+            shown.to_owned(),
+            NodeKind::Bitstream {
+                item: info,
+                bitstream: bitstream_info(bitstream),
+            },
+            &bitstream.date,
+            true,
+        );
+        Ok(Uploaded {
+            node: entry.data.clone(),
+            entry,
+        })
+    }
+
+    /// `generatetoken` then `perform`, resuming from the server's offset after a transient
+    /// failure (a bounded number of times).
+    async fn send_file(
+        &self,
+        item_id: Id,
+        file_name: &str,
+        path: &std::path::Path,
+        size: u64,
+        checksum: Option<&str>,
+        revision: UploadRevision,
+    ) -> FsResult<()> {
+        let token = self
+            .client
+            .upload_token(item_id, file_name, checksum)
+            .await
+            .map_err(write_error)?;
+        let Some(token) = token else {
+            if checksum.is_none() {
+                return Err(FsError::new(
+                    libc::EIO,
+                    format!("item {item_id}: the server skipped an upload sent without checksum"),
+                ));
+            }
+            log::debug!("item {item_id}: {file_name:?} is already on the server; not sent again");
+            return Ok(());
+        };
+        let mut offset = 0;
+        let mut attempts = 0;
+        loop {
+            let err = match self
+                .client
+                .upload_perform(&token, item_id, file_name, path, offset, size, revision)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => err,
+                Err(err) => return Err(write_error(err)),
+            };
+            attempts += 1;
+            log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
+            tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
+            match self.client.upload_offset(&token).await {
+                Ok(held) if held <= size => offset = held,
+                Ok(held) => {
+                    return Err(FsError::new(
+                        libc::EIO,
+                        format!("the server holds {held} bytes of an upload of {size}"),
+                    ))
+                }
+                Err(offset_err) if offset_err.is_transient() => {}
+                Err(offset_err) => return Err(write_error(offset_err)),
+            }
+        }
+    }
+
+    async fn delete_quietly(&self, item_id: Id) {
+        if let Err(err) = self.client.item_delete(item_id).await {
+            log::warn!("could not remove the unfinished item {item_id}: {err}");
+        }
+    }
+
+    /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
+    pub async fn save_all(&self) {
+        let files: Vec<(u64, Arc<WriteFile>)> = self
+            .writes
+            .files()
+            .iter()
+            .map(|(ino, f)| (*ino, Arc::clone(f)))
+            .collect();
+        for (ino, file) in files {
+            let pending = {
+                let data = file.lock();
+                data.dirty && !data.unlinked
+            };
+            if pending {
+                log::warn!(
+                    "unmounting with {} unsaved: saving it now",
+                    self.describe(ino)
+                );
+                if let Err(err) = self.save(ino, &file).await {
+                    log::warn!("{}: {err}", self.describe(ino));
+                }
+            }
+        }
+    }
+
+    // ---- attributes ----
+
+    /// chmod and chown are accepted and change nothing (Midas has no such fields); times are
+    /// kept in memory for the mount's life; a size change goes through the spool.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<Attr> {
+        self.check_writable()?;
+        if let Some(size) = size {
+            self.truncate(ino, size).await?;
+        }
+        if let Some(mtime) = mtime {
+            let canonical = self.canonical_ino(ino);
+            self.writes.mtimes().insert(canonical, mtime);
+            let parent = self.parent(ino);
+            self.patch_listing(parent, |entries| {
+                for entry in entries
+                    .iter_mut()
+                    .filter(|e| e.ino == canonical || e.ino == ino)
+                {
+                    entry.data.mtime = mtime;
+                }
+            });
+        }
+        self.getattr(ino)
+    }
+
+    async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        if let Some(file) = self.writes.files().get(&ino).cloned() {
+            let mut data = file.lock();
+            if data.spool.len() != size {
+                data.spool.set_len(size)?;
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            return Ok(());
+        }
+        let current = self.node_data(ino)?;
+        if current.kind.bitstream().is_some_and(|b| b.size == size) {
+            return Ok(());
+        }
+        // A closed file: open, truncate and save it as a close would.
+        let fh = self.open_write(ino, size == 0).await?;
+        let result = async {
+            if let Some((_, file)) = self.writes.file_of_handle(fh) {
+                let mut data = file.lock();
+                data.spool.set_len(size)?;
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            self.flush(fh).await
+        }
+        .await;
+        self.release_write(fh).await;
+        result
+    }
+
+    // ---- directories ----
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.check_writable()?;
+        let folder = match self.container(parent)? {
+            Container::Folder(id) => id,
+            Container::Item(_) => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    "an item directory holds files only",
+                ))
+            }
+        };
+        if self.child(parent, name).await?.is_some() {
+            return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+        }
+        let created = self
+            .client
+            .folder_create(folder, &names::to_midas(name))
+            .await
+            .map_err(write_error)?;
+        let entry = self.entry(
+            name.to_owned(),
+            NodeKind::Folder {
+                id: created.folder_id,
+                uuid: created.uuid.clone(),
+            },
+            &created.date_update,
+            true,
+        );
+        self.remember(parent, &entry);
+        // A new folder is empty: lookups in it need not ask the server.
+        if let Some(node) = self.nodes().get_mut(&entry.ino) {
+            node.listing = Some(Listing {
+                entries: Arc::new(Vec::new()),
+                fetched: Instant::now(),
+            });
+        }
+        let attr = entry.attr();
+        self.patch_listing(parent, |entries| entries.push(entry));
+        Ok(attr)
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let entry = self
+            .child(parent, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        if !entry.data.kind.is_dir() {
+            return Err(FsError::new(
+                libc::ENOTDIR,
+                format!("{name} is not a directory"),
+            ));
+        }
+        self.ensure_empty(&entry).await?;
+        self.remove_entry(&entry).await?;
+        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != entry.ino));
+        self.drop_listing(entry.ino);
+        Ok(())
+    }
+
+    /// Checks with the server (not a cached listing) that a directory holds nothing.
+    async fn ensure_empty(&self, entry: &Entry) -> FsResult<()> {
+        let has_new_files = self.writes.files().values().any(|f| {
+            let data = f.lock();
+            matches!(&data.target, Target::New { parent_ino, .. } if *parent_ino == entry.ino)
+                && !data.unlinked
+        });
+        let empty = !has_new_files
+            && match &entry.data.kind {
+                NodeKind::Folder { id, .. } => {
+                    let children = self.client.folder_children(*id).await?;
+                    children.folders.is_empty() && children.items.is_empty()
+                }
+                NodeKind::ItemDir { item } => {
+                    let item = self.client.item_get(item.id).await?;
+                    item.head().is_none_or(|h| h.bitstreams.is_empty())
+                }
+                _ => false,
+            };
+        if empty {
+            Ok(())
+        } else {
+            Err(FsError::new(
+                libc::ENOTEMPTY,
+                format!("{} is not empty", entry.name),
+            ))
+        }
+    }
+
+    /// Deletes what an entry stands for on the server.
+    async fn remove_entry(&self, entry: &Entry) -> FsResult<()> {
+        let result = match &entry.data.kind {
+            NodeKind::Folder { id, .. } => self.client.folder_delete(*id).await,
+            NodeKind::ItemDir { item } | NodeKind::ItemFile { item, .. } => {
+                self.client.item_delete(item.id).await
+            }
+            NodeKind::Bitstream { bitstream, .. } => {
+                self.client.bitstream_delete(bitstream.id).await
+            }
+            NodeKind::NewFile { .. } => {
+                self.mark_unlinked(entry.ino);
+                Ok(())
+            }
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    format!("{} cannot be removed", entry.name),
+                ))
+            }
+        };
+        result.map_err(write_error)?;
+        self.mark_unlinked(entry.ino);
+        Ok(())
+    }
+
+    /// A file removed while open for writing is not uploaded any more.
+    fn mark_unlinked(&self, ino: u64) {
+        if let Some(file) = self.writes.files().get(&ino) {
+            file.lock().unlinked = true;
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let entry = self
+            .child(parent, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        if entry.data.kind.is_dir() {
+            return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
+        }
+        self.remove_entry(&entry).await?;
+        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != entry.ino));
+        Ok(())
+    }
+
+    /// Renames or moves; an existing target is replaced (after the move, so that a failed
+    /// move loses nothing), unless `no_replace`.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let source = self
+            .child(parent, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        let target = self.child(new_parent, new_name).await?;
+        if let Some(target) = &target {
+            if no_replace {
+                return Err(FsError::new(libc::EEXIST, format!("{new_name} exists")));
+            }
+            match (source.data.kind.is_dir(), target.data.kind.is_dir()) {
+                (true, false) => {
+                    return Err(FsError::new(
+                        libc::ENOTDIR,
+                        format!("{new_name} is not a directory"),
+                    ))
+                }
+                (false, true) => {
+                    return Err(FsError::new(
+                        libc::EISDIR,
+                        format!("{new_name} is a directory"),
+                    ))
+                }
+                (true, true) => self.ensure_empty(target).await?,
+                (false, false) => {}
+            }
+        }
+        let destination = self.container(new_parent)?;
+        let midas_name = names::to_midas(new_name);
+        match &source.data.kind {
+            NodeKind::NewFile { .. } => {
+                let file = self.writes.files().get(&source.ino).cloned();
+                if let Some(file) = file {
+                    let mut data = file.lock();
+                    if let Target::New {
+                        parent_ino,
+                        container,
+                        name,
+                        ..
+                    } = &mut data.target
+                    {
+                        *parent_ino = new_parent;
+                        *container = destination;
+                        *name = new_name.to_owned();
+                    }
+                }
+            }
+            NodeKind::ItemFile { item, .. } | NodeKind::ItemDir { item } => {
+                let Container::Folder(to) = destination else {
+                    return Err(cross_device(name));
+                };
+                let is_file = matches!(source.data.kind, NodeKind::ItemFile { .. });
+                let mut current_name = names::to_midas(name);
+                if parent != new_parent {
+                    let Container::Folder(from) = self.container(parent)? else {
+                        return Err(cross_device(name));
+                    };
+                    let moved = self
+                        .client
+                        .item_move(item.id, from, to)
+                        .await
+                        .map_err(write_error)?;
+                    current_name = moved.name;
+                }
+                if current_name != midas_name {
+                    self.client
+                        .item_rename(&item.uuid, &midas_name, is_file)
+                        .await
+                        .map_err(write_error)?;
+                }
+            }
+            NodeKind::Folder { id, uuid } => {
+                let Container::Folder(to) = destination else {
+                    return Err(cross_device(name));
+                };
+                let uuid = if uuid.is_empty() {
+                    self.client.folder_get(*id).await?.uuid
+                } else {
+                    uuid.clone()
+                };
+                let old_name = names::to_midas(name);
+                // Renamed first: `folder.move` refuses a clash with the old name.
+                if old_name != midas_name {
+                    self.client
+                        .folder_rename(&uuid, &midas_name)
+                        .await
+                        .map_err(write_error)?;
+                }
+                if parent != new_parent {
+                    if let Err(err) = self.client.folder_move(*id, to).await {
+                        if old_name != midas_name {
+                            if let Err(back) = self.client.folder_rename(&uuid, &old_name).await {
+                                log::warn!("folder {id}: could not restore its name: {back}");
+                            }
+                        }
+                        return Err(write_error(err));
+                    }
+                }
+            }
+            NodeKind::Bitstream { bitstream, .. } => {
+                if parent != new_parent {
+                    return Err(cross_device(name));
+                }
+                self.client
+                    .bitstream_rename(bitstream.id, &midas_name)
+                    .await
+                    .map_err(write_error)?;
+            }
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    format!("{name} cannot be renamed"),
+                ))
+            }
+        }
+        if let Some(target) = &target {
+            if target.ino != source.ino {
+                self.remove_entry(target).await?;
+            }
+        }
+        let mut moved = source.clone();
+        moved.name = new_name.to_owned();
+        let source_ino = source.ino;
+        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != source_ino));
+        self.patch_listing(new_parent, |entries| {
+            entries.retain(|e| e.name != moved.name && e.ino != moved.ino);
+            entries.push(moved);
+        });
+        if let Some(node) = self.nodes().get_mut(&source_ino) {
+            node.parent = new_parent;
+        }
+        Ok(())
+    }
+
+    // ---- metadata ----
+
+    /// `user.midas.meta.<element>[.<qualifier>]` sets a metadata value of the item's head
+    /// revision. Other `user.midas.*` names are read-only (EPERM); anything else is not
+    /// supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
+    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
+        self.check_writable()?;
+        let (item, element, qualifier) = self.metadata_target(ino, name)?;
+        let value = std::str::from_utf8(value).map_err(|_| {
+            FsError::new(libc::EINVAL, format!("{name}: the value is not UTF-8 text"))
+        })?;
+        if flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            let exists = self.getxattr(ino, name).await.is_ok();
+            if exists && flags & libc::XATTR_CREATE != 0 {
+                return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+            }
+            if !exists && flags & libc::XATTR_REPLACE != 0 {
+                return Err(FsError::new(libc::ENODATA, format!("no attribute {name}")));
+            }
+        }
+        self.client
+            .item_set_metadata(item.id, element, qualifier, value)
+            .await
+            .map_err(write_error)?;
+        self.forget_metadata(item.id);
+        Ok(())
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let (item, element, qualifier) = self.metadata_target(ino, name)?;
+        // Midas answers the same for a value that was not there: ask first, for ENODATA.
+        self.getxattr(ino, name).await?;
+        self.client
+            .item_delete_metadata(item.id, element, qualifier)
+            .await
+            .map_err(write_error)?;
+        self.forget_metadata(item.id);
+        Ok(())
+    }
+
+    fn metadata_target<'n>(
+        &self,
+        ino: u64,
+        name: &'n str,
+    ) -> FsResult<(ItemInfo, &'n str, &'n str)> {
+        let Some(rest) = name.strip_prefix(META_PREFIX) else {
+            return Err(if name.starts_with("user.midas.") {
+                FsError::new(libc::EPERM, format!("{name} is read-only"))
+            } else {
+                FsError::new(
+                    libc::ENOTSUP,
+                    format!("{name}: only {META_PREFIX}* can be set"),
+                )
+            });
+        };
+        let (element, qualifier) = rest.split_once('.').unwrap_or((rest, ""));
+        if element.is_empty() {
+            return Err(FsError::new(
+                libc::EINVAL,
+                format!("{name}: no metadata element"),
+            ));
+        }
+        let item = self.item_of(ino).ok_or_else(|| {
+            FsError::new(
+                libc::ENOTSUP,
+                format!("{}: only items have metadata", self.describe(ino)),
+            )
+        })?;
+        Ok((item, element, qualifier))
+    }
+
+    fn forget_metadata(&self, item_id: Id) {
+        for node in self.nodes().values_mut() {
+            if node.data.kind.item().is_some_and(|i| i.id == item_id) {
+                node.metadata = None;
+            }
+        }
+    }
+}
+
+fn cross_device(name: &str) -> FsError {
+    FsError::new(
+        libc::EXDEV,
+        format!("{name} cannot move there in Midas (copy it instead)"),
+    )
+}
+
+/// The item as a file when its head holds one bitstream named `file_name`.
+fn file_node(item: &Item, file_name: &str, writable: bool) -> Option<NodeData> {
+    let head = item.head()?;
+    let [only] = head.bitstreams.as_slice() else {
+        return None;
+    };
+    (only.name == file_name).then(|| NodeData {
+        kind: NodeKind::ItemFile {
+            item: ItemInfo {
+                id: item.item_id,
+                uuid: item.uuid.clone(),
+                revision: head.revision,
+                description: item.description.clone(),
+            },
+            bitstream: bitstream_info(only),
+        },
+        mtime: super::time::parse_midas_date(&item.date_update).unwrap_or_else(SystemTime::now),
+        writable,
+    })
+}
+
+/// The MD5 of a file, computed off the async workers.
+async fn md5_of(path: &std::path::Path) -> FsResult<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || super::spool::md5_of_file(&path))
+        .await
+        .map_err(|err| FsError::new(libc::EIO, format!("checksum task failed: {err}")))?
+}
