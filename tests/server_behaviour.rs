@@ -1079,6 +1079,14 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
             .len(),
         0
     );
+    let by_path = server
+        .http
+        .get(server.url(&format!(
+            "/download/bitstream/{bitstream}/binary.bin?authToken={token}"
+        )))
+        .send()
+        .expect("path form");
+    assert_eq!(by_path.bytes().expect("body").as_ref(), content.as_slice());
     let missing = server
         .http
         .get(server.url("/download/?bitstream=999999"))
@@ -1245,4 +1253,35 @@ fn hostile_names_and_tokens_stay_inside_the_store() {
         .filter(|p| !p.starts_with(&data))
         .collect();
     assert_eq!(outside, Vec::<PathBuf>::new());
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_the_store_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let public = server.folder_named(None, ADMIN_EMAIL, "Public");
+    let item = server.upload_item(&token, &public, "kept.txt", b"kept\n");
+    let pid = i32::try_from(server.child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut status = None;
+    for _ in 0..200 {
+        status = server.child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(status.expect("server stopped on SIGTERM").success());
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    let body = server
+        .http
+        .get(server.url(&format!("/download/?items={item}")))
+        .send()
+        .expect("download")
+        .bytes()
+        .expect("body");
+    assert_eq!(body.as_ref(), b"kept\n");
 }

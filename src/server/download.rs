@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
@@ -69,12 +69,45 @@ enum Plan {
 }
 
 pub async fn handle(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    state: State<Arc<Shared>>,
+    conn: ConnectInfo<ConnHandle>,
     uri: Uri,
 ) -> Response {
-    shared.stats.count_download();
     let params = Params::from_query(uri.query());
+    serve(state, conn, params).await
+}
+
+/// The path forms `/download/bitstream/<id>/…`, `/download/item/<id>/…`, `/download/folder/<id>/…`.
+pub async fn handle_path(
+    state: State<Arc<Shared>>,
+    conn: ConnectInfo<ConnHandle>,
+    Path(segments): Path<Vec<(String, String)>>,
+    uri: Uri,
+) -> Response {
+    let mut params = Params::from_query(uri.query());
+    let value = |key: &str| {
+        segments
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let key = match value("kind").as_str() {
+        "bitstream" => "bitstream",
+        "item" => "items",
+        "folder" => "folders",
+        _ => return error_page(StatusCode::NOT_FOUND, "Page not found"),
+    };
+    params.merge_body([(key.to_owned(), value("id"))]);
+    serve(state, conn, params).await
+}
+
+async fn serve(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    params: Params,
+) -> Response {
+    shared.stats.count_download();
     let plan_shared = Arc::clone(&shared);
     let planned = tokio::task::spawn_blocking(move || {
         let conn = plan_shared.store.lock();

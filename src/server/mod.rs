@@ -271,6 +271,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/index/json", any(api_entry))
         .route("/download", any(download::handle))
         .route("/download/", any(download::handle))
+        .route("/download/{kind}/{id}", any(download::handle_path))
+        .route("/download/{kind}/{id}/{*rest}", any(download::handle_path))
         .route("/__midasfs/stats", get(stats))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
