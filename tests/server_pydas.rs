@@ -1,0 +1,484 @@
+//! `midasfs serve` with pydas, the official Midas Python client (installed by scripts/setup.sh):
+//! logins, `pydas.upload` and `pydas.download` of a tree in both of pydas's modes, and the
+//! CoreDriver calls a user script makes. The scripts are in `tests/pydas/`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+use common::server::TestServer;
+use midasfs::midas::text::repair;
+
+/// Runs a script of `tests/pydas`; returns the JSON it reports.
+fn run_pydas(server: &TestServer, script: &str, args: &[&str]) -> Value {
+    let output = server.pydas(script, args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("PYDAS-RESULT "))
+        .unwrap_or_else(|| panic!("{script} reported nothing:\n{stdout}\n{stderr}"));
+    serde_json::from_str(report).unwrap_or_else(|err| panic!("{script}: bad report ({err})"))
+}
+
+fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("a string expected, got {value}"))
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn login_with_a_password_goes_through_the_default_api_key() {
+    let server = TestServer::start();
+    let report = run_pydas(&server, "login.py", &["password"]);
+    assert_eq!(report["api_key"], server.api_key.as_str());
+    assert_eq!(report["application"], "Default");
+    // a second login within the token's lifetime returns the same token
+    assert_eq!(report["token"], server.token().as_str());
+    assert_eq!(report["version"], "3.4.2");
+    assert_eq!(
+        report["user_folders"],
+        serde_json::json!(["Private", "Public"])
+    );
+    assert_eq!(
+        server.stats()["methods"]["midas.user.apikey.default"],
+        1,
+        "{}",
+        server.stats()
+    );
+}
+
+#[test]
+fn login_with_an_api_key() {
+    let server = TestServer::start();
+    let report = run_pydas(&server, "login.py", &["apikey"]);
+    let token = text(&report["token"]);
+    assert!(
+        token.len() >= 10 && token.chars().all(|c| c.is_ascii_alphanumeric()),
+        "pydas asks for a one-time password when the token is shorter than 10: {token:?}"
+    );
+    assert_eq!(token, server.token());
+    assert_eq!(
+        report["user_folders"],
+        serde_json::json!(["Private", "Public"])
+    );
+    assert!(server.stats()["methods"]
+        .get("midas.user.apikey.default")
+        .is_none_or(|count| count == 0));
+}
+
+/// Deterministic bytes that compress badly.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            // xorshift32
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state.to_le_bytes()[1]
+        })
+        .collect()
+}
+
+/// A tree with the awkward cases: nesting, an empty file, binary content, names in several
+/// scripts, a 3 MB file, and leaf folders of one and of several files (for
+/// `leaf_folders_as_items`).
+fn make_tree(root: &Path, with_empty_folder: bool) {
+    let files: [(&str, Vec<u8>); 9] = [
+        ("hello.txt", b"Hello from pydas!\n".to_vec()),
+        ("empty.txt", Vec::new()),
+        ("caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes().to_vec()),
+        (
+            "\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv",
+            b"a,b\n1,2\n".to_vec(),
+        ),
+        ("big.bin", noise(3 * 1024 * 1024 + 17, 3)),
+        ("nested/side.txt", b"beside a\n".to_vec()),
+        ("nested/a/b/deep.bin", noise(70_000, 5)),
+        (
+            "nested/a/b/deeper.txt",
+            b"two files in one leaf folder\n".to_vec(),
+        ),
+        ("nested/a/b/zero", Vec::new()),
+    ];
+    for (relative, content) in files {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folders");
+        std::fs::write(&path, content).expect("write a test file");
+    }
+    if with_empty_folder {
+        std::fs::create_dir_all(root.join("nested/empty folder")).expect("create a folder");
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Vec<std::fs::DirEntry> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("read {}: {err}", dir.display()))
+        .map(|entry| entry.expect("a directory entry"))
+        .collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    entries
+}
+
+fn name_of(entry: &std::fs::DirEntry) -> String {
+    entry.file_name().to_string_lossy().into_owned()
+}
+
+fn is_leaf_folder(dir: &Path) -> bool {
+    sorted_entries(dir).iter().all(|e| !e.path().is_dir())
+}
+
+/// A node of the server's tree, as pydas should have made it.
+#[derive(Debug, PartialEq)]
+enum Node {
+    Folder,
+    /// Revision count and the head revision's bitstreams (name, size, MD5).
+    Item(usize, Vec<(String, u64, String)>),
+}
+
+/// What `pydas.upload` of `dir` should create (reference §4.3): a folder per directory, an item
+/// per file, and with `leaf_folders_as_items` an item per directory without subdirectories,
+/// holding its files in name order, all in one revision.
+fn expected_structure(dir: &Path, path: &str, leaf: bool, out: &mut BTreeMap<String, Node>) {
+    let bitstream = |file: &Path| {
+        let data = std::fs::read(file).expect("read a test file");
+        let name = file
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        (name, data.len() as u64, md5_hex(&data))
+    };
+    if leaf && is_leaf_folder(dir) {
+        let files = sorted_entries(dir)
+            .iter()
+            .map(|e| bitstream(&e.path()))
+            .collect();
+        let revisions = if sorted_entries(dir).is_empty() { 0 } else { 1 };
+        out.insert(path.to_owned(), Node::Item(revisions, files));
+        return;
+    }
+    out.insert(path.to_owned(), Node::Folder);
+    for entry in sorted_entries(dir) {
+        let child = format!("{path}/{}", name_of(&entry));
+        if entry.path().is_dir() {
+            expected_structure(&entry.path(), &child, leaf, out);
+        } else {
+            out.insert(child, Node::Item(1, vec![bitstream(&entry.path())]));
+        }
+    }
+}
+
+/// The server's tree below a folder, read with `folder.children` and `item.get` (names repaired
+/// from Midas's double encoding).
+fn server_structure(
+    server: &TestServer,
+    token: &str,
+    folder_id: &str,
+    path: &str,
+) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::from([(path.to_owned(), Node::Folder)]);
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", token), ("id", folder_id)],
+    );
+    for item in children["items"].as_array().into_iter().flatten() {
+        let id = text(&item["item_id"]);
+        let full = server.call_ok("midas.item.get", &[("token", token), ("id", id)]);
+        let revisions = full["revisions"].as_array().cloned().unwrap_or_default();
+        let bitstreams = revisions
+            .last()
+            .and_then(|head| head["bitstreams"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|b| {
+                let size = text(&b["sizebytes"]).parse().expect("a size");
+                (
+                    repair(text(&b["name"])),
+                    size,
+                    text(&b["checksum"]).to_owned(),
+                )
+            })
+            .collect();
+        let name = repair(text(&item["name"]));
+        out.insert(
+            format!("{path}/{name}"),
+            Node::Item(revisions.len(), bitstreams),
+        );
+    }
+    for folder in children["folders"].as_array().into_iter().flatten() {
+        let name = repair(text(&folder["name"]));
+        let child = server_structure(
+            server,
+            token,
+            text(&folder["folder_id"]),
+            &format!("{path}/{name}"),
+        );
+        out.extend(child);
+    }
+    out
+}
+
+fn private_folder_id(server: &TestServer, token: &str) -> String {
+    let folders = server.call_ok("midas.user.folders", &[("token", token)]);
+    folders
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "Private")
+        .map(|f| text(&f["folder_id"]).to_owned())
+        .unwrap_or_else(|| panic!("no Private folder in {folders}"))
+}
+
+/// A file or folder on the local disk, for comparing trees.
+#[derive(Debug, PartialEq)]
+enum Local {
+    Folder,
+    File(Vec<u8>),
+    /// A ZIP's entries: name and content.
+    Zip(Vec<(String, Vec<u8>)>),
+}
+
+/// What `pydas.download` of the uploaded tree should write. In default mode: the tree itself. With
+/// leaf items: a leaf folder of one file comes back as that file, one of several files as
+/// `<folder>.zip` (pydas 0.3.6 keeps the server's file name).
+fn expected_download(dir: &Path, path: &str, leaf: bool, out: &mut BTreeMap<String, Local>) {
+    out.insert(path.to_owned(), Local::Folder);
+    for entry in sorted_entries(dir) {
+        let child = format!("{path}/{}", name_of(&entry));
+        let read = |p: &Path| std::fs::read(p).expect("read a test file");
+        if !entry.path().is_dir() {
+            out.insert(child, Local::File(read(&entry.path())));
+        } else if !(leaf && is_leaf_folder(&entry.path())) {
+            expected_download(&entry.path(), &child, leaf, out);
+        } else if let [only] = &sorted_entries(&entry.path())[..] {
+            out.insert(
+                format!("{path}/{}", name_of(only)),
+                Local::File(read(&only.path())),
+            );
+        } else {
+            let entries = sorted_entries(&entry.path())
+                .iter()
+                .map(|e| (name_of(e), read(&e.path())))
+                .collect();
+            out.insert(format!("{child}.zip"), Local::Zip(entries));
+        }
+    }
+}
+
+/// What pydas wrote, names repaired: pydas takes them from Midas's double-encoded JSON and from
+/// the raw UTF-8 `Content-Disposition` read as Latin-1, and both come out the same way.
+fn downloaded(dir: &Path, path: &str, out: &mut BTreeMap<String, Local>) {
+    out.insert(path.to_owned(), Local::Folder);
+    for entry in sorted_entries(dir) {
+        let child = format!("{path}/{}", repair(&name_of(&entry)));
+        if entry.path().is_dir() {
+            downloaded(&entry.path(), &child, out);
+        } else {
+            let data = std::fs::read(entry.path()).expect("read a downloaded file");
+            let local = if child.ends_with(".zip") {
+                unzip(&data)
+            } else {
+                Local::File(data)
+            };
+            out.insert(child, local);
+        }
+    }
+}
+
+fn unzip(data: &[u8]) -> Local {
+    let mut archive = zip::ZipArchive::new(Cursor::new(data)).expect("a readable ZIP");
+    let entries = (0..archive.len())
+        .map(|index| {
+            let mut entry = archive.by_index(index).expect("a readable ZIP entry");
+            let mut content = Vec::new();
+            entry
+                .read_to_end(&mut content)
+                .expect("a ZIP entry's content");
+            (repair(entry.name()), content)
+        })
+        .collect();
+    Local::Zip(entries)
+}
+
+/// Keys where the two trees differ, with short descriptions (the files are too big to print).
+fn tree_differences<T: std::fmt::Debug + PartialEq>(
+    expected: &BTreeMap<String, T>,
+    actual: &BTreeMap<String, T>,
+) -> Vec<String> {
+    let describe = |value: Option<&T>| {
+        let text = format!("{value:?}");
+        match text.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        }
+    };
+    expected
+        .keys()
+        .chain(actual.keys())
+        .filter(|key| expected.get(*key) != actual.get(*key))
+        .map(|key| {
+            format!(
+                "{key}: expected {}, got {}",
+                describe(expected.get(key)),
+                describe(actual.get(key))
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn upload_and_download(leaf: bool) {
+    let server = TestServer::start();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let local = work.path().join("tree");
+    let download = work.path().join("download");
+    std::fs::create_dir(&download).expect("create the download directory");
+    make_tree(&local, !leaf);
+    let mut args = vec![
+        local.to_str().expect("a UTF-8 path"),
+        download.to_str().expect("a UTF-8 path"),
+    ];
+    if leaf {
+        args.push("--leaf");
+    }
+    let report = run_pydas(&server, "roundtrip.py", &args);
+    assert_eq!(report["server_path"], "/users/Admin_User/Private/tree");
+
+    let token = server.token();
+    let mut expected = BTreeMap::new();
+    expected_structure(&local, "Private/tree", leaf, &mut expected);
+    let mut actual = server_structure(
+        &server,
+        &token,
+        &private_folder_id(&server, &token),
+        "Private",
+    );
+    actual.remove("Private");
+    let differences = tree_differences(&expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "the server's tree is not what pydas.upload makes:\n{}",
+        differences.join("\n")
+    );
+
+    let mut expected = BTreeMap::new();
+    expected_download(&local, "tree", leaf, &mut expected);
+    let mut actual = BTreeMap::new();
+    downloaded(&download.join("tree"), "tree", &mut actual);
+    let differences = tree_differences(&expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "pydas.download did not bring back the tree:\n{}",
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn upload_and_download_a_tree() {
+    upload_and_download(false);
+}
+
+#[test]
+fn upload_and_download_leaf_folders_as_items() {
+    upload_and_download(true);
+}
+
+#[test]
+fn core_driver_calls() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let r = run_pydas(
+        &server,
+        "core_driver.py",
+        &[scratch.path().to_str().expect("a UTF-8 path")],
+    );
+    let private = private_folder_id(&server, &server.token());
+    let content = b"notes written through pydas.drivers.CoreDriver\n".repeat(100);
+    let (size, checksum) = (content.len().to_string(), md5_hex(&content));
+
+    assert_eq!(r["create_folder"]["name"], "core driver");
+    assert_eq!(r["create_folder"]["description"], "by pydas");
+    assert_eq!(r["create_folder"]["parent_id"], private.as_str());
+    assert_eq!(
+        r["folder_get"]["folder_id"],
+        r["create_folder"]["folder_id"]
+    );
+    assert_eq!(r["folder_get"]["parent"]["folder_id"], private.as_str());
+
+    let item_id = r["create_item"]["item_id"].clone();
+    assert_eq!(r["create_item"]["name"], "notes.txt");
+    let upload_token = text(&r["upload_token"]);
+    assert_eq!(
+        upload_token.split('/').nth(1),
+        item_id.as_str(),
+        "{upload_token}"
+    );
+    assert_eq!(r["perform_upload"]["item_id"], item_id);
+    assert_eq!(r["perform_upload"]["sizebytes"], size.as_str());
+    let revisions = r["item_get"]["revisions"].as_array().expect("revisions");
+    assert_eq!(revisions.len(), 1);
+    let bitstream = &revisions[0]["bitstreams"][0];
+    assert_eq!(bitstream["name"], "notes.txt");
+    assert_eq!(bitstream["sizebytes"], size.as_str());
+    assert_eq!(bitstream["checksum"], checksum.as_str());
+
+    assert_eq!(r["dedup_token"], "", "a known checksum needs no upload");
+    assert_eq!(
+        r["stats_before_dedup"]["bytes_uploaded"], r["stats_after_dedup"]["bytes_uploaded"],
+        "bytes were uploaded for a deduplicated file"
+    );
+    let copy = &r["copy_get"]["revisions"][0]["bitstreams"][0];
+    assert_eq!(copy["name"], "copy.txt");
+    assert_eq!(copy["sizebytes"], size.as_str());
+    assert_eq!(copy["checksum"], checksum.as_str());
+
+    assert_eq!(r["set_item_metadata"], "1");
+    let metadata = r["get_item_metadata"].as_array().expect("a metadata list");
+    assert!(
+        metadata.iter().any(|m| m["element"] == "contributor"
+            && m["qualifier"] == "author"
+            && m["value"] == "pydas"),
+        "{metadata:?}"
+    );
+    let found = r["search_item_by_name"]
+        .as_array()
+        .expect("a list of items");
+    assert!(found.iter().any(|i| i["item_id"] == item_id), "{found:?}");
+
+    assert_eq!(r["move_item"]["item_id"], item_id);
+    let names = |listing: &Value, kind: &str| -> Vec<String> {
+        listing[kind]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| text(&c["name"]).to_owned())
+            .collect()
+    };
+    assert_eq!(names(&r["children_after_move"], "items"), ["copy.txt"]);
+    assert_eq!(names(&r["children_after_move"], "folders"), ["destination"]);
+    assert_eq!(names(&r["destination_children"], "items"), ["notes.txt"]);
+
+    assert_eq!(r["delete_item"], "");
+    assert!(names(&r["children_after_delete"], "items").is_empty());
+    assert_eq!(r["get_deleted"], "InvalidPolicy", "-151 for a deleted item");
+}
