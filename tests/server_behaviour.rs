@@ -752,6 +752,20 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
     );
     let offset = server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)]);
     assert_eq!(offset["offset"], "300000");
+    // A smaller total than what arrived is refused, and the data stays.
+    let smaller = server.put(
+        &[
+            ("uploadtoken", &ut),
+            ("filename", "big.bin"),
+            ("length", "10"),
+        ],
+        Vec::new(),
+    );
+    assert_eq!(smaller["code"], "-105");
+    assert_eq!(
+        server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
+        "300000"
+    );
     // Resume with the rest, plus trailing bytes that must be ignored.
     let mut rest = content[300_000..].to_vec();
     rest.extend_from_slice(b"EXTRA BYTES");

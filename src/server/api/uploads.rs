@@ -440,6 +440,10 @@ pub async fn perform(
             format!("Failed to upload file - {have}/{length} bytes transferred"),
         )
     };
+    if have > length {
+        // A `length` below what already arrived cannot describe this file: keep the data.
+        return Err(short(have));
+    }
     while have < length {
         let chunk = match stream.next().await {
             Some(Ok(chunk)) => chunk,
