@@ -1299,3 +1299,277 @@ fn sigterm_stops_the_server_cleanly_and_the_store_reopens() {
         .expect("body");
     assert_eq!(body.as_ref(), b"kept\n");
 }
+
+#[test]
+fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let admin = server.admin_token();
+    let jane_key = add_user(dir.path(), "jane@example.com", "janepassword1");
+    let jane = server.login("jane@example.com", &jane_key);
+
+    // Communities: admins create; anonymous sees public ones and their public folders only.
+    let physics = server.ok(
+        "midas.community.create",
+        &[("token", &admin), ("name", "physics")],
+    );
+    assert_eq!(physics["name"], "Physics");
+    let physics_id = physics["community_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        server
+            .fail(
+                "midas.community.create",
+                &[("token", &admin), ("name", "physics")]
+            )
+            .0,
+        "0"
+    );
+    assert_eq!(
+        server.fail(
+            "midas.community.create",
+            &[("token", &jane), ("name", "mine")]
+        ),
+        ("-151".into(), "Only admins can create communities".into())
+    );
+    server.ok(
+        "midas.community.create",
+        &[
+            ("token", &admin),
+            ("name", "Hidden"),
+            ("privacy", "Private"),
+        ],
+    );
+    assert_eq!(
+        server.ok("midas.community.get", &[("name", "Physics")])["community_id"],
+        physics_id.as_str()
+    );
+    assert_eq!(
+        server.fail("midas.community.get", &[("name", "Hidden")]).0,
+        "-151"
+    );
+    let listed: Vec<String> = server
+        .ok("midas.community.list", &[])
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(listed, ["Physics"]);
+    let folder_names = |token: Option<&str>| -> Vec<String> {
+        let mut params = vec![("id", physics_id.as_str())];
+        if let Some(t) = token {
+            params.push(("token", t));
+        }
+        server.ok("midas.community.children", &params)["folders"]
+            .as_array()
+            .expect("folders")
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(folder_names(None), ["Public"]);
+    assert_eq!(folder_names(Some(&admin)), ["Private", "Public"]);
+
+    // Metadata.
+    let private = server.folder_named(Some(&admin), ADMIN_EMAIL, "Private");
+    let item = server.upload_item(&admin, &private, "data.txt", b"data\n");
+    server.ok(
+        "midas.item.setmultiplemetadata",
+        &[
+            ("token", &admin),
+            ("itemid", &item),
+            ("count", "2"),
+            ("element_1", "a"),
+            ("value_1", "1"),
+            ("element_2", "b"),
+            ("qualifier_2", "q"),
+            ("value_2", "2"),
+        ],
+    );
+    let metadata = server.ok(
+        "midas.item.getmetadata",
+        &[("token", &admin), ("id", &item)],
+    );
+    let pairs: Vec<(String, String)> = metadata
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            (
+                m["element"].as_str().unwrap_or_default().to_owned(),
+                m["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned())
+        ]
+    );
+    assert_eq!(
+        server.ok(
+            "midas.item.deletemetadata",
+            &[("token", &admin), ("itemid", &item), ("element", "a")]
+        ),
+        "1"
+    );
+    assert_eq!(
+        server.ok(
+            "midas.item.deletemetadata",
+            &[("token", &admin), ("itemid", &item), ("element", "zz")]
+        ),
+        ""
+    );
+    assert_eq!(
+        server
+            .ok(
+                "midas.item.getmetadata",
+                &[("token", &admin), ("id", &item)]
+            )
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        server.fail(
+            "midas.item.setmetadata",
+            &[
+                ("token", &admin),
+                ("id", &item),
+                ("element", "x"),
+                ("value", "y")
+            ]
+        ),
+        ("-150".into(), "Parameter itemId is not defined".into())
+    );
+
+    // Moves rename on a clash; shares link without renaming; deletes follow Midas.
+    let a = server.ok(
+        "midas.folder.create",
+        &[("token", &admin), ("name", "A"), ("parentid", &private)],
+    );
+    let a_id = a["folder_id"].as_str().expect("id").to_owned();
+    let b = server.ok(
+        "midas.folder.create",
+        &[("token", &admin), ("name", "B"), ("parentid", &a_id)],
+    );
+    let b_id = b["folder_id"].as_str().expect("id").to_owned();
+    server.upload_item(&admin, &b_id, "data.txt", b"other\n");
+    let moved = server.ok(
+        "midas.item.move",
+        &[
+            ("token", &admin),
+            ("id", &item),
+            ("srcfolderid", &private),
+            ("dstfolderid", &b_id),
+        ],
+    );
+    assert_eq!(moved["name"], "data.txt (1)");
+    assert_eq!(ids(&moved["owningfolders"]), [b_id.clone()]);
+    assert_eq!(
+        server.fail(
+            "midas.folder.move",
+            &[("token", &admin), ("id", &a_id), ("dstfolderid", &b_id)]
+        ),
+        ("0".into(), "Parent is a child of Folder".into())
+    );
+    let shared = server.ok(
+        "midas.item.share",
+        &[("token", &admin), ("id", &item), ("dstfolderid", &private)],
+    );
+    assert_eq!(
+        ids(&shared["owningfolders"]),
+        [b_id.clone(), private.clone()]
+    );
+    let copy = server.ok(
+        "midas.item.duplicate",
+        &[("token", &admin), ("id", &item), ("dstfolderid", &private)],
+    );
+    let copy_id = copy["item_id"].as_str().expect("id").to_owned();
+    assert_eq!(copy["name"], "data.txt (1) (1)");
+    let count = server.ok(
+        "midas.bitstream.count",
+        &[
+            ("token", &admin),
+            ("uuid", a["uuid"].as_str().expect("uuid")),
+        ],
+    );
+    assert_eq!(
+        (count["count"].as_str(), count["size"].as_str()),
+        (Some("2"), Some("11"))
+    );
+    server.ok("midas.folder.delete", &[("token", &admin), ("id", &a_id)]);
+    assert_eq!(
+        server
+            .fail("midas.folder.get", &[("token", &admin), ("id", &b_id)])
+            .0,
+        "-151"
+    );
+    // Still linked into Private, so it survives the folder delete.
+    assert_eq!(
+        server.ok("midas.item.get", &[("token", &admin), ("id", &item)])["folder_id"],
+        private.as_str()
+    );
+    server.ok("midas.item.delete", &[("token", &admin), ("id", &item)]);
+    assert_eq!(
+        server
+            .fail("midas.item.get", &[("token", &admin), ("id", &item)])
+            .0,
+        "-151"
+    );
+    // The duplicate shares the stored file, which must survive the original's deletion.
+    let body = server
+        .http
+        .get(server.url(&format!("/download/?items={copy_id}&authToken={admin}")))
+        .send()
+        .expect("download")
+        .bytes()
+        .expect("body");
+    assert_eq!(body.as_ref(), b"data\n");
+    let copy_bs = server.ok("midas.item.get", &[("token", &admin), ("id", &copy_id)])["revisions"]
+        [0]["bitstreams"][0]["bitstream_id"]
+        .as_str()
+        .expect("bs")
+        .to_owned();
+    let edited = server.ok(
+        "midas.bitstream.edit",
+        &[("token", &admin), ("id", &copy_bs), ("name", "renamed.txt")],
+    );
+    assert_eq!(edited["name"], "renamed.txt");
+    assert_eq!(
+        server
+            .fail(
+                "midas.bitstream.edit",
+                &[("token", &jane), ("id", &copy_bs), ("name", "x")]
+            )
+            .0,
+        "-151"
+    );
+    server.ok(
+        "midas.bitstream.delete",
+        &[("token", &admin), ("id", &copy_bs)],
+    );
+    assert_eq!(
+        server
+            .fail(
+                "midas.bitstream.get",
+                &[("token", &admin), ("id", &copy_bs)]
+            )
+            .0,
+        "-150"
+    );
+    assert_eq!(
+        server.fail("midas.community.delete", &[("id", &physics_id)]),
+        ("-101".into(), "Unable to find user".into())
+    );
+    server.ok(
+        "midas.community.delete",
+        &[("token", &admin), ("id", &physics_id)],
+    );
+    assert_eq!(
+        server.fail("midas.community.get", &[("id", &physics_id)]).0,
+        "-151"
+    );
+}
