@@ -1467,7 +1467,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         ],
     );
     assert_eq!(moved["name"], "data.txt (1)");
-    assert_eq!(ids(&moved["owningfolders"]), [b_id.clone()]);
+    assert_eq!(ids(&moved["owningfolders"]), [b_id.as_str()]);
     assert_eq!(
         server.fail(
             "midas.folder.move",
