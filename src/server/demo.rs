@@ -99,6 +99,7 @@ fn add_files(store: &Store, owner: i64, demo: DemoFile) -> Result<(), ServeError
                 filename: name,
                 changes: "Initial revision",
                 revision: TargetRevision::Head,
+                checksum: None,
             },
         )?;
     }

@@ -248,10 +248,15 @@ pub struct FinishedUpload<'a> {
     pub filename: &'a str,
     pub changes: &'a str,
     pub revision: TargetRevision,
+    /// The MD5 when it was computed while the data arrived; else it is read from the file.
+    pub checksum: Option<String>,
 }
 
-/// MD5 and mimetype of a file, read in big chunks.
-fn digest_file(path: &Path) -> std::io::Result<(String, u64, &'static str)> {
+/// MD5 (unless already known), size and mimetype of a file, read in big chunks.
+fn digest_file(
+    path: &Path,
+    known_md5: Option<&str>,
+) -> std::io::Result<(String, u64, &'static str)> {
     let mut file = std::fs::File::open(path)?;
     let mut head = vec![0u8; 8192];
     let mut filled = 0;
@@ -263,6 +268,10 @@ fn digest_file(path: &Path) -> std::io::Result<(String, u64, &'static str)> {
         filled += n;
     }
     head.truncate(filled);
+    if let Some(md5) = known_md5 {
+        let total = file.metadata()?.len();
+        return Ok((md5.to_owned(), total, sniff_mimetype(&head, total)));
+    }
     file.seek(SeekFrom::Start(0))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -290,7 +299,8 @@ fn io_failure(err: std::io::Error) -> ApiError {
 /// Move a finished temporary file into the assetstore (shared by checksum), then record the
 /// bitstream in one transaction. Returns the new bitstream id.
 pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, ApiError> {
-    let (checksum, size, mimetype) = digest_file(upload.temp).map_err(io_failure)?;
+    let (checksum, size, mimetype) =
+        digest_file(upload.temp, upload.checksum.as_deref()).map_err(io_failure)?;
     let asset = store.asset_path(&checksum);
     if asset.exists() {
         std::fs::remove_file(upload.temp).map_err(io_failure)?;
@@ -444,6 +454,8 @@ pub async fn perform(
         // A `length` below what already arrived cannot describe this file: keep the data.
         return Err(short(have));
     }
+    // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
+    let mut hasher = (have == 0).then(Md5::new);
     while have < length {
         let chunk = match stream.next().await {
             Some(Ok(chunk)) => chunk,
@@ -460,6 +472,9 @@ pub async fn perform(
             let _ = file.sync_all().await;
             return Err(short(have));
         }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk[..wanted]);
+        }
         have += wanted as u64;
         shared.stats.add_uploaded(wanted as u64);
     }
@@ -468,6 +483,7 @@ pub async fn perform(
     if have < length {
         return Err(short(have));
     }
+    let checksum = hasher.map(|h| format!("{:x}", h.finalize()));
     let changes = params.get("changes").unwrap_or_default().to_owned();
     let commit_shared = Arc::clone(&shared);
     tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
@@ -478,6 +494,7 @@ pub async fn perform(
             filename: &filename,
             changes: &changes,
             revision,
+            checksum,
         };
         commit_upload(&commit_shared.store, &upload)?;
         let conn = commit_shared.store.lock();
