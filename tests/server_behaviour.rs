@@ -1573,3 +1573,46 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         "-151"
     );
 }
+
+#[test]
+fn ids_are_never_reused_and_every_download_is_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let token = server.admin_token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let bitstream_of = |item: &str| -> i64 {
+        server.ok("midas.item.get", &[("token", &token), ("id", item)])["revisions"][0]
+            ["bitstreams"][0]["bitstream_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("bitstream id")
+    };
+    let first = server.upload_item(&token, &private, "a.txt", b"aaaa");
+    let first_bitstream = bitstream_of(&first);
+    server.ok("midas.item.delete", &[("token", &token), ("id", &first)]);
+    let second = server.upload_item(&token, &private, "b.txt", b"bbbb");
+    assert!(second.parse::<i64>().expect("id") > first.parse::<i64>().expect("id"));
+    assert!(
+        bitstream_of(&second) > first_bitstream,
+        "a deleted bitstream id was reused"
+    );
+
+    // Offset reads and item downloads all count, as on the real server.
+    let bs = bitstream_of(&second);
+    raw_get(
+        &server.addr,
+        &format!("/download/?bitstream={bs}&offset=2&authToken={token}"),
+    );
+    raw_get(
+        &server.addr,
+        &format!("/download/?bitstream={bs}&offset=0&authToken={token}"),
+    );
+    raw_get(
+        &server.addr,
+        &format!("/download/?items={second}&authToken={token}"),
+    );
+    assert_eq!(
+        server.ok("midas.item.get", &[("token", &token), ("id", &second)])["download"],
+        "3"
+    );
+}

@@ -141,9 +141,8 @@ fn plan(shared: &Shared, conn: &Connection, params: &Params) -> Result<Plan, Fai
             .and_then(|o| o.trim().parse::<u64>().ok())
             .filter(|o| *o <= file.size)
             .unwrap_or(0);
-        if offset == 0 {
-            count_item_download(conn, parse_id(id))?;
-        }
+        // Real Midas counts offset reads too (captures 59–61).
+        count_item_download(conn, parse_id(id))?;
         return Ok(Plan::File { file, offset });
     }
     if let Some(spec) = params.get("items") {
@@ -256,9 +255,12 @@ fn plan_item(
         Some(r) => revision_bitstreams(conn, r)?,
         None => Vec::new(),
     };
+    conn.execute(
+        "UPDATE item SET download = download + 1 WHERE item_id = ?1",
+        [item_id],
+    )?;
     if let [(id, _, _, _)] = bitstreams[..] {
         let file = bitstream_file(shared, conn, caller, id)?;
-        count_item_download(conn, id)?;
         return Ok(Plan::File { file, offset: 0 });
     }
     let entries = bitstreams

@@ -37,7 +37,7 @@ pub enum StoreError {
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS user (
-    user_id INTEGER PRIMARY KEY,
+    user_id INTEGER PRIMARY KEY AUTOINCREMENT,
     email TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     salt TEXT NOT NULL,
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS user (
     uuid TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS userapi (
-    userapi_id INTEGER PRIMARY KEY,
+    userapi_id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id INTEGER NOT NULL REFERENCES user(user_id) ON DELETE CASCADE,
     apikey TEXT NOT NULL,
     application_name TEXT NOT NULL,
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS token (
     expires INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS community (
-    community_id INTEGER PRIMARY KEY,
+    community_id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     description TEXT NOT NULL,
     creation TEXT NOT NULL,
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS community (
     uuid TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS "group" (
-    group_id INTEGER PRIMARY KEY,
+    group_id INTEGER PRIMARY KEY AUTOINCREMENT,
     community_id INTEGER NOT NULL,
     name TEXT NOT NULL
 );
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS user2group (
     PRIMARY KEY (user_id, group_id)
 );
 CREATE TABLE IF NOT EXISTS folder (
-    folder_id INTEGER PRIMARY KEY,
+    folder_id INTEGER PRIMARY KEY AUTOINCREMENT,
     parent_id INTEGER NOT NULL,
     left_index INTEGER NOT NULL DEFAULT 0,
     right_index INTEGER NOT NULL DEFAULT 1,
@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS folder (
 CREATE INDEX IF NOT EXISTS folder_parent ON folder(parent_id, name);
 CREATE INDEX IF NOT EXISTS folder_uuid ON folder(uuid);
 CREATE TABLE IF NOT EXISTS item (
-    item_id INTEGER PRIMARY KEY,
+    item_id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     description TEXT NOT NULL,
     sizebytes INTEGER NOT NULL DEFAULT 0,
@@ -111,14 +111,14 @@ CREATE TABLE IF NOT EXISTS item (
 CREATE INDEX IF NOT EXISTS item_name ON item(name);
 CREATE INDEX IF NOT EXISTS item_uuid ON item(uuid);
 CREATE TABLE IF NOT EXISTS item2folder (
-    link_id INTEGER PRIMARY KEY,
+    link_id INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id INTEGER NOT NULL REFERENCES item(item_id) ON DELETE CASCADE,
     folder_id INTEGER NOT NULL REFERENCES folder(folder_id) ON DELETE CASCADE,
     UNIQUE (item_id, folder_id)
 );
 CREATE INDEX IF NOT EXISTS item2folder_folder ON item2folder(folder_id);
 CREATE TABLE IF NOT EXISTS itemrevision (
-    itemrevision_id INTEGER PRIMARY KEY,
+    itemrevision_id INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id INTEGER NOT NULL REFERENCES item(item_id) ON DELETE CASCADE,
     revision INTEGER NOT NULL,
     date TEXT NOT NULL,
@@ -128,7 +128,7 @@ CREATE TABLE IF NOT EXISTS itemrevision (
     UNIQUE (item_id, revision)
 );
 CREATE TABLE IF NOT EXISTS bitstream (
-    bitstream_id INTEGER PRIMARY KEY,
+    bitstream_id INTEGER PRIMARY KEY AUTOINCREMENT,
     itemrevision_id INTEGER NOT NULL REFERENCES itemrevision(itemrevision_id) ON DELETE CASCADE,
     name TEXT NOT NULL,
     mimetype TEXT NOT NULL,
@@ -140,7 +140,7 @@ CREATE TABLE IF NOT EXISTS bitstream (
 CREATE INDEX IF NOT EXISTS bitstream_revision ON bitstream(itemrevision_id);
 CREATE INDEX IF NOT EXISTS bitstream_checksum ON bitstream(checksum);
 CREATE TABLE IF NOT EXISTS metadata (
-    metadata_id INTEGER PRIMARY KEY,
+    metadata_id INTEGER PRIMARY KEY AUTOINCREMENT,
     metadatatype INTEGER NOT NULL,
     element TEXT NOT NULL,
     qualifier TEXT NOT NULL,
