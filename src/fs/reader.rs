@@ -20,14 +20,15 @@ use tokio::task::JoinHandle;
 use super::error::{FsError, FsResult};
 use crate::midas::{types::Id, Client};
 
-/// Unit of caching and of random reads.
-pub const BLOCK_SIZE: u64 = 256 * 1024;
+/// Unit of caching and of random reads. As large as the kernel's largest READ (1 MiB), so that a
+/// READ is served from one block without copying.
+pub const BLOCK_SIZE: u64 = 1024 * 1024;
 /// Read-ahead window of a new sequential reader, and its ceiling, in blocks.
-const INITIAL_WINDOW: u64 = 4;
-const MAX_WINDOW: u64 = 128;
+const INITIAL_WINDOW: u64 = 2;
+const MAX_WINDOW: u64 = 32;
 /// A read this close to the previous one still counts as sequential (the kernel's own readahead
 /// sends READs slightly out of order).
-const SEQUENTIAL_SLACK: u64 = 8 * BLOCK_SIZE;
+const SEQUENTIAL_SLACK: u64 = 2 * BLOCK_SIZE;
 /// How often a stream that breaks is restarted before the read fails.
 const STREAM_RETRIES: u32 = 2;
 
