@@ -1,0 +1,545 @@
+//! Writing through a real mount of a real `midasfs serve`: cp, rsync, mv, rm, mkdir, overwrite,
+//! metadata, read-only mounts and failed uploads; checked with pydas, the official client, and
+//! with the server's own answers.
+
+mod common;
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::mount::{getxattr, Mount};
+use common::server::TestServer;
+use serde_json::Value;
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Files of every awkward kind: empty, unicode names, nesting, binary, several MiB.
+fn make_tree(root: &Path) {
+    let write = |rel: &str, data: &[u8]| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    write("tree/hello.txt", b"Hello from midasfs!\n");
+    write("tree/empty.txt", b"");
+    write("tree/caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes());
+    write(
+        "tree/\u{65e5}\u{672c}/\u{30c7}\u{30fc}\u{30bf}.csv",
+        b"a,b\n1,2\n",
+    );
+    write("tree/nested/a/b/deep.bin", &pseudo_random(100_000, 7));
+    write("tree/big.bin", &pseudo_random(3 * 1024 * 1024 + 123, 11));
+}
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// pydas does not repair Midas's double-encoded names (real Midas gives it `cafÃ©.txt`), so its
+/// downloads are compared on the entries with ASCII names only.
+fn remove_non_ascii(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().is_ascii() {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        } else if path.is_dir() {
+            remove_non_ascii(&path);
+        }
+    }
+}
+
+fn diff_pydas_download(expected: &Path, downloaded: &Path) {
+    let ascii = tempfile::tempdir().unwrap();
+    run(Command::new("cp").arg("-r").arg(expected).arg(ascii.path()));
+    let name = expected.file_name().unwrap();
+    remove_non_ascii(&ascii.path().join(name));
+    remove_non_ascii(downloaded);
+    diff_r(&ascii.path().join(name), &downloaded.join(name));
+}
+
+fn diff_r(expected: &Path, actual: &Path) {
+    run(Command::new("diff").arg("-r").arg(expected).arg(actual));
+}
+
+/// A mount with its own spool directory (so the recovery directory can be inspected).
+struct Setup {
+    server: TestServer,
+    mount: Mount,
+    spool: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(extra: &[&str]) -> Setup {
+        let server = TestServer::start();
+        let spool = tempfile::tempdir().unwrap();
+        let mount = mount_with_spool(&server, spool.path(), extra);
+        Setup {
+            server,
+            mount,
+            spool,
+        }
+    }
+
+    fn private(&self) -> PathBuf {
+        self.mount.path.join("users/Admin_User/Private")
+    }
+
+    fn recovered(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.spool.path().join("recovery")) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// pydas.download of a server path into a fresh local directory.
+    fn pydas_download(&self, server_path: &str) -> tempfile::TempDir {
+        let local = tempfile::tempdir().unwrap();
+        let out = self.server.pydas(
+            "mount_download.py",
+            &[server_path, local.path().to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "pydas download failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        local
+    }
+
+    fn item(&self, path: &Path) -> Value {
+        let id = getxattr(path, "user.midas.item_id").expect("user.midas.item_id");
+        self.server.call_ok(
+            "midas.item.get",
+            &[("token", &self.server.token()), ("id", &id)],
+        )
+    }
+}
+
+fn mount_with_spool(server: &TestServer, spool: &Path, extra: &[&str]) -> Mount {
+    let mut args = vec!["--spool-dir", spool.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Mount::as_admin(&server.url, &server.email, &server.api_key, &args)
+}
+
+/// Every item below the folder has one revision holding one bitstream named like the item,
+/// which is what `pydas.upload` makes of a file. Returns how many items there were.
+fn assert_pydas_layout(server: &TestServer, folder_id: &str) -> usize {
+    let token = server.token();
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", folder_id)],
+    );
+    let mut items = 0;
+    for item in children["items"].as_array().unwrap() {
+        let id = item["item_id"].as_str().unwrap();
+        let full = server.call_ok("midas.item.get", &[("token", &token), ("id", id)]);
+        let revisions = full["revisions"].as_array().unwrap();
+        assert_eq!(revisions.len(), 1, "item {id}: {full}");
+        let bitstreams = revisions[0]["bitstreams"].as_array().unwrap();
+        assert_eq!(bitstreams.len(), 1, "item {id}: {full}");
+        assert_eq!(bitstreams[0]["name"], full["name"], "item {id}: {full}");
+        items += 1;
+    }
+    for folder in children["folders"].as_array().unwrap() {
+        items += assert_pydas_layout(server, folder["folder_id"].as_str().unwrap());
+    }
+    items
+}
+
+fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
+    match result {
+        Ok(_) => 0,
+        Err(err) => err.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> i32 {
+    let (from, to) = (c_path(from), c_path(to));
+    // SAFETY: renameat2 with two valid C strings.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+fn setxattr(path: &Path, name: &str, value: &str) -> i32 {
+    let (path, name) = (c_path(path), CString::new(name).unwrap());
+    // SAFETY: valid C strings and a buffer we own, with its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+fn removexattr(path: &Path, name: &str) -> i32 {
+    let (path, name) = (c_path(path), CString::new(name).unwrap());
+    // SAFETY: valid C strings.
+    let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn cp_r_makes_what_pydas_upload_makes() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(local.path().join("tree"))
+        .arg(setup.private()));
+    diff_r(&local.path().join("tree"), &setup.private().join("tree"));
+
+    let downloaded = setup.pydas_download("/users/Admin_User/Private/tree");
+    diff_pydas_download(&local.path().join("tree"), downloaded.path());
+    let tree_id = getxattr(&setup.private().join("tree"), "user.midas.id").unwrap();
+    assert_eq!(assert_pydas_layout(&setup.server, &tree_id), 6);
+    assert!(setup.recovered().is_empty());
+}
+
+#[test]
+fn rsync_twice_transfers_nothing_the_second_time_and_delete_follows() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    let source = format!("{}/", local.path().join("tree").display());
+    let target = format!("{}/", setup.private().join("synced").display());
+    let rsync = |extra: &[&str]| {
+        run(Command::new("rsync")
+            .arg("-a")
+            .arg("--stats")
+            .args(extra)
+            .arg(&source)
+            .arg(&target))
+    };
+    let first = rsync(&[]);
+    assert!(
+        first.contains("Number of regular files transferred: 6"),
+        "{first}"
+    );
+    let second = rsync(&[]);
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "{second}"
+    );
+
+    let tree = local.path().join("tree");
+    std::fs::write(tree.join("hello.txt"), b"changed\n").unwrap();
+    std::fs::remove_file(tree.join("empty.txt")).unwrap();
+    std::fs::rename(tree.join("nested/a"), tree.join("nested/renamed")).unwrap();
+    std::fs::write(tree.join("nested/new.txt"), b"new\n").unwrap();
+    let third = rsync(&["--delete"]);
+    assert!(
+        third.contains("Number of regular files transferred: 3"),
+        "{third}"
+    );
+    diff_r(&tree, &setup.private().join("synced"));
+    let downloaded = setup.pydas_download("/users/Admin_User/Private/synced");
+    let expected = local.path().join("synced");
+    std::fs::rename(&tree, &expected).unwrap();
+    diff_pydas_download(&expected, downloaded.path());
+    std::fs::rename(&expected, &tree).unwrap();
+    let again = rsync(&["--delete"]);
+    assert!(
+        again.contains("Number of regular files transferred: 0"),
+        "{again}"
+    );
+}
+
+#[test]
+fn mkdir_mv_rm_rmdir_and_rename_over() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let private = setup.private();
+    std::fs::create_dir(private.join("a")).unwrap();
+    assert_eq!(
+        errno_of(std::fs::create_dir(private.join("a"))),
+        libc::EEXIST
+    );
+    std::fs::create_dir(private.join("b")).unwrap();
+    std::fs::write(private.join("a/one.txt"), b"one\n").unwrap();
+    std::fs::write(private.join("a/two.txt"), b"two\n").unwrap();
+
+    // Within a folder, across folders, and a directory with its content.
+    std::fs::rename(private.join("a/one.txt"), private.join("a/uno.txt")).unwrap();
+    std::fs::rename(private.join("a/uno.txt"), private.join("b/eins.txt")).unwrap();
+    std::fs::rename(private.join("b"), private.join("a/b2")).unwrap();
+    assert_eq!(
+        std::fs::read(private.join("a/b2/eins.txt")).unwrap(),
+        b"one\n"
+    );
+    let moved = setup.item(&private.join("a/b2/eins.txt"));
+    assert_eq!(moved["name"], "eins.txt");
+    assert_eq!(moved["revisions"][0]["bitstreams"][0]["name"], "eins.txt");
+
+    // Rename over an existing file replaces it; RENAME_NOREPLACE refuses.
+    std::fs::write(private.join("a/three.txt"), b"three\n").unwrap();
+    assert_eq!(
+        rename_noreplace(&private.join("a/three.txt"), &private.join("a/two.txt")),
+        libc::EEXIST
+    );
+    std::fs::rename(private.join("a/three.txt"), private.join("a/two.txt")).unwrap();
+    assert_eq!(
+        std::fs::read(private.join("a/two.txt")).unwrap(),
+        b"three\n"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(private.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b2", "two.txt"]);
+
+    // rmdir only when empty; unlink of files.
+    assert_eq!(
+        errno_of(std::fs::remove_dir(private.join("a/b2"))),
+        libc::ENOTEMPTY
+    );
+    std::fs::remove_file(private.join("a/b2/eins.txt")).unwrap();
+    std::fs::remove_dir(private.join("a/b2")).unwrap();
+    std::fs::remove_file(private.join("a/two.txt")).unwrap();
+    std::fs::remove_dir(private.join("a")).unwrap();
+
+    // The server agrees: Private is empty again.
+    let private_id = getxattr(&private, "user.midas.id").unwrap();
+    let children = setup.server.call_ok(
+        "midas.folder.children",
+        &[("token", &setup.server.token()), ("id", &private_id)],
+    );
+    assert_eq!(children["folders"], Value::Array(vec![]), "{children}");
+    assert_eq!(children["items"], Value::Array(vec![]), "{children}");
+}
+
+#[test]
+fn overwrite_append_and_offset_writes_make_new_revisions() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let path = setup.private().join("notes.txt");
+    std::fs::write(&path, b"first version\n").unwrap();
+    let ino = std::fs::metadata(&path).unwrap();
+    let item_id = getxattr(&path, "user.midas.item_id").unwrap();
+
+    // Overwrite (O_TRUNC): a new revision, the old one kept.
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"second version\n").unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), b"second version\n");
+
+    // Append, then a write at an offset.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"appended\n").unwrap();
+    drop(file);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(b"SECOND", 0).unwrap();
+    drop(file);
+    let expected = b"SECOND version\nappended\n";
+    assert_eq!(std::fs::read(&path).unwrap(), expected);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), expected.len() as u64);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.ino(), ino.ino(), "the file keeps its inode");
+
+    let all = setup.server.call_ok(
+        "midas.item.get",
+        &[("token", &setup.server.token()), ("id", &item_id)],
+    );
+    let revisions = all["revisions"].as_array().unwrap();
+    assert!(revisions.len() >= 4, "one revision per save: {all}");
+    let first = &revisions[0]["bitstreams"][0];
+    assert_eq!(first["sizebytes"], "14", "{all}");
+    let head = revisions.last().unwrap();
+    let bitstreams = head["bitstreams"].as_array().unwrap();
+    assert_eq!(bitstreams.len(), 1, "{all}");
+    assert_eq!(bitstreams[0]["name"], "notes.txt");
+    assert_eq!(bitstreams[0]["sizebytes"], expected.len().to_string());
+
+    // What pydas downloads is the new content.
+    let downloaded = setup.pydas_download("/users/Admin_User/Private/notes.txt");
+    assert_eq!(
+        std::fs::read(downloaded.path().join("notes.txt")).unwrap(),
+        expected
+    );
+
+    // Truncating a closed file also goes through a new revision.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(6).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), b"SECOND");
+}
+
+#[test]
+fn metadata_is_set_and_removed_through_xattrs() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let path = setup.private().join("data.csv");
+    std::fs::write(&path, b"a,b\n").unwrap();
+    assert_eq!(
+        setxattr(&path, "user.midas.meta.contributor.author", "Ada"),
+        0
+    );
+    assert_eq!(setxattr(&path, "user.midas.meta.keywords", "fuse"), 0);
+    assert_eq!(
+        getxattr(&path, "user.midas.meta.contributor.author").as_deref(),
+        Some("Ada")
+    );
+    let item_id = getxattr(&path, "user.midas.item_id").unwrap();
+    let metadata = setup.server.call_ok(
+        "midas.item.getmetadata",
+        &[("token", &setup.server.token()), ("id", &item_id)],
+    );
+    let has =
+        |element: &str, qualifier: &str, value: &str| {
+            metadata.as_array().unwrap().iter().any(|m| {
+                m["element"] == element && m["qualifier"] == qualifier && m["value"] == value
+            })
+        };
+    assert!(has("contributor", "author", "Ada"), "{metadata}");
+    assert!(has("keywords", "", "fuse"), "{metadata}");
+
+    assert_eq!(removexattr(&path, "user.midas.meta.keywords"), 0);
+    assert_eq!(getxattr(&path, "user.midas.meta.keywords"), None);
+    assert_eq!(
+        removexattr(&path, "user.midas.meta.keywords"),
+        libc::ENODATA
+    );
+    // Fixed attributes are read-only; other names are not supported.
+    assert_eq!(setxattr(&path, "user.midas.md5", "x"), libc::EPERM);
+    assert_eq!(setxattr(&path, "user.other", "x"), libc::ENOTSUP);
+}
+
+#[test]
+fn a_read_only_mount_refuses_every_write() {
+    require_fuse!();
+    let server = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    {
+        let rw = mount_with_spool(&server, spool.path(), &[]);
+        std::fs::write(rw.path.join("users/Admin_User/Private/kept.txt"), b"kept\n").unwrap();
+    }
+    let mount = mount_with_spool(&server, spool.path(), &["--read-only"]);
+    let private = mount.path.join("users/Admin_User/Private");
+    let kept = private.join("kept.txt");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"kept\n");
+    assert_eq!(
+        errno_of(std::fs::write(private.join("new.txt"), b"x")),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().append(true).open(&kept)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::create_dir(private.join("d"))),
+        libc::EROFS
+    );
+    assert_eq!(errno_of(std::fs::remove_file(&kept)), libc::EROFS);
+    assert_eq!(
+        errno_of(std::fs::rename(&kept, private.join("moved.txt"))),
+        libc::EROFS
+    );
+    assert_eq!(
+        setxattr(&kept, "user.midas.meta.keywords", "x"),
+        libc::EROFS
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"kept\n");
+}
+
+#[test]
+fn a_failed_upload_fails_cp_keeps_the_data_and_shows_nothing() {
+    require_fuse!();
+    let mut setup = Setup::new(&["--timeout", "5", "--ttl", "3"]);
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    let content = pseudo_random(8 * 1024 * 1024, 3);
+    std::fs::write(&big, &content).unwrap();
+
+    // The folder's listing is fresh in the mount, so the file can be created with the server
+    // down: only its upload at close fails.
+    assert_eq!(std::fs::read_dir(setup.private()).unwrap().count(), 0);
+    setup.server.stop();
+    let out = Command::new("cp")
+        .arg(&big)
+        .arg(setup.private())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "cp succeeded with the server down");
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
+    assert_eq!(std::fs::read(&recovered[0]).unwrap(), content);
+
+    setup.server.restart();
+    // Nothing half-made is visible, on the mount or on the server.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert!(!setup.private().join("big.bin").exists());
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let children = setup.server.call_ok(
+        "midas.folder.children",
+        &[("token", &setup.server.token()), ("id", &private_id)],
+    );
+    assert_eq!(children["items"], Value::Array(vec![]), "{children}");
+
+    run(Command::new("cp").arg(&big).arg(setup.private()));
+    assert_eq!(
+        std::fs::read(setup.private().join("big.bin")).unwrap(),
+        content
+    );
+}
