@@ -249,14 +249,10 @@ async fn every_call() {
     let bitstream = fetched.head().expect("head").bitstreams[0].clone();
     assert_eq!(bitstream.sizebytes as usize, content.len());
     let size = content.len() as u64;
-    assert_eq!(
-        download_all(&client, bitstream.bitstream_id, 0, size).await,
-        content
-    );
-    assert_eq!(
-        download_all(&client, bitstream.bitstream_id, 123_457, size).await,
-        &content[123_457..]
-    );
+    let whole = download_all(&client, bitstream.bitstream_id, 0, size).await;
+    assert_same_bytes(&whole, &content);
+    let tail = download_all(&client, bitstream.bitstream_id, 123_457, size).await;
+    assert_same_bytes(&tail, &content[123_457..]);
     assert!(download_all(&client, bitstream.bitstream_id, size, size)
         .await
         .is_empty());
@@ -509,5 +505,87 @@ async fn a_dead_server_fails_within_the_timeout() {
     assert!(
         matches!(err, Error::Unreachable { .. } | Error::Timeout { .. }),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_from_the_server_offset() {
+    let server = Server::start(&[]);
+    let client = server.client(server.admin_key());
+    client.connect().await.expect("connect");
+    let public = named(&client.user_folders().await.expect("folders"), "Public").clone();
+    let item = client
+        .item_create(public.folder_id, "big.bin")
+        .await
+        .expect("item");
+    let local = tempfile::tempdir().expect("tempdir");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let whole = write_file(local.path(), "big.bin", &content);
+    // The first attempt runs out of file half-way, as if the writer had been cut off.
+    let half = write_file(local.path(), "half.bin", &content[..1_500_000]);
+    let length = content.len() as u64;
+    let token = client
+        .upload_token(item.item_id, "big.bin", None)
+        .await
+        .expect("token")
+        .expect("a token");
+    let err = client
+        .upload_perform(
+            &token,
+            item.item_id,
+            "big.bin",
+            &half,
+            0,
+            length,
+            UploadRevision::Head,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+
+    // The server may still be winding up the broken request for a moment: what a resuming
+    // caller does is ask for the offset again and send the rest from there.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let offset = client.upload_offset(&token).await.expect("getoffset");
+        assert!(offset <= 1_500_000, "offset {offset}");
+        let resumed = client
+            .upload_perform(
+                &token,
+                item.item_id,
+                "big.bin",
+                &whole,
+                offset,
+                length,
+                UploadRevision::Head,
+            )
+            .await;
+        match resumed {
+            Ok(_) => break,
+            Err(err) if attempts < 20 => {
+                eprintln!("resume attempt {attempts}: {err}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("resumed upload: {err:?}"),
+        }
+    }
+    let fetched = client.item_get(item.item_id).await.expect("item.get");
+    let bitstream = &fetched.head().expect("head").bitstreams[0];
+    assert_eq!(bitstream.sizebytes as u64, length);
+    // A difference here means the server appended the resumed bytes somewhere other than the
+    // offset it had just reported (e.g. the broken request was still writing when asked).
+    let stored = download_all(&client, bitstream.bitstream_id, 0, length).await;
+    assert_same_bytes(&stored, &content);
+}
+
+/// Like `assert_eq!`, without printing megabytes.
+fn assert_same_bytes(got: &[u8], expected: &[u8]) {
+    let first_difference = got.iter().zip(expected).position(|(a, b)| a != b);
+    assert!(
+        got.len() == expected.len() && first_difference.is_none(),
+        "got {} bytes, expected {}; first difference at {first_difference:?}",
+        got.len(),
+        expected.len()
     );
 }
