@@ -67,7 +67,7 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
     /// Size of the in-memory block cache for file content, in MiB
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
     pub cache_size: u64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]

@@ -538,7 +538,7 @@ pub fn demo(args: DemoArgs) -> CliResult {
             ttl: 5,
             connect_timeout: 10,
             timeout: 30,
-            cache_size: 256,
+            cache_size: 128,
             allow_other: false,
             spool_dir: None,
             spool_size: 10240,

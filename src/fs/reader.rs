@@ -24,6 +24,8 @@ use crate::midas::{types::Id, Client};
 /// READ is served from one block without copying.
 pub const BLOCK_SIZE: u64 = 1024 * 1024;
 /// Read-ahead window of a new sequential reader, and its ceiling, in blocks.
+/// The ceiling is also at most an eighth of the cache, so that several readers' read-ahead fits
+/// in it without evicting blocks before they are read.
 const INITIAL_WINDOW: u64 = 2;
 const MAX_WINDOW: u64 = 32;
 /// A read this close to the previous one still counts as sequential (the kernel's own readahead
@@ -57,6 +59,11 @@ impl BlockCache {
             }),
             arrived: Notify::new(),
         }
+    }
+
+    /// The largest read-ahead window, in blocks, that this cache can hold for one reader.
+    fn max_window(&self) -> u64 {
+        (self.lock().capacity / BLOCK_SIZE / 8).clamp(INITIAL_WINDOW, MAX_WINDOW)
     }
 
     fn get(&self, key: BlockKey) -> Option<Bytes> {
@@ -94,6 +101,7 @@ pub struct FileReader {
     bitstream: Id,
     size: u64,
     stall: Duration,
+    max_window: u64,
     state: tokio::sync::Mutex<ReadState>,
 }
 
@@ -113,6 +121,7 @@ impl FileReader {
         stall: Duration,
     ) -> FileReader {
         FileReader {
+            max_window: cache.max_window(),
             client,
             cache,
             bitstream,
@@ -141,7 +150,7 @@ impl FileReader {
                 .as_ref()
                 .is_some_and(|p| p.covers(first, state.window));
         if sequential {
-            state.window = (state.window * 2).min(MAX_WINDOW);
+            state.window = (state.window * 2).min(self.max_window);
         }
         let mut pieces = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
