@@ -423,6 +423,12 @@ fn overwrite_append_and_offset_writes_make_new_revisions() {
     file.set_len(6).unwrap();
     drop(file);
     assert_eq!(std::fs::read(&path).unwrap(), b"SECOND");
+    // And so does truncate(2) of a file nobody has open.
+    run(Command::new("truncate").arg("-s").arg("3").arg(&path));
+    assert_eq!(std::fs::read(&path).unwrap(), b"SEC");
+    let item = setup.item(&path);
+    let head = item["revisions"].as_array().unwrap().last().unwrap();
+    assert_eq!(head["bitstreams"][0]["sizebytes"], "3", "{item}");
 }
 
 #[test]
