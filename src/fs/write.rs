@@ -43,6 +43,9 @@ pub struct Writes {
     /// Modification times set through the mount, by canonical inode, kept for the mount's life
     /// (Midas has no such field; `rsync -a` needs to see the times it set).
     mtimes: Mutex<HashMap<u64, SystemTime>>,
+    /// Items created for uploads that failed, whose removal failed too (server gone): hidden
+    /// from listings, and removed at the next upload.
+    orphans: Mutex<Vec<Id>>,
 }
 
 impl Writes {
@@ -53,6 +56,7 @@ impl Writes {
             handles: Mutex::default(),
             next_local: AtomicU64::new(1),
             mtimes: Mutex::default(),
+            orphans: Mutex::default(),
         }
     }
 
@@ -62,6 +66,10 @@ impl Writes {
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn orphans(&self) -> MutexGuard<'_, Vec<Id>> {
+        self.orphans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
@@ -239,6 +247,14 @@ impl MidasFs {
 
     /// What a fetched listing lacks: new files not uploaded yet, and times set through the mount.
     pub(super) fn add_local_state(&self, dir: u64, entries: &mut Vec<Entry>) {
+        {
+            let orphans = self.writes.orphans();
+            if !orphans.is_empty() {
+                entries.retain(|e| {
+                    !matches!(&e.data.kind, NodeKind::ItemDir { item } if orphans.contains(&item.id))
+                });
+            }
+        }
         {
             let mtimes = self.writes.mtimes();
             if !mtimes.is_empty() {
@@ -562,6 +578,7 @@ impl MidasFs {
                 data.spool.running_md5(),
             )
         };
+        self.remove_orphans().await;
         let started = Instant::now();
         let result = match &target {
             Target::New {
@@ -888,14 +905,34 @@ impl MidasFs {
         }
     }
 
+    /// Removes an item made for an upload that failed; if the server cannot be reached, the
+    /// item is hidden and removed later.
     async fn delete_quietly(&self, item_id: Id) {
         if let Err(err) = self.client.item_delete(item_id).await {
-            log::warn!("could not remove the unfinished item {item_id}: {err}");
+            log::warn!(
+                "could not remove the unfinished item {item_id} ({err}); trying again later"
+            );
+            self.writes.orphans().push(item_id);
+        }
+    }
+
+    async fn remove_orphans(&self) {
+        let orphans = std::mem::take(&mut *self.writes.orphans());
+        for item_id in orphans {
+            match self.client.item_delete(item_id).await {
+                Ok(()) => log::info!("removed the unfinished item {item_id}"),
+                Err(err) if err.api_code() == Some(-151) => {}
+                Err(err) => {
+                    log::debug!("unfinished item {item_id}: {err}");
+                    self.writes.orphans().push(item_id);
+                }
+            }
         }
     }
 
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
     pub async fn save_all(&self) {
+        self.remove_orphans().await;
         let files: Vec<(u64, Arc<WriteFile>)> = self
             .writes
             .files()
@@ -916,6 +953,10 @@ impl MidasFs {
                     log::warn!("{}: {err}", self.describe(ino));
                 }
             }
+        }
+        let left = self.writes.orphans().clone();
+        if !left.is_empty() {
+            log::warn!("unfinished empty items stay on the server (remove them by hand): {left:?}");
         }
     }
 
