@@ -22,7 +22,10 @@ fn make_tree(root: &Path) {
     write("tree/hello.txt", b"Hello from midasfs!\n");
     write("tree/empty.txt", b"");
     write("tree/caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes());
-    write("tree/\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv", b"a,b\n1,2\n");
+    write(
+        "tree/\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv",
+        b"a,b\n1,2\n",
+    );
     write("tree/nested/a/b/deep.bin", &pseudo_random(100_000, 7));
     write("tree/big.bin", &pseudo_random(3 * 1024 * 1024 + 123, 11));
 }
@@ -98,7 +101,10 @@ fn mounted_tree_equals_the_tree_pydas_uploaded() {
     assert_eq!(home, Path::new("users/Admin_User"));
     assert!(mount.path.join("home/Private/tree/hello.txt").is_file());
     let status = mount.unmount();
-    assert!(status.success(), "daemon exit status after unmount: {status}");
+    assert!(
+        status.success(),
+        "daemon exit status after unmount: {status}"
+    );
 }
 
 #[test]
@@ -123,11 +129,18 @@ fn random_reads_match_and_attributes_come_from_the_server() {
         let n = file.read_at(&mut buf, offset).unwrap();
         let end = (offset as usize + buf.len()).min(expected.len());
         assert_eq!(n, end - offset as usize, "short read at {offset}");
-        assert_eq!(&buf[..n], &expected[offset as usize..end], "bytes at {offset}");
+        assert_eq!(
+            &buf[..n],
+            &expected[offset as usize..end],
+            "bytes at {offset}"
+        );
     }
     // Reading past the end gives nothing.
     let mut buf = [0u8; 10];
-    assert_eq!(file.read_at(&mut buf, expected.len() as u64 + 5).unwrap(), 0);
+    assert_eq!(
+        file.read_at(&mut buf, expected.len() as u64 + 5).unwrap(),
+        0
+    );
 
     // xattrs match what the server says about the item.
     let path = private(&mount).join("tree/hello.txt");
@@ -135,8 +148,14 @@ fn random_reads_match_and_attributes_come_from_the_server() {
     let item = server.call("midas.item.get", &[("token", &server.token()), ("id", &id)]);
     let bitstream = &item["data"]["revisions"][0]["bitstreams"][0];
     assert_eq!(getxattr(&path, "user.midas.type").as_deref(), Some("item"));
-    assert_eq!(getxattr(&path, "user.midas.md5"), bitstream["checksum"].as_str().map(String::from));
-    assert_eq!(getxattr(&path, "user.midas.uuid"), item["data"]["uuid"].as_str().map(String::from));
+    assert_eq!(
+        getxattr(&path, "user.midas.md5"),
+        bitstream["checksum"].as_str().map(String::from)
+    );
+    assert_eq!(
+        getxattr(&path, "user.midas.uuid"),
+        item["data"]["uuid"].as_str().map(String::from)
+    );
     assert_eq!(getxattr(&path, "user.midas.revision").as_deref(), Some("1"));
     assert_eq!(
         getxattr(&path, "user.midas.url"),
@@ -191,16 +210,29 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
     );
     let admin_home = jane.path.join("users/Admin_User");
     assert!(admin_home.join("Public/shared/notes.txt").is_file());
-    assert!(!admin_home.join("Private").exists(), "Jane sees the admin's Private folder");
+    assert!(
+        !admin_home.join("Private").exists(),
+        "Jane sees the admin's Private folder"
+    );
     assert!(!admin_home.join("Private/secret/plans.txt").exists());
-    let anonymous = Mount::start(&server.url, MountOptions { email: None, api_key: None, extra: &[] });
+    let anonymous = Mount::start(
+        &server.url,
+        MountOptions {
+            email: None,
+            api_key: None,
+            extra: &[],
+        },
+    );
     let admin_home = anonymous.path.join("users/Admin_User");
     assert_eq!(
         std::fs::read(admin_home.join("Public/shared/notes.txt")).unwrap(),
         b"public\n"
     );
     assert!(!admin_home.join("Private").exists());
-    assert!(!anonymous.path.join("home").exists(), "an anonymous mount has no home");
+    assert!(
+        !anonymous.path.join("home").exists(),
+        "an anonymous mount has no home"
+    );
     let names: Vec<_> = std::fs::read_dir(&admin_home)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -208,7 +240,10 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
     assert_eq!(names, ["Public"]);
     // Read-only to everyone who may not write: Jane cannot write into the admin's folders.
     let mode = std::fs::metadata(jane.path.join("users/Admin_User/Public/shared")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o222, 0);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o222,
+        0
+    );
 }
 
 #[test]
@@ -220,7 +255,14 @@ fn bad_credentials_and_bad_urls_fail_before_mounting() {
         Command::new(env!("CARGO_BIN_EXE_midasfs"))
             .args(["mount", url])
             .arg(&mountpoint)
-            .args(["--email", "admin@example.com", "--timeout", "5", "--connect-timeout", "2"])
+            .args([
+                "--email",
+                "admin@example.com",
+                "--timeout",
+                "5",
+                "--connect-timeout",
+                "2",
+            ])
             .env("MIDAS_API_KEY", key)
             .output()
             .expect("run midasfs mount")
@@ -236,9 +278,18 @@ fn bad_credentials_and_bad_urls_fail_before_mounting() {
         let out = run(&url, key);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "mount of {url} with {key} succeeded");
-        assert!(stderr.starts_with("midasfs: "), "unclear error for {url}: {stderr}");
-        assert!(!stderr.contains(key) || key == server.api_key, "key leaked: {stderr}");
-        assert!(!common::mount::is_fuse_mount(&mountpoint), "mount left behind");
+        assert!(
+            stderr.starts_with("midasfs: "),
+            "unclear error for {url}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(key) || key == server.api_key,
+            "key leaked: {stderr}"
+        );
+        assert!(
+            !common::mount::is_fuse_mount(&mountpoint),
+            "mount left behind"
+        );
         assert!(started.elapsed() < Duration::from_secs(60));
     }
     let busy = mountpoint.join("file");
@@ -264,7 +315,11 @@ fn background_mount_returns_when_ready_and_unmounts_on_sigterm() {
         .env("MIDAS_API_KEY", &server.api_key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Ready means ready: no polling needed.
     assert!(common::mount::is_fuse_mount(&mountpoint));
     assert!(mountpoint.join("users/Admin_User/Public").is_dir());
@@ -273,12 +328,18 @@ fn background_mount_returns_when_ready_and_unmounts_on_sigterm() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::mount::is_fuse_mount(&mountpoint) {
-        assert!(Instant::now() < deadline, "still mounted 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still mounted 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::remove_dir(&mountpoint).unwrap();
     let logged = std::fs::read_to_string(log.path()).unwrap();
-    assert!(!logged.contains(&server.api_key), "the API key is in the log");
+    assert!(
+        !logged.contains(&server.api_key),
+        "the API key is in the log"
+    );
 }
 
 /// The pid of the `midasfs mount` daemon serving `mountpoint`, from /proc.
@@ -290,7 +351,10 @@ fn daemon_pid(mountpoint: &Path) -> i32 {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<_> = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy).collect();
+        let args: Vec<_> = cmdline
+            .split(|b| *b == 0)
+            .map(String::from_utf8_lossy)
+            .collect();
         if args.iter().any(|a| a == "mount")
             && args.iter().any(|a| a == "--foreground")
             && args.iter().any(|a| Path::new(a.as_ref()) == mountpoint)
@@ -321,7 +385,10 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
     let local = tempfile::tempdir().unwrap();
     make_tree(local.path());
     upload(&server, &local.path().join("tree"), "Private", false);
-    let mount = admin_mount(&server, &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"]);
+    let mount = admin_mount(
+        &server,
+        &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"],
+    );
     let hello = private(&mount).join("tree/hello.txt");
     assert_eq!(std::fs::read(&hello).unwrap(), b"Hello from midasfs!\n");
     server.stop();
@@ -347,8 +414,16 @@ fn a_second_walk_within_the_ttl_sends_no_requests() {
     upload(&server, &local.path().join("tree"), "Private", false);
     let mount = admin_mount(&server, &["--ttl", "60"]);
     let walk = || {
-        let out = Command::new("find").arg(&mount.path).arg("-ls").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("find")
+            .arg(&mount.path)
+            .arg("-ls")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
     let first = walk();
@@ -357,7 +432,12 @@ fn a_second_walk_within_the_ttl_sends_no_requests() {
     assert_eq!(walk(), first);
     let after = server.stats()["requests"].as_u64().unwrap();
     // The stats call itself is the only request in between.
-    assert_eq!(after - before, 1, "the warm walk sent {} requests", after - before - 1);
+    assert_eq!(
+        after - before,
+        1,
+        "the warm walk sent {} requests",
+        after - before - 1
+    );
 }
 
 #[test]

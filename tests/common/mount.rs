@@ -85,7 +85,11 @@ impl Mount {
     fn wait_until_mounted(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_fuse_mount(&self.path) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("midasfs mount exited before mounting: {status}");
             }
             assert!(Instant::now() < deadline, "mount not ready after 30 s");
