@@ -373,9 +373,11 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(errno) => return reply.error(errno),
         };
+        // No caching of the new name by the kernel: until its upload it is a local entry that
+        // may vanish (a failed upload), and after it the name stands for the item's inode.
         match self.fs.create(parent.0, name) {
             Ok((attr, fh)) => reply.created(
-                &self.fs.ttl(),
+                &std::time::Duration::ZERO,
                 &self.file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),

@@ -531,11 +531,14 @@ fn a_failed_upload_fails_cp_keeps_the_data_and_shows_nothing() {
     assert_eq!(recovered.len(), 1, "{recovered:?}");
     assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
     assert_eq!(std::fs::read(&recovered[0]).unwrap(), content);
+    // Nothing half-made is visible, on the mount (at once)…
+    assert_eq!(
+        errno_of(std::fs::symlink_metadata(setup.private().join("big.bin"))),
+        libc::ENOENT
+    );
 
+    // …or on the server.
     setup.server.restart();
-    // Nothing half-made is visible, on the mount or on the server.
-    std::thread::sleep(std::time::Duration::from_millis(3100));
-    assert!(!setup.private().join("big.bin").exists());
     let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
     let children = setup.server.call_ok(
         "midas.folder.children",
@@ -548,4 +551,44 @@ fn a_failed_upload_fails_cp_keeps_the_data_and_shows_nothing() {
         std::fs::read(setup.private().join("big.bin")).unwrap(),
         content
     );
+}
+
+#[test]
+fn writers_of_one_file_share_it_and_a_full_spool_gives_enospc() {
+    require_fuse!();
+    let setup = Setup::new(&["--spool-size", "1"]);
+    let path = setup.private().join("shared.txt");
+    std::fs::write(&path, b"..........\n").unwrap();
+    // Two handles on one file see each other's writes; each close saves what is there.
+    let first = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let second = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    first.write_all_at(b"AAAA", 0).unwrap();
+    second.write_all_at(b"BBBB", 6).unwrap();
+    drop(first);
+    drop(second);
+    assert_eq!(std::fs::read(&path).unwrap(), b"AAAA..BBBB\n");
+    let item = setup.item(&path);
+    let head = item["revisions"].as_array().unwrap().last().unwrap();
+    assert_eq!(head["bitstreams"][0]["sizebytes"], "11", "{item}");
+
+    // --spool-size 1: a file larger than 1 MiB cannot be written.
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    std::fs::write(&big, pseudo_random(2 * 1024 * 1024, 5)).unwrap();
+    let out = Command::new("cp")
+        .arg(&big)
+        .arg(setup.private())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    // The incomplete file is never uploaded: what was written is in the recovery directory.
+    assert_eq!(
+        errno_of(std::fs::symlink_metadata(setup.private().join("big.bin"))),
+        libc::ENOENT
+    );
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
 }

@@ -107,6 +107,9 @@ struct FileData {
     dirty: bool,
     /// Removed while open: nothing is uploaded any more.
     unlinked: bool,
+    /// A write failed (ENOSPC…): the content is incomplete, so it is never uploaded; closing
+    /// returns this error and the data goes to the recovery directory.
+    failed_write: Option<FsError>,
     handles: u32,
     target: Target,
     /// When the content last changed.
@@ -281,7 +284,7 @@ impl MidasFs {
                     ..
                 },
                 false,
-            ) = (&data.target, data.unlinked)
+            ) = (&data.target, data.unlinked || data.spool.is_recovered())
             {
                 if *parent_ino == dir {
                     entries.retain(|e| e.name != *name);
@@ -367,6 +370,7 @@ impl MidasFs {
                 // Even an empty new file must reach the server.
                 dirty: true,
                 unlinked: false,
+                failed_write: None,
                 handles: 1,
                 target: Target::New {
                     local,
@@ -439,6 +443,7 @@ impl MidasFs {
                 spool,
                 dirty: truncate && bitstream.size > 0,
                 unlinked: false,
+                failed_write: None,
                 handles: 1,
                 target,
                 mtime: data.mtime,
@@ -498,7 +503,10 @@ impl MidasFs {
             FsError::new(libc::EBADF, format!("handle {fh} is not open for writing"))
         })?;
         let mut data = file.lock();
-        data.spool.write_at(offset, bytes)?;
+        if let Err(err) = data.spool.write_at(offset, bytes) {
+            data.failed_write = Some(err.clone());
+            return Err(err);
+        }
         data.dirty = true;
         data.mtime = SystemTime::now();
         u32::try_from(bytes.len()).map_err(|_| FsError::new(libc::EINVAL, "write too large"))
@@ -569,6 +577,11 @@ impl MidasFs {
             if !data.dirty || data.unlinked {
                 return Ok(());
             }
+            if let Some(err) = data.failed_write.clone() {
+                drop(data);
+                self.keep_unsaved(ino, file, &err);
+                return Err(err);
+            }
             // Writes during the upload make the file dirty again, for the next flush.
             data.dirty = false;
             (
@@ -606,31 +619,41 @@ impl MidasFs {
                 Ok(())
             }
             Err(err) => {
-                let intended = match &target {
-                    Target::New {
-                        parent_ino, name, ..
-                    } => format!("{}/{name}", self.describe(*parent_ino)),
-                    _ => self.describe(ino),
-                };
-                let mut data = file.lock();
-                data.dirty = true;
-                let file_name = intended.rsplit('/').next().unwrap_or("file").to_owned();
-                match data
-                    .spool
-                    .recover(&self.writes.spool.recovery_dir(), &file_name)
-                {
-                    Ok(kept) => log::warn!(
-                        "saving {intended} to Midas failed ({err}); its data is kept in {}",
-                        kept.display()
-                    ),
-                    Err(move_err) => log::warn!(
-                        "saving {intended} to Midas failed ({err}); its data is in {} \
-                         (moving it to the recovery directory failed: {move_err})",
-                        data.spool.path().display()
-                    ),
-                }
+                file.lock().dirty = true;
+                self.keep_unsaved(ino, file, &err);
                 Err(err)
             }
+        }
+    }
+
+    /// Moves the spool of a file that could not be saved into the recovery directory, loudly.
+    fn keep_unsaved(&self, ino: u64, file: &WriteFile, err: &FsError) {
+        let target = file.lock().target.clone();
+        if let Target::New { parent_ino, .. } = &target {
+            // Not on the server: the name goes away with the failure.
+            self.patch_listing(*parent_ino, |entries| entries.retain(|e| e.ino != ino));
+        }
+        let intended = match &target {
+            Target::New {
+                parent_ino, name, ..
+            } => format!("{}/{name}", self.describe(*parent_ino)),
+            _ => self.describe(ino),
+        };
+        let file_name = intended.rsplit('/').next().unwrap_or("file").to_owned();
+        let mut data = file.lock();
+        match data
+            .spool
+            .recover(&self.writes.spool.recovery_dir(), &file_name)
+        {
+            Ok(kept) => log::warn!(
+                "saving {intended} to Midas failed ({err}); its data is kept in {}",
+                kept.display()
+            ),
+            Err(move_err) => log::warn!(
+                "saving {intended} to Midas failed ({err}); its data is in {} \
+                 (moving it to the recovery directory failed: {move_err})",
+                data.spool.path().display()
+            ),
         }
     }
 
