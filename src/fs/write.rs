@@ -1,7 +1,7 @@
 //! Writing through the mount: new files, overwrites, mkdir, rmdir, unlink, rename, truncate,
 //! times and metadata.
 //!
-//! Rules (see also the report in SEMANTICS.md):
+//! Rules:
 //! - A file open for writing is a local spool file; its content goes to Midas when the file is
 //!   closed (flush) or fsync'ed, and the upload's error is what `close`/`fsync` return.
 //! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
@@ -13,7 +13,10 @@
 //! - All handles of one inode share one spool file: they see each other's writes, and the
 //!   close that finds the file dirty uploads what is there (the last close uploads last).
 //! - A failed upload keeps the data: the spool file moves to `<spool-dir>/recovery/` and a
-//!   warning names it and its intended place.
+//!   warning names it and its intended place. A file whose write failed (ENOSPC) is never
+//!   uploaded half-written.
+//! - A rename over an existing entry renames first and deletes the old target after, so a
+//!   failure in between leaves two entries rather than none.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -726,6 +729,7 @@ impl MidasFs {
         running_md5: Option<String>,
     ) -> FsResult<Uploaded> {
         let midas_name = names::to_midas(name);
+        // The user could create the file, so the user may change it.
         let writable = true;
         match container {
             Container::Folder(folder) => {
