@@ -78,7 +78,7 @@ pub struct MountArgs {
     /// Largest total size of files being written, in MiB (ENOSPC beyond)
     #[arg(long, default_value_t = 10240, value_name = "MIB")]
     pub spool_size: u64,
-    /// Log file when running in the background (default: syslog-style file in the spool directory)
+    /// Log file when running in the background (default: $XDG_STATE_HOME/midasfs/mount.log)
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 }
