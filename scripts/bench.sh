@@ -58,11 +58,13 @@ if ((QUICK)); then
 	TREE_FOLDERS=10 TREE_FILES=10
 	LIST_SMALL=200 LIST_BIG=1000
 	SMALL_FILES=100
+	SLOW_RUNS=1
 else
 	BIG_MIB=1024
 	TREE_FOLDERS=50 TREE_FILES=40
 	LIST_SMALL=1000 LIST_BIG=10000
 	SMALL_FILES=500
+	SLOW_RUNS=$((RUNS < 2 ? RUNS : 2))
 fi
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
 if ((BIG_MIB % 1024 == 0)); then BIG_TEXT="$((BIG_MIB / 1024)) GiB"; else BIG_TEXT="$BIG_MIB MiB"; fi
@@ -71,7 +73,9 @@ SMALL_FILE_SIZE=4096
 RANDOM_READS=1000
 RANDOM_READ_SIZE=4096
 LATENCY_MS=20
-# A pydas walk of the big folder is one request per item at 20 ms each: one run says enough.
+# Runs of what is slow because every request waits for the latency (pydas walks, small-file
+# writes): their spread is small, and a third run would push the full mode past 20 minutes.
+# The pydas walk of the big folder (10,000 requests) runs once.
 PYDAS_BIG_RUNS=1
 # Long enough that the warm walk, right after a slow cold one, is still inside the TTL.
 META_TTL=300
@@ -85,7 +89,8 @@ if [[ -x $REPO/.venv-pydas/bin/python ]]; then PYTHON=$REPO/.venv-pydas/bin/pyth
 HAVE_PYDAS=1
 "$PYTHON" -c 'import pydas' 2>/dev/null || HAVE_PYDAS=0
 
-say() { printf '%s\n' "$*" >&2; }
+# Progress goes to stderr with the seconds since the start; the results go to stdout.
+say() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
 helper() { "$PYTHON" "$HELPER" "$@"; }
 
 for tool in curl cp dd find mountpoint "$PYTHON"; do
@@ -106,7 +111,7 @@ mem_gib=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 MACHINE="$(nproc) CPUs (${cpu_model:-unknown model}), $mem_gib GiB RAM, Linux $(uname -r)"
 echo "midasfs benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $MACHINE"
-echo "mode: $( ((QUICK)) && echo quick || echo full), $RUNS runs per measurement (median), files of $BIG_TEXT"
+echo "mode: $( ((QUICK)) && echo quick || echo full), $RUNS runs per measurement ($SLOW_RUNS for pydas walks and small-file writes), median shown, files of $BIG_TEXT"
 ((CAN_DROP_CACHES)) || echo "note: not root, so the page cache cannot be dropped: 'cold' reads may be cached"
 ((HAVE_PYDAS)) || echo "note: pydas is not installed (.venv-pydas): the pydas rows are n/a"
 ((HAVE_NGINX)) || echo "note: nginx is not installed: the nginx rows are n/a"
@@ -223,12 +228,11 @@ record() {
 		"${9:-}" "${10:-}" "${11:-}" >>"$RESULTS"
 }
 
-# run_section N FUNCTION: a failing section becomes an n/a row; the others still run.
+# run_section N TITLE FUNCTION: a failing section becomes an n/a row; the others still run.
 run_section() {
-	say ""
-	say "== section $1: $2"
+	say "== $1. $2"
 	set +e
-	("$2")
+	("$3")
 	local status=$?
 	set -e
 	unmount_everything
@@ -407,6 +411,7 @@ events { worker_connections 64; }
 http {
     access_log off;
     sendfile on;
+    tcp_nopush on;
     client_body_temp_path $conf/tmp;
     proxy_temp_path $conf/tmp;
     fastcgi_temp_path $conf/tmp;
@@ -510,13 +515,13 @@ pydas_walk() {
 
 section_metadata() {
 	local private=$META_MNT/$HOME_DIR/Private
-	pydas_walk "$TREE_FOLDER" "$RUNS"
+	pydas_walk "$TREE_FOLDER" "$SLOW_RUNS"
 	local tree_runs=$PYDAS_RUNS tree_requests=$PYDAS_REQUESTS
 	local tree_label="tree of $TREE_FOLDERS folders × $TREE_FILES files"
 	walk_rows walk_ls "ls -lR, $tree_label" "ls -lR {}" "$private/tree" "$tree_runs" "$tree_requests"
 	walk_rows walk_find "find -ls, $tree_label" "find {} -ls" "$private/tree" "$tree_runs" "$tree_requests"
 
-	pydas_walk "$LIST_SMALL_FOLDER" "$RUNS"
+	pydas_walk "$LIST_SMALL_FOLDER" "$SLOW_RUNS"
 	walk_rows list_small "ls -l of a folder of $LIST_SMALL items" "ls -l {}" "$private/list-small" \
 		"$PYDAS_RUNS" "$PYDAS_REQUESTS"
 	pydas_walk "$LIST_BIG_FOLDER" "$PYDAS_BIG_RUNS"
@@ -539,7 +544,7 @@ section_small_writes() {
 		return 0
 	fi
 	local mount_runs="" pydas_runs="" mount_requests=0 pydas_requests="" before seconds r
-	for ((r = 1; r <= RUNS; r++)); do
+	for ((r = 1; r <= SLOW_RUNS; r++)); do
 		# Fresh content each time: both pydas and the mount would skip content the server has.
 		if ((HAVE_PYDAS)); then
 			helper make-files "$WORK/small-pydas-$r" "$SMALL_FILES" "$SMALL_FILE_SIZE"
@@ -563,10 +568,10 @@ section_small_writes() {
 
 # ---------------------------------------------------------------- run
 
-run_section 1 section_sequential_read
-run_section 2 section_random_read
-run_section 3 section_parallel_read
-run_section 6 section_large_write
+run_section 1 "sequential read" section_sequential_read
+run_section 2 "random read, first byte" section_random_read
+run_section 3 "parallel reads" section_parallel_read
+run_section 6 "large write, dedup (7)" section_large_write
 
 # A fresh server process, so that its peak RSS is that of serving alone.
 record rss_server_run 8 mib 0 "8. server peak RSS over sections 1–7 (uploads included)" "" \
@@ -574,13 +579,12 @@ record rss_server_run 8 mib 0 "8. server peak RSS over sections 1–7 (uploads i
 stop_server "$SERVER_PID"
 start_server main "$MAIN_DATA" 0
 TOKEN=$(api login)
-run_section 8 section_server
+run_section 8 "server vs nginx" section_server
 stop_server "$SERVER_PID"
 
 META_DATA=$WORK/data-meta
 META_MNT=$WORK/mnt-meta
 start_server meta "$META_DATA" 0
-say ""
 say "metadata server at $SERVER_URL: seeding a tree of $TREE_FOLDERS × $TREE_FILES files, $LIST_SMALL and $LIST_BIG empty items"
 TREE_FOLDER=$(api folder Private/tree)
 api seed-tree "$TREE_FOLDER" "$TREE_FOLDERS" "$TREE_FILES" "$TREE_FILE_SIZE"
@@ -592,11 +596,10 @@ api seed-empty "$LIST_BIG_FOLDER" "$LIST_BIG"
 stop_server "$SERVER_PID"
 start_server meta "$META_DATA" "$LATENCY_MS"
 say "restarted it with --latency $LATENCY_MS"
-run_section 4 section_metadata
-run_section 5 section_small_writes
+run_section 4 "metadata walks" section_metadata
+run_section 5 "small-file writes" section_small_writes
 stop_server "$SERVER_PID"
 
-echo
-echo "command: scripts/bench.sh $( ((QUICK)) && echo --quick) (runs: $RUNS)"
+echo "command: scripts/bench.sh$( ((QUICK)) && echo " --quick") (runs: $RUNS), took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 echo
 helper table "$RESULTS"

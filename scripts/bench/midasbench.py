@@ -447,7 +447,8 @@ class Row:
 
     def ratio(self):
         mine, base = self.value(self.mine_runs), self.value(self.base_runs)
-        if mine is None or base is None or mine == 0 or base == 0:
+        divisor = mine if self.kind == "time" else base
+        if mine is None or base is None or divisor == 0:
             return None
         return base / mine if self.kind == "time" else mine / base
 
