@@ -217,8 +217,13 @@ fn server_structure(
                     text(&b["checksum"]).to_owned(),
                 )
             })
-            .collect();
+            .collect::<Vec<_>>();
         let name = repair(text(&item["name"]));
+        // an item's size is its revision's total (reference §5.10)
+        let total: u64 = bitstreams.iter().map(|(_, size, _)| size).sum();
+        if !bitstreams.is_empty() {
+            assert_eq!(item["sizebytes"], total.to_string().as_str(), "item {name}");
+        }
         out.insert(
             format!("{path}/{name}"),
             Node::Item(revisions.len(), bitstreams),
