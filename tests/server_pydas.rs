@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 use serde_json::Value;
 
 use common::server::TestServer;
-use midasfs::midas::text::repair;
+use midasfs::midas::text::{double_encode, repair};
 
 /// Runs a script of `tests/pydas`; returns the JSON it reports.
 fn run_pydas(server: &TestServer, script: &str, args: &[&str]) -> Value {
@@ -187,6 +187,18 @@ fn expected_structure(dir: &Path, path: &str, leaf: bool, out: &mut BTreeMap<Str
     }
 }
 
+/// A name as Midas sends it, double-encoded (reference §1.4: `café` goes out as `cafÃ©`), made
+/// readable again; panics if it was not double-encoded the way Midas does it.
+fn from_midas(raw: &str) -> String {
+    let name = repair(raw);
+    assert_eq!(
+        double_encode(&name),
+        raw,
+        "{raw:?} is not double-encoded as Midas does it"
+    );
+    name
+}
+
 /// The server's tree below a folder, read with `folder.children` and `item.get` (names repaired
 /// from Midas's double encoding).
 fn server_structure(
@@ -212,13 +224,13 @@ fn server_structure(
             .map(|b| {
                 let size = text(&b["sizebytes"]).parse().expect("a size");
                 (
-                    repair(text(&b["name"])),
+                    from_midas(text(&b["name"])),
                     size,
                     text(&b["checksum"]).to_owned(),
                 )
             })
             .collect::<Vec<_>>();
-        let name = repair(text(&item["name"]));
+        let name = from_midas(text(&item["name"]));
         // an item's size is its revision's total (reference §5.10)
         let total: u64 = bitstreams.iter().map(|(_, size, _)| size).sum();
         if !bitstreams.is_empty() {
@@ -230,7 +242,7 @@ fn server_structure(
         );
     }
     for folder in children["folders"].as_array().into_iter().flatten() {
-        let name = repair(text(&folder["name"]));
+        let name = from_midas(text(&folder["name"]));
         let child = server_structure(
             server,
             token,
@@ -294,7 +306,7 @@ fn expected_download(dir: &Path, path: &str, leaf: bool, out: &mut BTreeMap<Stri
 fn downloaded(dir: &Path, path: &str, out: &mut BTreeMap<String, Local>) {
     out.insert(path.to_owned(), Local::Folder);
     for entry in sorted_entries(dir) {
-        let child = format!("{path}/{}", repair(&name_of(&entry)));
+        let child = format!("{path}/{}", from_midas(&name_of(&entry)));
         if entry.path().is_dir() {
             downloaded(&entry.path(), &child, out);
         } else {
