@@ -10,52 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::mount::{getxattr, listxattr, Mount, MountOptions};
 use common::server::TestServer;
-
-/// A tree with the awkward cases: empty file, unicode names, nesting, binary content, a file
-/// larger than the block cache of the mounts below, and a leaf folder for multi-bitstream items.
-fn make_tree(root: &Path) {
-    let write = |rel: &str, data: &[u8]| {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    };
-    write("tree/hello.txt", b"Hello from midasfs!\n");
-    write("tree/empty.txt", b"");
-    write("tree/caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes());
-    write(
-        "tree/\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv",
-        b"a,b\n1,2\n",
-    );
-    write("tree/nested/a/b/deep.bin", &pseudo_random(100_000, 7));
-    write("tree/big.bin", &pseudo_random(3 * 1024 * 1024 + 123, 11));
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn diff_r(expected: &Path, actual: &Path) {
-    let out = Command::new("diff")
-        .arg("-r")
-        .arg(expected)
-        .arg(actual)
-        .output()
-        .expect("run diff");
-    assert!(
-        out.status.success(),
-        "trees differ:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::tree::{diff_r, make_tree};
 
 fn upload(server: &TestServer, local: &Path, destination: &str, leaf_items: bool) {
     let mut args = vec![local.to_str().unwrap(), destination];

@@ -13,37 +13,8 @@ use std::process::Command;
 
 use common::mount::{getxattr, Mount};
 use common::server::TestServer;
+use common::tree::{diff_r, make_tree, pseudo_random};
 use serde_json::Value;
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// Files of every awkward kind: empty, unicode names, nesting, binary, several MiB.
-fn make_tree(root: &Path) {
-    let write = |rel: &str, data: &[u8]| {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    };
-    write("tree/hello.txt", b"Hello from midasfs!\n");
-    write("tree/empty.txt", b"");
-    write("tree/caf\u{e9}.txt", "d\u{e9}j\u{e0} vu\n".as_bytes());
-    write(
-        "tree/\u{65e5}\u{672c}/\u{30c7}\u{30fc}\u{30bf}.csv",
-        b"a,b\n1,2\n",
-    );
-    write("tree/nested/a/b/deep.bin", &pseudo_random(100_000, 7));
-    write("tree/big.bin", &pseudo_random(3 * 1024 * 1024 + 123, 11));
-}
 
 fn run(command: &mut Command) -> String {
     let out = command.output().expect("run command");
@@ -80,10 +51,6 @@ fn diff_pydas_download(expected: &Path, downloaded: &Path) {
     remove_non_ascii(&ascii.path().join(name));
     remove_non_ascii(downloaded);
     diff_r(&ascii.path().join(name), &downloaded.join(name));
-}
-
-fn diff_r(expected: &Path, actual: &Path) {
-    run(Command::new("diff").arg("-r").arg(expected).arg(actual));
 }
 
 /// A mount with its own spool directory (so the recovery directory can be inspected).

@@ -8,3 +8,7 @@ pub mod server;
 // A real mount of `midasfs mount` for the mount tests.
 #[allow(dead_code)]
 pub mod mount;
+
+// Generated local trees and `diff -r`.
+#[allow(dead_code)]
+pub mod tree;
