@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read};
 use std::path::Path;
 
 use md5::{Digest, Md5};
@@ -321,18 +320,41 @@ fn downloaded(dir: &Path, path: &str, out: &mut BTreeMap<String, Local>) {
     }
 }
 
+/// A ZIP's entries in central-directory order, read by hand: the zip crate keeps one entry per
+/// name, and a Midas ZIP can hold two bitstreams of the same name. Stored (uncompressed) entries
+/// only, as `midasfs serve` writes them.
 fn unzip(data: &[u8]) -> Local {
-    let mut archive = zip::ZipArchive::new(Cursor::new(data)).expect("a readable ZIP");
-    let entries = (0..archive.len())
-        .map(|index| {
-            let mut entry = archive.by_index(index).expect("a readable ZIP entry");
-            let mut content = Vec::new();
-            entry
-                .read_to_end(&mut content)
-                .expect("a ZIP entry's content");
-            (repair(entry.name()), content)
-        })
-        .collect();
+    let bytes = |at: usize, len: usize| {
+        data.get(at..at + len)
+            .unwrap_or_else(|| panic!("the ZIP ends before byte {}", at + len))
+    };
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes(at, 2)[0], bytes(at, 2)[1]]));
+    let u32_at = |at: usize| {
+        let mut word = [0; 4];
+        word.copy_from_slice(bytes(at, 4));
+        u32::from_le_bytes(word) as usize
+    };
+    let end = data
+        .windows(4)
+        .rposition(|window| window == b"PK\x05\x06")
+        .expect("a ZIP end-of-central-directory record");
+    let mut at = u32_at(end + 16);
+    let mut entries = Vec::new();
+    for _ in 0..u16_at(end + 10) {
+        assert_eq!(
+            bytes(at, 4),
+            b"PK\x01\x02",
+            "a central directory entry at {at}"
+        );
+        assert_eq!(u16_at(at + 10), 0, "a stored entry at {at}");
+        let size = u32_at(at + 24);
+        let name_len = u16_at(at + 28);
+        let name = String::from_utf8_lossy(bytes(at + 46, name_len)).into_owned();
+        let header = u32_at(at + 42);
+        let content = header + 30 + u16_at(header + 26) + u16_at(header + 28);
+        entries.push((repair(&name), bytes(content, size).to_vec()));
+        at += 46 + name_len + u16_at(at + 30) + u16_at(at + 32);
+    }
     Local::Zip(entries)
 }
 
@@ -498,4 +520,95 @@ fn core_driver_calls() {
     assert_eq!(r["delete_item"], "");
     assert!(names(&r["children_after_delete"], "items").is_empty());
     assert_eq!(r["get_deleted"], "InvalidPolicy", "-151 for a deleted item");
+}
+
+fn bytes_uploaded(server: &TestServer) -> Value {
+    server.stats()["bytes_uploaded"].clone()
+}
+
+fn private_tree(server: &TestServer) -> BTreeMap<String, Node> {
+    let token = server.token();
+    server_structure(
+        server,
+        &token,
+        &private_folder_id(server, &token),
+        "Private",
+    )
+}
+
+/// Re-running `pydas.upload` (reference §4.3): with `reuse_existing` unchanged files cost nothing
+/// (checksum deduplication) and a changed file is appended to its item's head revision under the
+/// same name; without it, the existing folder is refused.
+#[test]
+fn upload_again_with_and_without_reuse_existing() {
+    let server = TestServer::start();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let local = work.path().join("again");
+    std::fs::create_dir_all(local.join("sub")).expect("create the tree");
+    std::fs::write(local.join("a.txt"), b"first file\n").expect("write a.txt");
+    std::fs::write(local.join("sub/b.txt"), b"version 1\n").expect("write b.txt");
+    let local_arg = local.to_str().expect("a UTF-8 path");
+
+    assert_eq!(
+        run_pydas(&server, "upload.py", &[local_arg])["error"],
+        Value::Null
+    );
+    let first = private_tree(&server);
+    let uploaded = bytes_uploaded(&server);
+
+    assert_eq!(
+        run_pydas(&server, "upload.py", &[local_arg, "--reuse"])["error"],
+        Value::Null
+    );
+    assert_eq!(
+        private_tree(&server),
+        first,
+        "an unchanged tree changed the server"
+    );
+    assert_eq!(
+        bytes_uploaded(&server),
+        uploaded,
+        "unchanged files were uploaded again"
+    );
+
+    let refused = run_pydas(&server, "upload.py", &[local_arg]);
+    assert_eq!(
+        refused["error"], "InvalidParameter",
+        "-150 for an existing folder"
+    );
+    assert_eq!(private_tree(&server), first);
+
+    std::fs::write(local.join("sub/b.txt"), b"version 2, longer\n").expect("change b.txt");
+    assert_eq!(
+        run_pydas(&server, "upload.py", &[local_arg, "--reuse"])["error"],
+        Value::Null
+    );
+    let mut expected = first;
+    let Some(Node::Item(1, bitstreams)) = expected.get_mut("Private/again/sub/b.txt") else {
+        panic!("no single-revision item b.txt in {expected:?}");
+    };
+    let changed = b"version 2, longer\n";
+    bitstreams.push(("b.txt".to_owned(), changed.len() as u64, md5_hex(changed)));
+    let differences = tree_differences(&expected, &private_tree(&server));
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+
+    // two bitstreams now: the item downloads as a ZIP holding both, under the same name
+    let download = work.path().join("download");
+    std::fs::create_dir(&download).expect("create the download directory");
+    run_pydas(
+        &server,
+        "download.py",
+        &[
+            "/users/Admin_User/Private/again/sub/b.txt",
+            download.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    let zip = std::fs::read(download.join("b.txt.zip")).expect("b.txt.zip downloaded");
+    assert_eq!(
+        unzip(&zip),
+        Local::Zip(vec![
+            ("b.txt".to_owned(), b"version 1\n".to_vec()),
+            ("b.txt".to_owned(), changed.to_vec()),
+        ])
+    );
 }
