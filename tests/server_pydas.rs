@@ -612,3 +612,40 @@ fn upload_again_with_and_without_reuse_existing() {
         ])
     );
 }
+
+/// A path destination makes pydas send `parentid=False&parentid=<id>` (it passes a tuple), which
+/// works on Midas only because PHP keeps the last value of a repeated key (reference §4.3). The
+/// community is found by name without a token, as pydas does.
+#[test]
+fn upload_to_a_community_path_and_download_it() {
+    let server = TestServer::start();
+    server.add_community("Lab", false, None);
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let local = work.path().join("tree");
+    make_tree(&local, true);
+    let download = work.path().join("download");
+    std::fs::create_dir(&download).expect("create the download directory");
+
+    let destination = "--destination=/communities/Lab/Public";
+    let local_arg = local.to_str().expect("a UTF-8 path");
+    let upload = run_pydas(&server, "upload.py", &[local_arg, destination]);
+    assert_eq!(upload["error"], Value::Null);
+    let download_arg = download.to_str().expect("a UTF-8 path");
+    run_pydas(
+        &server,
+        "download.py",
+        &["/communities/Lab/Public/tree", download_arg],
+    );
+
+    let mut expected = BTreeMap::new();
+    expected_download(&local, "tree", false, &mut expected);
+    let mut actual = BTreeMap::new();
+    downloaded(&download.join("tree"), "tree", &mut actual);
+    let differences = tree_differences(&expected, &actual);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert!(
+        private_tree(&server).len() == 1,
+        "something landed in Private: {:?}",
+        private_tree(&server)
+    );
+}
