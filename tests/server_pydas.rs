@@ -11,6 +11,7 @@ use md5::{Digest, Md5};
 use serde_json::Value;
 
 use common::server::TestServer;
+use common::zipfile;
 use midasfs::midas::text::{double_encode, repair};
 
 /// Runs a script of `tests/pydas`; returns the JSON it reports.
@@ -320,42 +321,19 @@ fn downloaded(dir: &Path, path: &str, out: &mut BTreeMap<String, Local>) {
     }
 }
 
-/// A ZIP's entries in central-directory order, read by hand: the zip crate keeps one entry per
-/// name, and a Midas ZIP can hold two bitstreams of the same name. Stored (uncompressed) entries
-/// only, as `midasfs serve` writes them.
+/// A ZIP's entries in order, duplicate names included; stored entries only, as `midasfs serve`
+/// writes them.
 fn unzip(data: &[u8]) -> Local {
-    let bytes = |at: usize, len: usize| {
-        data.get(at..at + len)
-            .unwrap_or_else(|| panic!("the ZIP ends before byte {}", at + len))
-    };
-    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes(at, 2)[0], bytes(at, 2)[1]]));
-    let u32_at = |at: usize| {
-        let mut word = [0; 4];
-        word.copy_from_slice(bytes(at, 4));
-        u32::from_le_bytes(word) as usize
-    };
-    let end = data
-        .windows(4)
-        .rposition(|window| window == b"PK\x05\x06")
-        .expect("a ZIP end-of-central-directory record");
-    let mut at = u32_at(end + 16);
-    let mut entries = Vec::new();
-    for _ in 0..u16_at(end + 10) {
-        assert_eq!(
-            bytes(at, 4),
-            b"PK\x01\x02",
-            "a central directory entry at {at}"
-        );
-        assert_eq!(u16_at(at + 10), 0, "a stored entry at {at}");
-        let size = u32_at(at + 24);
-        let name_len = u16_at(at + 28);
-        let name = String::from_utf8_lossy(bytes(at + 46, name_len)).into_owned();
-        let header = u32_at(at + 42);
-        let content = header + 30 + u16_at(header + 26) + u16_at(header + 28);
-        entries.push((repair(&name), bytes(content, size).to_vec()));
-        at += 46 + name_len + u16_at(at + 30) + u16_at(at + 32);
-    }
-    Local::Zip(entries)
+    let entries = zipfile::entries(data).unwrap_or_else(|err| panic!("not a readable ZIP: {err}"));
+    Local::Zip(
+        entries
+            .iter()
+            .map(|entry| {
+                let content = entry.stored_content().unwrap_or_else(|err| panic!("{err}"));
+                (repair(&entry.name), content.to_vec())
+            })
+            .collect(),
+    )
 }
 
 /// Keys where the two trees differ, with short descriptions (the files are too big to print).

@@ -12,3 +12,7 @@ pub mod mount;
 // Generated local trees and `diff -r`.
 #[allow(dead_code)]
 pub mod tree;
+
+// ZIP central directories, duplicate names included.
+#[allow(dead_code)]
+pub mod zipfile;
