@@ -1,46 +1,85 @@
-//! Connections that can reproduce Midas's `offset` quirk: a download started at `offset > 0`
-//! advertises the FULL file size in `Content-Length` while its body is `offset` bytes shorter.
+//! Connections that send stored files with `sendfile(2)` right after their response head.
 //!
-//! hyper refuses to send a body shorter than its `Content-Length`, so the handler sends an
-//! honest response (exact length, `Connection: close`) carrying a marker header with the size
-//! to advertise, and flags its connection. This stream wrapper then rewrites that one response
-//! head on its way out: the `content-length` value becomes the full size and the marker line
-//! goes away. hyper closes the connection after the body, which is what the client sees from
-//! the real server. Unflagged connections pass bytes through untouched.
+//! hyper only sends bodies it is handed as bytes. For a stored file the download handler
+//! instead answers with an empty body and a marker header carrying the `Content-Length` to
+//! announce, and hands the file to its connection ([`ConnHandle::send_after_head`]). This
+//! stream wrapper rewrites that one response head on its way out (`content-length` := the
+//! marker's value, the marker line removed) and then sends the file from the page cache to the
+//! socket without copying it through user space. hyper believes it sent an empty body, so
+//! keep-alive keeps working: nothing hyper writes afterwards reaches the socket before the file.
+//!
+//! The same rewrite reproduces Midas's `offset` quirk: a download started at `offset > 0`
+//! announces the FULL file size while its body is `offset` bytes shorter (the handler then also
+//! asks for `Connection: close`, as the client sees from the real server).
+//!
+//! The server speaks HTTP/1 only (axum is built without `http2`), so response heads are always
+//! plain text this wrapper can find.
 
-use std::io;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 /// Name of the marker header (lower case, as hyper writes header names).
-pub const FULL_LENGTH_MARKER: &str = "x-midasfs-full-length";
+pub const FILE_BODY_MARKER: &str = "x-midasfs-file-body";
 
-const NOT_FLAGGED: u64 = u64::MAX;
+/// Most bytes one `sendfile` call is asked for: how often a stopped transfer is noticed.
+const SENDFILE_STEP: usize = 8 << 20;
 
-/// What a handler knows about its connection: the flag for the next response head.
-#[derive(Clone, Debug)]
+/// How long the sending thread waits for a full socket to drain before it looks again
+/// whether the connection is gone.
+const POLL_INTERVAL_MS: libc::c_int = 500;
+
+/// A region of a stored file to send as a response body.
+pub struct FileBody {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub len: u64,
+    /// Told each count of bytes handed to the socket.
+    pub on_sent: Box<dyn Fn(u64) + Send>,
+}
+
+/// What a handler knows about its connection: the file to send after the next marked head.
+#[derive(Clone)]
 pub struct ConnHandle {
-    advertise: Arc<AtomicU64>,
+    next_file: Arc<Mutex<Option<FileBody>>>,
 }
 
 impl ConnHandle {
     fn new() -> ConnHandle {
         ConnHandle {
-            advertise: Arc::new(AtomicU64::new(NOT_FLAGGED)),
+            next_file: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Ask for the next response head carrying the marker to advertise `full_length`.
-    pub fn advertise_full_length(&self, full_length: u64) {
-        self.advertise.store(full_length, Ordering::SeqCst);
+    /// Send `body` after the next response head carrying [`FILE_BODY_MARKER`]; that response
+    /// must have an empty body.
+    pub fn send_after_head(&self, body: FileBody) {
+        *lock(&self.next_file) = Some(body);
     }
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let waiting = lock(&self.next_file).is_some();
+        f.debug_struct("ConnHandle")
+            .field("file_waiting", &waiting)
+            .finish()
+    }
+}
+
+fn lock(slot: &Mutex<Option<FileBody>>) -> std::sync::MutexGuard<'_, Option<FileBody>> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Connected<IncomingStream<'_, MidasListener>> for ConnHandle {
@@ -49,7 +88,7 @@ impl Connected<IncomingStream<'_, MidasListener>> for ConnHandle {
     }
 }
 
-/// A TCP listener whose connections are [`RewritingStream`]s.
+/// A TCP listener whose connections are [`MidasStream`]s.
 pub struct MidasListener {
     inner: TcpListener,
 }
@@ -61,7 +100,7 @@ impl MidasListener {
 }
 
 impl Listener for MidasListener {
-    type Io = RewritingStream;
+    type Io = MidasStream;
     type Addr = ConnHandle;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -70,11 +109,10 @@ impl Listener for MidasListener {
                 Ok((stream, _remote)) => {
                     let _ = stream.set_nodelay(true);
                     let handle = ConnHandle::new();
-                    let io = RewritingStream {
+                    let io = MidasStream {
                         inner: stream,
-                        advertise: Arc::clone(&handle.advertise),
-                        pending: Vec::new(),
-                        pending_pos: 0,
+                        next_file: Arc::clone(&handle.next_file),
+                        outgoing: VecDeque::new(),
                     };
                     return (io, handle);
                 }
@@ -92,12 +130,16 @@ impl Listener for MidasListener {
     }
 }
 
-pub struct RewritingStream {
+/// Bytes accepted from hyper but not yet on the socket, in order.
+enum Outgoing {
+    Bytes { data: Vec<u8>, written: usize },
+    File(FileSend),
+}
+
+pub struct MidasStream {
     inner: TcpStream,
-    advertise: Arc<AtomicU64>,
-    /// Rewritten bytes already accepted from hyper but not yet written to the socket.
-    pending: Vec<u8>,
-    pending_pos: usize,
+    next_file: Arc<Mutex<Option<FileBody>>>,
+    outgoing: VecDeque<Outgoing>,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -109,56 +151,210 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Rewrite the response head holding the marker: `content-length` := the marker's value, and
-/// the marker line removed. `None` when `buf` holds no complete marked head.
-fn rewrite_head(buf: &[u8]) -> Option<Vec<u8>> {
-    let marker = format!("\r\n{FULL_LENGTH_MARKER}: ");
+/// the marker line removed. Returns everything up to the end of that head, rewritten, and the
+/// position in `buf` where the bytes after the head start; `None` when `buf` holds no complete
+/// marked head.
+fn rewrite_head(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let marker = format!("\r\n{FILE_BODY_MARKER}: ");
     let m = find(buf, marker.as_bytes())?;
     let value_start = m + marker.len();
     let marker_end = value_start + find(&buf[value_start..], b"\r\n")?;
-    let full = std::str::from_utf8(&buf[value_start..marker_end])
+    let length = std::str::from_utf8(&buf[value_start..marker_end])
         .ok()?
         .trim()
         .to_owned();
     let head_start = rfind(&buf[..m], b"HTTP/1.")?;
-    let head_end = m + find(&buf[m..], b"\r\n\r\n")?;
+    let head_end = m + find(&buf[m..], b"\r\n\r\n")? + 4;
     let cl = b"\r\ncontent-length: ";
     let c = head_start + find(&buf[head_start..head_end], cl)?;
     let c_value = c + cl.len();
     let c_end = c_value + find(&buf[c_value..], b"\r\n")?;
-    let mut out = Vec::with_capacity(buf.len() + 16);
+    let mut out = Vec::with_capacity(head_end + 16);
     // The two ranges never overlap: each is one header line of the head.
     if c_value < m {
         out.extend_from_slice(&buf[..c_value]);
-        out.extend_from_slice(full.as_bytes());
+        out.extend_from_slice(length.as_bytes());
         out.extend_from_slice(&buf[c_end..m]);
-        out.extend_from_slice(&buf[marker_end..]);
+        out.extend_from_slice(&buf[marker_end..head_end]);
     } else {
         out.extend_from_slice(&buf[..m]);
         out.extend_from_slice(&buf[marker_end..c_value]);
-        out.extend_from_slice(full.as_bytes());
-        out.extend_from_slice(&buf[c_end..]);
+        out.extend_from_slice(length.as_bytes());
+        out.extend_from_slice(&buf[c_end..head_end]);
     }
-    Some(out)
+    Some((out, head_end))
 }
 
-impl RewritingStream {
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.pending_pos < self.pending.len() {
-            let n = ready!(
-                Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_pos..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.pending_pos += n;
+/// A response head and file body being written by a blocking thread. Dropping it (the
+/// connection is gone) stops the thread at its next step.
+struct FileSend {
+    done: JoinHandle<io::Result<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FileSend {
+    fn start(socket: &TcpStream, head: Vec<u8>, body: FileBody) -> io::Result<FileSend> {
+        // A duplicate of the socket keeps its descriptor valid for the thread even if the
+        // connection is dropped first. It shares O_NONBLOCK with tokio's copy, so the thread
+        // waits for room with poll(2) and never blocks in a write.
+        let socket = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let done = tokio::task::spawn_blocking(move || {
+            write_all_nonblocking(&socket, &head, &thread_stop)?;
+            sendfile_all(&socket, &body, &thread_stop)
+        });
+        Ok(FileSend { done, stop })
+    }
+
+    fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match ready!(Pin::new(&mut self.done).poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(join_error) => Poll::Ready(Err(io::Error::other(join_error))),
         }
-        self.pending.clear();
-        self.pending_pos = 0;
+    }
+}
+
+impl Drop for FileSend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed")
+}
+
+/// Wait until the socket can take more bytes (or has failed, which the next write reports).
+fn wait_writable(socket: &std::net::TcpStream) -> io::Result<()> {
+    let mut poll_fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and the count says one.
+    if unsafe { libc::poll(&mut poll_fd, 1, POLL_INTERVAL_MS) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn write_all_nonblocking(
+    mut socket: &std::net::TcpStream,
+    mut data: &[u8],
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        match socket.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => wait_writable(socket)?,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+fn sendfile_all(
+    socket: &std::net::TcpStream,
+    body: &FileBody,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut offset = libc::off_t::try_from(body.offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    let mut left = body.len;
+    while left > 0 {
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        let step = usize::try_from(left)
+            .unwrap_or(SENDFILE_STEP)
+            .min(SENDFILE_STEP);
+        // SAFETY: both descriptors are open for the whole call, and `offset` is a valid
+        // off_t the kernel advances by the bytes sent.
+        let sent =
+            unsafe { libc::sendfile(socket.as_raw_fd(), body.file.as_raw_fd(), &mut offset, step) };
+        match sent {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stored file shrank",
+                ))
+            }
+            n if n > 0 => {
+                let n = n.unsigned_abs() as u64;
+                left -= n;
+                (body.on_sent)(n);
+            }
+            _ => {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => wait_writable(socket)?,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(err),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl MidasStream {
+    /// Write out everything accepted earlier, in order.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(front) = self.outgoing.front_mut() {
+            match front {
+                Outgoing::Bytes { data, written } => {
+                    while *written < data.len() {
+                        let n =
+                            ready!(Pin::new(&mut self.inner).poll_write(cx, &data[*written..]))?;
+                        if n == 0 {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        *written += n;
+                    }
+                }
+                Outgoing::File(send) => ready!(send.poll_done(cx))?,
+            }
+            self.outgoing.pop_front();
+        }
         Poll::Ready(Ok(()))
     }
+
+    /// When `buf` holds the marked head and a file waits for it: queue the rewritten head,
+    /// the file and whatever follows the head, all of `buf` being taken.
+    fn take_marked_head(&mut self, buf: &[u8]) -> io::Result<bool> {
+        let mut next_file = lock(&self.next_file);
+        if next_file.is_none() {
+            return Ok(false);
+        }
+        let Some((head, rest_at)) = rewrite_head(buf) else {
+            return Ok(false);
+        };
+        let Some(body) = next_file.take() else {
+            return Ok(false);
+        };
+        drop(next_file);
+        self.outgoing
+            .push_back(Outgoing::File(FileSend::start(&self.inner, head, body)?));
+        if rest_at < buf.len() {
+            self.outgoing.push_back(Outgoing::Bytes {
+                data: buf[rest_at..].to_vec(),
+                written: 0,
+            });
+        }
+        Ok(true)
+    }
 }
 
-impl AsyncRead for RewritingStream {
+impl AsyncRead for MidasStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -168,7 +364,7 @@ impl AsyncRead for RewritingStream {
     }
 }
 
-impl AsyncWrite for RewritingStream {
+impl AsyncWrite for MidasStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -176,19 +372,36 @@ impl AsyncWrite for RewritingStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_drain(cx))?;
-        if this.advertise.load(Ordering::SeqCst) != NOT_FLAGGED {
-            if let Some(rewritten) = rewrite_head(buf) {
-                this.advertise.store(NOT_FLAGGED, Ordering::SeqCst);
-                this.pending = rewritten;
-                this.pending_pos = 0;
-                // The bytes are ours now; a Pending here is resolved by later writes/flushes.
-                if let Poll::Ready(Err(err)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(err));
-                }
-                return Poll::Ready(Ok(buf.len()));
+        if this.take_marked_head(buf)? {
+            // The bytes are ours now; a Pending here is resolved by later writes/flushes.
+            if let Poll::Ready(Err(err)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(err));
             }
+            return Poll::Ready(Ok(buf.len()));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(cx))?;
+        if lock(&self.next_file).is_some() {
+            // A head is always the first buffer hyper hands over.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // Lets hyper hand body chunks over as they are instead of copying them into one buffer.
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -208,16 +421,23 @@ mod tests {
 
     #[test]
     fn head_is_rewritten_in_either_order() {
-        let a = b"HTTP/1.1 200 OK\r\ncontent-length: 244\r\nx-midasfs-full-length: 10244\r\nconnection: close\r\n\r\nBODY";
+        let a = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-midasfs-file-body: 10244\r\nconnection: close\r\n\r\nNEXT";
+        let (head, rest_at) = rewrite_head(a).expect("rewritten");
         assert_eq!(
-            rewrite_head(a).expect("rewritten"),
-            b"HTTP/1.1 200 OK\r\ncontent-length: 10244\r\nconnection: close\r\n\r\nBODY".to_vec()
+            head,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10244\r\nconnection: close\r\n\r\n".to_vec()
         );
-        let b = b"HTTP/1.1 200 OK\r\nx-midasfs-full-length: 9\r\ncontent-type: x\r\ncontent-length: 4\r\n\r\nBODY";
+        assert_eq!(&a[rest_at..], b"NEXT");
+        let b = b"older bytesHTTP/1.1 200 OK\r\nx-midasfs-file-body: 9\r\ncontent-type: x\r\ncontent-length: 0\r\n\r\n";
+        let (head, rest_at) = rewrite_head(b).expect("rewritten");
         assert_eq!(
-            rewrite_head(b).expect("rewritten"),
-            b"HTTP/1.1 200 OK\r\ncontent-type: x\r\ncontent-length: 9\r\n\r\nBODY".to_vec()
+            head,
+            b"older bytesHTTP/1.1 200 OK\r\ncontent-type: x\r\ncontent-length: 9\r\n\r\n".to_vec()
         );
+        assert_eq!(rest_at, b.len());
         assert!(rewrite_head(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nBODY").is_none());
+        assert!(
+            rewrite_head(b"HTTP/1.1 200 OK\r\nx-midasfs-file-body: 9\r\ncontent-len").is_none()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The `/download/` controller: `?bitstream=ID&offset=N&name=X`, `?items=ID[,rev]`,
-//! `?folders=ID`, each with an optional `authToken`. Files stream from disk in 256 KiB chunks
-//! and ZIPs are produced on a blocking thread while they are sent; the database is never
-//! locked while bytes flow.
+//! `?folders=ID`, each with an optional `authToken`. A single file goes from the page cache to
+//! the socket with `sendfile(2)` (see conn.rs); ZIPs are produced on a blocking thread while
+//! they are sent. The database is never locked while bytes flow.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -9,16 +9,15 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream;
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 use super::api::resolve_token;
-use super::conn::{ConnHandle, FULL_LENGTH_MARKER};
+use super::conn::{ConnHandle, FileBody, FILE_BODY_MARKER};
 use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, READ};
 use super::wire::{error_page, parse_id, ApiError, Params};
 use super::zipstream::ZipStreamWriter;
@@ -71,16 +70,18 @@ enum Plan {
 pub async fn handle(
     state: State<Arc<Shared>>,
     conn: ConnectInfo<ConnHandle>,
+    method: Method,
     uri: Uri,
 ) -> Response {
     let params = Params::from_query(uri.query());
-    serve(state, conn, params).await
+    serve(state, conn, method, params).await
 }
 
 /// The path forms `/download/bitstream/<id>/…`, `/download/item/<id>/…`, `/download/folder/<id>/…`.
 pub async fn handle_path(
     state: State<Arc<Shared>>,
     conn: ConnectInfo<ConnHandle>,
+    method: Method,
     Path(segments): Path<Vec<(String, String)>>,
     uri: Uri,
 ) -> Response {
@@ -99,24 +100,58 @@ pub async fn handle_path(
         _ => return error_page(StatusCode::NOT_FOUND, "Page not found"),
     };
     params.merge_body([(key.to_owned(), value("id"))]);
-    serve(state, conn, params).await
+    serve(state, conn, method, params).await
+}
+
+/// A planned download whose stored file is already open.
+enum Ready {
+    File {
+        file: FileToSend,
+        handle: std::fs::File,
+        offset: u64,
+    },
+    Zip {
+        name: String,
+        entries: Vec<ZipEntry>,
+    },
 }
 
 async fn serve(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    method: Method,
     params: Params,
 ) -> Response {
     shared.stats.count_download();
     let plan_shared = Arc::clone(&shared);
     let planned = tokio::task::spawn_blocking(move || {
-        let conn = plan_shared.store.lock();
-        plan(&plan_shared, &conn, &params)
+        let planned = plan(&plan_shared, &plan_shared.store.lock(), &params)?;
+        Ok(match planned {
+            Plan::File { file, offset } => {
+                let handle = std::fs::File::open(&file.path).map_err(|err| {
+                    log::error!("stored file missing for a bitstream: {err}");
+                    Failure(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "The stored file is missing",
+                    )
+                })?;
+                Ready::File {
+                    file,
+                    handle,
+                    offset,
+                }
+            }
+            Plan::Zip { name, entries } => Ready::Zip { name, entries },
+        })
     })
     .await;
     match planned {
-        Ok(Ok(Plan::File { file, offset })) => send_file(&shared, &conn, file, offset).await,
-        Ok(Ok(Plan::Zip { name, entries })) => send_zip(&shared, name, entries),
+        Ok(Ok(Ready::File {
+            file,
+            handle,
+            offset,
+        })) => send_file(&shared, &conn, &method, file, handle, offset),
+        Ok(Ok(Ready::Zip { name, entries })) => send_zip(&shared, name, entries),
         Ok(Err(Failure(status, message))) => error_page(status, message),
         Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
     }
@@ -438,57 +473,32 @@ fn http_date(unix: i64) -> String {
     )
 }
 
-async fn send_file(
+fn send_file(
     shared: &Arc<Shared>,
     conn: &ConnHandle,
+    method: &Method,
     file: FileToSend,
+    handle: std::fs::File,
     offset: u64,
 ) -> Response {
-    let mut handle = match tokio::fs::File::open(&file.path).await {
-        Ok(h) => h,
-        Err(err) => {
-            log::error!("stored file missing for a bitstream: {err}");
-            return error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The stored file is missing",
-            );
-        }
-    };
-    if offset > 0 && handle.seek(io::SeekFrom::Start(offset)).await.is_err() {
-        return error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Cannot read the stored file",
-        );
-    }
     let remaining = file.size - offset;
-    let stats_shared = Arc::clone(shared);
-    let body_stream = stream::unfold((handle, remaining), move |(mut handle, left)| {
-        let stats_shared = Arc::clone(&stats_shared);
-        async move {
-            if left == 0 {
-                return None;
-            }
-            let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-            let mut buf = vec![0u8; want];
-            match handle.read(&mut buf).await {
-                Ok(0) => Some((
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "stored file shrank",
-                    )),
-                    (handle, 0),
-                )),
-                Ok(n) => {
-                    buf.truncate(n);
-                    stats_shared.stats.add_downloaded(n as u64);
-                    Some((Ok(Bytes::from(buf)), (handle, left - n as u64)))
-                }
-                Err(err) => Some((Err(err), (handle, 0))),
-            }
-        }
-    });
-    let mut response = Response::new(Body::from_stream(body_stream));
+    // The Midas quirk: an offset download announces the full size; see conn.rs.
+    let announced = if offset > 0 { file.size } else { remaining };
+    let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
+    if method == Method::HEAD {
+        // hyper sends no body for HEAD and keeps this length as it is.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(announced));
+    } else {
+        headers.insert(FILE_BODY_MARKER, HeaderValue::from(announced));
+        let stats_shared = Arc::clone(shared);
+        conn.send_after_head(FileBody {
+            file: handle,
+            offset,
+            len: remaining,
+            on_sent: Box::new(move |n| stats_shared.stats.add_downloaded(n)),
+        });
+    }
     let mimetype = if file.mimetype.is_empty() {
         "application/octet-stream"
     } else {
@@ -501,7 +511,6 @@ async fn send_file(
         mimetype.to_owned()
     };
     headers.insert(header::CONTENT_TYPE, raw_header(&content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(remaining));
     headers.insert(header::CONTENT_DISPOSITION, attachment(&file.name));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
@@ -511,10 +520,8 @@ async fn send_file(
     );
     headers.insert(header::LAST_MODIFIED, raw_header(&http_date(unix_now())));
     if offset > 0 {
-        // The Midas quirk: advertise the full size; see conn.rs.
-        headers.insert(FULL_LENGTH_MARKER, HeaderValue::from(file.size));
+        // The body is shorter than announced: the connection cannot carry another response.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        conn.advertise_full_length(file.size);
     }
     response
 }
