@@ -11,6 +11,7 @@ use md5::{Digest, Md5};
 use serde_json::Value;
 
 use common::server::TestServer;
+use common::tree::pseudo_random;
 use common::zipfile;
 use midasfs::midas::text::{double_encode, repair};
 
@@ -84,20 +85,6 @@ fn login_with_an_api_key() {
         .is_none_or(|count| count == 0));
 }
 
-/// Deterministic bytes that compress badly.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            // xorshift32
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[1]
-        })
-        .collect()
-}
-
 /// A tree with the awkward cases: nesting, an empty file, binary content, names in several
 /// scripts, a 3 MB file, and leaf folders of one and of several files (for
 /// `leaf_folders_as_items`).
@@ -110,9 +97,9 @@ fn make_tree(root: &Path, with_empty_folder: bool) {
             "\u{65e5}\u{672c}\u{8a9e}/\u{30c7}\u{30fc}\u{30bf}.csv",
             b"a,b\n1,2\n".to_vec(),
         ),
-        ("big.bin", noise(3 * 1024 * 1024 + 17, 3)),
+        ("big.bin", pseudo_random(3 * 1024 * 1024 + 17, 3)),
         ("nested/side.txt", b"beside a\n".to_vec()),
-        ("nested/a/b/deep.bin", noise(70_000, 5)),
+        ("nested/a/b/deep.bin", pseudo_random(70_000, 5)),
         (
             "nested/a/b/deeper.txt",
             b"two files in one leaf folder\n".to_vec(),
