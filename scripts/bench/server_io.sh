@@ -196,30 +196,35 @@ for url in "$SERVE_URL" "$NGINX_URL"; do
 done
 serve_runs=()
 nginx_runs=()
-cpu_before=$(cpu_seconds "$SERVER_PID")
+serve_cpu=0
+nginx_cpu=0
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n1)
 for ((r = 1; r <= RUNS; r++)); do
+	start=$(cpu_seconds "$SERVER_PID")
 	serve_runs+=("$(timed curl -sS -o /dev/null "$SERVE_URL")")
+	serve_cpu=$(python3 -c "print($serve_cpu + $(cpu_seconds "$SERVER_PID") - $start)")
+	start=$(cpu_seconds "$NGINX_WORKER")
 	nginx_runs+=("$(timed curl -sS -o /dev/null "$NGINX_URL")")
+	nginx_cpu=$(python3 -c "print($nginx_cpu + $(cpu_seconds "$NGINX_WORKER") - $start)")
 	say "  download run $r: serve ${serve_runs[-1]} s, nginx ${nginx_runs[-1]} s"
 done
-cpu_after=$(cpu_seconds "$SERVER_PID")
 SERVE_HWM=$(vmhwm_mib "$SERVER_PID")
 
 serve_s=$(median "${serve_runs[@]}")
 nginx_s=$(median "${nginx_runs[@]}")
 upload_s=$(median "${upload_runs[@]}")
-python3 - "$MIB" "$RUNS" "$serve_s" "$nginx_s" "$upload_s" "$cpu_before" "$cpu_after" "$UPLOAD_HWM" "$SERVE_HWM" <<'EOF'
+python3 - "$MIB" "$RUNS" "$serve_s" "$nginx_s" "$upload_s" "$serve_cpu" "$nginx_cpu" "$UPLOAD_HWM" "$SERVE_HWM" <<'EOF'
 import sys
 mib, runs = int(sys.argv[1]), int(sys.argv[2])
-serve, nginx, upload, cpu0, cpu1 = map(float, sys.argv[3:8])
+serve, nginx, upload, serve_cpu, nginx_cpu = map(float, sys.argv[3:8])
 upload_hwm, serve_hwm = sys.argv[8:10]
 mb = mib * 1024 * 1024 / 1e6
-downloaded_gib = mib / 1024 * (runs + 1)  # the runs, plus the check download
+gib = mib / 1024 * runs
 print(f"file: {mib} MiB, medians of {runs} runs")
 print(f"download  serve  {serve:7.3f} s  {mb / serve:7.0f} MB/s")
 print(f"download  nginx  {nginx:7.3f} s  {mb / nginx:7.0f} MB/s")
 print(f"download  serve/nginx throughput ratio: {nginx / serve:.2f} (target >= 0.70)")
-print(f"download  server CPU: {(cpu1 - cpu0) / (mib / 1024 * runs):.2f} s per GiB")
+print(f"download  CPU per GiB sent: serve {serve_cpu / gib:.2f} s, nginx worker {nginx_cpu / gib:.2f} s")
 print(f"upload    serve  {upload:7.3f} s  {mb / upload:7.0f} MB/s (curl -T, incl. MD5, fsync, commit)")
 print(f"server VmHWM: {upload_hwm} MiB after uploads, {serve_hwm} MiB in a fresh server after downloads (target < 100)")
 EOF

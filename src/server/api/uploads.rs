@@ -5,17 +5,19 @@
 //! so tokens survive restarts. A finished upload is fsynced, renamed into the assetstore and
 //! only then recorded, in one transaction: a crash at any point leaves the store consistent.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Method;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::items::{head_or_initial_revision, revision_by_number};
 use super::objects::item;
@@ -359,6 +361,137 @@ impl Drop for InProgress<'_> {
     }
 }
 
+/// Chunks queued for the writing (or hashing) thread before the network side waits: a bound
+/// on the memory one upload holds (hyper's chunks are at most a few hundred KiB).
+const SPOOL_QUEUE: usize = 32;
+
+/// The writing thread starts writeback of every window of this many bytes as soon as it is
+/// written, and waits for the window before, so the final fsync finds little left to do and
+/// the page cache never holds a whole upload dirty.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// Why received bytes did not all reach the disk.
+#[derive(Debug, thiserror::Error)]
+enum SpoolError {
+    /// A write failed; the file was cut back to the `kept` bytes it held before that chunk.
+    #[error("write failed with {kept} bytes kept: {source}")]
+    Write { kept: u64, source: std::io::Error },
+    #[error("fsync failed: {0}")]
+    Sync(std::io::Error),
+    #[error("the writing thread stopped")]
+    Stopped,
+}
+
+/// An upload's temporary file being appended to by one blocking thread while, from byte 0,
+/// another computes the MD5: the network, the disk and the hash proceed side by side.
+struct Spool {
+    to_writer: mpsc::Sender<Bytes>,
+    to_hasher: Option<mpsc::Sender<Bytes>>,
+    writer: JoinHandle<Result<(), SpoolError>>,
+    hasher: Option<JoinHandle<String>>,
+}
+
+impl Spool {
+    /// `held` is the file's current length.
+    fn start(file: std::fs::File, held: u64, hash: bool) -> Spool {
+        let (to_writer, chunks) = mpsc::channel(SPOOL_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, held, chunks));
+        let (to_hasher, hasher) = if hash {
+            let (tx, chunks) = mpsc::channel(SPOOL_QUEUE);
+            (
+                Some(tx),
+                Some(tokio::task::spawn_blocking(move || hash_chunks(chunks))),
+            )
+        } else {
+            (None, None)
+        };
+        Spool {
+            to_writer,
+            to_hasher,
+            writer,
+            hasher,
+        }
+    }
+
+    /// Queue one chunk (shared, not copied); false once the writer has stopped on an error.
+    async fn push(&mut self, chunk: Bytes) -> bool {
+        if let Some(to_hasher) = &self.to_hasher {
+            // The hasher only stops when its queue closes, which this side does.
+            let _ = to_hasher.send(chunk.clone()).await;
+        }
+        self.to_writer.send(chunk).await.is_ok()
+    }
+
+    /// Wait until everything queued is written and fsynced; then the MD5 of all of it comes
+    /// from the returned task, when hashing.
+    async fn finish(self) -> Result<Option<JoinHandle<String>>, SpoolError> {
+        drop(self.to_writer);
+        drop(self.to_hasher);
+        self.writer.await.map_err(|_| SpoolError::Stopped)??;
+        Ok(self.hasher)
+    }
+}
+
+fn write_chunks(
+    mut file: std::fs::File,
+    held: u64,
+    mut chunks: mpsc::Receiver<Bytes>,
+) -> Result<(), SpoolError> {
+    let mut written = held;
+    let mut writeback_from = held;
+    let mut previous_window = None;
+    while let Some(chunk) = chunks.blocking_recv() {
+        if let Err(source) = file.write_all(&chunk) {
+            // Drop whatever part of this chunk may have landed: the file stays resumable.
+            let _ = file.set_len(written);
+            let _ = file.sync_all();
+            return Err(SpoolError::Write {
+                kept: written,
+                source,
+            });
+        }
+        written += chunk.len() as u64;
+        if written - writeback_from >= WRITEBACK_WINDOW {
+            let window = (writeback_from, written);
+            writeback(&file, window, previous_window);
+            previous_window = Some(window);
+            writeback_from = written;
+        }
+    }
+    file.sync_all().map_err(SpoolError::Sync)
+}
+
+/// Start writing `window` (a byte range) to disk and wait until `previous` is written. Only
+/// a head start for the final fsync, which reports any error, so failures here are ignored.
+fn writeback(file: &std::fs::File, window: (u64, u64), previous: Option<(u64, u64)>) {
+    use std::os::fd::AsRawFd;
+    let range = |(from, to): (u64, u64)| {
+        Some((
+            libc::off64_t::try_from(from).ok()?,
+            libc::off64_t::try_from(to - from).ok()?,
+        ))
+    };
+    if let Some((start, len)) = range(window) {
+        // SAFETY: a plain syscall on an open descriptor.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    if let Some((start, len)) = previous.and_then(range) {
+        let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: as above.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, wait) };
+    }
+}
+
+fn hash_chunks(mut chunks: mpsc::Receiver<Bytes>) -> String {
+    let mut hasher = Md5::new();
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 /// `midas.upload.perform` in stream mode: append the raw body until `length` bytes are held.
 pub async fn perform(
     shared: Arc<Shared>,
@@ -437,13 +570,12 @@ pub async fn perform(
     };
 
     let temp = token.temp_path(&shared.store);
-    let mut file = match tokio::fs::OpenOptions::new().append(true).open(&temp).await {
+    let file = match tokio::fs::OpenOptions::new().append(true).open(&temp).await {
         Ok(f) => f,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(invalid_token()),
         Err(err) => return Err(io_failure(err)),
     };
     let mut have = file.metadata().await.map_err(io_failure)?.len();
-    let mut stream = body.into_data_stream();
     let short = |have: u64| {
         ApiError::new(
             -105,
@@ -455,7 +587,8 @@ pub async fn perform(
         return Err(short(have));
     }
     // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
-    let mut hasher = (have == 0).then(Md5::new);
+    let mut spool = Spool::start(file.into_std().await, have, have == 0);
+    let mut stream = body.into_data_stream();
     while have < length {
         let chunk = match stream.next().await {
             Some(Ok(chunk)) => chunk,
@@ -465,25 +598,32 @@ pub async fn perform(
         let wanted = usize::try_from(length - have)
             .unwrap_or(usize::MAX)
             .min(chunk.len());
-        if let Err(err) = file.write_all(&chunk[..wanted]).await {
-            log::warn!("upload write failed: {err}");
-            // Drop whatever part of this chunk may have landed: the file stays resumable.
-            let _ = file.set_len(have).await;
-            let _ = file.sync_all().await;
-            return Err(short(have));
-        }
-        if let Some(h) = hasher.as_mut() {
-            h.update(&chunk[..wanted]);
+        if !spool.push(chunk.slice(..wanted)).await {
+            break;
         }
         have += wanted as u64;
         shared.stats.add_uploaded(wanted as u64);
     }
-    file.sync_all().await.map_err(io_failure)?;
-    drop(file);
+    let hasher = match spool.finish().await {
+        Ok(hasher) => hasher,
+        Err(SpoolError::Write { kept, source }) => {
+            log::warn!("upload write failed: {source}");
+            return Err(short(kept));
+        }
+        Err(SpoolError::Sync(err)) => return Err(io_failure(err)),
+        Err(SpoolError::Stopped) => return Err(ApiError::internal("Upload failed")),
+    };
     if have < length {
         return Err(short(have));
     }
-    let checksum = hasher.map(|h| format!("{:x}", h.finalize()));
+    let checksum = match hasher {
+        Some(hasher) => Some(
+            hasher
+                .await
+                .map_err(|_| ApiError::internal("Upload failed"))?,
+        ),
+        None => None,
+    };
     let changes = params.get("changes").unwrap_or_default().to_owned();
     let commit_shared = Arc::clone(&shared);
     tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
