@@ -15,9 +15,13 @@ use common::tree::pseudo_random;
 use common::zipfile;
 use midasfs::midas::text::{double_encode, repair};
 
-/// Runs a script of `tests/pydas`; returns the JSON it reports.
+/// Runs a script of `tests/pydas` as the administrator; returns the JSON it reports.
 fn run_pydas(server: &TestServer, script: &str, args: &[&str]) -> Value {
-    let output = server.pydas(script, args);
+    report_of(script, server.pydas(script, args))
+}
+
+/// The JSON a script of `tests/pydas` reported; panics if it failed.
+fn report_of(script: &str, output: std::process::Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -560,7 +564,7 @@ fn upload_again_with_and_without_reuse_existing() {
     // two bitstreams now: the item downloads as a ZIP holding both, under the same name
     let download = work.path().join("download");
     std::fs::create_dir(&download).expect("create the download directory");
-    run_pydas(
+    let fetched = run_pydas(
         &server,
         "download.py",
         &[
@@ -568,6 +572,7 @@ fn upload_again_with_and_without_reuse_existing() {
             download.to_str().expect("a UTF-8 path"),
         ],
     );
+    assert_eq!(fetched["error"], Value::Null);
     let zip = std::fs::read(download.join("b.txt.zip")).expect("b.txt.zip downloaded");
     assert_eq!(
         unzip(&zip),
@@ -596,11 +601,12 @@ fn upload_to_a_community_path_and_download_it() {
     let upload = run_pydas(&server, "upload.py", &[local_arg, destination]);
     assert_eq!(upload["error"], Value::Null);
     let download_arg = download.to_str().expect("a UTF-8 path");
-    run_pydas(
+    let fetched = run_pydas(
         &server,
         "download.py",
         &["/communities/Lab/Public/tree", download_arg],
     );
+    assert_eq!(fetched["error"], Value::Null);
 
     let mut expected = BTreeMap::new();
     expected_download(&local, "tree", false, &mut expected);
@@ -613,4 +619,86 @@ fn upload_to_a_community_path_and_download_it() {
         "something landed in Private: {:?}",
         private_tree(&server)
     );
+}
+
+/// Another user can read the administrator's Public folder but not the Private one, and has
+/// folders of their own. pydas reports Midas's -151 as `InvalidPolicy`; its path walk starts at the
+/// user's root folder, which only its owner may read (reference §2.2), so even the Public folder
+/// of someone else is out of pydas.download's reach, as on a real Midas.
+#[test]
+fn another_user_reads_public_but_not_private_data() {
+    let server = TestServer::start();
+    let (email, password) = ("jane@example.com", "janepassword1");
+    let jane_key = server.add_user(email, password, "Jane", "Doe");
+    let as_jane = |script: &str, args: &[&str]| {
+        report_of(
+            script,
+            server.pydas_as(email, &jane_key, password, script, args),
+        )
+    };
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let local = work.path().join("shared");
+    std::fs::create_dir(&local).expect("create the tree");
+    std::fs::write(local.join("notes.txt"), b"for everyone\n").expect("write notes.txt");
+    let local_arg = local.to_str().expect("a UTF-8 path");
+    for destination in ["--destination=Private", "--destination=Public"] {
+        let upload = run_pydas(&server, "upload.py", &[local_arg, destination]);
+        assert_eq!(upload["error"], Value::Null);
+    }
+
+    let download = work.path().join("download");
+    std::fs::create_dir(&download).expect("create a download directory");
+    let download_arg = download.to_str().expect("a UTF-8 path");
+    for path in [
+        "/users/Admin_User/Private/shared",
+        "/users/Admin_User/Public/shared",
+    ] {
+        let refused = as_jane("download.py", &[path, download_arg]);
+        assert_eq!(refused["error"], "InvalidPolicy", "{path}");
+    }
+    let left = std::fs::read_dir(&download)
+        .expect("list the download directory")
+        .count();
+    assert_eq!(left, 0, "pydas downloaded something it may not read");
+
+    let login = [
+        ("email", email),
+        ("apikey", &jane_key),
+        ("appname", "Default"),
+    ];
+    let jane_token = server.call_ok("midas.login", &login)["token"].clone();
+    let jane_token = text(&jane_token);
+    let admin_token = server.token();
+    let admin_folders = server.call_ok("midas.user.folders", &[("token", &admin_token)]);
+    for folder in admin_folders.as_array().expect("a list of folders") {
+        let id = text(&folder["folder_id"]);
+        let answer = server.call("midas.folder.get", &[("token", jane_token), ("id", id)]);
+        let children = server.call_ok(
+            "midas.folder.children",
+            &[("token", jane_token), ("id", id)],
+        );
+        let visible: Vec<&str> = children["folders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| text(&f["name"]))
+            .collect();
+        if folder["name"] == "Public" {
+            assert_eq!(answer["stat"], "ok", "{answer}");
+            assert_eq!(visible, ["shared"]);
+        } else {
+            assert_eq!(answer["code"], "-151", "{answer}");
+            assert!(visible.is_empty(), "{visible:?}");
+        }
+    }
+
+    let own = as_jane("upload.py", &[local_arg]);
+    assert_eq!(own["error"], Value::Null);
+    let fetched = as_jane(
+        "download.py",
+        &["/users/Jane_Doe/Private/shared", download_arg],
+    );
+    assert_eq!(fetched["error"], Value::Null);
+    let notes = std::fs::read(download.join("shared/notes.txt")).expect("notes.txt downloaded");
+    assert_eq!(notes, b"for everyone\n");
 }

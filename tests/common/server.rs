@@ -243,9 +243,21 @@ impl TestServer {
         &self.http
     }
 
-    /// Runs `tests/pydas/<script>` with pydas's Python, credentials in the environment
-    /// (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`).
+    /// Runs `tests/pydas/<script>` with pydas's Python, the administrator's credentials in the
+    /// environment (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`).
     pub fn pydas(&self, script: &str, args: &[&str]) -> Output {
+        self.pydas_as(&self.email, &self.api_key, &self.password, script, args)
+    }
+
+    /// Like [`TestServer::pydas`], as another user.
+    pub fn pydas_as(
+        &self,
+        email: &str,
+        api_key: &str,
+        password: &str,
+        script: &str,
+        args: &[&str],
+    ) -> Output {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/pydas")
             .join(script);
@@ -253,9 +265,9 @@ impl TestServer {
             .arg(&path)
             .args(args)
             .env("MIDAS_URL", &self.url)
-            .env("MIDAS_EMAIL", &self.email)
-            .env("MIDAS_API_KEY", &self.api_key)
-            .env("MIDAS_PASSWORD", &self.password)
+            .env("MIDAS_EMAIL", email)
+            .env("MIDAS_API_KEY", api_key)
+            .env("MIDAS_PASSWORD", password)
             .env("PYTHONIOENCODING", "utf-8")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
