@@ -418,6 +418,13 @@ impl AsyncWrite for MidasStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::extract::{ConnectInfo, State};
+    use axum::response::Response;
+    use axum::routing::get;
+    use axum::Router;
+    use std::io::Read;
+    use std::path::PathBuf;
 
     #[test]
     fn head_is_rewritten_in_either_order() {
@@ -439,5 +446,145 @@ mod tests {
         assert!(
             rewrite_head(b"HTTP/1.1 200 OK\r\nx-midasfs-file-body: 9\r\ncontent-len").is_none()
         );
+    }
+
+    /// What the test server's `/file` route sends, and how it reports back.
+    struct FileRoute {
+        path: PathBuf,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+        /// Closed when a sent file's body is dropped, i.e. its sending thread has ended.
+        body_dropped: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    }
+
+    async fn send_file(
+        State(route): State<Arc<FileRoute>>,
+        ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    ) -> Response {
+        let file = std::fs::File::open(&route.path).expect("open");
+        let len = file.metadata().expect("metadata").len();
+        let sent = Arc::clone(&route.sent);
+        let dropped = route.body_dropped.lock().expect("lock").take();
+        conn.send_after_head(FileBody {
+            file,
+            offset: 0,
+            len,
+            on_sent: Box::new(move |n| {
+                let _keep_until_dropped = &dropped;
+                sent.fetch_add(n, Ordering::Relaxed);
+            }),
+        });
+        let mut response = Response::new(Body::empty());
+        response
+            .headers_mut()
+            .insert(FILE_BODY_MARKER, axum::http::HeaderValue::from(len));
+        response
+    }
+
+    async fn start_server(route: Arc<FileRoute>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new()
+            .route("/file", get(send_file))
+            .route("/text", get(|| async { "text" }))
+            .with_state(route);
+        let server = axum::serve(
+            MidasListener::new(listener),
+            app.into_make_service_with_connect_info::<ConnHandle>(),
+        );
+        tokio::spawn(async move { server.await.expect("serve") });
+        addr
+    }
+
+    fn route_for(path: PathBuf) -> (Arc<FileRoute>, std::sync::mpsc::Receiver<()>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let route = Arc::new(FileRoute {
+            path,
+            sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            body_dropped: Mutex::new(Some(tx)),
+        });
+        (route, rx)
+    }
+
+    /// One response off `all` from `at`: its head (lower case) and its body.
+    fn next_response(all: &[u8], at: &mut usize) -> (String, Vec<u8>) {
+        let head_len = find(&all[*at..], b"\r\n\r\n").expect("a head") + 4;
+        let head = String::from_utf8_lossy(&all[*at..*at + head_len]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("content-length")
+            .trim()
+            .parse()
+            .expect("a number");
+        let body_start = *at + head_len;
+        *at = body_start + length;
+        (head, all[body_start..*at].to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_keep_their_place_among_pipelined_responses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).expect("write");
+        let (route, _dropped) = route_for(path);
+        let addr = start_server(Arc::clone(&route)).await;
+        let all = tokio::task::spawn_blocking(move || {
+            let mut client = std::net::TcpStream::connect(addr).expect("connect");
+            client
+                .write_all(
+                    b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n\
+                      GET /text HTTP/1.1\r\nHost: t\r\n\r\n\
+                      GET /file HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                )
+                .expect("send");
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).expect("read");
+            all
+        })
+        .await
+        .expect("client");
+        let mut at = 0;
+        let (head, body) = next_response(&all, &mut at);
+        assert!(!head.contains(FILE_BODY_MARKER), "{head}");
+        assert!(body == content, "first file differs");
+        let (_, body) = next_response(&all, &mut at);
+        assert_eq!(body, b"text");
+        let (_, body) = next_response(&all, &mut at);
+        assert!(body == content, "second file differs");
+        assert_eq!(at, all.len(), "bytes after the last response");
+        assert_eq!(route.sent.load(Ordering::Relaxed), 2 * content.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_goes_away_stops_the_transfer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big");
+        // Far more than the socket buffers can hold: sparse, so nothing is written to disk.
+        let size = 1u64 << 30;
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(size))
+            .expect("sparse file");
+        let (route, dropped) = route_for(path);
+        let addr = start_server(Arc::clone(&route)).await;
+        tokio::task::spawn_blocking(move || {
+            let mut client = std::net::TcpStream::connect(addr).expect("connect");
+            client
+                .write_all(b"GET /file HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send");
+            let mut first = [0u8; 4096];
+            client.read_exact(&mut first).expect("first bytes");
+            // Gone without reading the rest.
+        })
+        .await
+        .expect("client");
+        // The sending thread ends and drops the body; a generous bound, not a timing check.
+        let ended = tokio::task::spawn_blocking(move || {
+            dropped.recv_timeout(std::time::Duration::from_secs(60))
+        })
+        .await
+        .expect("wait");
+        assert_eq!(ended, Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
+        assert!(route.sent.load(Ordering::Relaxed) < size);
     }
 }
