@@ -28,7 +28,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 /// Name of the marker header (lower case, as hyper writes header names).
 pub const FILE_BODY_MARKER: &str = "x-midasfs-file-body";
@@ -39,6 +39,35 @@ const SENDFILE_STEP: usize = 8 << 20;
 /// How long the sending thread waits for a full socket to drain before it looks again
 /// whether the connection is gone.
 const POLL_INTERVAL_MS: libc::c_int = 500;
+
+/// Run `work` on a thread of its own and get its result back. For transfers, which last as
+/// long as their clients take: held that long, tokio's blocking pool could run out of threads
+/// and starve the short database tasks queued behind them.
+pub fn spawn_transfer<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<Transfer<T>> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("midasfs-transfer".to_owned())
+        .spawn(move || {
+            // Nobody waits any more when the request was dropped; then the result is moot.
+            let _ = tx.send(work());
+        })?;
+    Ok(Transfer(rx))
+}
+
+/// The result of a [`spawn_transfer`] thread; an error if that thread panicked.
+pub struct Transfer<T>(oneshot::Receiver<T>);
+
+impl<T> Future for Transfer<T> {
+    type Output = io::Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map_err(|_| io::Error::other("transfer thread panicked"))
+    }
+}
 
 /// A region of a stored file to send as a response body.
 pub struct FileBody {
@@ -185,10 +214,10 @@ fn rewrite_head(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
     Some((out, head_end))
 }
 
-/// A response head and file body being written by a blocking thread. Dropping it (the
+/// A response head and file body being written by a thread of its own. Dropping it (the
 /// connection is gone) stops the thread at its next step.
 struct FileSend {
-    done: JoinHandle<io::Result<()>>,
+    done: Transfer<io::Result<()>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -200,18 +229,15 @@ impl FileSend {
         let socket = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned()?);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
-        let done = tokio::task::spawn_blocking(move || {
+        let done = spawn_transfer(move || {
             write_all_nonblocking(&socket, &head, &thread_stop)?;
             sendfile_all(&socket, &body, &thread_stop)
-        });
+        })?;
         Ok(FileSend { done, stop })
     }
 
     fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.done).poll(cx)) {
-            Ok(result) => Poll::Ready(result),
-            Err(join_error) => Poll::Ready(Err(io::Error::other(join_error))),
-        }
+        Poll::Ready(ready!(Pin::new(&mut self.done).poll(cx)).and_then(|sent| sent))
     }
 }
 

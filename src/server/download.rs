@@ -1,7 +1,7 @@
 //! The `/download/` controller: `?bitstream=ID&offset=N&name=X`, `?items=ID[,rev]`,
 //! `?folders=ID`, each with an optional `authToken`. A single file goes from the page cache to
-//! the socket with `sendfile(2)` (see conn.rs); ZIPs are produced on a blocking thread while
-//! they are sent. The database is never locked while bytes flow.
+//! the socket with `sendfile(2)` (see conn.rs); ZIPs are produced on a thread of their own
+//! while they are sent. The database is never locked while bytes flow.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::api::resolve_token;
-use super::conn::{ConnHandle, FileBody, FILE_BODY_MARKER};
+use super::conn::{spawn_transfer, ConnHandle, FileBody, FILE_BODY_MARKER};
 use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, READ};
 use super::wire::{error_page, parse_id, ApiError, Params};
 use super::zipstream::ZipStreamWriter;
@@ -561,7 +561,7 @@ impl Write for ChannelWriter {
 fn send_zip(shared: &Arc<Shared>, name: String, entries: Vec<ZipEntry>) -> Response {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let error_tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
+    let started = spawn_transfer(move || {
         let writer = ChannelWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
@@ -582,6 +582,10 @@ fn send_zip(shared: &Arc<Shared>, name: String, entries: Vec<ZipEntry>) -> Respo
             }
         }
     });
+    if let Err(err) = started {
+        log::error!("cannot start a zip download: {err}");
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+    }
     let stats_shared = Arc::clone(shared);
     let body_stream = stream::unfold(rx, move |mut rx| {
         let stats_shared = Arc::clone(&stats_shared);

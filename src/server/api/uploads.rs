@@ -17,11 +17,11 @@ use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::items::{head_or_initial_revision, revision_by_number};
 use super::objects::item;
 use super::{Call, Reply};
+use crate::server::conn::{spawn_transfer, Transfer};
 use crate::server::store::{
     add_bitstream, add_revision, can_folder, can_item, create_item, policy_sql, random_alnum,
     Caller, NewBitstream, Store, READ, WRITE,
@@ -382,35 +382,32 @@ enum SpoolError {
     Stopped,
 }
 
-/// An upload's temporary file being appended to by one blocking thread while, from byte 0,
-/// another computes the MD5: the network, the disk and the hash proceed side by side.
+/// An upload's temporary file being appended to by one thread while, from byte 0, another
+/// computes the MD5: the network, the disk and the hash proceed side by side.
 struct Spool {
     to_writer: mpsc::Sender<Bytes>,
     to_hasher: Option<mpsc::Sender<Bytes>>,
-    writer: JoinHandle<Result<(), SpoolError>>,
-    hasher: Option<JoinHandle<String>>,
+    writer: Transfer<Result<(), SpoolError>>,
+    hasher: Option<Transfer<String>>,
 }
 
 impl Spool {
     /// `held` is the file's current length.
-    fn start(file: std::fs::File, held: u64, hash: bool) -> Spool {
+    fn start(file: std::fs::File, held: u64, hash: bool) -> std::io::Result<Spool> {
         let (to_writer, chunks) = mpsc::channel(SPOOL_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_chunks(file, held, chunks));
+        let writer = spawn_transfer(move || write_chunks(file, held, chunks))?;
         let (to_hasher, hasher) = if hash {
             let (tx, chunks) = mpsc::channel(SPOOL_QUEUE);
-            (
-                Some(tx),
-                Some(tokio::task::spawn_blocking(move || hash_chunks(chunks))),
-            )
+            (Some(tx), Some(spawn_transfer(move || hash_chunks(chunks))?))
         } else {
             (None, None)
         };
-        Spool {
+        Ok(Spool {
             to_writer,
             to_hasher,
             writer,
             hasher,
-        }
+        })
     }
 
     /// Queue one chunk (shared, not copied); false once the writer has stopped on an error.
@@ -424,7 +421,7 @@ impl Spool {
 
     /// Wait until everything queued is written and fsynced; then the MD5 of all of it comes
     /// from the returned task, when hashing.
-    async fn finish(self) -> Result<Option<JoinHandle<String>>, SpoolError> {
+    async fn finish(self) -> Result<Option<Transfer<String>>, SpoolError> {
         drop(self.to_writer);
         drop(self.to_hasher);
         self.writer.await.map_err(|_| SpoolError::Stopped)??;
@@ -587,7 +584,7 @@ pub async fn perform(
         return Err(short(have));
     }
     // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
-    let mut spool = Spool::start(file.into_std().await, have, have == 0);
+    let mut spool = Spool::start(file.into_std().await, have, have == 0).map_err(io_failure)?;
     let mut stream = body.into_data_stream();
     while have < length {
         let chunk = match stream.next().await {
