@@ -345,13 +345,14 @@ pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, 
     Ok(id)
 }
 
-/// Forget a token being served when the request ends, however it ends.
-struct InProgress<'a> {
-    shared: &'a Shared,
+/// Forget a token being served when the request ends, however it ends, and its writing
+/// thread has stopped: both hold it.
+struct InProgress {
+    shared: Arc<Shared>,
     key: String,
 }
 
-impl Drop for InProgress<'_> {
+impl Drop for InProgress {
     fn drop(&mut self) {
         self.shared
             .uploads_in_progress
@@ -392,10 +393,20 @@ struct Spool {
 }
 
 impl Spool {
-    /// `held` is the file's current length.
-    fn start(file: std::fs::File, held: u64, hash: bool) -> std::io::Result<Spool> {
+    /// `held` is the file's current length. The token stays `busy` until the writing thread
+    /// has stopped, even if the request is dropped before.
+    fn start(
+        file: std::fs::File,
+        held: u64,
+        hash: bool,
+        busy: Arc<InProgress>,
+    ) -> std::io::Result<Spool> {
         let (to_writer, chunks) = mpsc::channel(SPOOL_QUEUE);
-        let writer = spawn_transfer(move || write_chunks(file, held, chunks))?;
+        let writer = spawn_transfer(move || {
+            let written = write_chunks(file, held, chunks);
+            drop(busy);
+            written
+        })?;
         let (to_hasher, hasher) = if hash {
             let (tx, chunks) = mpsc::channel(SPOOL_QUEUE);
             (Some(tx), Some(spawn_transfer(move || hash_chunks(chunks))?))
@@ -561,10 +572,11 @@ pub async fn perform(
             "An upload with this token is already in progress",
         ));
     }
-    let _guard = InProgress {
-        shared: &shared,
+    // Held to the end of this request, i.e. past the commit that moves the file away.
+    let busy = Arc::new(InProgress {
+        shared: Arc::clone(&shared),
         key,
-    };
+    });
 
     let temp = token.temp_path(&shared.store);
     let file = match tokio::fs::OpenOptions::new().append(true).open(&temp).await {
@@ -584,7 +596,8 @@ pub async fn perform(
         return Err(short(have));
     }
     // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
-    let mut spool = Spool::start(file.into_std().await, have, have == 0).map_err(io_failure)?;
+    let mut spool = Spool::start(file.into_std().await, have, have == 0, Arc::clone(&busy))
+        .map_err(io_failure)?;
     let mut stream = body.into_data_stream();
     while have < length {
         let chunk = match stream.next().await {
