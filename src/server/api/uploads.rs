@@ -677,6 +677,75 @@ mod tests {
         }
     }
 
+    /// Feed `chunks` to a writing thread appending to `file`, as an upload does.
+    fn write_all_chunks(
+        file: std::fs::File,
+        held: u64,
+        chunks: Vec<Bytes>,
+    ) -> Result<(), SpoolError> {
+        let (tx, rx) = mpsc::channel(SPOOL_QUEUE);
+        let writer = std::thread::spawn(move || write_chunks(file, held, rx));
+        for chunk in chunks {
+            tx.blocking_send(chunk).expect("writer alive");
+        }
+        drop(tx);
+        writer.join().expect("writer thread")
+    }
+
+    #[test]
+    fn chunks_are_appended_across_writeback_windows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("upload");
+        std::fs::write(&path, b"held").expect("write");
+        let chunk: Bytes = (0..=255u8)
+            .cycle()
+            .take(3 << 20)
+            .collect::<Vec<u8>>()
+            .into();
+        let chunks = vec![chunk.clone(); 7];
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        write_all_chunks(file, 4, chunks).expect("written");
+        let stored = std::fs::read(&path).expect("read");
+        assert_eq!(stored.len(), 4 + 7 * chunk.len());
+        assert_eq!(&stored[..4], b"held");
+        assert!(stored[4..].chunks(chunk.len()).all(|c| c == chunk));
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_bytes_held_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("upload");
+        std::fs::write(&path, b"held").expect("write");
+        let read_only = std::fs::File::open(&path).expect("open");
+        match write_all_chunks(read_only, 4, vec![Bytes::from_static(b"more")]) {
+            Err(SpoolError::Write { kept, .. }) => assert_eq!(kept, 4),
+            other => panic!("expected a write failure, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), b"held");
+    }
+
+    #[test]
+    fn the_hash_covers_every_chunk_in_order() {
+        let (tx, rx) = mpsc::channel(SPOOL_QUEUE);
+        let hasher = std::thread::spawn(move || hash_chunks(rx));
+        for part in [
+            &b"The quick brown fox "[..],
+            b"jumps over ",
+            b"the lazy dog",
+        ] {
+            tx.blocking_send(Bytes::copy_from_slice(part))
+                .expect("hasher alive");
+        }
+        drop(tx);
+        assert_eq!(
+            hasher.join().expect("hasher thread"),
+            "9e107d9d372bb6826bd81d3542a419d6"
+        );
+    }
+
     #[test]
     fn mimetypes_are_sniffed() {
         assert_eq!(sniff_mimetype(b"", 0), "application/x-empty");
