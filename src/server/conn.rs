@@ -230,8 +230,13 @@ impl FileSend {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let done = spawn_transfer(move || {
-            write_all_nonblocking(&socket, &head, &thread_stop)?;
-            sendfile_all(&socket, &body, &thread_stop)
+            // Only full segments while the file goes out (the connection runs TCP_NODELAY):
+            // fewer, larger packets, measurably less CPU per byte. Uncorking flushes the tail.
+            set_cork(&socket, true);
+            let sent = write_all_nonblocking(&socket, &head, &thread_stop)
+                .and_then(|()| sendfile_all(&socket, &body, &thread_stop));
+            set_cork(&socket, false);
+            sent
         })?;
         Ok(FileSend { done, stop })
     }
@@ -245,6 +250,22 @@ impl Drop for FileSend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Set or clear TCP_CORK. Only a packet-size optimisation: a failure changes nothing else,
+/// so it is ignored.
+fn set_cork(socket: &std::net::TcpStream, on: bool) {
+    let value = libc::c_int::from(on);
+    // SAFETY: the option value points to a c_int and its size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 fn stopped() -> io::Error {
