@@ -14,7 +14,7 @@ usage() {
 usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
 
   --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
-             about 3 minutes instead of about 15
+             about 3 minutes instead of about 18
   --runs N   runs per measurement (the median is shown); default 3
   --dir DIR  where the servers' stores, test files and mountpoints go; default ${TMPDIR:-/var/tmp}
   --keep     keep that working directory (logs, stores) instead of deleting it
@@ -53,6 +53,9 @@ done
 	exit 2
 }
 
+# SLOW_RUNS: runs of what is slow because every request waits for the latency (pydas walks,
+# small-file writes). Their spread is small, and a third run would push the full mode past
+# 20 minutes.
 if ((QUICK)); then
 	BIG_MIB=64
 	TREE_FOLDERS=10 TREE_FILES=10
@@ -73,9 +76,7 @@ SMALL_FILE_SIZE=4096
 RANDOM_READS=1000
 RANDOM_READ_SIZE=4096
 LATENCY_MS=20
-# Runs of what is slow because every request waits for the latency (pydas walks, small-file
-# writes): their spread is small, and a third run would push the full mode past 20 minutes.
-# The pydas walk of the big folder (10,000 requests) runs once.
+# The pydas walk of the big folder (10,000 requests at 20 ms) runs once.
 PYDAS_BIG_RUNS=1
 # Long enough that the warm walk, right after a slow cold one, is still inside the TTL.
 META_TTL=300
