@@ -183,7 +183,7 @@ start_server() {
 }
 
 stop_server() {
-	kill -TERM "$1"
+	kill -TERM "$1" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
 }
 

@@ -126,7 +126,7 @@ def cmd_folder(args):
 
 
 def cmd_put_file(args):
-    """Upload a local file as a one-bitstream item (what pydas.upload makes); print its bitstream id."""
+    """Upload a file as a one-bitstream item (as pydas.upload does); print its bitstream id."""
     api = logged_in(args)
     name = args.name or os.path.basename(args.file)
     item_id = api.create_item(args.folder_id, name)
@@ -156,7 +156,7 @@ def cmd_seed_empty(args):
 
 
 def cmd_curl_upload(args):
-    """The hand-made baseline for a large write: generatetoken + `curl -T` to perform. Prints seconds."""
+    """The baseline for a large write: generatetoken + `curl -T` to perform. Prints seconds."""
     api = logged_in(args)
     name = os.path.basename(args.name)
     length = os.path.getsize(args.file)
@@ -306,7 +306,7 @@ def pydas_login(args):
 
 
 def cmd_pydas_walk(args):
-    """What a pydas script does to list a tree: folder_children, then item_get per item. Prints seconds."""
+    """A pydas script listing a tree: folder_children, then item_get per item. Prints seconds."""
     pydas = pydas_login(args)
     communicator, token = pydas.session.communicator, pydas.session.token
 
@@ -491,7 +491,7 @@ TARGETS = [
 
 
 def cmd_table(args):
-    """Print the results (a TSV written by bench.sh) as one Markdown table plus the target summary."""
+    """Print the results (a TSV from bench.sh) as one Markdown table plus the target summary."""
     with open(args.results, newline="") as results:
         reader = csv.DictReader(results, delimiter="\t", quoting=csv.QUOTE_NONE)
         rows = sorted((Row(r) for r in reader), key=lambda row: row.section)
@@ -589,8 +589,10 @@ def main():
     args = parser.parse_args()
     try:
         args.handler(args)
-    except (ApiError, OSError, http.client.HTTPException) as err:
+    except (ApiError, OSError, ValueError, http.client.HTTPException, subprocess.SubprocessError) as err:
         sys.exit(f"midasbench {args.command}: {err}")
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: bench.sh cleans up; a traceback would only hide its messages
 
 
 if __name__ == "__main__":
