@@ -589,7 +589,13 @@ def main():
     args = parser.parse_args()
     try:
         args.handler(args)
-    except (ApiError, OSError, ValueError, http.client.HTTPException, subprocess.SubprocessError) as err:
+    except (
+        ApiError,
+        OSError,
+        ValueError,
+        http.client.HTTPException,
+        subprocess.SubprocessError,
+    ) as err:
         sys.exit(f"midasbench {args.command}: {err}")
     except KeyboardInterrupt:
         sys.exit(130)  # Ctrl-C: bench.sh cleans up; a traceback would only hide its messages
