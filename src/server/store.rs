@@ -336,18 +336,54 @@ pub fn policy_sql(kind: &str, id_expr: &str, caller: Option<Caller>, level: i64)
     }
 }
 
+/// An object that carries policies of its own. Its name is also the prefix of its tables:
+/// `folder`, `folderpolicyuser`, `folderpolicygroup`, and likewise for items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    Folder,
+    Item,
+}
+
+impl Guarded {
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarded::Folder => "folder",
+            Guarded::Item => "item",
+        }
+    }
+}
+
+/// Who a policy is granted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    User(i64),
+    Group(i64),
+}
+
+/// Whether `caller` holds `level` on a folder or item; false when it does not exist.
+pub fn can(
+    conn: &Connection,
+    caller: Option<Caller>,
+    object: Guarded,
+    id: i64,
+    level: i64,
+) -> Result<bool, ApiError> {
+    let kind = object.name();
+    let sql = format!(
+        "SELECT {} FROM {kind} o WHERE o.{kind}_id = ?1",
+        policy_sql(kind, &format!("o.{kind}_id"), caller, level)
+    );
+    let found: Option<bool> = conn.query_row(&sql, [id], |r| r.get(0)).optional()?;
+    Ok(found.unwrap_or(false))
+}
+
 pub fn can_folder(
     conn: &Connection,
     caller: Option<Caller>,
     folder_id: i64,
     level: i64,
 ) -> Result<bool, ApiError> {
-    let sql = format!(
-        "SELECT {} FROM folder f WHERE f.folder_id = ?1",
-        policy_sql("folder", "f.folder_id", caller, level)
-    );
-    let found: Option<bool> = conn.query_row(&sql, [folder_id], |r| r.get(0)).optional()?;
-    Ok(found.unwrap_or(false))
+    can(conn, caller, Guarded::Folder, folder_id, level)
 }
 
 pub fn can_item(
@@ -356,67 +392,46 @@ pub fn can_item(
     item_id: i64,
     level: i64,
 ) -> Result<bool, ApiError> {
-    let sql = format!(
-        "SELECT {} FROM item i WHERE i.item_id = ?1",
-        policy_sql("item", "i.item_id", caller, level)
-    );
-    let found: Option<bool> = conn.query_row(&sql, [item_id], |r| r.get(0)).optional()?;
-    Ok(found.unwrap_or(false))
+    can(conn, caller, Guarded::Item, item_id, level)
 }
 
-/// Grant `level` to a user on a folder, keeping a higher level already held.
-pub fn grant_folder_user(
+/// Grant `level` on a folder or item to a user or group, keeping a higher level already held.
+pub fn grant(
     conn: &Connection,
-    folder_id: i64,
-    user_id: i64,
+    object: Guarded,
+    id: i64,
+    holder: Holder,
     level: i64,
 ) -> rusqlite::Result<()> {
+    let kind = object.name();
+    let (holder_kind, holder_id) = match holder {
+        Holder::User(user_id) => ("user", user_id),
+        Holder::Group(group_id) => ("group", group_id),
+    };
     conn.execute(
-        "INSERT INTO folderpolicyuser (folder_id, user_id, policy) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (folder_id, user_id) DO UPDATE SET policy = MAX(policy, excluded.policy)",
-        params![folder_id, user_id, level],
+        &format!(
+            "INSERT INTO {kind}policy{holder_kind} ({kind}_id, {holder_kind}_id, policy) VALUES (?1, ?2, ?3) \
+             ON CONFLICT ({kind}_id, {holder_kind}_id) DO UPDATE SET policy = MAX(policy, excluded.policy)"
+        ),
+        params![id, holder_id, level],
     )?;
     Ok(())
 }
 
-pub fn grant_folder_group(
+/// Make a folder or item readable by anyone (anonymous READ), or take that policy away.
+pub fn set_public(
     conn: &Connection,
-    folder_id: i64,
-    group_id: i64,
-    level: i64,
+    object: Guarded,
+    id: i64,
+    public: bool,
 ) -> rusqlite::Result<()> {
+    if public {
+        return grant(conn, object, id, Holder::Group(ANONYMOUS_GROUP), READ);
+    }
+    let kind = object.name();
     conn.execute(
-        "INSERT INTO folderpolicygroup (folder_id, group_id, policy) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (folder_id, group_id) DO UPDATE SET policy = MAX(policy, excluded.policy)",
-        params![folder_id, group_id, level],
-    )?;
-    Ok(())
-}
-
-pub fn grant_item_user(
-    conn: &Connection,
-    item_id: i64,
-    user_id: i64,
-    level: i64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO itempolicyuser (item_id, user_id, policy) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (item_id, user_id) DO UPDATE SET policy = MAX(policy, excluded.policy)",
-        params![item_id, user_id, level],
-    )?;
-    Ok(())
-}
-
-pub fn grant_item_group(
-    conn: &Connection,
-    item_id: i64,
-    group_id: i64,
-    level: i64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO itempolicygroup (item_id, group_id, policy) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (item_id, group_id) DO UPDATE SET policy = MAX(policy, excluded.policy)",
-        params![item_id, group_id, level],
+        &format!("DELETE FROM {kind}policygroup WHERE {kind}_id = ?1 AND group_id = ?2"),
+        params![id, ANONYMOUS_GROUP],
     )?;
     Ok(())
 }
@@ -547,12 +562,12 @@ pub fn create_user(
     )?;
     let user_id = conn.last_insert_rowid();
     let root = insert_folder(conn, USER_ROOT_PARENT, &format!("user_{user_id}"), "", None)?;
-    grant_folder_user(conn, root, user_id, ADMIN)?;
     let private = insert_folder(conn, root, "Private", "", None)?;
-    grant_folder_user(conn, private, user_id, ADMIN)?;
     let public = insert_folder(conn, root, "Public", "", None)?;
-    grant_folder_user(conn, public, user_id, ADMIN)?;
-    grant_folder_group(conn, public, ANONYMOUS_GROUP, READ)?;
+    for folder in [root, private, public] {
+        grant(conn, Guarded::Folder, folder, Holder::User(user_id), ADMIN)?;
+    }
+    set_public(conn, Guarded::Folder, public, true)?;
     conn.execute(
         "UPDATE user SET folder_id = ?1 WHERE user_id = ?2",
         params![root, user_id],
@@ -627,6 +642,11 @@ pub fn create_community(
         *slot = conn.last_insert_rowid();
     }
     let [admins, moderators, members] = groups;
+    let grant_groups = |folder: i64, levels: [(i64, i64); 3]| -> rusqlite::Result<()> {
+        levels.into_iter().try_for_each(|(group, level)| {
+            grant(conn, Guarded::Folder, folder, Holder::Group(group), level)
+        })
+    };
     let root = insert_folder(
         conn,
         COMMUNITY_ROOT_PARENT,
@@ -634,20 +654,16 @@ pub fn create_community(
         "",
         None,
     )?;
-    grant_folder_group(conn, root, admins, ADMIN)?;
-    grant_folder_group(conn, root, moderators, READ)?;
-    grant_folder_group(conn, root, members, READ)?;
+    grant_groups(root, [(admins, ADMIN), (moderators, READ), (members, READ)])?;
+    // Moderators write into the community's own folders.
+    let staff = [(admins, ADMIN), (moderators, WRITE), (members, READ)];
     if !private {
         let public = insert_folder(conn, root, "Public", "", None)?;
-        grant_folder_group(conn, public, admins, ADMIN)?;
-        grant_folder_group(conn, public, moderators, WRITE)?;
-        grant_folder_group(conn, public, members, READ)?;
-        grant_folder_group(conn, public, ANONYMOUS_GROUP, READ)?;
+        grant_groups(public, staff)?;
+        set_public(conn, Guarded::Folder, public, true)?;
     }
     let private_folder = insert_folder(conn, root, "Private", "", None)?;
-    grant_folder_group(conn, private_folder, admins, ADMIN)?;
-    grant_folder_group(conn, private_folder, moderators, WRITE)?;
-    grant_folder_group(conn, private_folder, members, READ)?;
+    grant_groups(private_folder, staff)?;
     renumber_tree(conn, root)?;
     conn.execute(
         "UPDATE community SET folder_id = ?1, admingroup_id = ?2, moderatorgroup_id = ?3, membergroup_id = ?4 WHERE community_id = ?5",
@@ -710,7 +726,7 @@ pub fn create_item(
         params![item_id, folder_id],
     )?;
     copy_folder_policies_to_item(conn, folder_id, item_id)?;
-    grant_item_user(conn, item_id, creator, ADMIN)?;
+    grant(conn, Guarded::Item, item_id, Holder::User(creator), ADMIN)?;
     Ok(item_id)
 }
 

@@ -7,7 +7,7 @@ use super::folders::delete_folder_tree;
 use super::objects::{
     community, community_row, folder_row, query_list, COMMUNITY_SELECT, FOLDER_SELECT,
 };
-use super::{Call, Reply};
+use super::{parse_public, Call, Reply};
 use crate::server::store::{create_community, policy_sql, Caller, ADMIN, READ, WRITE};
 use crate::server::wire::{parse_id, ApiError};
 
@@ -136,17 +136,6 @@ pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
     Ok(json!({ "folders": folders }).into())
 }
 
-fn parse_privacy(value: Option<&str>) -> Result<Option<bool>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some("Public") => Ok(Some(false)),
-        Some("Private") => Ok(Some(true)),
-        Some(_) => Err(ApiError::invalid(
-            "privacy should be one of [Public|Private]",
-        )),
-    }
-}
-
 fn parse_can_join(value: Option<&str>) -> Result<Option<bool>, ApiError> {
     match value {
         None => Ok(None),
@@ -164,7 +153,8 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
     let caller = call.user(conn, ApiError::policy("Unable to find user"))?;
     let name = call.params.require("name")?;
     let description = call.params.get("description");
-    let privacy = parse_privacy(call.params.get("privacy"))?;
+    // The community's column says whether it is private.
+    let privacy = parse_public(call.params.get("privacy"))?.map(|public| !public);
     let can_join = parse_can_join(call.params.get("canjoin"))?;
     let uuid = call.params.get("uuid").filter(|u| !u.is_empty());
     let tx = conn.transaction()?;

@@ -4,11 +4,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::objects::{folder, folder_row, item_row, query_list, FOLDER_SELECT, ITEM_SELECT};
-use super::{Call, Reply};
+use super::{update_by_uuid, Call, Reply};
 use crate::server::store::{
-    can_folder, delete_item, grant_folder_group, grant_folder_user, insert_folder, now_date,
-    policy_sql, renumber_tree, root_of, unused_checksums, Caller, ADMIN, ANONYMOUS_GROUP, READ,
-    WRITE,
+    can_folder, delete_item, grant, insert_folder, policy_sql, renumber_tree, root_of, set_public,
+    unused_checksums, Caller, Guarded, Holder, ADMIN, READ, WRITE,
 };
 use crate::server::wire::ApiError;
 
@@ -67,29 +66,6 @@ pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
     Ok(json!({ "folders": folders, "items": items }).into())
 }
 
-fn parse_privacy(value: Option<&str>) -> Result<Option<bool>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some("Public") => Ok(Some(true)),
-        Some("Private") => Ok(Some(false)),
-        Some(_) => Err(ApiError::invalid(
-            "privacy should be one of [Public|Private]",
-        )),
-    }
-}
-
-fn set_folder_public(conn: &Connection, folder_id: i64, public: bool) -> rusqlite::Result<()> {
-    if public {
-        grant_folder_group(conn, folder_id, ANONYMOUS_GROUP, READ)
-    } else {
-        conn.execute(
-            "DELETE FROM folderpolicygroup WHERE folder_id = ?1 AND group_id = ?2",
-            params![folder_id, ANONYMOUS_GROUP],
-        )
-        .map(|_| ())
-    }
-}
-
 /// The kind of object a uuid names, looked up in Midas's order.
 pub fn uuid_kind(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<(&'static str, i64)>> {
     for (kind, sql) in [
@@ -116,49 +92,31 @@ pub fn uuid_kind(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<(&'st
 /// or create under a parent (duplicate names refused unless `reuseExisting`).
 pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let name = p.require("name")?;
-    let caller = call.user(conn, ApiError::policy("Cannot create folder anonymously"))?;
-    let privacy = parse_privacy(p.get("privacy"))?;
-    let description = p.get("description");
-    let uuid = p.get("uuid").filter(|u| !u.is_empty());
+    let request =
+        call.create_request(conn, ApiError::policy("Cannot create folder anonymously"))?;
     let tx = conn.transaction()?;
 
-    if let Some(u) = uuid {
-        if let Some(("folder", id)) = uuid_kind(&tx, u)? {
-            if !can_folder(&tx, Some(caller), id, WRITE)? {
-                return Err(ApiError::policy("Invalid policy"));
-            }
-            if privacy.is_some() && !can_folder(&tx, Some(caller), id, ADMIN)? {
-                return Err(ApiError::policy(
-                    "Folder Admin privileges required to set privacy",
-                ));
-            }
-            if name.is_empty() {
-                return Err(ApiError::new(0, "Name cannot be empty."));
-            }
-            tx.execute(
-                "UPDATE folder SET name = ?1, description = COALESCE(?2, description), date_update = ?3 WHERE folder_id = ?4",
-                params![name, description, now_date(), id],
-            )?;
-            if let Some(public) = privacy {
-                set_folder_public(&tx, id, public)?;
-            }
-            renumber_tree(&tx, root_of(&tx, id)?)?;
-            let result = folder(&tx, id)?.ok_or_else(not_found)?;
-            tx.commit()?;
-            return Ok(result.into());
-        }
+    if let Some(id) = update_by_uuid(
+        &tx,
+        &request,
+        Guarded::Folder,
+        "Folder Admin privileges required to set privacy",
+    )? {
+        renumber_tree(&tx, root_of(&tx, id)?)?;
+        let result = folder(&tx, id)?.ok_or_else(not_found)?;
+        tx.commit()?;
+        return Ok(result.into());
     }
 
     let parent_param = p.require("parentid")?;
-    if name.is_empty() {
+    if request.name.is_empty() {
         return Err(ApiError::new(0, "Name cannot be empty."));
     }
     let parent_id = crate::server::wire::parse_id(parent_param);
     let existing_child = |tx: &Connection, parent: i64| -> rusqlite::Result<Option<i64>> {
         tx.query_row(
             "SELECT folder_id FROM folder WHERE parent_id = ?1 AND name = ?2 ORDER BY folder_id LIMIT 1",
-            params![parent, name],
+            params![parent, request.name],
             |r| r.get(0),
         )
         .optional()
@@ -168,15 +126,21 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         // Directly under the caller's root: no policies copied, nothing granted (as in Midas).
         let root: i64 = tx.query_row(
             "SELECT folder_id FROM user WHERE user_id = ?1",
-            [caller.user_id],
+            [request.caller.user_id],
             |r| r.get(0),
         )?;
         match existing_child(&tx, root)? {
             Some(id) => id,
             None => {
-                let id = insert_folder(&tx, root, name, description.unwrap_or_default(), uuid)?;
-                if privacy == Some(true) {
-                    set_folder_public(&tx, id, true)?;
+                let id = insert_folder(
+                    &tx,
+                    root,
+                    request.name,
+                    request.description.unwrap_or_default(),
+                    request.uuid,
+                )?;
+                if request.public == Some(true) {
+                    set_public(&tx, Guarded::Folder, id, true)?;
                 }
                 renumber_tree(&tx, root)?;
                 id
@@ -186,7 +150,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         if folder(&tx, parent_id)?.is_none() {
             return Err(ApiError::invalid("Parent doesn't exist"));
         }
-        if !can_folder(&tx, Some(caller), parent_id, WRITE)? {
+        if !can_folder(&tx, Some(request.caller), parent_id, WRITE)? {
             return Err(ApiError::policy("Invalid policy"));
         }
         match existing_child(&tx, parent_id)? {
@@ -197,7 +161,13 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
                 ))
             }
             None => {
-                let id = insert_folder(&tx, parent_id, name, description.unwrap_or_default(), uuid)?;
+                let id = insert_folder(
+                    &tx,
+                    parent_id,
+                    request.name,
+                    request.description.unwrap_or_default(),
+                    request.uuid,
+                )?;
                 tx.execute(
                     "INSERT INTO folderpolicyuser (folder_id, user_id, policy) SELECT ?2, user_id, policy FROM folderpolicyuser WHERE folder_id = ?1",
                     params![parent_id, id],
@@ -206,11 +176,12 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
                     "INSERT INTO folderpolicygroup (folder_id, group_id, policy) SELECT ?2, group_id, policy FROM folderpolicygroup WHERE folder_id = ?1",
                     params![parent_id, id],
                 )?;
-                if !can_folder(&tx, Some(Caller { admin: false, ..caller }), id, ADMIN)? {
-                    grant_folder_user(&tx, id, caller.user_id, ADMIN)?;
+                if !can_folder(&tx, Some(Caller { admin: false, ..request.caller }), id, ADMIN)? {
+                    let creator = Holder::User(request.caller.user_id);
+                    grant(&tx, Guarded::Folder, id, creator, ADMIN)?;
                 }
-                if let Some(public) = privacy {
-                    set_folder_public(&tx, id, public)?;
+                if let Some(public) = request.public {
+                    set_public(&tx, Guarded::Folder, id, public)?;
                 }
                 renumber_tree(&tx, root_of(&tx, id)?)?;
                 id

@@ -3,15 +3,15 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::folders::{auth_suffix, uuid_kind};
+use super::folders::auth_suffix;
 use super::objects::{
     self, first_folder_id, folder, fresh_item, item, item_row, query_list, ITEM_SELECT,
 };
-use super::{Call, Reply};
+use super::{update_by_uuid, Call, Reply};
 use crate::server::store::{
     add_revision, can_folder, can_item, copy_folder_policies_to_item, create_item, delete_item,
-    grant_item_group, head_revision, new_uuid, now_date, policy_sql, unique_item_name, Caller,
-    ADMIN, ANONYMOUS_GROUP, READ, WRITE,
+    head_revision, new_uuid, now_date, policy_sql, set_public, unique_item_name, Caller, Guarded,
+    ADMIN, READ, WRITE,
 };
 use crate::server::wire::{parse_id, ApiError};
 
@@ -33,29 +33,6 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     result["revisions"] = Value::Array(objects::revisions(conn, id, call.params.flag("head"))?);
     result["extraFields"] = json!([]);
     Ok(result.into())
-}
-
-fn set_item_public(conn: &Connection, item_id: i64, public: bool) -> rusqlite::Result<()> {
-    if public {
-        grant_item_group(conn, item_id, ANONYMOUS_GROUP, READ)
-    } else {
-        conn.execute(
-            "DELETE FROM itempolicygroup WHERE item_id = ?1 AND group_id = ?2",
-            params![item_id, ANONYMOUS_GROUP],
-        )
-        .map(|_| ())
-    }
-}
-
-fn parse_privacy(value: Option<&str>) -> Result<Option<bool>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some("Public") => Ok(Some(true)),
-        Some("Private") => Ok(Some(false)),
-        Some(_) => Err(ApiError::invalid(
-            "privacy should be one of [Public|Private]",
-        )),
-    }
 }
 
 /// Upsert one metadata value on a revision (one value per revision/type/element/qualifier).
@@ -87,84 +64,65 @@ fn set_metadata_value(
 /// `midas.item.create`: create in `parentid` (auto-renamed) or update by `uuid`.
 pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let name = p.require("name")?;
-    let caller = call.user(conn, ApiError::policy("Cannot create item anonymously"))?;
-    let privacy = parse_privacy(p.get("privacy"))?;
-    let description = p.get("description");
-    let uuid = p.get("uuid").filter(|u| !u.is_empty());
+    let request = call.create_request(conn, ApiError::policy("Cannot create item anonymously"))?;
     let tx = conn.transaction()?;
 
-    if let Some(u) = uuid {
-        if let Some(("item", id)) = uuid_kind(&tx, u)? {
-            if !can_item(&tx, Some(caller), id, WRITE)? {
-                return Err(ApiError::policy("Invalid policy"));
+    if let Some(id) = update_by_uuid(
+        &tx,
+        &request,
+        Guarded::Item,
+        "Item Admin privileges required to set privacy",
+    )? {
+        let head = head_revision(&tx, id)?;
+        let mut metadata = p
+            .iter()
+            .filter(|(k, _)| k.len() > 1 && k.starts_with('_'))
+            .peekable();
+        if metadata.peek().is_some() {
+            let (revision_id, _) = head.ok_or_else(|| {
+                ApiError::policy("The item must have at least one revision to have metadata")
+            })?;
+            for (key, value) in metadata {
+                set_metadata_value(&tx, revision_id, 0, &key[1..], "", value)?;
             }
-            if privacy.is_some() && !can_item(&tx, Some(caller), id, ADMIN)? {
-                return Err(ApiError::policy(
-                    "Item Admin privileges required to set privacy",
-                ));
-            }
-            if name.is_empty() {
-                return Err(ApiError::new(0, "Name cannot be empty."));
-            }
-            tx.execute(
-                "UPDATE item SET name = ?1, description = COALESCE(?2, description), date_update = ?3 WHERE item_id = ?4",
-                params![name, description, now_date(), id],
-            )?;
-            if let Some(public) = privacy {
-                set_item_public(&tx, id, public)?;
-            }
-            let head = head_revision(&tx, id)?;
-            let mut metadata = p
-                .iter()
-                .filter(|(k, _)| k.len() > 1 && k.starts_with('_'))
-                .peekable();
-            if metadata.peek().is_some() {
-                let (revision_id, _) = head.ok_or_else(|| {
-                    ApiError::policy("The item must have at least one revision to have metadata")
-                })?;
-                for (key, value) in metadata {
-                    set_metadata_value(&tx, revision_id, 0, &key[1..], "", value)?;
-                }
-            }
-            if p.flag("updatebitstream") {
-                // Midas dies with a PHP fatal error on an item without revision.
-                let (revision_id, _) =
-                    head.ok_or_else(|| ApiError::internal("The item has no revision"))?;
-                let bitstreams: Vec<i64> = tx
-                    .prepare("SELECT bitstream_id FROM bitstream WHERE itemrevision_id = ?1")?
-                    .query_map([revision_id], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                if let [only] = bitstreams[..] {
-                    tx.execute(
-                        "UPDATE bitstream SET name = ?1 WHERE bitstream_id = ?2",
-                        params![name, only],
-                    )?;
-                }
-            }
-            let result = item(&tx, id)?.ok_or_else(not_found)?;
-            tx.commit()?;
-            return Ok(result.into());
         }
+        if p.flag("updatebitstream") {
+            // Midas dies with a PHP fatal error on an item without revision.
+            let (revision_id, _) =
+                head.ok_or_else(|| ApiError::internal("The item has no revision"))?;
+            let bitstreams: Vec<i64> = tx
+                .prepare("SELECT bitstream_id FROM bitstream WHERE itemrevision_id = ?1")?
+                .query_map([revision_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if let [only] = bitstreams[..] {
+                tx.execute(
+                    "UPDATE bitstream SET name = ?1 WHERE bitstream_id = ?2",
+                    params![request.name, only],
+                )?;
+            }
+        }
+        let result = item(&tx, id)?.ok_or_else(not_found)?;
+        tx.commit()?;
+        return Ok(result.into());
     }
 
     let parent = p.require_id("parentid")?;
     if folder(&tx, parent)?.is_none() {
         return Err(ApiError::invalid("Parent folder doesn't exist"));
     }
-    if !can_folder(&tx, Some(caller), parent, WRITE)? {
+    if !can_folder(&tx, Some(request.caller), parent, WRITE)? {
         return Err(ApiError::policy("Invalid permissions on parent folder"));
     }
     let id = create_item(
         &tx,
         parent,
-        name,
-        description.unwrap_or_default(),
-        caller.user_id,
-        uuid,
+        request.name,
+        request.description.unwrap_or_default(),
+        request.caller.user_id,
+        request.uuid,
     )?;
-    if let Some(public) = privacy {
-        set_item_public(&tx, id, public)?;
+    if let Some(public) = request.public {
+        set_public(&tx, Guarded::Item, id, public)?;
     }
     let result = fresh_item(&tx, id)?.ok_or_else(|| ApiError::internal("Create item failed"))?;
     tx.commit()?;

@@ -14,12 +14,13 @@ pub mod uploads;
 mod users;
 
 use axum::http::Method;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::store::{unix_now, Caller};
+use super::store::{can, now_date, set_public, unix_now, Caller, Guarded, ADMIN, WRITE};
 use super::wire::{ApiError, Params};
 use super::Shared;
+use folders::uuid_kind;
 
 /// What a method answers: a JSON `data` value, or a redirect to the download controller.
 pub enum Reply {
@@ -58,6 +59,89 @@ impl Call<'_> {
     pub fn user(&self, conn: &Connection, anonymous: ApiError) -> Result<Caller, ApiError> {
         self.caller(conn)?.ok_or(anonymous)
     }
+}
+
+/// `privacy=Public|Private` as whether the object is to be public.
+pub fn parse_public(value: Option<&str>) -> Result<Option<bool>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some("Public") => Ok(Some(true)),
+        Some("Private") => Ok(Some(false)),
+        Some(_) => Err(ApiError::invalid(
+            "privacy should be one of [Public|Private]",
+        )),
+    }
+}
+
+/// What `folder.create` and `item.create` read first, in Midas's order.
+pub struct CreateRequest<'a> {
+    pub name: &'a str,
+    pub caller: Caller,
+    pub public: Option<bool>,
+    pub description: Option<&'a str>,
+    /// Non-empty when given.
+    pub uuid: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    /// The parameters of a create call; `anonymous` is the error for an anonymous call.
+    pub fn create_request(
+        &self,
+        conn: &Connection,
+        anonymous: ApiError,
+    ) -> Result<CreateRequest<'a>, ApiError> {
+        let p = self.params;
+        let name = p.require("name")?;
+        let caller = self.user(conn, anonymous)?;
+        let public = parse_public(p.get("privacy"))?;
+        Ok(CreateRequest {
+            name,
+            caller,
+            public,
+            description: p.get("description"),
+            uuid: p.get("uuid").filter(|u| !u.is_empty()),
+        })
+    }
+}
+
+/// The update half of `folder.create` and `item.create`: when the request's uuid names an
+/// object of this kind, WRITE on it (and ADMIN to change its privacy, else `privacy_denied`)
+/// lets the request rename it and set its description and privacy. The id of the object
+/// updated, or none when the create call is to create.
+pub fn update_by_uuid(
+    tx: &Connection,
+    request: &CreateRequest<'_>,
+    object: Guarded,
+    privacy_denied: &str,
+) -> Result<Option<i64>, ApiError> {
+    let Some(uuid) = request.uuid else {
+        return Ok(None);
+    };
+    let kind = object.name();
+    let id = match uuid_kind(tx, uuid)? {
+        Some((found, id)) if found == kind => id,
+        _ => return Ok(None),
+    };
+    let caller = Some(request.caller);
+    if !can(tx, caller, object, id, WRITE)? {
+        return Err(ApiError::policy("Invalid policy"));
+    }
+    if request.public.is_some() && !can(tx, caller, object, id, ADMIN)? {
+        return Err(ApiError::policy(privacy_denied));
+    }
+    if request.name.is_empty() {
+        return Err(ApiError::new(0, "Name cannot be empty."));
+    }
+    tx.execute(
+        &format!(
+            "UPDATE {kind} SET name = ?1, description = COALESCE(?2, description), date_update = ?3 WHERE {kind}_id = ?4"
+        ),
+        params![request.name, request.description, now_date(), id],
+    )?;
+    if let Some(public) = request.public {
+        set_public(tx, object, id, public)?;
+    }
+    Ok(Some(id))
 }
 
 /// The user behind a login token, if it exists and has not expired.
