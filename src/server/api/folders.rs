@@ -268,12 +268,7 @@ pub fn move_folder(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiE
     if !can_folder(conn, caller, id, ADMIN)? {
         return Err(not_found());
     }
-    if folder(conn, destination)?.is_none() {
-        return Err(ApiError::new(
-            0,
-            "Error in params when checking Folder Policy.",
-        ));
-    }
+    require_destination(conn, destination)?;
     if !can_folder(conn, caller, destination, WRITE)? {
         return Err(not_found());
     }
@@ -312,6 +307,17 @@ pub fn move_folder(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiE
         tx.commit()?;
     }
     Ok(folder(conn, id)?.ok_or_else(not_found)?.into())
+}
+
+/// The destination of a move, share or duplicate must exist (Midas's code-0 error).
+pub fn require_destination(conn: &Connection, destination: i64) -> Result<(), ApiError> {
+    match folder(conn, destination)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            0,
+            "Error in params when checking Folder Policy.",
+        )),
+    }
 }
 
 /// `midas.folder.download`: READ, then a redirect to the ZIP.

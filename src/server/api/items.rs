@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::folders::auth_suffix;
+use super::folders::{auth_suffix, require_destination};
 use super::objects::{
     self, first_folder_id, folder, fresh_item, item, item_row, query_list, ITEM_SELECT,
 };
@@ -143,14 +143,48 @@ pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
     Ok(Value::String(String::new()).into())
 }
 
-fn owning_folders(conn: &Connection, item_id: i64) -> rusqlite::Result<Vec<Value>> {
-    query_list(
+fn item_with_owning_folders(conn: &Connection, item_id: i64) -> Result<Reply, ApiError> {
+    let mut result = item(conn, item_id)?.ok_or_else(not_found)?;
+    result["owningfolders"] = Value::Array(query_list(
         conn,
         objects::FOLDER_SELECT,
         "JOIN item2folder l ON l.folder_id = f.folder_id WHERE l.item_id = ?1 ORDER BY l.link_id",
         [item_id],
         objects::folder_row,
-    )
+    )?);
+    Ok(result.into())
+}
+
+/// `level` on the item and WRITE on the destination folder, or the item's not-found error.
+fn require_item_and_destination(
+    conn: &Connection,
+    caller: Caller,
+    item_id: i64,
+    level: i64,
+    destination: i64,
+) -> Result<(), ApiError> {
+    if can_item(conn, Some(caller), item_id, level)?
+        && can_folder(conn, Some(caller), destination, WRITE)?
+    {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+/// The caller, item and destination of `item.share` and `item.duplicate`, once the item is
+/// readable and the destination writable; `anonymous` is the error for an anonymous call.
+fn readable_item_and_destination(
+    call: &Call<'_>,
+    conn: &Connection,
+    anonymous: ApiError,
+) -> Result<(Caller, i64, i64), ApiError> {
+    let caller = call.user(conn, anonymous)?;
+    let id = call.params.require_id("id")?;
+    let destination = call.params.require_id("dstfolderid")?;
+    require_destination(conn, destination)?;
+    require_item_and_destination(conn, caller, id, READ, destination)?;
+    Ok((caller, id, destination))
 }
 
 /// `midas.item.move`: link into the destination (renamed on a clash), add its policies, unlink
@@ -160,22 +194,13 @@ pub fn move_item(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
     let id = call.params.require_id("id")?;
     let source = call.params.require_id("srcfolderid")?;
     let destination = call.params.require_id("dstfolderid")?;
-    if folder(conn, destination)?.is_none() {
-        return Err(ApiError::new(
-            0,
-            "Error in params when checking Folder Policy.",
-        ));
-    }
+    require_destination(conn, destination)?;
     if folder(conn, source)?.is_none() {
         return Err(ApiError::policy(
             "Unable to load source or destination folder.",
         ));
     }
-    if !can_item(conn, Some(caller), id, ADMIN)?
-        || !can_folder(conn, Some(caller), destination, WRITE)?
-    {
-        return Err(not_found());
-    }
+    require_item_and_destination(conn, caller, id, ADMIN, destination)?;
     if source != destination {
         let tx = conn.transaction()?;
         let name: String = tx.query_row("SELECT name FROM item WHERE item_id = ?1", [id], |r| {
@@ -206,27 +231,16 @@ pub fn move_item(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
         )?;
         tx.commit()?;
     }
-    let mut result = item(conn, id)?.ok_or_else(not_found)?;
-    result["owningfolders"] = Value::Array(owning_folders(conn, id)?);
-    Ok(result.into())
+    item_with_owning_folders(conn, id)
 }
 
 /// `midas.item.share`: link into another folder without renaming; its groups get READ.
 pub fn share(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::policy("Cannot share item anonymously"))?;
-    let id = call.params.require_id("id")?;
-    let destination = call.params.require_id("dstfolderid")?;
-    if folder(conn, destination)?.is_none() {
-        return Err(ApiError::new(
-            0,
-            "Error in params when checking Folder Policy.",
-        ));
-    }
-    if !can_item(conn, Some(caller), id, READ)?
-        || !can_folder(conn, Some(caller), destination, WRITE)?
-    {
-        return Err(not_found());
-    }
+    let (_, id, destination) = readable_item_and_destination(
+        call,
+        conn,
+        ApiError::policy("Cannot share item anonymously"),
+    )?;
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT OR IGNORE INTO item2folder (item_id, folder_id) VALUES (?1, ?2)",
@@ -238,28 +252,17 @@ pub fn share(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> 
         params![destination, id],
     )?;
     tx.commit()?;
-    let mut result = item(conn, id)?.ok_or_else(not_found)?;
-    result["owningfolders"] = Value::Array(owning_folders(conn, id)?);
-    Ok(result.into())
+    item_with_owning_folders(conn, id)
 }
 
 /// `midas.item.duplicate`: a new item in the destination with copies of every revision,
 /// metadata value and bitstream row (the stored files are shared).
 pub fn duplicate(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::policy("Cannot duplicate item anonymously"))?;
-    let id = call.params.require_id("id")?;
-    let destination = call.params.require_id("dstfolderid")?;
-    if folder(conn, destination)?.is_none() {
-        return Err(ApiError::new(
-            0,
-            "Error in params when checking Folder Policy.",
-        ));
-    }
-    if !can_item(conn, Some(caller), id, READ)?
-        || !can_folder(conn, Some(caller), destination, WRITE)?
-    {
-        return Err(not_found());
-    }
+    let (caller, id, destination) = readable_item_and_destination(
+        call,
+        conn,
+        ApiError::policy("Cannot duplicate item anonymously"),
+    )?;
     let tx = conn.transaction()?;
     let (name, description, sizebytes): (String, String, i64) = tx.query_row(
         "SELECT name, description, sizebytes FROM item WHERE item_id = ?1",
