@@ -534,6 +534,27 @@ impl Client {
         Ok(Some(token).filter(|token| !token.is_empty()))
     }
 
+    /// Creates an item named `filename` in `folder` and a token to upload into it, in one call
+    /// (`generatetoken` with `folderid`). Midas names the new item only inside the token
+    /// (`<user>/<item>/<random>`), and renames it on a name clash: the upload's answer has the
+    /// final name. No checksum: a deduplicated answer would not say which item was made.
+    pub async fn upload_token_new_item(&self, folder: Id, filename: &str) -> Result<(Id, String)> {
+        let call = Call::write("midas.upload.generatetoken")
+            .param("folderid", folder)
+            .param("filename", filename);
+        let data = self.call(&call).await?;
+        let token = envelope::string_field(call.method, &data, "token")?;
+        let item_id = token
+            .split('/')
+            .nth(1)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| Error::Decode {
+                method: call.method.into(),
+                detail: "the upload token does not name the new item".into(),
+            })?;
+        Ok((item_id, token))
+    }
+
     /// How many bytes of an upload the server already holds (to resume from there).
     pub async fn upload_offset(&self, upload_token: &str) -> Result<u64> {
         let call = Call::read("midas.upload.getoffset")
