@@ -19,7 +19,7 @@ use fuser::{
 };
 
 use crate::fs::inode::{Attr, FileKind};
-use crate::fs::{Entry, FsError, MidasFs};
+use crate::fs::{Entry, FsError, MidasFs, OpenFile};
 
 /// Requests the kernel keeps in flight for readahead and background work.
 const MAX_BACKGROUND: u16 = 64;
@@ -305,16 +305,28 @@ impl Filesystem for FuseAdapter {
         if let Some(fh) = self.fs.join_if_writing(ino.0) {
             return reply.opened(FileHandle(fh), FopenFlags::empty());
         }
-        match self.fs.open(ino.0) {
-            Ok(open) => {
-                let flags = if open.keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(open.fh), flags)
+        let opened = |open: OpenFile, reply: ReplyOpen| {
+            let flags = if open.keep_cache {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            reply.opened(FileHandle(open.fh), flags)
+        };
+        match self.fs.cached_open(ino.0) {
+            Some(Ok(open)) => opened(open, reply),
+            Some(Err(err)) => reply.error(errno_of("open", &err)),
+            None => {
+                let fs = Arc::clone(&self.fs);
+                self.spawn(
+                    format!("open inode {}", ino.0),
+                    async move { fs.open(ino.0).await },
+                    move |result| match result {
+                        Ok(open) => opened(open, reply),
+                        Err(errno) => reply.error(errno),
+                    },
+                );
             }
-            Err(err) => reply.error(errno_of("open", &err)),
         }
     }
 

@@ -383,16 +383,69 @@ fn a_second_walk_within_the_ttl_sends_no_requests() {
     };
     let first = walk();
     assert!(first > 10, "the walk saw only {first} entries");
-    let before = server.stats()["requests"].as_u64().unwrap();
+    let requests = || server.stats()["requests"].as_u64().unwrap();
+    let before = requests();
     assert_eq!(walk(), first);
-    let after = server.stats()["requests"].as_u64().unwrap();
     // The stats call itself is the only request in between.
+    assert_eq!(requests() - before, 1, "the warm walk sent requests");
+
+    // The kernel forgets inodes it no longer caches; the listings stay.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches (the tests run as root)");
+    let before = requests();
+    assert_eq!(walk(), first);
     assert_eq!(
-        after - before,
+        requests() - before,
         1,
-        "the warm walk sent {} requests",
-        after - before - 1
+        "the walk after the kernel forgot its inodes sent requests"
     );
+}
+
+/// Requests of one method the server answered so far.
+fn method_count(server: &TestServer, method: &str) -> u64 {
+    server.stats()["methods"][method].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_new_listing_asks_only_for_the_items_that_changed() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(&server, &local.path().join("tree"), "Private", false);
+    let reader = admin_mount(&server, &["--ttl", "1"]);
+    let writer = admin_mount(&server, &[]);
+    let seen = private(&reader).join("tree/hello.txt");
+    assert_eq!(std::fs::read(&seen).unwrap(), b"Hello from midasfs!\n");
+    let list = || {
+        let sizes: Vec<_> = std::fs::read_dir(private(&reader).join("tree"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        assert_eq!(sizes.len(), 6);
+    };
+    list();
+
+    // The TTL ran out, nothing changed: one folder.children, no item.get.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (children, items) = (
+        method_count(&server, "midas.folder.children"),
+        method_count(&server, "midas.item.get"),
+    );
+    list();
+    assert_eq!(method_count(&server, "midas.item.get") - items, 0);
+    assert!(method_count(&server, "midas.folder.children") > children);
+
+    // Another client changed one file: only that item is asked for, and its content shows.
+    std::fs::write(
+        private(&writer).join("tree/hello.txt"),
+        b"changed elsewhere\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let items = method_count(&server, "midas.item.get");
+    list();
+    assert_eq!(method_count(&server, "midas.item.get") - items, 1);
+    assert_eq!(std::fs::read(&seen).unwrap(), b"changed elsewhere\n");
 }
 
 #[test]

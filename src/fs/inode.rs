@@ -4,9 +4,9 @@
 //! the same number on every mount, and an item that turns from a file into a directory (a second
 //! bitstream arrived) gets a new number instead of confusing the kernel with a changed type.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use crate::midas::types::Id;
+use crate::midas::types::{Id, Item};
 
 pub const ROOT: u64 = 1;
 pub const COMMUNITIES: u64 = 2;
@@ -31,6 +31,53 @@ pub struct ItemInfo {
     pub uuid: String,
     pub revision: i64,
     pub description: String,
+    pub stamp: ItemStamp,
+}
+
+impl ItemInfo {
+    /// `item` as `item.get` or `upload.perform` answered, showing revision `revision`.
+    pub fn new(item: &Item, revision: i64) -> ItemInfo {
+        ItemInfo {
+            id: item.item_id,
+            uuid: item.uuid.clone(),
+            revision,
+            description: item.description.clone(),
+            stamp: ItemStamp::of(item),
+        }
+    }
+}
+
+/// What `folder.children` shows of an item when its details were read. Every save of an item
+/// (upload, rename, metadata) changes its `date_update`, so while the listing shows the same
+/// stamp, the revisions and bitstreams read with it are still right, and a new listing need not
+/// ask `item.get` again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemStamp {
+    name: String,
+    date_update: String,
+    sizebytes: Option<i64>,
+    read_at: Instant,
+}
+
+impl ItemStamp {
+    fn of(item: &Item) -> ItemStamp {
+        ItemStamp {
+            name: item.name.clone(),
+            date_update: item.date_update.clone(),
+            sizebytes: item.sizebytes,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// Whether `listed` (from `folder.children`) is the item as it was when these details were
+    /// read. Dates have whole seconds, so two saves in one second look the same: `max_age`
+    /// bounds how long such a change can go unseen.
+    pub fn still_describes(&self, listed: &Item, max_age: std::time::Duration) -> bool {
+        self.read_at.elapsed() < max_age
+            && self.name == listed.name
+            && self.date_update == listed.date_update
+            && self.sizebytes == listed.sizebytes
+    }
 }
 
 /// One bitstream: immutable content, so its id is a cache key for its bytes.
@@ -70,6 +117,13 @@ pub enum NodeKind {
         item: ItemInfo,
         bitstream: BitstreamInfo,
     },
+    /// An item file this mount uploaded: Midas's answer to the upload does not name the new
+    /// bitstream, so `item.get` is asked for it only when it is needed (to read the file).
+    SavedFile {
+        item: ItemInfo,
+        size: u64,
+        md5: String,
+    },
     /// A file created through the mount and not uploaded yet; `local` numbers it for this mount.
     NewFile {
         local: u64,
@@ -86,7 +140,9 @@ impl NodeKind {
             NodeKind::Home { .. } => HOME,
             NodeKind::Folder { id, .. } if Some(*id) == root_folder => ROOT,
             NodeKind::Folder { id, .. } => tagged(TAG_FOLDER, *id),
-            NodeKind::ItemFile { item, .. } => tagged(TAG_ITEM_FILE, item.id),
+            NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => {
+                tagged(TAG_ITEM_FILE, item.id)
+            }
             NodeKind::ItemDir { item } => tagged(TAG_ITEM_DIR, item.id),
             NodeKind::Bitstream { bitstream, .. } => tagged(TAG_BITSTREAM, bitstream.id),
             NodeKind::NewFile { local } => tagged(TAG_NEW_FILE, *local as Id),
@@ -97,6 +153,7 @@ impl NodeKind {
         !matches!(
             self,
             NodeKind::ItemFile { .. }
+                | NodeKind::SavedFile { .. }
                 | NodeKind::Bitstream { .. }
                 | NodeKind::Home { .. }
                 | NodeKind::NewFile { .. }
@@ -113,9 +170,18 @@ impl NodeKind {
         }
     }
 
+    /// The size of a file's content on the server (None for directories and new files).
+    pub fn content_size(&self) -> Option<u64> {
+        match self {
+            NodeKind::SavedFile { size, .. } => Some(*size),
+            kind => kind.bitstream().map(|b| b.size),
+        }
+    }
+
     pub fn item(&self) -> Option<&ItemInfo> {
         match self {
             NodeKind::ItemFile { item, .. }
+            | NodeKind::SavedFile { item, .. }
             | NodeKind::ItemDir { item }
             | NodeKind::Bitstream { item, .. } => Some(item),
             _ => None,
@@ -161,7 +227,7 @@ impl NodeData {
                 if self.writable { 0o755 } else { 0o555 },
             ),
             k => {
-                let size = k.bitstream().map_or(0, |b| b.size);
+                let size = k.content_size().unwrap_or(0);
                 (
                     FileKind::File,
                     size,
@@ -189,12 +255,21 @@ mod tests {
             id: 7,
             uuid: String::new(),
         };
-        let item = ItemInfo {
-            id: 7,
-            uuid: String::new(),
-            revision: 1,
-            description: String::new(),
-        };
+        let item = ItemInfo::new(
+            &Item {
+                item_id: 7,
+                name: "a".into(),
+                description: String::new(),
+                sizebytes: Some(1),
+                date_creation: String::new(),
+                date_update: String::new(),
+                privacy_status: 0,
+                uuid: String::new(),
+                folder_id: None,
+                revisions: Vec::new(),
+            },
+            1,
+        );
         let bs = BitstreamInfo {
             id: 7,
             size: 1,
@@ -205,6 +280,13 @@ mod tests {
             item: item.clone(),
             bitstream: bs.clone(),
         };
+        let saved = NodeKind::SavedFile {
+            item: item.clone(),
+            size: 1,
+            md5: String::new(),
+        };
+        // An uploaded file keeps its inode when its bitstream becomes known.
+        assert_eq!(saved.ino(None), file.ino(None));
         let dir = NodeKind::ItemDir { item: item.clone() };
         let inner = NodeKind::Bitstream {
             item,

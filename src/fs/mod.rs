@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod inode;
+mod listings;
 pub mod names;
 pub mod reader;
 pub mod spool;
@@ -23,6 +24,7 @@ use futures_util::stream::{self, StreamExt};
 
 pub use error::{FsError, FsResult};
 use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
+use listings::Listings;
 use names::Origin;
 use reader::{BlockCache, FileReader};
 use spool::SpoolConfig;
@@ -33,6 +35,9 @@ use crate::midas::Client;
 
 /// How many `item.get` calls one listing keeps in flight.
 const ITEM_GET_CONCURRENCY: usize = 32;
+/// How long an item's details are reused by new listings that show it unchanged; after that
+/// it is asked for again (see [`inode::ItemStamp`]).
+const ITEM_DETAILS_MAX_AGE: Duration = Duration::from_secs(600);
 /// `midas.user.list` needs a limit; the mount lists this many users at most.
 const USER_LIST_LIMIT: u32 = 10_000;
 
@@ -73,17 +78,11 @@ impl Entry {
     }
 }
 
-struct Listing {
-    entries: Arc<Vec<Entry>>,
-    fetched: Instant,
-}
-
 struct Node {
     data: NodeData,
     parent: u64,
     /// Lookups the kernel holds (each readdirplus entry and lookup reply counts one).
     lookups: u64,
-    listing: Option<Listing>,
     /// Checksum of the content the kernel may still cache for this inode, for FOPEN_KEEP_CACHE.
     kernel_cached_md5: Option<String>,
     metadata: Option<(Instant, Arc<Vec<MetadataValue>>)>,
@@ -101,6 +100,7 @@ pub struct MidasFs {
     config: FsConfig,
     me: Option<User>,
     nodes: Mutex<HashMap<u64, Node>>,
+    listings: Listings,
     /// One listing request per directory at a time; others wait for its answer.
     listing_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     cache: Arc<BlockCache>,
@@ -131,7 +131,6 @@ impl MidasFs {
             },
             parent: ROOT,
             lookups: 1,
-            listing: None,
             kernel_cached_md5: None,
             metadata: None,
         };
@@ -142,6 +141,7 @@ impl MidasFs {
             config,
             me,
             nodes: Mutex::new(HashMap::from([(ROOT, root)])),
+            listings: Listings::new(),
             listing_locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -219,7 +219,6 @@ impl MidasFs {
             data: entry.data.clone(),
             parent,
             lookups: 0,
-            listing: None,
             kernel_cached_md5: None,
             metadata: None,
         });
@@ -243,9 +242,7 @@ impl MidasFs {
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let nodes = self.nodes();
-        let node = nodes
-            .get(&ino)
-            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+        let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
         let mut attr = node.data.attr(ino);
         if ino == ROOT && matches!(self.config.root, MountRoot::Everything) {
             attr.mtime = self.mounted_at;
@@ -271,9 +268,7 @@ impl MidasFs {
 
     /// The directory's entries if a fresh listing is in memory.
     pub fn cached_listing(&self, ino: u64) -> Option<Arc<Vec<Entry>>> {
-        let nodes = self.nodes();
-        let listing = nodes.get(&ino)?.listing.as_ref()?;
-        (listing.fetched.elapsed() < self.config.ttl).then(|| Arc::clone(&listing.entries))
+        self.listings.fresh(ino, self.config.ttl)
     }
 
     /// The directory's entries, fetched from the server when the cached ones are too old.
@@ -291,39 +286,40 @@ impl MidasFs {
         }
         let (kind, writable) = {
             let nodes = self.nodes();
-            let node = nodes
-                .get(&ino)
-                .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+            let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
             (node.data.kind.clone(), node.data.writable)
         };
-        let mut entries = self.fetch_listing(&kind, writable).await?;
+        let mut entries = self.fetch_listing(ino, &kind, writable).await?;
         self.add_local_state(ino, &mut entries);
         let entries = Arc::new(entries);
-        let mut nodes = self.nodes();
-        // Nodes the kernel holds see the new attributes (size, mtime) at once.
-        for entry in entries.iter() {
-            if let Some(node) = nodes.get_mut(&entry.ino) {
-                node.data = entry.data.clone();
+        {
+            let mut nodes = self.nodes();
+            // Nodes the kernel holds see the new attributes (size, mtime) at once.
+            for entry in entries.iter() {
+                if let Some(node) = nodes.get_mut(&entry.ino) {
+                    node.data = entry.data.clone();
+                }
             }
         }
-        if let Some(node) = nodes.get_mut(&ino) {
-            node.listing = Some(Listing {
-                entries: Arc::clone(&entries),
-                fetched: Instant::now(),
-            });
-        }
+        self.listings.insert(ino, Arc::clone(&entries));
         Ok(entries)
     }
 
-    async fn fetch_listing(&self, kind: &NodeKind, writable: bool) -> FsResult<Vec<Entry>> {
+    async fn fetch_listing(
+        &self,
+        ino: u64,
+        kind: &NodeKind,
+        writable: bool,
+    ) -> FsResult<Vec<Entry>> {
         match kind {
             NodeKind::Root => Ok(self.root_entries()),
             NodeKind::Communities => self.community_entries().await,
             NodeKind::Users => self.user_entries().await,
-            NodeKind::Folder { id, .. } => self.folder_entries(*id, writable).await,
+            NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable).await,
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
+            | NodeKind::SavedFile { .. }
             | NodeKind::Bitstream { .. }
             | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
@@ -431,11 +427,29 @@ impl MidasFs {
         }
     }
 
-    async fn folder_entries(&self, id: Id, writable: bool) -> FsResult<Vec<Entry>> {
+    async fn folder_entries(&self, dir: u64, id: Id, writable: bool) -> FsResult<Vec<Entry>> {
         let children = self.client.folder_children(id).await?;
-        // A listing gives no bitstreams: ask for every item at once (bounded), not one by one.
-        let ids: Vec<Id> = children.items.iter().map(|i| i.item_id).collect();
-        let answers: Vec<_> = stream::iter(ids)
+        // A listing gives no bitstreams. Items that the last listing showed with the same stamp
+        // keep their details; the others are asked for all at once (bounded), not one by one.
+        let listed: HashMap<Id, &Item> = children.items.iter().map(|i| (i.item_id, i)).collect();
+        let previous = self.listings.last(dir).unwrap_or_default();
+        let mut details: HashMap<Id, Entry> = previous
+            .iter()
+            .filter_map(|entry| Some((entry.data.kind.item()?, entry)))
+            .filter(|(item, _)| {
+                listed
+                    .get(&item.id)
+                    .is_some_and(|listed| item.stamp.still_describes(listed, ITEM_DETAILS_MAX_AGE))
+            })
+            .map(|(item, entry)| (item.id, entry.clone()))
+            .collect();
+        let changed: Vec<Id> = children
+            .items
+            .iter()
+            .map(|listed| listed.item_id)
+            .filter(|id| !details.contains_key(id))
+            .collect();
+        let answers: Vec<_> = stream::iter(changed)
             .map(|id| {
                 let client = self.client.clone();
                 async move { client.item_get(id).await }
@@ -443,16 +457,23 @@ impl MidasFs {
             .buffer_unordered(ITEM_GET_CONCURRENCY)
             .collect()
             .await;
-        let mut items = Vec::with_capacity(answers.len());
         for answer in answers {
             match answer {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    let entry = self.item_entry(&item, String::new(), writable);
+                    details.insert(item.item_id, entry);
+                }
                 // Deleted or hidden since the listing: not an entry any more.
                 Err(err) if err.api_code() == Some(-151) => {}
                 Err(err) => return Err(err.into()),
             }
         }
-        items.sort_by(|a: &Item, b: &Item| (&a.name, a.item_id).cmp(&(&b.name, b.item_id)));
+        let mut items: Vec<&Item> = children
+            .items
+            .iter()
+            .filter(|listed| details.contains_key(&listed.item_id))
+            .collect();
+        items.sort_by(|a, b| (&a.name, a.item_id).cmp(&(&b.name, b.item_id)));
         let mut named: Vec<(String, Origin)> = children
             .folders
             .iter()
@@ -474,9 +495,11 @@ impl MidasFs {
             };
             entries.push(self.entry(name, kind, &folder.date_update, writable));
         }
-        for item in &items {
-            let name = named.next().unwrap_or_default();
-            entries.push(self.item_entry(item, name, writable));
+        for item in items {
+            if let Some(mut entry) = details.remove(&item.item_id) {
+                entry.name = named.next().unwrap_or_default();
+                entries.push(entry);
+            }
         }
         Ok(entries)
     }
@@ -484,12 +507,7 @@ impl MidasFs {
     /// An item is a file when its head revision holds exactly one bitstream of its own name.
     fn item_entry(&self, item: &Item, name: String, writable: bool) -> Entry {
         let head = item.head();
-        let info = ItemInfo {
-            id: item.item_id,
-            uuid: item.uuid.clone(),
-            revision: head.map_or(0, |r| r.revision),
-            description: item.description.clone(),
-        };
+        let info = ItemInfo::new(item, head.map_or(0, |r| r.revision));
         let kind = match head.map(|r| r.bitstreams.as_slice()) {
             Some([only]) if only.name == item.name && !self.config.items_as_dirs => {
                 NodeKind::ItemFile {
@@ -507,12 +525,7 @@ impl MidasFs {
         let Some(head) = item.head() else {
             return Ok(Vec::new());
         };
-        let info = ItemInfo {
-            id: item.item_id,
-            uuid: item.uuid.clone(),
-            revision: head.revision,
-            description: item.description.clone(),
-        };
+        let info = ItemInfo::new(&item, head.revision);
         let mut named: Vec<(String, Origin)> = head
             .bitstreams
             .iter()
@@ -540,19 +553,20 @@ impl MidasFs {
 
     // ---- file content ----
 
-    /// Opens a file for reading; needs no request (the listing brought the bitstream).
-    pub fn open(&self, ino: u64) -> FsResult<OpenFile> {
+    /// Opens a file for reading with what is in memory (the listing brought the bitstream), or
+    /// None when the bitstream must be asked for first: see [`MidasFs::open`].
+    pub fn cached_open(&self, ino: u64) -> Option<FsResult<OpenFile>> {
         let (bitstream, keep_cache) = {
             let mut nodes = self.nodes();
-            let node = nodes
-                .get_mut(&ino)
-                .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
-            let bitstream = node
-                .data
-                .kind
-                .bitstream()
-                .cloned()
-                .ok_or_else(|| FsError::new(libc::EISDIR, "is a directory"))?;
+            let Some(node) = nodes.get_mut(&ino) else {
+                return Some(Err(unknown_inode(ino)));
+            };
+            if matches!(node.data.kind, NodeKind::SavedFile { .. }) {
+                return None;
+            }
+            let Some(bitstream) = node.data.kind.bitstream().cloned() else {
+                return Some(Err(FsError::new(libc::EISDIR, "is a directory")));
+            };
             let keep = node.kernel_cached_md5.as_deref() == Some(bitstream.md5.as_str());
             node.kernel_cached_md5 = Some(bitstream.md5.clone());
             (bitstream, keep)
@@ -569,7 +583,54 @@ impl MidasFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Arc::new(reader));
-        Ok(OpenFile { fh, keep_cache })
+        Some(Ok(OpenFile { fh, keep_cache }))
+    }
+
+    /// Opens a file for reading, first asking for the bitstream of a file this mount uploaded.
+    pub async fn open(&self, ino: u64) -> FsResult<OpenFile> {
+        self.resolve_saved_file(ino).await?;
+        self.cached_open(ino)
+            .unwrap_or_else(|| Err(unknown_inode(ino)))
+    }
+
+    /// Turns a file this mount uploaded into the item file `item.get` now describes, with its
+    /// bitstream (the upload's answer does not name it).
+    async fn resolve_saved_file(&self, ino: u64) -> FsResult<()> {
+        let (item_id, writable, parent) = match self.nodes().get(&ino) {
+            Some(Node {
+                data:
+                    NodeData {
+                        kind: NodeKind::SavedFile { item, .. },
+                        writable,
+                        ..
+                    },
+                parent,
+                ..
+            }) => (item.id, *writable, *parent),
+            _ => return Ok(()),
+        };
+        let item = self.client.item_get(item_id).await?;
+        let entry = self.item_entry(&item, String::new(), writable);
+        if entry.ino != ino {
+            // Someone added a bitstream or renamed it: it is not this file any more.
+            self.listings.remove(parent);
+            return Err(FsError::new(
+                libc::ESTALE,
+                format!("item {item_id} changed on the server"),
+            ));
+        }
+        // The kind changes, the times stay: they may have been set through the mount.
+        let resolved = |data: &mut NodeData| data.kind = entry.data.kind.clone();
+        if let Some(node) = self.nodes().get_mut(&ino) {
+            resolved(&mut node.data);
+        }
+        self.listings.patch(parent, |entries| {
+            entries
+                .iter_mut()
+                .filter(|e| e.ino == ino)
+                .for_each(|listed| resolved(&mut listed.data));
+        });
+        Ok(())
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -597,6 +658,7 @@ impl MidasFs {
 
     /// Names of the `user.midas.*` attributes of a node.
     pub async fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
+        self.resolve_saved_file(ino).await?;
         let mut names: Vec<String> = self
             .fixed_xattrs(ino)?
             .into_iter()
@@ -611,6 +673,7 @@ impl MidasFs {
     }
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        self.resolve_saved_file(ino).await?;
         if let Some((_, value)) = self.fixed_xattrs(ino)?.into_iter().find(|(n, _)| n == name) {
             return Ok(value.into_bytes());
         }
@@ -634,7 +697,7 @@ impl MidasFs {
             .nodes()
             .get(&ino)
             .map(|n| n.data.kind.clone())
-            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))?;
+            .ok_or_else(|| unknown_inode(ino))?;
         let base = self.client.base_url().to_owned();
         let mut attrs: Vec<(&str, String)> = Vec::new();
         match &kind {
@@ -668,10 +731,12 @@ impl MidasFs {
                 attrs.push(("url", format!("{base}/item/{}", item.id)));
                 attrs.push(("revision", item.revision.to_string()));
             }
+            // Callers resolve a saved file into an item file first.
             NodeKind::Root
             | NodeKind::Communities
             | NodeKind::Users
             | NodeKind::Home { .. }
+            | NodeKind::SavedFile { .. }
             | NodeKind::NewFile { .. } => {}
         }
         Ok(attrs
@@ -700,6 +765,10 @@ impl MidasFs {
 }
 
 const META_PREFIX: &str = "user.midas.meta.";
+
+fn unknown_inode(ino: u64) -> FsError {
+    FsError::new(libc::ESTALE, format!("inode {ino} is not known"))
+}
 
 fn metadata_xattr_name(value: &MetadataValue) -> String {
     if value.qualifier.is_empty() {

@@ -26,13 +26,16 @@ use std::time::{Duration, Instant, SystemTime};
 use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
 use super::names;
 use super::spool::{Spool, SpoolConfig, SpoolFile};
-use super::{bitstream_info, Entry, FsError, FsResult, Listing, MidasFs, META_PREFIX};
+use super::{bitstream_info, unknown_inode, Entry, FsError, FsResult, MidasFs, META_PREFIX};
 use crate::midas::types::{Id, Item};
 use crate::midas::{self, UploadRevision};
 
 /// How often an upload that broke is resumed (from the server's offset) before it fails.
 const UPLOAD_RETRIES: u32 = 3;
 const UPLOAD_BACKOFF: Duration = Duration::from_millis(500);
+/// New files smaller than this are sent without asking Midas first whether it holds their
+/// content (the checksum dedup): the question costs a round trip, more than sending them.
+const CHECKSUM_MIN_SIZE: u64 = 1024 * 1024;
 
 /// The write-side state of a mount.
 pub struct Writes {
@@ -198,7 +201,7 @@ impl MidasFs {
         self.nodes()
             .get(&ino)
             .map(|n| n.data.clone())
-            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {ino} is not known")))
+            .ok_or_else(|| unknown_inode(ino))
     }
 
     /// The node's inode number as listings give it (a written new file's node keeps the number
@@ -226,6 +229,7 @@ impl MidasFs {
             )),
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
+            | NodeKind::SavedFile { .. }
             | NodeKind::Bitstream { .. }
             | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         }
@@ -238,17 +242,12 @@ impl MidasFs {
 
     /// Applies `change` to the directory's cached listing, if it has one (fresh or not).
     fn patch_listing(&self, dir: u64, change: impl FnOnce(&mut Vec<Entry>)) {
-        let mut nodes = self.nodes();
-        if let Some(listing) = nodes.get_mut(&dir).and_then(|n| n.listing.as_mut()) {
-            change(Arc::make_mut(&mut listing.entries));
-        }
+        self.listings.patch(dir, change);
     }
 
     /// Forgets the directory's listing: the next lookup or readdir asks the server.
     pub fn drop_listing(&self, dir: u64) {
-        if let Some(node) = self.nodes().get_mut(&dir) {
-            node.listing = None;
-        }
+        self.listings.remove(dir);
     }
 
     /// What a fetched listing lacks: new files not uploaded yet, and times set through the mount.
@@ -327,11 +326,14 @@ impl MidasFs {
                 parts.push(format!("(inode {current})"));
                 break;
             };
-            let name = nodes
-                .get(&node.parent)
-                .and_then(|p| p.listing.as_ref())
-                .and_then(|l| l.entries.iter().find(|e| e.ino == current))
-                .map_or_else(|| format!("(inode {current})"), |e| e.name.clone());
+            let name = self
+                .listings
+                .last(node.parent)
+                .and_then(|entries| {
+                    let entry = entries.iter().find(|e| e.ino == current)?;
+                    Some(entry.name.clone())
+                })
+                .unwrap_or_else(|| format!("(inode {current})"));
             parts.push(name);
             current = node.parent;
         }
@@ -408,6 +410,10 @@ impl MidasFs {
         if let Some(fh) = self.join_open_file(ino, truncate)? {
             return Ok(fh);
         }
+        if !truncate {
+            // Its current content is needed: that takes its bitstream.
+            self.resolve_saved_file(ino).await?;
+        }
         let data = self.node_data(ino)?;
         if !data.writable {
             return Err(FsError::new(
@@ -416,17 +422,20 @@ impl MidasFs {
             ));
         }
         let parent_ino = self.parent(ino);
-        let (target, bitstream) = match data.kind {
+        let old_size = data.kind.content_size().unwrap_or(0);
+        let (target, content) = match data.kind {
             NodeKind::ItemFile { item, bitstream } => {
-                (Target::ItemFile { item, parent_ino }, bitstream)
+                (Target::ItemFile { item, parent_ino }, Some(bitstream))
             }
+            // Only opened with O_TRUNC here (see above): the content is not needed.
+            NodeKind::SavedFile { item, .. } => (Target::ItemFile { item, parent_ino }, None),
             NodeKind::Bitstream { item, bitstream } => (
                 Target::Bitstream {
                     item,
                     bitstream: bitstream.clone(),
                     parent_ino,
                 },
-                bitstream,
+                Some(bitstream),
             ),
             NodeKind::NewFile { .. } => {
                 return Err(FsError::not_found(self.describe(ino)));
@@ -435,6 +444,7 @@ impl MidasFs {
         };
         let mut spool = self.writes.spool.create()?;
         if !truncate {
+            let bitstream = content.ok_or_else(|| unknown_inode(ino))?;
             self.download_into(&mut spool, &bitstream).await?;
         }
         // Another open may have set the file up while this one downloaded: share its spool.
@@ -444,7 +454,7 @@ impl MidasFs {
         let file = Arc::new(WriteFile {
             data: Mutex::new(FileData {
                 spool,
-                dirty: truncate && bitstream.size > 0,
+                dirty: truncate && old_size > 0,
                 unlinked: false,
                 failed_write: None,
                 handles: 1,
@@ -670,10 +680,12 @@ impl MidasFs {
                 data.spool.saved();
             }
             data.target = match &uploaded.node.kind {
-                NodeKind::ItemFile { item, .. } => Target::ItemFile {
-                    item: item.clone(),
-                    parent_ino: target.parent_ino(),
-                },
+                NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => {
+                    Target::ItemFile {
+                        item: item.clone(),
+                        parent_ino: target.parent_ino(),
+                    }
+                }
                 NodeKind::Bitstream { item, bitstream } => Target::Bitstream {
                     item: item.clone(),
                     bitstream: bitstream.clone(),
@@ -737,43 +749,80 @@ impl MidasFs {
                     Some(md5) => md5,
                     None => md5_of(path).await?,
                 };
-                let created = self
-                    .client
-                    .item_create(*folder, &midas_name)
-                    .await
-                    .map_err(write_error)?;
-                if created.name != midas_name {
-                    // Midas renamed it: an item of that name appeared (or is hidden from us).
-                    self.delete_quietly(created.item_id).await;
-                    return Err(FsError::new(
+                let clash = || {
+                    FsError::new(
                         libc::EEXIST,
                         format!(
                             "{}/{name}: an item of that name exists on the server",
                             self.describe(parent_ino)
                         ),
-                    ));
-                }
-                // A new item has no bitstream yet, so the checksum dedup cannot skip the upload.
-                let sent = self
-                    .send_file(
-                        created.item_id,
-                        &midas_name,
-                        path,
-                        size,
-                        Some(&md5),
-                        UploadRevision::Head,
                     )
-                    .await;
-                if let Err(err) = sent {
-                    // Nothing half-made stays visible.
-                    self.delete_quietly(created.item_id).await;
-                    return Err(err);
-                }
-                let item = self.client.item_get(created.item_id).await?;
-                let entry = self.item_entry(&item, name.to_owned(), writable);
-                let node =
-                    file_node(&item, &midas_name, writable).unwrap_or_else(|| entry.data.clone());
-                Ok(Uploaded { node, entry })
+                };
+                let (item_id, token) = if size < CHECKSUM_MIN_SIZE {
+                    let (item_id, token) = self
+                        .client
+                        .upload_token_new_item(*folder, &midas_name)
+                        .await
+                        .map_err(write_error)?;
+                    (item_id, Some(token))
+                } else {
+                    let created = self
+                        .client
+                        .item_create(*folder, &midas_name)
+                        .await
+                        .map_err(write_error)?;
+                    if created.name != midas_name {
+                        // Midas renamed it: an item of that name appeared (or is hidden from us).
+                        self.delete_quietly(created.item_id).await;
+                        return Err(clash());
+                    }
+                    // A new item has no bitstream yet, so the dedup cannot skip the upload.
+                    let token = self
+                        .client
+                        .upload_token(created.item_id, &midas_name, Some(&md5))
+                        .await;
+                    match token {
+                        Ok(token) => (created.item_id, token),
+                        Err(err) => {
+                            self.delete_quietly(created.item_id).await;
+                            return Err(write_error(err));
+                        }
+                    }
+                };
+                let item = match token {
+                    Some(token) => {
+                        self.perform_resuming(
+                            &token,
+                            item_id,
+                            &midas_name,
+                            path,
+                            size,
+                            UploadRevision::Head,
+                        )
+                        .await
+                    }
+                    // Deduplicated: Midas copied the content it holds; no bytes were sent.
+                    None => self.client.item_get(item_id).await.map_err(FsError::from),
+                };
+                let item = match item {
+                    Ok(item) if item.name == midas_name => item,
+                    other => {
+                        // Nothing half-made stays visible.
+                        self.delete_quietly(item_id).await;
+                        return Err(other.err().unwrap_or_else(clash));
+                    }
+                };
+                // A new item's first revision; its bitstream is asked for when it is read.
+                let kind = NodeKind::SavedFile {
+                    item: ItemInfo::new(&item, 1),
+                    size,
+                    md5,
+                };
+                let entry = self.entry(name.to_owned(), kind, &item.date_update, writable);
+                Ok(Uploaded {
+                    node: entry.data.clone(),
+                    entry,
+                })
             }
             Container::Item(item) => {
                 // Without checksum: a stale listing could hide a bitstream of this name in the
@@ -856,12 +905,7 @@ impl MidasFs {
                     format!("item {item_id}: the uploaded {file_name:?} is missing"),
                 )
             })?;
-        let info = ItemInfo {
-            id: item.item_id,
-            uuid: item.uuid.clone(),
-            revision: head.revision,
-            description: item.description.clone(),
-        };
+        let info = ItemInfo::new(&item, head.revision);
         let entry = self.entry(
             shown.to_owned(),
             NodeKind::Bitstream {
@@ -877,8 +921,7 @@ impl MidasFs {
         })
     }
 
-    /// `generatetoken` then `perform`, resuming from the server's offset after a transient
-    /// failure (a bounded number of times).
+    /// `generatetoken` then `perform` (see [`MidasFs::perform_resuming`]).
     async fn send_file(
         &self,
         item_id: Id,
@@ -903,22 +946,38 @@ impl MidasFs {
             log::debug!("item {item_id}: {file_name:?} is already on the server; not sent again");
             return Ok(());
         };
+        self.perform_resuming(&token, item_id, file_name, path, size, revision)
+            .await
+            .map(drop)
+    }
+
+    /// `perform`, resuming from the server's offset after a transient failure (a bounded number
+    /// of times). The answer is the item after the upload.
+    async fn perform_resuming(
+        &self,
+        token: &str,
+        item_id: Id,
+        file_name: &str,
+        path: &std::path::Path,
+        size: u64,
+        revision: UploadRevision,
+    ) -> FsResult<Item> {
         let mut offset = 0;
         let mut attempts = 0;
         loop {
             let err = match self
                 .client
-                .upload_perform(&token, item_id, file_name, path, offset, size, revision)
+                .upload_perform(token, item_id, file_name, path, offset, size, revision)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(item) => return Ok(item),
                 Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => err,
                 Err(err) => return Err(write_error(err)),
             };
             attempts += 1;
             log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
             tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
-            match self.client.upload_offset(&token).await {
+            match self.client.upload_offset(token).await {
                 Ok(held) if held <= size => offset = held,
                 Ok(held) => {
                     return Err(FsError::new(
@@ -1028,7 +1087,7 @@ impl MidasFs {
             return Ok(());
         }
         let current = self.node_data(ino)?;
-        if current.kind.bitstream().is_some_and(|b| b.size == size) {
+        if current.kind.content_size() == Some(size) {
             return Ok(());
         }
         // A closed file: open, truncate and save it as a close would.
@@ -1079,12 +1138,7 @@ impl MidasFs {
         );
         self.remember(parent, &entry);
         // A new folder is empty: lookups in it need not ask the server.
-        if let Some(node) = self.nodes().get_mut(&entry.ino) {
-            node.listing = Some(Listing {
-                entries: Arc::new(Vec::new()),
-                fetched: Instant::now(),
-            });
-        }
+        self.listings.insert(entry.ino, Arc::new(Vec::new()));
         let attr = entry.attr();
         self.patch_listing(parent, |entries| entries.push(entry));
         Ok(attr)
@@ -1142,9 +1196,9 @@ impl MidasFs {
     async fn remove_entry(&self, entry: &Entry) -> FsResult<()> {
         let result = match &entry.data.kind {
             NodeKind::Folder { id, .. } => self.client.folder_delete(*id).await,
-            NodeKind::ItemDir { item } | NodeKind::ItemFile { item, .. } => {
-                self.client.item_delete(item.id).await
-            }
+            NodeKind::ItemDir { item }
+            | NodeKind::ItemFile { item, .. }
+            | NodeKind::SavedFile { item, .. } => self.client.item_delete(item.id).await,
             NodeKind::Bitstream { bitstream, .. } => {
                 self.client.bitstream_delete(bitstream.id).await
             }
@@ -1245,11 +1299,13 @@ impl MidasFs {
                     }
                 }
             }
-            NodeKind::ItemFile { item, .. } | NodeKind::ItemDir { item } => {
+            NodeKind::ItemFile { item, .. }
+            | NodeKind::SavedFile { item, .. }
+            | NodeKind::ItemDir { item } => {
                 let Container::Folder(to) = destination else {
                     return Err(cross_device(name));
                 };
-                let is_file = matches!(source.data.kind, NodeKind::ItemFile { .. });
+                let is_file = !source.data.kind.is_dir();
                 let mut current_name = names::to_midas(name);
                 if parent != new_parent {
                     let Container::Folder(from) = self.container(parent)? else {
@@ -1428,12 +1484,7 @@ fn file_node(item: &Item, file_name: &str, writable: bool) -> Option<NodeData> {
     };
     (only.name == file_name).then(|| NodeData {
         kind: NodeKind::ItemFile {
-            item: ItemInfo {
-                id: item.item_id,
-                uuid: item.uuid.clone(),
-                revision: head.revision,
-                description: item.description.clone(),
-            },
+            item: ItemInfo::new(item, head.revision),
             bitstream: bitstream_info(only),
         },
         mtime: super::time::parse_midas_date(&item.date_update).unwrap_or_else(SystemTime::now),

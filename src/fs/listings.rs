@@ -1,0 +1,98 @@
+//! Directory listings kept in memory, apart from the inodes: a listing outlives the kernel's
+//! references to its directory (`forget` does not drop it), fresh listings answer lookups and
+//! readdir, and older ones still spare `item.get` calls for the items that did not change.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::Entry;
+
+/// Entries kept over all listings (a few hundred bytes each), least recently used dropped first.
+const MAX_ENTRIES: usize = 100_000;
+
+struct Listing {
+    entries: Arc<Vec<Entry>>,
+    fetched: Instant,
+}
+
+struct Inner {
+    listings: LruCache<u64, Listing>,
+    entries: usize,
+}
+
+pub struct Listings {
+    inner: Mutex<Inner>,
+}
+
+impl Listings {
+    pub fn new() -> Listings {
+        Listings {
+            inner: Mutex::new(Inner {
+                listings: LruCache::unbounded(),
+                entries: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Only a cache: a panic elsewhere cannot leave it in a state that matters.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory's entries if they were fetched less than `ttl` ago.
+    pub fn fresh(&self, dir: u64, ttl: Duration) -> Option<Arc<Vec<Entry>>> {
+        let mut inner = self.lock();
+        let listing = inner.listings.get(&dir)?;
+        (listing.fetched.elapsed() < ttl).then(|| Arc::clone(&listing.entries))
+    }
+
+    /// The directory's entries however old, to reuse what did not change.
+    pub fn last(&self, dir: u64) -> Option<Arc<Vec<Entry>>> {
+        self.lock()
+            .listings
+            .peek(&dir)
+            .map(|listing| Arc::clone(&listing.entries))
+    }
+
+    /// Keeps a listing fetched (or, for a new directory, made) just now.
+    pub fn insert(&self, dir: u64, entries: Arc<Vec<Entry>>) {
+        let mut inner = self.lock();
+        inner.entries += entries.len();
+        let listing = Listing {
+            entries,
+            fetched: Instant::now(),
+        };
+        if let Some(old) = inner.listings.put(dir, listing) {
+            inner.entries -= old.entries.len();
+        }
+        // The newest listing stays even when it alone is over the bound.
+        while inner.entries > MAX_ENTRIES && inner.listings.len() > 1 {
+            match inner.listings.pop_lru() {
+                Some((_, old)) => inner.entries -= old.entries.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Applies `change` to the directory's listing, if there is one (fresh or not).
+    pub fn patch(&self, dir: u64, change: impl FnOnce(&mut Vec<Entry>)) {
+        let mut inner = self.lock();
+        let Some(listing) = inner.listings.peek_mut(&dir) else {
+            return;
+        };
+        let before = listing.entries.len();
+        let entries = Arc::make_mut(&mut listing.entries);
+        change(entries);
+        let after = entries.len();
+        inner.entries = inner.entries + after - before;
+    }
+
+    pub fn remove(&self, dir: u64) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.listings.pop(&dir) {
+            inner.entries -= old.entries.len();
+        }
+    }
+}
