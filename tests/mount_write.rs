@@ -559,3 +559,40 @@ fn writers_of_one_file_share_it_and_a_full_spool_gives_enospc() {
     assert_eq!(recovered.len(), 1, "{recovered:?}");
     assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
 }
+
+#[test]
+fn a_name_taken_on_the_server_meanwhile_fails_the_upload_with_eexist() {
+    require_fuse!();
+    let setup = Setup::new(&["--ttl", "60"]);
+    // The mount's listing of Private is fresh and empty; then another client takes two names.
+    assert_eq!(std::fs::read_dir(setup.private()).unwrap().count(), 0);
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let token = setup.server.token();
+    for name in ["small.txt", "large.bin"] {
+        setup.server.call_ok(
+            "midas.item.create",
+            &[("token", &token), ("name", name), ("parentid", &private_id)],
+        );
+    }
+
+    // Both upload paths: a small file (generatetoken creates the item) and a large one
+    // (item.create, then the checksum). Midas would name the new item "<name> (1)".
+    for (name, len) in [("small.txt", 100), ("large.bin", 2 * 1024 * 1024)] {
+        let mut file = std::fs::File::create(setup.private().join(name)).unwrap();
+        file.write_all(&pseudo_random(len, 5)).unwrap();
+        assert_eq!(errno_of(file.sync_all()), libc::EEXIST, "{name}");
+    }
+    let children = setup.server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private_id)],
+    );
+    let mut names: Vec<&str> = children["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["large.bin", "small.txt"], "{children}");
+    assert_eq!(setup.recovered().len(), 2, "{:?}", setup.recovered());
+}
