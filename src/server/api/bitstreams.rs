@@ -22,23 +22,43 @@ pub fn bitstream_item(conn: &Connection, bitstream_id: i64) -> rusqlite::Result<
     .optional()
 }
 
-/// `midas.bitstream.get`: Midas's custom shape; a `name` parameter replaces the name shown.
-pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+fn invalid_id() -> ApiError {
+    ApiError::invalid("Invalid bitstream id")
+}
+
+/// The bitstream `id` names and its item, once the caller holds `level` on that item
+/// (`denied` is the error otherwise).
+fn bitstream_with_access(
+    call: &Call<'_>,
+    conn: &Connection,
+    level: i64,
+    denied: &str,
+) -> Result<(i64, i64), ApiError> {
     let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
-    let item =
-        bitstream_item(conn, id)?.ok_or_else(|| ApiError::invalid("Invalid bitstream id"))?;
-    if !can_item(conn, caller, item, READ)? {
-        return Err(ApiError::policy("Read permission required"));
+    let item = bitstream_item(conn, id)?.ok_or_else(invalid_id)?;
+    if !can_item(conn, caller, item, level)? {
+        return Err(ApiError::policy(denied));
     }
-    let b = query_one(
+    Ok((id, item))
+}
+
+/// A bitstream as Midas lists it.
+fn bitstream(conn: &Connection, id: i64) -> Result<Value, ApiError> {
+    query_one(
         conn,
         BITSTREAM_SELECT,
         "WHERE b.bitstream_id = ?1",
         [id],
         bitstream_row,
     )?
-    .ok_or_else(|| ApiError::invalid("Invalid bitstream id"))?;
+    .ok_or_else(invalid_id)
+}
+
+/// `midas.bitstream.get`: Midas's custom shape; a `name` parameter replaces the name shown.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let (id, item) = bitstream_with_access(call, conn, READ, "Read permission required")?;
+    let b = bitstream(conn, id)?;
     let name = call
         .params
         .get("name")
@@ -119,13 +139,7 @@ pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
 
 /// `midas.bitstream.edit`: rename and/or set the mimetype; WRITE on the item.
 pub fn edit(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
-    let id = call.params.require_id("id")?;
-    let item =
-        bitstream_item(conn, id)?.ok_or_else(|| ApiError::invalid("Invalid bitstream id"))?;
-    if !can_item(conn, caller, item, WRITE)? {
-        return Err(ApiError::policy("Write access on item is required"));
-    }
+    let (id, _) = bitstream_with_access(call, conn, WRITE, "Write access on item is required")?;
     if let Some(name) = call.params.get("name") {
         conn.execute(
             "UPDATE bitstream SET name = ?1 WHERE bitstream_id = ?2",
@@ -140,28 +154,17 @@ pub fn edit(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
             params![mimetype, id],
         )?;
     }
-    let b = query_one(
-        conn,
-        BITSTREAM_SELECT,
-        "WHERE b.bitstream_id = ?1",
-        [id],
-        bitstream_row,
-    )?
-    .ok_or_else(|| ApiError::invalid("Invalid bitstream id"))?;
-    Ok(b.into())
+    Ok(bitstream(conn, id)?.into())
 }
 
 /// `midas.bitstream.delete`: ADMIN on the item; the revision and the item size stay.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
-    let id = call.params.require_id("id")?;
-    let item =
-        bitstream_item(conn, id)?.ok_or_else(|| ApiError::invalid("Invalid bitstream id"))?;
-    if !can_item(conn, caller, item, ADMIN)? {
-        return Err(ApiError::policy(
-            "Admin privileges required on the containing item",
-        ));
-    }
+    let (id, _) = bitstream_with_access(
+        call,
+        conn,
+        ADMIN,
+        "Admin privileges required on the containing item",
+    )?;
     let tx = conn.transaction()?;
     let checksum: String = tx.query_row(
         "SELECT checksum FROM bitstream WHERE bitstream_id = ?1",
