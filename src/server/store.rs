@@ -460,19 +460,24 @@ pub fn root_of(conn: &Connection, folder_id: i64) -> rusqlite::Result<i64> {
     let mut current = folder_id;
     // Bounded walk: a cycle cannot be created through the API, but never loop forever.
     for _ in 0..10_000 {
-        let parent: Option<i64> = conn
-            .query_row(
-                "SELECT parent_id FROM folder WHERE folder_id = ?1",
-                [current],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match parent {
-            Some(p) if p > 0 => current = p,
-            _ => return Ok(current),
+        match parent_folder(conn, current)? {
+            Some(parent) => current = parent,
+            None => return Ok(current),
         }
     }
     Ok(current)
+}
+
+/// The parent of a folder; none for a root (parent −1 or −2) or a folder that does not exist.
+pub fn parent_folder(conn: &Connection, folder_id: i64) -> rusqlite::Result<Option<i64>> {
+    let parent: Option<i64> = conn
+        .query_row(
+            "SELECT parent_id FROM folder WHERE folder_id = ?1",
+            [folder_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(parent.filter(|p| *p > 0))
 }
 
 /// Recompute the nested-set `left_index`/`right_index` of one root folder's tree, the way
@@ -702,6 +707,31 @@ pub fn unique_item_name(
     Ok(candidate)
 }
 
+/// Insert an item into a folder under a name free there (see [`unique_item_name`]), with a
+/// copy of the folder's policies; returns its id.
+pub fn insert_item(
+    conn: &Connection,
+    folder_id: i64,
+    name: &str,
+    description: &str,
+    sizebytes: i64,
+    uuid: Option<&str>,
+) -> rusqlite::Result<i64> {
+    let final_name = unique_item_name(conn, folder_id, name, -1)?;
+    let now = now_date();
+    conn.execute(
+        "INSERT INTO item (name, description, sizebytes, date_creation, date_update, uuid) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        params![final_name, description, sizebytes, now, uuid.map(str::to_owned).unwrap_or_else(new_uuid)],
+    )?;
+    let item_id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO item2folder (item_id, folder_id) VALUES (?1, ?2)",
+        params![item_id, folder_id],
+    )?;
+    copy_folder_policies_to_item(conn, folder_id, item_id)?;
+    Ok(item_id)
+}
+
 /// Create an item in a folder: unique name, the folder's policies copied, the creator ADMIN.
 pub fn create_item(
     conn: &Connection,
@@ -714,18 +744,7 @@ pub fn create_item(
     if name.is_empty() {
         return Err(ApiError::new(0, "Name cannot be empty."));
     }
-    let final_name = unique_item_name(conn, folder_id, name, -1)?;
-    let now = now_date();
-    conn.execute(
-        "INSERT INTO item (name, description, date_creation, date_update, uuid) VALUES (?1, ?2, ?3, ?3, ?4)",
-        params![final_name, description, now, uuid.map(str::to_owned).unwrap_or_else(new_uuid)],
-    )?;
-    let item_id = conn.last_insert_rowid();
-    conn.execute(
-        "INSERT INTO item2folder (item_id, folder_id) VALUES (?1, ?2)",
-        params![item_id, folder_id],
-    )?;
-    copy_folder_policies_to_item(conn, folder_id, item_id)?;
+    let item_id = insert_item(conn, folder_id, name, description, 0, uuid)?;
     grant(conn, Guarded::Item, item_id, Holder::User(creator), ADMIN)?;
     Ok(item_id)
 }

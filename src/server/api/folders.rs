@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use super::objects::{folder, folder_row, item_row, query_list, FOLDER_SELECT, ITEM_SELECT};
 use super::{update_by_uuid, Call, Reply};
 use crate::server::store::{
-    can_folder, delete_item, grant, insert_folder, policy_sql, renumber_tree, root_of, set_public,
-    unused_checksums, Caller, Guarded, Holder, ADMIN, READ, WRITE,
+    can_folder, delete_item, grant, insert_folder, parent_folder, policy_sql, renumber_tree,
+    root_of, set_public, unused_checksums, Caller, Guarded, Holder, ADMIN, READ, WRITE,
 };
 use crate::server::wire::ApiError;
 
@@ -232,15 +232,8 @@ pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
     let id = call.params.require_id("id")?;
     let denied =
         || ApiError::policy("This folder doesn't exist  or you don't have the permissions.");
-    let parent: Option<i64> = conn
-        .query_row(
-            "SELECT parent_id FROM folder WHERE folder_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
     // Root folders belong to their user or community; deleting them would orphan it.
-    let parent = parent.filter(|p| *p > 0).ok_or_else(denied)?;
+    let parent = parent_folder(conn, id)?.ok_or_else(denied)?;
     if !can_folder(conn, Some(caller), id, ADMIN)? {
         return Err(denied());
     }
@@ -257,14 +250,7 @@ pub fn move_folder(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiE
     let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
     let destination = call.params.require_id("dstfolderid")?;
-    let current_parent: Option<i64> = conn
-        .query_row(
-            "SELECT parent_id FROM folder WHERE folder_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let current_parent = current_parent.filter(|p| *p > 0).ok_or_else(not_found)?;
+    let current_parent = parent_folder(conn, id)?.ok_or_else(not_found)?;
     if !can_folder(conn, caller, id, ADMIN)? {
         return Err(not_found());
     }
