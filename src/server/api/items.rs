@@ -10,8 +10,8 @@ use super::objects::{
 use super::{update_by_uuid, Call, Reply};
 use crate::server::store::{
     add_revision, can_folder, can_item, copy_folder_policies_to_item, create_item, delete_item,
-    head_revision, new_uuid, now_date, policy_sql, set_public, unique_item_name, Caller, Guarded,
-    ADMIN, READ, WRITE,
+    head_revision, insert_item, new_uuid, now_date, policy_sql, set_public, unique_item_name,
+    Caller, Guarded, ADMIN, READ, WRITE,
 };
 use crate::server::wire::{parse_id, ApiError};
 
@@ -269,18 +269,7 @@ pub fn duplicate(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let unique = unique_item_name(&tx, destination, &name, -1)?;
-    let now = now_date();
-    tx.execute(
-        "INSERT INTO item (name, description, sizebytes, date_creation, date_update, uuid) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-        params![unique, description, sizebytes, now, new_uuid()],
-    )?;
-    let copy = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO item2folder (item_id, folder_id) VALUES (?1, ?2)",
-        params![copy, destination],
-    )?;
-    copy_folder_policies_to_item(&tx, destination, copy)?;
+    let copy = insert_item(&tx, destination, &name, &description, sizebytes, None)?;
     let revisions: Vec<(i64, i64, String, String)> = tx
         .prepare("SELECT itemrevision_id, revision, date, changes FROM itemrevision WHERE item_id = ?1 ORDER BY revision")?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
