@@ -532,12 +532,26 @@ impl MidasFs {
         Some(data.spool.read_at(offset, size))
     }
 
-    /// `close` and `fsync`: uploads the file if it changed; the upload's error is the answer.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+    /// `fsync`: uploads the file if it changed; the upload's error is the answer.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         match self.writes.file_of_handle(fh) {
             Some((ino, file)) => self.save(ino, &file).await,
             None => Ok(()),
         }
+    }
+
+    /// `close` of a descriptor: as `fsync`, except for a new file still empty. That one is
+    /// uploaded at its last close (`release_write`): a shell redirection (`echo x > f`) closes
+    /// a duplicate descriptor before the command writes, and Midas would keep that empty first
+    /// upload as a revision of its own.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        if let Some((_, file)) = self.writes.file_of_handle(fh) {
+            let data = file.lock();
+            if matches!(data.target, Target::New { .. }) && data.spool.is_empty() {
+                return Ok(());
+            }
+        }
+        self.fsync(fh).await
     }
 
     /// The last close of a handle. A file still dirty (written after its last flush, which
@@ -1099,7 +1113,7 @@ impl MidasFs {
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
-            self.flush(fh).await
+            self.fsync(fh).await
         }
         .await;
         self.release_write(fh).await;
