@@ -11,6 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,12 @@ use super::error::{FsError, FsResult};
 
 const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
+/// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
+/// does it beside the writes (MD5 costs more CPU than writing the spool, and would halve the
+/// speed of a large copy).
+const INLINE_HASH_BYTES: u64 = 1024 * 1024;
+/// Writes queued for that thread at most: bounds its memory and how far it lags behind.
+const HASH_QUEUE: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
@@ -115,7 +122,7 @@ impl Spool {
             file,
             path,
             size: 0,
-            hasher: Some(Md5::new()),
+            hasher: Some(RunningMd5::new()),
             hashed: 0,
             budget: Arc::clone(&self.budget),
             recovered: false,
@@ -188,6 +195,70 @@ fn unique_recovery_path(recovery: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// The MD5 of the bytes written so far, in order from the start.
+enum RunningMd5 {
+    Inline(Md5),
+    /// Hashed by a thread that ends when the queue is dropped.
+    Threaded(SyncSender<HashJob>),
+}
+
+enum HashJob {
+    Bytes(Vec<u8>),
+    /// The digest of everything queued before.
+    Digest(mpsc::Sender<String>),
+}
+
+impl RunningMd5 {
+    fn new() -> RunningMd5 {
+        RunningMd5::Inline(Md5::new())
+    }
+
+    /// Adds `data`, which ends at offset `end` of the file.
+    fn update(&mut self, data: &[u8], end: u64) {
+        if let RunningMd5::Inline(md5) = self {
+            if end <= INLINE_HASH_BYTES {
+                md5.update(data);
+                return;
+            }
+            let (queue, jobs) = mpsc::sync_channel(HASH_QUEUE);
+            let mut md5 = std::mem::take(md5);
+            let spawned = std::thread::Builder::new()
+                .name("spool-md5".into())
+                .spawn(move || {
+                    for job in jobs {
+                        match job {
+                            HashJob::Bytes(bytes) => md5.update(&bytes),
+                            HashJob::Digest(reply) => {
+                                let _ = reply.send(hex(&md5.clone().finalize()));
+                            }
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                // The checksum is computed from the file when needed instead.
+                log::warn!("no thread for a spool file's MD5: {err}");
+            }
+            *self = RunningMd5::Threaded(queue);
+        }
+        if let RunningMd5::Threaded(queue) = self {
+            // A failed send (the thread is gone) shows as a missing digest later.
+            let _ = queue.send(HashJob::Bytes(data.to_vec()));
+        }
+    }
+
+    /// Lower-case hex; None if the hashing thread is gone.
+    fn digest(&self) -> Option<String> {
+        match self {
+            RunningMd5::Inline(md5) => Some(hex(&md5.clone().finalize())),
+            RunningMd5::Threaded(queue) => {
+                let (reply, digest) = mpsc::channel();
+                queue.send(HashJob::Digest(reply)).ok()?;
+                digest.recv().ok()
+            }
+        }
+    }
+}
+
 /// One file being written. Dropping it deletes the file, unless it was moved to recovery.
 pub struct SpoolFile {
     file: File,
@@ -195,7 +266,7 @@ pub struct SpoolFile {
     size: u64,
     /// MD5 of bytes `[0, hashed)`, kept while the writes are sequential; `None` once they were
     /// not (the checksum is then computed from the file when needed).
-    hasher: Option<Md5>,
+    hasher: Option<RunningMd5>,
     hashed: u64,
     budget: Arc<Budget>,
     recovered: bool,
@@ -229,7 +300,7 @@ impl SpoolFile {
         self.size += grow;
         match &mut self.hasher {
             Some(hasher) if offset == self.hashed => {
-                hasher.update(data);
+                hasher.update(data, end);
                 self.hashed = end;
             }
             _ => self.hasher = None,
@@ -261,7 +332,7 @@ impl SpoolFile {
         }
         self.size = size;
         if size == 0 {
-            self.hasher = Some(Md5::new());
+            self.hasher = Some(RunningMd5::new());
             self.hashed = 0;
         } else if size != self.hashed {
             self.hasher = None;
@@ -272,8 +343,10 @@ impl SpoolFile {
     /// Lower-case hex MD5 of the content if the writes were sequential (else see
     /// [`md5_of_file`]).
     pub fn running_md5(&self) -> Option<String> {
-        let hasher = self.hasher.as_ref().filter(|_| self.hashed == self.size)?;
-        Some(hex(&hasher.clone().finalize()))
+        self.hasher
+            .as_ref()
+            .filter(|_| self.hashed == self.size)?
+            .digest()
     }
 
     /// Moves the file into the recovery directory (it stays open); returns where it went.
@@ -360,6 +433,31 @@ mod tests {
         let mut fresh = spool.create().unwrap();
         fresh.write_at(0, b"Jello world").unwrap();
         assert_eq!(Some(md5_of_file(file.path()).unwrap()), fresh.running_md5());
+        file.set_len(0).unwrap();
+        assert_eq!(file.running_md5().as_deref(), Some(EMPTY_MD5));
+    }
+
+    #[test]
+    fn a_large_file_is_hashed_on_a_thread_and_agrees_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 30);
+        let mut file = spool.create().unwrap();
+        let chunk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut offset = 0;
+        // Past the inline part, a digest in the middle, and on: each agrees with the file.
+        for _ in 0..2 {
+            for _ in 0..20 {
+                file.write_at(offset, &chunk).unwrap();
+                offset += chunk.len() as u64;
+            }
+            assert!(offset > INLINE_HASH_BYTES);
+            assert!(matches!(file.hasher, Some(RunningMd5::Threaded(_))));
+            assert_eq!(
+                file.running_md5(),
+                Some(md5_of_file(file.path()).unwrap()),
+                "after {offset} bytes"
+            );
+        }
         file.set_len(0).unwrap();
         assert_eq!(file.running_md5().as_deref(), Some(EMPTY_MD5));
     }
