@@ -1,211 +1,15 @@
 //! `midasfs serve` as a black box: the real binary on a temporary store, spoken to over HTTP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use md5::{Digest, Md5};
 use serde_json::Value;
 
-const ADMIN_EMAIL: &str = "admin@example.com";
-const ADMIN_PASSWORD: &str = "adminpass123";
-
-/// One running `midasfs serve`, killed on drop.
-struct Server {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    addr: String,
-    api_key: String,
-    http: reqwest::blocking::Client,
-}
-
-impl Server {
-    fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
-            .args(["serve", "--data"])
-            .arg(data)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-password",
-                ADMIN_PASSWORD,
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start midasfs serve");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (mut addr, mut api_key) = (String::new(), String::new());
-        while api_key.is_empty() {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).expect("read stdout") > 0,
-                "server exited early"
-            );
-            if let Some(url) = line
-                .trim()
-                .strip_prefix("midasfs serve listening on http://")
-            {
-                addr = url.to_owned();
-            } else if let Some(key) = line.trim().strip_prefix("admin api key: ") {
-                api_key = key.to_owned();
-            }
-        }
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
-        Server {
-            child,
-            _stdout: stdout,
-            addr,
-            api_key,
-            http,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// A call the way pydas makes it: POST, every parameter in the query string.
-    fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let mut query = vec![("method", method)];
-        query.extend_from_slice(params);
-        let response = self
-            .http
-            .post(self.url("/api/json"))
-            .query(&query)
-            .send()
-            .expect("request");
-        assert_eq!(response.status(), 200);
-        json_of(response)
-    }
-
-    fn ok(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let v = self.call(method, params);
-        assert_eq!(v["stat"], "ok", "{method} {params:?} failed: {v}");
-        v["data"].clone()
-    }
-
-    fn fail(&self, method: &str, params: &[(&str, &str)]) -> (String, String) {
-        let v = self.call(method, params);
-        assert_eq!(v["stat"], "fail", "{method} {params:?} should fail: {v}");
-        (
-            v["code"].as_str().unwrap_or_default().to_owned(),
-            v["message"].as_str().unwrap_or_default().to_owned(),
-        )
-    }
-
-    fn login(&self, email: &str, key: &str) -> String {
-        self.ok(
-            "midas.login",
-            &[("email", email), ("apikey", key), ("appname", "Default")],
-        )["token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    }
-
-    fn admin_token(&self) -> String {
-        self.login(ADMIN_EMAIL, &self.api_key.clone())
-    }
-
-    fn put(&self, params: &[(&str, &str)], body: Vec<u8>) -> Value {
-        let mut query = vec![("method", "midas.upload.perform")];
-        query.extend_from_slice(params);
-        self.http
-            .put(self.url("/api/json"))
-            .query(&query)
-            .body(body)
-            .send()
-            .map(json_of)
-            .expect("upload")
-    }
-
-    /// Create an item in `folder` and upload `content` as `name` into its head revision.
-    fn upload_item(&self, token: &str, folder: &str, name: &str, content: &[u8]) -> String {
-        let item = self.ok(
-            "midas.item.create",
-            &[("token", token), ("name", name), ("parentid", folder)],
-        );
-        let item_id = item["item_id"].as_str().expect("item id").to_owned();
-        self.upload_to(token, &item_id, name, content, Some("head"));
-        item_id
-    }
-
-    fn upload_to(
-        &self,
-        token: &str,
-        item_id: &str,
-        name: &str,
-        content: &[u8],
-        revision: Option<&str>,
-    ) -> Value {
-        let upload = self.ok(
-            "midas.upload.generatetoken",
-            &[("token", token), ("itemid", item_id), ("filename", name)],
-        );
-        let upload_token = upload["token"].as_str().expect("upload token").to_owned();
-        let length = content.len().to_string();
-        let mut params = vec![
-            ("uploadtoken", upload_token.as_str()),
-            ("filename", name),
-            ("length", length.as_str()),
-        ];
-        if let Some(r) = revision {
-            params.push(("revision", r));
-        }
-        let v = self.put(&params, content.to_vec());
-        assert_eq!(v["stat"], "ok", "upload failed: {v}");
-        v["data"].clone()
-    }
-
-    fn folder_named(&self, token: Option<&str>, user_email: &str, name: &str) -> String {
-        let root = self.ok("midas.user.get", &[("email", user_email)])["folder_id"]
-            .as_str()
-            .expect("root")
-            .to_owned();
-        let mut params = vec![("id", root.as_str())];
-        if let Some(t) = token {
-            params.push(("token", t));
-        }
-        let children = self.ok("midas.folder.children", &params);
-        children["folders"]
-            .as_array()
-            .expect("folders")
-            .iter()
-            .find(|f| f["name"] == name)
-            .map(|f| f["folder_id"].as_str().expect("id").to_owned())
-            .unwrap_or_else(|| panic!("no folder {name}"))
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn json_of(response: reqwest::blocking::Response) -> Value {
-    let body = response.bytes().expect("body");
-    serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    format!("{:x}", Md5::digest(data))
-}
+use common::server::{json_answer, md5_hex, text, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 fn sample(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -257,44 +61,18 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn add_user(data: &Path, email: &str, password: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
-        .args(["admin", "--data"])
-        .arg(data)
-        .args([
-            "add-user",
-            "--email",
-            email,
-            "--password",
-            password,
-            "--firstname",
-            "jane",
-            "--lastname",
-            "doe",
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("midasfs admin");
-    assert!(
-        out.status.success(),
-        "admin add-user failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("api key: ").map(str::to_owned))
-        .expect("api key line")
+/// A fresh server, an administrator's token and the id of the administrator's Private folder.
+fn server_with_private() -> (TestServer, String, String) {
+    let server = TestServer::start();
+    let token = server.token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    (server, token, private)
 }
 
 #[test]
 fn wire_format_and_authentication_match_midas() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let body = server
-        .http
-        .get(server.url("/api/json?method=midas.version"))
-        .send()
-        .expect("version");
+    let server = TestServer::start();
+    let body = server.get("/api/json?method=midas.version");
     assert_eq!(body.headers()["content-type"], "text/html; charset=UTF-8");
     assert_eq!(
         body.text().expect("text"),
@@ -308,8 +86,8 @@ fn wire_format_and_authentication_match_midas() {
         "Server error. Requested method midas.no.such.method does not exist."
     );
     let missing = server
-        .http
-        .post(server.url("/api/json"))
+        .http()
+        .post(format!("{}/api/json", server.url))
         .send()
         .expect("no method")
         .text()
@@ -319,29 +97,31 @@ fn wire_format_and_authentication_match_midas() {
         "Inconsistent request: please set a method parameter"
     );
 
-    let get_key = server
-        .http
-        .get(server.url("/api/json"))
-        .query(&[
-            ("method", "midas.user.apikey.default"),
-            ("email", ADMIN_EMAIL),
-            ("password", ADMIN_PASSWORD),
-        ])
-        .send()
-        .map(json_of)
-        .expect("get");
+    let get_key = json_answer(
+        "midas.user.apikey.default by GET",
+        server
+            .http()
+            .get(format!("{}/api/json", server.url))
+            .query(&[
+                ("method", "midas.user.apikey.default"),
+                ("email", ADMIN_EMAIL),
+                ("password", ADMIN_PASSWORD),
+            ])
+            .send()
+            .expect("get"),
+    );
     assert_eq!(
         (get_key["code"].as_str(), get_key["message"].as_str()),
         (Some("-153"), Some("POST method required"))
     );
     assert_eq!(
-        server.fail(
+        server.call_fail(
             "midas.user.apikey.default",
             &[("email", ADMIN_EMAIL), ("password", "wrong")]
         ),
         ("-150".into(), "Login failed".into())
     );
-    let key = server.ok(
+    let key = server.call_ok(
         "midas.user.apikey.default",
         &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
     );
@@ -364,12 +144,12 @@ fn wire_format_and_authentication_match_midas() {
         (Some("0"), Some(""), Some("fail"))
     );
     assert_eq!(
-        server.fail("midas.login", &[("email", ADMIN_EMAIL), ("apikey", "x")]),
+        server.call_fail("midas.login", &[("email", ADMIN_EMAIL), ("apikey", "x")]),
         ("-150".into(), "Parameter appname is not defined".into())
     );
     assert_eq!(
         server
-            .fail(
+            .call_fail(
                 "midas.login",
                 &[
                     ("email", "nobody@example.com"),
@@ -380,20 +160,23 @@ fn wire_format_and_authentication_match_midas() {
             .0,
         "-150"
     );
-    let token = server.admin_token();
+    let token = server.token();
     assert_eq!(token.len(), 32);
     assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()));
     assert_eq!(
-        server.admin_token(),
+        server.token(),
         token,
         "login returns the same token until it expires"
     );
     assert_eq!(
-        server.fail("midas.user.folders", &[("token", "")]),
+        server.call_fail("midas.user.folders", &[("token", "")]),
         ("-101".into(), "Invalid token".into())
     );
-    assert_eq!(server.ok("midas.user.folders", &[]), Value::Array(vec![]));
-    let folders = server.ok("midas.user.folders", &[("token", &token)]);
+    assert_eq!(
+        server.call_ok("midas.user.folders", &[]),
+        Value::Array(vec![])
+    );
+    let folders = server.call_ok("midas.user.folders", &[("token", &token)]);
     let names: Vec<&str> = folders
         .as_array()
         .expect("list")
@@ -402,24 +185,24 @@ fn wire_format_and_authentication_match_midas() {
         .collect();
     assert_eq!(names, ["Private", "Public"]);
     assert_eq!(
-        server.ok("midas.user.get", &[("email", "nobody@example.com")]),
+        server.call_ok("midas.user.get", &[("email", "nobody@example.com")]),
         ""
     );
-    let by_name = server.ok(
+    let by_name = server.call_ok(
         "midas.user.get",
         &[("firstname", "Admin"), ("lastname", "User")],
     );
     assert_eq!(by_name["email"], ADMIN_EMAIL);
     assert_eq!(
-        server.ok("midas.item.searchByName", &[("name", "none")])["items"],
+        server.call_ok("midas.item.searchByName", &[("name", "none")])["items"],
         Value::Array(vec![])
     );
 
     // Double-encoded UTF-8 and JSON_HEX_TAG escaping, as PHP writes them.
     let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
     let raw = server
-        .http
-        .post(server.url("/api/json"))
+        .http()
+        .post(format!("{}/api/json", server.url))
         .query(&[
             ("method", "midas.folder.create"),
             ("token", &token),
@@ -438,27 +221,19 @@ fn wire_format_and_authentication_match_midas() {
 
 #[test]
 fn private_data_never_leaks_through_any_read_method() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let admin = server.admin_token();
-    let jane_key = add_user(dir.path(), "jane@example.com", "janepassword1");
+    let server = TestServer::start();
+    let admin = server.token();
+    let jane_key = server.add_user("jane@example.com", "janepassword1", "jane", "doe");
     let jane = server.login("jane@example.com", &jane_key);
 
     let private = server.folder_named(Some(&admin), ADMIN_EMAIL, "Private");
     let public = server.folder_named(None, ADMIN_EMAIL, "Public");
-    let secret_folder = server.ok(
-        "midas.folder.create",
-        &[
-            ("token", &admin),
-            ("name", "secret"),
-            ("parentid", &private),
-        ],
-    );
-    let secret_folder_id = secret_folder["folder_id"].as_str().expect("id").to_owned();
-    let secret_uuid = secret_folder["uuid"].as_str().expect("uuid").to_owned();
+    let secret_folder = server.create_folder(&admin, &private, "secret");
+    let secret_folder_id = text(&secret_folder["folder_id"]).to_owned();
+    let secret_uuid = text(&secret_folder["uuid"]).to_owned();
     let content = b"top secret content\n";
     let item = server.upload_item(&admin, &secret_folder_id, "secret.txt", content);
-    server.ok(
+    server.call_ok(
         "midas.item.setmetadata",
         &[
             ("token", &admin),
@@ -467,12 +242,9 @@ fn private_data_never_leaks_through_any_read_method() {
             ("value", "v"),
         ],
     );
-    let item_info = server.ok("midas.item.get", &[("token", &admin), ("id", &item)]);
-    let bitstream = item_info["revisions"][0]["bitstreams"][0]["bitstream_id"]
-        .as_str()
-        .expect("bs")
-        .to_owned();
-    let item_uuid = item_info["uuid"].as_str().expect("uuid").to_owned();
+    let item_info = server.call_ok("midas.item.get", &[("token", &admin), ("id", &item)]);
+    let bitstream = text(&item_info["revisions"][0]["bitstreams"][0]["bitstream_id"]).to_owned();
+    let item_uuid = text(&item_info["uuid"]).to_owned();
     let public_item = server.upload_item(&admin, &public, "open.txt", b"open\n");
 
     for (who, token) in [("anonymous", None), ("jane", Some(jane.as_str()))] {
@@ -540,23 +312,11 @@ fn private_data_never_leaks_through_any_read_method() {
 
         // The download controller itself.
         let auth = token.map(|t| format!("&authToken={t}")).unwrap_or_default();
-        let direct = server
-            .http
-            .get(server.url(&format!("/download/?bitstream={bitstream}&offset=0{auth}")))
-            .send()
-            .expect("download");
+        let direct = server.get(&format!("/download/?bitstream={bitstream}&offset=0{auth}"));
         assert_eq!(direct.status(), 500, "{who}: direct bitstream download");
-        let direct = server
-            .http
-            .get(server.url(&format!("/download/?items={item}{auth}")))
-            .send()
-            .expect("download");
+        let direct = server.get(&format!("/download/?items={item}{auth}"));
         assert_eq!(direct.status(), 403, "{who}: direct item download");
-        let direct = server
-            .http
-            .get(server.url(&format!("/download/?folders={secret_folder_id}{auth}")))
-            .send()
-            .expect("download");
+        let direct = server.get(&format!("/download/?folders={secret_folder_id}{auth}"));
         assert_eq!(direct.status(), 403, "{who}: direct folder download");
 
         // Public data stays visible.
@@ -565,11 +325,11 @@ fn private_data_never_leaks_through_any_read_method() {
     }
     // A public folder's ZIP leaves out private children that were shared in... and the admin sees all.
     assert_eq!(
-        server.ok("midas.item.get", &[("token", &admin), ("id", &item)])["name"],
+        server.call_ok("midas.item.get", &[("token", &admin), ("id", &item)])["name"],
         "secret.txt"
     );
     // Jane cannot write into the admin's public folder.
-    let (code, _) = server.fail(
+    let (code, _) = server.call_fail(
         "midas.item.create",
         &[("token", &jane), ("name", "x"), ("parentid", &public)],
     );
@@ -578,10 +338,7 @@ fn private_data_never_leaks_through_any_read_method() {
 
 #[test]
 fn uploads_make_revisions_and_deduplicate_like_midas() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let (server, token, private) = server_with_private();
     let item = server.upload_item(&token, &private, "a.txt", b"first\n");
     // No `revision`: a new revision holding only this file.
     server.upload_to(&token, &item, "b.txt", b"second\n", None);
@@ -589,7 +346,7 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     let after = server.upload_to(&token, &item, "b.txt", b"third!\n", Some("head"));
     assert_eq!(after["sizebytes"], "14");
     assert!(after.get("revisions").is_none());
-    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
+    let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item)]);
     let revisions = got["revisions"].as_array().expect("revisions");
     let numbers: Vec<&str> = revisions
         .iter()
@@ -606,7 +363,7 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     };
     assert_eq!(names(&revisions[0]), ["a.txt"]);
     assert_eq!(names(&revisions[1]), ["b.txt", "b.txt"]);
-    let head = server.ok(
+    let head = server.call_ok(
         "midas.item.get",
         &[("token", &token), ("id", &item), ("head", "")],
     );
@@ -614,27 +371,22 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     assert_eq!(head["revisions"][0]["revision"], "2");
 
     // Checksum dedup: a known checksum adds the file without a transfer...
-    let copy = server.ok(
-        "midas.item.create",
-        &[
-            ("token", &token),
-            ("name", "copy.txt"),
-            ("parentid", &private),
-        ],
-    );
-    let copy_id = copy["item_id"].as_str().expect("id").to_owned();
+    let copy_id = server.create_item(&token, &private, "copy.txt");
+    let upload_token_for = |filename: &str, checksum: &str| -> String {
+        let upload = server.call_ok(
+            "midas.upload.generatetoken",
+            &[
+                ("token", &token),
+                ("itemid", &copy_id),
+                ("filename", filename),
+                ("checksum", checksum),
+            ],
+        );
+        text(&upload["token"]).to_owned()
+    };
     let known = md5_hex(b"first\n");
-    let dedup = server.ok(
-        "midas.upload.generatetoken",
-        &[
-            ("token", &token),
-            ("itemid", &copy_id),
-            ("filename", "copy.txt"),
-            ("checksum", &known),
-        ],
-    );
-    assert_eq!(dedup["token"], "");
-    let copied = server.ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
+    assert_eq!(upload_token_for("copy.txt", &known), "");
+    let copied = server.call_ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
     assert_eq!(copied["revisions"][0]["changes"], "Initial revision");
     assert_eq!(
         copied["revisions"][0]["bitstreams"][0]["checksum"],
@@ -643,17 +395,8 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     assert_eq!(copied["sizebytes"], "6");
     // ...and nothing at all when the head already has that name, even for other content.
     let other = md5_hex(b"second\n");
-    let again = server.ok(
-        "midas.upload.generatetoken",
-        &[
-            ("token", &token),
-            ("itemid", &copy_id),
-            ("filename", "copy.txt"),
-            ("checksum", &other),
-        ],
-    );
-    assert_eq!(again["token"], "");
-    let unchanged = server.ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
+    assert_eq!(upload_token_for("copy.txt", &other), "");
+    let unchanged = server.call_ok("midas.item.get", &[("token", &token), ("id", &copy_id)]);
     assert_eq!(
         unchanged["revisions"][0]["bitstreams"]
             .as_array()
@@ -662,22 +405,11 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
         1
     );
     // An unknown checksum gets a real token.
-    let fresh = server.ok(
-        "midas.upload.generatetoken",
-        &[
-            ("token", &token),
-            ("itemid", &copy_id),
-            ("filename", "n.txt"),
-            ("checksum", &"0".repeat(32)),
-        ],
-    );
-    assert_eq!(
-        fresh["token"].as_str().expect("token").split('/').count(),
-        3
-    );
+    let fresh = upload_token_for("n.txt", &"0".repeat(32));
+    assert_eq!(fresh.split('/').count(), 3);
 
     // Automatic renaming of items, refusal of duplicate folders unless reuseExisting.
-    let renamed = server.ok(
+    let renamed = server.call_ok(
         "midas.item.create",
         &[
             ("token", &token),
@@ -687,20 +419,20 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     );
     assert_eq!(renamed["name"], "copy.txt (1)");
     assert_eq!(renamed["sizebytes"], "");
-    server.ok(
+    server.call_ok(
         "midas.folder.create",
         &[("token", &token), ("name", "d"), ("parentid", &private)],
     );
     assert_eq!(
         server
-            .fail(
+            .call_fail(
                 "midas.folder.create",
                 &[("token", &token), ("name", "d"), ("parentid", &private)]
             )
             .0,
         "-150"
     );
-    server.ok(
+    server.call_ok(
         "midas.folder.create",
         &[
             ("token", &token),
@@ -713,30 +445,11 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
 
 #[test]
 fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
-    let item = server.ok(
-        "midas.item.create",
-        &[
-            ("token", &token),
-            ("name", "big.bin"),
-            ("parentid", &private),
-        ],
-    );
-    let item_id = item["item_id"].as_str().expect("id").to_owned();
+    let (server, token, private) = server_with_private();
+    let item_id = server.create_item(&token, &private, "big.bin");
     let content = sample(700_000, 7);
     let length = content.len().to_string();
-    let upload = server.ok(
-        "midas.upload.generatetoken",
-        &[
-            ("token", &token),
-            ("itemid", &item_id),
-            ("filename", "big.bin"),
-        ],
-    );
-    let ut = upload["token"].as_str().expect("token").to_owned();
+    let ut = server.upload_token(&token, &item_id, "big.bin");
     let params = [
         ("uploadtoken", ut.as_str()),
         ("filename", "big.bin"),
@@ -744,16 +457,16 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
         ("revision", "head"),
     ];
 
-    let short = server.put(&params, content[..300_000].to_vec());
+    let short = server.upload_perform(&params, content[..300_000].to_vec());
     assert_eq!(short["code"], "-105");
     assert_eq!(
         short["message"],
         format!("Failed to upload file - 300000/{length} bytes transferred").as_str()
     );
-    let offset = server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)]);
+    let offset = server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)]);
     assert_eq!(offset["offset"], "300000");
     // A smaller total than what arrived is refused, and the data stays.
-    let smaller = server.put(
+    let smaller = server.upload_perform(
         &[
             ("uploadtoken", &ut),
             ("filename", "big.bin"),
@@ -763,70 +476,66 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
     );
     assert_eq!(smaller["code"], "-105");
     assert_eq!(
-        server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
+        server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
         "300000"
     );
     // Resume with the rest, plus trailing bytes that must be ignored.
     let mut rest = content[300_000..].to_vec();
     rest.extend_from_slice(b"EXTRA BYTES");
-    let done = server.put(&params, rest);
+    let done = server.upload_perform(&params, rest);
     assert_eq!(done["stat"], "ok", "{done}");
     assert_eq!(done["data"]["sizebytes"], length.as_str());
-    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
     assert_eq!(
         got["revisions"][0]["bitstreams"][0]["checksum"],
         md5_hex(&content).as_str()
     );
     // The token is spent.
-    let spent = server.put(&params, content.clone());
+    let spent = server.upload_perform(&params, content.clone());
     assert_eq!(spent["code"], "-141");
     assert_eq!(
         spent["message"],
         format!("Invalid upload token {ut}").as_str()
     );
     assert_eq!(
-        server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
+        server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
         ""
     );
     // perform needs PUT or POST.
-    let via_get = server
-        .http
-        .get(server.url("/api/json"))
-        .query(&[
-            ("method", "midas.upload.perform"),
-            ("uploadtoken", &ut),
-            ("filename", "x"),
-            ("length", "1"),
-        ])
-        .send()
-        .map(json_of)
-        .expect("get");
+    let via_get = json_answer(
+        "midas.upload.perform by GET",
+        server
+            .http()
+            .get(format!("{}/api/json", server.url))
+            .query(&[
+                ("method", "midas.upload.perform"),
+                ("uploadtoken", &ut),
+                ("filename", "x"),
+                ("length", "1"),
+            ])
+            .send()
+            .expect("get"),
+    );
     assert_eq!(via_get["code"], "-153");
     assert_eq!(via_get["message"], "POST or PUT method required");
-    let stats: Value = server
-        .http
-        .get(server.url("/__midasfs/stats"))
-        .send()
-        .map(json_of)
-        .expect("stats");
+    let stats = server.stats();
     assert_eq!(stats["bytes_uploaded"], 700_000);
     assert!(stats["methods"]["midas.upload.perform"].as_u64() >= Some(3));
 }
 
 #[test]
 fn tokens_expire_after_token_ttl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &["--token-ttl", "2"]);
-    let token = server.admin_token();
-    server.ok("midas.user.folders", &[("token", &token)]);
+    let server = TestServer::start_with(&["--token-ttl", "2"]);
+    let token = server.token();
+    server.call_ok("midas.user.folders", &[("token", &token)]);
     std::thread::sleep(Duration::from_millis(3_100));
     assert_eq!(
-        server.fail("midas.user.folders", &[("token", &token)]),
+        server.call_fail("midas.user.folders", &[("token", &token)]),
         ("-101".into(), "Invalid token".into())
     );
-    let renewed = server.admin_token();
+    let renewed = server.token();
     assert_ne!(renewed, token);
-    server.ok("midas.user.folders", &[("token", &renewed)]);
+    server.call_ok("midas.user.folders", &[("token", &renewed)]);
 }
 
 /// Send a PUT head and part of its body, and leave the connection hanging.
@@ -842,9 +551,9 @@ fn start_hanging_upload(addr: &str, query: &str, total: usize, part: &[u8]) -> T
     stream
 }
 
-fn wait_for_offset(server: &Server, ut: &str, at_least: u64) -> u64 {
+fn wait_for_offset(server: &TestServer, ut: &str, at_least: u64) -> u64 {
     for _ in 0..200 {
-        let offset = server.ok("midas.upload.getoffset", &[("uploadtoken", ut)])["offset"]
+        let offset = server.call_ok("midas.upload.getoffset", &[("uploadtoken", ut)])["offset"]
             .as_str()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
@@ -858,60 +567,39 @@ fn wait_for_offset(server: &Server, ut: &str, at_least: u64) -> u64 {
 
 #[test]
 fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let (mut server, token, private) = server_with_private();
     let kept = server.upload_item(&token, &private, "kept.txt", b"still here\n");
-    let item = server.ok(
-        "midas.item.create",
-        &[
-            ("token", &token),
-            ("name", "partial.bin"),
-            ("parentid", &private),
-        ],
-    );
-    let item_id = item["item_id"].as_str().expect("id").to_owned();
+    let item_id = server.create_item(&token, &private, "partial.bin");
     let content = sample(400_000, 3);
-    let ut = server.ok(
-        "midas.upload.generatetoken",
-        &[
-            ("token", &token),
-            ("itemid", &item_id),
-            ("filename", "p.bin"),
-        ],
-    )["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let ut = server.upload_token(&token, &item_id, "p.bin");
     let encoded_token = ut.replace('/', "%2F");
     let query = format!("method=midas.upload.perform&uploadtoken={encoded_token}&filename=p.bin&length={}&revision=head", content.len());
-    let hanging = start_hanging_upload(&server.addr, &query, content.len(), &content[..150_000]);
+    let hanging = start_hanging_upload(server.addr(), &query, content.len(), &content[..150_000]);
     wait_for_offset(&server, &ut, 150_000);
     let api_key = server.api_key.clone();
-    server.stop(); // SIGKILL in the middle of the upload
+    server.kill(); // SIGKILL in the middle of the upload
     drop(hanging);
 
-    let server = Server::start(dir.path(), &[]);
+    server.restart();
     assert_eq!(server.api_key, api_key, "restart reuses the store");
     let token = server.login(ADMIN_EMAIL, &api_key);
     assert_eq!(
-        server.ok("midas.item.get", &[("token", &token), ("id", &kept)])["sizebytes"],
+        server.call_ok("midas.item.get", &[("token", &token), ("id", &kept)])["sizebytes"],
         "11"
     );
-    let partial = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let partial = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
     assert_eq!(
         partial["revisions"],
         Value::Array(vec![]),
         "a partial upload is never visible"
     );
-    let offset: usize = server.ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"]
+    let offset: usize = server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("offset survives the restart");
     assert_eq!(offset, 150_000);
     let length = content.len().to_string();
-    let done = server.put(
+    let done = server.upload_perform(
         &[
             ("uploadtoken", &ut),
             ("filename", "p.bin"),
@@ -921,16 +609,13 @@ fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
         content[offset..].to_vec(),
     );
     assert_eq!(done["stat"], "ok", "{done}");
-    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
     assert_eq!(
         got["revisions"][0]["bitstreams"][0]["checksum"],
         md5_hex(&content).as_str()
     );
     let body = server
-        .http
-        .get(server.url(&format!("/download/?items={item_id}&authToken={token}")))
-        .send()
-        .expect("download")
+        .get(&format!("/download/?items={item_id}&authToken={token}"))
         .bytes()
         .expect("body");
     assert_eq!(md5_hex(&body), md5_hex(&content));
@@ -938,34 +623,17 @@ fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
 
 #[test]
 fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
-    let folder = server.ok(
-        "midas.folder.create",
-        &[
-            ("token", &token),
-            ("name", "sub dir"),
-            ("parentid", &private),
-        ],
-    );
-    let folder_id = folder["folder_id"].as_str().expect("id").to_owned();
+    let (server, token, private) = server_with_private();
+    let folder = server.create_folder(&token, &private, "sub dir");
+    let folder_id = text(&folder["folder_id"]).to_owned();
     let content = sample(600_000, 11);
     let item = server.upload_item(&token, &folder_id, "binary.bin", &content);
-    let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
-    let bitstream = got["revisions"][0]["bitstreams"][0]["bitstream_id"]
-        .as_str()
-        .expect("bs")
-        .to_owned();
+    let bitstream = server.first_bitstream(&token, &item);
 
-    // The redirect, exactly as Midas builds it.
-    let no_redirects = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let redirect = no_redirects
-        .post(server.url("/api/json"))
+    // The redirect, exactly as Midas builds it (the test server's client does not follow it).
+    let redirect = server
+        .http()
+        .post(format!("{}/api/json", server.url))
         .query(&[
             ("method", "midas.bitstream.download"),
             ("token", &token),
@@ -984,7 +652,7 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
         format!("/download/?bitstream={bitstream}&offset=500000&name=binary.bin&authToken={token}")
     );
 
-    let (head, body) = raw_get(&server.addr, &location);
+    let (head, body) = raw_get(server.addr(), &location);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(header(&head, "content-length"), Some("600000"));
     assert_eq!(
@@ -997,10 +665,11 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
 
     // Range is ignored; offset 0 gives everything.
     let full = server
-        .http
-        .get(server.url(&format!(
-            "/download/?bitstream={bitstream}&offset=0&authToken={token}"
-        )))
+        .http()
+        .get(format!(
+            "{}/download/?bitstream={bitstream}&offset=0&authToken={token}",
+            server.url
+        ))
         .header("Range", "bytes=100-199")
         .send()
         .expect("download");
@@ -1008,10 +677,14 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
     assert_eq!(full.bytes().expect("body").as_ref(), content.as_slice());
 
     // Two bitstreams: a ZIP named after the item; the folder: "<First><Last>-<name>.zip".
+    // Asked through the API, which redirects to the download controller.
+    let following = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
     server.upload_to(&token, &item, "second.txt", b"second\n", Some("head"));
-    let zipped = server
-        .http
-        .get(server.url("/api/json"))
+    let zipped = following
+        .get(format!("{}/api/json", server.url))
         .query(&[
             ("method", "midas.item.download"),
             ("token", &token),
@@ -1042,9 +715,8 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
     assert_eq!(second, "second\n");
 
     server.upload_item(&token, &folder_id, "copy.txt", b"copy\n");
-    let folder_zip = server
-        .http
-        .get(server.url("/api/json"))
+    let folder_zip = following
+        .get(format!("{}/api/json", server.url))
         .query(&[
             ("method", "midas.folder.download"),
             ("token", &token),
@@ -1070,20 +742,9 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
     );
 
     // An empty item downloads as an empty ZIP.
-    let empty = server.ok(
-        "midas.item.create",
-        &[
-            ("token", &token),
-            ("name", "empty"),
-            ("parentid", &folder_id),
-        ],
-    );
-    let empty_id = empty["item_id"].as_str().expect("id").to_owned();
+    let empty_id = server.create_item(&token, &folder_id, "empty");
     let bytes = server
-        .http
-        .get(server.url(&format!("/download/?items={empty_id}&authToken={token}")))
-        .send()
-        .expect("empty zip")
+        .get(&format!("/download/?items={empty_id}&authToken={token}"))
         .bytes()
         .expect("body")
         .to_vec();
@@ -1093,48 +754,29 @@ fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() 
             .len(),
         0
     );
-    let by_path = server
-        .http
-        .get(server.url(&format!(
-            "/download/bitstream/{bitstream}/binary.bin?authToken={token}"
-        )))
-        .send()
-        .expect("path form");
+    let by_path = server.get(&format!(
+        "/download/bitstream/{bitstream}/binary.bin?authToken={token}"
+    ));
     assert_eq!(by_path.bytes().expect("body").as_ref(), content.as_slice());
-    let missing = server
-        .http
-        .get(server.url("/download/?bitstream=999999"))
-        .send()
-        .expect("404");
+    let missing = server.get("/download/?bitstream=999999");
     assert_eq!(missing.status(), 404);
 }
 
 #[test]
 fn a_long_download_does_not_block_other_calls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
+    let server = TestServer::start();
+    let token = server.token();
     let public = server.folder_named(None, ADMIN_EMAIL, "Public");
     let content = sample(24 * 1024 * 1024, 5);
     let item = server.upload_item(&token, &public, "big.bin", &content);
-    let children_calls = |server: &Server| -> u64 {
-        let stats = server
-            .http
-            .get(server.url("/__midasfs/stats"))
-            .send()
-            .map(json_of)
-            .expect("stats");
-        stats["methods"]["midas.folder.children"]
+    let children_calls = |server: &TestServer| -> u64 {
+        server.stats()["methods"]["midas.folder.children"]
             .as_u64()
             .unwrap_or(0)
     };
     let before = children_calls(&server);
     // Start a download and read only its first bytes: the rest stays pending on the server.
-    let mut slow = server
-        .http
-        .get(server.url(&format!("/download/?items={item}")))
-        .send()
-        .expect("download");
+    let mut slow = server.get(&format!("/download/?items={item}"));
     let mut first = [0u8; 1024];
     slow.read_exact(&mut first).expect("first bytes");
     assert_eq!(&first[..], &content[..1024]);
@@ -1143,11 +785,11 @@ fn a_long_download_does_not_block_other_calls() {
             .map(|_| {
                 scope.spawn(|| {
                     for _ in 0..5 {
-                        server.ok(
+                        server.call_ok(
                             "midas.folder.children",
                             &[("token", &token), ("id", &public)],
                         );
-                        server.ok("midas.item.get", &[("id", &item)]);
+                        server.call_ok("midas.item.get", &[("id", &item)]);
                     }
                 })
             })
@@ -1159,12 +801,7 @@ fn a_long_download_does_not_block_other_calls() {
     let mut rest = Vec::new();
     slow.read_to_end(&mut rest).expect("rest");
     assert_eq!(rest.len() + 1024, content.len());
-    let stats: Value = server
-        .http
-        .get(server.url("/__midasfs/stats"))
-        .send()
-        .map(json_of)
-        .expect("stats");
+    let stats = server.stats();
     assert_eq!(stats["download_requests"], 1);
     assert_eq!(children_calls(&server) - before, 40);
 }
@@ -1187,11 +824,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn hostile_names_and_tokens_stay_inside_the_store() {
-    let outer = tempfile::tempdir().expect("tempdir");
-    let data = outer.path().join("store");
-    let server = Server::start(&data, &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let (server, token, private) = server_with_private();
     for name in [
         "../../escape",
         "a/b",
@@ -1201,22 +834,15 @@ fn hostile_names_and_tokens_stay_inside_the_store() {
         "quote\"d",
         "日本語",
     ] {
-        let folder = server.ok(
-            "midas.folder.create",
-            &[("token", &token), ("name", name), ("parentid", &private)],
-        );
-        let id = folder["folder_id"].as_str().expect("id").to_owned();
+        let folder = server.create_folder(&token, &private, name);
+        let id = text(&folder["folder_id"]).to_owned();
         let item = server.upload_item(&token, &id, name, b"x");
-        let got = server.ok("midas.item.get", &[("token", &token), ("id", &item)]);
+        let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item)]);
         assert_eq!(
             midasfs::midas::text::repair(got["name"].as_str().expect("name")),
             name
         );
-        let download = server
-            .http
-            .get(server.url(&format!("/download/?items={item}&authToken={token}")))
-            .send()
-            .expect("download");
+        let download = server.get(&format!("/download/?items={item}&authToken={token}"));
         assert_eq!(download.status(), 200, "{name}");
         assert_eq!(download.bytes().expect("body").as_ref(), b"x");
     }
@@ -1228,11 +854,11 @@ fn hostile_names_and_tokens_stay_inside_the_store() {
         "1/1/%2e%2e",
     ] {
         assert_eq!(
-            server.ok("midas.upload.getoffset", &[("uploadtoken", bad)])["offset"],
+            server.call_ok("midas.upload.getoffset", &[("uploadtoken", bad)])["offset"],
             "",
             "{bad}"
         );
-        let v = server.put(
+        let v = server.upload_perform(
             &[("uploadtoken", bad), ("filename", "x"), ("length", "1")],
             b"x".to_vec(),
         );
@@ -1247,54 +873,46 @@ fn hostile_names_and_tokens_stay_inside_the_store() {
     ] {
         assert_eq!(
             server
-                .fail("midas.item.get", &[("token", &token), ("id", bad_id)])
+                .call_fail("midas.item.get", &[("token", &token), ("id", bad_id)])
                 .0,
             "-151"
         );
-        assert_eq!(server.fail("midas.folder.get", &[("id", bad_id)]).0, "-151");
+        assert_eq!(
+            server.call_fail("midas.folder.get", &[("id", bad_id)]).0,
+            "-151"
+        );
     }
     let huge = "n".repeat(20_000);
-    server.ok(
+    server.call_ok(
         "midas.item.create",
         &[("token", &token), ("name", &huge), ("parentid", &private)],
     );
     assert_eq!(
-        server.fail("midas.item.get", &[("token", &token)]),
+        server.call_fail("midas.item.get", &[("token", &token)]),
         ("-150".into(), "Parameter id is not defined".into())
     );
-    let outside: Vec<PathBuf> = files_under(outer.path())
+    let beside_the_store = server.data_dir.parent().expect("the store's directory");
+    let outside: Vec<PathBuf> = files_under(beside_the_store)
         .into_iter()
-        .filter(|p| !p.starts_with(&data))
+        .filter(|p| !p.starts_with(&server.data_dir))
         .collect();
     assert_eq!(outside, Vec::<PathBuf>::new());
 }
 
 #[test]
 fn sigterm_stops_the_server_cleanly_and_the_store_reopens() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
+    let mut server = TestServer::start();
+    let token = server.token();
     let public = server.folder_named(None, ADMIN_EMAIL, "Public");
     let item = server.upload_item(&token, &public, "kept.txt", b"kept\n");
-    let pid = i32::try_from(server.child.id()).expect("pid");
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let mut status = None;
-    for _ in 0..200 {
-        status = server.child.try_wait().expect("wait");
-        if status.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(status.expect("server stopped on SIGTERM").success());
-    drop(server);
-    let server = Server::start(dir.path(), &[]);
+    let status = server.stop().expect("the server was running");
+    assert!(
+        status.success(),
+        "SIGTERM must stop the server cleanly: {status}"
+    );
+    server.restart();
     let body = server
-        .http
-        .get(server.url(&format!("/download/?items={item}")))
-        .send()
-        .expect("download")
+        .get(&format!("/download/?items={item}"))
         .bytes()
         .expect("body");
     assert_eq!(body.as_ref(), b"kept\n");
@@ -1302,14 +920,13 @@ fn sigterm_stops_the_server_cleanly_and_the_store_reopens() {
 
 #[test]
 fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let admin = server.admin_token();
-    let jane_key = add_user(dir.path(), "jane@example.com", "janepassword1");
+    let server = TestServer::start();
+    let admin = server.token();
+    let jane_key = server.add_user("jane@example.com", "janepassword1", "jane", "doe");
     let jane = server.login("jane@example.com", &jane_key);
 
     // Communities: admins create; anonymous sees public ones and their public folders only.
-    let physics = server.ok(
+    let physics = server.call_ok(
         "midas.community.create",
         &[("token", &admin), ("name", "physics")],
     );
@@ -1317,7 +934,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
     let physics_id = physics["community_id"].as_str().expect("id").to_owned();
     assert_eq!(
         server
-            .fail(
+            .call_fail(
                 "midas.community.create",
                 &[("token", &admin), ("name", "physics")]
             )
@@ -1325,13 +942,13 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         "0"
     );
     assert_eq!(
-        server.fail(
+        server.call_fail(
             "midas.community.create",
             &[("token", &jane), ("name", "mine")]
         ),
         ("-151".into(), "Only admins can create communities".into())
     );
-    server.ok(
+    server.call_ok(
         "midas.community.create",
         &[
             ("token", &admin),
@@ -1340,15 +957,17 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         ],
     );
     assert_eq!(
-        server.ok("midas.community.get", &[("name", "Physics")])["community_id"],
+        server.call_ok("midas.community.get", &[("name", "Physics")])["community_id"],
         physics_id.as_str()
     );
     assert_eq!(
-        server.fail("midas.community.get", &[("name", "Hidden")]).0,
+        server
+            .call_fail("midas.community.get", &[("name", "Hidden")])
+            .0,
         "-151"
     );
     let listed: Vec<String> = server
-        .ok("midas.community.list", &[])
+        .call_ok("midas.community.list", &[])
         .as_array()
         .expect("list")
         .iter()
@@ -1360,7 +979,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         if let Some(t) = token {
             params.push(("token", t));
         }
-        server.ok("midas.community.children", &params)["folders"]
+        server.call_ok("midas.community.children", &params)["folders"]
             .as_array()
             .expect("folders")
             .iter()
@@ -1373,7 +992,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
     // Metadata.
     let private = server.folder_named(Some(&admin), ADMIN_EMAIL, "Private");
     let item = server.upload_item(&admin, &private, "data.txt", b"data\n");
-    server.ok(
+    server.call_ok(
         "midas.item.setmultiplemetadata",
         &[
             ("token", &admin),
@@ -1386,7 +1005,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
             ("value_2", "2"),
         ],
     );
-    let metadata = server.ok(
+    let metadata = server.call_ok(
         "midas.item.getmetadata",
         &[("token", &admin), ("id", &item)],
     );
@@ -1409,14 +1028,14 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         ]
     );
     assert_eq!(
-        server.ok(
+        server.call_ok(
             "midas.item.deletemetadata",
             &[("token", &admin), ("itemid", &item), ("element", "a")]
         ),
         "1"
     );
     assert_eq!(
-        server.ok(
+        server.call_ok(
             "midas.item.deletemetadata",
             &[("token", &admin), ("itemid", &item), ("element", "zz")]
         ),
@@ -1424,7 +1043,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
     );
     assert_eq!(
         server
-            .ok(
+            .call_ok(
                 "midas.item.getmetadata",
                 &[("token", &admin), ("id", &item)]
             )
@@ -1433,7 +1052,7 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         Some(1)
     );
     assert_eq!(
-        server.fail(
+        server.call_fail(
             "midas.item.setmetadata",
             &[
                 ("token", &admin),
@@ -1446,18 +1065,12 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
     );
 
     // Moves rename on a clash; shares link without renaming; deletes follow Midas.
-    let a = server.ok(
-        "midas.folder.create",
-        &[("token", &admin), ("name", "A"), ("parentid", &private)],
-    );
-    let a_id = a["folder_id"].as_str().expect("id").to_owned();
-    let b = server.ok(
-        "midas.folder.create",
-        &[("token", &admin), ("name", "B"), ("parentid", &a_id)],
-    );
-    let b_id = b["folder_id"].as_str().expect("id").to_owned();
+    let a = server.create_folder(&admin, &private, "A");
+    let a_id = text(&a["folder_id"]).to_owned();
+    let b = server.create_folder(&admin, &a_id, "B");
+    let b_id = text(&b["folder_id"]).to_owned();
     server.upload_item(&admin, &b_id, "data.txt", b"other\n");
-    let moved = server.ok(
+    let moved = server.call_ok(
         "midas.item.move",
         &[
             ("token", &admin),
@@ -1469,13 +1082,13 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
     assert_eq!(moved["name"], "data.txt (1)");
     assert_eq!(ids(&moved["owningfolders"]), [b_id.as_str()]);
     assert_eq!(
-        server.fail(
+        server.call_fail(
             "midas.folder.move",
             &[("token", &admin), ("id", &a_id), ("dstfolderid", &b_id)]
         ),
         ("0".into(), "Parent is a child of Folder".into())
     );
-    let shared = server.ok(
+    let shared = server.call_ok(
         "midas.item.share",
         &[("token", &admin), ("id", &item), ("dstfolderid", &private)],
     );
@@ -1483,13 +1096,13 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         ids(&shared["owningfolders"]),
         [b_id.clone(), private.clone()]
     );
-    let copy = server.ok(
+    let copy = server.call_ok(
         "midas.item.duplicate",
         &[("token", &admin), ("id", &item), ("dstfolderid", &private)],
     );
     let copy_id = copy["item_id"].as_str().expect("id").to_owned();
     assert_eq!(copy["name"], "data.txt (1) (1)");
-    let count = server.ok(
+    let count = server.call_ok(
         "midas.bitstream.count",
         &[
             ("token", &admin),
@@ -1500,60 +1113,53 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         (count["count"].as_str(), count["size"].as_str()),
         (Some("2"), Some("11"))
     );
-    server.ok("midas.folder.delete", &[("token", &admin), ("id", &a_id)]);
+    server.call_ok("midas.folder.delete", &[("token", &admin), ("id", &a_id)]);
     assert_eq!(
         server
-            .fail("midas.folder.get", &[("token", &admin), ("id", &b_id)])
+            .call_fail("midas.folder.get", &[("token", &admin), ("id", &b_id)])
             .0,
         "-151"
     );
     // Still linked into Private, so it survives the folder delete.
     assert_eq!(
-        server.ok("midas.item.get", &[("token", &admin), ("id", &item)])["folder_id"],
+        server.call_ok("midas.item.get", &[("token", &admin), ("id", &item)])["folder_id"],
         private.as_str()
     );
-    server.ok("midas.item.delete", &[("token", &admin), ("id", &item)]);
+    server.call_ok("midas.item.delete", &[("token", &admin), ("id", &item)]);
     assert_eq!(
         server
-            .fail("midas.item.get", &[("token", &admin), ("id", &item)])
+            .call_fail("midas.item.get", &[("token", &admin), ("id", &item)])
             .0,
         "-151"
     );
     // The duplicate shares the stored file, which must survive the original's deletion.
     let body = server
-        .http
-        .get(server.url(&format!("/download/?items={copy_id}&authToken={admin}")))
-        .send()
-        .expect("download")
+        .get(&format!("/download/?items={copy_id}&authToken={admin}"))
         .bytes()
         .expect("body");
     assert_eq!(body.as_ref(), b"data\n");
-    let copy_bs = server.ok("midas.item.get", &[("token", &admin), ("id", &copy_id)])["revisions"]
-        [0]["bitstreams"][0]["bitstream_id"]
-        .as_str()
-        .expect("bs")
-        .to_owned();
-    let edited = server.ok(
+    let copy_bs = server.first_bitstream(&admin, &copy_id);
+    let edited = server.call_ok(
         "midas.bitstream.edit",
         &[("token", &admin), ("id", &copy_bs), ("name", "renamed.txt")],
     );
     assert_eq!(edited["name"], "renamed.txt");
     assert_eq!(
         server
-            .fail(
+            .call_fail(
                 "midas.bitstream.edit",
                 &[("token", &jane), ("id", &copy_bs), ("name", "x")]
             )
             .0,
         "-151"
     );
-    server.ok(
+    server.call_ok(
         "midas.bitstream.delete",
         &[("token", &admin), ("id", &copy_bs)],
     );
     assert_eq!(
         server
-            .fail(
+            .call_fail(
                 "midas.bitstream.get",
                 &[("token", &admin), ("id", &copy_bs)]
             )
@@ -1561,35 +1167,31 @@ fn communities_metadata_moves_shares_and_deletes_behave_like_midas() {
         "-150"
     );
     assert_eq!(
-        server.fail("midas.community.delete", &[("id", &physics_id)]),
+        server.call_fail("midas.community.delete", &[("id", &physics_id)]),
         ("-101".into(), "Unable to find user".into())
     );
-    server.ok(
+    server.call_ok(
         "midas.community.delete",
         &[("token", &admin), ("id", &physics_id)],
     );
     assert_eq!(
-        server.fail("midas.community.get", &[("id", &physics_id)]).0,
+        server
+            .call_fail("midas.community.get", &[("id", &physics_id)])
+            .0,
         "-151"
     );
 }
 
 #[test]
 fn ids_are_never_reused_and_every_download_is_counted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let token = server.admin_token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    let (server, token, private) = server_with_private();
     let bitstream_of = |item: &str| -> i64 {
-        server.ok("midas.item.get", &[("token", &token), ("id", item)])["revisions"][0]
-            ["bitstreams"][0]["bitstream_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("bitstream id")
+        let id = server.first_bitstream(&token, item);
+        id.parse().unwrap_or_else(|_| panic!("bitstream id {id}"))
     };
     let first = server.upload_item(&token, &private, "a.txt", b"aaaa");
     let first_bitstream = bitstream_of(&first);
-    server.ok("midas.item.delete", &[("token", &token), ("id", &first)]);
+    server.call_ok("midas.item.delete", &[("token", &token), ("id", &first)]);
     let second = server.upload_item(&token, &private, "b.txt", b"bbbb");
     assert!(second.parse::<i64>().expect("id") > first.parse::<i64>().expect("id"));
     assert!(
@@ -1600,19 +1202,19 @@ fn ids_are_never_reused_and_every_download_is_counted() {
     // Offset reads and item downloads all count, as on the real server.
     let bs = bitstream_of(&second);
     raw_get(
-        &server.addr,
+        server.addr(),
         &format!("/download/?bitstream={bs}&offset=2&authToken={token}"),
     );
     raw_get(
-        &server.addr,
+        server.addr(),
         &format!("/download/?bitstream={bs}&offset=0&authToken={token}"),
     );
     raw_get(
-        &server.addr,
+        server.addr(),
         &format!("/download/?items={second}&authToken={token}"),
     );
     assert_eq!(
-        server.ok("midas.item.get", &[("token", &token), ("id", &second)])["download"],
+        server.call_ok("midas.item.get", &[("token", &token), ("id", &second)])["download"],
         "3"
     );
 }

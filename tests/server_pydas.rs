@@ -7,10 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use md5::{Digest, Md5};
 use serde_json::Value;
 
-use common::server::TestServer;
+use common::server::{md5_hex, text, TestServer};
 use common::tree::pseudo_random;
 use common::zipfile;
 use midasfs::midas::text::{double_encode, repair};
@@ -34,19 +33,6 @@ fn report_of(script: &str, output: std::process::Output) -> Value {
         .find_map(|line| line.strip_prefix("PYDAS-RESULT "))
         .unwrap_or_else(|| panic!("{script} reported nothing:\n{stdout}\n{stderr}"));
     serde_json::from_str(report).unwrap_or_else(|err| panic!("{script}: bad report ({err})"))
-}
-
-fn text(value: &Value) -> &str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("a string expected, got {value}"))
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]
@@ -245,17 +231,6 @@ fn server_structure(
     out
 }
 
-fn private_folder_id(server: &TestServer, token: &str) -> String {
-    let folders = server.call_ok("midas.user.folders", &[("token", token)]);
-    folders
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["name"] == "Private")
-        .map(|f| text(&f["folder_id"]).to_owned())
-        .unwrap_or_else(|| panic!("no Private folder in {folders}"))
-}
-
 /// A file or folder on the local disk, for comparing trees.
 #[derive(Debug, PartialEq)]
 enum Local {
@@ -378,7 +353,7 @@ fn upload_and_download(leaf: bool) {
     let mut actual = server_structure(
         &server,
         &token,
-        &private_folder_id(&server, &token),
+        &server.folder_named(Some(&token), &server.email, "Private"),
         "Private",
     );
     actual.remove("Private");
@@ -420,7 +395,7 @@ fn core_driver_calls() {
         "core_driver.py",
         &[scratch.path().to_str().expect("a UTF-8 path")],
     );
-    let private = private_folder_id(&server, &server.token());
+    let private = server.folder_named(Some(&server.token()), &server.email, "Private");
     let content = b"notes written through pydas.drivers.CoreDriver\n".repeat(100);
     let (size, checksum) = (content.len().to_string(), md5_hex(&content));
 
@@ -500,7 +475,7 @@ fn private_tree(server: &TestServer) -> BTreeMap<String, Node> {
     server_structure(
         server,
         &token,
-        &private_folder_id(server, &token),
+        &server.folder_named(Some(&token), &server.email, "Private"),
         "Private",
     )
 }

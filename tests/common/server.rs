@@ -5,10 +5,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use md5::{Digest, Md5};
 use serde_json::Value;
 
 /// The administrator of every test server (the same as in the real-server captures).
@@ -18,7 +19,7 @@ pub const ADMIN_PASSWORD: &str = "adminpass123";
 /// How long a server may take to start and announce its address.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits after SIGTERM before it kills.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often `restart` tries to bind the old port again (it may linger for a moment).
 const RESTART_ATTEMPTS: u32 = 25;
 
@@ -29,7 +30,8 @@ pub struct TestServer {
     pub password: String,
     /// The administrator's Default API key.
     pub api_key: String,
-    /// The store; lives as long as the server value (inside `_data`).
+    /// The store: `store/` inside a temporary directory that lives as long as the server value
+    /// (`_data`), so that a test can check that nothing is written beside it.
     pub data_dir: PathBuf,
     pub port: u16,
     extra_args: Vec<String>,
@@ -53,7 +55,7 @@ impl TestServer {
     /// Like [`TestServer::start`] with more `midasfs serve` arguments, e.g. `["--token-ttl", "2"]`.
     pub fn start_with(extra_args: &[&str]) -> TestServer {
         let data = tempfile::tempdir().expect("create a temporary store directory");
-        let data_dir = data.path().to_path_buf();
+        let data_dir = data.path().join("store");
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let (child, announcement) = spawn_server(&data_dir, "127.0.0.1:0", &extra_args)
             .unwrap_or_else(|err| panic!("midasfs serve did not start: {err}"));
@@ -73,17 +75,15 @@ impl TestServer {
     }
 
     /// Stops the server the way an operator would (SIGTERM) and waits for it; kills it if it is
-    /// still running after 5 s.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// still running after 10 s. Returns how it exited (none if it was not running).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             match child.try_wait() {
-                Ok(Some(_)) => return,
+                Ok(Some(status)) => return Some(status),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
@@ -92,7 +92,7 @@ impl TestServer {
         }
         eprintln!("midasfs serve ignored SIGTERM for {STOP_GRACE:?}; killing it");
         let _ = child.kill();
-        let _ = child.wait();
+        child.wait().ok()
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -185,12 +185,7 @@ impl TestServer {
             .query(params)
             .send()
             .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
-        let status = response.status();
-        let body = response
-            .text()
-            .unwrap_or_else(|err| panic!("{method}: reading the answer failed: {err}"));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|err| panic!("{method}: HTTP {status}, not JSON ({err}): {body:.500}"))
+        json_answer(method, response)
     }
 
     /// Like [`TestServer::call`], but panics unless `stat` is `ok`; returns `data`.
@@ -203,39 +198,154 @@ impl TestServer {
         envelope["data"].clone()
     }
 
+    /// Like [`TestServer::call`], but panics unless `stat` is `fail`; returns `code` and `message`.
+    pub fn call_fail(&self, method: &str, params: &[(&str, &str)]) -> (String, String) {
+        let envelope = self.call(method, params);
+        assert_eq!(
+            envelope["stat"], "fail",
+            "{method} {params:?} should fail: {envelope}"
+        );
+        (
+            envelope["code"].as_str().unwrap_or_default().to_owned(),
+            envelope["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
     /// A login token of the administrator (`midas.login` with the Default API key).
     pub fn token(&self) -> String {
+        self.login(&self.email, &self.api_key)
+    }
+
+    /// A login token of any user, from its Default API key.
+    pub fn login(&self, email: &str, api_key: &str) -> String {
         let data = self.call_ok(
             "midas.login",
             &[
-                ("email", &self.email),
-                ("apikey", &self.api_key),
+                ("email", email),
+                ("apikey", api_key),
                 ("appname", "Default"),
             ],
         );
-        data["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("midas.login returned no token: {data}"))
-            .to_owned()
+        text(&data["token"]).to_owned()
+    }
+
+    /// The id of the folder `name` directly under a user's root, as `token` (or anonymous) sees it.
+    pub fn folder_named(&self, token: Option<&str>, user_email: &str, name: &str) -> String {
+        let user = self.call_ok("midas.user.get", &[("email", user_email)]);
+        let mut params = vec![("id", text(&user["folder_id"]))];
+        if let Some(t) = token {
+            params.push(("token", t));
+        }
+        let children = self.call_ok("midas.folder.children", &params);
+        children["folders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["name"] == name)
+            .map(|f| text(&f["folder_id"]).to_owned())
+            .unwrap_or_else(|| panic!("no folder {name} in {children}"))
+    }
+
+    /// `midas.folder.create` of `name` in `parent`; returns the folder.
+    pub fn create_folder(&self, token: &str, parent: &str, name: &str) -> Value {
+        self.call_ok(
+            "midas.folder.create",
+            &[("token", token), ("name", name), ("parentid", parent)],
+        )
+    }
+
+    /// `midas.item.create` of `name` in `folder`; returns the item's id.
+    pub fn create_item(&self, token: &str, folder: &str, name: &str) -> String {
+        let item = self.call_ok(
+            "midas.item.create",
+            &[("token", token), ("name", name), ("parentid", folder)],
+        );
+        text(&item["item_id"]).to_owned()
+    }
+
+    /// An upload token (`midas.upload.generatetoken`) for `filename` in an item.
+    pub fn upload_token(&self, token: &str, item_id: &str, filename: &str) -> String {
+        let upload = self.call_ok(
+            "midas.upload.generatetoken",
+            &[
+                ("token", token),
+                ("itemid", item_id),
+                ("filename", filename),
+            ],
+        );
+        text(&upload["token"]).to_owned()
+    }
+
+    /// `midas.upload.perform` the way pydas sends it: PUT, parameters in the query string, the
+    /// file as the body. Returns the whole envelope.
+    pub fn upload_perform(&self, params: &[(&str, &str)], body: Vec<u8>) -> Value {
+        let method = "midas.upload.perform";
+        let response = self
+            .http
+            .put(format!("{}/api/json", self.url))
+            .query(&[("method", method)])
+            .query(params)
+            .body(body)
+            .send()
+            .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
+        json_answer(method, response)
+    }
+
+    /// Uploads `content` as `name` into an item (`revision` as `midas.upload.perform` takes it);
+    /// panics unless it succeeds, returns `data`.
+    pub fn upload_to(
+        &self,
+        token: &str,
+        item_id: &str,
+        name: &str,
+        content: &[u8],
+        revision: Option<&str>,
+    ) -> Value {
+        let upload_token = self.upload_token(token, item_id, name);
+        let length = content.len().to_string();
+        let mut params = vec![
+            ("uploadtoken", upload_token.as_str()),
+            ("filename", name),
+            ("length", length.as_str()),
+        ];
+        if let Some(r) = revision {
+            params.push(("revision", r));
+        }
+        let answer = self.upload_perform(&params, content.to_vec());
+        assert_eq!(answer["stat"], "ok", "upload failed: {answer}");
+        answer["data"].clone()
+    }
+
+    /// Creates an item in `folder` and uploads `content` as `name` into its head revision;
+    /// returns the item's id.
+    pub fn upload_item(&self, token: &str, folder: &str, name: &str, content: &[u8]) -> String {
+        let item_id = self.create_item(token, folder, name);
+        self.upload_to(token, &item_id, name, content, Some("head"));
+        item_id
+    }
+
+    /// The id of the first bitstream of an item's first revision.
+    pub fn first_bitstream(&self, token: &str, item_id: &str) -> String {
+        let item = self.call_ok("midas.item.get", &[("token", token), ("id", item_id)]);
+        text(&item["revisions"][0]["bitstreams"][0]["bitstream_id"]).to_owned()
+    }
+
+    /// `GET` of a path on the server (no redirects followed).
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .unwrap_or_else(|err| panic!("GET {path}: request failed: {err}"))
+    }
+
+    /// `host:port`, for raw connections.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     /// The request counters of `GET /__midasfs/stats`.
     pub fn stats(&self) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/__midasfs/stats", self.url))
-            .send()
-            .unwrap_or_else(|err| panic!("stats: request failed: {err}"));
-        assert!(
-            response.status().is_success(),
-            "stats: HTTP {}",
-            response.status()
-        );
-        let body = response
-            .text()
-            .unwrap_or_else(|err| panic!("stats: reading the answer failed: {err}"));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|err| panic!("stats: not JSON ({err}): {body:.500}"))
+        json_answer("stats", self.get("/__midasfs/stats"))
     }
 
     /// A blocking HTTP client that does not follow redirects (to look at the 302s themselves).
@@ -280,6 +390,30 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A string field of an answer (Midas sends every scalar as a string); panics on anything else.
+pub fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("a string expected, got {value}"))
+}
+
+/// The MD5 checksum in hex, as Midas stores and compares it.
+pub fn md5_hex(data: &[u8]) -> String {
+    format!("{:x}", Md5::digest(data))
+}
+
+/// The JSON of an answer (`what` names it in panics); panics unless it is HTTP 200 (Midas answers
+/// API errors with 200 too).
+pub fn json_answer(what: &str, response: reqwest::blocking::Response) -> Value {
+    let status = response.status();
+    let body = response
+        .text()
+        .unwrap_or_else(|err| panic!("{what}: reading the answer failed: {err}"));
+    assert_eq!(status, 200, "{what}: HTTP {status}: {body:.500}");
+    serde_json::from_str(&body)
+        .unwrap_or_else(|err| panic!("{what}: HTTP {status}, not JSON ({err}): {body:.500}"))
 }
 
 /// The Python interpreter of the virtual environment where pydas is installed:
