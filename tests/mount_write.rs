@@ -647,3 +647,26 @@ fn a_shell_redirection_makes_one_revision_and_touch_an_empty_file() {
     }
     assert_eq!(revisions("empty.txt"), [file("empty.txt", "0")]);
 }
+
+#[test]
+fn token_expiry_between_writes_is_invisible() {
+    require_fuse!();
+    let server = TestServer::start_with(&["--token-ttl", "2"]);
+    let spool = tempfile::tempdir().unwrap();
+    let mount = mount_with_spool(&server, spool.path(), &["--ttl", "1"]);
+    let private = mount.path.join("users/Admin_User/Private");
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    // Each copy outlives the token of the one before (small files and the checksum path).
+    for copy in ["first", "second"] {
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(local.path().join("tree"))
+            .arg(private.join(copy)));
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    for copy in ["first", "second"] {
+        diff_r(&local.path().join("tree"), &private.join(copy));
+    }
+    assert!(std::fs::read_dir(spool.path().join("recovery")).is_err());
+}
