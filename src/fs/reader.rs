@@ -33,6 +33,9 @@ const MAX_WINDOW: u64 = 32;
 const SEQUENTIAL_SLACK: u64 = 2 * BLOCK_SIZE;
 /// How often a stream that breaks is restarted before the read fails.
 const STREAM_RETRIES: u32 = 2;
+/// Evicted block buffers kept for the next blocks. A streaming read evicts one block per block
+/// it adds; reusing that memory spares the page faults of a fresh 1 MiB allocation every time.
+const SPARE_BUFFERS: usize = 4;
 
 type BlockKey = (Id, u64);
 
@@ -47,6 +50,8 @@ struct CacheInner {
     blocks: LruCache<BlockKey, Bytes>,
     bytes: u64,
     capacity: u64,
+    /// Empty buffers of BLOCK_SIZE capacity, from evicted blocks nobody else held.
+    spare: Vec<BytesMut>,
 }
 
 impl BlockCache {
@@ -56,6 +61,7 @@ impl BlockCache {
                 blocks: LruCache::unbounded(),
                 bytes: 0,
                 capacity: capacity_bytes.max(4 * BLOCK_SIZE),
+                spare: Vec::with_capacity(SPARE_BUFFERS),
             }),
             arrived: Notify::new(),
         }
@@ -79,7 +85,10 @@ impl BlockCache {
             }
             while inner.bytes > inner.capacity {
                 match inner.blocks.pop_lru() {
-                    Some((_, old)) => inner.bytes -= old.len() as u64,
+                    Some((_, old)) => {
+                        inner.bytes -= old.len() as u64;
+                        inner.recycle(old);
+                    }
                     None => break,
                 }
             }
@@ -87,10 +96,33 @@ impl BlockCache {
         self.arrived.notify_waiters();
     }
 
+    /// An empty buffer for a block of `len` bytes (at most BLOCK_SIZE), recycled when one is
+    /// spare.
+    fn buffer(&self, len: usize) -> BytesMut {
+        let spare = self.lock().spare.pop();
+        spare.unwrap_or_else(|| BytesMut::with_capacity(len))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         // A panic while holding this lock cannot leave the cache inconsistent in a way that
         // matters (it is only a cache), so a poisoned lock is used as is.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CacheInner {
+    /// Keeps an evicted block's memory for reuse, unless a reader still holds it or enough are
+    /// kept already.
+    fn recycle(&mut self, block: Bytes) {
+        if self.spare.len() >= SPARE_BUFFERS {
+            return;
+        }
+        if let Ok(mut buffer) = block.try_into_mut() {
+            buffer.clear();
+            if buffer.capacity() >= BLOCK_SIZE as usize {
+                self.spare.push(buffer);
+            }
+        }
     }
 }
 
@@ -241,7 +273,7 @@ impl FileReader {
             .client
             .download(self.bitstream, start, self.size)
             .await?;
-        let mut block = BytesMut::with_capacity(len as usize);
+        let mut block = self.cache.buffer(len as usize);
         while (block.len() as u64) < len {
             match stream.next_chunk().await? {
                 Some(chunk) => {
@@ -367,7 +399,7 @@ async fn stream_blocks(
             room.await;
         }
         let len = BLOCK_SIZE.min(size - index * BLOCK_SIZE) as usize;
-        let mut block = BytesMut::with_capacity(len);
+        let mut block = cache.buffer(len);
         while block.len() < len {
             if leftover.is_empty() {
                 leftover = stream.next_chunk().await?.ok_or_else(|| {
@@ -385,4 +417,44 @@ async fn stream_blocks(
         shared.next_block.store(index, Ordering::Release);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_block(cache: &BlockCache, fill: u8) -> Bytes {
+        let mut block = cache.buffer(BLOCK_SIZE as usize);
+        block.resize(BLOCK_SIZE as usize, fill);
+        block.freeze()
+    }
+
+    #[test]
+    fn an_evicted_block_nobody_holds_lends_its_memory_to_the_next_block() {
+        let cache = BlockCache::new(4 * BLOCK_SIZE);
+        let first = full_block(&cache, 1);
+        let first_memory = first.as_ptr();
+        cache.insert((1, 0), first);
+        for index in 1..=4 {
+            cache.insert((1, index), full_block(&cache, 2));
+        }
+        assert!(cache.get((1, 0)).is_none(), "the first block was evicted");
+        assert_eq!(cache.lock().spare.len(), 1);
+        let reused = cache.buffer(BLOCK_SIZE as usize);
+        assert_eq!(reused.as_ptr(), first_memory);
+        assert!(reused.is_empty());
+    }
+
+    #[test]
+    fn an_evicted_block_a_reader_still_holds_is_left_alone() {
+        let cache = BlockCache::new(4 * BLOCK_SIZE);
+        let held = full_block(&cache, 7);
+        cache.insert((1, 0), held.clone());
+        for index in 1..=4 {
+            cache.insert((1, index), full_block(&cache, 2));
+        }
+        assert!(cache.get((1, 0)).is_none(), "the first block was evicted");
+        assert!(cache.lock().spare.is_empty());
+        assert!(held.iter().all(|&byte| byte == 7));
+    }
 }
