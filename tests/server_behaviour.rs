@@ -1218,3 +1218,191 @@ fn ids_are_never_reused_and_every_download_is_counted() {
         "3"
     );
 }
+
+#[test]
+fn create_with_a_uuid_updates_and_transfers_check_policies_like_midas() {
+    let (server, admin, private) = server_with_private();
+    let jane_key = server.add_user("jane@example.com", "janepassword1", "jane", "doe");
+    let jane = server.login("jane@example.com", &jane_key);
+    let bob_key = server.add_user("bob@example.com", "bobpassword12", "bob", "roe");
+    let bob = server.login("bob@example.com", &bob_key);
+    // Jane moderates the community: WRITE, not ADMIN, on what the administrator puts there.
+    server.add_community("Lab", false, Some("jane@example.com"));
+    let lab = server.call_ok("midas.community.get", &[("name", "Lab")]);
+    let lab_public = server.call_ok(
+        "midas.community.children",
+        &[("id", text(&lab["community_id"]))],
+    )["folders"]
+        .as_array()
+        .expect("folders")
+        .iter()
+        .find(|f| f["name"] == "Public")
+        .map(|f| text(&f["folder_id"]).to_owned())
+        .expect("the community's Public folder");
+
+    let folder = server.create_folder(&admin, &lab_public, "f");
+    let (folder_id, folder_uuid) = (text(&folder["folder_id"]), text(&folder["uuid"]));
+    let update_folder = |token: &str, extra: &[(&str, &str)]| {
+        let mut params = vec![("token", token), ("uuid", folder_uuid)];
+        params.extend_from_slice(extra);
+        server.call("midas.folder.create", &params)
+    };
+    let failure = |answer: Value| -> (String, String) {
+        assert_eq!(answer["stat"], "fail", "{answer}");
+        (
+            text(&answer["code"]).to_owned(),
+            text(&answer["message"]).to_owned(),
+        )
+    };
+    assert_eq!(
+        failure(update_folder(&bob, &[("name", "x")])),
+        ("-151".into(), "Invalid policy".into())
+    );
+    assert_eq!(
+        failure(update_folder(
+            &jane,
+            &[("name", "g"), ("privacy", "Private")]
+        )),
+        (
+            "-151".into(),
+            "Folder Admin privileges required to set privacy".into()
+        )
+    );
+    assert_eq!(
+        failure(update_folder(&jane, &[("name", "")])),
+        ("0".into(), "Name cannot be empty.".into())
+    );
+    let renamed = update_folder(&jane, &[("name", "g"), ("description", "d")]);
+    assert_eq!(renamed["stat"], "ok", "{renamed}");
+    assert_eq!(renamed["data"]["folder_id"], folder_id);
+    assert_eq!(renamed["data"]["name"], "g");
+    assert_eq!(renamed["data"]["description"], "d");
+    server.call_ok("midas.folder.get", &[("id", folder_id)]);
+    let hidden = update_folder(&admin, &[("name", "g"), ("privacy", "Private")]);
+    assert_eq!(hidden["stat"], "ok", "{hidden}");
+    server.call_fail("midas.folder.get", &[("id", folder_id)]);
+
+    let item_id = server.create_item(&admin, &lab_public, "i");
+    let item = server.call_ok("midas.item.get", &[("token", &admin), ("id", &item_id)]);
+    let update_item = |token: &str, extra: &[(&str, &str)]| {
+        let mut params = vec![("token", token), ("uuid", text(&item["uuid"]))];
+        params.extend_from_slice(extra);
+        server.call("midas.item.create", &params)
+    };
+    assert_eq!(
+        failure(update_item(&bob, &[("name", "x")])),
+        ("-151".into(), "Invalid policy".into())
+    );
+    assert_eq!(
+        failure(update_item(&jane, &[("name", "j"), ("privacy", "Public")])),
+        (
+            "-151".into(),
+            "Item Admin privileges required to set privacy".into()
+        )
+    );
+    let renamed = update_item(&jane, &[("name", "j")]);
+    assert_eq!(renamed["stat"], "ok", "{renamed}");
+    assert_eq!(renamed["data"]["item_id"], item_id.as_str());
+    assert_eq!(renamed["data"]["name"], "j");
+    let hidden = update_item(&admin, &[("name", "j"), ("privacy", "Private")]);
+    assert_eq!(hidden["stat"], "ok", "{hidden}");
+    server.call_fail("midas.item.get", &[("id", &item_id)]);
+
+    // Moves, shares and duplicates: the destination first, then the policies.
+    let secret = server.upload_item(&admin, &private, "secret.txt", b"secret\n");
+    let bob_private = server.folder_named(Some(&bob), "bob@example.com", "Private");
+    let no_destination = (
+        "0".to_owned(),
+        "Error in params when checking Folder Policy.".to_owned(),
+    );
+    let not_found = (
+        "-151".to_owned(),
+        "This item doesn't exist or you don't have the permissions.".to_owned(),
+    );
+    for method in ["midas.item.share", "midas.item.duplicate"] {
+        assert_eq!(
+            server.call_fail(
+                method,
+                &[
+                    ("token", &admin),
+                    ("id", &secret),
+                    ("dstfolderid", "999999")
+                ]
+            ),
+            no_destination
+        );
+        assert_eq!(
+            server.call_fail(
+                method,
+                &[
+                    ("token", &bob),
+                    ("id", &secret),
+                    ("dstfolderid", &bob_private)
+                ]
+            ),
+            not_found
+        );
+    }
+    assert_eq!(
+        server.call_fail(
+            "midas.item.share",
+            &[("id", &secret), ("dstfolderid", &bob_private)]
+        ),
+        ("-151".into(), "Cannot share item anonymously".into())
+    );
+    assert_eq!(
+        server.call_fail(
+            "midas.item.move",
+            &[
+                ("token", &admin),
+                ("id", &secret),
+                ("srcfolderid", &private),
+                ("dstfolderid", "999999")
+            ]
+        ),
+        no_destination
+    );
+    assert_eq!(
+        server.call_fail(
+            "midas.item.move",
+            &[
+                ("token", &bob),
+                ("id", &secret),
+                ("srcfolderid", &private),
+                ("dstfolderid", &bob_private)
+            ]
+        ),
+        not_found
+    );
+    assert_eq!(
+        server.call_fail(
+            "midas.folder.move",
+            &[
+                ("token", &admin),
+                ("id", folder_id),
+                ("dstfolderid", "999999")
+            ]
+        ),
+        no_destination
+    );
+
+    // Bitstreams: the lookup, then the level each method needs.
+    let bitstream = server.first_bitstream(&admin, &secret);
+    for (method, message) in [
+        ("midas.bitstream.get", "Read permission required"),
+        ("midas.bitstream.edit", "Write access on item is required"),
+        (
+            "midas.bitstream.delete",
+            "Admin privileges required on the containing item",
+        ),
+    ] {
+        assert_eq!(
+            server.call_fail(method, &[("token", &bob), ("id", &bitstream)]),
+            ("-151".into(), message.into())
+        );
+        assert_eq!(
+            server.call_fail(method, &[("token", &admin), ("id", "999999")]),
+            ("-150".into(), "Invalid bitstream id".into())
+        );
+    }
+}
