@@ -559,7 +559,7 @@ fn header_text(response: &Response, name: &str) -> Option<String> {
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-fn compare_api_answer(comparison: &mut Comparison<'_>, expected: &Value, response: Response) {
+fn compare_status(comparison: &mut Comparison<'_>, expected: &Value, response: &Response) {
     let status = response.status().as_u16();
     if Some(u64::from(status)) != expected["status"].as_u64() {
         comparison.differ(
@@ -567,6 +567,10 @@ fn compare_api_answer(comparison: &mut Comparison<'_>, expected: &Value, respons
             format!("{} expected, got {status}", expected["status"]),
         );
     }
+}
+
+fn compare_api_answer(comparison: &mut Comparison<'_>, expected: &Value, response: Response) {
+    compare_status(comparison, expected, &response);
     let content_type = header_text(&response, CONTENT_TYPE.as_str());
     let expected_type = expected["headers"]["Content-Type"].as_str();
     if content_type.as_deref() != expected_type {
@@ -749,13 +753,7 @@ fn read_body(mut response: Response) -> (Vec<u8>, Option<String>) {
 }
 
 fn compare_download(comparison: &mut Comparison<'_>, expected: &Value, response: Response) {
-    let status = response.status().as_u16();
-    if Some(u64::from(status)) != expected["status"].as_u64() {
-        comparison.differ(
-            "status",
-            format!("{} expected, got {status}", expected["status"]),
-        );
-    }
+    compare_status(comparison, expected, &response);
     let mut is_zip = false;
     for (name, value) in expected["headers"].as_object().into_iter().flatten() {
         let value = value.as_str().unwrap_or_default();
