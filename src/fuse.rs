@@ -30,7 +30,7 @@ pub struct FuseAdapter {
     uid: u32,
     gid: u32,
     /// Directory snapshots per open directory, so that offsets stay valid across readdir calls.
-    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<Entry>>>>>,
+    dirs: Arc<DirSnapshots>,
     next_dir_handle: std::sync::atomic::AtomicU64,
 }
 
@@ -72,13 +72,15 @@ impl FuseAdapter {
             .cloned()
     }
 
-    fn keep_snapshot(&self, fh: FileHandle, entries: &Arc<Vec<Entry>>) {
-        self.dirs
-            .lock()
+    fn keep_snapshot(dirs: &DirSnapshots, fh: FileHandle, entries: &Arc<Vec<Entry>>) {
+        dirs.lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh.0, Arc::clone(entries));
     }
 }
+
+/// The listing each open directory handle reads, by handle.
+type DirSnapshots = Mutex<HashMap<u64, Arc<Vec<Entry>>>>;
 
 /// Logs a failed operation (EIO always with its cause, which the user cannot see otherwise).
 fn errno_of(what: &str, err: &FsError) -> Errno {
@@ -171,7 +173,7 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let parent = self.fs.parent(ino.0);
         let fill = move |entries: &[Entry], reply: &mut ReplyDirectory| {
@@ -184,19 +186,15 @@ impl Filesystem for FuseAdapter {
                 }
             }
         };
-        if let Some(entries) = self.listing_now(ino, fh, offset) {
-            fill(&entries, &mut reply);
-            return reply.ok();
-        }
-        let fs = Arc::clone(&self.fs);
-        let snapshots = self.snapshot_keeper(fh);
-        self.spawn(
-            format!("readdir inode {}", ino.0),
-            async move { fs.listing(ino.0).await },
-            move |result| match result {
+        self.with_listing(
+            "readdir",
+            ino,
+            fh,
+            offset,
+            reply,
+            move |result, mut reply| match result {
                 Ok(entries) => {
-                    snapshots(&entries);
-                    fill(&entries, &mut reply);
+                    fill(entries, &mut reply);
                     reply.ok()
                 }
                 Err(errno) => reply.error(errno),
@@ -210,7 +208,7 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.fs.ttl();
         let (uid, gid) = (self.uid, self.gid);
@@ -246,22 +244,16 @@ impl Filesystem for FuseAdapter {
             }
             true
         };
-        if let Some(entries) = self.listing_now(ino, fh, offset) {
-            if add_dots(&mut reply) {
-                fill(&entries, &mut reply);
-            }
-            return reply.ok();
-        }
-        let fs = Arc::clone(&self.fs);
-        let snapshots = self.snapshot_keeper(fh);
-        self.spawn(
-            format!("readdirplus inode {}", ino.0),
-            async move { fs.listing(ino.0).await },
-            move |result| match result {
+        self.with_listing(
+            "readdirplus",
+            ino,
+            fh,
+            offset,
+            reply,
+            move |result, mut reply| match result {
                 Ok(entries) => {
-                    snapshots(&entries);
                     if add_dots(&mut reply) {
-                        fill(&entries, &mut reply);
+                        fill(entries, &mut reply);
                     }
                     reply.ok()
                 }
@@ -691,17 +683,37 @@ impl FuseAdapter {
             }
         }
         let entries = self.fs.cached_listing(ino.0)?;
-        self.keep_snapshot(fh, &entries);
+        Self::keep_snapshot(&self.dirs, fh, &entries);
         Some(entries)
     }
 
-    fn snapshot_keeper(&self, fh: FileHandle) -> impl FnOnce(&Arc<Vec<Entry>>) + Send + 'static {
-        let dirs = Arc::clone(&self.dirs);
-        move |entries| {
-            dirs.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(fh.0, Arc::clone(entries));
+    /// Answers a readdir or readdirplus from the directory's listing: at once when it is in
+    /// memory, else from a worker once it is fetched (and kept for the handle's next reads).
+    fn with_listing<R: Send + 'static>(
+        &self,
+        what: &str,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: R,
+        answer: impl FnOnce(Result<&[Entry], Errno>, R) + Send + 'static,
+    ) {
+        if let Some(entries) = self.listing_now(ino, fh, offset) {
+            return answer(Ok(&entries), reply);
         }
+        let fs = Arc::clone(&self.fs);
+        let dirs = Arc::clone(&self.dirs);
+        self.spawn(
+            format!("{what} inode {}", ino.0),
+            async move { fs.listing(ino.0).await },
+            move |result| match result {
+                Ok(entries) => {
+                    Self::keep_snapshot(&dirs, fh, &entries);
+                    answer(Ok(&entries), reply)
+                }
+                Err(errno) => answer(Err(errno), reply),
+            },
+        );
     }
 
     fn dot_attrs(&self, ino: u64) -> Vec<(&'static str, Attr)> {

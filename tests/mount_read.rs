@@ -25,6 +25,15 @@ fn upload(server: &TestServer, local: &Path, destination: &str, leaf_items: bool
     );
 }
 
+/// The test tree (see `make_tree`), made in a new local directory and uploaded by pydas into
+/// the admin's Private folder. The local copy is at `<dir>/tree`.
+fn upload_tree(server: &TestServer) -> tempfile::TempDir {
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    upload(server, &local.path().join("tree"), "Private", false);
+    local
+}
+
 fn admin_mount(server: &TestServer, extra: &[&str]) -> Mount {
     Mount::as_admin(&server.url, &server.email, &server.api_key, extra)
 }
@@ -37,9 +46,7 @@ fn private(mount: &Mount) -> PathBuf {
 fn mounted_tree_equals_the_tree_pydas_uploaded() {
     require_fuse!();
     let server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let multi = tempfile::tempdir().unwrap();
     std::fs::create_dir(multi.path().join("multi")).unwrap();
     std::fs::write(multi.path().join("multi/a.txt"), b"first\n").unwrap();
@@ -66,9 +73,7 @@ fn mounted_tree_equals_the_tree_pydas_uploaded() {
 fn random_reads_match_and_attributes_come_from_the_server() {
     require_fuse!();
     let server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--cache-size", "1", "--ttl", "1"]);
 
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
@@ -324,9 +329,7 @@ fn daemon_pid(mountpoint: &Path) -> i32 {
 fn token_expiry_mid_walk_is_invisible() {
     require_fuse!();
     let server = TestServer::start_with(&["--token-ttl", "2"]);
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--ttl", "1"]);
     diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
     std::thread::sleep(Duration::from_secs(3));
@@ -337,9 +340,7 @@ fn token_expiry_mid_walk_is_invisible() {
 fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() {
     require_fuse!();
     let mut server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let mount = admin_mount(
         &server,
         &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"],
@@ -364,9 +365,7 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
 fn a_second_walk_within_the_ttl_sends_no_requests() {
     require_fuse!();
     let server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--ttl", "60"]);
     let walk = || {
         let out = Command::new("find")
@@ -409,9 +408,7 @@ fn method_count(server: &TestServer, method: &str) -> u64 {
 fn a_new_listing_asks_only_for_the_items_that_changed() {
     require_fuse!();
     let server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let reader = admin_mount(&server, &["--ttl", "1"]);
     let writer = admin_mount(&server, &[]);
     let seen = private(&reader).join("tree/hello.txt");
@@ -452,9 +449,7 @@ fn a_new_listing_asks_only_for_the_items_that_changed() {
 fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_directory() {
     require_fuse!();
     let server = TestServer::start();
-    let local = tempfile::tempdir().unwrap();
-    make_tree(local.path());
-    upload(&server, &local.path().join("tree"), "Private", false);
+    let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--root", "/users/Admin_User/Private/tree"]);
     diff_r(&local.path().join("tree"), &mount.path);
     drop(mount);

@@ -70,6 +70,14 @@ impl Writes {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A snapshot of the files open for writing, by inode.
+    fn open_files(&self) -> Vec<(u64, Arc<WriteFile>)> {
+        self.files()
+            .iter()
+            .map(|(ino, file)| (*ino, Arc::clone(file)))
+            .collect()
+    }
+
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -270,12 +278,7 @@ impl MidasFs {
                 }
             }
         }
-        let files: Vec<(u64, Arc<WriteFile>)> = self
-            .writes
-            .files()
-            .iter()
-            .map(|(ino, f)| (*ino, Arc::clone(f)))
-            .collect();
+        let files = self.writes.open_files();
         for (ino, file) in files {
             let data = file.lock();
             if let (
@@ -1033,12 +1036,7 @@ impl MidasFs {
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
     pub async fn save_all(&self) {
         self.remove_orphans().await;
-        let files: Vec<(u64, Arc<WriteFile>)> = self
-            .writes
-            .files()
-            .iter()
-            .map(|(ino, f)| (*ino, Arc::clone(f)))
-            .collect();
+        let files = self.writes.open_files();
         for (ino, file) in files {
             let pending = {
                 let data = file.lock();
