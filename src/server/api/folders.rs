@@ -122,6 +122,11 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         .optional()
     };
 
+    let insert_child = |tx: &Connection, parent: i64| -> rusqlite::Result<i64> {
+        let description = request.description.unwrap_or_default();
+        insert_folder(tx, parent, request.name, description, request.uuid)
+    };
+
     let id = if parent_id == -1 {
         // Directly under the caller's root: no policies copied, nothing granted (as in Midas).
         let root: i64 = tx.query_row(
@@ -132,13 +137,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         match existing_child(&tx, root)? {
             Some(id) => id,
             None => {
-                let id = insert_folder(
-                    &tx,
-                    root,
-                    request.name,
-                    request.description.unwrap_or_default(),
-                    request.uuid,
-                )?;
+                let id = insert_child(&tx, root)?;
                 if request.public == Some(true) {
                     set_public(&tx, Guarded::Folder, id, true)?;
                 }
@@ -161,13 +160,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
                 ))
             }
             None => {
-                let id = insert_folder(
-                    &tx,
-                    parent_id,
-                    request.name,
-                    request.description.unwrap_or_default(),
-                    request.uuid,
-                )?;
+                let id = insert_child(&tx, parent_id)?;
                 tx.execute(
                     "INSERT INTO folderpolicyuser (folder_id, user_id, policy) SELECT ?2, user_id, policy FROM folderpolicyuser WHERE folder_id = ?1",
                     params![parent_id, id],
