@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::server::{json_answer, md5_hex, text, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
+use common::server::{md5_hex, text, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 fn sample(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -97,18 +97,9 @@ fn wire_format_and_authentication_match_midas() {
         "Inconsistent request: please set a method parameter"
     );
 
-    let get_key = json_answer(
-        "midas.user.apikey.default by GET",
-        server
-            .http()
-            .get(format!("{}/api/json", server.url))
-            .query(&[
-                ("method", "midas.user.apikey.default"),
-                ("email", ADMIN_EMAIL),
-                ("password", ADMIN_PASSWORD),
-            ])
-            .send()
-            .expect("get"),
+    let get_key = server.call_by_get(
+        "midas.user.apikey.default",
+        &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
     );
     assert_eq!(
         (get_key["code"].as_str(), get_key["message"].as_str()),
@@ -502,19 +493,9 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
         ""
     );
     // perform needs PUT or POST.
-    let via_get = json_answer(
-        "midas.upload.perform by GET",
-        server
-            .http()
-            .get(format!("{}/api/json", server.url))
-            .query(&[
-                ("method", "midas.upload.perform"),
-                ("uploadtoken", &ut),
-                ("filename", "x"),
-                ("length", "1"),
-            ])
-            .send()
-            .expect("get"),
+    let via_get = server.call_by_get(
+        "midas.upload.perform",
+        &[("uploadtoken", &ut), ("filename", "x"), ("length", "1")],
     );
     assert_eq!(via_get["code"], "-153");
     assert_eq!(via_get["message"], "POST or PUT method required");

@@ -188,6 +188,18 @@ impl TestServer {
         json_answer(method, response)
     }
 
+    /// Like [`TestServer::call`], but with a GET (which some methods refuse).
+    pub fn call_by_get(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/api/json", self.url))
+            .query(&[("method", method)])
+            .query(params)
+            .send()
+            .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
+        json_answer(method, response)
+    }
+
     /// Like [`TestServer::call`], but panics unless `stat` is `ok`; returns `data`.
     pub fn call_ok(&self, method: &str, params: &[(&str, &str)]) -> Value {
         let envelope = self.call(method, params);
@@ -406,7 +418,7 @@ pub fn md5_hex(data: &[u8]) -> String {
 
 /// The JSON of an answer (`what` names it in panics); panics unless it is HTTP 200 (Midas answers
 /// API errors with 200 too).
-pub fn json_answer(what: &str, response: reqwest::blocking::Response) -> Value {
+fn json_answer(what: &str, response: reqwest::blocking::Response) -> Value {
     let status = response.status();
     let body = response
         .text()
