@@ -43,7 +43,7 @@ pub struct Call<'a> {
     pub base_url: &'a str,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
     /// The caller named by `token`: none without the parameter, −101 when it is unknown,
     /// expired or empty.
     pub fn caller(&self, conn: &Connection) -> Result<Option<Caller>, ApiError> {
@@ -58,6 +58,25 @@ impl Call<'_> {
     /// The caller, who must be logged in; `anonymous` is the error for an anonymous call.
     pub fn user(&self, conn: &Connection, anonymous: ApiError) -> Result<Caller, ApiError> {
         self.caller(conn)?.ok_or(anonymous)
+    }
+
+    /// The parameters of a create call; `anonymous` is the error for an anonymous call.
+    pub fn create_request(
+        &self,
+        conn: &Connection,
+        anonymous: ApiError,
+    ) -> Result<CreateRequest<'a>, ApiError> {
+        let p = self.params;
+        let name = p.require("name")?;
+        let caller = self.user(conn, anonymous)?;
+        let public = parse_public(p.get("privacy"))?;
+        Ok(CreateRequest {
+            name,
+            caller,
+            public,
+            description: p.get("description"),
+            uuid: p.get("uuid").filter(|u| !u.is_empty()),
+        })
     }
 }
 
@@ -81,27 +100,6 @@ pub struct CreateRequest<'a> {
     pub description: Option<&'a str>,
     /// Non-empty when given.
     pub uuid: Option<&'a str>,
-}
-
-impl<'a> Call<'a> {
-    /// The parameters of a create call; `anonymous` is the error for an anonymous call.
-    pub fn create_request(
-        &self,
-        conn: &Connection,
-        anonymous: ApiError,
-    ) -> Result<CreateRequest<'a>, ApiError> {
-        let p = self.params;
-        let name = p.require("name")?;
-        let caller = self.user(conn, anonymous)?;
-        let public = parse_public(p.get("privacy"))?;
-        Ok(CreateRequest {
-            name,
-            caller,
-            public,
-            description: p.get("description"),
-            uuid: p.get("uuid").filter(|u| !u.is_empty()),
-        })
-    }
 }
 
 /// The update half of `folder.create` and `item.create`: when the request's uuid names an
