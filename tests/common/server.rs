@@ -178,23 +178,35 @@ impl TestServer {
     /// Calls an API method the way pydas does (POST, every parameter in the query string, empty
     /// body) and returns the whole envelope `{code, data, message, stat}`.
     pub fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let response = self
-            .http
-            .post(format!("{}/api/json", self.url))
-            .query(&[("method", method)])
-            .query(params)
-            .send()
-            .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
-        json_answer(method, response)
+        self.send_api(
+            method,
+            self.api_request(reqwest::Method::POST, method, params),
+        )
     }
 
     /// Like [`TestServer::call`], but with a GET (which some methods refuse).
     pub fn call_by_get(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/api/json", self.url))
+        self.send_api(
+            method,
+            self.api_request(reqwest::Method::GET, method, params),
+        )
+    }
+
+    /// `/api/json?method=METHOD&PARAMS` with that HTTP verb.
+    fn api_request(
+        &self,
+        verb: reqwest::Method,
+        method: &str,
+        params: &[(&str, &str)],
+    ) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .request(verb, format!("{}/api/json", self.url))
             .query(&[("method", method)])
             .query(params)
+    }
+
+    fn send_api(&self, method: &str, request: reqwest::blocking::RequestBuilder) -> Value {
+        let response = request
             .send()
             .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
         json_answer(method, response)
@@ -292,15 +304,8 @@ impl TestServer {
     /// file as the body. Returns the whole envelope.
     pub fn upload_perform(&self, params: &[(&str, &str)], body: Vec<u8>) -> Value {
         let method = "midas.upload.perform";
-        let response = self
-            .http
-            .put(format!("{}/api/json", self.url))
-            .query(&[("method", method)])
-            .query(params)
-            .body(body)
-            .send()
-            .unwrap_or_else(|err| panic!("{method}: request failed: {err}"));
-        json_answer(method, response)
+        let request = self.api_request(reqwest::Method::PUT, method, params);
+        self.send_api(method, request.body(body))
     }
 
     /// Uploads `content` as `name` into an item (`revision` as `midas.upload.perform` takes it);
