@@ -660,7 +660,9 @@ impl FuseAdapter {
             uid,
             gid,
             rdev: 0,
-            blksize: 128 * 1024,
+            // The I/O size cp, cat and others use for their buffers: 1 MiB (as NFS does) makes
+            // 8 times fewer FUSE round trips than 128 KiB, and matches the kernel's largest WRITE.
+            blksize: 1024 * 1024,
             flags: 0,
         };
         file_attr.kind = match attr.kind {
