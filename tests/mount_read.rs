@@ -365,7 +365,7 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
 fn a_second_walk_within_the_ttl_sends_no_requests() {
     require_fuse!();
     let server = TestServer::start();
-    let local = upload_tree(&server);
+    upload_tree(&server);
     let mount = admin_mount(&server, &["--ttl", "60"]);
     let walk = || {
         let out = Command::new("find")
@@ -408,7 +408,7 @@ fn method_count(server: &TestServer, method: &str) -> u64 {
 fn a_new_listing_asks_only_for_the_items_that_changed() {
     require_fuse!();
     let server = TestServer::start();
-    let local = upload_tree(&server);
+    upload_tree(&server);
     let reader = admin_mount(&server, &["--ttl", "1"]);
     let writer = admin_mount(&server, &[]);
     let seen = private(&reader).join("tree/hello.txt");
