@@ -430,22 +430,30 @@ fn unmount(mountpoint: &Path) {
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
-    // SAFETY: umount2 with a valid C string.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+    #[cfg(target_os = "linux")]
+    let (unmounted, helper) = {
+        // SAFETY: umount2 with a valid C string.
+        let mut unmounted = unsafe { libc::umount2(path.as_ptr(), 0) } == 0;
+        if !unmounted && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY) {
+            log::warn!("{} is busy; detaching it", mountpoint.display());
+            // SAFETY: as above.
+            unmounted = unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0;
+        }
+        // Not root: the setuid helper may unmount what we mounted.
+        (unmounted, ["fusermount3", "-u", "-z"])
+    };
+    #[cfg(not(target_os = "linux"))]
+    let (unmounted, helper) = (
+        // SAFETY: unmount with a valid C string.
+        unsafe { libc::unmount(path.as_ptr(), 0) } == 0,
+        ["umount", "-f", "--"],
+    );
+    if unmounted {
         return;
     }
     let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EBUSY) {
-        log::warn!("{} is busy; detaching it", mountpoint.display());
-        // SAFETY: as above.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return;
-        }
-    }
-    // Not root: the setuid helper may unmount what we mounted.
-    let status = Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
+    let status = Command::new(helper[0])
+        .args(&helper[1..])
         .arg(mountpoint)
         .status();
     if !status.is_ok_and(|s| s.success()) {

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 pub const FILE_BODY_MARKER: &str = "x-midasfs-file-body";
 
 /// Most bytes one `sendfile` call is asked for: how often a stopped transfer is noticed.
+#[cfg(target_os = "linux")]
 const SENDFILE_STEP: usize = 8 << 20;
 
 /// How long the sending thread waits for a full socket to drain before it looks again
@@ -252,6 +253,12 @@ impl Drop for FileSend {
     }
 }
 
+/// Holds back partial segments while set (TCP_NOPUSH where there is no TCP_CORK).
+#[cfg(target_os = "linux")]
+const CORK: libc::c_int = libc::TCP_CORK;
+#[cfg(not(target_os = "linux"))]
+const CORK: libc::c_int = libc::TCP_NOPUSH;
+
 /// Set or clear TCP_CORK. Only a packet-size optimisation: a failure changes nothing else,
 /// so it is ignored.
 fn set_cork(socket: &std::net::TcpStream, on: bool) {
@@ -261,7 +268,7 @@ fn set_cork(socket: &std::net::TcpStream, on: bool) {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_CORK,
+            CORK,
             std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -309,6 +316,7 @@ fn write_all_nonblocking(
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn sendfile_all(
     socket: &std::net::TcpStream,
     body: &FileBody,
@@ -349,6 +357,35 @@ fn sendfile_all(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Where there is no Linux sendfile(2): the same through a buffer.
+#[cfg(not(target_os = "linux"))]
+fn sendfile_all(
+    socket: &std::net::TcpStream,
+    body: &FileBody,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0; 1 << 20];
+    let (mut offset, mut left) = (body.offset, body.len);
+    while left > 0 {
+        let want = usize::try_from(left)
+            .unwrap_or(buffer.len())
+            .min(buffer.len());
+        let n = body.file.read_at(&mut buffer[..want], offset)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stored file shrank",
+            ));
+        }
+        write_all_nonblocking(socket, &buffer[..n], stop)?;
+        offset += n as u64;
+        left -= n as u64;
+        (body.on_sent)(n as u64);
     }
     Ok(())
 }

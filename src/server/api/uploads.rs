@@ -472,6 +472,7 @@ fn write_chunks(
 
 /// Start writing `window` (a byte range) to disk and wait until `previous` is written. Only
 /// a head start for the final fsync, which reports any error, so failures here are ignored.
+#[cfg(target_os = "linux")]
 fn writeback(file: &std::fs::File, window: (u64, u64), previous: Option<(u64, u64)>) {
     use std::os::fd::AsRawFd;
     let range = |(from, to): (u64, u64)| {
@@ -492,6 +493,10 @@ fn writeback(file: &std::fs::File, window: (u64, u64), previous: Option<(u64, u6
         unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, wait) };
     }
 }
+
+/// Without sync_file_range(2), the final fsync does all the work.
+#[cfg(not(target_os = "linux"))]
+fn writeback(_file: &std::fs::File, _window: (u64, u64), _previous: Option<(u64, u64)>) {}
 
 fn hash_chunks(mut chunks: mpsc::Receiver<Bytes>) -> String {
     let mut hasher = Md5::new();
