@@ -670,3 +670,73 @@ fn token_expiry_between_writes_is_invisible() {
     }
     assert!(std::fs::read_dir(spool.path().join("recovery")).is_err());
 }
+
+/// Whether any file below `dir` holds bytes.
+fn holds_bytes(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                holds_bytes(&path)
+            } else {
+                entry.metadata().is_ok_and(|m| m.len() > 0)
+            }
+        })
+}
+
+#[test]
+fn a_server_killed_during_an_upload_fails_cp_and_a_new_cp_succeeds_after_restart() {
+    require_fuse!();
+    // A long TTL: the mount's own view is checked while the server is down.
+    let mut setup = Setup::new(&["--timeout", "5", "--ttl", "60"]);
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    let content = pseudo_random(256 * 1024 * 1024, 9);
+    std::fs::write(&big, &content).unwrap();
+    assert_eq!(std::fs::read_dir(setup.private()).unwrap().count(), 0);
+
+    let mut cp = Command::new("cp")
+        .arg(&big)
+        .arg(setup.private())
+        .spawn()
+        .unwrap();
+    // The server's partial upload is where its bytes arrive: kill it once some did.
+    let uploads = setup.server.data_dir.join("uploads");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !holds_bytes(&uploads) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    setup.server.kill();
+    assert!(
+        !cp.wait().unwrap().success(),
+        "cp succeeded without a server"
+    );
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(std::fs::read(&recovered[0]).unwrap() == content);
+    assert_eq!(
+        errno_of(std::fs::symlink_metadata(setup.private().join("big.bin"))),
+        libc::ENOENT
+    );
+
+    // After a restart the half-made item is removed and a new copy goes through.
+    setup.server.restart();
+    run(Command::new("cp").arg(&big).arg(setup.private()));
+    assert!(std::fs::read(setup.private().join("big.bin")).unwrap() == content);
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let children = setup.server.call_ok(
+        "midas.folder.children",
+        &[("token", &setup.server.token()), ("id", &private_id)],
+    );
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    assert_eq!(items[0]["name"], "big.bin");
+    assert_eq!(items[0]["sizebytes"], content.len().to_string());
+}
