@@ -19,7 +19,7 @@ use fuser::{
 };
 
 use crate::fs::inode::{Attr, FileKind};
-use crate::fs::{Entry, FsError, MidasFs, OpenFile};
+use crate::fs::{Entry, FsError, MidasFs, OpenFile, XATTR_PREFIX};
 
 /// Requests the kernel keeps in flight for readahead and background work.
 const MAX_BACKGROUND: u16 = 64;
@@ -609,8 +609,10 @@ impl Filesystem for FuseAdapter {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = match name.to_str() {
-            Some(name) => name.to_owned(),
-            None => return reply.error(Errno::NO_XATTR),
+            // `ls -l` asks every file for security.* and system.* attributes: answered here,
+            // without a trip to a worker.
+            Some(name) if name.starts_with(XATTR_PREFIX) => name.to_owned(),
+            _ => return reply.error(Errno::NO_XATTR),
         };
         let fs = Arc::clone(&self.fs);
         self.spawn(

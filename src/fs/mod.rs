@@ -741,7 +741,7 @@ impl MidasFs {
         }
         Ok(attrs
             .into_iter()
-            .map(|(name, value)| (format!("user.midas.{name}"), value))
+            .map(|(name, value)| (format!("{XATTR_PREFIX}{name}"), value))
             .collect())
     }
 
@@ -764,6 +764,8 @@ impl MidasFs {
     }
 }
 
+/// Every extended attribute of the mount has a name starting with this.
+pub const XATTR_PREFIX: &str = "user.midas.";
 const META_PREFIX: &str = "user.midas.meta.";
 
 fn unknown_inode(ino: u64) -> FsError {
