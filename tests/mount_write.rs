@@ -740,3 +740,37 @@ fn a_server_killed_during_an_upload_fails_cp_and_a_new_cp_succeeds_after_restart
     assert_eq!(items[0]["name"], "big.bin");
     assert_eq!(items[0]["sizebytes"], content.len().to_string());
 }
+
+#[test]
+fn git_clone_and_commit_work_in_the_mount() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let git = |dir: &Path, args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(dir))
+    };
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("source");
+    make_tree(&source);
+    git(&source, &["init", "-q"]);
+    git(&source, &["add", "."]);
+    git(&source, &["commit", "-qm", "first"]);
+
+    // Lock files: created with O_EXCL, often left empty, renamed over their target or removed
+    // right after close.
+    let private = setup.private();
+    git(
+        &private,
+        &["clone", "-q", source.to_str().unwrap(), "cloned"],
+    );
+    let cloned = private.join("cloned");
+    diff_r(&source.join("tree"), &cloned.join("tree"));
+    std::fs::write(cloned.join("tree/hello.txt"), b"changed\n").unwrap();
+    git(&cloned, &["commit", "-qam", "second"]);
+    assert_eq!(git(&cloned, &["log", "--format=%s"]), "second\nfirst\n");
+    assert_eq!(git(&cloned, &["status", "--porcelain"]), "");
+    git(&cloned, &["fsck", "--strict"]);
+    assert!(setup.recovered().is_empty(), "{:?}", setup.recovered());
+}

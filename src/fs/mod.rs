@@ -596,22 +596,24 @@ impl MidasFs {
     /// Turns a file this mount uploaded into the item file `item.get` now describes, with its
     /// bitstream (the upload's answer does not name it).
     async fn resolve_saved_file(&self, ino: u64) -> FsResult<()> {
-        let (item_id, writable, parent) = match self.nodes().get(&ino) {
+        let (item_id, writable, parent, canonical) = match self.nodes().get(&ino) {
             Some(Node {
                 data:
                     NodeData {
-                        kind: NodeKind::SavedFile { item, .. },
+                        kind: kind @ NodeKind::SavedFile { item, .. },
                         writable,
                         ..
                     },
                 parent,
                 ..
-            }) => (item.id, *writable, *parent),
+            }) => (item.id, *writable, *parent, kind.ino(self.root_folder())),
             _ => return Ok(()),
         };
         let item = self.client.item_get(item_id).await?;
         let entry = self.item_entry(&item, String::new(), writable);
-        if entry.ino != ino {
+        // (The kernel may know the file by the number it had while new: compare what listings
+        // show.)
+        if entry.ino != canonical {
             // Someone added a bitstream or renamed it: it is not this file any more.
             self.listings.remove(parent);
             return Err(FsError::new(
@@ -627,7 +629,7 @@ impl MidasFs {
         self.listings.patch(parent, |entries| {
             entries
                 .iter_mut()
-                .filter(|e| e.ino == ino)
+                .filter(|e| e.ino == canonical)
                 .for_each(|listed| resolved(&mut listed.data));
         });
         Ok(())

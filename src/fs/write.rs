@@ -106,7 +106,7 @@ impl Writes {
 struct WriteFile {
     data: Mutex<FileData>,
     /// One upload at a time per file.
-    upload: tokio::sync::Mutex<()>,
+    upload: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl WriteFile {
@@ -246,6 +246,34 @@ impl MidasFs {
     async fn child(&self, dir: u64, name: &str) -> FsResult<Option<Entry>> {
         let entries = self.listing(dir).await?;
         Ok(entries.iter().find(|e| e.name == name).cloned())
+    }
+
+    /// The entry `name` of `dir` for a rename or an unlink, once no upload of it is running.
+    /// A new file may be uploading under this name (an empty one is uploaded at its last close,
+    /// which close(2) does not wait for): its upload finishes first, the entry is what the file
+    /// became, and the guard keeps further uploads of it off until the caller is done.
+    async fn settled_child(
+        &self,
+        dir: u64,
+        name: &str,
+    ) -> FsResult<(Entry, Option<tokio::sync::OwnedMutexGuard<()>>)> {
+        let entry = self
+            .child(dir, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        let file = match entry.data.kind {
+            NodeKind::NewFile { .. } => self.writes.files().get(&entry.ino).cloned(),
+            _ => None,
+        };
+        let Some(file) = file else {
+            return Ok((entry, None));
+        };
+        let guard = Arc::clone(&file.upload).lock_owned().await;
+        let entry = self
+            .child(dir, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        Ok((entry, Some(guard)))
     }
 
     /// Applies `change` to the directory's cached listing, if it has one (fresh or not).
@@ -388,7 +416,7 @@ impl MidasFs {
                 },
                 mtime: now,
             }),
-            upload: tokio::sync::Mutex::new(()),
+            upload: Arc::default(),
         });
         self.writes.files().insert(ino, file);
         let fh = self.new_handle(ino);
@@ -464,7 +492,7 @@ impl MidasFs {
                 target,
                 mtime: data.mtime,
             }),
-            upload: tokio::sync::Mutex::new(()),
+            upload: Arc::default(),
         });
         self.writes.files().insert(ino, file);
         Ok(self.new_handle(ino))
@@ -1239,10 +1267,7 @@ impl MidasFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
-        let entry = self
-            .child(parent, name)
-            .await?
-            .ok_or_else(|| FsError::not_found(name))?;
+        let (entry, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if entry.data.kind.is_dir() {
             return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
         }
@@ -1262,10 +1287,7 @@ impl MidasFs {
         no_replace: bool,
     ) -> FsResult<()> {
         self.check_writable()?;
-        let source = self
-            .child(parent, name)
-            .await?
-            .ok_or_else(|| FsError::not_found(name))?;
+        let (source, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if parent == new_parent && name == new_name {
             return Ok(());
         }
