@@ -13,7 +13,7 @@ pub mod store;
 pub mod wire;
 mod zipstream;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,8 +95,8 @@ pub struct Shared {
     pub store: Store,
     pub config: Config,
     pub stats: Stats,
-    /// Upload tokens whose `perform` is running: a second concurrent one is refused.
-    pub uploads_in_progress: Mutex<HashSet<String>>,
+    /// Upload tokens being written to: `getoffset` and another `perform` wait for them.
+    pub upload_writers: api::uploads::UploadWriters,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +184,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             latency: Duration::from_millis(args.latency),
         },
         stats: Stats::default(),
-        uploads_in_progress: Mutex::new(HashSet::new()),
+        upload_writers: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -419,6 +419,10 @@ async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     };
     let (canonical, handler) = match resolve(&name) {
         Resolved::Method(canonical, handler) => (canonical, handler),
+        Resolved::UploadOffset => {
+            shared.stats.count_method("midas.upload.getoffset");
+            return envelope(api::uploads::get_offset(&shared, &params).await);
+        }
         // Named in a form body: the body is already consumed, so nothing can be uploaded.
         Resolved::UploadPerform => {
             return envelope(Err(ApiError::new(

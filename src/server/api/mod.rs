@@ -1,7 +1,8 @@
 //! `/api/json`: method resolution and the per-group method implementations.
 //!
-//! Every method except `upload.perform` is a synchronous function run on a blocking thread
-//! with the database locked; `upload.perform` streams the request body (see [`uploads`]).
+//! Every method except two is a synchronous function run on a blocking thread with the
+//! database locked: `upload.perform` streams the request body and `upload.getoffset` may wait
+//! for it to stop writing (see [`uploads`]).
 
 mod bitstreams;
 mod communities;
@@ -208,7 +209,6 @@ const METHODS: &[(&str, Handler)] = &[
     ("bitstream.delete", bitstreams::delete),
     ("bitstream.count", bitstreams::count),
     ("upload.generatetoken", uploads::generate_token),
-    ("upload.getoffset", uploads::get_offset),
     ("resource.search", search::resource_search),
     ("resource.get", search::resource_get),
     ("path.to.root", search::path_to_root),
@@ -219,6 +219,7 @@ const METHODS: &[(&str, Handler)] = &[
 pub enum Resolved {
     Method(&'static str, Handler),
     UploadPerform,
+    UploadOffset,
     Unknown,
 }
 
@@ -233,8 +234,10 @@ pub fn resolve(name: &str) -> Resolved {
         .filter(|c| *c != '.')
         .flat_map(char::to_lowercase)
         .collect();
-    if wanted == "uploadperform" {
-        return Resolved::UploadPerform;
+    match wanted.as_str() {
+        "uploadperform" => return Resolved::UploadPerform,
+        "uploadgetoffset" => return Resolved::UploadOffset,
+        _ => {}
     }
     METHODS
         .iter()
@@ -243,10 +246,10 @@ pub fn resolve(name: &str) -> Resolved {
         .unwrap_or(Resolved::Unknown)
 }
 
-/// Every method name, `upload.perform` (served apart because it streams) included.
+/// Every method name, the two upload methods served apart included.
 pub fn method_names() -> impl Iterator<Item = &'static str> {
     METHODS
         .iter()
         .map(|(name, _)| *name)
-        .chain(std::iter::once("upload.perform"))
+        .chain(["upload.getoffset", "upload.perform"])
 }

@@ -4,10 +4,18 @@
 //! `DIR/uploads/<userId>_<itemId>_<secret>`; that file existing is what makes the token valid,
 //! so tokens survive restarts. A finished upload is fsynced, renamed into the assetstore and
 //! only then recorded, in one transaction: a crash at any point leaves the store consistent.
+//!
+//! One writer per token. Midas writes synchronously inside the request, so once a client sees
+//! its `perform` fail, nothing more reaches the file. Here a writing thread may still drain
+//! queued chunks after the connection broke; so `getoffset` and a second `perform` of the same
+//! token first wait for that writer to stop ([`UploadWriters`]), else the resumed bytes would
+//! land after a size that was still growing.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Method;
@@ -16,7 +24,8 @@ use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::items::{head_or_initial_revision, revision_by_number};
 use super::objects::item;
@@ -220,15 +229,25 @@ fn deduplicate(
     Ok(true)
 }
 
-/// `midas.upload.getoffset`: bytes received so far, `""` for an unknown token.
-pub fn get_offset(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
-    let token = call.params.require("uploadtoken")?;
-    let offset = UploadToken::parse(token)
-        .and_then(|t| std::fs::metadata(t.temp_path(&call.shared.store)).ok())
+/// `midas.upload.getoffset`: bytes received so far, `""` for an unknown token. Answered once
+/// an earlier `perform` of the token has stopped writing (or after [`UPLOAD_STALL`]), so the
+/// offset is where the next bytes will land. Runs without the database lock: a finishing
+/// upload needs it to commit.
+pub async fn get_offset(shared: &Shared, params: &Params) -> Result<Value, ApiError> {
+    let Some(token) = UploadToken::parse(params.require("uploadtoken")?) else {
+        return Ok(json!({ "offset": "" }));
+    };
+    let deadline = Instant::now() + UPLOAD_STALL;
+    if !shared.upload_writers.wait_idle(&token, deadline).await {
+        log::warn!("getoffset: an upload of this token is still being written; answering anyway");
+    }
+    let offset = tokio::fs::metadata(token.temp_path(&shared.store))
+        .await
+        .ok()
         .filter(|m| m.is_file())
         .map(|m| Value::from(m.len()))
         .unwrap_or_else(|| Value::String(String::new()));
-    Ok(json!({ "offset": offset }).into())
+    Ok(json!({ "offset": offset }))
 }
 
 /// Which revision a finished upload goes into.
@@ -345,20 +364,79 @@ pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, 
     Ok(id)
 }
 
-/// Forget a token being served when the request ends, however it ends, and its writing
-/// thread has stopped: both hold it.
-struct InProgress {
-    shared: Arc<Shared>,
-    key: String,
+/// How long an upload body may send nothing before the upload stops (as a web server's request
+/// timeout stops a stalled PHP upload), and so how long `getoffset` or a second `perform`
+/// waits for an earlier writer of the same token. The client's default stall timeout.
+const UPLOAD_STALL: Duration = Duration::from_secs(30);
+
+/// The tokens whose `perform` is running or whose writing thread has not stopped yet. Each
+/// entry's receiver learns, by its sender being dropped, that the [`WriterSlot`] is gone.
+#[derive(Default)]
+pub struct UploadWriters(Mutex<HashMap<String, watch::Receiver<()>>>);
+
+impl UploadWriters {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<()>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until no writer holds `token`; false if one still does at `deadline`.
+    async fn wait_idle(&self, token: &UploadToken, deadline: Instant) -> bool {
+        let key = token.to_string();
+        loop {
+            let Some(mut slot_gone) = self.entries().get(&key).cloned() else {
+                return true;
+            };
+            // `changed` fails once the slot's sender is dropped: nothing is ever sent.
+            if tokio::time::timeout_at(deadline, slot_gone.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// The token's slot, once any earlier writer has stopped; none if one still writes at
+    /// `deadline`.
+    async fn claim(
+        shared: &Arc<Shared>,
+        token: &UploadToken,
+        deadline: Instant,
+    ) -> Option<WriterSlot> {
+        let key = token.to_string();
+        loop {
+            {
+                let mut entries = shared.upload_writers.entries();
+                if !entries.contains_key(&key) {
+                    let (sender, receiver) = watch::channel(());
+                    entries.insert(key.clone(), receiver);
+                    return Some(WriterSlot {
+                        shared: Arc::clone(shared),
+                        key,
+                        _announces_end: sender,
+                    });
+                }
+            }
+            if !shared.upload_writers.wait_idle(token, deadline).await {
+                return None;
+            }
+        }
+    }
 }
 
-impl Drop for InProgress {
+/// The right to write to one token's file, held by its `perform` request and its writing
+/// thread: released when both have ended, however they end (success, error, client gone,
+/// panic).
+struct WriterSlot {
+    shared: Arc<Shared>,
+    key: String,
+    /// Dropped after the entry is removed, waking the waiters.
+    _announces_end: watch::Sender<()>,
+}
+
+impl Drop for WriterSlot {
     fn drop(&mut self) {
-        self.shared
-            .uploads_in_progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.shared.upload_writers.entries().remove(&self.key);
     }
 }
 
@@ -394,18 +472,18 @@ struct Spool {
 }
 
 impl Spool {
-    /// `held` is the file's current length. The token stays `busy` until the writing thread
-    /// has stopped, even if the request is dropped before.
+    /// `held` is the file's current length. The writing thread keeps the token's `slot`
+    /// until it has stopped, even if the request is dropped before.
     fn start(
         file: std::fs::File,
         held: u64,
         hash: bool,
-        busy: Arc<InProgress>,
+        slot: Arc<WriterSlot>,
     ) -> std::io::Result<Spool> {
         let (to_writer, chunks) = mpsc::channel(SPOOL_QUEUE);
         let writer = spawn_transfer(move || {
             let written = write_chunks(file, held, chunks);
-            drop(busy);
+            drop(slot);
             written
         })?;
         let (to_hasher, hasher) = if hash {
@@ -567,49 +645,48 @@ pub async fn perform(
     .await
     .map_err(|_| ApiError::internal("Upload failed"))??;
 
-    let key = token.to_string();
-    if !shared
-        .uploads_in_progress
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key.clone())
-    {
-        return Err(ApiError::invalid(
-            "An upload with this token is already in progress",
-        ));
-    }
-    // Held to the end of this request, i.e. past the commit that moves the file away.
-    let busy = Arc::new(InProgress {
-        shared: Arc::clone(&shared),
-        key,
-    });
-
     let temp = token.temp_path(&shared.store);
-    let file = match tokio::fs::OpenOptions::new().append(true).open(&temp).await {
-        Ok(f) => f,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(invalid_token()),
-        Err(err) => return Err(io_failure(err)),
+    let missing_or_failed = |err: std::io::Error| match err.kind() {
+        std::io::ErrorKind::NotFound => invalid_token(),
+        _ => io_failure(err),
     };
-    let mut have = file.metadata().await.map_err(io_failure)?.len();
     let short = |have: u64| {
         ApiError::new(
             -105,
             format!("Failed to upload file - {have}/{length} bytes transferred"),
         )
     };
+    let deadline = Instant::now() + UPLOAD_STALL;
+    let Some(slot) = UploadWriters::claim(&shared, &token, deadline).await else {
+        // Another request still writes: refuse as Midas refuses a body that ended early, which
+        // tells a client to ask `getoffset` (that waits for the writer) and resume.
+        let held = tokio::fs::metadata(&temp)
+            .await
+            .map_err(missing_or_failed)?;
+        return Err(short(held.len()));
+    };
+    // Held by the writing thread and by this request up to the commit that moves the file.
+    let slot = Arc::new(slot);
+
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&temp)
+        .await
+        .map_err(missing_or_failed)?;
+    let mut have = file.metadata().await.map_err(io_failure)?.len();
     if have > length {
         // A `length` below what already arrived cannot describe this file: keep the data.
         return Err(short(have));
     }
     // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
-    let mut spool = Spool::start(file.into_std().await, have, have == 0, Arc::clone(&busy))
+    let mut spool = Spool::start(file.into_std().await, have, have == 0, Arc::clone(&slot))
         .map_err(io_failure)?;
     let mut stream = body.into_data_stream();
     while have < length {
-        let chunk = match stream.next().await {
-            Some(Ok(chunk)) => chunk,
-            // The client went away or the body ended: keep what arrived, to resume later.
-            Some(Err(_)) | None => break,
+        let chunk = match tokio::time::timeout(UPLOAD_STALL, stream.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            // The client went away, the body ended or stalled: keep what arrived, to resume.
+            Ok(Some(Err(_)) | None) | Err(_) => break,
         };
         let wanted = usize::try_from(length - have)
             .unwrap_or(usize::MAX)
@@ -643,6 +720,8 @@ pub async fn perform(
     let changes = params.get("changes").unwrap_or_default().to_owned();
     let commit_shared = Arc::clone(&shared);
     tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        // The commit runs to its end even if the request is dropped: so does the slot.
+        let _slot = slot;
         let upload = FinishedUpload {
             temp: &temp,
             item_id: token.item_id,
@@ -663,6 +742,173 @@ pub async fn perform(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::store::create_user;
+    use crate::server::{Config, Stats};
+    use std::sync::atomic::Ordering;
+
+    /// A server state on a fresh store, with an item its user may upload into and a token.
+    fn store_with_token(dir: &Path) -> (Arc<Shared>, UploadToken) {
+        let store = Store::open(dir).expect("store");
+        let token = {
+            let conn = store.lock();
+            let user = create_user(&conn, "u@example.com", "pw", "u", "v", false).expect("user");
+            let root: i64 = conn
+                .query_row(
+                    "SELECT folder_id FROM user WHERE user_id = ?1",
+                    [user.user_id],
+                    |r| r.get(0),
+                )
+                .expect("root folder");
+            let item_id =
+                create_item(&conn, root, "big.bin", "", user.user_id, None).expect("item");
+            UploadToken::new(user.user_id, item_id)
+        };
+        std::fs::File::create(token.temp_path(&store)).expect("upload file");
+        let shared = Shared {
+            store,
+            config: Config {
+                token_ttl: 3600,
+                title: String::new(),
+                latency: Duration::ZERO,
+            },
+            stats: Stats::default(),
+            upload_writers: UploadWriters::default(),
+        };
+        (Arc::new(shared), token)
+    }
+
+    fn token_params(token: &UploadToken, length: usize) -> Params {
+        Params::from_query(Some(&format!(
+            "uploadtoken={token}&filename=big.bin&length={length}&revision=head"
+        )))
+    }
+
+    async fn offset_of(shared: &Shared, token: &UploadToken) -> Value {
+        get_offset(shared, &token_params(token, 0))
+            .await
+            .expect("getoffset")["offset"]
+            .clone()
+    }
+
+    /// Bytes 0.. of an upload of 40 MiB: the first 32 MiB are sent in big chunks, the request
+    /// is dropped as hyper drops it when its client goes away, while the writing thread may
+    /// still hold queued chunks. Returns the content and how much of it was sent.
+    async fn upload_then_drop_the_request(
+        shared: &Arc<Shared>,
+        token: &UploadToken,
+    ) -> (Bytes, usize) {
+        const CHUNK: usize = 4 << 20;
+        let content: Bytes = (0..10 * CHUNK)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let sent = 8 * CHUNK;
+        let (to_body, chunks) = mpsc::channel::<Bytes>(1);
+        let body = Body::from_stream(futures_util::stream::unfold(chunks, |mut chunks| async {
+            let chunk = chunks.recv().await?;
+            Some((Ok::<_, std::io::Error>(chunk), chunks))
+        }));
+        let request = tokio::spawn(perform(
+            Arc::clone(shared),
+            token_params(token, content.len()),
+            Method::PUT,
+            body,
+        ));
+        for start in (0..sent).step_by(CHUNK) {
+            to_body
+                .send(content.slice(start..start + CHUNK))
+                .await
+                .expect("perform reads");
+        }
+        for _ in 0..1000 {
+            if shared.stats.bytes_uploaded.load(Ordering::Relaxed) == sent as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            shared.stats.bytes_uploaded.load(Ordering::Relaxed),
+            sent as u64
+        );
+        request.abort();
+        assert!(request.await.expect_err("aborted").is_cancelled());
+        (content, sent)
+    }
+
+    /// The stored bitstream's checksum (computed from the stored file when resumed).
+    fn stored_checksum(shared: &Shared, token: &UploadToken) -> String {
+        shared
+            .store
+            .lock()
+            .query_row(
+                "SELECT b.checksum FROM bitstream b JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id WHERE r.item_id = ?1",
+                [token.item_id],
+                |r| r.get(0),
+            )
+            .expect("one bitstream")
+    }
+
+    async fn send_the_rest(
+        shared: &Arc<Shared>,
+        token: &UploadToken,
+        content: &Bytes,
+        from: usize,
+    ) {
+        let rest = Body::from(content.slice(from..));
+        let done = perform(
+            Arc::clone(shared),
+            token_params(token, content.len()),
+            Method::PUT,
+            rest,
+        )
+        .await;
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(
+            stored_checksum(shared, token),
+            format!("{:x}", Md5::digest(content))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn getoffset_answers_the_size_the_dropped_request_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (shared, token) = store_with_token(dir.path());
+        let (content, sent) = upload_then_drop_the_request(&shared, &token).await;
+        assert_eq!(offset_of(&shared, &token).await, json!(sent));
+        send_the_rest(&shared, &token, &content, sent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_resumed_perform_waits_for_the_dropped_one_to_finish_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (shared, token) = store_with_token(dir.path());
+        let (content, sent) = upload_then_drop_the_request(&shared, &token).await;
+        send_the_rest(&shared, &token, &content, sent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn getoffset_waits_for_the_writer_and_not_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (shared, token) = store_with_token(dir.path());
+        let generous = Duration::from_secs(10);
+        let idle = tokio::time::timeout(generous, offset_of(&shared, &token)).await;
+        assert_eq!(idle.expect("answered without a writer"), json!(0));
+
+        let deadline = Instant::now() + UPLOAD_STALL;
+        let slot = UploadWriters::claim(&shared, &token, deadline)
+            .await
+            .expect("slot");
+        let asked = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            let token = token.clone();
+            async move { offset_of(&shared, &token).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The writer appends after the question was asked, then stops.
+        std::fs::write(token.temp_path(&shared.store), b"written late").expect("write");
+        drop(slot);
+        assert_eq!(asked.await.expect("getoffset task"), json!(12));
+    }
 
     #[test]
     fn tokens_are_validated_strictly() {
