@@ -433,9 +433,23 @@ fn metadata_is_set_and_removed_through_xattrs() {
         removexattr(&path, "user.midas.meta.keywords"),
         libc::ENODATA
     );
-    // Fixed attributes are read-only; other names are not supported.
+    // Fixed attributes are read-only (removing one changes nothing); other names are not
+    // supported.
     assert_eq!(setxattr(&path, "user.midas.md5", "x"), libc::EPERM);
     assert_eq!(setxattr(&path, "user.other", "x"), libc::ENOTSUP);
+    let md5 = getxattr(&path, "user.midas.md5").unwrap();
+    assert_eq!(removexattr(&path, "user.midas.md5"), 0);
+    assert_eq!(getxattr(&path, "user.midas.md5"), Some(md5));
+
+    // So rsync -X, which removes what its source lacks, works.
+    let local = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    let source = format!("{}/", local.path().join("tree").display());
+    run(Command::new("rsync")
+        .arg("-aX")
+        .arg(&source)
+        .arg(setup.private().join("xattrs")));
+    diff_r(&local.path().join("tree"), &setup.private().join("xattrs"));
 }
 
 #[test]

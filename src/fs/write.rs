@@ -1452,6 +1452,18 @@ impl MidasFs {
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        if !name.starts_with(META_PREFIX) {
+            self.resolve_saved_file(ino).await?;
+            if self
+                .fixed_xattrs(ino)?
+                .iter()
+                .any(|(fixed, _)| fixed == name)
+            {
+                // Derived from the server (id, md5, …), so they stay; refusing would fail
+                // `rsync -X`, which removes every attribute its source lacks.
+                return Ok(());
+            }
+        }
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         // Midas answers the same for a value that was not there: ask first, for ENODATA.
         self.getxattr(ino, name).await?;
