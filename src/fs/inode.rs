@@ -122,7 +122,6 @@ pub enum NodeKind {
     SavedFile {
         item: ItemInfo,
         size: u64,
-        md5: String,
     },
     /// A file created through the mount and not uploaded yet; `local` numbers it for this mount.
     NewFile {
@@ -283,7 +282,6 @@ mod tests {
         let saved = NodeKind::SavedFile {
             item: item.clone(),
             size: 1,
-            md5: String::new(),
         };
         // An uploaded file keeps its inode when its bitstream becomes known.
         assert_eq!(saved.ino(None), file.ino(None));

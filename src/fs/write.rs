@@ -786,14 +786,8 @@ impl MidasFs {
         running_md5: Option<String>,
     ) -> FsResult<Uploaded> {
         let midas_name = names::to_midas(name);
-        // The user could create the file, so the user may change it.
-        let writable = true;
         match container {
             Container::Folder(folder) => {
-                let md5 = match running_md5 {
-                    Some(md5) => md5,
-                    None => md5_of(path).await?,
-                };
                 let clash = || {
                     FsError::new(
                         libc::EEXIST,
@@ -811,6 +805,10 @@ impl MidasFs {
                         .map_err(write_error)?;
                     (item_id, Some(token))
                 } else {
+                    let md5 = match running_md5 {
+                        Some(md5) => md5,
+                        None => md5_of(path).await?,
+                    };
                     let created = self
                         .client
                         .item_create(*folder, &midas_name)
@@ -857,17 +855,8 @@ impl MidasFs {
                         return Err(other.err().unwrap_or_else(clash));
                     }
                 };
-                // A new item's first revision; its bitstream is asked for when it is read.
-                let kind = NodeKind::SavedFile {
-                    item: ItemInfo::new(&item, 1),
-                    size,
-                    md5,
-                };
-                let entry = self.entry(name.to_owned(), kind, &item.date_update, writable);
-                Ok(Uploaded {
-                    node: entry.data.clone(),
-                    entry,
-                })
+                // A new item's first revision.
+                Ok(self.saved_file(&item, 1, size, name.to_owned()))
             }
             Container::Item(item) => {
                 // Without checksum: a stale listing could hide a bitstream of this name in the
@@ -886,20 +875,34 @@ impl MidasFs {
         size: u64,
     ) -> FsResult<Uploaded> {
         let current = self.client.item_get(item.id).await?;
-        let file_name = current
-            .head()
+        let head = current.head();
+        let file_name = head
             .and_then(|head| match head.bitstreams.as_slice() {
                 [only] => Some(only.name.clone()),
                 _ => None,
             })
             .unwrap_or_else(|| current.name.clone());
-        self.send_file(item.id, &file_name, path, size, None, UploadRevision::New)
-            .await?;
-        let updated = self.client.item_get(item.id).await?;
-        let shown = names::to_display(&updated.name);
-        let entry = self.item_entry(&updated, shown, true);
-        let node = file_node(&updated, &file_name, true).unwrap_or_else(|| entry.data.clone());
-        Ok(Uploaded { node, entry })
+        let revision = head.map_or(0, |head| head.revision) + 1;
+        let updated = self
+            .send_file(item.id, &file_name, path, size, None, UploadRevision::New)
+            .await?
+            .ok_or_else(|| skipped_upload(item.id))?;
+        Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
+    }
+
+    /// An item file just uploaded, as the upload's answer describes it (see
+    /// [`NodeKind::SavedFile`]).
+    fn saved_file(&self, item: &Item, revision: i64, size: u64, shown: String) -> Uploaded {
+        let kind = NodeKind::SavedFile {
+            item: ItemInfo::new(item, revision),
+            size,
+        };
+        // The user could upload it, so the user may change it.
+        let entry = self.entry(shown, kind, &item.date_update, true);
+        Uploaded {
+            node: entry.data.clone(),
+            entry,
+        }
     }
 
     async fn replace_bitstream(
@@ -966,7 +969,8 @@ impl MidasFs {
         })
     }
 
-    /// `generatetoken` then `perform` (see [`MidasFs::perform_resuming`]).
+    /// `generatetoken` then `perform` (see [`MidasFs::perform_resuming`]): the item after the
+    /// upload, or None when Midas deduplicated it by `checksum`.
     async fn send_file(
         &self,
         item_id: Id,
@@ -975,7 +979,7 @@ impl MidasFs {
         size: u64,
         checksum: Option<&str>,
         revision: UploadRevision,
-    ) -> FsResult<()> {
+    ) -> FsResult<Option<Item>> {
         let token = self
             .client
             .upload_token(item_id, file_name, checksum)
@@ -983,17 +987,14 @@ impl MidasFs {
             .map_err(write_error)?;
         let Some(token) = token else {
             if checksum.is_none() {
-                return Err(FsError::new(
-                    libc::EIO,
-                    format!("item {item_id}: the server skipped an upload sent without checksum"),
-                ));
+                return Err(skipped_upload(item_id));
             }
             log::debug!("item {item_id}: {file_name:?} is already on the server; not sent again");
-            return Ok(());
+            return Ok(None);
         };
         self.perform_resuming(&token, item_id, file_name, path, size, revision)
             .await
-            .map(drop)
+            .map(Some)
     }
 
     /// `perform`, resuming from the server's offset after a transient failure (a bounded number
@@ -1010,29 +1011,34 @@ impl MidasFs {
         let mut offset = 0;
         let mut attempts = 0;
         loop {
-            let err = match self
+            match self
                 .client
                 .upload_perform(token, item_id, file_name, path, offset, size, revision)
                 .await
             {
                 Ok(item) => return Ok(item),
-                Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => err,
-                Err(err) => return Err(write_error(err)),
-            };
-            attempts += 1;
-            log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
-            tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
-            match self.client.upload_offset(token).await {
-                Ok(held) if held <= size => offset = held,
-                Ok(held) => {
-                    return Err(FsError::new(
-                        libc::EIO,
-                        format!("the server holds {held} bytes of an upload of {size}"),
-                    ))
+                Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => {
+                    log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
                 }
-                Err(offset_err) if offset_err.is_transient() => {}
-                Err(offset_err) => return Err(write_error(offset_err)),
+                Err(err) => return Err(write_error(err)),
             }
+            // Midas appends whatever arrives to what it holds: only its own offset is a safe
+            // place to go on from, so without an answer nothing is sent again.
+            offset = loop {
+                attempts += 1;
+                tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
+                match self.client.upload_offset(token).await {
+                    Ok(held) if held <= size => break held,
+                    Ok(held) => {
+                        return Err(FsError::new(
+                            libc::EIO,
+                            format!("the server holds {held} bytes of an upload of {size}"),
+                        ))
+                    }
+                    Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => {}
+                    Err(err) => return Err(write_error(err)),
+                }
+            };
         }
     }
 
@@ -1515,27 +1521,19 @@ impl MidasFs {
     }
 }
 
+/// Midas issues no upload token, without a checksum, only when it kept nothing (a bug).
+fn skipped_upload(item_id: Id) -> FsError {
+    FsError::new(
+        libc::EIO,
+        format!("item {item_id}: the server skipped an upload sent without checksum"),
+    )
+}
+
 fn cross_device(name: &str) -> FsError {
     FsError::new(
         libc::EXDEV,
         format!("{name} cannot move there in Midas (copy it instead)"),
     )
-}
-
-/// The item as a file when its head holds one bitstream named `file_name`.
-fn file_node(item: &Item, file_name: &str, writable: bool) -> Option<NodeData> {
-    let head = item.head()?;
-    let [only] = head.bitstreams.as_slice() else {
-        return None;
-    };
-    (only.name == file_name).then(|| NodeData {
-        kind: NodeKind::ItemFile {
-            item: ItemInfo::new(item, head.revision),
-            bitstream: bitstream_info(only),
-        },
-        mtime: super::time::parse_midas_date(&item.date_update).unwrap_or_else(SystemTime::now),
-        writable,
-    })
 }
 
 /// The MD5 of a file, computed off the async workers.
