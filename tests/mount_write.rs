@@ -99,6 +99,28 @@ impl Setup {
         local
     }
 
+    /// After a failed upload of `big.bin`: its data, and only it, is in the recovery
+    /// directory, and the mount shows no such file.
+    fn assert_recovered(&self, content: &[u8]) {
+        let recovered = self.recovered();
+        assert_eq!(recovered.len(), 1, "{recovered:?}");
+        assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
+        assert!(std::fs::read(&recovered[0]).unwrap() == content);
+        assert_eq!(
+            errno_of(std::fs::symlink_metadata(self.private().join("big.bin"))),
+            libc::ENOENT
+        );
+    }
+
+    /// `midas.folder.children` of the admin's Private folder, asked of the server.
+    fn private_children(&self) -> Value {
+        let private_id = getxattr(&self.private(), "user.midas.id").unwrap();
+        self.server.call_ok(
+            "midas.folder.children",
+            &[("token", &self.server.token()), ("id", &private_id)],
+        )
+    }
+
     fn item(&self, path: &Path) -> Value {
         let id = getxattr(path, "user.midas.item_id").expect("user.midas.item_id");
         self.server.call_ok(
@@ -323,11 +345,7 @@ fn mkdir_mv_rm_rmdir_and_rename_over() {
     std::fs::remove_dir(private.join("a")).unwrap();
 
     // The server agrees: Private is empty again.
-    let private_id = getxattr(&private, "user.midas.id").unwrap();
-    let children = setup.server.call_ok(
-        "midas.folder.children",
-        &[("token", &setup.server.token()), ("id", &private_id)],
-    );
+    let children = setup.private_children();
     assert_eq!(children["folders"], Value::Array(vec![]), "{children}");
     assert_eq!(children["items"], Value::Array(vec![]), "{children}");
 }
@@ -508,23 +526,12 @@ fn a_failed_upload_fails_cp_keeps_the_data_and_shows_nothing() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "cp succeeded with the server down");
-    let recovered = setup.recovered();
-    assert_eq!(recovered.len(), 1, "{recovered:?}");
-    assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
-    assert_eq!(std::fs::read(&recovered[0]).unwrap(), content);
     // Nothing half-made is visible, on the mount (at once)…
-    assert_eq!(
-        errno_of(std::fs::symlink_metadata(setup.private().join("big.bin"))),
-        libc::ENOENT
-    );
+    setup.assert_recovered(&content);
 
     // …or on the server.
     setup.server.restart();
-    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
-    let children = setup.server.call_ok(
-        "midas.folder.children",
-        &[("token", &setup.server.token()), ("id", &private_id)],
-    );
+    let children = setup.private_children();
     assert_eq!(children["items"], Value::Array(vec![]), "{children}");
 
     run(Command::new("cp").arg(&big).arg(setup.private()));
@@ -596,10 +603,7 @@ fn a_name_taken_on_the_server_meanwhile_fails_the_upload_with_eexist() {
         file.write_all(&pseudo_random(len, 5)).unwrap();
         assert_eq!(errno_of(file.sync_all()), libc::EEXIST, "{name}");
     }
-    let children = setup.server.call_ok(
-        "midas.folder.children",
-        &[("token", &token), ("id", &private_id)],
-    );
+    let children = setup.private_children();
     let mut names: Vec<&str> = children["items"]
         .as_array()
         .unwrap()
@@ -732,23 +736,13 @@ fn a_server_killed_during_an_upload_fails_cp_and_a_new_cp_succeeds_after_restart
         !cp.wait().unwrap().success(),
         "cp succeeded without a server"
     );
-    let recovered = setup.recovered();
-    assert_eq!(recovered.len(), 1, "{recovered:?}");
-    assert!(std::fs::read(&recovered[0]).unwrap() == content);
-    assert_eq!(
-        errno_of(std::fs::symlink_metadata(setup.private().join("big.bin"))),
-        libc::ENOENT
-    );
+    setup.assert_recovered(&content);
 
     // After a restart the half-made item is removed and a new copy goes through.
     setup.server.restart();
     run(Command::new("cp").arg(&big).arg(setup.private()));
     assert!(std::fs::read(setup.private().join("big.bin")).unwrap() == content);
-    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
-    let children = setup.server.call_ok(
-        "midas.folder.children",
-        &[("token", &setup.server.token()), ("id", &private_id)],
-    );
+    let children = setup.private_children();
     let items = children["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{children}");
     assert_eq!(items[0]["name"], "big.bin");
