@@ -274,20 +274,7 @@ impl FileReader {
             .download(self.bitstream, start, self.size)
             .await?;
         let mut block = self.cache.buffer(len as usize);
-        while (block.len() as u64) < len {
-            match stream.next_chunk().await? {
-                Some(chunk) => {
-                    let take = chunk.len().min(len as usize - block.len());
-                    block.extend_from_slice(&chunk[..take]);
-                }
-                None => {
-                    return Err(FsError::new(
-                        libc::EIO,
-                        format!("bitstream {}: download ended early", self.bitstream),
-                    ))
-                }
-            }
-        }
+        stream.fill(&mut block, len as usize).await?;
         let block = block.freeze();
         self.cache.insert((self.bitstream, index), block.clone());
         Ok(block)
@@ -387,7 +374,6 @@ async fn stream_blocks(
 ) -> FsResult<()> {
     let mut index = shared.first_block;
     let mut stream = client.download(bitstream, index * BLOCK_SIZE, size).await?;
-    let mut leftover = Bytes::new();
     while index * BLOCK_SIZE < size {
         loop {
             let room = shared.room.notified();
@@ -400,18 +386,7 @@ async fn stream_blocks(
         }
         let len = BLOCK_SIZE.min(size - index * BLOCK_SIZE) as usize;
         let mut block = cache.buffer(len);
-        while block.len() < len {
-            if leftover.is_empty() {
-                leftover = stream.next_chunk().await?.ok_or_else(|| {
-                    FsError::new(
-                        libc::EIO,
-                        format!("bitstream {bitstream}: download ended early"),
-                    )
-                })?;
-            }
-            let take = leftover.len().min(len - block.len());
-            block.extend_from_slice(&leftover.split_to(take));
-        }
+        stream.fill(&mut block, len).await?;
         cache.insert((bitstream, index), block.freeze());
         index += 1;
         shared.next_block.store(index, Ordering::Release);

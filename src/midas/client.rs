@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::envelope;
 use super::error::Error;
 use super::redact::redact;
-use super::transfer::{self, DOWNLOAD};
+use super::transfer::{self, PlainAnswer, DOWNLOAD};
 use super::types::{Children, Community, Folder, Id, Item, MetadataValue, User};
 use super::Result;
 
@@ -798,6 +798,20 @@ impl Client {
         let started = Instant::now();
         let result = self
             .with_retries(DOWNLOAD, Kind::Read, || async {
+                let expected = size - offset;
+                let stall = self.inner.stall_timeout;
+                match transfer::plain_get(&url, self.inner.connect_timeout, stall).await? {
+                    PlainAnswer::Body(body) => {
+                        return Ok(ByteStream::on_socket(body, expected, stall))
+                    }
+                    PlainAnswer::Status(status) => {
+                        return Err(Error::Http {
+                            method: DOWNLOAD.into(),
+                            status,
+                        })
+                    }
+                    PlainAnswer::LeaveToClient => {}
+                }
                 let response = self
                     .first_byte(DOWNLOAD, &shown, self.inner.http.get(url.clone()))
                     .await?;
@@ -808,11 +822,7 @@ impl Client {
                         status: status.as_u16(),
                     });
                 }
-                Ok(ByteStream::new(
-                    response,
-                    size - offset,
-                    self.inner.stall_timeout,
-                ))
+                Ok(ByteStream::new(response, expected, stall))
             })
             .await;
         debug!(

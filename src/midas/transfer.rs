@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use log::debug;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use reqwest::Url;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_util::io::ReaderStream;
 
@@ -27,10 +29,22 @@ pub(crate) const DOWNLOAD: &str = "download";
 /// stops after exactly `size - offset` bytes, whatever length the server advertised.
 pub struct ByteStream {
     /// `None` once everything expected has arrived, or after a failure.
-    response: Option<reqwest::Response>,
+    body: Option<Body>,
+    /// Bytes that arrived but were not handed out yet.
+    pending: Bytes,
     expected: u64,
     received: u64,
     stall: Duration,
+}
+
+/// Where the bytes come from.
+enum Body {
+    /// An answer through reqwest (https, proxies, redirects, chunked or encoded bodies).
+    Client(reqwest::Response),
+    /// A plain-HTTP connection of our own, positioned in the body: read straight into the
+    /// caller's buffer by [`ByteStream::fill`], which spares a copy of every byte. With the
+    /// body bytes the server's Content-Length says are still to come (`u64::MAX` without one).
+    Socket(TcpStream, u64),
 }
 
 impl std::fmt::Debug for ByteStream {
@@ -44,19 +58,40 @@ impl std::fmt::Debug for ByteStream {
 
 impl ByteStream {
     pub(crate) fn new(response: reqwest::Response, expected: u64, stall: Duration) -> ByteStream {
-        ByteStream {
-            response: (expected > 0).then_some(response),
+        ByteStream::with_body(Body::Client(response), Bytes::new(), expected, stall)
+    }
+
+    /// A body on a connection of [`plain_get`]'s.
+    pub(crate) fn on_socket(body: PlainBody, expected: u64, stall: Duration) -> ByteStream {
+        let advertised_left = body.content_length.map_or(u64::MAX, |length| {
+            length.saturating_sub(body.head_rest.len() as u64)
+        });
+        ByteStream::with_body(
+            Body::Socket(body.socket, advertised_left),
+            body.head_rest,
+            expected,
+            stall,
+        )
+    }
+
+    fn with_body(body: Body, pending: Bytes, expected: u64, stall: Duration) -> ByteStream {
+        let mut stream = ByteStream {
+            body: (expected > 0).then_some(body),
+            pending: Bytes::new(),
             expected,
             received: 0,
             stall,
-        }
+        };
+        stream.pending = stream.take_expected(pending);
+        stream
     }
 
     /// A download of nothing (the offset is at or past the end): no request is made, because
     /// Midas ignores an out-of-range offset and would send the whole file.
     pub(crate) fn empty() -> ByteStream {
         ByteStream {
-            response: None,
+            body: None,
+            pending: Bytes::new(),
             expected: 0,
             received: 0,
             stall: Duration::ZERO,
@@ -68,7 +103,7 @@ impl ByteStream {
         self.expected
     }
 
-    /// How many bytes have been yielded so far.
+    /// How many bytes of the body have arrived so far.
     pub fn received(&self) -> u64 {
         self.received
     }
@@ -79,27 +114,93 @@ impl ByteStream {
     /// when the body ended (or broke) early. Midas advertises the full file size even when the
     /// body starts at an offset, so the body is never read past the expected length.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            let remaining = self.expected - self.received;
-            if remaining == 0 {
-                // Drop the connection: with a wrong Content-Length, the rest never comes.
-                self.response = None;
-                return Ok(None);
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
+        if self.received == self.expected {
+            // Drop the connection: with a wrong Content-Length, the rest never comes.
+            self.body = None;
+            return Ok(None);
+        }
+        if let Some(Body::Socket(..)) = self.body {
+            let want = (self.expected - self.received).min(SOCKET_CHUNK as u64) as usize;
+            let mut chunk = BytesMut::with_capacity(want);
+            self.fill(&mut chunk, want).await?;
+            return Ok(Some(chunk.freeze()));
+        }
+        self.next_client_chunk().await.map(Some)
+    }
+
+    /// Appends the next bytes of the stream to `buffer` until it holds `len` bytes, reading
+    /// from a socket straight into it when there is one.
+    ///
+    /// Errors: as [`ByteStream::next_chunk`]; a stream that ends first is a short read.
+    pub async fn fill(&mut self, buffer: &mut BytesMut, len: usize) -> Result<()> {
+        buffer.reserve(len.saturating_sub(buffer.len()));
+        while buffer.len() < len {
+            let want = len - buffer.len();
+            if !self.pending.is_empty() {
+                let take = want.min(self.pending.len());
+                buffer.extend_from_slice(&self.pending.split_to(take));
+                continue;
             }
-            let Some(response) = self.response.as_mut() else {
+            if self.received == self.expected {
+                self.body = None;
+                return Err(self.short_read());
+            }
+            match self.body.as_mut() {
+                Some(Body::Socket(socket, advertised_left)) => {
+                    // Like reqwest, the body ends where the server's Content-Length says.
+                    let want = (want as u64)
+                        .min(self.expected - self.received)
+                        .min(*advertised_left);
+                    if want == 0 {
+                        self.body = None;
+                        return Err(self.short_read());
+                    }
+                    let mut limited = (&mut *socket).take(want);
+                    let read = timeout(self.stall, limited.read_buf(buffer));
+                    let got = match read.await {
+                        Err(_) => return Err(self.stalled()),
+                        Ok(Ok(0)) => {
+                            self.body = None;
+                            return Err(self.short_read());
+                        }
+                        Ok(Ok(got)) => {
+                            *advertised_left -= got as u64;
+                            got
+                        }
+                        Ok(Err(err)) => {
+                            debug!(
+                                "download broke after {} of {} bytes: {err}",
+                                self.received, self.expected
+                            );
+                            self.body = None;
+                            return Err(self.short_read());
+                        }
+                    };
+                    self.received += got as u64;
+                }
+                _ => self.pending = self.next_client_chunk().await?,
+            }
+        }
+        if self.received == self.expected && self.pending.is_empty() {
+            self.body = None;
+        }
+        Ok(())
+    }
+
+    /// The next non-empty chunk of a reqwest body, cut at the expected length.
+    async fn next_client_chunk(&mut self) -> Result<Bytes> {
+        loop {
+            let Some(Body::Client(response)) = self.body.as_mut() else {
                 return Err(self.short_read());
             };
             let chunk = match timeout(self.stall, response.chunk()).await {
-                Err(_) => {
-                    self.response = None;
-                    return Err(Error::Timeout {
-                        method: DOWNLOAD.into(),
-                        after: self.stall,
-                    });
-                }
+                Err(_) => return Err(self.stalled()),
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => {
-                    self.response = None;
+                    self.body = None;
                     return Err(self.short_read());
                 }
                 Ok(Err(err)) => {
@@ -109,22 +210,30 @@ impl ByteStream {
                         self.expected,
                         error_chain(&err.without_url())
                     );
-                    self.response = None;
+                    self.body = None;
                     return Err(self.short_read());
                 }
             };
-            if chunk.is_empty() {
-                continue;
+            if !chunk.is_empty() {
+                return Ok(self.take_expected(chunk));
             }
-            let chunk = if chunk.len() as u64 > remaining {
-                // `remaining` is below `chunk.len()`, so it fits in usize.
-                chunk.slice(..remaining as usize)
-            } else {
-                chunk
-            };
-            self.received += chunk.len() as u64;
-            return Ok(Some(chunk));
         }
+    }
+
+    /// Counts bytes that arrived as received, dropping any beyond the expected length.
+    fn take_expected(&mut self, mut bytes: Bytes) -> Bytes {
+        let remaining = self.expected - self.received;
+        if bytes.len() as u64 > remaining {
+            // `remaining` is below `bytes.len()`, so it fits in usize.
+            bytes.truncate(remaining as usize);
+        }
+        self.received += bytes.len() as u64;
+        bytes
+    }
+
+    fn stalled(&mut self) -> Error {
+        self.body = None;
+        stall_error(self.stall)
     }
 
     fn short_read(&self) -> Error {
@@ -133,6 +242,196 @@ impl ByteStream {
             got: self.received,
         }
     }
+}
+
+/// What [`plain_get`] got.
+pub(crate) enum PlainAnswer {
+    /// A 2xx answer with a plain body.
+    Body(PlainBody),
+    /// An error status (4xx, 5xx).
+    Status(u16),
+    /// Something better left to reqwest, which sends the request again: a proxy is configured,
+    /// the connection was refused, a redirect, a chunked or encoded body, an odd head.
+    LeaveToClient,
+}
+
+/// The body of a [`PlainAnswer`].
+pub(crate) struct PlainBody {
+    /// The connection, positioned in the body.
+    socket: TcpStream,
+    /// The body bytes that came with the head.
+    head_rest: Bytes,
+    content_length: Option<u64>,
+}
+
+/// GET `url` (http, no proxy) on a connection of its own, so that the body can be read from
+/// the socket straight into block buffers. reqwest hands a body out as slices of its own read
+/// buffer, so building 1 MiB blocks from them copies every byte once more: a third of the
+/// daemon's CPU in a sequential read through the mount.
+pub(crate) async fn plain_get(
+    url: &Url,
+    connect_timeout: Duration,
+    stall: Duration,
+) -> Result<PlainAnswer> {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(PlainAnswer::LeaveToClient);
+    };
+    if url.scheme() != "http" || proxy_configured() {
+        return Ok(PlainAnswer::LeaveToClient);
+    }
+    let mut socket = match timeout(connect_timeout, TcpStream::connect((host_name(host), port)))
+        .await
+    {
+        Err(_) => {
+            return Err(Error::Timeout {
+                method: DOWNLOAD.into(),
+                after: connect_timeout,
+            })
+        }
+        Ok(Err(err)) => {
+            debug!("plain download connection to {host}:{port}: {err}; leaving it to the client");
+            return Ok(PlainAnswer::LeaveToClient);
+        }
+        Ok(Ok(socket)) => socket,
+    };
+    if let Err(err) = socket.set_nodelay(true) {
+        debug!("plain download connection to {host}:{port}: {err}; leaving it to the client");
+        return Ok(PlainAnswer::LeaveToClient);
+    }
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let host_header = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
+         Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let sent = timeout(stall, socket.write_all(request.as_bytes())).await;
+    match sent {
+        Err(_) => return Err(stall_error(stall)),
+        Ok(Err(_)) => return Ok(PlainAnswer::LeaveToClient),
+        Ok(Ok(())) => {}
+    }
+    let mut head = BytesMut::with_capacity(HEAD_LIMIT);
+    let head_len = loop {
+        if let Some(end) = find_head_end(&head) {
+            break end;
+        }
+        if head.len() >= HEAD_LIMIT {
+            return Ok(PlainAnswer::LeaveToClient);
+        }
+        match timeout(stall, socket.read_buf(&mut head)).await {
+            Err(_) => return Err(stall_error(stall)),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(PlainAnswer::LeaveToClient),
+            Ok(Ok(_)) => {}
+        }
+    };
+    let rest = head.split_off(head_len).freeze();
+    Ok(match parse_head(&head) {
+        Some(PlainHead {
+            status,
+            plain_body,
+            content_length,
+        }) if (200..300).contains(&status) => {
+            if plain_body {
+                PlainAnswer::Body(PlainBody {
+                    socket,
+                    head_rest: rest,
+                    content_length,
+                })
+            } else {
+                PlainAnswer::LeaveToClient
+            }
+        }
+        Some(PlainHead { status, .. }) if status >= 400 => PlainAnswer::Status(status),
+        _ => PlainAnswer::LeaveToClient,
+    })
+}
+
+/// How much of a body [`ByteStream::next_chunk`] reads from a socket at a time.
+const SOCKET_CHUNK: usize = 256 * 1024;
+/// The largest answer head [`plain_get`] reads before leaving the answer to reqwest.
+const HEAD_LIMIT: usize = 16 * 1024;
+/// The environment variables through which reqwest picks up a proxy for http URLs.
+const PROXY_VARIABLES: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
+
+fn proxy_configured() -> bool {
+    PROXY_VARIABLES
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// The host to connect to: an IPv6 literal without the brackets of its URL form.
+fn host_name(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn stall_error(stall: Duration) -> Error {
+    Error::Timeout {
+        method: DOWNLOAD.into(),
+        after: stall,
+    }
+}
+
+/// Where the head ends: the index just past its blank line.
+fn find_head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+#[derive(Debug, PartialEq)]
+struct PlainHead {
+    status: u16,
+    /// The body is the bytes that follow, as they are: no chunked transfer, no content coding.
+    plain_body: bool,
+    content_length: Option<u64>,
+}
+
+/// The status and body framing of an HTTP/1.x answer head, `None` if it is not one.
+fn parse_head(head: &[u8]) -> Option<PlainHead> {
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut status_line = lines.next()?.splitn(3, ' ');
+    if !status_line.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status = status_line.next()?.parse().ok()?;
+    let mut plain_body = true;
+    let mut content_length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("content-encoding")
+                && !value.eq_ignore_ascii_case("identity"))
+        {
+            plain_body = false;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            // Two different lengths make the framing ambiguous: reqwest decides then.
+            let length = value.parse().ok()?;
+            if content_length.is_some_and(|seen| seen != length) {
+                return None;
+            }
+            content_length = Some(length);
+        }
+    }
+    Some(PlainHead {
+        status,
+        plain_body,
+        content_length,
+    })
 }
 
 /// The whole body of an answer, failing when no byte arrives for `stall`.
@@ -340,5 +639,120 @@ pub(crate) async fn send_watched(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn heads_tell_status_and_whether_the_body_is_plain() {
+        let head = |text: &str| parse_head(text.as_bytes());
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"),
+            Some(PlainHead {
+                status: 200,
+                plain_body: true,
+                content_length: Some(10)
+            })
+        );
+        assert_eq!(
+            head("HTTP/1.0 500 Error\r\ncontent-encoding: identity\r\n\r\n"),
+            Some(PlainHead {
+                status: 500,
+                plain_body: true,
+                content_length: None
+            })
+        );
+        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(!chunked.expect("a head").plain_body);
+        let gzip = head("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n");
+        assert!(!gzip.expect("a head").plain_body);
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            None
+        );
+        assert_eq!(head("SSH-2.0-OpenSSH\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn ipv6_hosts_lose_their_brackets_to_connect() {
+        assert_eq!(host_name("[::1]"), "::1");
+        assert_eq!(host_name("midas.example.org"), "midas.example.org");
+    }
+
+    /// A server that answers one connection with `head`, then a little later `body`, and keeps
+    /// the connection open.
+    async fn answering(head: &'static [u8], body: &'static [u8]) -> Url {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0; 4096];
+            let _ = socket.read(&mut request).await;
+            socket.write_all(head).await.expect("head");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            socket.write_all(body).await.expect("body");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        Url::parse(&format!("http://{addr}/download/?bitstream=1")).expect("url")
+    }
+
+    async fn get(url: &Url) -> PlainAnswer {
+        let wait = Duration::from_millis(500);
+        plain_get(url, wait, wait).await.expect("answer")
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_left_to_the_client() {
+        let url = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nabc\r\n",
+        )
+        .await;
+        assert!(matches!(get(&url).await, PlainAnswer::LeaveToClient));
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_reported_as_is() {
+        let url = answering(b"HTTP/1.1 500 Error\r\nContent-Length: 0\r\n\r\n", b"").await;
+        assert!(matches!(get(&url).await, PlainAnswer::Status(500)));
+    }
+
+    #[tokio::test]
+    async fn a_plain_body_fills_buffers_and_ends_where_the_server_says() {
+        let url = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab", b"cdef").await;
+        let PlainAnswer::Body(body) = get(&url).await else {
+            panic!("not a plain body");
+        };
+        let mut stream = ByteStream::on_socket(body, 10, Duration::from_millis(500));
+        let mut block = BytesMut::new();
+        stream.fill(&mut block, 4).await.expect("four bytes");
+        assert_eq!(&block[..], b"abcd");
+        match stream.fill(&mut block, 8).await {
+            Err(Error::ShortRead { expected, got }) => assert_eq!((expected, got), (10, 6)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(&block[..], b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_plain_body_stops_at_the_expected_length_despite_a_longer_content_length() {
+        let url = answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            b"0123456789",
+        )
+        .await;
+        let PlainAnswer::Body(body) = get(&url).await else {
+            panic!("not a plain body");
+        };
+        let mut stream = ByteStream::on_socket(body, 4, Duration::from_millis(500));
+        assert_eq!(
+            stream.next_chunk().await.expect("chunk").as_deref(),
+            Some(&b"0123"[..])
+        );
+        assert_eq!(stream.next_chunk().await.expect("end"), None);
     }
 }
