@@ -470,10 +470,15 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
         server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
         "300000"
     );
-    // Resume with the rest, plus trailing bytes that must be ignored.
-    let mut rest = content[300_000..].to_vec();
-    rest.extend_from_slice(b"EXTRA BYTES");
-    let done = server.upload_perform(&params, rest);
+    // A resume that starts before the server's offset (more bytes than are missing) is
+    // refused before anything is written: its bytes would land in the wrong place.
+    let early = server.upload_perform(&params, content[200_000..].to_vec());
+    assert_eq!(early["code"], "-105", "{early}");
+    assert_eq!(
+        server.call_ok("midas.upload.getoffset", &[("uploadtoken", &ut)])["offset"],
+        "300000"
+    );
+    let done = server.upload_perform(&params, content[300_000..].to_vec());
     assert_eq!(done["stat"], "ok", "{done}");
     assert_eq!(done["data"]["sizebytes"], length.as_str());
     let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
@@ -502,6 +507,21 @@ fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
     let stats = server.stats();
     assert_eq!(stats["bytes_uploaded"], 700_000);
     assert!(stats["methods"]["midas.upload.perform"].as_u64() >= Some(3));
+
+    // On a fresh upload, as in Midas, bytes past `length` are ignored.
+    let second = server.create_item(&token, &private, "again.bin");
+    let ut = server.upload_token(&token, &second, "again.bin");
+    let mut padded = content.clone();
+    padded.extend_from_slice(b"EXTRA BYTES");
+    let done = server.upload_perform(
+        &[
+            ("uploadtoken", ut.as_str()),
+            ("filename", "again.bin"),
+            ("length", length.as_str()),
+        ],
+        padded,
+    );
+    assert_eq!(done["data"]["sizebytes"], length.as_str(), "{done}");
 }
 
 #[test]

@@ -678,6 +678,15 @@ pub async fn perform(
         // A `length` below what already arrived cannot describe this file: keep the data.
         return Err(short(have));
     }
+    // A resume whose body is longer than what the file lacks started before the server's
+    // offset: it asked getoffset before an earlier broken request (not started yet then) wrote
+    // what it had received. Midas would append it and keep a corrupt file; this server refuses
+    // it before writing, with the answer that makes a client ask getoffset again. (So, unlike
+    // Midas, it does not ignore trailing bytes after a resume; it does on a fresh upload.)
+    let sent = axum::body::HttpBody::size_hint(&body).exact();
+    if have > 0 && sent.is_some_and(|sent| have.saturating_add(sent) > length) {
+        return Err(short(have));
+    }
     // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
     let mut spool = Spool::start(file.into_std().await, have, have == 0, Arc::clone(&slot))
         .map_err(io_failure)?;
