@@ -1016,7 +1016,11 @@ impl MidasFs {
                 .upload_perform(token, item_id, file_name, path, offset, size, revision)
                 .await
             {
-                Ok(item) => return Ok(item),
+                Ok(item) if attempts == 0 => return Ok(item),
+                Ok(item) => {
+                    self.verify_resumed(item_id, file_name, path).await?;
+                    return Ok(item);
+                }
                 Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => {
                     log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
                 }
@@ -1040,6 +1044,48 @@ impl MidasFs {
                 }
             };
         }
+    }
+
+    /// After a resumed upload, checks that the server's copy is what was sent. Midas appends
+    /// what arrives to what it holds, so a broken request that it handled only after the
+    /// `getoffset` the resume went on from leaves a corrupt file: that one is deleted, and the
+    /// upload fails (its data goes to the recovery directory like any failed upload's).
+    async fn verify_resumed(
+        &self,
+        item_id: Id,
+        file_name: &str,
+        path: &std::path::Path,
+    ) -> FsResult<()> {
+        let md5 = md5_of(path).await?;
+        let item = self.client.item_get(item_id).await?;
+        let stored = item.head().and_then(|head| {
+            head.bitstreams
+                .iter()
+                .filter(|b| b.name == file_name)
+                .max_by_key(|b| b.bitstream_id)
+        });
+        let Some(stored) = stored else {
+            return Err(FsError::new(
+                libc::EIO,
+                format!("item {item_id}: the uploaded {file_name:?} is missing"),
+            ));
+        };
+        if stored.checksum == md5 {
+            return Ok(());
+        }
+        if let Err(err) = self.client.bitstream_delete(stored.bitstream_id).await {
+            log::warn!(
+                "could not remove the corrupt bitstream {}: {err}",
+                stored.bitstream_id
+            );
+        }
+        Err(FsError::new(
+            libc::EIO,
+            format!(
+                "item {item_id}: the server's copy of {file_name:?} after a resumed upload \
+                 differs from what was sent"
+            ),
+        ))
     }
 
     /// Removes an item made for an upload that failed; if the server cannot be reached, the
