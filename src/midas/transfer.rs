@@ -276,7 +276,9 @@ pub(crate) async fn plain_get(
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return Ok(PlainAnswer::LeaveToClient);
     };
-    if url.scheme() != "http" || proxy_configured() {
+    // Credentials in the URL (HTTP authentication in front of Midas) are reqwest's to send.
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    if url.scheme() != "http" || proxy_configured() || credentials {
         return Ok(PlainAnswer::LeaveToClient);
     }
     let mut socket = match timeout(connect_timeout, TcpStream::connect((host_name(host), port)))
