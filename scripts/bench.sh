@@ -14,7 +14,7 @@ usage() {
 usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
 
   --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
-             about 3 minutes instead of about 18
+             about 3 minutes instead of about 13
   --runs N   runs per measurement (the median is shown); default 3
   --dir DIR  where the servers' stores, test files and mountpoints go; default ${TMPDIR:-/var/tmp}
   --keep     keep that working directory (logs, stores) instead of deleting it
