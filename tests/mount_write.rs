@@ -511,10 +511,7 @@ fn a_read_only_mount_refuses_every_write() {
 fn a_failed_upload_fails_cp_keeps_the_data_and_shows_nothing() {
     require_fuse!();
     let mut setup = Setup::new(&["--timeout", "5", "--ttl", "3"]);
-    let local = tempfile::tempdir().unwrap();
-    let big = local.path().join("big.bin");
-    let content = pseudo_random(8 * 1024 * 1024, 3);
-    std::fs::write(&big, &content).unwrap();
+    let (_local, big, content) = local_big_bin(8 * 1024 * 1024, 3);
 
     // The folder's listing is fresh in the mount, so the file can be created with the server
     // down: only its upload at close fails.
@@ -689,6 +686,16 @@ fn token_expiry_between_writes_is_invisible() {
     assert!(std::fs::read_dir(spool.path().join("recovery")).is_err());
 }
 
+/// A local `big.bin` of `len` pseudo-random bytes: its directory (deleted on drop), its path
+/// and its content.
+fn local_big_bin(len: usize, seed: u64) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    let content = pseudo_random(len, seed);
+    std::fs::write(&big, &content).unwrap();
+    (local, big, content)
+}
+
 /// Whether any file below `dir` holds bytes.
 fn holds_bytes(dir: &Path) -> bool {
     std::fs::read_dir(dir)
@@ -710,10 +717,7 @@ fn a_server_killed_during_an_upload_fails_cp_and_a_new_cp_succeeds_after_restart
     require_fuse!();
     // A long TTL: the mount's own view is checked while the server is down.
     let mut setup = Setup::new(&["--timeout", "5", "--ttl", "60"]);
-    let local = tempfile::tempdir().unwrap();
-    let big = local.path().join("big.bin");
-    let content = pseudo_random(256 * 1024 * 1024, 9);
-    std::fs::write(&big, &content).unwrap();
+    let (_local, big, content) = local_big_bin(256 * 1024 * 1024, 9);
     assert_eq!(std::fs::read_dir(setup.private()).unwrap().count(), 0);
 
     let mut cp = Command::new("cp")
