@@ -128,6 +128,11 @@ struct FileData {
     target: Target,
     /// When the content last changed.
     mtime: SystemTime,
+    /// The last upload of this open file was empty and made a revision (or the item) of its
+    /// own: the next one replaces that empty bitstream in its revision. A shell redirection
+    /// (`echo x > f`) closes a duplicate descriptor, so uploads, before the command writes;
+    /// without this Midas would keep an empty revision before every such write.
+    empty_upload: bool,
 }
 
 /// Where a file's content goes.
@@ -249,9 +254,9 @@ impl MidasFs {
     }
 
     /// The entry `name` of `dir` for a rename or an unlink, once no upload of it is running.
-    /// A new file may be uploading under this name (an empty one is uploaded at its last close,
-    /// which close(2) does not wait for): its upload finishes first, the entry is what the file
-    /// became, and the guard keeps further uploads of it off until the caller is done.
+    /// A new file may be uploading under this name (another thread's close): its upload
+    /// finishes first, the entry is what the file became, and the guard keeps further uploads
+    /// of it off until the caller is done.
     async fn settled_child(
         &self,
         dir: u64,
@@ -415,6 +420,7 @@ impl MidasFs {
                     name: name.to_owned(),
                 },
                 mtime: now,
+                empty_upload: false,
             }),
             upload: Arc::default(),
         });
@@ -491,6 +497,7 @@ impl MidasFs {
                 handles: 1,
                 target,
                 mtime: data.mtime,
+                empty_upload: false,
             }),
             upload: Arc::default(),
         });
@@ -563,26 +570,12 @@ impl MidasFs {
         Some(data.spool.read_at(offset, size))
     }
 
-    /// `fsync`: uploads the file if it changed; the upload's error is the answer.
-    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+    /// `close` and `fsync`: uploads the file if it changed; the upload's error is the answer.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.writes.file_of_handle(fh) {
             Some((ino, file)) => self.save(ino, &file).await,
             None => Ok(()),
         }
-    }
-
-    /// `close` of a descriptor: as `fsync`, except for a new file still empty. That one is
-    /// uploaded at its last close (`release_write`): a shell redirection (`echo x > f`) closes
-    /// a duplicate descriptor before the command writes, and Midas would keep that empty first
-    /// upload as a revision of its own.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        if let Some((_, file)) = self.writes.file_of_handle(fh) {
-            let data = file.lock();
-            if matches!(data.target, Target::New { .. }) && data.spool.is_empty() {
-                return Ok(());
-            }
-        }
-        self.fsync(fh).await
     }
 
     /// The last close of a handle. A file still dirty (written after its last flush, which
@@ -630,7 +623,7 @@ impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
     async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let _one_at_a_time = file.upload.lock().await;
-        let (target, path, size, running_md5) = {
+        let (target, path, size, running_md5, replace_empty) = {
             let mut data = file.lock();
             if !data.dirty || data.unlinked {
                 return Ok(());
@@ -647,6 +640,7 @@ impl MidasFs {
                 data.spool.path().to_owned(),
                 data.spool.len(),
                 data.spool.running_md5(),
+                data.empty_upload,
             )
         };
         self.remove_orphans().await;
@@ -661,6 +655,9 @@ impl MidasFs {
                 self.upload_new(*parent_ino, container, name, &path, size, running_md5)
                     .await
             }
+            Target::ItemFile { item, .. } if replace_empty => {
+                self.replace_empty_upload(item, &path, size).await
+            }
             Target::ItemFile { item, .. } => self.upload_revision(item, &path, size).await,
             Target::Bitstream {
                 item, bitstream, ..
@@ -674,6 +671,8 @@ impl MidasFs {
                     started.elapsed()
                 );
                 self.saved(ino, file, &target, uploaded);
+                // A file in an item directory replaces its bitstream anyway.
+                file.lock().empty_upload = size == 0 && !matches!(target, Target::Bitstream { .. });
                 Ok(())
             }
             Err(err) => {
@@ -887,6 +886,34 @@ impl MidasFs {
             .send_file(item.id, &file_name, path, size, None, UploadRevision::New)
             .await?
             .ok_or_else(|| skipped_upload(item.id))?;
+        Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
+    }
+
+    /// The next upload after an empty one of the same open file (see `FileData::empty_upload`):
+    /// into the same revision, whose empty bitstream then goes. If someone else changed the
+    /// item meanwhile, a new revision as usual.
+    async fn replace_empty_upload(
+        &self,
+        item: &ItemInfo,
+        path: &std::path::Path,
+        size: u64,
+    ) -> FsResult<Uploaded> {
+        let current = self.client.item_get(item.id).await?;
+        let head = current.head();
+        let Some((revision, empty)) = head.and_then(|head| match head.bitstreams.as_slice() {
+            [only] if only.sizebytes == 0 => Some((head.revision, only)),
+            _ => None,
+        }) else {
+            return self.upload_revision(item, path, size).await;
+        };
+        let updated = self
+            .send_file(item.id, &empty.name, path, size, None, UploadRevision::Head)
+            .await?
+            .ok_or_else(|| skipped_upload(item.id))?;
+        self.client
+            .bitstream_delete(empty.bitstream_id)
+            .await
+            .map_err(write_error)?;
         Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
     }
 
@@ -1191,7 +1218,7 @@ impl MidasFs {
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
-            self.fsync(fh).await
+            self.flush(fh).await
         }
         .await;
         self.release_write(fh).await;
