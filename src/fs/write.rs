@@ -787,50 +787,9 @@ impl MidasFs {
         let midas_name = names::to_midas(name);
         match container {
             Container::Folder(folder) => {
-                let clash = || {
-                    FsError::new(
-                        libc::EEXIST,
-                        format!(
-                            "{}/{name}: an item of that name exists on the server",
-                            self.describe(parent_ino)
-                        ),
-                    )
-                };
-                let (item_id, token) = if size < CHECKSUM_MIN_SIZE {
-                    let (item_id, token) = self
-                        .client
-                        .upload_token_new_item(*folder, &midas_name)
-                        .await
-                        .map_err(write_error)?;
-                    (item_id, Some(token))
-                } else {
-                    let md5 = match running_md5 {
-                        Some(md5) => md5,
-                        None => md5_of(path).await?,
-                    };
-                    let created = self
-                        .client
-                        .item_create(*folder, &midas_name)
-                        .await
-                        .map_err(write_error)?;
-                    if created.name != midas_name {
-                        // Midas renamed it: an item of that name appeared (or is hidden from us).
-                        self.delete_quietly(created.item_id).await;
-                        return Err(clash());
-                    }
-                    // A new item has no bitstream yet, so the dedup cannot skip the upload.
-                    let token = self
-                        .client
-                        .upload_token(created.item_id, &midas_name, Some(&md5))
-                        .await;
-                    match token {
-                        Ok(token) => (created.item_id, token),
-                        Err(err) => {
-                            self.delete_quietly(created.item_id).await;
-                            return Err(write_error(err));
-                        }
-                    }
-                };
+                let (item_id, token) = self
+                    .new_item_token(parent_ino, *folder, name, path, size, running_md5)
+                    .await?;
                 let item = match token {
                     Some(token) => {
                         self.perform_resuming(
@@ -851,7 +810,9 @@ impl MidasFs {
                     other => {
                         // Nothing half-made stays visible.
                         self.delete_quietly(item_id).await;
-                        return Err(other.err().unwrap_or_else(clash));
+                        return Err(other
+                            .err()
+                            .unwrap_or_else(|| self.name_taken(parent_ino, name)));
                     }
                 };
                 // A new item's first revision.
@@ -865,6 +826,64 @@ impl MidasFs {
                 self.bitstream_uploaded(item.id, &midas_name, name).await
             }
         }
+    }
+
+    /// A new item named `name` in `folder` and a token to upload into it; no token when Midas
+    /// deduplicated the content by its MD5 (it then copied it into the item).
+    async fn new_item_token(
+        &self,
+        parent_ino: u64,
+        folder: Id,
+        name: &str,
+        path: &std::path::Path,
+        size: u64,
+        running_md5: Option<String>,
+    ) -> FsResult<(Id, Option<String>)> {
+        let midas_name = names::to_midas(name);
+        if size < CHECKSUM_MIN_SIZE {
+            let (item_id, token) = self
+                .client
+                .upload_token_new_item(folder, &midas_name)
+                .await
+                .map_err(write_error)?;
+            return Ok((item_id, Some(token)));
+        }
+        let md5 = match running_md5 {
+            Some(md5) => md5,
+            None => md5_of(path).await?,
+        };
+        let created = self
+            .client
+            .item_create(folder, &midas_name)
+            .await
+            .map_err(write_error)?;
+        if created.name != midas_name {
+            // Midas renamed it: an item of that name appeared (or is hidden from us).
+            self.delete_quietly(created.item_id).await;
+            return Err(self.name_taken(parent_ino, name));
+        }
+        // A new item has no bitstream yet, so the dedup cannot skip the upload.
+        match self
+            .client
+            .upload_token(created.item_id, &midas_name, Some(&md5))
+            .await
+        {
+            Ok(token) => Ok((created.item_id, token)),
+            Err(err) => {
+                self.delete_quietly(created.item_id).await;
+                Err(write_error(err))
+            }
+        }
+    }
+
+    fn name_taken(&self, parent_ino: u64, name: &str) -> FsError {
+        FsError::new(
+            libc::EEXIST,
+            format!(
+                "{}/{name}: an item of that name exists on the server",
+                self.describe(parent_ino)
+            ),
+        )
     }
 
     async fn upload_revision(
