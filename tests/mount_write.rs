@@ -784,3 +784,27 @@ fn git_clone_and_commit_work_in_the_mount() {
     git(&cloned, &["fsck", "--strict"]);
     assert!(setup.recovered().is_empty(), "{:?}", setup.recovered());
 }
+
+#[test]
+fn copying_content_the_server_has_sends_no_bytes() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let (_local, big, content) = local_big_bin(2 * 1024 * 1024, 11);
+    let uploaded = || setup.server.stats()["bytes_uploaded"].as_u64().unwrap();
+    run(Command::new("cp")
+        .arg(&big)
+        .arg(setup.private().join("first.bin")));
+    let before = uploaded();
+    assert!(before >= content.len() as u64);
+    // The checksum dedup: Midas links the content it has to the new item.
+    run(Command::new("cp")
+        .arg(&big)
+        .arg(setup.private().join("second.bin")));
+    assert_eq!(uploaded(), before);
+    assert!(std::fs::read(setup.private().join("second.bin")).unwrap() == content);
+    let second = setup.item(&setup.private().join("second.bin"));
+    assert_eq!(
+        second["revisions"][0]["bitstreams"][0]["name"], "second.bin",
+        "{second}"
+    );
+}
