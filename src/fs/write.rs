@@ -655,10 +655,9 @@ impl MidasFs {
                 self.upload_new(*parent_ino, container, name, &path, size, running_md5)
                     .await
             }
-            Target::ItemFile { item, .. } if replace_empty => {
-                self.replace_empty_upload(item, &path, size).await
+            Target::ItemFile { item, .. } => {
+                self.upload_revision(item, &path, size, replace_empty).await
             }
-            Target::ItemFile { item, .. } => self.upload_revision(item, &path, size).await,
             Target::Bitstream {
                 item, bitstream, ..
             } => self.replace_bitstream(item, bitstream, &path, size).await,
@@ -886,53 +885,43 @@ impl MidasFs {
         )
     }
 
+    /// A new revision holding the file, for an item shown as a file. After an empty upload of
+    /// the same open file (`replace_empty`, see `FileData::empty_upload`), into that revision
+    /// instead, whose empty bitstream then goes; if someone else changed the item meanwhile, a
+    /// new revision as usual.
     async fn upload_revision(
         &self,
         item: &ItemInfo,
         path: &std::path::Path,
         size: u64,
+        replace_empty: bool,
     ) -> FsResult<Uploaded> {
         let current = self.client.item_get(item.id).await?;
         let head = current.head();
-        let file_name = head
-            .and_then(|head| match head.bitstreams.as_slice() {
-                [only] => Some(only.name.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| current.name.clone());
+        let only = head.and_then(|head| match head.bitstreams.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        });
+        if let (true, Some(head), Some(empty)) =
+            (replace_empty, head, only.filter(|b| b.sizebytes == 0))
+        {
+            let updated = self
+                .send_file(item.id, &empty.name, path, size, None, UploadRevision::Head)
+                .await?
+                .ok_or_else(|| skipped_upload(item.id))?;
+            self.client
+                .bitstream_delete(empty.bitstream_id)
+                .await
+                .map_err(write_error)?;
+            let shown = names::to_display(&updated.name);
+            return Ok(self.saved_file(&updated, head.revision, size, shown));
+        }
+        let file_name = only.map_or_else(|| current.name.clone(), |only| only.name.clone());
         let revision = head.map_or(0, |head| head.revision) + 1;
         let updated = self
             .send_file(item.id, &file_name, path, size, None, UploadRevision::New)
             .await?
             .ok_or_else(|| skipped_upload(item.id))?;
-        Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
-    }
-
-    /// The next upload after an empty one of the same open file (see `FileData::empty_upload`):
-    /// into the same revision, whose empty bitstream then goes. If someone else changed the
-    /// item meanwhile, a new revision as usual.
-    async fn replace_empty_upload(
-        &self,
-        item: &ItemInfo,
-        path: &std::path::Path,
-        size: u64,
-    ) -> FsResult<Uploaded> {
-        let current = self.client.item_get(item.id).await?;
-        let head = current.head();
-        let Some((revision, empty)) = head.and_then(|head| match head.bitstreams.as_slice() {
-            [only] if only.sizebytes == 0 => Some((head.revision, only)),
-            _ => None,
-        }) else {
-            return self.upload_revision(item, path, size).await;
-        };
-        let updated = self
-            .send_file(item.id, &empty.name, path, size, None, UploadRevision::Head)
-            .await?
-            .ok_or_else(|| skipped_upload(item.id))?;
-        self.client
-            .bitstream_delete(empty.bitstream_id)
-            .await
-            .map_err(write_error)?;
         Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
     }
 
