@@ -89,6 +89,7 @@ impl Listings {
         inner.entries = inner.entries + after - before;
     }
 
+    /// Forgets the directory's listing: the next lookup or readdir asks the server.
     pub fn remove(&self, dir: u64) {
         let mut inner = self.lock();
         if let Some(old) = inner.listings.pop(&dir) {

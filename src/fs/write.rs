@@ -281,16 +281,6 @@ impl MidasFs {
         Ok((entry, Some(guard)))
     }
 
-    /// Applies `change` to the directory's cached listing, if it has one (fresh or not).
-    fn patch_listing(&self, dir: u64, change: impl FnOnce(&mut Vec<Entry>)) {
-        self.listings.patch(dir, change);
-    }
-
-    /// Forgets the directory's listing: the next lookup or readdir asks the server.
-    pub fn drop_listing(&self, dir: u64) {
-        self.listings.remove(dir);
-    }
-
     /// What a fetched listing lacks: new files not uploaded yet, and times set through the mount.
     pub(super) fn add_local_state(&self, dir: u64, entries: &mut Vec<Entry>) {
         {
@@ -428,7 +418,7 @@ impl MidasFs {
         let fh = self.new_handle(ino);
         self.remember(parent, &entry);
         let attr = entry.attr();
-        self.patch_listing(parent, |entries| entries.push(entry));
+        self.listings.patch(parent, |entries| entries.push(entry));
         Ok((attr, fh))
     }
 
@@ -616,7 +606,8 @@ impl MidasFs {
             let parent = *parent_ino;
             drop(data);
             drop(files);
-            self.patch_listing(parent, |entries| entries.retain(|e| e.ino != ino));
+            self.listings
+                .patch(parent, |entries| entries.retain(|e| e.ino != ino));
         }
     }
 
@@ -687,7 +678,8 @@ impl MidasFs {
         let target = file.lock().target.clone();
         if let Target::New { parent_ino, .. } = &target {
             // Not on the server: the name goes away with the failure.
-            self.patch_listing(*parent_ino, |entries| entries.retain(|e| e.ino != ino));
+            self.listings
+                .patch(*parent_ino, |entries| entries.retain(|e| e.ino != ino));
         }
         let intended = match &target {
             Target::New {
@@ -761,7 +753,7 @@ impl MidasFs {
             Target::New { name, .. } => Some(name.clone()),
             _ => None,
         };
-        self.patch_listing(parent, |entries| {
+        self.listings.patch(parent, |entries| {
             let shown = name.unwrap_or_else(|| {
                 entries
                     .iter()
@@ -1191,7 +1183,7 @@ impl MidasFs {
             let canonical = self.canonical_ino(ino);
             self.writes.mtimes().insert(canonical, mtime);
             let parent = self.parent(ino);
-            self.patch_listing(parent, |entries| {
+            self.listings.patch(parent, |entries| {
                 for entry in entries
                     .iter_mut()
                     .filter(|e| e.ino == canonical || e.ino == ino)
@@ -1267,7 +1259,7 @@ impl MidasFs {
         // A new folder is empty: lookups in it need not ask the server.
         self.listings.insert(entry.ino, Arc::new(Vec::new()));
         let attr = entry.attr();
-        self.patch_listing(parent, |entries| entries.push(entry));
+        self.listings.patch(parent, |entries| entries.push(entry));
         Ok(attr)
     }
 
@@ -1285,8 +1277,9 @@ impl MidasFs {
         }
         self.ensure_empty(&entry).await?;
         self.remove_entry(&entry).await?;
-        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != entry.ino));
-        self.drop_listing(entry.ino);
+        self.listings
+            .patch(parent, |entries| entries.retain(|e| e.ino != entry.ino));
+        self.listings.remove(entry.ino);
         Ok(())
     }
 
@@ -1359,7 +1352,8 @@ impl MidasFs {
             return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
         }
         self.remove_entry(&entry).await?;
-        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != entry.ino));
+        self.listings
+            .patch(parent, |entries| entries.retain(|e| e.ino != entry.ino));
         Ok(())
     }
 
@@ -1498,8 +1492,9 @@ impl MidasFs {
         let mut moved = source.clone();
         moved.name = new_name.to_owned();
         let source_ino = source.ino;
-        self.patch_listing(parent, |entries| entries.retain(|e| e.ino != source_ino));
-        self.patch_listing(new_parent, |entries| {
+        self.listings
+            .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
+        self.listings.patch(new_parent, |entries| {
             entries.retain(|e| e.name != moved.name && e.ino != moved.ino);
             entries.push(moved);
         });
