@@ -103,11 +103,6 @@ impl ByteStream {
         self.expected
     }
 
-    /// How many bytes of the body have arrived so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
     /// The next chunk, or `None` once all expected bytes have been yielded.
     ///
     /// Errors: [`Error::Timeout`] when no byte came for the stall timeout, [`Error::ShortRead`]
