@@ -434,6 +434,58 @@ fn uploads_make_revisions_and_deduplicate_like_midas() {
     );
 }
 
+/// How midasfs sends a file of unknown length while it is written: parts whose body is one
+/// byte shorter than the length they declare, each answered −105 with the count held, then the
+/// rest with the real length. The checksum is the whole file's, also when the server restarted
+/// between parts (it then hashes the file at the end, as Midas always does).
+#[test]
+fn an_upload_sent_in_parts_of_unknown_length_gets_the_whole_checksum() {
+    let (mut server, token, private) = server_with_private();
+    let content = sample(900_000, 3);
+    for restart_between in [false, true] {
+        let name = format!("parts-{restart_between}.bin");
+        let item_id = server.create_item(&token, &private, &name);
+        let ut = server.upload_token(&token, &item_id, &name);
+        for (from, to) in [(0, 300_000), (300_000, 600_000)] {
+            let declared = (to + 1).to_string();
+            let part = server.upload_perform(
+                &[
+                    ("uploadtoken", ut.as_str()),
+                    ("filename", name.as_str()),
+                    ("length", declared.as_str()),
+                    ("revision", "head"),
+                ],
+                content[from..to].to_vec(),
+            );
+            assert_eq!(part["code"], "-105", "{part}");
+            assert_eq!(
+                part["message"],
+                format!("Failed to upload file - {to}/{declared} bytes transferred").as_str()
+            );
+            if restart_between {
+                server.restart();
+            }
+        }
+        let length = content.len().to_string();
+        let done = server.upload_perform(
+            &[
+                ("uploadtoken", ut.as_str()),
+                ("filename", name.as_str()),
+                ("length", length.as_str()),
+                ("revision", "head"),
+            ],
+            content[600_000..].to_vec(),
+        );
+        assert_eq!(done["stat"], "ok", "{done}");
+        let token = server.token();
+        let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+        let bitstreams = &got["revisions"][0]["bitstreams"];
+        assert_eq!(bitstreams.as_array().map(Vec::len), Some(1), "{got}");
+        assert_eq!(bitstreams[0]["checksum"], md5_hex(&content).as_str());
+        assert_eq!(bitstreams[0]["sizebytes"], length.as_str());
+    }
+}
+
 #[test]
 fn interrupted_uploads_resume_and_short_bodies_fail_with_105() {
     let (server, token, private) = server_with_private();

@@ -97,6 +97,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Upload tokens being written to: `getoffset` and another `perform` wait for them.
     pub upload_writers: api::uploads::UploadWriters,
+    /// The MD5 state of uploads sent in parts.
+    pub partial_hashes: api::uploads::PartialHashes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         },
         stats: Stats::default(),
         upload_writers: Default::default(),
+        partial_hashes: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,10 @@
 //! queued chunks after the connection broke; so `getoffset` and a second `perform` of the same
 //! token first wait for that writer to stop ([`UploadWriters`]), else the resumed bytes would
 //! land after a size that was still growing.
+//!
+//! An upload sent in parts (a body shorter than `length`, then more `perform`s) keeps its MD5
+//! state between them ([`PartialHashes`]), so the commit need not read the whole file again.
+//! Midas re-reads it; the checksum is the same.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -369,6 +373,35 @@ pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, 
 /// waits for an earlier writer of the same token. The client's default stall timeout.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
 
+/// Keep at most this many MD5 states of unfinished uploads; beyond, they are all dropped (an
+/// upload without one is hashed from its file at the commit, as Midas does).
+const PARTIAL_HASHES_MAX: usize = 4096;
+
+/// The MD5 state of each unfinished upload, with how many bytes it covers: a `perform` that
+/// goes on from there continues it.
+#[derive(Default)]
+pub struct PartialHashes(Mutex<HashMap<String, (u64, Md5)>>);
+
+impl PartialHashes {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, (u64, Md5)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state of `token`'s upload if it covers exactly the `held` bytes of its file.
+    fn take(&self, token: &UploadToken, held: u64) -> Option<Md5> {
+        let (covered, md5) = self.entries().remove(&token.to_string())?;
+        (covered == held).then_some(md5)
+    }
+
+    fn keep(&self, token: &UploadToken, held: u64, md5: Md5) {
+        let mut entries = self.entries();
+        if entries.len() >= PARTIAL_HASHES_MAX {
+            entries.clear();
+        }
+        entries.insert(token.to_string(), (held, md5));
+    }
+}
+
 /// The tokens whose `perform` is running or whose writing thread has not stopped yet. Each
 /// entry's receiver learns, by its sender being dropped, that the [`WriterSlot`] is gone.
 #[derive(Default)]
@@ -468,16 +501,17 @@ struct Spool {
     to_writer: mpsc::Sender<Bytes>,
     to_hasher: Option<mpsc::Sender<Bytes>>,
     writer: Transfer<Result<(), SpoolError>>,
-    hasher: Option<Transfer<String>>,
+    hasher: Option<Transfer<Md5>>,
 }
 
 impl Spool {
-    /// `held` is the file's current length. The writing thread keeps the token's `slot`
-    /// until it has stopped, even if the request is dropped before.
+    /// `held` is the file's current length, and `hash` the MD5 state of those bytes if known.
+    /// The writing thread keeps the token's `slot` until it has stopped, even if the request
+    /// is dropped before.
     fn start(
         file: std::fs::File,
         held: u64,
-        hash: bool,
+        hash: Option<Md5>,
         slot: Arc<WriterSlot>,
     ) -> std::io::Result<Spool> {
         let (to_writer, chunks) = mpsc::channel(SPOOL_QUEUE);
@@ -486,11 +520,15 @@ impl Spool {
             drop(slot);
             written
         })?;
-        let (to_hasher, hasher) = if hash {
-            let (tx, chunks) = mpsc::channel(SPOOL_QUEUE);
-            (Some(tx), Some(spawn_transfer(move || hash_chunks(chunks))?))
-        } else {
-            (None, None)
+        let (to_hasher, hasher) = match hash {
+            Some(md5) => {
+                let (tx, chunks) = mpsc::channel(SPOOL_QUEUE);
+                (
+                    Some(tx),
+                    Some(spawn_transfer(move || hash_chunks(md5, chunks))?),
+                )
+            }
+            None => (None, None),
         };
         Ok(Spool {
             to_writer,
@@ -509,9 +547,9 @@ impl Spool {
         self.to_writer.send(chunk).await.is_ok()
     }
 
-    /// Wait until everything queued is written and fsynced; then the MD5 of all of it comes
-    /// from the returned task, when hashing.
-    async fn finish(self) -> Result<Option<Transfer<String>>, SpoolError> {
+    /// Wait until everything queued is written and fsynced; then the MD5 state of all of it
+    /// comes from the returned task, when hashing.
+    async fn finish(self) -> Result<Option<Transfer<Md5>>, SpoolError> {
         drop(self.to_writer);
         drop(self.to_hasher);
         self.writer.await.map_err(|_| SpoolError::Stopped)??;
@@ -576,12 +614,11 @@ fn writeback(file: &std::fs::File, window: (u64, u64), previous: Option<(u64, u6
 #[cfg(not(target_os = "linux"))]
 fn writeback(_file: &std::fs::File, _window: (u64, u64), _previous: Option<(u64, u64)>) {}
 
-fn hash_chunks(mut chunks: mpsc::Receiver<Bytes>) -> String {
-    let mut hasher = Md5::new();
+fn hash_chunks(mut md5: Md5, mut chunks: mpsc::Receiver<Bytes>) -> Md5 {
     while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
+        md5.update(&chunk);
     }
-    format!("{:x}", hasher.finalize())
+    md5
 }
 
 /// `midas.upload.perform` in stream mode: append the raw body until `length` bytes are held.
@@ -687,9 +724,14 @@ pub async fn perform(
     if have > 0 && sent.is_some_and(|sent| have.saturating_add(sent) > length) {
         return Err(short(have));
     }
-    // As in Midas, the MD5 is computed on the fly only when the upload starts at byte 0.
-    let mut spool = Spool::start(file.into_std().await, have, have == 0, Arc::clone(&slot))
-        .map_err(io_failure)?;
+    // The MD5 is computed on the fly from byte 0, or from where an earlier part left it.
+    let hash = if have == 0 {
+        Some(Md5::new())
+    } else {
+        shared.partial_hashes.take(&token, have)
+    };
+    let mut spool =
+        Spool::start(file.into_std().await, have, hash, Arc::clone(&slot)).map_err(io_failure)?;
     let mut stream = body.into_data_stream();
     while have < length {
         let chunk = match tokio::time::timeout(UPLOAD_STALL, stream.next()).await {
@@ -715,10 +757,7 @@ pub async fn perform(
         Err(SpoolError::Sync(err)) => return Err(io_failure(err)),
         Err(SpoolError::Stopped) => return Err(ApiError::internal("Upload failed")),
     };
-    if have < length {
-        return Err(short(have));
-    }
-    let checksum = match hasher {
+    let md5 = match hasher {
         Some(hasher) => Some(
             hasher
                 .await
@@ -726,6 +765,13 @@ pub async fn perform(
         ),
         None => None,
     };
+    if have < length {
+        if let Some(md5) = md5 {
+            shared.partial_hashes.keep(&token, have, md5);
+        }
+        return Err(short(have));
+    }
+    let checksum = md5.map(|md5| format!("{:x}", md5.finalize()));
     let changes = params.get("changes").unwrap_or_default().to_owned();
     let commit_shared = Arc::clone(&shared);
     tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
@@ -782,6 +828,7 @@ mod tests {
             },
             stats: Stats::default(),
             upload_writers: UploadWriters::default(),
+            partial_hashes: PartialHashes::default(),
         };
         (Arc::new(shared), token)
     }
@@ -991,7 +1038,7 @@ mod tests {
     #[test]
     fn the_hash_covers_every_chunk_in_order() {
         let (tx, rx) = mpsc::channel(SPOOL_QUEUE);
-        let hasher = std::thread::spawn(move || hash_chunks(rx));
+        let hasher = std::thread::spawn(move || hash_chunks(Md5::new(), rx));
         for part in [
             &b"The quick brown fox "[..],
             b"jumps over ",
@@ -1002,7 +1049,7 @@ mod tests {
         }
         drop(tx);
         assert_eq!(
-            hasher.join().expect("hasher thread"),
+            format!("{:x}", hasher.join().expect("hasher thread").finalize()),
             "9e107d9d372bb6826bd81d3542a419d6"
         );
     }
