@@ -589,18 +589,80 @@ impl Client {
         length: u64,
         revision: UploadRevision,
     ) -> Result<Item> {
+        let part = UploadPart {
+            token: upload_token,
+            item_id,
+            filename,
+            file,
+            offset,
+            end: length,
+        };
+        let data = self.send_upload_part(&part, length, revision).await?;
+        envelope::decode("midas.upload.perform", data)
+    }
+
+    /// Sends bytes `[offset, end)` of `file` as one part of an upload whose total length is not
+    /// known yet. The length declared is one byte more than `end`, so Midas keeps what arrived
+    /// and answers that the upload is incomplete (−105, "Failed to upload file - <held>/…"):
+    /// the answer is that number of bytes held. The last part goes with
+    /// [`Client::upload_perform`], from the offset this returned.
+    pub async fn upload_perform_part(
+        &self,
+        upload_token: &str,
+        item_id: Id,
+        filename: &str,
+        file: &Path,
+        offset: u64,
+        end: u64,
+    ) -> Result<u64> {
+        let part = UploadPart {
+            token: upload_token,
+            item_id,
+            filename,
+            file,
+            offset,
+            end,
+        };
         let method = "midas.upload.perform";
-        let body_len = length.checked_sub(offset).ok_or_else(|| {
+        match self
+            .send_upload_part(&part, end + 1, UploadRevision::Head)
+            .await
+        {
+            Err(Error::Api {
+                code: -105,
+                message,
+                ..
+            }) => held_after_short_upload(&message).ok_or_else(|| Error::Decode {
+                method: method.into(),
+                detail: format!("no byte count in {message:?}"),
+            }),
+            Err(err) => Err(err),
+            Ok(_) => Err(Error::Decode {
+                method: method.into(),
+                detail: format!("an upload of {} bytes was complete after {end}", end + 1),
+            }),
+        }
+    }
+
+    /// One `perform` carrying bytes `[offset, end)` of an upload declared `length` bytes long.
+    async fn send_upload_part(
+        &self,
+        part: &UploadPart<'_>,
+        length: u64,
+        revision: UploadRevision,
+    ) -> Result<Value> {
+        let method = "midas.upload.perform";
+        let body_len = part.end.checked_sub(part.offset).ok_or_else(|| {
             Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("upload offset {offset} is past the length {length}"),
+                format!("upload offset {} is past {}", part.offset, part.end),
             ))
         })?;
         let mut call = Call::write(method)
-            .param("uploadtoken", upload_token)
-            .param("filename", filename)
+            .param("uploadtoken", part.token)
+            .param("filename", part.filename)
             .param("length", length)
-            .param("itemid", item_id)
+            .param("itemid", part.item_id)
             .without_token();
         if revision == UploadRevision::Head {
             call = call.param("revision", "head");
@@ -608,7 +670,7 @@ impl Client {
         let url = self.api_url(&call, None);
         let shown = redact(url.as_str());
         let started = Instant::now();
-        let (body, progress) = transfer::file_body(file, offset, body_len).await?;
+        let (body, progress) = transfer::file_body(part.file, part.offset, body_len).await?;
         let request = self
             .inner
             .http
@@ -632,7 +694,7 @@ impl Client {
             outcome(&data),
             started.elapsed()
         );
-        envelope::decode(method, data?)
+        data
     }
 
     // ---- calls ----
@@ -961,4 +1023,33 @@ fn outcome<T>(result: &Result<T>) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which bytes of which file one `perform` sends.
+struct UploadPart<'a> {
+    token: &'a str,
+    item_id: Id,
+    filename: &'a str,
+    file: &'a Path,
+    offset: u64,
+    end: u64,
+}
+
+/// The bytes held, from Midas's "Failed to upload file - <held>/<length> bytes transferred".
+fn held_after_short_upload(message: &str) -> Option<u64> {
+    let counts = message.rsplit(" - ").next()?;
+    let (held, _) = counts.split_once('/')?;
+    held.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_after_short_upload;
+
+    #[test]
+    fn the_held_count_is_read_from_an_incomplete_upload_answer() {
+        let message = "Failed to upload file - 33554432/33554433 bytes transferred";
+        assert_eq!(held_after_short_upload(message), Some(33_554_432));
+        assert_eq!(held_after_short_upload("Upload failed"), None);
+    }
 }
