@@ -405,7 +405,14 @@ impl Filesystem for FuseAdapter {
     ) {
         // A local file write: fast enough to answer inline.
         match self.fs.write(fh.0, offset, data) {
-            Ok(written) => reply.written(written),
+            Ok((written, early)) => {
+                reply.written(written);
+                if let Some(early) = early {
+                    let fs = Arc::clone(&self.fs);
+                    self.runtime
+                        .spawn(async move { fs.send_early(early).await });
+                }
+            }
             Err(err) => reply.error(errno_of(&format!("write to inode {}", ino.0), &err)),
         }
     }

@@ -5,6 +5,7 @@
 //! are `async`; the `cached_*` methods answer from memory only, so the FUSE loop can reply inline
 //! when it can and hand the rest to a worker.
 
+mod early;
 pub mod error;
 pub mod inode;
 mod listings;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
+pub use early::EarlyStart;
 pub use error::{FsError, FsResult};
 use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
 use listings::Listings;

@@ -340,6 +340,11 @@ impl SpoolFile {
         Ok(())
     }
 
+    /// Stops computing the MD5 as the file is written (it is computed from the file if asked).
+    pub fn stop_hashing(&mut self) {
+        self.hasher = None;
+    }
+
     /// Lower-case hex MD5 of the content if the writes were sequential (else see
     /// [`md5_of_file`]).
     pub fn running_md5(&self) -> Option<String> {

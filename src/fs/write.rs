@@ -7,6 +7,7 @@
 //! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
 //!   `item.create` → `upload.generatetoken` (with the MD5: a known content is not sent again) →
 //!   `upload.perform` into the head revision. Until then it is a local entry (`NodeKind::NewFile`).
+//!   One that grows past 64 MiB in order is sent while it is written instead (`super::early`).
 //! - Overwriting an existing file uploads a NEW revision without checksum (Midas keeps the
 //!   history, and the dedup path, which silently does nothing when the name exists, is never
 //!   taken). A bitstream of an item directory is replaced in the head revision instead.
@@ -23,6 +24,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::early::{EarlyStart, EarlyUpload, Sent, Stopped};
 use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
 use super::names;
 use super::spool::{Spool, SpoolConfig, SpoolFile};
@@ -133,6 +135,8 @@ struct FileData {
     /// (`echo x > f`) closes a duplicate descriptor, so uploads, before the command writes;
     /// without this Midas would keep an empty revision before every such write.
     empty_upload: bool,
+    /// A large new file's upload while it is written (see [`super::early`]).
+    early: EarlyUpload,
 }
 
 /// Where a file's content goes.
@@ -172,6 +176,51 @@ impl Target {
 enum Container {
     Folder(Id),
     Item(ItemInfo),
+}
+
+/// A new file being saved.
+struct NewFile<'a> {
+    parent_ino: u64,
+    /// The name it is shown under.
+    name: &'a str,
+    path: &'a std::path::Path,
+    size: u64,
+    running_md5: Option<String>,
+}
+
+impl NewFile<'_> {
+    /// Its upload into the new item `item_id`, as `midas_name`.
+    fn upload<'a>(&'a self, item_id: Id, midas_name: &'a str) -> Upload<'a> {
+        Upload {
+            item_id,
+            file_name: midas_name,
+            path: self.path,
+            size: self.size,
+            revision: UploadRevision::Head,
+            md5: self.running_md5.as_deref(),
+        }
+    }
+}
+
+/// The bytes of one upload: a spool file of `size` bytes, into item `item_id` as `file_name`.
+struct Upload<'a> {
+    item_id: Id,
+    file_name: &'a str,
+    path: &'a std::path::Path,
+    size: u64,
+    revision: UploadRevision,
+    /// The file's MD5, if known (else computed when needed).
+    md5: Option<&'a str>,
+}
+
+/// Where a `perform` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadFrom {
+    Start,
+    /// Where parts sent before left it.
+    Offset(u64),
+    /// Where the server says it is (`getoffset`).
+    ServerOffset,
 }
 
 /// What an upload produced: the node data for the file, and the entry for its directory.
@@ -378,6 +427,16 @@ impl MidasFs {
                 return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
             }
         }
+        let early = match container {
+            // Any listing will do, however old: it is a guess at what the file is.
+            Container::Folder(_) => match self.listings.last(parent) {
+                Some(entries) => {
+                    EarlyUpload::for_new_file(name, entries.iter().map(|e| e.name.as_str()))
+                }
+                None => EarlyUpload::for_new_file(name, std::iter::empty()),
+            },
+            Container::Item(_) => EarlyUpload::Off,
+        };
         let spool = self.writes.spool.create()?;
         let local = self
             .writes
@@ -411,6 +470,7 @@ impl MidasFs {
                 },
                 mtime: now,
                 empty_upload: false,
+                early,
             }),
             upload: Arc::default(),
         });
@@ -488,6 +548,7 @@ impl MidasFs {
                 target,
                 mtime: data.mtime,
                 empty_upload: false,
+                early: EarlyUpload::Off,
             }),
             upload: Arc::default(),
         });
@@ -504,6 +565,7 @@ impl MidasFs {
             let mut data = file.lock();
             if truncate && !data.spool.is_empty() {
                 data.spool.set_len(0)?;
+                data.early.spoil();
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
@@ -539,18 +601,43 @@ impl MidasFs {
         self.writes.handles().contains_key(&fh)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
+    /// A write into the spool. When the file has just become large enough to be sent while it
+    /// is written, the answer carries the sender to start (see [`MidasFs::send_early`]).
+    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<(u32, Option<EarlyStart>)> {
         let (_, file) = self.writes.file_of_handle(fh).ok_or_else(|| {
             FsError::new(libc::EBADF, format!("handle {fh} is not open for writing"))
         })?;
+        let written = u32::try_from(bytes.len())
+            .map_err(|_| FsError::new(libc::EINVAL, "write too large"))?;
         let mut data = file.lock();
+        let appending = offset == data.spool.len();
         if let Err(err) = data.spool.write_at(offset, bytes) {
             data.failed_write = Some(err.clone());
+            data.early.spoil();
             return Err(err);
         }
         data.dirty = true;
         data.mtime = SystemTime::now();
-        u32::try_from(bytes.len()).map_err(|_| FsError::new(libc::EINVAL, "write too large"))
+        let FileData {
+            early,
+            target,
+            spool,
+            ..
+        } = &mut *data;
+        let start = early.wrote(appending, spool.len(), || match target {
+            Target::New {
+                container: Container::Folder(folder),
+                name,
+                ..
+            } => Some((*folder, name.clone(), spool.path().to_owned())),
+            _ => None,
+        });
+        if start.is_some() {
+            // Sent before its MD5 is known: nothing asks for it (see `super::early`), and the
+            // hashing would take a CPU from the writing and the sending.
+            spool.stop_hashing();
+        }
+        Ok((written, start))
     }
 
     /// Reads through a write handle: from the spool, which holds the current content.
@@ -595,6 +682,14 @@ impl MidasFs {
             }
         }
         let _one_at_a_time = file.upload.lock().await;
+        let leftover = {
+            let mut data = file.lock();
+            (data.handles == 0).then(|| (data.early.take(), data.spool.path().to_owned()))
+        };
+        if let Some((early, path)) = leftover {
+            // Sent early and then unlinked: nothing of it stays on the server.
+            self.discard_early(early.stop().await, &path).await;
+        }
         let mut files = self.writes.files();
         let data = file.lock();
         if data.handles > 0 {
@@ -614,21 +709,33 @@ impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
     async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let _one_at_a_time = file.upload.lock().await;
-        let (target, path, size, running_md5, replace_empty) = {
+        // Whatever happens next, nothing more is sent early.
+        let early = file.lock().early.take();
+        let early = early.stop().await;
+        let (nothing_to_send, failed_write, path) = {
+            let data = file.lock();
+            (
+                !data.dirty || data.unlinked,
+                data.failed_write.clone(),
+                data.spool.path().to_owned(),
+            )
+        };
+        if nothing_to_send || failed_write.is_some() {
+            self.discard_early(early, &path).await;
+            return match failed_write {
+                Some(err) => {
+                    self.keep_unsaved(ino, file, &err);
+                    Err(err)
+                }
+                None => Ok(()),
+            };
+        }
+        let (target, size, running_md5, replace_empty) = {
             let mut data = file.lock();
-            if !data.dirty || data.unlinked {
-                return Ok(());
-            }
-            if let Some(err) = data.failed_write.clone() {
-                drop(data);
-                self.keep_unsaved(ino, file, &err);
-                return Err(err);
-            }
             // Writes during the upload make the file dirty again, for the next flush.
             data.dirty = false;
             (
                 data.target.clone(),
-                data.spool.path().to_owned(),
                 data.spool.len(),
                 data.spool.running_md5(),
                 data.empty_upload,
@@ -643,8 +750,14 @@ impl MidasFs {
                 name,
                 ..
             } => {
-                self.upload_new(*parent_ino, container, name, &path, size, running_md5)
-                    .await
+                let saving = NewFile {
+                    parent_ino: *parent_ino,
+                    name,
+                    path: &path,
+                    size,
+                    running_md5,
+                };
+                self.upload_new(&saving, container, early).await
             }
             Target::ItemFile { item, .. } => {
                 self.upload_revision(item, &path, size, replace_empty).await
@@ -768,33 +881,44 @@ impl MidasFs {
 
     async fn upload_new(
         &self,
-        parent_ino: u64,
+        file: &NewFile<'_>,
         container: &Container,
-        name: &str,
-        path: &std::path::Path,
-        size: u64,
-        running_md5: Option<String>,
+        early: Option<Stopped>,
     ) -> FsResult<Uploaded> {
-        let midas_name = names::to_midas(name);
+        let midas_name = names::to_midas(file.name);
         match container {
             Container::Folder(folder) => {
-                let (item_id, token) = self
-                    .new_item_token(parent_ino, *folder, name, path, size, running_md5)
-                    .await?;
-                let item = match token {
-                    Some(token) => {
-                        self.perform_resuming(
-                            &token,
-                            item_id,
-                            &midas_name,
-                            path,
-                            size,
-                            UploadRevision::Head,
-                        )
-                        .await
+                let (item_id, item) = match early {
+                    Some(Stopped {
+                        sent:
+                            Sent {
+                                item_id: Some(item_id),
+                                token: Some(token),
+                                held,
+                            },
+                        spoiled: false,
+                    }) => {
+                        // Sent early: only the rest goes now.
+                        let from = held.map_or(UploadFrom::ServerOffset, UploadFrom::Offset);
+                        let upload = file.upload(item_id, &midas_name);
+                        let item = self.perform_resuming(&token, &upload, from).await;
+                        (item_id, item)
                     }
-                    // Deduplicated: Midas copied the content it holds; no bytes were sent.
-                    None => self.client.item_get(item_id).await.map_err(FsError::from),
+                    early => {
+                        self.discard_early(early, file.path).await;
+                        let (item_id, token) = self.new_item_token(*folder, file).await?;
+                        let item = match token {
+                            Some(token) => {
+                                let upload = file.upload(item_id, &midas_name);
+                                self.perform_resuming(&token, &upload, UploadFrom::Start)
+                                    .await
+                            }
+                            // Deduplicated: Midas copied the content it holds; no bytes were
+                            // sent.
+                            None => self.client.item_get(item_id).await.map_err(FsError::from),
+                        };
+                        (item_id, item)
+                    }
                 };
                 let item = match item {
                     Ok(item) if item.name == midas_name => item,
@@ -803,18 +927,27 @@ impl MidasFs {
                         self.delete_quietly(item_id).await;
                         return Err(other
                             .err()
-                            .unwrap_or_else(|| self.name_taken(parent_ino, name)));
+                            .unwrap_or_else(|| self.name_taken(file.parent_ino, file.name)));
                     }
                 };
                 // A new item's first revision.
-                Ok(self.saved_file(&item, 1, size, name.to_owned()))
+                Ok(self.saved_file(&item, 1, file.size, file.name.to_owned()))
             }
             Container::Item(item) => {
+                self.discard_early(early, file.path).await;
                 // Without checksum: a stale listing could hide a bitstream of this name in the
                 // head revision, and the dedup path would then silently do nothing.
-                self.send_file(item.id, &midas_name, path, size, None, UploadRevision::Head)
-                    .await?;
-                self.bitstream_uploaded(item.id, &midas_name, name).await
+                self.send_file(
+                    item.id,
+                    &midas_name,
+                    file.path,
+                    file.size,
+                    None,
+                    UploadRevision::Head,
+                )
+                .await?;
+                self.bitstream_uploaded(item.id, &midas_name, file.name)
+                    .await
             }
         }
     }
@@ -823,15 +956,12 @@ impl MidasFs {
     /// deduplicated the content by its MD5 (it then copied it into the item).
     async fn new_item_token(
         &self,
-        parent_ino: u64,
         folder: Id,
-        name: &str,
-        path: &std::path::Path,
-        size: u64,
-        running_md5: Option<String>,
+        file: &NewFile<'_>,
     ) -> FsResult<(Id, Option<String>)> {
+        let (parent_ino, name) = (file.parent_ino, file.name);
         let midas_name = names::to_midas(name);
-        if size < CHECKSUM_MIN_SIZE {
+        if file.size < CHECKSUM_MIN_SIZE {
             let (item_id, token) = self
                 .client
                 .upload_token_new_item(folder, &midas_name)
@@ -839,9 +969,9 @@ impl MidasFs {
                 .map_err(write_error)?;
             return Ok((item_id, Some(token)));
         }
-        let md5 = match running_md5 {
-            Some(md5) => md5,
-            None => md5_of(path).await?,
+        let md5 = match &file.running_md5 {
+            Some(md5) => md5.clone(),
+            None => md5_of(file.path).await?,
         };
         let created = self
             .client
@@ -1019,57 +1149,93 @@ impl MidasFs {
             log::debug!("item {item_id}: {file_name:?} is already on the server; not sent again");
             return Ok(None);
         };
-        self.perform_resuming(&token, item_id, file_name, path, size, revision)
+        let upload = Upload {
+            item_id,
+            file_name,
+            path,
+            size,
+            revision,
+            md5: None,
+        };
+        self.perform_resuming(&token, &upload, UploadFrom::Start)
             .await
             .map(Some)
     }
 
-    /// `perform`, resuming from the server's offset after a transient failure (a bounded number
-    /// of times). The answer is the item after the upload.
+    /// `perform` from `from`, resuming from the server's offset after a transient failure (a
+    /// bounded number of times). The answer is the item after the upload. An upload that went
+    /// on from an offset the server gave after a failure is checked against the server's MD5.
+    /// (Parts sent early each went on from the count the server answered the last one with, as
+    /// one request's bytes do: those are not checked.)
     async fn perform_resuming(
         &self,
         token: &str,
-        item_id: Id,
-        file_name: &str,
-        path: &std::path::Path,
-        size: u64,
-        revision: UploadRevision,
+        upload: &Upload<'_>,
+        from: UploadFrom,
     ) -> FsResult<Item> {
-        let mut offset = 0;
+        let Upload {
+            item_id,
+            file_name,
+            path,
+            size,
+            revision,
+            ..
+        } = *upload;
         let mut attempts = 0;
+        // Whether the server's copy may not be what was sent (see `verify_resumed`).
+        let mut resumed = from == UploadFrom::ServerOffset;
+        let mut offset = match from {
+            UploadFrom::Start => Some(0),
+            UploadFrom::Offset(offset) => Some(offset),
+            UploadFrom::ServerOffset => None,
+        };
         loop {
+            let from_here = match offset {
+                Some(offset) => offset,
+                None => self.server_offset(token, size, &mut attempts).await?,
+            };
             match self
                 .client
-                .upload_perform(token, item_id, file_name, path, offset, size, revision)
+                .upload_perform(token, item_id, file_name, path, from_here, size, revision)
                 .await
             {
-                Ok(item) if attempts == 0 => return Ok(item),
+                Ok(item) if !resumed => return Ok(item),
                 Ok(item) => {
-                    self.verify_resumed(item_id, file_name, path).await?;
+                    self.verify_resumed(upload).await?;
                     return Ok(item);
                 }
                 Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => {
                     log::debug!("upload of {file_name:?} into item {item_id}: {err}; resuming");
+                    resumed = true;
+                    attempts += 1;
+                    tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
                 }
                 Err(err) => return Err(write_error(err)),
             }
             // Midas appends whatever arrives to what it holds: only its own offset is a safe
             // place to go on from, so without an answer nothing is sent again.
-            offset = loop {
-                attempts += 1;
-                tokio::time::sleep(UPLOAD_BACKOFF * attempts).await;
-                match self.client.upload_offset(token).await {
-                    Ok(held) if held <= size => break held,
-                    Ok(held) => {
-                        return Err(FsError::new(
-                            libc::EIO,
-                            format!("the server holds {held} bytes of an upload of {size}"),
-                        ))
-                    }
-                    Err(err) if err.is_transient() && attempts < UPLOAD_RETRIES => {}
-                    Err(err) => return Err(write_error(err)),
+            offset = None;
+        }
+    }
+
+    /// How many bytes of an upload of `size` the server holds (`getoffset`), asked again after
+    /// transient errors while `attempts` allows.
+    async fn server_offset(&self, token: &str, size: u64, attempts: &mut u32) -> FsResult<u64> {
+        loop {
+            match self.client.upload_offset(token).await {
+                Ok(held) if held <= size => return Ok(held),
+                Ok(held) => {
+                    return Err(FsError::new(
+                        libc::EIO,
+                        format!("the server holds {held} bytes of an upload of {size}"),
+                    ))
                 }
-            };
+                Err(err) if err.is_transient() && *attempts < UPLOAD_RETRIES => {
+                    *attempts += 1;
+                    tokio::time::sleep(UPLOAD_BACKOFF * *attempts).await;
+                }
+                Err(err) => return Err(write_error(err)),
+            }
         }
     }
 
@@ -1077,13 +1243,12 @@ impl MidasFs {
     /// what arrives to what it holds, so a broken request that it handled only after the
     /// `getoffset` the resume went on from leaves a corrupt file: that one is deleted, and the
     /// upload fails (its data goes to the recovery directory like any failed upload's).
-    async fn verify_resumed(
-        &self,
-        item_id: Id,
-        file_name: &str,
-        path: &std::path::Path,
-    ) -> FsResult<()> {
-        let md5 = md5_of(path).await?;
+    async fn verify_resumed(&self, upload: &Upload<'_>) -> FsResult<()> {
+        let (item_id, file_name) = (upload.item_id, upload.file_name);
+        let md5 = match upload.md5 {
+            Some(md5) => md5.to_owned(),
+            None => md5_of(upload.path).await?,
+        };
         let item = self.client.item_get(item_id).await?;
         let stored = item.head().and_then(|head| {
             head.bitstreams
@@ -1117,7 +1282,7 @@ impl MidasFs {
 
     /// Removes an item made for an upload that failed; if the server cannot be reached, the
     /// item is hidden and removed later.
-    async fn delete_quietly(&self, item_id: Id) {
+    pub(super) async fn delete_quietly(&self, item_id: Id) {
         if let Err(err) = self.client.item_delete(item_id).await {
             log::warn!(
                 "could not remove the unfinished item {item_id} ({err}); trying again later"
@@ -1200,6 +1365,7 @@ impl MidasFs {
             let mut data = file.lock();
             if data.spool.len() != size {
                 data.spool.set_len(size)?;
+                data.early.spoil();
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
@@ -1341,7 +1507,9 @@ impl MidasFs {
     /// A file removed while open for writing is not uploaded any more.
     fn mark_unlinked(&self, ino: u64) {
         if let Some(file) = self.writes.files().get(&ino) {
-            file.lock().unlinked = true;
+            let mut data = file.lock();
+            data.unlinked = true;
+            data.early.spoil();
         }
     }
 
@@ -1401,6 +1569,8 @@ impl MidasFs {
                 let file = self.writes.files().get(&source.ino).cloned();
                 if let Some(file) = file {
                     let mut data = file.lock();
+                    // What was sent early went under the old name.
+                    data.early.spoil();
                     if let Target::New {
                         parent_ino,
                         container,
