@@ -807,6 +807,21 @@ fn copying_content_the_server_has_sends_no_bytes() {
         second["revisions"][0]["bitstreams"][0]["name"], "second.bin",
         "{second}"
     );
+    // Copied over itself again (cp of a large file too): no bytes, and no new revision.
+    let (_large_dir, large, large_content) = local_big_bin(70 * MIB, 12);
+    run(Command::new("cp").arg(&large).arg(setup.private()));
+    let before = uploaded();
+    for (source, name) in [(&big, "second.bin"), (&large, "big.bin")] {
+        run(Command::new("cp")
+            .arg(source)
+            .arg(setup.private().join(name)));
+    }
+    assert_eq!(uploaded(), before);
+    for (name, content) in [("second.bin", &content), ("big.bin", &large_content)] {
+        let path = setup.private().join(name);
+        assert_eq!(setup.item(&path)["revisions"].as_array().unwrap().len(), 1);
+        assert!(std::fs::read(&path).unwrap() == *content);
+    }
 }
 
 /// The bytes the server received for uploads so far, and its `upload.perform` calls.

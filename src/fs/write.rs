@@ -760,7 +760,9 @@ impl MidasFs {
                 self.upload_new(&saving, container, early).await
             }
             Target::ItemFile { item, .. } => {
-                self.upload_revision(item, &path, size, replace_empty).await
+                let md5 = running_md5.as_deref();
+                self.upload_revision(item, &path, size, md5, replace_empty)
+                    .await
             }
             Target::Bitstream {
                 item, bitstream, ..
@@ -1010,12 +1012,14 @@ impl MidasFs {
     /// A new revision holding the file, for an item shown as a file. After an empty upload of
     /// the same open file (`replace_empty`, see `FileData::empty_upload`), into that revision
     /// instead, whose empty bitstream then goes; if someone else changed the item meanwhile, a
-    /// new revision as usual.
+    /// new revision as usual. Content the item holds already (its `md5`, when known, is the
+    /// head's) is not sent again, and makes no revision.
     async fn upload_revision(
         &self,
         item: &ItemInfo,
         path: &std::path::Path,
         size: u64,
+        md5: Option<&str>,
         replace_empty: bool,
     ) -> FsResult<Uploaded> {
         let current = self.client.item_get(item.id).await?;
@@ -1037,6 +1041,13 @@ impl MidasFs {
                 .map_err(write_error)?;
             let shown = names::to_display(&updated.name);
             return Ok(self.saved_file(&updated, head.revision, size, shown));
+        }
+        if let (false, Some(head), Some(only), Some(md5)) = (replace_empty, head, only, md5) {
+            if only.checksum == md5 && u64::try_from(only.sizebytes) == Ok(size) {
+                log::debug!("item {}: unchanged content, not sent again", item.id);
+                let shown = names::to_display(&current.name);
+                return Ok(self.saved_file(&current, head.revision, size, shown));
+            }
         }
         let file_name = only.map_or_else(|| current.name.clone(), |only| only.name.clone());
         let revision = head.map_or(0, |head| head.revision) + 1;
