@@ -484,6 +484,7 @@ TARGETS = [
     # A time ratio: baseline ÷ midasfs ≥ 1 is midasfs's time ≤ 1.0× pydas's.
     ("small-file copy ≤ 1.0× pydas's time", ["small_write"], lambda v: v >= 1.0),
     ("large write ≥ 0.6× curl", ["large_write"], lambda v: v >= 0.6),
+    ("re-copy of identical content sends no bytes", ["dedup"], lambda v: v == 0),
     ("server ≥ 0.7× nginx", ["serve_one", "serve_parallel"], lambda v: v >= 0.7),
     ("mount peak RSS < 256 MiB", ["rss_mount_read", "rss_mount_write"], lambda v: v < 256),
     ("server peak RSS < 100 MiB", ["rss_server_serving", "rss_server_run"], lambda v: v < 100),
