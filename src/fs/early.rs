@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{names, MidasFs};
 use crate::midas::types::Id;
-use crate::midas::UploadRevision;
+use crate::midas::{UploadPart, UploadRevision};
 
 /// New files written in order start uploading once they reach this size. Smaller ones are
 /// sent at close, after the dedup question (a round trip that can spare the whole upload).
@@ -233,10 +233,15 @@ impl MidasFs {
             if stop {
                 return Ok(());
             }
-            let now = self
-                .client
-                .upload_perform_part(&token, created.item_id, midas_name, path, held, end)
-                .await?;
+            let part = UploadPart {
+                token: &token,
+                item_id: created.item_id,
+                filename: midas_name,
+                file: path,
+                offset: held,
+                end,
+            };
+            let now = self.client.upload_perform_part(&part).await?;
             if now != end {
                 log::warn!(
                     "early upload of {midas_name:?}: the server holds {now} bytes, not {end}"

@@ -606,26 +606,11 @@ impl Client {
     /// and answers that the upload is incomplete (−105, "Failed to upload file - <held>/…"):
     /// the answer is that number of bytes held. The last part goes with
     /// [`Client::upload_perform`], from the offset this returned.
-    pub async fn upload_perform_part(
-        &self,
-        upload_token: &str,
-        item_id: Id,
-        filename: &str,
-        file: &Path,
-        offset: u64,
-        end: u64,
-    ) -> Result<u64> {
-        let part = UploadPart {
-            token: upload_token,
-            item_id,
-            filename,
-            file,
-            offset,
-            end,
-        };
+    pub async fn upload_perform_part(&self, part: &UploadPart<'_>) -> Result<u64> {
+        let end = part.end;
         let method = "midas.upload.perform";
         match self
-            .send_upload_part(&part, end + 1, UploadRevision::Head)
+            .send_upload_part(part, end + 1, UploadRevision::Head)
             .await
         {
             Err(Error::Api {
@@ -1025,14 +1010,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Which bytes of which file one `perform` sends.
-struct UploadPart<'a> {
-    token: &'a str,
-    item_id: Id,
-    filename: &'a str,
-    file: &'a Path,
-    offset: u64,
-    end: u64,
+/// Which bytes of which file one `perform` sends: `[offset, end)` of `file`, as `filename` into
+/// the item of the upload `token`.
+pub struct UploadPart<'a> {
+    pub token: &'a str,
+    pub item_id: Id,
+    pub filename: &'a str,
+    pub file: &'a Path,
+    pub offset: u64,
+    pub end: u64,
 }
 
 /// The bytes held, from Midas's "Failed to upload file - <held>/<length> bytes transferred".

@@ -12,7 +12,7 @@ pub mod text;
 mod transfer;
 pub mod types;
 
-pub use client::{ByteStream, Client, ClientConfig, Credentials, UploadRevision};
+pub use client::{ByteStream, Client, ClientConfig, Credentials, UploadPart, UploadRevision};
 pub use error::Error;
 pub use redact::redact;
 
