@@ -64,6 +64,20 @@ impl FuseAdapter {
         });
     }
 
+    /// `close` (by `closer`) or `fsync` (none) of a handle: the upload of a file open for
+    /// writing, answered when it is done.
+    fn save(&self, ino: INodeNo, fh: FileHandle, closer: Option<u32>, reply: ReplyEmpty) {
+        if !self.fs.is_write_handle(fh.0) {
+            return reply.ok();
+        }
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("saving inode {}", ino.0),
+            async move { fs.flush(fh.0, closer).await },
+            move |result| reply_empty(reply, result),
+        );
+    }
+
     fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Vec<Entry>>> {
         self.dirs
             .lock()
@@ -277,16 +291,17 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY || truncate {
             if self.fs.read_only() {
                 return reply.error(Errno::EROFS);
             }
             let fs = Arc::clone(&self.fs);
+            let opener = process_of(req);
             return self.spawn(
                 format!("open inode {} for writing", ino.0),
-                async move { fs.open_write(ino.0, truncate).await },
+                async move { fs.open_write(ino.0, truncate, opener).await },
                 move |result| match result {
                     Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                     Err(errno) => reply.error(errno),
@@ -365,7 +380,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -379,7 +394,7 @@ impl Filesystem for FuseAdapter {
         };
         // No caching of the new name by the kernel: until its upload it is a local entry that
         // may vanish (a failed upload), and after it the name stands for the item's inode.
-        match self.fs.create(parent.0, name) {
+        match self.fs.create(parent.0, name, process_of(req)) {
             Ok((attr, fh)) => reply.created(
                 &std::time::Duration::ZERO,
                 &self.file_attr(&attr),
@@ -419,32 +434,24 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if !self.fs.is_write_handle(fh.0) {
-            return reply.ok();
-        }
-        let fs = Arc::clone(&self.fs);
-        self.spawn(
-            format!("saving inode {}", ino.0),
-            async move { fs.flush(fh.0).await },
-            move |result| reply_empty(reply, result),
-        );
+        self.save(ino, fh, Some(process_of(req)), reply);
     }
 
     fn fsync(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.flush(req, ino, fh, LockOwner(0), reply);
+        self.save(ino, fh, None, reply);
     }
 
     fn setattr(
@@ -755,6 +762,26 @@ fn dots(ino: u64, parent: u64, entries: &[Entry]) -> impl Iterator<Item = (u64, 
             .iter()
             .map(move |e| (e.ino, kind_of(e), e.name.as_str())),
     )
+}
+
+/// The process a request comes from: the kernel gives the calling thread's id, and a file is
+/// opened and closed by processes, whose threads may differ.
+#[cfg(target_os = "linux")]
+fn process_of(req: &Request) -> u32 {
+    let thread = req.pid();
+    std::fs::read_to_string(format!("/proc/{thread}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Tgid:"))?;
+            line["Tgid:".len()..].trim().parse().ok()
+        })
+        .unwrap_or(thread)
+}
+
+/// Elsewhere the kernel gives the process id itself.
+#[cfg(not(target_os = "linux"))]
+fn process_of(req: &Request) -> u32 {
+    req.pid()
 }
 
 fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {

@@ -847,7 +847,8 @@ fn wait_for_upload_past(server: &TestServer, before: u64, bytes: u64) {
     }
 }
 
-/// What the server's item of that name holds: its bitstreams' names, sizes and checksums.
+/// Every bitstream in the Private folder's items, as (item name, bitstream name, size,
+/// checksum), sorted.
 fn server_files(setup: &Setup) -> Vec<(String, String, String, String)> {
     let children = setup.private_children();
     let mut files = Vec::new();
@@ -872,6 +873,19 @@ fn server_files(setup: &Setup) -> Vec<(String, String, String, String)> {
     files
 }
 
+/// The Private folder holds one item, `name`, whose one bitstream of that name is `content`.
+fn assert_server_holds_only(setup: &Setup, name: &str, content: &[u8]) {
+    assert_eq!(
+        server_files(setup),
+        [(
+            name.to_owned(),
+            name.to_owned(),
+            content.len().to_string(),
+            common::server::md5_hex(content)
+        )]
+    );
+}
+
 const MIB: usize = 1024 * 1024;
 
 #[test]
@@ -889,15 +903,7 @@ fn a_large_new_file_is_sent_while_it_is_written() {
     // The rest went at close, and every byte once.
     assert!(performs - performs_before >= 2, "{performs} performs");
     assert_eq!(sent, content.len() as u64);
-    assert_eq!(
-        server_files(&setup),
-        [(
-            "big.bin".to_owned(),
-            "big.bin".to_owned(),
-            content.len().to_string(),
-            common::server::md5_hex(&content)
-        )]
-    );
+    assert_server_holds_only(&setup, "big.bin", &content);
     assert!(std::fs::read(setup.private().join("big.bin")).unwrap() == content);
     assert!(setup.recovered().is_empty());
 }
@@ -915,15 +921,7 @@ fn a_large_file_changed_behind_what_was_sent_is_sent_whole_at_close() {
     file.write_all_at(b"HEADER", 0).unwrap();
     content[..6].copy_from_slice(b"HEADER");
     drop(file);
-    assert_eq!(
-        server_files(&setup),
-        [(
-            "big.bin".to_owned(),
-            "big.bin".to_owned(),
-            content.len().to_string(),
-            common::server::md5_hex(&content)
-        )]
-    );
+    assert_server_holds_only(&setup, "big.bin", &content);
     // Nothing of the abandoned upload stays: neither an item nor a partial file.
     assert!(!holds_bytes(&setup.server.data_dir.join("uploads")));
     assert!(setup.recovered().is_empty());
@@ -953,15 +951,7 @@ fn a_large_file_renamed_or_removed_while_written_leaves_nothing_under_its_first_
     std::fs::remove_file(setup.private().join("gone.bin")).unwrap();
     drop(removed);
 
-    assert_eq!(
-        server_files(&setup),
-        [(
-            "second.bin".to_owned(),
-            "second.bin".to_owned(),
-            content.len().to_string(),
-            common::server::md5_hex(&content)
-        )]
-    );
+    assert_server_holds_only(&setup, "second.bin", &content);
     assert!(!holds_bytes(&setup.server.data_dir.join("uploads")));
     assert_eq!(
         std::fs::read_dir(setup.private())
@@ -1000,4 +990,27 @@ fn rsync_of_large_content_the_server_has_sends_no_bytes_after_a_remount() {
     assert_eq!(uploads_so_far(&setup.server).0, sent);
     assert!(std::fs::read(setup.private().join("big.bin")).unwrap() == content);
     assert_eq!(server_files(&setup).len(), 1, "{:?}", server_files(&setup));
+}
+
+/// A child that inherited the writer's descriptor (`true`, run by the Python script writing the
+/// file) closes it as it exits: that close uploads nothing; the writer's own close uploads, once.
+#[test]
+fn closes_by_children_that_inherited_the_descriptor_upload_nothing() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let path = setup.private().join("log.txt");
+    let script = r#"
+import os, subprocess, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.set_inheritable(fd, True)
+for line in (b"first\n", b"second\n"):
+    os.write(fd, line)
+    subprocess.run(["true"], close_fds=False, check=True)
+os.close(fd)
+"#;
+    run(Command::new("python3").args(["-c", script]).arg(&path));
+    assert_eq!(std::fs::read(&path).unwrap(), b"first\nsecond\n");
+    let item = setup.item(&path);
+    assert_eq!(item["revisions"].as_array().unwrap().len(), 1, "{item}");
+    assert_eq!(setup.server.stats()["bytes_uploaded"], 13);
 }

@@ -3,7 +3,8 @@
 //!
 //! Rules:
 //! - A file open for writing is a local spool file; its content goes to Midas when the file is
-//!   closed (flush) or fsync'ed, and the upload's error is what `close`/`fsync` return.
+//!   closed (flush) or fsync'ed, and the upload's error is what `close`/`fsync` return. Only the
+//!   close by the process that opened the handle counts (see [`MidasFs::flush`]).
 //! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
 //!   `item.create` → `upload.generatetoken` (with the MD5: a known content is not sent again) →
 //!   `upload.perform` into the head revision. Until then it is a local entry (`NodeKind::NewFile`).
@@ -44,8 +45,8 @@ pub struct Writes {
     spool: Spool,
     /// Files open for writing, by the inode they were opened through.
     files: Mutex<HashMap<u64, Arc<WriteFile>>>,
-    /// The inode of each open write handle.
-    handles: Mutex<HashMap<u64, u64>>,
+    /// Every open handle of the files open for writing.
+    handles: Mutex<HashMap<u64, WriteHandle>>,
     /// Numbers for new files' inodes.
     next_local: AtomicU64,
     /// Modification times set through the mount, by canonical inode, kept for the mount's life
@@ -80,7 +81,7 @@ impl Writes {
             .collect()
     }
 
-    fn handles(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, WriteHandle>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -93,7 +94,7 @@ impl Writes {
     }
 
     fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {
-        let ino = *self.handles().get(&fh)?;
+        let ino = self.handles().get(&fh)?.ino;
         let file = self.files().get(&ino).cloned()?;
         Some((ino, file))
     }
@@ -102,6 +103,14 @@ impl Writes {
     pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
         self.mtimes().get(&canonical).copied()
     }
+}
+
+/// A handle on a file open for writing.
+struct WriteHandle {
+    ino: u64,
+    /// The process whose `close` of the handle uploads the file (see [`MidasFs::flush`]); none
+    /// for a reader of a file being written.
+    saver: Option<u32>,
 }
 
 /// One file open for writing.
@@ -418,8 +427,9 @@ impl MidasFs {
 
     // ---- files ----
 
-    /// Creates a new file (local until its first flush) and opens it for writing.
-    pub fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+    /// Creates a new file (local until its first flush) and opens it for writing, for the
+    /// process `opener`.
+    pub fn create(&self, parent: u64, name: &str, opener: u32) -> FsResult<(Attr, u64)> {
         self.check_writable()?;
         let container = self.container(parent)?;
         if let Some(entries) = self.cached_listing(parent) {
@@ -475,26 +485,27 @@ impl MidasFs {
             upload: Arc::default(),
         });
         self.writes.files().insert(ino, file);
-        let fh = self.new_handle(ino);
+        let fh = self.new_handle(ino, Some(opener));
         self.remember(parent, &entry);
         let attr = entry.attr();
         self.listings.patch(parent, |entries| entries.push(entry));
         Ok((attr, fh))
     }
 
-    fn new_handle(&self, ino: u64) -> u64 {
+    fn new_handle(&self, ino: u64, saver: Option<u32>) -> u64 {
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.writes.handles().insert(fh, ino);
+        self.writes.handles().insert(fh, WriteHandle { ino, saver });
         fh
     }
 
-    /// Opens an existing file for writing. Unless `truncate`, its content is downloaded into
-    /// the spool first (so that partial writes and appends keep the rest).
-    pub async fn open_write(&self, ino: u64, truncate: bool) -> FsResult<u64> {
+    /// Opens an existing file for writing, for the process `opener`. Unless `truncate`, its
+    /// content is downloaded into the spool first (so that partial writes and appends keep the
+    /// rest).
+    pub async fn open_write(&self, ino: u64, truncate: bool, opener: u32) -> FsResult<u64> {
         self.check_writable()?;
-        if let Some(fh) = self.join_open_file(ino, truncate)? {
+        if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
             return Ok(fh);
         }
         if !truncate {
@@ -535,7 +546,7 @@ impl MidasFs {
             self.download_into(&mut spool, &bitstream).await?;
         }
         // Another open may have set the file up while this one downloaded: share its spool.
-        if let Some(fh) = self.join_open_file(ino, truncate)? {
+        if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
             return Ok(fh);
         }
         let file = Arc::new(WriteFile {
@@ -553,11 +564,16 @@ impl MidasFs {
             upload: Arc::default(),
         });
         self.writes.files().insert(ino, file);
-        Ok(self.new_handle(ino))
+        Ok(self.new_handle(ino, Some(opener)))
     }
 
     /// A new handle on a file already open for writing.
-    fn join_open_file(&self, ino: u64, truncate: bool) -> FsResult<Option<u64>> {
+    fn join_open_file(
+        &self,
+        ino: u64,
+        truncate: bool,
+        saver: Option<u32>,
+    ) -> FsResult<Option<u64>> {
         let Some(file) = self.writes.files().get(&ino).cloned() else {
             return Ok(None);
         };
@@ -571,7 +587,7 @@ impl MidasFs {
             }
             data.handles += 1;
         }
-        Ok(Some(self.new_handle(ino)))
+        Ok(Some(self.new_handle(ino, saver)))
     }
 
     async fn download_into(
@@ -593,7 +609,7 @@ impl MidasFs {
 
     /// A read handle on a file open for writing shares its spool (and sees what is written).
     pub fn join_if_writing(&self, ino: u64) -> Option<u64> {
-        self.join_open_file(ino, false).ok().flatten()
+        self.join_open_file(ino, false, None).ok().flatten()
     }
 
     /// Whether the handle is one of a file open for writing.
@@ -647,8 +663,19 @@ impl MidasFs {
         Some(data.spool.read_at(offset, size))
     }
 
-    /// `close` and `fsync`: uploads the file if it changed; the upload's error is the answer.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+    /// `close` by the process `closer`, and `fsync` (no closer): uploads the file if it
+    /// changed; the upload's error is the answer. A close by another process than the one that
+    /// opened the handle uploads nothing: that is a child which inherited the descriptor and
+    /// closes it as it starts another program or exits, while the opener may still be writing.
+    /// The opener's close uploads, or else the last release.
+    pub async fn flush(&self, fh: u64, closer: Option<u32>) -> FsResult<()> {
+        let saver = match self.writes.handles().get(&fh) {
+            Some(handle) => handle.saver,
+            None => return Ok(()),
+        };
+        if closer.is_some() && closer != saver {
+            return Ok(());
+        }
         match self.writes.file_of_handle(fh) {
             Some((ino, file)) => self.save(ino, &file).await,
             None => Ok(()),
@@ -658,7 +685,7 @@ impl MidasFs {
     /// The last close of a handle. A file still dirty (written after its last flush, which
     /// `close` normally prevents) is uploaded here; its error can only be logged.
     pub async fn release_write(&self, fh: u64) {
-        let Some(ino) = self.writes.handles().remove(&fh) else {
+        let Some(WriteHandle { ino, .. }) = self.writes.handles().remove(&fh) else {
             return;
         };
         let Some(file) = self.writes.files().get(&ino).cloned() else {
@@ -1387,7 +1414,7 @@ impl MidasFs {
             return Ok(());
         }
         // A closed file: open, truncate and save it as a close would.
-        let fh = self.open_write(ino, size == 0).await?;
+        let fh = self.open_write(ino, size == 0, std::process::id()).await?;
         let result = async {
             if let Some((_, file)) = self.writes.file_of_handle(fh) {
                 let mut data = file.lock();
@@ -1395,7 +1422,7 @@ impl MidasFs {
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
-            self.flush(fh).await
+            self.flush(fh, None).await
         }
         .await;
         self.release_write(fh).await;
