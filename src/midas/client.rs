@@ -35,6 +35,12 @@ const READ_BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_
 /// A whole JSON call, retries included, may take this many stall timeouts.
 const CALL_CAP_FACTOR: u32 = 4;
 
+/// How fast a server is assumed to hash an upload from its file, at the least. Midas does that,
+/// before answering the `perform` that completes it, when the upload did not start at byte 0
+/// (a resumed upload, or one sent in parts): that answer may take this long per byte, besides
+/// the usual cap.
+const REHASH_BYTES_PER_SEC: u64 = 50 << 20;
+
 /// Idle connections kept per host: the filesystem issues many calls at once.
 const POOL_IDLE_PER_HOST: usize = 64;
 
@@ -663,6 +669,10 @@ impl Client {
             .header(CONTENT_LENGTH, body_len)
             .body(body);
         let stall = self.inner.stall_timeout;
+        let mut answer_cap = stall * CALL_CAP_FACTOR;
+        if part.offset > 0 {
+            answer_cap += Duration::from_secs(length / REHASH_BYTES_PER_SEC);
+        }
         let response = transfer::send_watched(
             method,
             &shown,
@@ -670,7 +680,7 @@ impl Client {
             &progress,
             stall,
             self.inner.connect_timeout,
-            stall * CALL_CAP_FACTOR,
+            answer_cap,
         )
         .await?;
         let data = self.answer(method, &shown, response).await;
