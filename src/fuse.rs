@@ -707,6 +707,7 @@ impl FuseAdapter {
 
     /// Answers a readdir or readdirplus from the directory's listing: at once when it is in
     /// memory, else from a worker once it is fetched (and kept for the handle's next reads).
+    /// A read from the start may be a step of a walk, which lists the next directories ahead.
     fn with_listing<R: Send + 'static>(
         &self,
         what: &str,
@@ -716,6 +717,12 @@ impl FuseAdapter {
         reply: R,
         answer: impl FnOnce(Result<&[Entry], Errno>, R) + Send + 'static,
     ) {
+        if offset == 0 {
+            for dir in self.fs.walk_step(ino.0) {
+                let fs = Arc::clone(&self.fs);
+                self.runtime.spawn(async move { fs.list_ahead(dir).await });
+            }
+        }
         if let Some(entries) = self.listing_now(ino, fh, offset) {
             return answer(Ok(&entries), reply);
         }

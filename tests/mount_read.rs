@@ -461,3 +461,56 @@ fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_director
         b"Hello from midasfs!\n"
     );
 }
+
+/// Going from a folder into one of its subfolders (a walk: `ls -R`, `find`, `du`) lists the
+/// other subfolders ahead, in the background, and the walk then finds them in memory. Reading
+/// a folder alone lists nothing ahead.
+#[test]
+fn a_walk_into_a_subfolder_lists_its_siblings_ahead() {
+    require_fuse!();
+    let server = TestServer::start();
+    let local = tempfile::tempdir().unwrap();
+    let top = local.path().join("top");
+    for i in 0..6 {
+        let dir = top.join(format!("sub{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f.txt"), format!("file {i}\n")).unwrap();
+    }
+    upload(&server, &top, "Private", false);
+    let mount = admin_mount(&server, &["--ttl", "60"]);
+    let top_dir = private(&mount).join("top");
+    // A listing here is a folder.children, and an item.get for the folder's one item.
+    let listings = || {
+        (
+            method_count(&server, "midas.folder.children"),
+            method_count(&server, "midas.item.get"),
+        )
+    };
+    let list = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+
+    assert_eq!(list(&top_dir), 6);
+    let (folders, items) = listings();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        listings(),
+        (folders, items),
+        "reading one folder listed others ahead"
+    );
+
+    assert_eq!(list(&top_dir.join("sub0")), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listings().0 < folders + 6 || listings().1 < items + 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the other subfolders were not listed ahead"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let requests = || server.stats()["requests"].as_u64().unwrap();
+    let before = requests();
+    for i in 1..6 {
+        assert_eq!(list(&top_dir.join(format!("sub{i}"))), 1);
+    }
+    // The stats call itself is the only request in between.
+    assert_eq!(requests() - before, 1, "the walk fetched listings itself");
+}

@@ -13,6 +13,7 @@ pub mod names;
 pub mod reader;
 pub mod spool;
 pub mod time;
+mod walk;
 pub mod write;
 
 use std::collections::HashMap;
@@ -110,6 +111,7 @@ pub struct MidasFs {
     next_fh: AtomicU64,
     mounted_at: SystemTime,
     writes: Writes,
+    walk: walk::WalkAhead,
 }
 
 impl MidasFs {
@@ -139,6 +141,7 @@ impl MidasFs {
         MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
             writes: Writes::new(&config.spool),
+            walk: walk::WalkAhead::new(),
             client,
             config,
             me,

@@ -1,0 +1,118 @@
+//! Walk-ahead: a program that walks a tree (`ls -R`, `find`, `du`, `rsync` of a folder) reads
+//! one directory after the other, and each listing costs a round trip or two. Once a program
+//! goes from a directory into one of its subdirectories, the next subdirectories are listed in
+//! the background, a few at a time, so that they are in memory when the walk gets there.
+//!
+//! Reading a directory alone starts nothing (a file manager showing a folder lists only it); and
+//! what is listed ahead never starts more listing ahead by itself: only the walk going on does.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use tokio::sync::Semaphore;
+
+use super::MidasFs;
+
+/// A directory counts as being walked while a program read it, or one of its subdirectories,
+/// this recently.
+const WALK_WINDOW: Duration = Duration::from_secs(10);
+/// Subdirectories listed ahead per step of the walk, and listings fetched at once for that.
+const AHEAD_PER_STEP: usize = 32;
+const AHEAD_AT_ONCE: usize = 4;
+/// Directories whose last read is remembered.
+const REMEMBERED: usize = 1024;
+
+pub(super) struct WalkAhead {
+    /// When a program last read each directory, or one of its subdirectories.
+    read: Mutex<LruCache<u64, Instant>>,
+    /// Directories being listed ahead.
+    pending: Mutex<HashSet<u64>>,
+    permits: Arc<Semaphore>,
+}
+
+impl WalkAhead {
+    pub fn new() -> WalkAhead {
+        WalkAhead {
+            read: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED).expect("not zero"),
+            )),
+            pending: Mutex::new(HashSet::new()),
+            permits: Arc::new(Semaphore::new(AHEAD_AT_ONCE)),
+        }
+    }
+
+    fn read(&self) -> MutexGuard<'_, LruCache<u64, Instant>> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MidasFs {
+    /// A program starts reading directory `dir`. When it came there from its parent (read just
+    /// before), the parent's next subdirectories not in memory are returned, to be listed ahead
+    /// with [`MidasFs::list_ahead`].
+    pub fn walk_step(&self, dir: u64) -> Vec<u64> {
+        let now = Instant::now();
+        let parent = self.parent(dir);
+        let walking = {
+            let mut read = self.walk.read();
+            read.put(dir, now);
+            let walking = parent != dir
+                && read
+                    .peek(&parent)
+                    .is_some_and(|at| now.duration_since(*at) < WALK_WINDOW);
+            if walking {
+                // A long walk through many subdirectories keeps its parent walked.
+                read.put(parent, now);
+            }
+            walking
+        };
+        if !walking {
+            return Vec::new();
+        }
+        let Some(siblings) = self.listings.last(parent) else {
+            return Vec::new();
+        };
+        let candidates: Vec<u64> = siblings
+            .iter()
+            .filter(|e| e.data.kind.is_dir() && e.ino != dir)
+            .map(|e| e.ino)
+            .collect();
+        // Only directories the kernel knows (from readdirplus or lookups) can be listed.
+        let known: Vec<u64> = {
+            let nodes = self.nodes();
+            candidates
+                .into_iter()
+                .filter(|ino| nodes.contains_key(ino))
+                .collect()
+        };
+        let mut ahead = Vec::new();
+        for ino in known {
+            if ahead.len() == AHEAD_PER_STEP {
+                break;
+            }
+            if self.cached_listing(ino).is_none() && self.walk.pending().insert(ino) {
+                ahead.push(ino);
+            }
+        }
+        ahead
+    }
+
+    /// Lists `dir` in the background (a few at a time); a failure only means the walk fetches
+    /// it itself when it gets there.
+    pub async fn list_ahead(&self, dir: u64) {
+        let permits = Arc::clone(&self.walk.permits);
+        if let Ok(_permit) = permits.acquire().await {
+            if let Err(err) = self.listing(dir).await {
+                log::debug!("listing inode {dir} ahead of a walk: {err}");
+            }
+        }
+        self.walk.pending().remove(&dir);
+    }
+}
