@@ -1,10 +1,11 @@
 //! Walk-ahead: a program that walks a tree (`ls -R`, `find`, `du`, `rsync` of a folder) reads
 //! one directory after the other, and each listing costs a round trip or two. Once a program
-//! goes from a directory into one of its subdirectories, the next subdirectories are listed in
-//! the background, a few at a time, so that they are in memory when the walk gets there.
+//! has read two subdirectories of one directory in a row, the next ones are listed in the
+//! background, a few at a time, so that they are in memory when the walk gets there.
 //!
-//! Reading a directory alone starts nothing (a file manager showing a folder lists only it); and
-//! what is listed ahead never starts more listing ahead by itself: only the walk going on does.
+//! Opening one folder after another (a file manager) starts nothing: only a second sibling read
+//! shortly after the first does. What is listed ahead never starts more listing ahead by itself;
+//! only the walk going on does.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -16,18 +17,17 @@ use tokio::sync::Semaphore;
 
 use super::MidasFs;
 
-/// A directory counts as being walked while a program read it, or one of its subdirectories,
-/// this recently.
+/// Two subdirectories of one directory read this close together make a walk.
 const WALK_WINDOW: Duration = Duration::from_secs(10);
 /// Subdirectories listed ahead per step of the walk, and listings fetched at once for that.
 const AHEAD_PER_STEP: usize = 32;
 const AHEAD_AT_ONCE: usize = 4;
-/// Directories whose last read is remembered.
+/// Directories whose last subdirectory read is remembered.
 const REMEMBERED: usize = 1024;
 
 pub(super) struct WalkAhead {
-    /// When a program last read each directory, or one of its subdirectories.
-    read: Mutex<LruCache<u64, Instant>>,
+    /// For each directory, the subdirectory a program read last, and when.
+    last_read: Mutex<LruCache<u64, (u64, Instant)>>,
     /// Directories being listed ahead.
     pending: Mutex<HashSet<u64>>,
     permits: Arc<Semaphore>,
@@ -36,7 +36,7 @@ pub(super) struct WalkAhead {
 impl WalkAhead {
     pub fn new() -> WalkAhead {
         WalkAhead {
-            read: Mutex::new(LruCache::new(
+            last_read: Mutex::new(LruCache::new(
                 NonZeroUsize::new(REMEMBERED).expect("not zero"),
             )),
             pending: Mutex::new(HashSet::new()),
@@ -44,8 +44,8 @@ impl WalkAhead {
         }
     }
 
-    fn read(&self) -> MutexGuard<'_, LruCache<u64, Instant>> {
-        self.read.lock().unwrap_or_else(|p| p.into_inner())
+    fn last_read(&self) -> MutexGuard<'_, LruCache<u64, (u64, Instant)>> {
+        self.last_read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending(&self) -> MutexGuard<'_, HashSet<u64>> {
@@ -54,25 +54,18 @@ impl WalkAhead {
 }
 
 impl MidasFs {
-    /// A program starts reading directory `dir`. When it came there from its parent (read just
-    /// before), the parent's next subdirectories not in memory are returned, to be listed ahead
-    /// with [`MidasFs::list_ahead`].
+    /// A program starts reading directory `dir`. When it read another subdirectory of the same
+    /// parent just before, the parent's next subdirectories not in memory are returned, to be
+    /// listed ahead with [`MidasFs::list_ahead`].
     pub fn walk_step(&self, dir: u64) -> Vec<u64> {
         let now = Instant::now();
         let parent = self.parent(dir);
-        let walking = {
-            let mut read = self.walk.read();
-            read.put(dir, now);
-            let walking = parent != dir
-                && read
-                    .peek(&parent)
-                    .is_some_and(|at| now.duration_since(*at) < WALK_WINDOW);
-            if walking {
-                // A long walk through many subdirectories keeps its parent walked.
-                read.put(parent, now);
-            }
-            walking
-        };
+        if parent == dir {
+            return Vec::new();
+        }
+        let previous = self.walk.last_read().put(parent, (dir, now));
+        let walking = previous
+            .is_some_and(|(sibling, at)| sibling != dir && now.duration_since(at) < WALK_WINDOW);
         if !walking {
             return Vec::new();
         }
