@@ -438,13 +438,12 @@ impl MidasFs {
             }
         }
         let early = match container {
-            // Any listing will do, however old: it is a guess at what the file is.
-            Container::Folder(_) => match self.listings.last(parent) {
-                Some(entries) => {
-                    EarlyUpload::for_new_file(name, entries.iter().map(|e| e.name.as_str()))
-                }
-                None => EarlyUpload::for_new_file(name, std::iter::empty()),
-            },
+            Container::Folder(_) => {
+                // Any listing will do, however old: it is a guess at what the file is.
+                let siblings = self.listings.last(parent);
+                let names = siblings.iter().flat_map(|entries| entries.iter());
+                EarlyUpload::for_new_file(name, names.map(|e| e.name.as_str()))
+            }
             Container::Item(_) => EarlyUpload::Off,
         };
         let spool = self.writes.spool.create()?;
