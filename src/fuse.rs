@@ -64,12 +64,14 @@ impl FuseAdapter {
         });
     }
 
-    /// `close` (by `closer`) or `fsync` (none) of a handle: the upload of a file open for
-    /// writing, answered when it is done.
-    fn save(&self, ino: INodeNo, fh: FileHandle, closer: Option<u32>, reply: ReplyEmpty) {
+    /// `close` (the request `closing`) or `fsync` (none) of a handle: the upload of a file open
+    /// for writing, answered when it is done.
+    fn save(&self, ino: INodeNo, fh: FileHandle, closing: Option<&Request>, reply: ReplyEmpty) {
         if !self.fs.is_write_handle(fh.0) {
             return reply.ok();
         }
+        // Only now: every close of every file comes here, and this reads /proc.
+        let closer = closing.map(process_of);
         let fs = Arc::clone(&self.fs);
         self.spawn(
             format!("saving inode {}", ino.0),
@@ -440,7 +442,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.save(ino, fh, Some(process_of(req)), reply);
+        self.save(ino, fh, Some(req), reply);
     }
 
     fn fsync(
