@@ -1,4 +1,4 @@
-//! `midasfs serve` against the answers of a real Midas Server 3.4.2 (`../shared/midas-captures`).
+//! `midasfs serve` against the answers of a real Midas Server 3.4.2 (`tests/captures`).
 //!
 //! The captures were made in one session, in file-name order, by a script that created a user's
 //! folders, items and uploads and then read them back. Each test here replays that session on a
@@ -22,7 +22,7 @@ use serde_json::Value;
 use common::server::TestServer;
 use common::zipfile;
 
-const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/midas-captures");
+const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/captures");
 /// Where the recorded server listened; its URLs appear in some answers.
 const CAPTURED_BASE: &str = "http://127.0.0.1:8080";
 /// The title of the recorded installation, reported by `midas.info`.

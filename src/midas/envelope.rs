@@ -132,10 +132,7 @@ mod tests {
 
     /// The `response.json` of a capture from the real Midas 3.4.2, as the bytes it sent.
     fn capture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../shared/midas-captures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/captures/{name}", env!("CARGO_MANIFEST_DIR"));
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
         let recorded: Value = serde_json::from_str(&text).expect("capture is JSON");
@@ -155,7 +152,7 @@ mod tests {
 
     #[test]
     fn every_recorded_json_answer_matches_the_summary() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/midas-captures");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/captures");
         let summary = std::fs::read_to_string(format!("{dir}/SUMMARY.tsv")).expect("SUMMARY.tsv");
         let mut checked = 0;
         for line in summary.lines().skip(1) {
