@@ -159,9 +159,9 @@ pub enum AdminAction {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where to mount the demo (created if missing)
-    #[arg(default_value = "midas-demo")]
-    pub mountpoint: PathBuf,
+    /// Where to mount the demo (created if missing) [default: $XDG_RUNTIME_DIR/midasfs-demo, or a
+    /// new directory in /tmp; removed afterwards]
+    pub mountpoint: Option<PathBuf>,
     /// Directory of the demo server's store (default: a temporary directory)
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,

@@ -489,7 +489,8 @@ pub fn demo(args: DemoArgs) -> CliResult {
             scratch.path().to_owned()
         }
     };
-    std::fs::create_dir_all(&args.mountpoint)?;
+    let demo_dir = DemoMountpoint::choose(args.mountpoint.as_deref())?;
+    let mountpoint = demo_dir.path.clone();
     let password = "demo-password";
     let mut server = Command::new(std::env::current_exe()?)
         .args([
@@ -530,12 +531,12 @@ pub fn demo(args: DemoArgs) -> CliResult {
     println!("demo server: {url} (admin {email}, password {password})");
     println!(
         "mounting it at {}: browse it from another terminal; Ctrl-C unmounts and stops",
-        args.mountpoint.display()
+        mountpoint.display()
     );
     let result = run_foreground(
         MountArgs {
             url,
-            mountpoint: args.mountpoint.clone(),
+            mountpoint,
             email: Some(email),
             api_key_file: None,
             password_stdin: false,
@@ -557,4 +558,48 @@ pub fn demo(args: DemoArgs) -> CliResult {
     let _ = server.kill();
     let _ = server.wait();
     result
+}
+
+/// Where the demo mounts: the directory given, or one outside the current directory (the demo must
+/// leave nothing behind where it was started), removed again afterwards if it is empty.
+struct DemoMountpoint {
+    path: PathBuf,
+    remove_when_done: bool,
+}
+
+impl DemoMountpoint {
+    fn choose(given: Option<&Path>) -> std::io::Result<DemoMountpoint> {
+        if let Some(path) = given {
+            std::fs::create_dir_all(path)?;
+            return Ok(DemoMountpoint {
+                path: path.to_owned(),
+                remove_when_done: false,
+            });
+        }
+        // The user's runtime directory is private to them; /tmp is not, so there the name is new.
+        let path = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+            Some(runtime) if runtime.is_absolute() && runtime.is_dir() => {
+                let path = runtime.join("midasfs-demo");
+                std::fs::create_dir_all(&path)?;
+                path
+            }
+            _ => tempfile::Builder::new()
+                .prefix("midasfs-demo-")
+                .tempdir()?
+                .keep(),
+        };
+        Ok(DemoMountpoint {
+            path,
+            remove_when_done: true,
+        })
+    }
+}
+
+impl Drop for DemoMountpoint {
+    fn drop(&mut self) {
+        // Only an empty directory goes: never anything inside a mount that is still there.
+        if self.remove_when_done {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
 }
