@@ -51,7 +51,7 @@ sed -i -e 's/^from core import Communicator$/from pydas.core import Communicator
 if grep -rn '^import session$\|^from core import' "$src/pydas"; then
   fail "the pydas source is not the one this script knows how to adapt"
 fi
-"${pip[@]}" install --no-deps "$src"
+"${pip[@]}" install --no-deps --use-pep517 "$src"
 
 "$venv/bin/python" - <<'PY'
 import pydas, pydas.api, pydas.drivers
