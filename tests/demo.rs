@@ -96,7 +96,11 @@ fn the_demo_mounts_in_the_runtime_directory_and_leaves_nothing_behind() {
     let mut demo = Demo::wait_until_mounted(child, runtime.path().join("midasfs-demo"));
 
     assert!(demo.mountpoint.join("communities/Demo").is_dir());
-    assert_eq!(entries(cwd.path()), Vec::<String>::new(), "nothing in the cwd");
+    assert_eq!(
+        entries(cwd.path()),
+        Vec::<String>::new(),
+        "nothing in the cwd"
+    );
 
     demo.interrupt();
     assert!(!is_fuse_mount(&demo.mountpoint), "unmounted on Ctrl-C");
