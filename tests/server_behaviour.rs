@@ -1457,3 +1457,139 @@ fn create_with_a_uuid_updates_and_transfers_check_policies_like_midas() {
         );
     }
 }
+
+/// Raise this test process's own open-file limit to at least `want` (it opens many sockets).
+fn raise_own_open_file_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if (limit.rlim_cur as u64) < want {
+            limit.rlim_cur = want.min(limit.rlim_max as u64) as libc::rlim_t;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(limit.rlim_cur as u64 >= want, "open-file limit too low");
+}
+
+/// A raw `GET` that must be answered within `within`: its head (lower case) and body.
+fn timed_get(addr: &str, path: &str, within: Duration) -> (String, Vec<u8>) {
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut all) {
+        panic!("no answer within {within:?}: {err}");
+    }
+    assert!(
+        started.elapsed() < within,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head end");
+    (
+        String::from_utf8_lossy(&all[..split]).to_lowercase(),
+        all[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn a_new_client_is_served_while_1100_idle_connections_are_open() {
+    raise_own_open_file_limit(2_500);
+    // A common default: 1,024 open files, more allowed on request.
+    let server = TestServer::start_limited(&[], Some((1024, 4096)));
+    let addr = server.addr().to_owned();
+    let mut held = Vec::new();
+    for i in 0..1_100 {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        if i % 2 == 1 {
+            // Half a request head, never finished.
+            stream
+                .write_all(b"GET /api/json?method=midas.version HTTP/1.1\r\nHost: x\r\n")
+                .expect("send half a head");
+        }
+        held.push(stream);
+    }
+    let (head, body) = timed_get(
+        &addr,
+        "/api/json?method=midas.version",
+        Duration::from_secs(10),
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("3.4.2"));
+    // The longest-idle connections made room: the first ones held are closed.
+    let mut first = &held[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut byte), Ok(0) | Err(_)),
+        "the oldest idle connection is still open"
+    );
+    assert_eq!(server.call_ok("midas.version", &[])["version"], "3.4.2");
+}
+
+#[test]
+fn silent_and_slow_header_connections_are_closed_by_the_timeouts() {
+    let server = TestServer::start_with(&["--idle-timeout", "1", "--header-timeout", "3"]);
+    let addr = server.addr().to_owned();
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"GET /api/json?method=midas.version HTTP/1.1\r\nHost: x\r\n")
+        .expect("send");
+    // Another header byte every 200 ms, until the server hangs up.
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let slow_closed_after = loop {
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "slow header never cut off"
+        );
+        let mut byte = [0u8; 1];
+        match slow.read(&mut byte) {
+            Ok(0) => break elapsed,
+            Ok(_) => panic!("an answer to an unfinished head"),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break elapsed,
+        }
+        if slow.write_all(b"X").is_err() {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        slow_closed_after > Duration::from_millis(1_500),
+        "a client still sending was closed by the idle timeout after {slow_closed_after:?}"
+    );
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("bytes on a connection that asked nothing"),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+            panic!(
+                "a silent connection is still open after {:?}",
+                started.elapsed()
+            )
+        }
+        Err(_) => {}
+    }
+    // Connections that do ask are served as before.
+    assert_eq!(server.call_ok("midas.version", &[])["version"], "3.4.2");
+}

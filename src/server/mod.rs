@@ -192,13 +192,19 @@ pub fn run(args: ServeArgs) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(shared, args.listen, admin))?;
+    let limits = conn::ConnLimits {
+        max_connections: conn::fit_connection_limit(args.max_connections.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+    };
+    runtime.block_on(serve(shared, args.listen, limits, admin))?;
     Ok(())
 }
 
 async fn serve(
     shared: Arc<Shared>,
     listen: std::net::SocketAddr,
+    limits: conn::ConnLimits,
     admin: AdminInfo,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -225,17 +231,10 @@ async fn serve(
         log::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(
-        conn::MidasListener::new(listener),
-        app.into_make_service_with_connect_info::<conn::ConnHandle>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = graceful_rx.wait_for(|stop| *stop).await;
-    });
+    let server = conn::serve_connections(listener, app, limits, stop_rx.clone());
     let mut deadline_rx = stop_rx;
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         // Long downloads must not keep a stopping server alive forever.
         _ = async move {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
