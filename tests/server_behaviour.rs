@@ -1593,3 +1593,119 @@ fn silent_and_slow_header_connections_are_closed_by_the_timeouts() {
     // Connections that do ask are served as before.
     assert_eq!(server.call_ok("midas.version", &[])["version"], "3.4.2");
 }
+
+/// An API call as pydas makes it (POST, parameters in the query), from the local address `from`.
+fn call_from(server: &TestServer, from: &str, method: &str, params: &[(&str, &str)]) -> Value {
+    let client = reqwest::blocking::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().expect("an address"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{}/api/json", server.url))
+        .query(&[("method", method)])
+        .query(params)
+        .send()
+        .unwrap_or_else(|err| panic!("{method} from {from}: {err}"));
+    serde_json::from_str(&response.text().expect("answer")).expect("JSON")
+}
+
+fn code_and_message(envelope: &Value) -> (&str, &str) {
+    (
+        envelope["code"].as_str().unwrap_or_default(),
+        envelope["message"].as_str().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn failed_logins_are_throttled_per_account_and_address_and_other_addresses_still_log_in() {
+    let server = TestServer::start();
+    let bob_key = server.add_user("bob@example.com", "bobpass123", "Bob", "Smith");
+    let by_password = |from: &str, email: &str, password: &str| {
+        call_from(
+            &server,
+            from,
+            "midas.user.apikey.default",
+            &[("email", email), ("password", password)],
+        )
+    };
+    for _ in 0..5 {
+        let answer = by_password("127.0.0.1", ADMIN_EMAIL, "guess");
+        assert_eq!(code_and_message(&answer), ("-150", "Login failed"));
+    }
+    // From that address the account is now refused, its right password and API key too.
+    let refused = by_password("127.0.0.1", ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert_eq!(refused["stat"], "fail", "{refused}");
+    let (code, message) = code_and_message(&refused);
+    assert_eq!(code, "-150");
+    assert!(message.starts_with("Too many failed logins"), "{message}");
+    let login = call_from(
+        &server,
+        "127.0.0.1",
+        "midas.login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("apikey", &server.api_key),
+            ("appname", "Default"),
+        ],
+    );
+    assert_eq!(login["stat"], "fail", "{login}");
+    // Other accounts from the same address, and the same account from elsewhere, log in.
+    let bob = by_password("127.0.0.1", "bob@example.com", "bobpass123");
+    assert_eq!(bob["data"]["apikey"], bob_key.as_str());
+    let elsewhere = by_password("127.0.0.2", ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert_eq!(elsewhere["data"]["apikey"], server.api_key.as_str());
+    // One address guessing at many accounts is refused for all of them.
+    for i in 0..20 {
+        let answer = by_password("127.0.0.3", &format!("user{i}@example.com"), "guess");
+        assert_eq!(code_and_message(&answer).0, "-150");
+    }
+    let bob = by_password("127.0.0.3", "bob@example.com", "bobpass123");
+    assert!(
+        code_and_message(&bob)
+            .1
+            .starts_with("Too many failed logins"),
+        "{bob}"
+    );
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[test]
+fn a_password_login_does_not_hold_up_other_requests() {
+    let server = TestServer::start();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (logins, others) = std::thread::scope(|scope| {
+        let logins = scope.spawn(|| {
+            let mut took = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || took.len() < 3 {
+                let started = std::time::Instant::now();
+                server.call_ok(
+                    "midas.user.apikey.default",
+                    &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+                );
+                took.push(started.elapsed());
+            }
+            took
+        });
+        // Give the login loop a head start, then time short calls beside it.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut others = Vec::new();
+        for _ in 0..31 {
+            let started = std::time::Instant::now();
+            server.call_ok("midas.version", &[]);
+            others.push(started.elapsed());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (logins.join().expect("login loop"), others)
+    });
+    let (login, other) = (median(logins), median(others));
+    eprintln!("median login {login:?}, median other call beside it {other:?}");
+    assert!(
+        other * 4 < login,
+        "a call waits for password hashing: median {other:?} beside logins of {login:?}"
+    );
+}

@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod download;
 pub mod store;
+mod throttle;
 pub mod wire;
 mod zipstream;
 
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -99,6 +100,8 @@ pub struct Shared {
     pub upload_writers: api::uploads::UploadWriters,
     /// The MD5 state of uploads sent in parts.
     pub partial_hashes: api::uploads::PartialHashes,
+    /// Failed logins, to refuse guessing.
+    pub logins: throttle::LoginThrottle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +191,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         stats: Stats::default(),
         upload_writers: Default::default(),
         partial_hashes: Default::default(),
+        logins: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -380,7 +384,11 @@ async fn read_params(request: Request) -> Result<(Params, Method), Response> {
     Ok((params, verb))
 }
 
-async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn api_entry(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<conn::ConnHandle>,
+    request: Request,
+) -> Response {
     let base_url = format!(
         "http://{}",
         request
@@ -442,15 +450,16 @@ async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     };
     shared.stats.count_method(&format!("midas.{canonical}"));
     let work_shared = Arc::clone(&shared);
+    let client = conn.remote_ip();
     let outcome = tokio::task::spawn_blocking(move || {
         let call = Call {
             params: &params,
             verb: &verb,
             shared: &work_shared,
             base_url: &base_url,
+            client,
         };
-        let mut conn = work_shared.store.lock();
-        handler(&call, &mut conn)
+        handler.run(&call)
     })
     .await;
     match outcome {

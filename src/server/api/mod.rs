@@ -1,7 +1,8 @@
 //! `/api/json`: method resolution and the per-group method implementations.
 //!
-//! Every method except two is a synchronous function run on a blocking thread with the
-//! database locked: `upload.perform` streams the request body and `upload.getoffset` may wait
+//! Every method is a synchronous function run on a blocking thread, nearly all with the
+//! database locked: `user.apikey.default` locks it only around its queries (the password
+//! hash is slow), `upload.perform` streams the request body and `upload.getoffset` may wait
 //! for it to stop writing (see [`uploads`]).
 
 mod bitstreams;
@@ -42,6 +43,8 @@ pub struct Call<'a> {
     pub shared: &'a Shared,
     /// `http://host` as the client addressed us, for `midas.info`.
     pub base_url: &'a str,
+    /// The client's address, for login throttling.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl<'a> Call<'a> {
@@ -164,7 +167,30 @@ pub fn resolve_token(conn: &Connection, token: &str) -> Result<Option<Caller>, A
     Ok(found)
 }
 
-type Handler = fn(&Call<'_>, &mut Connection) -> Result<Reply, ApiError>;
+pub type Handler = fn(&Call<'_>, &mut Connection) -> Result<Reply, ApiError>;
+/// A method that locks the database itself, to keep slow work (password hashing) out of
+/// the lock every other request waits for.
+pub type UnlockedHandler = fn(&Call<'_>) -> Result<Reply, ApiError>;
+
+const UNLOCKED_METHODS: &[(&str, UnlockedHandler)] =
+    &[("user.apikey.default", system::user_apikey_default)];
+
+/// How to run a resolved method.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// With the database locked for the whole call.
+    Locked(Handler),
+    Unlocked(UnlockedHandler),
+}
+
+impl Run {
+    pub fn run(self, call: &Call<'_>) -> Result<Reply, ApiError> {
+        match self {
+            Run::Locked(handler) => handler(call, &mut call.shared.store.lock()),
+            Run::Unlocked(handler) => handler(call),
+        }
+    }
+}
 
 /// The methods, by canonical dotted name (what `midas.methods.list` reports).
 const METHODS: &[(&str, Handler)] = &[
@@ -173,7 +199,6 @@ const METHODS: &[(&str, Handler)] = &[
     ("modules.list", system::modules_list),
     ("methods.list", system::methods_list),
     ("login", system::login),
-    ("user.apikey.default", system::user_apikey_default),
     ("user.get", users::get),
     ("user.list", users::list),
     ("user.folders", users::folders),
@@ -217,7 +242,7 @@ const METHODS: &[(&str, Handler)] = &[
 
 /// How a requested method name resolves.
 pub enum Resolved {
-    Method(&'static str, Handler),
+    Method(&'static str, Run),
     UploadPerform,
     UploadOffset,
     Unknown,
@@ -239,10 +264,14 @@ pub fn resolve(name: &str) -> Resolved {
         "uploadgetoffset" => return Resolved::UploadOffset,
         _ => {}
     }
-    METHODS
+    let matches = |canonical: &&str| canonical.replace('.', "") == wanted;
+    if let Some((canonical, handler)) = METHODS.iter().find(|(c, _)| matches(c)) {
+        return Resolved::Method(canonical, Run::Locked(*handler));
+    }
+    UNLOCKED_METHODS
         .iter()
-        .find(|(canonical, _)| canonical.replace('.', "") == wanted)
-        .map(|(canonical, handler)| Resolved::Method(canonical, *handler))
+        .find(|(c, _)| matches(c))
+        .map(|(canonical, handler)| Resolved::Method(canonical, Run::Unlocked(*handler)))
         .unwrap_or(Resolved::Unknown)
 }
 
@@ -251,5 +280,6 @@ pub fn method_names() -> impl Iterator<Item = &'static str> {
     METHODS
         .iter()
         .map(|(name, _)| *name)
+        .chain(UNLOCKED_METHODS.iter().map(|(name, _)| *name))
         .chain(["upload.getoffset", "upload.perform"])
 }
