@@ -106,8 +106,8 @@ pub struct CreateRequest<'a> {
     pub uuid: Option<&'a str>,
 }
 
-/// The update half of `folder.create` and `item.create`: when the request's uuid names an
-/// object of this kind, WRITE on it (and ADMIN to change its privacy, else `privacy_denied`)
+/// The update half of `folder.create` and `item.create`: a uuid of another kind of object is
+/// refused ([`uuid_in_use`]); when the request's uuid names an object of this kind, WRITE on it (and ADMIN to change its privacy, else `privacy_denied`)
 /// lets the request rename it and set its description and privacy. The id of the object
 /// updated, or none when the create call is to create.
 pub fn update_by_uuid(
@@ -122,7 +122,8 @@ pub fn update_by_uuid(
     let kind = object.name();
     let id = match uuid_kind(tx, uuid)? {
         Some((found, id)) if found == kind => id,
-        _ => return Ok(None),
+        Some(_) => return Err(uuid_in_use()),
+        None => return Ok(None),
     };
     let caller = Some(request.caller);
     if !can(tx, caller, object, id, WRITE)? {
@@ -144,6 +145,12 @@ pub fn update_by_uuid(
         set_public(tx, object, id, public)?;
     }
     Ok(Some(id))
+}
+
+/// A create call's uuid names an object of another kind. Midas 3.4.2 creates a second object
+/// with the same uuid, after which lookups by uuid find only one of them; serve refuses.
+pub fn uuid_in_use() -> ApiError {
+    ApiError::invalid("The uuid is already in use")
 }
 
 /// The user behind a login token, if it exists and has not expired.
