@@ -1709,3 +1709,204 @@ fn a_password_login_does_not_hold_up_other_requests() {
         "a call waits for password hashing: median {other:?} beside logins of {login:?}"
     );
 }
+
+#[test]
+fn a_uuid_already_in_use_is_refused_by_every_create() {
+    let (server, token, private) = server_with_private();
+    let folder = server.create_folder(&token, &private, "f");
+    let folder_uuid = text(&folder["uuid"]).to_owned();
+    let item_id = server.create_item(&token, &private, "i");
+    let item = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let item_uuid = text(&item["uuid"]).to_owned();
+    let admin_uuid =
+        text(&server.call_ok("midas.user.get", &[("email", ADMIN_EMAIL)])["uuid"]).to_owned();
+    let in_use = ("-150".to_owned(), "The uuid is already in use".to_owned());
+    for uuid in [&folder_uuid, &admin_uuid] {
+        assert_eq!(
+            server.call_fail(
+                "midas.item.create",
+                &[
+                    ("token", &token),
+                    ("name", "dup"),
+                    ("parentid", &private),
+                    ("uuid", uuid)
+                ]
+            ),
+            in_use
+        );
+    }
+    assert_eq!(
+        server.call_fail(
+            "midas.folder.create",
+            &[
+                ("token", &token),
+                ("name", "dup"),
+                ("parentid", &private),
+                ("uuid", &item_uuid)
+            ]
+        ),
+        in_use
+    );
+    assert_eq!(
+        server.call_fail(
+            "midas.community.create",
+            &[("token", &token), ("name", "dup"), ("uuid", &folder_uuid)]
+        ),
+        in_use
+    );
+    // Nothing was made.
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private)],
+    );
+    let names = |kind: &str| -> Vec<String> {
+        children[kind]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|o| text(&o["name"]).to_owned())
+            .collect()
+    };
+    assert_eq!(
+        (names("folders"), names("items")),
+        (vec!["f".to_owned()], vec!["i".to_owned()])
+    );
+    // A new uuid is taken as given; the object's own uuid still updates it.
+    let fresh = "0123456789abcdef0123456789abcdef";
+    let made = server.call_ok(
+        "midas.folder.create",
+        &[
+            ("token", &token),
+            ("name", "g"),
+            ("parentid", &private),
+            ("uuid", fresh),
+        ],
+    );
+    assert_eq!(made["uuid"], fresh);
+    let renamed = server.call_ok(
+        "midas.folder.create",
+        &[("token", &token), ("name", "g2"), ("uuid", fresh)],
+    );
+    assert_eq!(renamed["folder_id"], made["folder_id"]);
+}
+
+#[test]
+fn user_get_shows_a_private_user_only_to_that_user_and_administrators() {
+    let server = TestServer::start();
+    let bob_key = server.add_user("bob@example.com", "bobpass123", "Bob", "Hidden");
+    let bob_token = server.login("bob@example.com", &bob_key);
+    let carol_key = server.add_user("carol@example.com", "carolpass1", "Carol", "Other");
+    let carol_token = server.login("carol@example.com", &carol_key);
+    let bob_id =
+        text(&server.call_ok("midas.user.get", &[("email", "bob@example.com")])["user_id"])
+            .to_owned();
+    // Bob makes his profile private (the web interface's setting: user.privacy = 1).
+    let db = rusqlite::Connection::open(server.data_dir.join("midas.sqlite3")).expect("store");
+    db.busy_timeout(Duration::from_secs(30)).expect("timeout");
+    db.execute(
+        "UPDATE user SET privacy = 1 WHERE email = 'bob@example.com'",
+        [],
+    )
+    .expect("make bob private");
+    let listed = server.call_ok("midas.user.list", &[("limit", "10")]);
+    assert!(!listed.to_string().contains("bob@example.com"), "{listed}");
+    let lookups: [&[(&str, &str)]; 3] = [
+        &[("email", "bob@example.com")],
+        &[("id", &bob_id)],
+        &[("firstname", "Bob"), ("lastname", "Hidden")],
+    ];
+    for lookup in lookups {
+        for token in [None, Some(carol_token.as_str()), Some("not-a-token")] {
+            let mut params = lookup.to_vec();
+            params.extend(token.map(|t| ("token", t)));
+            assert_eq!(
+                server.call_ok("midas.user.get", &params),
+                "",
+                "user.get {params:?} shows a private user"
+            );
+        }
+        for token in [bob_token.as_str(), &server.token()] {
+            let mut params = lookup.to_vec();
+            params.push(("token", token));
+            assert_eq!(
+                server.call_ok("midas.user.get", &params)["user_id"],
+                bob_id.as_str()
+            );
+        }
+    }
+    // Public users are found by anyone, as before.
+    assert_eq!(
+        server.call_ok("midas.user.get", &[("email", "carol@example.com")])["email"],
+        "carol@example.com"
+    );
+}
+
+#[test]
+fn zip_entry_names_stay_inside_the_archive_and_fit_the_format() {
+    let (server, token, private) = server_with_private();
+    let top = server.create_folder(&token, &private, "top");
+    let top_id = text(&top["folder_id"]).to_owned();
+    let dots = server.create_folder(&token, &top_id, "..");
+    server.upload_item(
+        &token,
+        text(&dots["folder_id"]),
+        "../../escape.txt",
+        b"out\n",
+    );
+    server.upload_item(&token, &top_id, "/etc/cron.d/job", b"abs\n");
+    // 20 folders of 3,500-byte names: a path of over 65,535 bytes (the ZIP name limit).
+    let mut deep = top_id.clone();
+    let long = "d".repeat(3_500);
+    for _ in 0..20 {
+        deep = text(&server.create_folder(&token, &deep, &long)["folder_id"]).to_owned();
+    }
+    server.upload_item(&token, &deep, "deep.txt", b"deep\n");
+    let zipped = server
+        .http()
+        .get(format!("{}/download/", server.url))
+        .query(&[("folders", top_id.as_str()), ("authToken", token.as_str())])
+        .send()
+        .expect("folder zip");
+    assert_eq!(zipped.status(), 200);
+    let bytes = zipped.bytes().expect("zip body").to_vec();
+    let entries = common::zipfile::entries(&bytes).expect("a well-formed archive");
+    let mut contents: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            let content = e.stored_content().expect("content matches its CRC");
+            (
+                e.name.clone(),
+                String::from_utf8_lossy(content).into_owned(),
+            )
+        })
+        .collect();
+    contents.sort();
+    assert_eq!(
+        contents.len(),
+        3,
+        "{:?}",
+        contents.iter().map(|c| &c.1).collect::<Vec<_>>()
+    );
+    for (name, _) in &contents {
+        assert!(
+            name.starts_with("top/") && name.len() <= 0xFFFF,
+            "{name:.300}"
+        );
+        assert!(
+            name.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255),
+            "unsafe entry name {name:.300}"
+        );
+    }
+    let content_of = |pattern: &str| {
+        contents
+            .iter()
+            .find(|(name, _)| name.contains(pattern))
+            .map(|(_, c)| c.as_str())
+    };
+    assert_eq!(content_of("escape.txt"), Some("out\n"));
+    assert_eq!(content_of("cron.d/job"), Some("abs\n"));
+    assert_eq!(content_of("/deep.txt"), Some("deep\n"));
+    // The zip crate, as most unzip programs do, reads it too.
+    zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
+}
