@@ -165,16 +165,16 @@ pub fn fit_connection_limit(wanted: usize) -> usize {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return wanted;
         }
-        if (limit.rlim_cur as u64) < need {
+        if limit.rlim_cur < need {
             let raised = libc::rlimit {
-                rlim_cur: need.min(limit.rlim_max as u64) as libc::rlim_t,
+                rlim_cur: need.min(limit.rlim_max),
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit.rlim_cur = raised.rlim_cur;
             }
         }
-        limit.rlim_cur as u64
+        limit.rlim_cur
     };
     let fits = usize::try_from(soft.saturating_sub(FD_HEADROOM) / FDS_PER_CONNECTION)
         .unwrap_or(usize::MAX)
