@@ -1669,61 +1669,6 @@ fn failed_logins_are_throttled_per_account_and_address_and_other_addresses_still
     );
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn quartile(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 4]
-}
-
-#[test]
-fn a_password_login_does_not_hold_up_other_requests() {
-    let server = TestServer::start();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let login_loop = || {
-        let mut took = Vec::new();
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let started = std::time::Instant::now();
-            server.call_ok(
-                "midas.user.apikey.default",
-                &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
-            );
-            took.push(started.elapsed());
-        }
-        took
-    };
-    let (logins, others) = std::thread::scope(|scope| {
-        // Two clients logging in without pause: a password is always being hashed.
-        let loops = [scope.spawn(login_loop), scope.spawn(login_loop)];
-        std::thread::sleep(Duration::from_millis(200));
-        let mut others = Vec::new();
-        for _ in 0..41 {
-            let started = std::time::Instant::now();
-            server.call_ok("midas.version", &[]);
-            others.push(started.elapsed());
-            std::thread::sleep(Duration::from_millis(3));
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let logins: Vec<Duration> = loops
-            .into_iter()
-            .flat_map(|l| l.join().expect("login loop"))
-            .collect();
-        (logins, others)
-    });
-    let login = median(logins);
-    // The lower quartile: a call that waits for the lock waits for (part of) a hash, while
-    // a busy machine delays only some calls.
-    let other = quartile(others);
-    eprintln!("median login {login:?}, lower quartile of other calls beside them {other:?}");
-    assert!(
-        other * 4 < login,
-        "calls wait for password hashing: {other:?} (lower quartile) beside logins of {login:?}"
-    );
-}
-
 #[test]
 fn a_uuid_already_in_use_is_refused_by_every_create() {
     let (server, token, private) = server_with_private();

@@ -156,3 +156,71 @@ pub fn user_apikey_default(call: &Call<'_>) -> Result<Reply, ApiError> {
     let apikey = key.ok_or_else(|| ApiError::invalid("User has no default API key"))?;
     Ok(json!({ "apikey": apikey }).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::{create_user, Store};
+    use crate::server::wire::Params;
+    use crate::server::{Config, Shared, Stats};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_password_is_hashed_without_the_database_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        create_user(&store.lock(), "u@example.com", "pw", "u", "v", false).expect("user");
+        let shared = Shared {
+            store,
+            config: Config {
+                token_ttl: 3600,
+                title: String::new(),
+                latency: Duration::ZERO,
+            },
+            stats: Stats::default(),
+            upload_writers: Default::default(),
+            partial_hashes: Default::default(),
+            logins: Default::default(),
+        };
+        let params = Params::from_query(Some("email=u%40example.com&password=pw"));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        // How long one hash takes here and now.
+        let started = Instant::now();
+        for _ in 0..5 {
+            hash_password("salt", "pw");
+        }
+        let hash = started.elapsed() / 5;
+        let waits = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let call = Call {
+                        params: &params,
+                        verb: &Method::POST,
+                        shared: &shared,
+                        base_url: "",
+                        client: None,
+                    };
+                    user_apikey_default(&call).expect("the right password");
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let mut waits = Vec::new();
+            for _ in 0..51 {
+                let asked = Instant::now();
+                drop(shared.store.lock());
+                waits.push(asked.elapsed());
+                std::thread::sleep(Duration::from_micros(700));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            waits
+        });
+        let mut sorted = waits;
+        sorted.sort();
+        let median = sorted[sorted.len() / 2];
+        // Hashing under the lock, most waits would last part of a hash.
+        assert!(
+            median * 10 < hash,
+            "the database lock waits {median:?} (median) beside logins hashing for {hash:?}"
+        );
+    }
+}
