@@ -115,6 +115,15 @@ pub struct ServeArgs {
     /// Title reported by midas.info
     #[arg(long, default_value = "midasfs serve")]
     pub title: String,
+    /// Most open client connections; beyond it the longest-idle ones are closed
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Close a connection that sends nothing for this long (none or before its next request)
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Close a connection whose request head is not complete this long after it began waiting
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub header_timeout: u64,
 }
 
 #[derive(Debug, Args)]

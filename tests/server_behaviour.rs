@@ -1457,3 +1457,415 @@ fn create_with_a_uuid_updates_and_transfers_check_policies_like_midas() {
         );
     }
 }
+
+/// Raise this test process's own open-file limit to at least `want` (it opens many sockets).
+fn raise_own_open_file_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(limit.rlim_cur >= want, "open-file limit too low");
+}
+
+/// A raw `GET` that must be answered within `within`: its head (lower case) and body.
+fn timed_get(addr: &str, path: &str, within: Duration) -> (String, Vec<u8>) {
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut all) {
+        panic!("no answer within {within:?}: {err}");
+    }
+    assert!(
+        started.elapsed() < within,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head end");
+    (
+        String::from_utf8_lossy(&all[..split]).to_lowercase(),
+        all[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn a_new_client_is_served_while_1100_idle_connections_are_open() {
+    raise_own_open_file_limit(2_500);
+    // A common default: 1,024 open files, more allowed on request.
+    let server = TestServer::start_limited(&[], Some((1024, 4096)));
+    let addr = server.addr().to_owned();
+    let mut held = Vec::new();
+    for i in 0..1_100 {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        if i % 2 == 1 {
+            // Half a request head, never finished.
+            stream
+                .write_all(b"GET /api/json?method=midas.version HTTP/1.1\r\nHost: x\r\n")
+                .expect("send half a head");
+        }
+        held.push(stream);
+    }
+    let (head, body) = timed_get(
+        &addr,
+        "/api/json?method=midas.version",
+        Duration::from_secs(10),
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("3.4.2"));
+    // The longest-idle connections made room: the first ones held are closed.
+    let mut first = &held[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut byte), Ok(0) | Err(_)),
+        "the oldest idle connection is still open"
+    );
+    assert_eq!(server.call_ok("midas.version", &[])["version"], "3.4.2");
+}
+
+#[test]
+fn silent_and_slow_header_connections_are_closed_by_the_timeouts() {
+    let server = TestServer::start_with(&["--idle-timeout", "1", "--header-timeout", "3"]);
+    let addr = server.addr().to_owned();
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"GET /api/json?method=midas.version HTTP/1.1\r\nHost: x\r\n")
+        .expect("send");
+    // Another header byte every 200 ms, until the server hangs up.
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let slow_closed_after = loop {
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "slow header never cut off"
+        );
+        let mut byte = [0u8; 1];
+        match slow.read(&mut byte) {
+            Ok(0) => break elapsed,
+            Ok(_) => panic!("an answer to an unfinished head"),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break elapsed,
+        }
+        if slow.write_all(b"X").is_err() {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        slow_closed_after > Duration::from_millis(1_500),
+        "a client still sending was closed by the idle timeout after {slow_closed_after:?}"
+    );
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("bytes on a connection that asked nothing"),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+            panic!(
+                "a silent connection is still open after {:?}",
+                started.elapsed()
+            )
+        }
+        Err(_) => {}
+    }
+    // Connections that do ask are served as before.
+    assert_eq!(server.call_ok("midas.version", &[])["version"], "3.4.2");
+}
+
+/// An API call as pydas makes it (POST, parameters in the query), from the local address `from`.
+fn call_from(server: &TestServer, from: &str, method: &str, params: &[(&str, &str)]) -> Value {
+    let client = reqwest::blocking::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().expect("an address"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{}/api/json", server.url))
+        .query(&[("method", method)])
+        .query(params)
+        .send()
+        .unwrap_or_else(|err| panic!("{method} from {from}: {err}"));
+    serde_json::from_str(&response.text().expect("answer")).expect("JSON")
+}
+
+fn code_and_message(envelope: &Value) -> (&str, &str) {
+    (
+        envelope["code"].as_str().unwrap_or_default(),
+        envelope["message"].as_str().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn failed_logins_are_throttled_per_account_and_address_and_other_addresses_still_log_in() {
+    let server = TestServer::start();
+    let bob_key = server.add_user("bob@example.com", "bobpass123", "Bob", "Smith");
+    let by_password = |from: &str, email: &str, password: &str| {
+        call_from(
+            &server,
+            from,
+            "midas.user.apikey.default",
+            &[("email", email), ("password", password)],
+        )
+    };
+    for _ in 0..5 {
+        let answer = by_password("127.0.0.1", ADMIN_EMAIL, "guess");
+        assert_eq!(code_and_message(&answer), ("-150", "Login failed"));
+    }
+    // From that address the account is now refused, its right password and API key too.
+    let refused = by_password("127.0.0.1", ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert_eq!(refused["stat"], "fail", "{refused}");
+    let (code, message) = code_and_message(&refused);
+    assert_eq!(code, "-150");
+    assert!(message.starts_with("Too many failed logins"), "{message}");
+    let login = call_from(
+        &server,
+        "127.0.0.1",
+        "midas.login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("apikey", &server.api_key),
+            ("appname", "Default"),
+        ],
+    );
+    assert_eq!(login["stat"], "fail", "{login}");
+    // Other accounts from the same address, and the same account from elsewhere, log in.
+    let bob = by_password("127.0.0.1", "bob@example.com", "bobpass123");
+    assert_eq!(bob["data"]["apikey"], bob_key.as_str());
+    let elsewhere = by_password("127.0.0.2", ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert_eq!(elsewhere["data"]["apikey"], server.api_key.as_str());
+    // One address guessing at many accounts is refused for all of them.
+    for i in 0..20 {
+        let answer = by_password("127.0.0.3", &format!("user{i}@example.com"), "guess");
+        assert_eq!(code_and_message(&answer).0, "-150");
+    }
+    let bob = by_password("127.0.0.3", "bob@example.com", "bobpass123");
+    assert!(
+        code_and_message(&bob)
+            .1
+            .starts_with("Too many failed logins"),
+        "{bob}"
+    );
+}
+
+#[test]
+fn a_uuid_already_in_use_is_refused_by_every_create() {
+    let (server, token, private) = server_with_private();
+    let folder = server.create_folder(&token, &private, "f");
+    let folder_uuid = text(&folder["uuid"]).to_owned();
+    let item_id = server.create_item(&token, &private, "i");
+    let item = server.call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let item_uuid = text(&item["uuid"]).to_owned();
+    let admin_uuid =
+        text(&server.call_ok("midas.user.get", &[("email", ADMIN_EMAIL)])["uuid"]).to_owned();
+    let in_use = ("-150".to_owned(), "The uuid is already in use".to_owned());
+    for uuid in [&folder_uuid, &admin_uuid] {
+        assert_eq!(
+            server.call_fail(
+                "midas.item.create",
+                &[
+                    ("token", &token),
+                    ("name", "dup"),
+                    ("parentid", &private),
+                    ("uuid", uuid)
+                ]
+            ),
+            in_use
+        );
+    }
+    assert_eq!(
+        server.call_fail(
+            "midas.folder.create",
+            &[
+                ("token", &token),
+                ("name", "dup"),
+                ("parentid", &private),
+                ("uuid", &item_uuid)
+            ]
+        ),
+        in_use
+    );
+    assert_eq!(
+        server.call_fail(
+            "midas.community.create",
+            &[("token", &token), ("name", "dup"), ("uuid", &folder_uuid)]
+        ),
+        in_use
+    );
+    // Nothing was made.
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private)],
+    );
+    let names = |kind: &str| -> Vec<String> {
+        children[kind]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|o| text(&o["name"]).to_owned())
+            .collect()
+    };
+    assert_eq!(
+        (names("folders"), names("items")),
+        (vec!["f".to_owned()], vec!["i".to_owned()])
+    );
+    // A new uuid is taken as given; the object's own uuid still updates it.
+    let fresh = "0123456789abcdef0123456789abcdef";
+    let made = server.call_ok(
+        "midas.folder.create",
+        &[
+            ("token", &token),
+            ("name", "g"),
+            ("parentid", &private),
+            ("uuid", fresh),
+        ],
+    );
+    assert_eq!(made["uuid"], fresh);
+    let renamed = server.call_ok(
+        "midas.folder.create",
+        &[("token", &token), ("name", "g2"), ("uuid", fresh)],
+    );
+    assert_eq!(renamed["folder_id"], made["folder_id"]);
+}
+
+#[test]
+fn user_get_shows_a_private_user_only_to_that_user_and_administrators() {
+    let server = TestServer::start();
+    let bob_key = server.add_user("bob@example.com", "bobpass123", "Bob", "Hidden");
+    let bob_token = server.login("bob@example.com", &bob_key);
+    let carol_key = server.add_user("carol@example.com", "carolpass1", "Carol", "Other");
+    let carol_token = server.login("carol@example.com", &carol_key);
+    let bob_id =
+        text(&server.call_ok("midas.user.get", &[("email", "bob@example.com")])["user_id"])
+            .to_owned();
+    // Bob makes his profile private (the web interface's setting: user.privacy = 1).
+    let db = rusqlite::Connection::open(server.data_dir.join("midas.sqlite3")).expect("store");
+    db.busy_timeout(Duration::from_secs(30)).expect("timeout");
+    db.execute(
+        "UPDATE user SET privacy = 1 WHERE email = 'bob@example.com'",
+        [],
+    )
+    .expect("make bob private");
+    let listed = server.call_ok("midas.user.list", &[("limit", "10")]);
+    assert!(!listed.to_string().contains("bob@example.com"), "{listed}");
+    let lookups: [&[(&str, &str)]; 3] = [
+        &[("email", "bob@example.com")],
+        &[("id", &bob_id)],
+        &[("firstname", "Bob"), ("lastname", "Hidden")],
+    ];
+    for lookup in lookups {
+        for token in [None, Some(carol_token.as_str()), Some("not-a-token")] {
+            let mut params = lookup.to_vec();
+            params.extend(token.map(|t| ("token", t)));
+            assert_eq!(
+                server.call_ok("midas.user.get", &params),
+                "",
+                "user.get {params:?} shows a private user"
+            );
+        }
+        for token in [bob_token.as_str(), &server.token()] {
+            let mut params = lookup.to_vec();
+            params.push(("token", token));
+            assert_eq!(
+                server.call_ok("midas.user.get", &params)["user_id"],
+                bob_id.as_str()
+            );
+        }
+    }
+    // Public users are found by anyone, as before.
+    assert_eq!(
+        server.call_ok("midas.user.get", &[("email", "carol@example.com")])["email"],
+        "carol@example.com"
+    );
+}
+
+#[test]
+fn zip_entry_names_stay_inside_the_archive_and_fit_the_format() {
+    let (server, token, private) = server_with_private();
+    let top = server.create_folder(&token, &private, "top");
+    let top_id = text(&top["folder_id"]).to_owned();
+    let dots = server.create_folder(&token, &top_id, "..");
+    server.upload_item(
+        &token,
+        text(&dots["folder_id"]),
+        "../../escape.txt",
+        b"out\n",
+    );
+    server.upload_item(&token, &top_id, "/etc/cron.d/job", b"abs\n");
+    // 20 folders of 3,500-byte names: a path of over 65,535 bytes (the ZIP name limit).
+    let mut deep = top_id.clone();
+    let long = "d".repeat(3_500);
+    for _ in 0..20 {
+        deep = text(&server.create_folder(&token, &deep, &long)["folder_id"]).to_owned();
+    }
+    server.upload_item(&token, &deep, "deep.txt", b"deep\n");
+    let zipped = server
+        .http()
+        .get(format!("{}/download/", server.url))
+        .query(&[("folders", top_id.as_str()), ("authToken", token.as_str())])
+        .send()
+        .expect("folder zip");
+    assert_eq!(zipped.status(), 200);
+    let bytes = zipped.bytes().expect("zip body").to_vec();
+    let entries = common::zipfile::entries(&bytes).expect("a well-formed archive");
+    let mut contents: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            let content = e.stored_content().expect("content matches its CRC");
+            (
+                e.name.clone(),
+                String::from_utf8_lossy(content).into_owned(),
+            )
+        })
+        .collect();
+    contents.sort();
+    assert_eq!(
+        contents.len(),
+        3,
+        "{:?}",
+        contents.iter().map(|c| &c.1).collect::<Vec<_>>()
+    );
+    for (name, _) in &contents {
+        assert!(
+            name.starts_with("top/") && name.len() <= 0xFFFF,
+            "{name:.300}"
+        );
+        assert!(
+            name.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255),
+            "unsafe entry name {name:.300}"
+        );
+    }
+    let content_of = |pattern: &str| {
+        contents
+            .iter()
+            .find(|(name, _)| name.contains(pattern))
+            .map(|(_, c)| c.as_str())
+    };
+    assert_eq!(content_of("escape.txt"), Some("out\n"));
+    assert_eq!(content_of("cron.d/job"), Some("abs\n"));
+    assert_eq!(content_of("/deep.txt"), Some("deep\n"));
+    // The zip crate, as most unzip programs do, reads it too.
+    zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
+}

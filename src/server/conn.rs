@@ -14,21 +14,33 @@
 //!
 //! The server speaks HTTP/1 only (axum is built without `http2`), so response heads are always
 //! plain text this wrapper can find.
+//!
+//! [`serve_connections`] is the accept loop: hyper with a header-read timeout, an idle timeout
+//! and a cap on open connections (the longest-idle closed first), so that clients which
+//! connect and send nothing, or a header a byte at a time, cannot starve the others.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IoSlice, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Name of the marker header (lower case, as hyper writes header names).
 pub const FILE_BODY_MARKER: &str = "x-midasfs-file-body";
@@ -83,13 +95,20 @@ pub struct FileBody {
 #[derive(Clone)]
 pub struct ConnHandle {
     next_file: Arc<Mutex<Option<FileBody>>>,
+    remote: Option<SocketAddr>,
 }
 
 impl ConnHandle {
-    fn new() -> ConnHandle {
+    fn new(remote: Option<SocketAddr>) -> ConnHandle {
         ConnHandle {
             next_file: Arc::new(Mutex::new(None)),
+            remote,
         }
+    }
+
+    /// The address of the client at the other end.
+    pub fn remote_ip(&self) -> Option<IpAddr> {
+        self.remote.map(|a| a.ip())
     }
 
     /// Send `body` after the next response head carrying [`FILE_BODY_MARKER`]; that response
@@ -112,64 +131,321 @@ fn lock(slot: &Mutex<Option<FileBody>>) -> std::sync::MutexGuard<'_, Option<File
     slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Connected<IncomingStream<'_, MidasListener>> for ConnHandle {
-    fn connect_info(stream: IncomingStream<'_, MidasListener>) -> Self {
-        stream.remote_addr().clone()
+/// Limits that keep a server facing a network answering: see [`serve_connections`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Most open connections; beyond it the longest-idle ones are closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long after it opened or after its last
+    /// response is closed.
+    pub idle_timeout: Duration,
+    /// A request head must be complete this long after the connection began waiting for it
+    /// (hyper's header-read timeout): slow-header clients cannot hold a connection.
+    pub header_timeout: Duration,
+}
+
+/// Descriptors kept free for the store, stored files being sent and uploads.
+const FD_HEADROOM: u64 = 256;
+/// Descriptors one busy connection may hold: its socket, a stored file and a duplicate
+/// of the socket while that file is sent.
+const FDS_PER_CONNECTION: u64 = 3;
+
+/// Raise the soft `RLIMIT_NOFILE` as far as `wanted` connections need (up to the hard limit),
+/// and return how many connections the resulting limit allows, headroom kept.
+pub fn fit_connection_limit(wanted: usize) -> usize {
+    let need = (wanted as u64)
+        .saturating_mul(FDS_PER_CONNECTION)
+        .saturating_add(FD_HEADROOM);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < need {
+            let raised = libc::rlimit {
+                rlim_cur: need.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = raised.rlim_cur;
+            }
+        }
+        limit.rlim_cur
+    };
+    let fits = usize::try_from(soft.saturating_sub(FD_HEADROOM) / FDS_PER_CONNECTION)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < wanted {
+        log::warn!(
+            "open-file limit {soft} allows {fits} connections, not {wanted}; serving at most {fits}"
+        );
     }
+    fits.min(wanted)
 }
 
-/// A TCP listener whose connections are [`MidasStream`]s.
-pub struct MidasListener {
-    inner: TcpListener,
+/// One open connection as the registry sees it.
+struct ConnState {
+    /// Requests being answered plus files being sent: not idle while above zero.
+    busy: AtomicUsize,
+    /// Milliseconds since the registry's epoch when `busy` last dropped to zero (or the
+    /// connection opened).
+    idle_since: AtomicU64,
+    /// Milliseconds since the registry's epoch of the last bytes read.
+    last_read: AtomicU64,
+    close: tokio::sync::Notify,
 }
 
-impl MidasListener {
-    pub fn new(inner: TcpListener) -> MidasListener {
-        MidasListener { inner }
+/// The open connections: the cap closes the longest-idle ones, a sweep the silent ones.
+struct Registry {
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
-}
 
-impl Listener for MidasListener {
-    type Io = MidasStream;
-    type Addr = ConnHandle;
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, _remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let handle = ConnHandle::new();
-                    let io = MidasStream {
-                        inner: stream,
-                        next_file: Arc::clone(&handle.next_file),
-                        outgoing: VecDeque::new(),
-                    };
-                    return (io, handle);
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    log::warn!("accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+    /// Add a connection; when that makes more than `max`, close the longest-idle other one.
+    fn register(&self, max: usize) -> (u64, Arc<ConnState>) {
+        let now = self.now_ms();
+        let state = Arc::new(ConnState {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(now),
+            last_read: AtomicU64::new(0),
+            close: tokio::sync::Notify::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns();
+        conns.insert(id, Arc::clone(&state));
+        if conns.len() > max {
+            let oldest_idle = conns
+                .iter()
+                .filter(|(other, c)| **other != id && c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, c)| c.idle_since.load(Ordering::Relaxed));
+            match oldest_idle {
+                Some((_, c)) => c.close.notify_one(),
+                None => log::warn!("{} connections open, all busy", conns.len()),
+            }
+        }
+        (id, state)
+    }
+
+    /// Close every connection idle and silent for longer than `timeout`.
+    fn sweep(&self, timeout: Duration) {
+        let now = self.now_ms();
+        let timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        for c in self.conns().values() {
+            let since = c.idle_since.load(Ordering::Relaxed);
+            if c.busy.load(Ordering::Acquire) == 0
+                && c.last_read.load(Ordering::Relaxed) < since
+                && now.saturating_sub(since) > timeout
+            {
+                c.close.notify_one();
             }
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr().map(|_| ConnHandle::new())
+/// Marks its connection busy while it lives (a request until its response body is sent, or
+/// a file being sent).
+struct Busy {
+    registry: Arc<Registry>,
+    state: Arc<ConnState>,
+}
+
+impl Busy {
+    fn new(registry: &Arc<Registry>, state: &Arc<ConnState>) -> Busy {
+        state.busy.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            registry: Arc::clone(registry),
+            state: Arc::clone(state),
+        }
     }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Idle from now: set the time before the count can be seen at zero.
+        self.state
+            .idle_since
+            .store(self.registry.now_ms(), Ordering::Relaxed);
+        self.state.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection busy until hyper has sent (dropped) it.
+struct BusyBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Removes its connection from the registry when the connection's task ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.conns().remove(&self.id);
+    }
+}
+
+/// Serve `app` over HTTP/1 on `listener` until `stop` turns true, then let open requests
+/// finish (idle connections close at once) and return when every connection has ended.
+///
+/// Unlike `axum::serve` this bounds what a client can hold: at most `max_connections` open
+/// (a new one closes the longest-idle connection), request heads within `header_timeout`,
+/// silence at most `idle_timeout`. Handlers find a [`ConnHandle`] in `ConnectInfo`.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        conns: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let sweeper = {
+        let registry = Arc::clone(&registry);
+        let every =
+            (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                registry.sweep(limits.idle_timeout);
+            }
+        })
+    };
+    let (done_tx, mut done_rx) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                log::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (id, state) = registry.register(limits.max_connections);
+        let registered = Registered {
+            registry: Arc::clone(&registry),
+            id,
+        };
+        let handle = ConnHandle::new(Some(remote));
+        let io = MidasStream {
+            inner: stream,
+            next_file: Arc::clone(&handle.next_file),
+            outgoing: VecDeque::new(),
+            registry: Arc::clone(&registry),
+            state: Arc::clone(&state),
+        };
+        let service = {
+            let registry = Arc::clone(&registry);
+            let state = Arc::clone(&state);
+            let app = TowerToHyperService::new(app.clone());
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                let busy = Busy::new(&registry, &state);
+                request.extensions_mut().insert(ConnectInfo(handle.clone()));
+                let answer = hyper::service::Service::call(&app, request);
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, Infallible>(
+                        response.map(|inner| Body::new(BusyBody { inner, _busy: busy })),
+                    )
+                }
+            })
+        };
+        let mut stop = stop.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let _registered = registered;
+            let _done = done;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    // Dropping the connection closes it: only ever asked of idle ones.
+                    _ = state.close.notified() => break,
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    sweeper.abort();
+    drop(listener);
+    drop(done_tx);
+    // Every connection task holds a sender: this ends when the last one has ended.
+    let _ = done_rx.changed().await;
 }
 
 /// Bytes accepted from hyper but not yet on the socket, in order.
 enum Outgoing {
-    Bytes { data: Vec<u8>, written: usize },
-    File(FileSend),
+    Bytes {
+        data: Vec<u8>,
+        written: usize,
+    },
+    /// The connection stays busy until the file is sent.
+    File {
+        send: FileSend,
+        _busy: Busy,
+    },
 }
 
 pub struct MidasStream {
     inner: TcpStream,
     next_file: Arc<Mutex<Option<FileBody>>>,
     outgoing: VecDeque<Outgoing>,
+    registry: Arc<Registry>,
+    state: Arc<ConnState>,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -405,7 +681,7 @@ impl MidasStream {
                         *written += n;
                     }
                 }
-                Outgoing::File(send) => ready!(send.poll_done(cx))?,
+                Outgoing::File { send, .. } => ready!(send.poll_done(cx))?,
             }
             self.outgoing.pop_front();
         }
@@ -426,8 +702,11 @@ impl MidasStream {
             return Ok(false);
         };
         drop(next_file);
-        self.outgoing
-            .push_back(Outgoing::File(FileSend::start(&self.inner, head, body)?));
+        let busy = Busy::new(&self.registry, &self.state);
+        self.outgoing.push_back(Outgoing::File {
+            send: FileSend::start(&self.inner, head, body)?,
+            _busy: busy,
+        });
         if rest_at < buf.len() {
             self.outgoing.push_back(Outgoing::Bytes {
                 data: buf[rest_at..].to_vec(),
@@ -444,7 +723,13 @@ impl AsyncRead for MidasStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.registry.now_ms();
+            self.state.last_read.store(now, Ordering::Relaxed);
+        }
+        read
     }
 }
 
@@ -571,11 +856,15 @@ mod tests {
             .route("/file", get(send_file))
             .route("/text", get(|| async { "text" }))
             .with_state(route);
-        let server = axum::serve(
-            MidasListener::new(listener),
-            app.into_make_service_with_connect_info::<ConnHandle>(),
-        );
-        tokio::spawn(async move { server.await.expect("serve") });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Lives as long as the test's runtime: the server never stops.
+        std::mem::forget(stop_tx);
+        let limits = ConnLimits {
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(60),
+        };
+        tokio::spawn(serve_connections(listener, app, limits, stop_rx));
         addr
     }
 

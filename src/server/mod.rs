@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod download;
 pub mod store;
+mod throttle;
 pub mod wire;
 mod zipstream;
 
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -99,6 +100,8 @@ pub struct Shared {
     pub upload_writers: api::uploads::UploadWriters,
     /// The MD5 state of uploads sent in parts.
     pub partial_hashes: api::uploads::PartialHashes,
+    /// Failed logins, to refuse guessing.
+    pub logins: throttle::LoginThrottle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,17 +191,24 @@ pub fn run(args: ServeArgs) -> CliResult {
         stats: Stats::default(),
         upload_writers: Default::default(),
         partial_hashes: Default::default(),
+        logins: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(shared, args.listen, admin))?;
+    let limits = conn::ConnLimits {
+        max_connections: conn::fit_connection_limit(args.max_connections.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+    };
+    runtime.block_on(serve(shared, args.listen, limits, admin))?;
     Ok(())
 }
 
 async fn serve(
     shared: Arc<Shared>,
     listen: std::net::SocketAddr,
+    limits: conn::ConnLimits,
     admin: AdminInfo,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -225,17 +235,10 @@ async fn serve(
         log::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(
-        conn::MidasListener::new(listener),
-        app.into_make_service_with_connect_info::<conn::ConnHandle>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = graceful_rx.wait_for(|stop| *stop).await;
-    });
+    let server = conn::serve_connections(listener, app, limits, stop_rx.clone());
     let mut deadline_rx = stop_rx;
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         // Long downloads must not keep a stopping server alive forever.
         _ = async move {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
@@ -381,7 +384,11 @@ async fn read_params(request: Request) -> Result<(Params, Method), Response> {
     Ok((params, verb))
 }
 
-async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn api_entry(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<conn::ConnHandle>,
+    request: Request,
+) -> Response {
     let base_url = format!(
         "http://{}",
         request
@@ -443,15 +450,16 @@ async fn api_entry(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     };
     shared.stats.count_method(&format!("midas.{canonical}"));
     let work_shared = Arc::clone(&shared);
+    let client = conn.remote_ip();
     let outcome = tokio::task::spawn_blocking(move || {
         let call = Call {
             params: &params,
             verb: &verb,
             shared: &work_shared,
             base_url: &base_url,
+            client,
         };
-        let mut conn = work_shared.store.lock();
-        handler(&call, &mut conn)
+        handler.run(&call)
     })
     .await;
     match outcome {

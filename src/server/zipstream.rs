@@ -1,6 +1,9 @@
 //! A ZIP writer for streaming (the `zip` crate needs a seekable output): stored entries,
 //! CRC and sizes in data descriptors after each entry, ZIP64 records when sizes or offsets
 //! need them. Names are flagged UTF-8.
+//!
+//! Entry names come from folder, item and bitstream names anyone with write access chose, so
+//! [`safe_entry_name`] makes each a relative path that stays inside the archive and fits.
 
 use std::io::{self, Read, Write};
 
@@ -30,6 +33,75 @@ fn crc32_update(crc: u32, data: &[u8]) -> u32 {
         c = CRC_TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
     }
     !c
+}
+
+/// Longest name component: what most filesystems take.
+const MAX_COMPONENT: usize = 255;
+/// Longest entry name: the ZIP name-length field is 16 bits.
+const MAX_NAME: usize = 0xFFFF;
+
+/// `name` as a safe relative path: `/` and `\` separate components; empty and `.`
+/// components are dropped (so no absolute path), `..` becomes `_..`, control characters
+/// become `_`, a component over 255 bytes is shortened (keeping a short extension) with `~`
+/// and a checksum of the whole added, and a path over 65,535 bytes keeps its first
+/// directories, a checksum of the whole path and its last component. Never empty.
+pub fn safe_entry_name(name: &str) -> String {
+    let parts: Vec<String> = name
+        .split(['/', '\\'])
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(|c| {
+            let c: String = c
+                .chars()
+                .map(|ch| if ch.is_control() { '_' } else { ch })
+                .collect();
+            if c == ".." {
+                "_..".to_owned()
+            } else {
+                fit_component(&c)
+            }
+        })
+        .collect();
+    let joined = parts.join("/");
+    if joined.is_empty() {
+        return "_".to_owned();
+    }
+    if joined.len() <= MAX_NAME {
+        return joined;
+    }
+    // Over 255 levels deep: the directories that fit, a marker, the file's own name.
+    let (last, dirs) = parts.split_last().expect("not empty");
+    let marker = format!("~{:08x}", crc32_update(0, joined.as_bytes()));
+    let budget = MAX_NAME - last.len() - marker.len() - 2;
+    let mut out = String::new();
+    for dir in dirs {
+        if out.len() + dir.len() + 1 > budget {
+            break;
+        }
+        out.push_str(dir);
+        out.push('/');
+    }
+    out.push_str(&marker);
+    out.push('/');
+    out.push_str(last);
+    out
+}
+
+/// A component of at most [`MAX_COMPONENT`] bytes, cut on a character boundary.
+fn fit_component(c: &str) -> String {
+    if c.len() <= MAX_COMPONENT {
+        return c.to_owned();
+    }
+    let marker = format!("~{:08x}", crc32_update(0, c.as_bytes()));
+    let ext = c
+        .rfind('.')
+        .map(|dot| &c[dot..])
+        .filter(|ext| ext.len() <= 16)
+        .unwrap_or("");
+    let mut cut = MAX_COMPONENT - marker.len() - ext.len();
+    while !c.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{marker}{ext}", &c[..cut])
 }
 
 /// Flags: bit 3 (sizes in a data descriptor) and bit 11 (UTF-8 names).
@@ -85,7 +157,7 @@ impl<W: Write> ZipStreamWriter<W> {
     ) -> io::Result<()> {
         let offset = self.written;
         let zip64 = expected_size >= U32_MAX || offset >= U32_MAX;
-        let name = name.as_bytes().to_vec();
+        let name = safe_entry_name(name).into_bytes();
         let extra: Vec<u8> = if zip64 {
             let mut e = Vec::with_capacity(20);
             e.extend_from_slice(&1u16.to_le_bytes());
@@ -263,6 +335,40 @@ mod tests {
             .read_to_end(&mut bin)
             .expect("read");
         assert_eq!(bin, [0, 1, 2]);
+    }
+
+    #[test]
+    fn entry_names_stay_inside_the_archive_and_fit() {
+        assert_eq!(safe_entry_name("a/b.txt"), "a/b.txt");
+        assert_eq!(safe_entry_name("/etc/passwd"), "etc/passwd");
+        assert_eq!(safe_entry_name("f/../../x"), "f/_../_../x");
+        assert_eq!(safe_entry_name("..\\..\\win.ini"), "_../_../win.ini");
+        assert_eq!(safe_entry_name("./a//b\u{0}c"), "a/b_c");
+        assert_eq!(safe_entry_name(""), "_");
+        assert_eq!(safe_entry_name("/../"), "_..");
+        let long = format!("{}.csv", "\u{e9}".repeat(200));
+        let fitted = safe_entry_name(&format!("d/{long}"));
+        let (dir, file) = fitted.split_once('/').expect("two components");
+        assert_eq!(dir, "d");
+        assert!(file.len() <= 255 && file.ends_with(".csv"), "{file}");
+        assert_ne!(safe_entry_name(&long), safe_entry_name(&format!("x{long}")));
+        let deep = format!("{}end.txt", "d123456789/".repeat(7_000));
+        let fitted = safe_entry_name(&deep);
+        assert!(fitted.len() <= 0xFFFF && fitted.ends_with("/end.txt"));
+        assert!(fitted.starts_with("d123456789/d123456789/"));
+    }
+
+    #[test]
+    fn a_hostile_name_makes_a_valid_archive() {
+        let mut w = ZipStreamWriter::new(Vec::new(), 0);
+        let huge = "x".repeat(70_000);
+        w.add_file(&huge, &b"1"[..], 1).expect("add");
+        w.add_file("../up.txt", &b"2"[..], 1).expect("add");
+        let bytes = w.finish().expect("finish");
+        let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
+        let names: Vec<&str> = archive.file_names().collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.iter().all(|n| n.len() <= 255 && !n.starts_with("..")));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub port: u16,
     extra_args: Vec<String>,
+    /// The open-file limit (soft, hard) the server starts with, when not inherited.
+    nofile: Option<(u64, u64)>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
     _data: tempfile::TempDir,
@@ -54,10 +56,16 @@ impl TestServer {
 
     /// Like [`TestServer::start`] with more `midasfs serve` arguments, e.g. `["--token-ttl", "2"]`.
     pub fn start_with(extra_args: &[&str]) -> TestServer {
+        TestServer::start_limited(extra_args, None)
+    }
+
+    /// Like [`TestServer::start_with`], the server started with the open-file limit
+    /// `nofile` = (soft, hard) instead of the test's own.
+    pub fn start_limited(extra_args: &[&str], nofile: Option<(u64, u64)>) -> TestServer {
         let data = tempfile::tempdir().expect("create a temporary store directory");
         let data_dir = data.path().join("store");
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        let (child, announcement) = spawn_server(&data_dir, "127.0.0.1:0", &extra_args)
+        let (child, announcement) = spawn_server(&data_dir, "127.0.0.1:0", &extra_args, nofile)
             .unwrap_or_else(|err| panic!("midasfs serve did not start: {err}"));
         let port = port_of(&announcement.url);
         TestServer {
@@ -68,6 +76,7 @@ impl TestServer {
             data_dir,
             port,
             extra_args,
+            nofile,
             child: Some(child),
             http: http_client(),
             _data: data,
@@ -109,7 +118,7 @@ impl TestServer {
         let listen = format!("127.0.0.1:{}", self.port);
         let mut last_error = String::new();
         for _ in 0..RESTART_ATTEMPTS {
-            match spawn_server(&self.data_dir, &listen, &self.extra_args) {
+            match spawn_server(&self.data_dir, &listen, &self.extra_args, self.nofile) {
                 Ok((child, announcement)) => {
                     self.child = Some(child);
                     self.url = announcement.url;
@@ -462,8 +471,27 @@ fn spawn_server(
     data_dir: &Path,
     listen: &str,
     extra_args: &[String],
+    nofile: Option<(u64, u64)>,
 ) -> Result<(Child, Announcement), String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_midasfs"));
+    if let Some((soft, hard)) = nofile {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit is async-signal-safe and `limit` is a valid, copied value.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command
         .arg("serve")
         .arg("--data")
         .arg(data_dir)

@@ -3,11 +3,11 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::folders::delete_folder_tree;
+use super::folders::{delete_folder_tree, uuid_kind};
 use super::objects::{
     community, community_row, folder_row, query_list, COMMUNITY_SELECT, FOLDER_SELECT,
 };
-use super::{parse_public, Call, Reply};
+use super::{parse_public, uuid_in_use, Call, Reply};
 use crate::server::store::{create_community, policy_sql, Caller, ADMIN, READ, WRITE};
 use crate::server::wire::{parse_id, ApiError};
 
@@ -168,6 +168,11 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
             .optional()?,
         None => None,
     };
+    if let (None, Some(u)) = (existing, uuid) {
+        if uuid_kind(&tx, u)?.is_some() {
+            return Err(uuid_in_use());
+        }
+    }
     let id = if let Some(id) = existing {
         let level = community_level(&tx, Some(caller), id)?;
         if level < Some(WRITE) {

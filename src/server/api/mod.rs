@@ -1,7 +1,8 @@
 //! `/api/json`: method resolution and the per-group method implementations.
 //!
-//! Every method except two is a synchronous function run on a blocking thread with the
-//! database locked: `upload.perform` streams the request body and `upload.getoffset` may wait
+//! Every method is a synchronous function run on a blocking thread, nearly all with the
+//! database locked: `user.apikey.default` locks it only around its queries (the password
+//! hash is slow), `upload.perform` streams the request body and `upload.getoffset` may wait
 //! for it to stop writing (see [`uploads`]).
 
 mod bitstreams;
@@ -42,6 +43,8 @@ pub struct Call<'a> {
     pub shared: &'a Shared,
     /// `http://host` as the client addressed us, for `midas.info`.
     pub base_url: &'a str,
+    /// The client's address, for login throttling.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl<'a> Call<'a> {
@@ -103,8 +106,8 @@ pub struct CreateRequest<'a> {
     pub uuid: Option<&'a str>,
 }
 
-/// The update half of `folder.create` and `item.create`: when the request's uuid names an
-/// object of this kind, WRITE on it (and ADMIN to change its privacy, else `privacy_denied`)
+/// The update half of `folder.create` and `item.create`: a uuid of another kind of object is
+/// refused ([`uuid_in_use`]); when the request's uuid names an object of this kind, WRITE on it (and ADMIN to change its privacy, else `privacy_denied`)
 /// lets the request rename it and set its description and privacy. The id of the object
 /// updated, or none when the create call is to create.
 pub fn update_by_uuid(
@@ -119,7 +122,8 @@ pub fn update_by_uuid(
     let kind = object.name();
     let id = match uuid_kind(tx, uuid)? {
         Some((found, id)) if found == kind => id,
-        _ => return Ok(None),
+        Some(_) => return Err(uuid_in_use()),
+        None => return Ok(None),
     };
     let caller = Some(request.caller);
     if !can(tx, caller, object, id, WRITE)? {
@@ -143,6 +147,12 @@ pub fn update_by_uuid(
     Ok(Some(id))
 }
 
+/// A create call's uuid names an object of another kind. Midas 3.4.2 creates a second object
+/// with the same uuid, after which lookups by uuid find only one of them; serve refuses.
+pub fn uuid_in_use() -> ApiError {
+    ApiError::invalid("The uuid is already in use")
+}
+
 /// The user behind a login token, if it exists and has not expired.
 pub fn resolve_token(conn: &Connection, token: &str) -> Result<Option<Caller>, ApiError> {
     if token.is_empty() || token.len() > 64 {
@@ -164,7 +174,30 @@ pub fn resolve_token(conn: &Connection, token: &str) -> Result<Option<Caller>, A
     Ok(found)
 }
 
-type Handler = fn(&Call<'_>, &mut Connection) -> Result<Reply, ApiError>;
+pub type Handler = fn(&Call<'_>, &mut Connection) -> Result<Reply, ApiError>;
+/// A method that locks the database itself, to keep slow work (password hashing) out of
+/// the lock every other request waits for.
+pub type UnlockedHandler = fn(&Call<'_>) -> Result<Reply, ApiError>;
+
+const UNLOCKED_METHODS: &[(&str, UnlockedHandler)] =
+    &[("user.apikey.default", system::user_apikey_default)];
+
+/// How to run a resolved method.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// With the database locked for the whole call.
+    Locked(Handler),
+    Unlocked(UnlockedHandler),
+}
+
+impl Run {
+    pub fn run(self, call: &Call<'_>) -> Result<Reply, ApiError> {
+        match self {
+            Run::Locked(handler) => handler(call, &mut call.shared.store.lock()),
+            Run::Unlocked(handler) => handler(call),
+        }
+    }
+}
 
 /// The methods, by canonical dotted name (what `midas.methods.list` reports).
 const METHODS: &[(&str, Handler)] = &[
@@ -173,7 +206,6 @@ const METHODS: &[(&str, Handler)] = &[
     ("modules.list", system::modules_list),
     ("methods.list", system::methods_list),
     ("login", system::login),
-    ("user.apikey.default", system::user_apikey_default),
     ("user.get", users::get),
     ("user.list", users::list),
     ("user.folders", users::folders),
@@ -217,7 +249,7 @@ const METHODS: &[(&str, Handler)] = &[
 
 /// How a requested method name resolves.
 pub enum Resolved {
-    Method(&'static str, Handler),
+    Method(&'static str, Run),
     UploadPerform,
     UploadOffset,
     Unknown,
@@ -239,10 +271,14 @@ pub fn resolve(name: &str) -> Resolved {
         "uploadgetoffset" => return Resolved::UploadOffset,
         _ => {}
     }
-    METHODS
+    let matches = |canonical: &&str| canonical.replace('.', "") == wanted;
+    if let Some((canonical, handler)) = METHODS.iter().find(|(c, _)| matches(c)) {
+        return Resolved::Method(canonical, Run::Locked(*handler));
+    }
+    UNLOCKED_METHODS
         .iter()
-        .find(|(canonical, _)| canonical.replace('.', "") == wanted)
-        .map(|(canonical, handler)| Resolved::Method(canonical, *handler))
+        .find(|(c, _)| matches(c))
+        .map(|(canonical, handler)| Resolved::Method(canonical, Run::Unlocked(*handler)))
         .unwrap_or(Resolved::Unknown)
 }
 
@@ -251,5 +287,6 @@ pub fn method_names() -> impl Iterator<Item = &'static str> {
     METHODS
         .iter()
         .map(|(name, _)| *name)
+        .chain(UNLOCKED_METHODS.iter().map(|(name, _)| *name))
         .chain(["upload.getoffset", "upload.perform"])
 }

@@ -829,6 +829,7 @@ mod tests {
             stats: Stats::default(),
             upload_writers: UploadWriters::default(),
             partial_hashes: PartialHashes::default(),
+            logins: Default::default(),
         };
         (Arc::new(shared), token)
     }

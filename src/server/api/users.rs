@@ -8,14 +8,22 @@ use super::{Call, Reply};
 use crate::server::store::policy_sql;
 use crate::server::wire::{parse_id, ApiError};
 
-/// `midas.user.get`: no authentication; no match is `ok` with `data:""`.
+/// `midas.user.get`: no authentication; no match is `ok` with `data:""`. Real Midas answers
+/// with any user, private ones too; serve shows a private user only to that user and to
+/// administrators (as `user.list` shows only public users): to others it does not exist.
 pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
+    // Midas ignores the token here; an unknown one is as good as none.
+    let visible = match call.caller(conn).ok().flatten() {
+        Some(caller) if caller.admin => String::new(),
+        Some(caller) => format!(" AND (u.privacy = 0 OR u.user_id = {})", caller.user_id),
+        None => " AND u.privacy = 0".to_owned(),
+    };
     let found = if let Some(id) = p.get("user_id").or_else(|| p.get("id")) {
         query_one(
             conn,
             USER_SELECT,
-            "WHERE u.user_id = ?1",
+            &format!("WHERE u.user_id = ?1{visible}"),
             [parse_id(id)],
             user_row,
         )?
@@ -23,7 +31,7 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
         query_one(
             conn,
             USER_SELECT,
-            "WHERE u.email = ?1",
+            &format!("WHERE u.email = ?1{visible}"),
             [email.to_lowercase()],
             user_row,
         )?
@@ -31,7 +39,9 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
         query_one(
             conn,
             USER_SELECT,
-            "WHERE u.firstname = ?1 AND u.lastname = ?2 ORDER BY u.user_id LIMIT 1",
+            &format!(
+                "WHERE u.firstname = ?1 AND u.lastname = ?2{visible} ORDER BY u.user_id LIMIT 1"
+            ),
             [first, last],
             user_row,
         )?
