@@ -129,6 +129,22 @@ struct Inner {
     session: Mutex<Option<Session>>,
     /// Held while logging in, so that concurrent callers wait for one login.
     login_lock: tokio::sync::Mutex<()>,
+    stats: Mutex<ClientStats>,
+}
+
+/// Requests sent so far and how many failed, for `midasfs status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// JSON API calls (each retry counts once more).
+    pub calls: u64,
+    /// Downloads opened (one per streamed range).
+    pub downloads: u64,
+    /// `upload.perform` requests carrying file content.
+    pub upload_parts: u64,
+    /// Those of the above that failed.
+    pub errors: u64,
+    /// The last failure, as logged.
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -243,6 +259,7 @@ impl Client {
                 stall_timeout: config.stall_timeout,
                 session: Mutex::new(None),
                 login_lock: tokio::sync::Mutex::new(()),
+                stats: Mutex::default(),
             }),
         })
     }
@@ -250,6 +267,24 @@ impl Client {
     /// The installation root, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
+    }
+
+    /// Requests and failures so far.
+    pub fn stats(&self) -> ClientStats {
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn count<T>(&self, counter: fn(&mut ClientStats) -> &mut u64, result: &Result<T>) {
+        let mut stats = self.inner.stats.lock().unwrap_or_else(|p| p.into_inner());
+        *counter(&mut stats) += 1;
+        if let Err(err) = result {
+            stats.errors += 1;
+            stats.last_error = Some(err.to_string());
+        }
     }
 
     /// Checks the server speaks Midas (`midas.version`), logs in when there are credentials
@@ -378,6 +413,7 @@ impl Client {
         let result = self
             .open_download(bitstream_id, offset, size, token.as_deref())
             .await;
+        self.count(|s| &mut s.downloads, &result);
         let (Err(Error::Http { status, .. }), Some(used)) = (&result, &token) else {
             return result;
         };
@@ -682,8 +718,12 @@ impl Client {
             self.inner.connect_timeout,
             answer_cap,
         )
-        .await?;
-        let data = self.answer(method, &shown, response).await;
+        .await;
+        if response.is_err() {
+            self.count(|s| &mut s.upload_parts, &response);
+        }
+        let data = self.answer(method, &shown, response?).await;
+        self.count(|s| &mut s.upload_parts, &data);
         debug!(
             "{method} of {body_len} bytes {} in {:?}",
             outcome(&data),
@@ -728,8 +768,10 @@ impl Client {
         let shown = redact(url.as_str());
         let started = Instant::now();
         let result = self
-            .with_retries(call.method, call.kind, || {
-                self.post(call.method, &url, &shown)
+            .with_retries(call.method, call.kind, || async {
+                let result = self.post(call.method, &url, &shown).await;
+                self.count(|s| &mut s.calls, &result);
+                result
             })
             .await;
         debug!(
@@ -966,7 +1008,7 @@ impl Client {
     }
 
     /// Exchanges a password for the account's Default API key.
-    async fn default_api_key(&self, email: &str, password: &str) -> Result<String> {
+    pub async fn default_api_key(&self, email: &str, password: &str) -> Result<String> {
         let call = Call::read("midas.user.apikey.default")
             .param("email", email)
             .param("password", password)
