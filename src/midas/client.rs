@@ -50,6 +50,10 @@ const APP_NAME: &str = "Default";
 /// pydas's test for a multi-factor login, which answers a short `mfa_token_id` instead of a token.
 const MIN_TOKEN_LEN: usize = 10;
 
+/// What a Midas without its web API looks like from here (an HTML page, or a 404).
+const API_MODULE_HINT: &str = "if it is a Midas server, its API module may be disabled (an \
+     administrator enables `api` under Administration → Modules)";
+
 /// Who the client logs in as.
 #[derive(Clone)]
 pub enum Credentials {
@@ -294,10 +298,17 @@ impl Client {
         let version = self.version().await.map_err(|err| match err {
             Error::Http { status: 404, .. } => Error::NotMidas {
                 url: redact(self.base_url()),
-                detail:
-                    "no Midas API here (HTTP 404 for /api/json): is this the installation root?"
-                        .into(),
+                detail: format!(
+                    "no Midas API here (HTTP 404 for /api/json): is this the installation \
+                     root? {API_MODULE_HINT}"
+                ),
             },
+            Error::NotMidas { url, detail } if detail.starts_with("the answer is not JSON") => {
+                Error::NotMidas {
+                    url,
+                    detail: format!("{detail}; {API_MODULE_HINT}"),
+                }
+            }
             other => other,
         })?;
         debug!("{} runs Midas {version}", self.base_url());
