@@ -50,8 +50,8 @@ pub struct Profile {
     pub log_file: Option<PathBuf>,
 }
 
-/// The home directory: `$HOME`, or the password database's entry (mount(8) runs its helpers
-/// without `HOME`).
+/// The home directory: `$HOME`, or the password database's entry when `HOME` is unset (as in
+/// some service and helper environments).
 pub fn home_dir() -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(home));
