@@ -41,7 +41,21 @@ fn main() -> ExitCode {
 /// `midasfs PROFILE DIR` are `midasfs mount …`: a first argument that is neither an option nor a
 /// subcommand is a mount source.
 fn with_mount_subcommand(mut argv: Vec<OsString>) -> Vec<OsString> {
-    let Some(first) = argv.get(1).and_then(|a| a.to_str()) else {
+    let is_verbosity = |arg: &str| {
+        matches!(arg, "--verbose" | "--quiet")
+            || (arg.len() > 1
+                && arg.starts_with('-')
+                && (arg[1..].chars().all(|c| c == 'v') || arg[1..].chars().all(|c| c == 'q')))
+    };
+    let Some(at) = argv
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_str().is_some_and(is_verbosity))
+        .map(|i| i + 1)
+    else {
+        return argv;
+    };
+    let Some(first) = argv[at].to_str() else {
         return argv;
     };
     let command = Cli::command();
@@ -50,7 +64,7 @@ fn with_mount_subcommand(mut argv: Vec<OsString>) -> Vec<OsString> {
             .get_subcommands()
             .any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first));
     if !first.starts_with('-') && !is_subcommand {
-        argv.insert(1, "mount".into());
+        argv.insert(at, "mount".into());
     }
     argv
 }

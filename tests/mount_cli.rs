@@ -220,6 +220,49 @@ fn login_stores_the_api_key_in_a_private_file_and_never_the_password() {
 }
 
 #[test]
+fn help_completions_and_man_page_come_from_one_definition() {
+    let config = config_home();
+    let help = midasfs(&["--help"], config.path(), None);
+    let help = text(&help);
+    for wanted in [
+        "Examples:",
+        "midasfs unmount",
+        "fuse.midasfs",
+        "Exit status",
+    ] {
+        assert!(help.contains(wanted), "--help lacks {wanted:?}: {help}");
+    }
+    let mount_help = text(&midasfs(&["help", "mount"], config.path(), None));
+    for wanted in ["-o read_only", "--uid", "--umask", "_netdev"] {
+        assert!(mount_help.contains(wanted), "help mount lacks {wanted:?}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = midasfs(&["completions", shell], config.path(), None);
+        assert!(out.status.success(), "{}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("unmount") && script.contains("spool-dir"),
+            "{shell}"
+        );
+    }
+    let man = midasfs(&["man"], config.path(), None);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH midasfs 1"));
+    let man = midasfs(&["man", "mount"], config.path(), None);
+    assert!(String::from_utf8_lossy(&man.stdout).contains("\\-\\-spool\\-dir"));
+    // -v before the mount form still means `midasfs mount`.
+    let out = midasfs(
+        &["-v", "http://127.0.0.1:9", "/nonexistent", "-o", "bogus"],
+        config.path(),
+        None,
+    );
+    assert!(
+        text(&out).contains("unknown mount option \"bogus\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn unknown_mount_options_and_profiles_are_usage_errors_that_name_them() {
     let config = config_home();
     let dir = tempfile::tempdir().unwrap();
@@ -310,6 +353,16 @@ fn mount_t_fuse_midasfs_mounts_with_o_options_and_midasfs_unmount_unmounts() {
     assert!(shown.contains("(profile lab)"), "{shown}");
     assert!(shown.contains("<admin@example.com>"), "{shown}");
     assert!(shown.contains("read-only"), "{shown}");
+    let json = midasfs(&["status", "--json"], config.path(), None);
+    let answers: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let mine = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["mountpoint"] == mountpoint.0.to_str().unwrap())
+        .unwrap_or_else(|| panic!("not in status --json: {answers}"));
+    assert!(mine["requests"]["calls"].as_u64().unwrap() > 0, "{mine}");
+    assert_eq!(mine["uploads"]["files_being_written"], 0, "{mine}");
 
     let out = midasfs(
         &["unmount", mountpoint.0.to_str().unwrap()],
