@@ -149,12 +149,23 @@ fn release(path: &Path, lazy: bool) -> Result<bool, BoxError> {
     Err(format!("cannot unmount {}: {message}", path.display()).into())
 }
 
+/// Whether a process runs: it exists and is not a zombie (a foreground daemon's parent may not
+/// have reaped it yet).
+fn is_running(pid: libc::pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold ") ".
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
 /// Waits until the daemon has finished its uploads and exited, saying what it waits for.
 fn wait_for_exit(pid: libc::pid_t, path: &Path) {
     let started = Instant::now();
     let mut next_word = started + PROGRESS_EVERY;
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    while unsafe { libc::kill(pid, 0) } == 0 {
+    while is_running(pid) {
         if Instant::now() >= next_word {
             let writing = control::query_mount(path)
                 .and_then(|s| s["uploads"]["files_being_written"].as_u64())

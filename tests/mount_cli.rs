@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
-use common::mount::{is_fuse_mount, unique_mountpoint};
+use common::mount::{is_fuse_mount, unique_mountpoint, Mount};
 use common::server::TestServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_midasfs");
@@ -422,5 +422,63 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
     assert!(
         children.to_string().contains("from-fstab.txt"),
         "the file is not on the server: {children}"
+    );
+}
+
+#[test]
+fn midasfs_unmount_returns_after_an_upload_that_was_still_running_has_finished() {
+    require_fuse!();
+    // Every answer takes 1.5 s, so an upload takes several seconds.
+    let server = TestServer::start_with(&["--latency", "1500"]);
+    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let file = mount.path.join("home/Private/late.txt");
+    let fifo = tempfile::tempdir().unwrap();
+    let go = fifo.path().join("go");
+    assert!(Command::new("mkfifo").arg(&go).status().unwrap().success());
+    // The shell opens the file and writes; a child that inherited the descriptor writes more
+    // after the shell's close (which uploaded the first line). The child's close is not the
+    // opener's: its content is uploaded on release, after the close has returned.
+    let script = r#"
+        exec 3>"$1"
+        echo first >&3
+        ( read go < "$2"; echo second >&3 ) &
+        exec 3>&-
+        echo go > "$2"
+        wait
+    "#;
+    let status = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&file)
+        .arg(&go)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let config = config_home();
+    let out = midasfs(
+        &["unmount", mount.path.to_str().unwrap()],
+        config.path(),
+        None,
+    );
+    assert!(out.status.success(), "midasfs unmount: {}", text(&out));
+
+    let token = server.token();
+    let private = server.folder_named(Some(&token), &server.email, "Private");
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private)],
+    );
+    let item = children["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "late.txt")
+        .unwrap_or_else(|| panic!("late.txt is not on the server: {children}"));
+    let item_id = item["item_id"].as_str().unwrap();
+    let got = server.call_ok("midas.item.get", &[("token", &token), ("id", item_id)]);
+    let expected = common::server::md5_hex(b"first\nsecond\n");
+    assert!(
+        got.to_string().contains(&expected),
+        "the server lacks the content written last: {got}"
     );
 }
