@@ -211,7 +211,14 @@ pub fn login(args: LoginArgs) -> CliResult {
     runtime.block_on(client.connect())?;
 
     let dir = config_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let key_path = dir.join(format!("{}.key", args.profile));
     write_private(&key_path, format!("{api_key}\n").as_bytes())?;
     let profile = Profile {

@@ -224,6 +224,13 @@ pub fn resolve(mut args: MountArgs) -> Result<MountSettings, BoxError> {
                     ))
                 }
             })?;
+            if !is_url(&args.source) && args.source != *name {
+                return Err(UsageError(format!(
+                    "{} is neither a URL nor the profile {name:?} given with it",
+                    args.source
+                ))
+                .into());
+            }
             // Never send a profile's key to a server other than the profile's.
             if is_url(&args.source)
                 && args.source.trim_end_matches('/') != profile.url.trim_end_matches('/')
