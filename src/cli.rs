@@ -1,41 +1,147 @@
-//! The command line: `midasfs mount`, `midasfs serve`, `midasfs admin`, `midasfs demo`.
+//! The command line: `midasfs mount` (also as `midasfs URL DIR -o OPTS`, the form `mount -t
+//! fuse.midasfs` uses), `login`, `unmount`, `status`, `serve`, `admin`, `demo`, `completions`, `man`.
 //!
-//! Only argument definitions live here; `main.rs` dispatches to the layers.
+//! Only argument definitions live here (completions and the man page are generated from them);
+//! `main.rs` dispatches to the layers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  midasfs demo                                        try it: a demo server, mounted
+  MIDAS_API_KEY=KEY midasfs mount https://host/midas ~/midas --email me@example.com
+  midasfs login https://host/midas --profile lab --email me@example.com
+  midasfs mount lab ~/midas                           mount with the profile `lab`
+  midasfs https://host/midas ~/midas -o ro,ttl=30     the form mount(8) and fstab use
+  midasfs status                                      what is mounted, uploads, errors
+  midasfs unmount ~/midas                             (or fusermount3 -u ~/midas)
+
+fstab (with midasfs in /usr/local/bin; see README):
+  https://host/midas  /mnt/midas  fuse.midasfs  noauto,_netdev,ro,profile=lab  0 0
+
+Exit status: 0 success; 1 failure (server, network, mount); 2 usage error (unknown option,
+bad -o option, bad config file).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "midasfs",
     version,
-    about = "Mount a Midas Server 3 as a filesystem"
+    about = "Mount a Midas Server 3 as a filesystem",
+    long_about = "Mount a Midas Server 3 (Kitware's scientific data server) as a filesystem, \
+                  and serve a Midas-compatible server to try it with.\n\n\
+                  `midasfs URL MOUNTPOINT [-o OPTS]` is short for `midasfs mount URL MOUNTPOINT \
+                  [-o OPTS]`.",
+    after_help = "`midasfs URL MOUNTPOINT -o OPTS` is `midasfs mount`. See `midasfs help mount`.",
+    after_long_help = EXAMPLES
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub verbosity: Verbosity,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct Verbosity {
+    /// More log output (-v: debug, -vv: trace; for `demo`, -v shows every request)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log output (-q: warnings and errors only, -qq: errors only)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mount a Midas server at MOUNTPOINT.
+    /// Mount a Midas server (a URL or a profile) at MOUNTPOINT.
+    #[command(after_long_help = MOUNT_HELP)]
     Mount(MountArgs),
+    /// Log in with email and password and save a profile with its API key (never the password).
+    #[command(after_long_help = LOGIN_HELP)]
+    Login(LoginArgs),
+    /// Unmount a midasfs mount, waiting for its uploads to finish.
+    #[command(visible_alias = "umount")]
+    Unmount(UnmountArgs),
+    /// Show midasfs mounts: server, user, uploads, cache, requests and errors.
+    Status(StatusArgs),
     /// Run a Midas-compatible server (Midas Server 3.4.2 wire protocol) on a local store.
     Serve(ServeArgs),
     /// Add users or communities to a `midasfs serve` store (the server may be running).
     Admin(AdminArgs),
     /// Start a server with demo data and mount it: the quickest way to try midasfs.
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `midasfs completions bash > /etc/bash_completion.d/midasfs`).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff): `midasfs man | man -l -`, `midasfs man mount | man -l -`.
+    Man {
+        /// The subcommand whose page to print (midasfs-mount(1) …); none: midasfs(1)
+        command: Option<String>,
+    },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+const MOUNT_HELP: &str = "\
+SOURCE is a URL (the Midas base URL, before /api/json) or the name of a profile in
+$XDG_CONFIG_HOME/midasfs/config.toml (see `midasfs login`). Options given here win over the
+profile's.
+
+Every option is also an -o option, named like the long option with `_` for `-`:
+  -o read_only (or ro), items_as_dirs, root=PATH, ttl=SECS, connect_timeout=SECS, timeout=SECS,
+     cache_size=MIB, spool_dir=DIR, spool_size=MIB, log_file=FILE, email=EMAIL,
+     api_key_file=FILE, profile=NAME, allow_other, allow_root, uid=N, gid=N, umask=OOO
+  Standard ones: rw (the default; `ro` or a profile's read_only wins), default_permissions (always
+  on), noexec/exec; accepted and ignored: dev, nodev, suid, nosuid, _netdev, noauto, auto, user,
+  users, nouser, nofail, defaults, sync, async, atime, noatime, relatime, x-*, comment=…
+  Any other option is an error.
+
+Credentials: MIDAS_API_KEY in the environment, --api-key-file, --password-stdin, or a profile's
+api_key_file; none means an anonymous mount (public data only).
+
+The command returns once the mount is ready (unless --foreground); the daemon then logs to
+$XDG_STATE_HOME/midasfs/mount.log. Unmount with `midasfs unmount MOUNTPOINT`, `fusermount3 -u
+MOUNTPOINT` or `umount MOUNTPOINT`.
+
+Examples:
+  MIDAS_API_KEY=KEY midasfs mount https://host/midas ~/midas --email me@example.com
+  midasfs mount lab ~/midas --read-only
+  midasfs https://host/midas /mnt/midas -o ro,allow_other,uid=1000,gid=1000,umask=022
+  midasfs unmount ~/midas";
+
+const LOGIN_HELP: &str = "\
+Reads the password from the terminal (or one line of standard input when it is not a terminal),
+exchanges it for the account's Default API key, and writes the profile to
+$XDG_CONFIG_HOME/midasfs/config.toml and the key to a 0600 file beside it. The password is not
+stored.
+
+Example:
+  midasfs login https://host/midas --profile lab --email me@example.com
+  midasfs mount lab ~/midas";
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct MountArgs {
-    /// Base URL of the Midas installation, e.g. https://host/midas
-    pub url: String,
+    /// A Midas base URL (e.g. https://host/midas) or the name of a profile
+    #[arg(value_name = "URL|PROFILE")]
+    pub source: String,
     /// Empty directory to mount on
     pub mountpoint: PathBuf,
+    /// Mount options, comma-separated (see below); may be repeated
+    #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Take the server and settings from this profile (SOURCE may then be the URL or the name)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Email of the Midas account (with MIDAS_API_KEY, --api-key-file or --password-stdin)
     #[arg(long)]
     pub email: Option<String>,
@@ -51,36 +157,89 @@ pub struct MountArgs {
     /// Refuse every write with EROFS
     #[arg(long)]
     pub read_only: bool,
+    /// Refuse to execute programs from the mount (-o noexec)
+    #[arg(long, hide = true)]
+    pub noexec: bool,
     /// Mount a subtree: a path such as /communities/X/Folder, or folder:ID
     #[arg(long, value_name = "PATH")]
     pub root: Option<String>,
     /// Show every item as a directory of its bitstreams, even single-file items
     #[arg(long)]
     pub items_as_dirs: bool,
-    /// Seconds that listings and attributes are cached (at least 1)
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    pub ttl: u64,
-    /// Seconds to wait for a TCP connection to the server
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub connect_timeout: u64,
-    /// Seconds a request may stall (no bytes received) before it fails
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub timeout: u64,
-    /// Size of the in-memory block cache for file content, in MiB
-    #[arg(long, default_value_t = 128, value_name = "MIB")]
-    pub cache_size: u64,
+    /// Seconds that listings and attributes are cached, at least 1 [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: Option<u64>,
+    /// Seconds to wait for a TCP connection to the server [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds a request may stall (no bytes received) before it fails [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Size of the in-memory block cache for file content, in MiB [default: 128]
+    #[arg(long, value_name = "MIB")]
+    pub cache_size: Option<u64>,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     pub allow_other: bool,
-    /// Directory for write spool files and the recovery directory
+    /// Let root access the mount too (needs user_allow_other in /etc/fuse.conf for non-root)
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Owner shown for every file [default: the mounting user]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Group shown for every file [default: the mounting user's group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Permission bits to clear from every file and directory, in octal (e.g. 022, 077) [default: 000]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    pub umask: Option<u16>,
+    /// Directory for write spool files and the recovery directory [default: ~/.cache/midasfs/spool]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
-    /// Largest total size of files being written, in MiB (ENOSPC beyond)
-    #[arg(long, default_value_t = 10240, value_name = "MIB")]
-    pub spool_size: u64,
-    /// Log file when running in the background (default: $XDG_STATE_HOME/midasfs/mount.log)
+    /// Largest total size of files being written, in MiB (ENOSPC beyond) [default: 10240]
+    #[arg(long, value_name = "MIB")]
+    pub spool_size: Option<u64>,
+    /// Log file when running in the background [default: $XDG_STATE_HOME/midasfs/mount.log]
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+}
+
+/// An octal permission mask such as `022` or `0077`.
+pub fn parse_umask(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text, 8)
+        .ok()
+        .filter(|mask| *mask <= 0o777)
+        .ok_or_else(|| format!("umask {text:?}: expected octal digits such as 022"))
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Base URL of the Midas installation, e.g. https://host/midas
+    pub url: String,
+    /// Email of the Midas account
+    #[arg(long)]
+    pub email: String,
+    /// Name of the profile to write (replaced if it exists)
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub profile: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mountpoint
+    pub mountpoint: PathBuf,
+    /// If files are open, detach the mount now; it goes away (and uploads finish) when they close
+    #[arg(short = 'z', long)]
+    pub lazy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this mount (default: every midasfs mount of this user)
+    pub mountpoint: Option<PathBuf>,
+    /// Print the daemon's answer as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

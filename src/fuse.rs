@@ -24,11 +24,18 @@ use crate::fs::{Entry, FsError, MidasFs, OpenFile, XATTR_PREFIX};
 /// Requests the kernel keeps in flight for readahead and background work.
 const MAX_BACKGROUND: u16 = 64;
 
+/// Who files are shown as owned by, and the permission bits to clear.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    umask: u16,
+}
+
 pub struct FuseAdapter {
     fs: Arc<MidasFs>,
     runtime: tokio::runtime::Handle,
-    uid: u32,
-    gid: u32,
+    owner: Owner,
     /// Directory snapshots per open directory, so that offsets stay valid across readdir calls.
     dirs: Arc<DirSnapshots>,
     next_dir_handle: std::sync::atomic::AtomicU64,
@@ -41,15 +48,25 @@ impl FuseAdapter {
         FuseAdapter {
             fs,
             runtime,
-            uid,
-            gid,
+            owner: Owner { uid, gid, umask: 0 },
             dirs: Arc::default(),
             next_dir_handle: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
+    /// Shows every file as owned by `uid`:`gid` (default: the mounting user) with the `umask`
+    /// bits cleared (`-o uid=,gid=,umask=`).
+    pub fn with_owner(mut self, uid: Option<u32>, gid: Option<u32>, umask: u16) -> FuseAdapter {
+        self.owner = Owner {
+            uid: uid.unwrap_or(self.owner.uid),
+            gid: gid.unwrap_or(self.owner.gid),
+            umask,
+        };
+        self
+    }
+
     fn file_attr(&self, attr: &Attr) -> FileAttr {
-        FuseAdapter::attr_for(self.uid, self.gid, attr)
+        FuseAdapter::attr_for(self.owner, attr)
     }
 
     /// Runs `work` on the runtime; its result is handed to `reply`, its error logged and answered.
@@ -143,14 +160,14 @@ impl Filesystem for FuseAdapter {
             };
         }
         let fs = Arc::clone(&self.fs);
-        let (uid, gid) = (self.uid, self.gid);
+        let owner = self.owner;
         let what = format!("lookup {name:?} in inode {}", parent.0);
         self.spawn(
             what,
             async move { fs.lookup(parent.0, &name).await },
             move |result| match result {
                 Ok(attr) => {
-                    let attr = FuseAdapter::attr_for(uid, gid, &attr);
+                    let attr = FuseAdapter::attr_for(owner, &attr);
                     reply.entry(&ttl, &attr, Generation(0))
                 }
                 Err(errno) => reply.error(errno),
@@ -227,7 +244,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.fs.ttl();
-        let (uid, gid) = (self.uid, self.gid);
+        let owner = self.owner;
         let fs = Arc::clone(&self.fs);
         let fill = move |entries: &[Entry], reply: &mut ReplyDirectoryPlus| {
             for (index, entry) in entries
@@ -235,7 +252,7 @@ impl Filesystem for FuseAdapter {
                 .enumerate()
                 .skip(offset.saturating_sub(2) as usize)
             {
-                let attr = FuseAdapter::attr_for(uid, gid, &entry.attr());
+                let attr = FuseAdapter::attr_for(owner, &entry.attr());
                 if reply.add(
                     INodeNo(entry.ino),
                     index as u64 + 3,
@@ -253,7 +270,7 @@ impl Filesystem for FuseAdapter {
         let dot_entries = self.dot_attrs(ino.0);
         let add_dots = move |reply: &mut ReplyDirectoryPlus| -> bool {
             for (index, (name, attr)) in dot_entries.iter().enumerate().skip(offset as usize) {
-                let attr = FuseAdapter::attr_for(uid, gid, attr);
+                let attr = FuseAdapter::attr_for(owner, attr);
                 if reply.add(attr.ino, index as u64 + 1, name, &ttl, &attr, Generation(0)) {
                     return false;
                 }
@@ -480,12 +497,12 @@ impl Filesystem for FuseAdapter {
         });
         let fs = Arc::clone(&self.fs);
         let ttl = self.fs.ttl();
-        let (uid, gid) = (self.uid, self.gid);
+        let owner = self.owner;
         self.spawn(
             format!("setattr of inode {}", ino.0),
             async move { fs.setattr(ino.0, size, mtime).await },
             move |result| match result {
-                Ok(attr) => reply.attr(&ttl, &FuseAdapter::attr_for(uid, gid, &attr)),
+                Ok(attr) => reply.attr(&ttl, &FuseAdapter::attr_for(owner, &attr)),
                 Err(errno) => reply.error(errno),
             },
         );
@@ -506,14 +523,12 @@ impl Filesystem for FuseAdapter {
         };
         let fs = Arc::clone(&self.fs);
         let ttl = self.fs.ttl();
-        let (uid, gid) = (self.uid, self.gid);
+        let owner = self.owner;
         self.spawn(
             format!("mkdir {name:?} in inode {}", parent.0),
             async move { fs.mkdir(parent.0, &name).await },
             move |result| match result {
-                Ok(attr) => {
-                    reply.entry(&ttl, &FuseAdapter::attr_for(uid, gid, &attr), Generation(0))
-                }
+                Ok(attr) => reply.entry(&ttl, &FuseAdapter::attr_for(owner, &attr), Generation(0)),
                 Err(errno) => reply.error(errno),
             },
         );
@@ -663,7 +678,7 @@ impl Filesystem for FuseAdapter {
 }
 
 impl FuseAdapter {
-    fn attr_for(uid: u32, gid: u32, attr: &Attr) -> FileAttr {
+    fn attr_for(owner: Owner, attr: &Attr) -> FileAttr {
         let mut file_attr = FileAttr {
             ino: INodeNo(attr.ino),
             size: attr.size,
@@ -673,10 +688,14 @@ impl FuseAdapter {
             ctime: attr.mtime,
             crtime: attr.mtime,
             kind: FileType::RegularFile,
-            perm: attr.perm,
+            perm: if attr.kind == FileKind::Symlink {
+                attr.perm
+            } else {
+                attr.perm & !owner.umask
+            },
             nlink: 1,
-            uid,
-            gid,
+            uid: owner.uid,
+            gid: owner.gid,
             rdev: 0,
             // The I/O size cp, cat and others use for their buffers: 1 MiB (as NFS does) makes
             // 8 times fewer FUSE round trips than 128 KiB, and matches the kernel's largest WRITE.

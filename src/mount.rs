@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
-use crate::cli::{DemoArgs, MountArgs};
+use crate::cli::{DemoArgs, MountArgs, Verbosity};
 use crate::fs::spool::{self, SpoolConfig};
 use crate::fs::{names, FsConfig, MidasFs, MountRoot};
 use crate::fuse::FuseAdapter;
 use crate::midas::types::{Id, User};
 use crate::midas::{Client, ClientConfig, Credentials};
+use crate::options::{self, MountSettings};
 use crate::CliResult;
 
 /// The environment variable that carries the API key (never the command line: `ps` shows that).
@@ -33,7 +34,10 @@ const READ_AHEAD_KB: u32 = 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub fn run(args: MountArgs) -> CliResult {
+/// `midasfs mount`; `argv` is the command line as `main` parsed it (the background child gets the
+/// same one, plus `--foreground`).
+pub fn run(args: MountArgs, argv: Vec<OsString>) -> CliResult {
+    let args = options::resolve(args)?;
     if args.foreground {
         let ready = std::env::var(READY_FD_ENV)
             .ok()
@@ -44,18 +48,18 @@ pub fn run(args: MountArgs) -> CliResult {
         std::env::remove_var(READY_FD_ENV);
         return run_foreground(args, ready);
     }
-    run_in_background(args)
+    run_in_background(args, argv)
 }
 
 /// Starts the daemon and waits for its verdict.
-fn run_in_background(args: MountArgs) -> CliResult {
+fn run_in_background(args: MountSettings, argv: Vec<OsString>) -> CliResult {
     let password = if args.password_stdin {
         Some(read_password()?)
     } else {
         None
     };
     let (read_end, write_end) = pipe()?;
-    let mut child_args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut child_args: Vec<OsString> = argv.into_iter().skip(1).collect();
     child_args.push("--foreground".into());
     let log_path = match &args.log_file {
         Some(path) => path.clone(),
@@ -114,8 +118,9 @@ fn run_in_background(args: MountArgs) -> CliResult {
 
 fn default_log_path() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| crate::config::home_dir().map(|h| h.join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("midasfs").join("mount.log")
 }
@@ -145,17 +150,9 @@ fn read_password() -> Result<String, BoxError> {
     Ok(password)
 }
 
-fn credentials(args: &MountArgs) -> Result<Credentials, BoxError> {
+fn credentials(args: &MountSettings) -> Result<Credentials, BoxError> {
     let key = match &args.api_key_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned(),
-        ),
+        Some(path) => Some(crate::config::read_key_file(path)?),
         None => std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),
     };
     // The daemon runs for a long time: keep the key out of its /proc/PID/environ.
@@ -182,7 +179,7 @@ fn credentials(args: &MountArgs) -> Result<Credentials, BoxError> {
 }
 
 /// Mounts and serves until unmounted; reports readiness (or the error) on `ready`.
-fn run_foreground(args: MountArgs, mut ready: Option<File>) -> CliResult {
+fn run_foreground(args: MountSettings, mut ready: Option<File>) -> CliResult {
     // Signals are handled by one thread (below), so they must be blocked before any other exists.
     let signals = block_termination_signals();
     let result = mount_and_serve(args, signals, &mut ready);
@@ -193,7 +190,7 @@ fn run_foreground(args: MountArgs, mut ready: Option<File>) -> CliResult {
 }
 
 fn mount_and_serve(
-    args: MountArgs,
+    args: MountSettings,
     signals: libc::sigset_t,
     ready: &mut Option<File>,
 ) -> CliResult {
@@ -230,8 +227,13 @@ fn mount_and_serve(
         },
     ));
     let handle = runtime.handle().clone();
-    let adapter = move || FuseAdapter::new(Arc::clone(&fs), handle.clone());
+    let adapter_fs = Arc::clone(&fs);
+    let (uid, gid, umask) = (args.uid, args.gid, args.umask);
+    let adapter = move || {
+        FuseAdapter::new(Arc::clone(&adapter_fs), handle.clone()).with_owner(uid, gid, umask)
+    };
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;
+    let _control = control_socket(&args, &mountpoint, &client, me.as_ref(), &fs);
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
     std::thread::Builder::new()
@@ -263,14 +265,99 @@ fn mount_and_serve(
     }
     session.run()?;
     log::info!("unmounted {}", mountpoint.display());
+    wait_for_uploads(&fs);
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Files closed just before the unmount may still be uploading (a close by a process that did
+/// not open the file uploads after it returned): let them finish. Every request has a timeout,
+/// so this ends.
+fn wait_for_uploads(fs: &MidasFs) {
+    let mut said = false;
+    loop {
+        let status = fs.status();
+        if status.files_being_written == 0 {
+            break;
+        }
+        if !said {
+            log::info!(
+                "waiting for {} file(s) ({} bytes) to finish uploading",
+                status.files_being_written,
+                status.spool_bytes
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts answering `midasfs status` (a failure to do so is logged, not fatal).
+fn control_socket(
+    args: &MountSettings,
+    mountpoint: &Path,
+    client: &Client,
+    me: Option<&User>,
+    fs: &Arc<MidasFs>,
+) -> Option<crate::control::ControlSocket> {
+    let user = match me {
+        Some(user) => serde_json::json!({
+            "email": user.email,
+            "name": format!("{} {}", user.firstname, user.lastname),
+            "admin": user.admin,
+        }),
+        None => serde_json::Value::Null,
+    };
+    let fixed = serde_json::json!({
+        "pid": std::process::id(),
+        "url": client.base_url(),
+        "mountpoint": mountpoint.to_string_lossy(),
+        "profile": args.profile,
+        "user": user,
+        "read_only": args.read_only,
+        "root": args.root,
+        "started": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    });
+    let (fs, client) = (Arc::clone(fs), client.clone());
+    let status = move || {
+        let now = fs.status();
+        let requests = client.stats();
+        let mut answer = fixed.clone();
+        answer["uploads"] = serde_json::json!({
+            "files_being_written": now.files_being_written,
+            "spool_bytes": now.spool_bytes,
+            "recovery_files": now.recovery_files,
+            "recovery_dir": now.recovery_dir.to_string_lossy(),
+        });
+        answer["cache"] = serde_json::json!({
+            "bytes": now.cache_bytes,
+            "capacity": now.cache_capacity,
+        });
+        answer["requests"] = serde_json::json!({
+            "calls": requests.calls,
+            "downloads": requests.downloads,
+            "upload_parts": requests.upload_parts,
+            "errors": requests.errors,
+            "last_error": requests.last_error,
+        });
+        answer
+    };
+    match crate::control::listen(status) {
+        Ok(socket) => Some(socket),
+        Err(err) => {
+            log::warn!("no control socket, so `midasfs status` will not see this mount: {err}");
+            None
+        }
+    }
 }
 
 fn mount(
     adapter: impl Fn() -> FuseAdapter,
     mountpoint: &Path,
-    args: &MountArgs,
+    args: &MountSettings,
     base_url: &str,
 ) -> Result<Session<FuseAdapter>, BoxError> {
     let host = base_url.split("://").nth(1).unwrap_or(base_url);
@@ -284,6 +371,9 @@ fn mount(
     ];
     if args.read_only {
         options.push(MountOption::RO);
+    }
+    if args.noexec {
+        options.push(MountOption::NoExec);
     }
     let mut config = Config::default();
     config.acl = if args.allow_other {
@@ -307,12 +397,43 @@ fn mount(
                  midasfs would then leave a stale mount (install fuse3 to avoid this)"
             );
             config.mount_options = options;
-            if !args.allow_other {
+            if !args.allow_other && !args.allow_root {
                 config.acl = SessionACL::Owner;
             }
-            Ok(Session::new(adapter(), mountpoint, &config)?)
+            Session::new(adapter(), mountpoint, &config).map_err(|err| mount_error(err, args))
         }
     }
+}
+
+/// A failed mount, with the fix when the cause is known.
+fn mount_error(err: std::io::Error, args: &MountSettings) -> BoxError {
+    let on_path = |program: &str| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(["/bin".into(), "/usr/bin".into()])
+            .any(|dir: PathBuf| dir.join(program).is_file())
+    };
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mountpoint = args.mountpoint.display();
+    if !Path::new("/dev/fuse").exists() {
+        return "the FUSE device /dev/fuse is missing: `modprobe fuse` (in a container: run it \
+                with --device /dev/fuse)"
+            .into();
+    }
+    if !root && !on_path("fusermount3") {
+        return "fuse3 is not installed: apt-get install fuse3 (or run as root)".into();
+    }
+    if err.raw_os_error() == Some(libc::EPERM) && root {
+        return format!(
+            "cannot mount {mountpoint}: {err} (a container without CAP_SYS_ADMIN? run it \
+             with --cap-add SYS_ADMIN --device /dev/fuse)"
+        )
+        .into();
+    }
+    format!("cannot mount {mountpoint}: {err}").into()
 }
 
 /// The mountpoint must be an existing, empty directory that is not mounted already.
@@ -328,7 +449,11 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, BoxError> {
         return Err(format!("mountpoint {} is not a directory", path.display()).into());
     }
     if std::fs::read_dir(path)?.next().is_some() {
-        return Err(format!("mountpoint {} is not empty", path.display()).into());
+        return Err(format!(
+            "mountpoint {} is not empty (its files would be hidden): use an empty directory",
+            path.display()
+        )
+        .into());
     }
     Ok(std::fs::canonicalize(path)?)
 }
@@ -479,8 +604,9 @@ fn raise_read_ahead(mountpoint: &Path) {
     }
 }
 
-/// Starts `midasfs serve --demo` on a local store and mounts it in the foreground.
-pub fn demo(args: DemoArgs) -> CliResult {
+/// Starts `midasfs serve --demo` on a local store and mounts it in the foreground; prints a short
+/// summary (the server's per-request log only with `-v`).
+pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
     let scratch;
     let data = match &args.data {
         Some(dir) => dir.clone(),
@@ -492,6 +618,11 @@ pub fn demo(args: DemoArgs) -> CliResult {
     let demo_dir = DemoMountpoint::choose(args.mountpoint.as_deref())?;
     let mountpoint = demo_dir.path.clone();
     let password = "demo-password";
+    let server_log = if verbosity.verbose > 0 {
+        "midasfs=info"
+    } else {
+        "midasfs=warn"
+    };
     let mut server = Command::new(std::env::current_exe()?)
         .args([
             "serve",
@@ -503,6 +634,7 @@ pub fn demo(args: DemoArgs) -> CliResult {
         ])
         .arg("--data")
         .arg(&data)
+        .env("RUST_LOG", server_log)
         .stdout(Stdio::piped())
         .spawn()?;
     let server_out = server
@@ -528,35 +660,34 @@ pub fn demo(args: DemoArgs) -> CliResult {
         return Err("the demo server did not start".into());
     };
     std::env::set_var(API_KEY_ENV, &key);
-    println!("demo server: {url} (admin {email}, password {password})");
+    let shown = mountpoint.display();
     println!(
-        "mounting it at {}: browse it from another terminal; Ctrl-C unmounts and stops",
-        mountpoint.display()
+        "midasfs demo\n\
+         \n  server      {url}  (a local `midasfs serve` with demo data)\
+         \n  log in as   {email} / {password}  (also for pydas and the web API)\
+         \n  mounted at  {shown}\n\
+         \nTry, in another terminal:\
+         \n  ls -lR {shown}/communities/Demo/Public\
+         \n  cat {shown}/communities/Demo/Public/Docs/README.txt\
+         \n  getfattr -d {shown}/communities/Demo/Public/Data/measurements.csv   (needs attr)\
+         \n  cp /etc/hostname {shown}/home/Private/      (uploaded on close)\
+         \n  midasfs status\n\
+         \nCtrl-C here unmounts and stops the server.{}",
+        if verbosity.verbose > 0 {
+            ""
+        } else {
+            " Run with -v to see every request."
+        }
     );
-    let result = run_foreground(
-        MountArgs {
-            url,
-            mountpoint,
-            email: Some(email),
-            api_key_file: None,
-            password_stdin: false,
-            foreground: true,
-            read_only: false,
-            root: None,
-            items_as_dirs: false,
-            ttl: 5,
-            connect_timeout: 10,
-            timeout: 30,
-            cache_size: 128,
-            allow_other: false,
-            spool_dir: None,
-            spool_size: 10240,
-            log_file: None,
-        },
-        None,
-    );
+    let mut settings = MountSettings::new(url, mountpoint.clone());
+    settings.email = Some(email);
+    settings.foreground = true;
+    let result = run_foreground(settings, None);
     let _ = server.kill();
     let _ = server.wait();
+    if result.is_ok() {
+        println!("unmounted {shown}; demo server stopped");
+    }
     result
 }
 

@@ -98,6 +98,20 @@ pub struct OpenFile {
     pub keep_cache: bool,
 }
 
+/// Counts of a mount's state, for `midasfs status` and for waiting on uploads at unmount.
+#[derive(Debug, Clone)]
+pub struct FsStatus {
+    /// Files open for writing, or closed and still uploading.
+    pub files_being_written: usize,
+    /// Bytes those files hold in the spool.
+    pub spool_bytes: u64,
+    /// Where failed uploads' data is kept, and how many files are there.
+    pub recovery_dir: std::path::PathBuf,
+    pub recovery_files: usize,
+    pub cache_bytes: u64,
+    pub cache_capacity: u64,
+}
+
 pub struct MidasFs {
     client: Client,
     config: FsConfig,
@@ -156,6 +170,24 @@ impl MidasFs {
 
     pub fn ttl(&self) -> Duration {
         self.config.ttl
+    }
+
+    /// What `midasfs status` shows of the filesystem.
+    pub fn status(&self) -> FsStatus {
+        let (files_being_written, spool_bytes) = self.writes.in_flight();
+        let (cache_bytes, cache_capacity) = self.cache.usage();
+        let recovery_dir = self.writes.recovery_dir();
+        let recovery_files = std::fs::read_dir(&recovery_dir)
+            .map(|dir| dir.filter(|e| e.is_ok()).count())
+            .unwrap_or(0);
+        FsStatus {
+            files_being_written,
+            spool_bytes,
+            recovery_dir,
+            recovery_files,
+            cache_bytes,
+            cache_capacity,
+        }
     }
 
     pub fn read_only(&self) -> bool {

@@ -67,6 +67,12 @@ impl BlockCache {
         }
     }
 
+    /// Bytes cached and the capacity.
+    pub fn usage(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.bytes, inner.capacity)
+    }
+
     /// The largest read-ahead window, in blocks, that this cache can hold for one reader.
     fn max_window(&self) -> u64 {
         (self.lock().capacity / BLOCK_SIZE / 8).clamp(INITIAL_WINDOW, MAX_WINDOW)

@@ -98,6 +98,11 @@ impl Spool {
         spool
     }
 
+    /// Bytes held by files being written.
+    pub fn used_bytes(&self) -> u64 {
+        *self.budget.lock()
+    }
+
     pub fn recovery_dir(&self) -> PathBuf {
         self.dir.join(RECOVERY)
     }

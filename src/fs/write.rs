@@ -99,6 +99,15 @@ impl Writes {
         Some((ino, file))
     }
 
+    /// Files open for writing or still uploading after their close, and the bytes they hold.
+    pub fn in_flight(&self) -> (usize, u64) {
+        (self.files().len(), self.spool.used_bytes())
+    }
+
+    pub fn recovery_dir(&self) -> std::path::PathBuf {
+        self.spool.recovery_dir()
+    }
+
     /// The modification time set through the mount for this canonical inode, if any.
     pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
         self.mtimes().get(&canonical).copied()

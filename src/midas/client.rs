@@ -50,6 +50,10 @@ const APP_NAME: &str = "Default";
 /// pydas's test for a multi-factor login, which answers a short `mfa_token_id` instead of a token.
 const MIN_TOKEN_LEN: usize = 10;
 
+/// What a Midas without its web API looks like from here (an HTML page, or a 404).
+const API_MODULE_HINT: &str = "if it is a Midas server, its API module may be disabled (an \
+     administrator enables `api` under Administration → Modules)";
+
 /// Who the client logs in as.
 #[derive(Clone)]
 pub enum Credentials {
@@ -129,6 +133,22 @@ struct Inner {
     session: Mutex<Option<Session>>,
     /// Held while logging in, so that concurrent callers wait for one login.
     login_lock: tokio::sync::Mutex<()>,
+    stats: Mutex<ClientStats>,
+}
+
+/// Requests sent so far and how many failed, for `midasfs status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// JSON API calls (each retry counts once more).
+    pub calls: u64,
+    /// Downloads opened (one per streamed range).
+    pub downloads: u64,
+    /// `upload.perform` requests carrying file content.
+    pub upload_parts: u64,
+    /// Those of the above that failed.
+    pub errors: u64,
+    /// The last failure, as logged.
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -243,6 +263,7 @@ impl Client {
                 stall_timeout: config.stall_timeout,
                 session: Mutex::new(None),
                 login_lock: tokio::sync::Mutex::new(()),
+                stats: Mutex::default(),
             }),
         })
     }
@@ -252,6 +273,24 @@ impl Client {
         &self.inner.base_url
     }
 
+    /// Requests and failures so far.
+    pub fn stats(&self) -> ClientStats {
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn count<T>(&self, counter: fn(&mut ClientStats) -> &mut u64, result: &Result<T>) {
+        let mut stats = self.inner.stats.lock().unwrap_or_else(|p| p.into_inner());
+        *counter(&mut stats) += 1;
+        if let Err(err) = result {
+            stats.errors += 1;
+            stats.last_error = Some(err.to_string());
+        }
+    }
+
     /// Checks the server speaks Midas (`midas.version`), logs in when there are credentials
     /// (a password is first exchanged for the Default API key), and returns the logged-in user,
     /// or `None` when anonymous.
@@ -259,10 +298,17 @@ impl Client {
         let version = self.version().await.map_err(|err| match err {
             Error::Http { status: 404, .. } => Error::NotMidas {
                 url: redact(self.base_url()),
-                detail:
-                    "no Midas API here (HTTP 404 for /api/json): is this the installation root?"
-                        .into(),
+                detail: format!(
+                    "no Midas API here (HTTP 404 for /api/json): is this the installation \
+                     root? {API_MODULE_HINT}"
+                ),
             },
+            Error::NotMidas { url, detail } if detail.starts_with("the answer is not JSON") => {
+                Error::NotMidas {
+                    url,
+                    detail: format!("{detail}; {API_MODULE_HINT}"),
+                }
+            }
             other => other,
         })?;
         debug!("{} runs Midas {version}", self.base_url());
@@ -378,6 +424,7 @@ impl Client {
         let result = self
             .open_download(bitstream_id, offset, size, token.as_deref())
             .await;
+        self.count(|s| &mut s.downloads, &result);
         let (Err(Error::Http { status, .. }), Some(used)) = (&result, &token) else {
             return result;
         };
@@ -682,8 +729,12 @@ impl Client {
             self.inner.connect_timeout,
             answer_cap,
         )
-        .await?;
-        let data = self.answer(method, &shown, response).await;
+        .await;
+        if response.is_err() {
+            self.count(|s| &mut s.upload_parts, &response);
+        }
+        let data = self.answer(method, &shown, response?).await;
+        self.count(|s| &mut s.upload_parts, &data);
         debug!(
             "{method} of {body_len} bytes {} in {:?}",
             outcome(&data),
@@ -728,8 +779,10 @@ impl Client {
         let shown = redact(url.as_str());
         let started = Instant::now();
         let result = self
-            .with_retries(call.method, call.kind, || {
-                self.post(call.method, &url, &shown)
+            .with_retries(call.method, call.kind, || async {
+                let result = self.post(call.method, &url, &shown).await;
+                self.count(|s| &mut s.calls, &result);
+                result
             })
             .await;
         debug!(
@@ -966,7 +1019,7 @@ impl Client {
     }
 
     /// Exchanges a password for the account's Default API key.
-    async fn default_api_key(&self, email: &str, password: &str) -> Result<String> {
+    pub async fn default_api_key(&self, email: &str, password: &str) -> Result<String> {
         let call = Call::read("midas.user.apikey.default")
             .param("email", email)
             .param("password", password)
