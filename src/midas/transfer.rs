@@ -262,9 +262,12 @@ pub(crate) struct PlainBody {
 /// GET `url` (http, no proxy) on a connection of its own, so that the body can be read from
 /// the socket straight into block buffers. reqwest hands a body out as slices of its own read
 /// buffer, so building 1 MiB blocks from them copies every byte once more: a third of the
-/// daemon's CPU in a sequential read through the mount.
+/// daemon's CPU in a sequential read through the mount. With a `form` (the download's token),
+/// a POST with that form-encoded body instead. A redirect is never followed here: reqwest
+/// takes it, under the client's redirect policy.
 pub(crate) async fn plain_get(
     url: &Url,
+    form: Option<&str>,
     connect_timeout: Duration,
     stall: Duration,
 ) -> Result<PlainAnswer> {
@@ -303,9 +306,20 @@ pub(crate) async fn plain_get(
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
+    let (verb, body_head, body) = match form {
+        Some(form) => (
+            "POST",
+            format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                form.len()
+            ),
+            form,
+        ),
+        None => ("GET", String::new(), ""),
+    };
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
-         Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "{verb} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
+         Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n{body_head}\r\n{body}",
         env!("CARGO_PKG_VERSION")
     );
     let sent = timeout(stall, socket.write_all(request.as_bytes())).await;
@@ -699,7 +713,7 @@ mod tests {
 
     async fn get(url: &Url) -> PlainAnswer {
         let wait = Duration::from_millis(500);
-        plain_get(url, wait, wait).await.expect("answer")
+        plain_get(url, None, wait, wait).await.expect("answer")
     }
 
     #[tokio::test]
