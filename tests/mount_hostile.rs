@@ -149,3 +149,111 @@ fn names_no_file_name_can_hold_are_shown_and_lead_to_their_files() {
         b"plain"
     );
 }
+
+/// The most memory the process has used so far (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
+
+#[test]
+fn an_endless_listing_answer_fails_without_filling_the_memory() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    let huge = server.create_folder(&token, &private_id, "huge");
+    let huge_id = common::server::text(&huge["folder_id"]).to_owned();
+    server.create_folder(&token, &private_id, "small");
+    const SENT: usize = 256 << 20;
+    let proxy = Proxy::start(server.addr(), move |request| {
+        if request.method() != "midas.folder.children" || request.params["id"] != huge_id {
+            return Answer::Forward;
+        }
+        // 256 MiB of a valid listing, its length not announced (the end is the connection's).
+        Answer::Own(Box::new(|client| {
+            let item = r#"{"item_id":"99","name":"same name","description":"","sizebytes":"1","date_creation":"2020-01-01 00:00:00","date_update":"2020-01-01 00:00:00","privacy_status":"2","uuid":"u"},"#;
+            let mut chunk = String::new();
+            while chunk.len() < 1 << 20 {
+                chunk.push_str(item);
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n";
+            let _ = client.write_all(head.as_bytes());
+            let _ = client.write_all(br#"{"code":"0","data":{"folders":[],"items":["#);
+            let mut sent = 0;
+            while sent < SENT {
+                if client.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            let _ =
+                client.write_all(br#"{"item_id":"1","name":"end"}]},"message":"","stat":"ok"}"#);
+        }))
+    });
+    let mount = mount(&proxy.url, &server, &["--cache-size", "1"]);
+    let dir = private(&mount);
+    let huge = dir.join("huge");
+    let lister = std::thread::spawn(move || {
+        std::fs::read_dir(huge).and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+    });
+    // Watched while it runs: a daemon that reads it all must fail here, not swap the machine.
+    const BOUND: u64 = 200 << 20;
+    while !lister.is_finished() {
+        let peak = peak_memory(mount.pid());
+        assert!(peak < BOUND, "the daemon grew to {} MiB", peak >> 20);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(errno(lister.join().expect("lister")), Some(libc::EIO));
+    let peak = peak_memory(mount.pid());
+    eprintln!("peak memory of the daemon: {} MiB", peak >> 20);
+    assert!(peak < BOUND, "the daemon grew to {} MiB", peak >> 20);
+    // The rest of the mount is unharmed.
+    assert!(dir.join("small").is_dir());
+    assert_eq!(
+        std::fs::read_dir(dir.join("small")).expect("small").count(),
+        0
+    );
+}
+
+#[test]
+fn a_walk_does_not_list_ahead_into_a_folder_of_thousands() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    for name in ["a", "b"] {
+        server.create_folder(&token, &private_id, name);
+    }
+    let big = server.create_folder(&token, &private_id, "big");
+    let big_id = common::server::text(&big["folder_id"]).to_owned();
+    for i in 0..1001 {
+        server.create_item(&token, &big_id, &format!("item {i}"));
+    }
+    let proxy = Proxy::start(server.addr(), |_| Answer::Forward);
+    let mount = mount(&proxy.url, &server, &[]);
+    let dir = private(&mount);
+    // A walk: the folder, then two of its subfolders in a row.
+    assert_eq!(std::fs::read_dir(&dir).expect("Private").count(), 3);
+    std::fs::read_dir(dir.join("a")).expect("a").for_each(drop);
+    std::fs::read_dir(dir.join("b")).expect("b").for_each(drop);
+    std::thread::sleep(Duration::from_secs(2));
+    let details = |proxy: &Proxy| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|request| request.method() == "midas.item.get")
+            .count()
+    };
+    assert_eq!(details(&proxy), 0, "item details fetched ahead of the walk");
+    // When the walk gets there, it is listed in full.
+    assert_eq!(
+        std::fs::read_dir(dir.join("big")).expect("big").count(),
+        1001
+    );
+}

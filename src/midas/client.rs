@@ -55,6 +55,11 @@ const APP_NAME: &str = "Default";
 /// pydas's test for a multi-factor login, which answers a short `mfa_token_id` instead of a token.
 const MIN_TOKEN_LEN: usize = 10;
 
+/// The largest JSON answer read, in bytes: a bigger one fails with [`Error::TooLarge`] before
+/// it can fill the memory (the decoded answer takes a few times its size). 64 MiB holds a
+/// folder of about 150,000 items.
+pub const MAX_ANSWER: usize = 64 << 20;
+
 /// Redirects followed per request at most (reqwest's own default).
 const MAX_REDIRECTS: usize = 10;
 
@@ -174,6 +179,8 @@ struct Call {
     kind: Kind,
     /// Whether the login token goes along (calls that never look at it are sent without).
     with_token: bool,
+    /// The largest answer read.
+    limit: usize,
 }
 
 impl Call {
@@ -183,6 +190,7 @@ impl Call {
             params: Vec::new(),
             kind: Kind::Read,
             with_token: true,
+            limit: MAX_ANSWER,
         }
     }
 
@@ -200,6 +208,11 @@ impl Call {
 
     fn without_token(mut self) -> Call {
         self.with_token = false;
+        self
+    }
+
+    fn limit(mut self, limit: usize) -> Call {
+        self.limit = limit;
         self
     }
 }
@@ -345,6 +358,17 @@ impl Client {
     pub async fn folder_children(&self, id: Id) -> Result<Children> {
         self.fetch(Call::read("midas.folder.children").param("id", id))
             .await
+    }
+
+    /// Like [`Client::folder_children`], but fails with [`Error::TooLarge`] when the answer is
+    /// longer than `limit` bytes (for listings nobody asked for yet).
+    pub async fn folder_children_within(&self, id: Id, limit: usize) -> Result<Children> {
+        self.fetch(
+            Call::read("midas.folder.children")
+                .param("id", id)
+                .limit(limit.min(MAX_ANSWER)),
+        )
+        .await
     }
 
     /// The readable top folders of a community.
@@ -697,7 +721,7 @@ impl Client {
             answer_cap,
         )
         .await?;
-        let data = self.answer(method, &shown, response).await;
+        let data = self.answer(method, &shown, response, MAX_ANSWER).await;
         debug!(
             "{method} of {body_len} bytes {} in {:?}",
             outcome(&data),
@@ -744,7 +768,7 @@ impl Client {
         let started = Instant::now();
         let result = self
             .with_retries(call.method, call.kind, || {
-                self.post(call.method, &url, &shown, &body)
+                self.post(call.method, &url, &shown, &body, call.limit)
             })
             .await;
         debug!(
@@ -789,8 +813,15 @@ impl Client {
         }
     }
 
-    /// One POST of a JSON call, its parameters in `body`.
-    async fn post(&self, method: &str, url: &Url, shown: &str, body: &str) -> Result<Value> {
+    /// One POST of a JSON call, its parameters in `body`, its answer at most `limit` bytes.
+    async fn post(
+        &self,
+        method: &str,
+        url: &Url,
+        shown: &str,
+        body: &str,
+        limit: usize,
+    ) -> Result<Value> {
         let request = self
             .inner
             .http
@@ -798,7 +829,7 @@ impl Client {
             .header(CONTENT_TYPE, FORM)
             .body(body.to_owned());
         let response = self.first_byte(method, shown, request).await?;
-        self.answer(method, shown, response).await
+        self.answer(method, shown, response, limit).await
     }
 
     /// Sends a request and waits for the answer's head, at most a connect plus a stall timeout.
@@ -825,9 +856,11 @@ impl Client {
         method: &str,
         shown: &str,
         response: reqwest::Response,
+        limit: usize,
     ) -> Result<Value> {
         let status = response.status();
-        let body = transfer::read_body(method, shown, response, self.inner.stall_timeout).await?;
+        let stall = self.inner.stall_timeout;
+        let body = transfer::read_body(method, shown, response, stall, limit).await?;
         if !status.is_success() {
             // The body is not logged: Midas's error pages may echo the request's token.
             debug!("{method}: HTTP {status} with {} bytes", body.len());

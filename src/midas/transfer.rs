@@ -445,14 +445,27 @@ fn parse_head(head: &[u8]) -> Option<PlainHead> {
     })
 }
 
-/// The whole body of an answer, failing when no byte arrives for `stall`.
+/// The whole body of an answer, failing when no byte arrives for `stall`, or as soon as it
+/// is known to be longer than `limit` (the connection is dropped then, unread).
 pub(crate) async fn read_body(
     method: &str,
     url: &str,
     mut response: reqwest::Response,
     stall: Duration,
+    limit: usize,
 ) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
+    let too_large = || {
+        log::warn!("{method}: the answer is longer than {limit} bytes; not read");
+        Error::TooLarge {
+            method: method.to_owned(),
+            limit,
+        }
+    };
+    let advertised = response.content_length().unwrap_or(0);
+    if advertised > limit as u64 {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(advertised as usize);
     loop {
         match timeout(stall, response.chunk()).await {
             Err(_) => {
@@ -461,6 +474,7 @@ pub(crate) async fn read_body(
                     after: stall,
                 })
             }
+            Ok(Ok(Some(chunk))) if body.len() + chunk.len() > limit => return Err(too_large()),
             Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
             Ok(Ok(None)) => return Ok(body),
             Ok(Err(err)) => return Err(transport_error(method, url, err, stall)),
