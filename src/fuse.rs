@@ -126,6 +126,11 @@ fn errno_of(what: &str, err: &FsError) -> Errno {
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // FUSE passes names of up to 1024 bytes; like a disk filesystem, refuse what no listing
+    // shows (longer names are listed shortened).
+    if name.len() > crate::fs::names::NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
     // Midas names are text; a name that is not UTF-8 cannot exist on the server.
     name.to_str().ok_or(Errno::ENOENT)
 }

@@ -1869,3 +1869,53 @@ fn zip_entry_names_stay_inside_the_archive_and_fit_the_format() {
     // The zip crate, as most unzip programs do, reads it too.
     zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("valid zip");
 }
+
+#[test]
+fn parameters_and_download_tokens_are_read_from_form_bodies_as_midas_does() {
+    let (server, token, private) = server_with_private();
+    let content = sample(1000, 5);
+    let item = server.upload_item(&token, &private, "secret.bin", &content);
+    let bitstream = server.first_bitstream(&token, &item);
+    let form = |method: &str, params: &[(&str, &str)]| -> Value {
+        server
+            .http()
+            .post(format!("{}/api/json", server.url))
+            .query(&[("method", method)])
+            .form(params)
+            .send()
+            .and_then(|answer| answer.bytes())
+            .map(|body| serde_json::from_slice(&body).expect("an envelope"))
+            .expect("form call")
+    };
+    // Login, and a call whose token is in the body.
+    let login = form(
+        "midas.login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("apikey", &server.api_key),
+            ("appname", "Default"),
+        ],
+    );
+    assert_eq!(login["stat"], "ok", "{login}");
+    let folders = form("midas.user.folders", &[("token", &token)]);
+    assert_eq!(folders["stat"], "ok", "{folders}");
+    assert_eq!(folders["data"].as_array().map(Vec::len), Some(2));
+    let by_password = form(
+        "midas.user.apikey.default",
+        &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+    );
+    assert_eq!(by_password["data"]["apikey"], server.api_key.as_str());
+
+    // A private download: refused without the token, served with it in a POST body.
+    let url = format!("{}/download/?bitstream={bitstream}&offset=0", server.url);
+    let anonymous = server.http().get(&url).send().expect("anonymous");
+    assert!(!anonymous.status().is_success());
+    let posted = server
+        .http()
+        .post(&url)
+        .form(&[("authToken", token.as_str())])
+        .send()
+        .expect("download");
+    assert_eq!(posted.status(), 200);
+    assert_eq!(posted.bytes().expect("body").as_ref(), &content[..]);
+}

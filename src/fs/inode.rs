@@ -3,7 +3,11 @@
 //! An inode number is a kind tag in the top bits and the Midas id below, so the same object has
 //! the same number on every mount, and an item that turns from a file into a directory (a second
 //! bitstream arrived) gets a new number instead of confusing the kernel with a changed type.
+//! An id that does not fit below the tag (negative, or 2^56 and above) gets a number allocated
+//! for this mount instead, under a tag of its own, so that two objects never share a number.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use crate::midas::types::{Id, Item};
@@ -19,9 +23,28 @@ const TAG_ITEM_FILE: u64 = 2;
 const TAG_ITEM_DIR: u64 = 3;
 const TAG_BITSTREAM: u64 = 4;
 const TAG_NEW_FILE: u64 = 5;
+/// Numbers allocated for ids that do not fit below the tag (kept below 2^63 for programs that
+/// read inode numbers as signed).
+const TAG_ALLOCATED: u64 = 0x7f;
+const ID_LIMIT: u64 = 1 << TAG_SHIFT;
+
+/// The numbers allocated so far, by tag and id.
+static ALLOCATED: Mutex<Option<HashMap<(u64, Id), u64>>> = Mutex::new(None);
 
 fn tagged(tag: u64, id: Id) -> u64 {
-    (tag << TAG_SHIFT) | (id as u64 & ((1 << TAG_SHIFT) - 1))
+    match u64::try_from(id) {
+        Ok(fits) if fits < ID_LIMIT => (tag << TAG_SHIFT) | fits,
+        _ => allocated(tag, id),
+    }
+}
+
+/// The number of an id too large (or negative) to be tagged: allocated once, then the same for
+/// the life of the mount.
+fn allocated(tag: u64, id: Id) -> u64 {
+    let mut table = ALLOCATED.lock().unwrap_or_else(PoisonError::into_inner);
+    let table = table.get_or_insert_with(HashMap::new);
+    let next = (TAG_ALLOCATED << TAG_SHIFT) | (table.len() as u64 + 1);
+    *table.entry((tag, id)).or_insert(next)
 }
 
 /// The item and revision a file or item directory shows.
@@ -303,5 +326,25 @@ mod tests {
             }
         }
         assert_eq!(folder.ino(Some(7)), ROOT);
+    }
+
+    #[test]
+    fn ids_beyond_the_tag_never_share_a_number() {
+        let folder = |id| {
+            NodeKind::Folder {
+                id,
+                uuid: String::new(),
+            }
+            .ino(None)
+        };
+        let big = 7 + (1 << 56);
+        assert_ne!(folder(7), folder(big));
+        assert_ne!(folder(big), folder(big + (1 << 56)));
+        assert_ne!(folder(-1), folder((1 << 56) - 1));
+        assert_eq!(folder(big), folder(big), "stable for the mount");
+        for ino in [folder(big), folder(-1), folder(i64::MAX)] {
+            assert!(ino < 1 << 63 && ino > HOME);
+            assert_ne!(ino >> 56, TAG_FOLDER);
+        }
     }
 }

@@ -44,6 +44,15 @@ const ITEM_DETAILS_MAX_AGE: Duration = Duration::from_secs(600);
 /// `midas.user.list` needs a limit; the mount lists this many users at most.
 const USER_LIST_LIMIT: u32 = 10_000;
 
+/// Why a directory is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A program asked for it.
+    Asked,
+    /// A walk may get there soon: bounded in size, since nobody asked yet.
+    Ahead,
+}
+
 /// What the mount shows at its top.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountRoot {
@@ -310,6 +319,12 @@ impl MidasFs {
 
     /// The directory's entries, fetched from the server when the cached ones are too old.
     pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
+        self.listing_for(ino, Purpose::Asked).await
+    }
+
+    /// [`MidasFs::listing`], for a program that asked or ahead of a walk (then bounded, see
+    /// [`walk`]).
+    async fn listing_for(&self, ino: u64, purpose: Purpose) -> FsResult<Arc<Vec<Entry>>> {
         if let Some(entries) = self.cached_listing(ino) {
             return Ok(entries);
         }
@@ -326,7 +341,7 @@ impl MidasFs {
             let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
             (node.data.kind.clone(), node.data.writable)
         };
-        let mut entries = self.fetch_listing(ino, &kind, writable).await?;
+        let mut entries = self.fetch_listing(ino, &kind, writable, purpose).await?;
         self.add_local_state(ino, &mut entries);
         let entries = Arc::new(entries);
         {
@@ -347,12 +362,13 @@ impl MidasFs {
         ino: u64,
         kind: &NodeKind,
         writable: bool,
+        purpose: Purpose,
     ) -> FsResult<Vec<Entry>> {
         match kind {
             NodeKind::Root => Ok(self.root_entries()),
             NodeKind::Communities => self.community_entries().await,
             NodeKind::Users => self.user_entries().await,
-            NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable).await,
+            NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable, purpose).await,
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
@@ -464,8 +480,30 @@ impl MidasFs {
         }
     }
 
-    async fn folder_entries(&self, dir: u64, id: Id, writable: bool) -> FsResult<Vec<Entry>> {
-        let children = self.client.folder_children(id).await?;
+    async fn folder_entries(
+        &self,
+        dir: u64,
+        id: Id,
+        writable: bool,
+        purpose: Purpose,
+    ) -> FsResult<Vec<Entry>> {
+        let children = match purpose {
+            Purpose::Asked => self.client.folder_children(id).await?,
+            Purpose::Ahead => {
+                let children = self
+                    .client
+                    .folder_children_within(id, walk::AHEAD_ANSWER_LIMIT)
+                    .await?;
+                let count = children.folders.len() + children.items.len();
+                if count > walk::AHEAD_MAX_ENTRIES {
+                    return Err(FsError::new(
+                        libc::EFBIG,
+                        format!("folder {id} has {count} entries: too many to list ahead"),
+                    ));
+                }
+                children
+            }
+        };
         // A listing gives no bitstreams. Items that the last listing showed with the same stamp
         // keep their details; the others are asked for all at once (bounded), not one by one.
         let listed: HashMap<Id, &Item> = children.items.iter().map(|i| (i.item_id, i)).collect();

@@ -15,6 +15,13 @@ const NUL: char = '\u{2400}';
 const DOT: &str = "\u{2024}";
 const DOT_DOT: &str = "\u{2025}";
 
+/// The longest file name (in bytes) Linux programs can use: longer names are shortened when
+/// shown, and refused (ENAMETOOLONG) when given.
+pub const NAME_MAX: usize = 255;
+
+/// Extensions longer than this are not kept when a long name is shortened.
+const LONGEST_EXTENSION: usize = 32;
+
 /// The file name shown for a Midas name.
 pub fn to_display(name: &str) -> String {
     match name {
@@ -57,8 +64,10 @@ impl Origin {
     }
 }
 
-/// Gives every entry a distinct display name; `entries` holds display names, rewritten in place.
+/// Gives every entry a distinct display name of at most [`NAME_MAX`] bytes; `entries` holds
+/// display names, rewritten in place.
 pub fn disambiguate(entries: &mut [(String, Origin)]) {
+    let original: Vec<String> = entries.iter().map(|(name, _)| name.clone()).collect();
     let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, (name, _)) in entries.iter().enumerate() {
         by_name.entry(name.clone()).or_default().push(i);
@@ -76,6 +85,47 @@ pub fn disambiguate(entries: &mut [(String, Origin)]) {
             entries[i].0 = renamed;
         }
     }
+    for (i, (name, origin)) in entries.iter_mut().enumerate() {
+        if name.len() <= NAME_MAX {
+            continue;
+        }
+        let mut suffix = origin.suffix();
+        let mut fitted = fit(&original[i], &suffix, origin.is_file_like());
+        // Only a real name that happens to look like this could clash: repeat the suffix.
+        while taken.contains(&fitted) {
+            suffix.push_str(&origin.suffix());
+            fitted = fit(&original[i], &suffix, origin.is_file_like());
+        }
+        log::debug!(
+            "{:?} is too long for a file name: shown as {fitted:?}",
+            original[i]
+        );
+        taken.insert(fitted.clone());
+        *name = fitted;
+    }
+}
+
+/// `name` cut so that with `suffix` (before a kept extension) it has at most [`NAME_MAX`] bytes.
+fn fit(name: &str, suffix: &str, keep_extension: bool) -> String {
+    let extension = match name.rfind('.') {
+        Some(dot) if keep_extension && dot > 0 && name.len() - dot <= LONGEST_EXTENSION => {
+            &name[dot..]
+        }
+        _ => "",
+    };
+    let stem = &name[..name.len() - extension.len()];
+    let mut budget = NAME_MAX
+        .saturating_sub(suffix.len() + extension.len())
+        .min(stem.len());
+    while !stem.is_char_boundary(budget) {
+        budget -= 1;
+    }
+    format!("{}{suffix}{extension}", &stem[..budget])
+}
+
+/// Whether a name given through the mount is too long to be a file name.
+pub fn too_long(name: &str) -> bool {
+    name.len() > NAME_MAX
 }
 
 /// `report.txt` + ` (item 4)` → `report (item 4).txt`; the extension is kept so programs still
@@ -131,6 +181,29 @@ mod tests {
         disambiguate(&mut again);
         assert_eq!(again[0].0, "data (item 4).csv");
         assert_eq!(again[3].0, "data.csv");
+    }
+
+    #[test]
+    fn long_names_are_shortened_uniquely_and_stably() {
+        let long = format!("{}.csv", "é".repeat(200));
+        let mut entries = vec![
+            (long.clone(), Origin::Item(7)),
+            (long.clone(), Origin::Item(8)),
+            ("x".repeat(300), Origin::Folder(9)),
+            ("short.txt".to_owned(), Origin::Item(1)),
+        ];
+        disambiguate(&mut entries);
+        for (name, _) in &entries {
+            assert!(name.len() <= NAME_MAX, "{} bytes", name.len());
+        }
+        assert!(entries[0].0.ends_with(" (item 7).csv"), "{}", entries[0].0);
+        assert!(entries[0].0.starts_with("éé"));
+        assert!(entries[1].0.ends_with(" (item 8).csv"), "{}", entries[1].0);
+        assert!(entries[2].0.ends_with(" (folder 9)"));
+        assert_eq!(entries[3].0, "short.txt");
+        let mut again = vec![(long, Origin::Item(8))];
+        disambiguate(&mut again);
+        assert_eq!(again[0].0, entries[1].0);
     }
 
     #[test]

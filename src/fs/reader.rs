@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
@@ -31,7 +31,8 @@ const MAX_WINDOW: u64 = 32;
 /// A read this close to the previous one still counts as sequential (the kernel's own readahead
 /// sends READs slightly out of order).
 const SEQUENTIAL_SLACK: u64 = 2 * BLOCK_SIZE;
-/// How often a stream that breaks is restarted before the read fails.
+/// How often a stream that breaks is restarted before the read fails. A stream that stalled
+/// is not restarted: the server had its stall timeout, and the read fails at once.
 const STREAM_RETRIES: u32 = 2;
 /// Evicted block buffers kept for the next blocks. A streaming read evicts one block per block
 /// it adds; reusing that memory spares the page faults of a fresh 1 MiB allocation every time.
@@ -148,6 +149,9 @@ struct ReadState {
     next_offset: u64,
     window: u64,
     prefetch: Option<Prefetch>,
+    /// When a stream last stalled: the kernel sends the failed READ again (one page), and
+    /// within a stall timeout of the stall, that fails at once instead of waiting once more.
+    stalled: Option<(Instant, FsError)>,
 }
 
 impl FileReader {
@@ -169,6 +173,7 @@ impl FileReader {
                 next_offset: 0,
                 window: INITIAL_WINDOW,
                 prefetch: None,
+                stalled: None,
             }),
         }
     }
@@ -182,6 +187,12 @@ impl FileReader {
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
         let mut state = self.state.lock().await;
+        if let Some((at, err)) = &state.stalled {
+            if at.elapsed() < self.stall {
+                return Err(err.clone());
+            }
+            state.stalled = None;
+        }
         let sequential = offset.abs_diff(state.next_offset) <= SEQUENTIAL_SLACK
             || state
                 .prefetch
@@ -236,6 +247,11 @@ impl FileReader {
                 }
                 None if sequential => {
                     if let Some(failed) = state.prefetch.as_ref().and_then(Prefetch::failure) {
+                        if failed.errno == libc::ETIMEDOUT {
+                            state.prefetch = None;
+                            state.stalled = Some((Instant::now(), failed.clone()));
+                            return Err(failed);
+                        }
                         restarts += 1;
                         if restarts > STREAM_RETRIES {
                             return Err(failed);
@@ -247,7 +263,15 @@ impl FileReader {
                     }
                     state.prefetch = Some(self.start_prefetch(index, state.window));
                 }
-                None => return self.fetch_one(index).await,
+                None => {
+                    let block = self.fetch_one(index).await;
+                    if let Err(err) = &block {
+                        if err.errno == libc::ETIMEDOUT {
+                            state.stalled = Some((Instant::now(), err.clone()));
+                        }
+                    }
+                    return block;
+                }
             }
         }
     }

@@ -6,6 +6,10 @@
 //! Opening one folder after another (a file manager) starts nothing: only a second sibling read
 //! shortly after the first does. What is listed ahead never starts more listing ahead by itself;
 //! only the walk going on does.
+//!
+//! Listing ahead is bounded, since nobody asked for it yet: a folder whose `folder.children`
+//! answer is over [`AHEAD_ANSWER_LIMIT`] bytes, or that holds over [`AHEAD_MAX_ENTRIES`]
+//! entries, is left for the walk to list when it gets there.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -15,13 +19,17 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::Semaphore;
 
-use super::MidasFs;
+use super::{MidasFs, Purpose};
 
 /// Two subdirectories of one directory read this close together make a walk.
 const WALK_WINDOW: Duration = Duration::from_secs(10);
 /// Subdirectories listed ahead per step of the walk, and listings fetched at once for that.
 const AHEAD_PER_STEP: usize = 32;
 const AHEAD_AT_ONCE: usize = 4;
+/// The largest `folder.children` answer read ahead of a walk (about 3,000 entries).
+pub(super) const AHEAD_ANSWER_LIMIT: usize = 1 << 20;
+/// The most entries of a folder listed ahead (each item of it costs an `item.get`).
+pub(super) const AHEAD_MAX_ENTRIES: usize = 1000;
 /// Directories whose last subdirectory read is remembered.
 const REMEMBERED: usize = 1024;
 
@@ -102,7 +110,7 @@ impl MidasFs {
     pub async fn list_ahead(&self, dir: u64) {
         let permits = Arc::clone(&self.walk.permits);
         if let Ok(_permit) = permits.acquire().await {
-            if let Err(err) = self.listing(dir).await {
+            if let Err(err) = self.listing_for(dir, Purpose::Ahead).await {
                 log::debug!("listing inode {dir} ahead of a walk: {err}");
             }
         }

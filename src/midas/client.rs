@@ -1,8 +1,13 @@
 //! The client: one connection pool, the login token, retries, and one function per Midas call.
 //!
-//! Every call is `POST <base>/api/json?method=midas.x.y&…` with all parameters in the query
-//! string and an empty body, as pydas does. The token goes in the `token` parameter when logged
-//! in (never an empty `token=`, which Midas refuses).
+//! Every call is `POST <base>/api/json?method=midas.x.y` with its parameters in a form-encoded
+//! body, so that no secret (`token`, `apikey`, `password`, `uploadtoken`) reaches a web server's
+//! access log; Midas reads parameters from the query and the body alike. The token goes in the
+//! `token` parameter when logged in (never an empty `token=`, which Midas refuses). Only
+//! `upload.perform`, whose body is the file, keeps its parameters in the query.
+//!
+//! No request carries a `Referer`, and a logged-in client follows no redirect to another
+//! origin (see [`redirect_policy`]): what was meant for the Midas server goes nowhere else.
 
 use std::fmt;
 use std::future::Future;
@@ -11,8 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use log::debug;
-use reqwest::header::CONTENT_LENGTH;
-use reqwest::Url;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{redirect, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -53,6 +58,17 @@ const MIN_TOKEN_LEN: usize = 10;
 /// What a Midas without its web API looks like from here (an HTML page, or a 404).
 const API_MODULE_HINT: &str = "if it is a Midas server, its API module may be disabled (an \
      administrator enables `api` under Administration → Modules)";
+
+/// The largest JSON answer read, in bytes: a bigger one fails with [`Error::TooLarge`] before
+/// it can fill the memory (the decoded answer takes a few times its size). 64 MiB holds a
+/// folder of about 150,000 items.
+pub const MAX_ANSWER: usize = 64 << 20;
+
+/// Redirects followed per request at most (reqwest's own default).
+const MAX_REDIRECTS: usize = 10;
+
+/// The content type of a request whose parameters are in its body.
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// Who the client logs in as.
 #[derive(Clone)]
@@ -183,6 +199,8 @@ struct Call {
     kind: Kind,
     /// Whether the login token goes along (calls that never look at it are sent without).
     with_token: bool,
+    /// The largest answer read.
+    limit: usize,
 }
 
 impl Call {
@@ -192,6 +210,7 @@ impl Call {
             params: Vec::new(),
             kind: Kind::Read,
             with_token: true,
+            limit: MAX_ANSWER,
         }
     }
 
@@ -209,6 +228,11 @@ impl Call {
 
     fn without_token(mut self) -> Call {
         self.with_token = false;
+        self
+    }
+
+    fn limit(mut self, limit: usize) -> Call {
+        self.limit = limit;
         self
     }
 }
@@ -240,8 +264,11 @@ impl Client {
         };
         let api_url = endpoint("/api/json")?;
         let download_url = endpoint("/download/")?;
+        let logged_in = !matches!(config.credentials, Credentials::Anonymous);
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
+            .referer(false)
+            .redirect(redirect_policy(logged_in))
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .tcp_nodelay(true)
             .user_agent(concat!("midasfs/", env!("CARGO_PKG_VERSION")))
@@ -377,6 +404,17 @@ impl Client {
     pub async fn folder_children(&self, id: Id) -> Result<Children> {
         self.fetch(Call::read("midas.folder.children").param("id", id))
             .await
+    }
+
+    /// Like [`Client::folder_children`], but fails with [`Error::TooLarge`] when the answer is
+    /// longer than `limit` bytes (for listings nobody asked for yet).
+    pub async fn folder_children_within(&self, id: Id, limit: usize) -> Result<Children> {
+        self.fetch(
+            Call::read("midas.folder.children")
+                .param("id", id)
+                .limit(limit.min(MAX_ANSWER)),
+        )
+        .await
     }
 
     /// The readable top folders of a community.
@@ -705,7 +743,7 @@ impl Client {
         if revision == UploadRevision::Head {
             call = call.param("revision", "head");
         }
-        let url = self.api_url(&call, None);
+        let url = self.upload_url(&call);
         let shown = redact(url.as_str());
         let started = Instant::now();
         let (body, progress) = transfer::file_body(part.file, part.offset, body_len).await?;
@@ -733,7 +771,7 @@ impl Client {
         if response.is_err() {
             self.count(|s| &mut s.upload_parts, &response);
         }
-        let data = self.answer(method, &shown, response?).await;
+        let data = self.answer(method, &shown, response?, MAX_ANSWER).await;
         self.count(|s| &mut s.upload_parts, &data);
         debug!(
             "{method} of {body_len} bytes {} in {:?}",
@@ -775,12 +813,15 @@ impl Client {
     }
 
     async fn call_with_token(&self, call: &Call, token: Option<&str>) -> Result<Value> {
-        let url = self.api_url(call, token);
+        let url = self.api_url(call);
         let shown = redact(url.as_str());
+        let body = form_body(&call.params, token.map(|token| ("token", token)));
         let started = Instant::now();
         let result = self
             .with_retries(call.method, call.kind, || async {
-                let result = self.post(call.method, &url, &shown).await;
+                let result = self
+                    .post(call.method, &url, &shown, &body, call.limit)
+                    .await;
                 self.count(|s| &mut s.calls, &result);
                 result
             })
@@ -827,12 +868,23 @@ impl Client {
         }
     }
 
-    /// One POST of a JSON call.
-    async fn post(&self, method: &str, url: &Url, shown: &str) -> Result<Value> {
-        let response = self
-            .first_byte(method, shown, self.inner.http.post(url.clone()))
-            .await?;
-        self.answer(method, shown, response).await
+    /// One POST of a JSON call, its parameters in `body`, its answer at most `limit` bytes.
+    async fn post(
+        &self,
+        method: &str,
+        url: &Url,
+        shown: &str,
+        body: &str,
+        limit: usize,
+    ) -> Result<Value> {
+        let request = self
+            .inner
+            .http
+            .post(url.clone())
+            .header(CONTENT_TYPE, FORM)
+            .body(body.to_owned());
+        let response = self.first_byte(method, shown, request).await?;
+        self.answer(method, shown, response, limit).await
     }
 
     /// Sends a request and waits for the answer's head, at most a connect plus a stall timeout.
@@ -859,9 +911,11 @@ impl Client {
         method: &str,
         shown: &str,
         response: reqwest::Response,
+        limit: usize,
     ) -> Result<Value> {
         let status = response.status();
-        let body = transfer::read_body(method, shown, response, self.inner.stall_timeout).await?;
+        let stall = self.inner.stall_timeout;
+        let body = transfer::read_body(method, shown, response, stall, limit).await?;
         if !status.is_success() {
             // The body is not logged: Midas's error pages may echo the request's token.
             debug!("{method}: HTTP {status} with {} bytes", body.len());
@@ -873,16 +927,21 @@ impl Client {
         envelope::parse(method, shown, &body)
     }
 
-    fn api_url(&self, call: &Call, token: Option<&str>) -> Url {
+    /// The URL of a call: `…/api/json?method=…`, its parameters going in the body.
+    fn api_url(&self, call: &Call) -> Url {
         let mut url = self.inner.api_url.clone();
+        url.query_pairs_mut().append_pair("method", call.method);
+        url
+    }
+
+    /// The URL of `upload.perform`, whose body is the file: its parameters, the upload token
+    /// among them, can only go in the query.
+    fn upload_url(&self, call: &Call) -> Url {
+        let mut url = self.api_url(call);
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("method", call.method);
             for (name, value) in &call.params {
                 query.append_pair(name, value);
-            }
-            if let Some(token) = token {
-                query.append_pair("token", token);
             }
         }
         url
@@ -896,21 +955,21 @@ impl Client {
         token: Option<&str>,
     ) -> Result<ByteStream> {
         let mut url = self.inner.download_url.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("bitstream", &bitstream_id.to_string());
-            query.append_pair("offset", &offset.to_string());
-            if let Some(token) = token {
-                query.append_pair("authToken", token);
-            }
-        }
+        url.query_pairs_mut()
+            .append_pair("bitstream", &bitstream_id.to_string())
+            .append_pair("offset", &offset.to_string());
+        // Midas's download controller reads `authToken` from a POST body as well: a token goes
+        // there, out of the URL. Anonymous downloads stay plain GETs.
+        let form = token.map(|token| form_body(&[], Some(("authToken", token))));
         let shown = redact(url.as_str());
         let started = Instant::now();
         let result = self
             .with_retries(DOWNLOAD, Kind::Read, || async {
                 let expected = size - offset;
                 let stall = self.inner.stall_timeout;
-                match transfer::plain_get(&url, self.inner.connect_timeout, stall).await? {
+                match transfer::plain_get(&url, form.as_deref(), self.inner.connect_timeout, stall)
+                    .await?
+                {
                     PlainAnswer::Body(body) => {
                         return Ok(ByteStream::on_socket(body, expected, stall))
                     }
@@ -922,9 +981,16 @@ impl Client {
                     }
                     PlainAnswer::LeaveToClient => {}
                 }
-                let response = self
-                    .first_byte(DOWNLOAD, &shown, self.inner.http.get(url.clone()))
-                    .await?;
+                let request = match &form {
+                    Some(form) => self
+                        .inner
+                        .http
+                        .post(url.clone())
+                        .header(CONTENT_TYPE, FORM)
+                        .body(form.clone()),
+                    None => self.inner.http.get(url.clone()),
+                };
+                let response = self.first_byte(DOWNLOAD, &shown, request).await?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(Error::Http {
@@ -1046,6 +1112,63 @@ impl Client {
             })?;
         envelope::string_field(call.method, &data, "apikey")
     }
+}
+
+/// `name=value&…` of `params` and then `extra`, form-encoded.
+fn form_body(params: &[(&'static str, String)], extra: Option<(&str, &str)>) -> String {
+    let mut pairs = Url::parse("form:").expect("a valid URL");
+    {
+        let mut query = pairs.query_pairs_mut();
+        for (name, value) in params {
+            query.append_pair(name, value);
+        }
+        if let Some((name, value)) = extra {
+            query.append_pair(name, value);
+        }
+    }
+    pairs.query().unwrap_or_default().to_owned()
+}
+
+/// Which redirects are followed. A logged-in client's requests carry secrets (the token in a
+/// body that a 307 or 308 sends again, an upload token in a URL), so it follows a redirect only
+/// within the origin it first asked (scheme, host and port), or from http to https on the same
+/// host; any other is refused with a log line and the call fails. An anonymous client has
+/// nothing to give away and follows any redirect. No request carries a `Referer` (reqwest's
+/// would hold the URL redirected from).
+fn redirect_policy(logged_in: bool) -> redirect::Policy {
+    redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        if !logged_in || same_server(first, attempt.url()) {
+            return attempt.follow();
+        }
+        let refused = format!(
+            "refusing the redirect from {} to {}: another origin must not see the login token",
+            origin(first),
+            origin(attempt.url())
+        );
+        log::warn!("{refused}");
+        attempt.error(refused)
+    })
+}
+
+/// Whether `to` is `from`'s origin, or the same host reached over https.
+fn same_server(from: &Url, to: &Url) -> bool {
+    let same_origin = from.origin() == to.origin();
+    let upgrade = from.scheme() == "http"
+        && to.scheme() == "https"
+        && from.host_str() == to.host_str()
+        && to.username().is_empty();
+    same_origin || upgrade
+}
+
+/// `scheme://host:port` of a URL, for log lines.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 /// A clear message for the ways Midas refuses `midas.login`.

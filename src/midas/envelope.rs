@@ -16,15 +16,25 @@ const QUOTE_LIMIT: usize = 120;
 ///
 /// `url` (already redacted) only goes into [`Error::NotMidas`].
 pub fn parse(method: &str, url: &str, body: &[u8]) -> Result<Value, Error> {
-    let envelope = json_value(body).ok_or_else(|| Error::NotMidas {
-        url: url.to_owned(),
-        detail: format!("the answer is not JSON: {}", quote(body)),
-    })?;
-    let Some(fields) = envelope.as_object() else {
+    let envelope = json_value(body)
+        .or_else(|| {
+            let repaired = repair_text(body)?;
+            let value = json_value(&repaired)?;
+            log::warn!(
+                "{method}: the answer holds text that is not Unicode (a lone surrogate or \
+                 invalid UTF-8); those characters are shown as U+FFFD"
+            );
+            Some(value)
+        })
+        .ok_or_else(|| Error::NotMidas {
+            url: url.to_owned(),
+            detail: format!("the answer is not JSON: {}", quote(body)),
+        })?;
+    let Value::Object(mut fields) = envelope else {
         return Err(not_envelope(url));
     };
     match fields.get("stat").and_then(Value::as_str) {
-        Some("ok") => Ok(fields.get("data").cloned().unwrap_or(Value::Null)),
+        Some("ok") => Ok(fields.remove("data").unwrap_or(Value::Null)),
         Some("fail") => Err(Error::Api {
             method: method.to_owned(),
             code: fields.get("code").map_or(0, code),
@@ -91,6 +101,53 @@ fn json_value(body: &[u8]) -> Option<Value> {
         .ok()
 }
 
+/// The body with what JSON cannot decode into text replaced by U+FFFD: invalid UTF-8, and
+/// `\uD800`-style escapes of lone surrogates (which PHP's `json_encode` can produce). `None`
+/// when there was nothing to replace.
+fn repair_text(body: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(body);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' || i + 1 >= bytes.len() {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        if bytes[i + 1] != b'u' {
+            // Any other escape, `\\` included, is kept as it is.
+            out.extend_from_slice(&bytes[i..i + 2]);
+            i += 2;
+            continue;
+        }
+        let unit = |at: usize| {
+            let hex = bytes.get(at + 2..at + 6)?;
+            let unit = u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            (bytes[at] == b'\\' && bytes[at + 1] == b'u').then_some(unit)
+        };
+        match unit(i) {
+            Some(0xD800..=0xDBFF)
+                if unit(i + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) =>
+            {
+                out.extend_from_slice(&bytes[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.extend_from_slice(b"\\ufffd");
+                changed = true;
+                i += 6;
+            }
+            _ => {
+                out.extend_from_slice(&bytes[i..i + 2]);
+                i += 2;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 /// The envelope's `code`: a string such as `"-151"`, or a number from a lenient server.
 fn code(value: &Value) -> i64 {
     match value {
@@ -129,6 +186,24 @@ mod tests {
     use crate::midas::types::{Children, Community, Folder, Item, MetadataValue, User};
 
     const URL: &str = "http://h/api/json?method=m";
+
+    #[test]
+    fn lone_surrogates_and_invalid_utf8_become_replacement_characters() {
+        let body = br#"{"code":"0","data":{"items":[{"name":"a\ud800b"},{"name":"\udc00"},{"name":"\\ud800"},{"name":"\ud83d\ude00"},{"name":"x\u00e9"}]},"message":"","stat":"ok"}"#;
+        let data = parse("m", URL, body).expect("parsed despite the lone surrogates");
+        let names: Vec<&str> = data["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["name"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(names, ["a\u{fffd}b", "\u{fffd}", "\\ud800", "😀", "xé"]);
+
+        let mut invalid = br#"{"code":"0","data":{"name":"ab"},"message":"","stat":"ok"}"#.to_vec();
+        invalid.insert(29, 0xff);
+        let data = parse("m", URL, &invalid).expect("parsed despite invalid UTF-8");
+        assert_eq!(data["name"], "a\u{fffd}b");
+    }
 
     /// The `response.json` of a capture from the real Midas 3.4.2, as the bytes it sent.
     fn capture(name: &str) -> Vec<u8> {

@@ -35,6 +35,9 @@ pub enum Error {
     /// A Midas envelope whose data does not have the shape this method returns.
     #[error("{method}: unexpected data in the answer: {detail}")]
     Decode { method: String, detail: String },
+    /// An answer longer than the client reads (see [`super::client::MAX_ANSWER`]).
+    #[error("{method}: the answer is longer than {limit} bytes, more than midasfs reads")]
+    TooLarge { method: String, limit: usize },
     /// A download ended before all the bytes the caller expected had arrived.
     #[error("download ended after {got} of {expected} bytes")]
     ShortRead { expected: u64, got: u64 },
@@ -67,6 +70,7 @@ impl Error {
             Error::Api { .. }
             | Error::NotMidas { .. }
             | Error::Decode { .. }
+            | Error::TooLarge { .. }
             | Error::BadUrl(_)
             | Error::Auth(_)
             | Error::Io(_) => false,

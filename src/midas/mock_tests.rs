@@ -16,14 +16,17 @@ use super::*;
 struct Seen {
     verb: String,
     path: String,
-    query: HashMap<String, String>,
+    /// The request target as sent (path and query).
+    target: String,
+    /// The parameters, from the query and a form-encoded body alike (as Midas reads them).
+    params: HashMap<String, String>,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
 
 impl Seen {
     fn method(&self) -> &str {
-        self.query.get("method").map_or("", String::as_str)
+        self.params.get("method").map_or("", String::as_str)
     }
 }
 
@@ -104,10 +107,21 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec<Se
             }
         }
         let target = reqwest::Url::parse(&format!("http://x{}", request_line[1])).expect("target");
+        let mut params: HashMap<String, String> = target.query_pairs().into_owned().collect();
+        let form = headers
+            .get("content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            let fields =
+                reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body)))
+                    .expect("form body");
+            params.extend(fields.query_pairs().into_owned());
+        }
         let seen = Seen {
             verb: request_line[0].to_owned(),
             path: target.path().to_owned(),
-            query: target.query_pairs().into_owned().collect(),
+            target: request_line[1].to_owned(),
+            params,
             headers,
             body,
         };
@@ -187,7 +201,7 @@ async fn connect_logs_in_and_sends_the_token() {
 
     let seen = mock.seen();
     assert_eq!(seen[0].method(), "midas.version");
-    assert!(!seen[0].query.contains_key("token"));
+    assert!(!seen[0].params.contains_key("token"));
     assert!(seen
         .iter()
         .all(|s| s.verb == "POST" && s.path == "/midas/api/json"));
@@ -195,13 +209,13 @@ async fn connect_logs_in_and_sends_the_token() {
         .iter()
         .find(|s| s.method() == "midas.login")
         .expect("login");
-    assert_eq!(login.query["apikey"], "SECRETKEY");
-    assert_eq!(login.query["appname"], "Default");
+    assert_eq!(login.params["apikey"], "SECRETKEY");
+    assert_eq!(login.params["appname"], "Default");
     let folders = seen
         .iter()
         .find(|s| s.method() == "midas.user.folders")
         .expect("folders");
-    assert_eq!(folders.query["token"], "token-0000001");
+    assert_eq!(folders.params["token"], "token-0000001");
     assert_eq!(mock.count("midas.login"), 1);
 }
 
@@ -212,7 +226,7 @@ async fn anonymous_never_sends_a_token() {
     let client = client(&mock, Credentials::Anonymous);
     assert_eq!(client.connect().await.expect("connect"), None);
     client.user_folders().await.expect("folders");
-    assert!(mock.seen().iter().all(|s| !s.query.contains_key("token")));
+    assert!(mock.seen().iter().all(|s| !s.params.contains_key("token")));
     assert_eq!(mock.count("midas.login"), 0);
 }
 
@@ -223,7 +237,7 @@ async fn an_expired_token_is_renewed_once_for_all_callers() {
         if let Some(reply) = login(seen) {
             return reply;
         }
-        match seen.query.get("token").map(String::as_str) {
+        match seen.params.get("token").map(String::as_str) {
             Some("token-0000001") => Reply::Fail(-101, "Invalid token"),
             _ => Reply::Ok("[]"),
         }
@@ -263,7 +277,7 @@ async fn an_unknown_method_does_not_log_in_again() {
 async fn refused_credentials_are_auth_errors() {
     let mock = Mock::start(|seen| match seen.method() {
         "midas.version" => Reply::Ok(r#"{"version":"3.4.2"}"#),
-        "midas.login" if seen.query["email"] == "nobody@b.c" => {
+        "midas.login" if seen.params["email"] == "nobody@b.c" => {
             Reply::Fail(-150, "Unable to authenticate. Please check credentials.")
         }
         "midas.login" => Reply::Fail(0, ""),
@@ -323,7 +337,7 @@ async fn a_password_is_exchanged_for_the_default_key() {
         .iter()
         .find(|s| s.method() == "midas.login")
         .expect("login");
-    assert_eq!(login.query["apikey"], "THEDEFAULTKEY");
+    assert_eq!(login.params["apikey"], "THEDEFAULTKEY");
 }
 
 #[tokio::test]
@@ -427,7 +441,7 @@ async fn download_from_an_offset_despite_the_wrong_length() {
     let login = logins();
     let mock = Mock::start(move |seen| {
         if seen.path == "/midas/download/" {
-            let offset: usize = seen.query["offset"].parse().expect("offset");
+            let offset: usize = seen.params["offset"].parse().expect("offset");
             return download_answer(&served[offset..], served.len());
         }
         login(seen).unwrap_or(Reply::Ok("[]"))
@@ -443,9 +457,9 @@ async fn download_from_an_offset_despite_the_wrong_length() {
         .iter()
         .find(|s| s.path == "/midas/download/")
         .expect("download");
-    assert_eq!(download.verb, "GET");
-    assert_eq!(download.query["bitstream"], "9");
-    assert_eq!(download.query["authToken"], "token-0000001");
+    assert_eq!(download.verb, "POST");
+    assert_eq!(download.params["bitstream"], "9");
+    assert_eq!(download.params["authToken"], "token-0000001");
     assert!(!download.headers.contains_key("range"));
 }
 
@@ -494,7 +508,7 @@ async fn a_download_refused_for_an_expired_token_is_tried_again_after_a_login() 
     let login = logins();
     let mock = Mock::start(move |seen| {
         if seen.path == "/midas/download/" {
-            return match seen.query["authToken"].as_str() {
+            return match seen.params["authToken"].as_str() {
                 "token-0000001" => Reply::Raw(
                     b"HTTP/1.1 500 Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                         .to_vec(),
@@ -502,7 +516,7 @@ async fn a_download_refused_for_an_expired_token_is_tried_again_after_a_login() 
                 _ => download_answer(b"0123456789", 10),
             };
         }
-        match (seen.method(), seen.query.get("token").map(String::as_str)) {
+        match (seen.method(), seen.params.get("token").map(String::as_str)) {
             ("midas.user.folders", Some("token-0000001")) => Reply::Fail(-101, "Invalid token"),
             _ => login(seen).unwrap_or(Reply::Ok("[]")),
         }
@@ -550,12 +564,12 @@ async fn upload_streams_the_file_range() {
     assert_eq!(seen[0].method(), "midas.upload.perform");
     assert_eq!(seen[0].body, &content[1000..]);
     assert_eq!(seen[0].headers["content-length"], "2000");
-    assert_eq!(seen[0].query["length"], "3000");
-    assert_eq!(seen[0].query["uploadtoken"], "1/5/abc");
-    assert_eq!(seen[0].query["revision"], "head");
-    assert!(!seen[0].query.contains_key("token"));
+    assert_eq!(seen[0].params["length"], "3000");
+    assert_eq!(seen[0].params["uploadtoken"], "1/5/abc");
+    assert_eq!(seen[0].params["revision"], "head");
+    assert!(!seen[0].params.contains_key("token"));
     assert_eq!(seen[1].body, content);
-    assert!(!seen[1].query.contains_key("revision"));
+    assert!(!seen[1].params.contains_key("revision"));
 }
 
 #[tokio::test]
@@ -587,11 +601,11 @@ async fn upload_to_a_server_that_never_answers_times_out() {
 #[tokio::test]
 async fn upload_token_and_offset() {
     let mock = Mock::start(|seen| match seen.method() {
-        "midas.upload.generatetoken" if seen.query.contains_key("checksum") => {
+        "midas.upload.generatetoken" if seen.params.contains_key("checksum") => {
             Reply::Ok(r#"{"token":""}"#)
         }
         "midas.upload.generatetoken" => Reply::Ok(r#"{"token":"1/2/xyz"}"#),
-        "midas.upload.getoffset" if seen.query["uploadtoken"] == "1/2/xyz" => {
+        "midas.upload.getoffset" if seen.params["uploadtoken"] == "1/2/xyz" => {
             Reply::Ok(r#"{"offset":"1234"}"#)
         }
         _ => Reply::Ok(r#"{"offset":""}"#),
@@ -631,11 +645,11 @@ async fn parameters_of_writes() {
         .await
         .expect("set");
     let seen = mock.seen();
-    assert_eq!(seen[0].query["parentid"], "3");
-    assert!(!seen[1].query.contains_key("updatebitstream"));
-    assert!(seen[2].query.contains_key("updatebitstream"));
-    assert_eq!(seen[3].query["itemId"], "4");
-    assert_eq!(seen[3].query["value"], "me & you");
+    assert_eq!(seen[0].params["parentid"], "3");
+    assert!(!seen[1].params.contains_key("updatebitstream"));
+    assert!(seen[2].params.contains_key("updatebitstream"));
+    assert_eq!(seen[3].params["itemId"], "4");
+    assert_eq!(seen[3].params["value"], "me & you");
 }
 
 #[test]
@@ -691,4 +705,151 @@ fn futures_are_send() {
         UploadRevision::New,
     ));
     send(&client.folder_children(1));
+}
+
+/// Every secret of every request, as the mock server saw them.
+fn carries_secret(seen: &Seen, secrets: &[&str]) -> bool {
+    let text = format!(
+        "{} {:?} {}",
+        seen.target,
+        seen.headers,
+        String::from_utf8_lossy(&seen.body)
+    );
+    secrets.iter().any(|secret| text.contains(secret))
+}
+
+#[tokio::test]
+async fn secrets_travel_in_request_bodies_never_in_urls() {
+    let login = logins();
+    let mock = Mock::start(move |seen| {
+        if seen.path == "/midas/download/" {
+            return download_answer(b"0123456789", 10);
+        }
+        match seen.method() {
+            "midas.user.apikey.default" => Reply::Ok(r#"{"apikey":"SECRETKEY"}"#),
+            "midas.upload.getoffset" => Reply::Ok(r#"{"offset":"3"}"#),
+            _ => login(seen).unwrap_or(Reply::Ok("[]")),
+        }
+    })
+    .await;
+    let password = Credentials::Password {
+        email: "a@b.c".into(),
+        password: "hunter2".into(),
+    };
+    let client = client(&mock, password);
+    client.connect().await.expect("connect");
+    client.user_folders().await.expect("folders");
+    let mut stream = client.download(1, 0, 10).await.expect("open");
+    assert_eq!(read_all(&mut stream).await.expect("read"), b"0123456789");
+    assert_eq!(
+        client
+            .upload_offset("1/2/UPLOADSECRET")
+            .await
+            .expect("offset"),
+        3
+    );
+
+    let seen = mock.seen();
+    let secrets = ["hunter2", "SECRETKEY", "token-0000001", "UPLOADSECRET"];
+    for request in &seen {
+        assert!(
+            !secrets.iter().any(|secret| request.target.contains(secret)),
+            "a secret in the URL: {}",
+            request.target
+        );
+    }
+    // They did travel, in the bodies.
+    let sent = |method: &str, name: &str| {
+        seen.iter()
+            .find(|s| s.method() == method)
+            .and_then(|s| s.params.get(name).cloned())
+    };
+    assert_eq!(
+        sent("midas.user.apikey.default", "password").as_deref(),
+        Some("hunter2")
+    );
+    assert_eq!(sent("midas.login", "apikey").as_deref(), Some("SECRETKEY"));
+    assert_eq!(
+        sent("midas.user.folders", "token").as_deref(),
+        Some("token-0000001")
+    );
+    assert_eq!(
+        sent("midas.upload.getoffset", "uploadtoken").as_deref(),
+        Some("1/2/UPLOADSECRET")
+    );
+    let download = seen
+        .iter()
+        .find(|s| s.path == "/midas/download/")
+        .expect("download");
+    assert_eq!(download.verb, "POST");
+    assert_eq!(download.params["authToken"], "token-0000001");
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_gets_no_token() {
+    let elsewhere = Mock::start(|seen| {
+        if seen.path.starts_with("/midas/download") {
+            download_answer(b"0123456789", 10)
+        } else {
+            Reply::Ok("[]")
+        }
+    })
+    .await;
+    let target = elsewhere.url();
+    let login = logins();
+    let mock = Mock::start(move |seen| {
+        let redirect = |status: &str, to: String| {
+            Reply::Raw(
+                format!(
+                    "HTTP/1.1 {status}\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .into_bytes(),
+            )
+        };
+        if seen.path == "/midas/download/" {
+            return redirect("302 Found", format!("{target}download/?bitstream=1"));
+        }
+        match seen.method() {
+            "midas.user.folders" => redirect(
+                "307 Temporary Redirect",
+                format!("{target}api/json?method=midas.user.folders"),
+            ),
+            "midas.folder.get" => redirect(
+                "302 Found",
+                format!("{target}api/json?method=midas.folder.get"),
+            ),
+            _ => login(seen).unwrap_or(Reply::Ok("[]")),
+        }
+    })
+    .await;
+    let client = client(&mock, key());
+    client.connect().await.expect("connect");
+    let folders = client.user_folders().await;
+    let folder = client.folder_get(1).await;
+    let download = client.download(1, 0, 10).await;
+    for request in elsewhere.seen() {
+        assert!(
+            !carries_secret(&request, &["token-000", "SECRETKEY"]),
+            "the other origin got a secret: {request:?}"
+        );
+    }
+    // Refused, not followed without the token (which would fail less clearly).
+    assert!(folders.is_err(), "{folders:?}");
+    assert!(folder.is_err(), "{folder:?}");
+    assert!(download.is_err(), "{download:?}");
+
+    // Anonymous, there is nothing to give away: the redirect is followed.
+    let anonymous = client_for_url(&mock.url(), Credentials::Anonymous);
+    let mut stream = anonymous.download(1, 0, 10).await.expect("followed");
+    assert_eq!(read_all(&mut stream).await.expect("read"), b"0123456789");
+}
+
+fn client_for_url(url: &str, credentials: Credentials) -> Client {
+    Client::new(ClientConfig {
+        base_url: url.to_owned(),
+        credentials,
+        connect_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_millis(400),
+    })
+    .expect("client")
 }

@@ -262,9 +262,12 @@ pub(crate) struct PlainBody {
 /// GET `url` (http, no proxy) on a connection of its own, so that the body can be read from
 /// the socket straight into block buffers. reqwest hands a body out as slices of its own read
 /// buffer, so building 1 MiB blocks from them copies every byte once more: a third of the
-/// daemon's CPU in a sequential read through the mount.
+/// daemon's CPU in a sequential read through the mount. With a `form` (the download's token),
+/// a POST with that form-encoded body instead. A redirect is never followed here: reqwest
+/// takes it, under the client's redirect policy.
 pub(crate) async fn plain_get(
     url: &Url,
+    form: Option<&str>,
     connect_timeout: Duration,
     stall: Duration,
 ) -> Result<PlainAnswer> {
@@ -303,9 +306,20 @@ pub(crate) async fn plain_get(
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
+    let (verb, body_head, body) = match form {
+        Some(form) => (
+            "POST",
+            format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                form.len()
+            ),
+            form,
+        ),
+        None => ("GET", String::new(), ""),
+    };
     let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
-         Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "{verb} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
+         Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n{body_head}\r\n{body}",
         env!("CARGO_PKG_VERSION")
     );
     let sent = timeout(stall, socket.write_all(request.as_bytes())).await;
@@ -431,14 +445,27 @@ fn parse_head(head: &[u8]) -> Option<PlainHead> {
     })
 }
 
-/// The whole body of an answer, failing when no byte arrives for `stall`.
+/// The whole body of an answer, failing when no byte arrives for `stall`, or as soon as it
+/// is known to be longer than `limit` (the connection is dropped then, unread).
 pub(crate) async fn read_body(
     method: &str,
     url: &str,
     mut response: reqwest::Response,
     stall: Duration,
+    limit: usize,
 ) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
+    let too_large = || {
+        log::warn!("{method}: the answer is longer than {limit} bytes; not read");
+        Error::TooLarge {
+            method: method.to_owned(),
+            limit,
+        }
+    };
+    let advertised = response.content_length().unwrap_or(0);
+    if advertised > limit as u64 {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(advertised as usize);
     loop {
         match timeout(stall, response.chunk()).await {
             Err(_) => {
@@ -447,6 +474,7 @@ pub(crate) async fn read_body(
                     after: stall,
                 })
             }
+            Ok(Ok(Some(chunk))) if body.len() + chunk.len() > limit => return Err(too_large()),
             Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
             Ok(Ok(None)) => return Ok(body),
             Ok(Err(err)) => return Err(transport_error(method, url, err, stall)),
@@ -699,7 +727,7 @@ mod tests {
 
     async fn get(url: &Url) -> PlainAnswer {
         let wait = Duration::from_millis(500);
-        plain_get(url, wait, wait).await.expect("answer")
+        plain_get(url, None, wait, wait).await.expect("answer")
     }
 
     #[tokio::test]

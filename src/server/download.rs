@@ -1,5 +1,6 @@
 //! The `/download/` controller: `?bitstream=ID&offset=N&name=X`, `?items=ID[,rev]`,
-//! `?folders=ID`, each with an optional `authToken`. A single file goes from the page cache to
+//! `?folders=ID`, each with an optional `authToken`; as in Midas, every parameter may also come
+//! in a form-encoded POST body (midasfs sends its token there). A single file goes from the page cache to
 //! the socket with `sendfile(2)` (see conn.rs); ZIPs are produced on a thread of their own
 //! while they are sent. The database is never locked while bytes flow.
 
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream;
@@ -70,22 +71,25 @@ enum Plan {
 pub async fn handle(
     state: State<Arc<Shared>>,
     conn: ConnectInfo<ConnHandle>,
-    method: Method,
-    uri: Uri,
+    request: Request,
 ) -> Response {
-    let params = Params::from_query(uri.query());
-    serve(state, conn, method, params).await
+    match super::read_params(request).await {
+        Ok((params, method)) => serve(state, conn, method, params).await,
+        Err(refused) => refused,
+    }
 }
 
 /// The path forms `/download/bitstream/<id>/…`, `/download/item/<id>/…`, `/download/folder/<id>/…`.
 pub async fn handle_path(
     state: State<Arc<Shared>>,
     conn: ConnectInfo<ConnHandle>,
-    method: Method,
     Path(segments): Path<Vec<(String, String)>>,
-    uri: Uri,
+    request: Request,
 ) -> Response {
-    let mut params = Params::from_query(uri.query());
+    let (mut params, method) = match super::read_params(request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let value = |key: &str| {
         segments
             .iter()

@@ -16,3 +16,7 @@ pub mod tree;
 // ZIP central directories, duplicate names included.
 #[allow(dead_code)]
 pub mod zipfile;
+
+// A hostile or broken server: a proxy in front of `midasfs serve` that misbehaves on request.
+#[allow(dead_code)]
+pub mod proxy;

@@ -97,6 +97,11 @@ impl Mount {
         }
     }
 
+    /// The process id of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running daemon").id()
+    }
+
     /// Unmounts the way a user would and waits for the daemon to exit.
     pub fn unmount(mut self) -> std::process::ExitStatus {
         self.cleanup().expect("daemon status")

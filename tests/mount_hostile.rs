@@ -1,0 +1,259 @@
+//! A mount of a server that misbehaves: a proxy in front of a real `midasfs serve` stalls
+//! downloads, sends endless answers, or names no filesystem can show. The mount must fail
+//! quickly and clearly, stay small, and show what it can.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::mount::Mount;
+use common::proxy::{Answer, Proxy};
+use common::server::{TestServer, ADMIN_EMAIL};
+
+/// A server, an administrator's token and the administrator's Private folder id.
+fn server_with_private() -> (TestServer, String, String) {
+    let server = TestServer::start();
+    let token = server.token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    (server, token, private)
+}
+
+fn mount(url: &str, server: &TestServer, extra: &[&str]) -> Mount {
+    Mount::as_admin(url, &server.email, &server.api_key, extra)
+}
+
+fn private(mount: &Mount) -> PathBuf {
+    mount.path.join("users/Admin_User/Private")
+}
+
+#[test]
+fn a_download_that_stalls_fails_within_about_the_timeout() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    server.upload_item(&token, &private_id, "stalls.bin", &vec![7u8; 3 << 20]);
+    let proxy = Proxy::start(server.addr(), |request| {
+        if !request.is_download() {
+            return Answer::Forward;
+        }
+        Answer::Own(Box::new(|client| {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 3 << 20);
+            let _ = client.write_all(head.as_bytes());
+            let _ = client.write_all(&[7u8; 100]);
+            std::thread::sleep(Duration::from_secs(120));
+        }))
+    });
+    let timeout = 2;
+    let mount = mount(&proxy.url, &server, &["--timeout", &timeout.to_string()]);
+    let path = private(&mount).join("stalls.bin");
+    assert_eq!(std::fs::metadata(&path).expect("listed").len(), 3 << 20);
+    let started = Instant::now();
+    let read = std::fs::read(&path);
+    let took = started.elapsed();
+    eprintln!(
+        "stalled read failed after {took:?}: {read:?}",
+        read = read.as_ref().map(Vec::len)
+    );
+    assert!(
+        read.is_err(),
+        "a stalled download read as {:?}",
+        read.map(|r| r.len())
+    );
+    assert!(
+        took < Duration::from_millis(2500 * timeout),
+        "a stall at --timeout {timeout} failed only after {took:?}"
+    );
+}
+
+fn replace(body: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+fn errno(result: std::io::Result<impl std::fmt::Debug>) -> Option<i32> {
+    result.expect_err("should fail").raw_os_error()
+}
+
+#[test]
+fn names_no_file_name_can_hold_are_shown_and_lead_to_their_files() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    let long = format!("{}.txt", "a long name ".repeat(25));
+    assert!(long.len() > 255);
+    server.upload_item(&token, &private_id, &long, b"long content");
+    server.upload_item(&token, &private_id, "plain.txt", b"plain");
+    server.upload_item(&token, &private_id, "SURROGATE.txt", b"odd");
+    // What PHP's json_encode can send for a name that is not valid UTF-8: a lone surrogate.
+    let proxy = Proxy::start(server.addr(), |request| match request.method() {
+        "midas.folder.children" | "midas.item.get" => Answer::Edit(Box::new(|body| {
+            replace(body, b"SURROGATE", br"sur\ud800gate")
+        })),
+        _ => Answer::Forward,
+    });
+    let mount = mount(&proxy.url, &server, &[]);
+    let dir = private(&mount);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the folder lists despite the odd name")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8")
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|name| name == "plain.txt"), "{names:?}");
+    let odd = names
+        .iter()
+        .find(|name| name.contains('\u{fffd}'))
+        .expect("the odd name, mapped");
+    assert_eq!(std::fs::read(dir.join(odd)).expect("read"), b"odd");
+    let shortened = names
+        .iter()
+        .find(|name| name.starts_with("a long name"))
+        .expect("the long name, shortened");
+    assert!(shortened.len() <= 255, "{} bytes", shortened.len());
+    assert!(shortened.ends_with(").txt"), "{shortened}");
+    assert_eq!(
+        std::fs::read(dir.join(shortened)).expect("read"),
+        b"long content"
+    );
+    // The same name on the next listing (and the next mount: it comes from the item id).
+    assert!(dir.join(shortened).is_file());
+
+    // Names longer than any file name are refused, as a disk filesystem does.
+    let too_long = dir.join("x".repeat(256));
+    assert_eq!(
+        errno(std::fs::File::create(&too_long)),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        errno(std::fs::create_dir(&too_long)),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        errno(std::fs::rename(dir.join("plain.txt"), &too_long)),
+        Some(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("plain.txt")).expect("still there"),
+        b"plain"
+    );
+}
+
+/// The most memory the process has used so far (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
+
+#[test]
+fn an_endless_listing_answer_fails_without_filling_the_memory() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    let huge = server.create_folder(&token, &private_id, "huge");
+    let huge_id = common::server::text(&huge["folder_id"]).to_owned();
+    server.create_folder(&token, &private_id, "small");
+    const SENT: usize = 256 << 20;
+    let proxy = Proxy::start(server.addr(), move |request| {
+        if request.method() != "midas.folder.children" || request.params["id"] != huge_id {
+            return Answer::Forward;
+        }
+        // 256 MiB of a valid listing, its length not announced (the end is the connection's).
+        Answer::Own(Box::new(|client| {
+            let item = r#"{"item_id":"99","name":"same name","description":"","sizebytes":"1","date_creation":"2020-01-01 00:00:00","date_update":"2020-01-01 00:00:00","privacy_status":"2","uuid":"u"},"#;
+            let mut chunk = String::new();
+            while chunk.len() < 1 << 20 {
+                chunk.push_str(item);
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n";
+            let _ = client.write_all(head.as_bytes());
+            let _ = client.write_all(br#"{"code":"0","data":{"folders":[],"items":["#);
+            let mut sent = 0;
+            while sent < SENT {
+                if client.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            let _ =
+                client.write_all(br#"{"item_id":"1","name":"end"}]},"message":"","stat":"ok"}"#);
+        }))
+    });
+    let mount = mount(&proxy.url, &server, &["--cache-size", "1"]);
+    let dir = private(&mount);
+    let huge = dir.join("huge");
+    let lister = std::thread::spawn(move || {
+        std::fs::read_dir(huge).and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+    });
+    // Watched while it runs: a daemon that reads it all must fail here, not swap the machine.
+    const BOUND: u64 = 200 << 20;
+    while !lister.is_finished() {
+        let peak = peak_memory(mount.pid());
+        assert!(peak < BOUND, "the daemon grew to {} MiB", peak >> 20);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(errno(lister.join().expect("lister")), Some(libc::EIO));
+    let peak = peak_memory(mount.pid());
+    eprintln!("peak memory of the daemon: {} MiB", peak >> 20);
+    assert!(peak < BOUND, "the daemon grew to {} MiB", peak >> 20);
+    // The rest of the mount is unharmed.
+    assert!(dir.join("small").is_dir());
+    assert_eq!(
+        std::fs::read_dir(dir.join("small")).expect("small").count(),
+        0
+    );
+}
+
+#[test]
+fn a_walk_does_not_list_ahead_into_a_folder_of_thousands() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    for name in ["a", "b"] {
+        server.create_folder(&token, &private_id, name);
+    }
+    let big = server.create_folder(&token, &private_id, "big");
+    let big_id = common::server::text(&big["folder_id"]).to_owned();
+    for i in 0..1001 {
+        server.create_item(&token, &big_id, &format!("item {i}"));
+    }
+    let proxy = Proxy::start(server.addr(), |_| Answer::Forward);
+    let mount = mount(&proxy.url, &server, &[]);
+    let dir = private(&mount);
+    // A walk: the folder, then two of its subfolders in a row.
+    assert_eq!(std::fs::read_dir(&dir).expect("Private").count(), 3);
+    std::fs::read_dir(dir.join("a")).expect("a").for_each(drop);
+    std::fs::read_dir(dir.join("b")).expect("b").for_each(drop);
+    std::thread::sleep(Duration::from_secs(2));
+    let details = |proxy: &Proxy| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|request| request.method() == "midas.item.get")
+            .count()
+    };
+    assert_eq!(details(&proxy), 0, "item details fetched ahead of the walk");
+    // When the walk gets there, it is listed in full.
+    assert_eq!(
+        std::fs::read_dir(dir.join("big")).expect("big").count(),
+        1001
+    );
+}
