@@ -277,7 +277,7 @@ pub struct ServeArgs {
     /// Most open client connections; beyond it the longest-idle ones are closed
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
-    /// Close a connection that sends nothing for this long (none or before its next request)
+    /// Close a connection that sends nothing for this long after opening or after a response
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     pub idle_timeout: u64,
     /// Close a connection whose request head is not complete this long after it began waiting
