@@ -230,8 +230,16 @@ fn mount_and_serve(
         },
     ));
     let handle = runtime.handle().clone();
+    let notified_fs = Arc::clone(&fs);
     let adapter = move || FuseAdapter::new(Arc::clone(&fs), handle.clone());
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;
+    let notifier = session.notifier();
+    notified_fs.on_attr_change(Box::new(move |ino| {
+        // Offset −1: the attributes only, not the cached content.
+        if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            log::debug!("could not invalidate inode {ino:#x} in the kernel: {err}");
+        }
+    }));
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
     std::thread::Builder::new()

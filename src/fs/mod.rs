@@ -5,6 +5,7 @@
 //! are `async`; the `cached_*` methods answer from memory only, so the FUSE loop can reply inline
 //! when it can and hand the rest to a worker.
 
+mod access;
 mod early;
 pub mod error;
 pub mod inode;
@@ -33,7 +34,7 @@ use reader::{BlockCache, FileReader};
 use spool::SpoolConfig;
 use write::Writes;
 
-use crate::midas::types::{Id, Item, MetadataValue, User};
+use crate::midas::types::{Id, Item, MetadataValue, User, PRIVACY_PUBLIC};
 use crate::midas::Client;
 
 /// How many `item.get` calls one listing keeps in flight.
@@ -112,7 +113,14 @@ pub struct MidasFs {
     mounted_at: SystemTime,
     writes: Writes,
     walk: walk::WalkAhead,
+    /// Tells the kernel to forget the attributes it cached of an inode (see
+    /// [`MidasFs::on_attr_change`]).
+    attr_changed: std::sync::OnceLock<AttrChanged>,
 }
+
+/// Called with an inode number whose attributes changed on their own (not by the request the
+/// kernel is waiting for).
+pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
     /// `me` is the logged-in user (None for an anonymous mount).
@@ -132,6 +140,7 @@ impl MidasFs {
                 kind: root_kind,
                 mtime: now,
                 writable: root_writable,
+                public: true,
             },
             parent: ROOT,
             lookups: 1,
@@ -142,6 +151,7 @@ impl MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
+            attr_changed: std::sync::OnceLock::new(),
             client,
             config,
             me,
@@ -338,6 +348,7 @@ impl MidasFs {
                 kind,
                 mtime: self.mounted_at,
                 writable: false,
+                public: true,
             },
         }
     }
@@ -375,6 +386,7 @@ impl MidasFs {
                     },
                     &c.creation,
                     writable,
+                    c.privacy == PRIVACY_PUBLIC,
                 )
             })
             .collect())
@@ -413,6 +425,9 @@ impl MidasFs {
             },
             "",
             writable,
+            // A user's top folder is private, but anyone may list it (seeing only what they
+            // may read) and must pass through it to reach its Public folder.
+            true,
         )
     }
 
@@ -420,7 +435,14 @@ impl MidasFs {
         !self.config.read_only && self.me.as_ref().is_some_and(|me| me.admin)
     }
 
-    fn entry(&self, name: String, kind: NodeKind, date: &str, writable: bool) -> Entry {
+    fn entry(
+        &self,
+        name: String,
+        kind: NodeKind,
+        date: &str,
+        writable: bool,
+        public: bool,
+    ) -> Entry {
         Entry {
             ino: kind.ino(self.root_folder()),
             name,
@@ -428,6 +450,7 @@ impl MidasFs {
                 kind,
                 mtime: time::parse_midas_date(date).unwrap_or(self.mounted_at),
                 writable,
+                public,
             },
         }
     }
@@ -498,11 +521,14 @@ impl MidasFs {
                 id: folder.folder_id,
                 uuid: folder.uuid.clone(),
             };
-            entries.push(self.entry(name, kind, &folder.date_update, writable));
+            let public = folder.privacy_status == PRIVACY_PUBLIC;
+            entries.push(self.entry(name, kind, &folder.date_update, writable, public));
         }
         for item in items {
             if let Some(mut entry) = details.remove(&item.item_id) {
                 entry.name = named.next().unwrap_or_default();
+                // A change of policies leaves the item's stamp as it was: the listing tells.
+                entry.data.public = item.privacy_status == PRIVACY_PUBLIC;
                 entries.push(entry);
             }
         }
@@ -522,7 +548,8 @@ impl MidasFs {
             }
             _ => NodeKind::ItemDir { item: info },
         };
-        self.entry(name, kind, &item.date_update, writable)
+        let public = item.privacy_status == PRIVACY_PUBLIC;
+        self.entry(name, kind, &item.date_update, writable, public)
     }
 
     async fn item_dir_entries(&self, item_id: Id, writable: bool) -> FsResult<Vec<Entry>> {
@@ -531,6 +558,7 @@ impl MidasFs {
             return Ok(Vec::new());
         };
         let info = ItemInfo::new(&item, head.revision);
+        let public = item.privacy_status == PRIVACY_PUBLIC;
         let mut named: Vec<(String, Origin)> = head
             .bitstreams
             .iter()
@@ -551,7 +579,7 @@ impl MidasFs {
                     item: info.clone(),
                     bitstream: bitstream_info(b),
                 };
-                self.entry(name, kind, &b.date, writable)
+                self.entry(name, kind, &b.date, writable, public)
             })
             .collect())
     }
