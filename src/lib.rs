@@ -11,6 +11,7 @@ pub mod fs;
 pub mod fuse;
 pub mod midas;
 pub mod mount;
+pub mod private;
 pub mod server;
 
 /// What a subcommand returns to `main`, which prints the error and exits non-zero.
