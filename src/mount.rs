@@ -561,13 +561,16 @@ pub fn demo(args: DemoArgs) -> CliResult {
             "--listen",
             "127.0.0.1:0",
             "--demo",
-            "--admin-password",
-            password,
+            "--admin-password-stdin",
         ])
         .arg("--data")
         .arg(&data)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    if let Some(mut stdin) = server.stdin.take() {
+        writeln!(stdin, "{password}")?;
+    }
     let server_out = server
         .stdout
         .take()

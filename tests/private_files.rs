@@ -1,7 +1,7 @@
 //! What midasfs leaves on the local disk and in the process table is the user's alone: the
 //! server's store and the mount's spool, recovery files and log are 0700/0600 whatever the
-//! umask (and tightened when they exist already), and the mount daemon's environment holds no
-//! API key.
+//! umask (and tightened when they exist already), the mount daemon's environment holds no API
+//! key, and no password is taken from the command line.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::mount::{is_fuse_mount, unique_mountpoint, Mount, MountOptions};
-use common::server::TestServer;
+use common::server::{text, TestServer};
 use common::tree::pseudo_random;
 
 /// Every test here wants the most permissive umask (it is per process, so all share it).
@@ -245,4 +245,104 @@ fn no_mount_process_keeps_the_api_key_in_its_environment() {
     }
     assert!(std::fs::read_dir(mount.path.join("home/Private")).is_ok());
     drop(mount);
+}
+
+#[test]
+fn passwords_come_from_a_file_or_standard_input_never_from_the_arguments() {
+    let server = TestServer::start();
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run midasfs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
+        drop(stdin);
+        child.wait_with_output().expect("wait for midasfs")
+    };
+    let data = server.data_dir.to_str().unwrap().to_owned();
+
+    // In the arguments: refused, with the way to do it, and nothing is created.
+    let refused = run(
+        &[
+            "admin",
+            "--data",
+            &data,
+            "add-user",
+            "--email",
+            "eve@example.com",
+            "--password",
+            "visible-pw",
+            "--firstname",
+            "Eve",
+            "--lastname",
+            "Argv",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--password-file"), "{said}");
+    let eve = server.call(
+        "midas.user.apikey.default",
+        &[("email", "eve@example.com"), ("password", "visible-pw")],
+    );
+    assert_eq!(eve["stat"], "fail", "{eve}");
+    let other = tempfile::tempdir().expect("tempdir");
+    let serve = run(
+        &[
+            "serve",
+            "--data",
+            other.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-password",
+            "visible-pw",
+        ],
+        "",
+    );
+    assert!(!serve.status.success());
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(said.contains("--admin-password-file"), "{said}");
+    assert!(
+        !other.path().join("midas.sqlite3").exists(),
+        "a store was made"
+    );
+
+    // From a file and from standard input: the user can log in with that password.
+    let file = other.path().join("pw");
+    std::fs::write(&file, "file-pw-123\n").expect("password file");
+    let users = [
+        (
+            "file@example.com",
+            "file-pw-123",
+            vec!["--password-file", file.to_str().unwrap()],
+            "",
+        ),
+        (
+            "stdin@example.com",
+            "stdin-pw-123",
+            vec!["--password-stdin"],
+            "stdin-pw-123\n",
+        ),
+    ];
+    for (email, password, how, input) in users {
+        let mut args = vec!["admin", "--data", &data, "add-user", "--email", email];
+        args.extend(how);
+        args.extend(["--firstname", "Pat", "--lastname", "Word"]);
+        let added = run(&args, input);
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let key = server.call_ok(
+            "midas.user.apikey.default",
+            &[("email", email), ("password", password)],
+        );
+        assert!(!text(&key["apikey"]).is_empty());
+    }
 }
