@@ -5,6 +5,9 @@ mod common;
 
 use common::server::{text, TestServer};
 
+/// Request parameters, and the code and message of the error Midas gives for them.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
 fn fail(server: &TestServer, method: &str, params: &[(&str, &str)]) -> (String, String) {
     server.call_fail(method, params)
 }
@@ -61,68 +64,86 @@ fn item_policy_group_methods_answer_and_fail_as_midas_does() {
         "0"
     );
 
-    let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+    let cases: &[(&str, Case<'_>)] = &[
         (
             "midas.item.remove.policygroup",
-            &[("token", t), ("id", i), ("group_id", "0")],
-            "-150",
-            "Parameter item_id is not defined",
+            (
+                &[("token", t), ("id", i), ("group_id", "0")],
+                "-150",
+                "Parameter item_id is not defined",
+            ),
         ),
         (
             "midas.item.remove.policygroup",
-            &[("token", t), ("item_id", i)],
-            "-150",
-            "Parameter group_id is not defined",
+            (
+                &[("token", t), ("item_id", i)],
+                "-150",
+                "Parameter group_id is not defined",
+            ),
         ),
         (
             "midas.item.remove.policygroup",
-            &[("item_id", i), ("group_id", "0")],
-            "-151",
-            "Admin privileges required on the item.",
+            (
+                &[("item_id", i), ("group_id", "0")],
+                "-151",
+                "Admin privileges required on the item.",
+            ),
         ),
         (
             "midas.item.remove.policygroup",
-            &[("token", t), ("item_id", "99999"), ("group_id", "0")],
-            "-150",
-            "This item doesn't exist.",
+            (
+                &[("token", t), ("item_id", "99999"), ("group_id", "0")],
+                "-150",
+                "This item doesn't exist.",
+            ),
         ),
         (
             "midas.item.remove.policygroup",
-            &[("token", t), ("item_id", i), ("group_id", "12345")],
-            "-150",
-            "This group doesn't exist.",
+            (
+                &[("token", t), ("item_id", i), ("group_id", "12345")],
+                "-150",
+                "This group doesn't exist.",
+            ),
         ),
         (
             "midas.item.add.policygroup",
-            &[("token", t), ("item_id", i), ("group_id", "0")],
-            "-150",
-            "Parameter policy is not defined",
+            (
+                &[("token", t), ("item_id", i), ("group_id", "0")],
+                "-150",
+                "Parameter policy is not defined",
+            ),
         ),
         (
             "midas.item.add.policygroup",
-            &[
-                ("token", t),
-                ("item_id", i),
-                ("group_id", "0"),
-                ("policy", "read"),
-            ],
-            "-150",
-            "policy should be one of [Admin|Write|Read]",
+            (
+                &[
+                    ("token", t),
+                    ("item_id", i),
+                    ("group_id", "0"),
+                    ("policy", "read"),
+                ],
+                "-150",
+                "policy should be one of [Admin|Write|Read]",
+            ),
         ),
         (
             "midas.item.list.permissions",
-            &[("item_id", i)],
-            "-151",
-            "Admin privileges required on the item to list permissions.",
+            (
+                &[("item_id", i)],
+                "-151",
+                "Admin privileges required on the item to list permissions.",
+            ),
         ),
         (
             "midas.item.list.permissions",
-            &[("token", t), ("item_id", "99999")],
-            "-150",
-            "This item doesn't exist.",
+            (
+                &[("token", t), ("item_id", "99999")],
+                "-150",
+                "This item doesn't exist.",
+            ),
         ),
     ];
-    for (method, params, code, message) in cases {
+    for (method, (params, code, message)) in cases {
         let (got_code, got_message) = fail(&server, method, params);
         assert_eq!(
             (got_code.as_str(), got_message.as_str()),
@@ -178,7 +199,7 @@ fn folder_set_privacy_recursive_gives_everything_below_the_folders_policies() {
         "0"
     );
 
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[Case<'_>] = &[
         (
             &[("token", t), ("id", &top), ("privacy", "Public")],
             "-150",
