@@ -502,8 +502,9 @@ fn password_from(
         (Some(path), _) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {option}-file {}: {e}", path.display()))?,
         (None, true) => {
+            // One line: a user typing it need not end the input too.
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut text)
                 .map_err(|e| format!("cannot read {option}-stdin: {e}"))?;
             text
         }
