@@ -164,8 +164,8 @@ trap 'exit 143' TERM
 start_server() {
 	local out=$WORK/$1.out
 	: >"$out"
-	"$BIN" serve --data "$2" --listen 127.0.0.1:0 --admin-password "$ADMIN_PASSWORD" \
-		--latency "$3" >"$out" 2>>"$WORK/$1.log" &
+	"$BIN" serve --data "$2" --listen 127.0.0.1:0 --admin-password-stdin \
+		--latency "$3" <<<"$ADMIN_PASSWORD" >"$out" 2>>"$WORK/$1.log" &
 	SERVER_PID=$!
 	echo "$SERVER_PID" >>"$PID_LIST"
 	local tries=0

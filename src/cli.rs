@@ -253,8 +253,15 @@ pub struct ServeArgs {
     /// Email of the administrator created on first start
     #[arg(long, default_value = "admin@example.com")]
     pub admin_email: String,
-    /// Password of the administrator created on first start (default: a random one, printed)
+    /// File whose first line is the password of the administrator created on first start
+    /// (default: a random one, printed)
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_password_stdin")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Read the administrator's password from standard input (first line)
     #[arg(long)]
+    pub admin_password_stdin: bool,
+    /// Refused: a password in the arguments is visible to every user (ps)
+    #[arg(long, hide = true, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
     /// First name of the administrator created on first start
     #[arg(long, default_value = "Admin")]
@@ -300,8 +307,15 @@ pub enum AdminAction {
     AddUser {
         #[arg(long)]
         email: String,
+        /// File whose first line is the user's password
+        #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Read the user's password from standard input (first line)
         #[arg(long)]
-        password: String,
+        password_stdin: bool,
+        /// Refused: a password in the arguments is visible to every user (ps)
+        #[arg(long, hide = true, value_name = "PASSWORD")]
+        password: Option<String>,
         #[arg(long)]
         firstname: String,
         #[arg(long)]

@@ -17,6 +17,7 @@ pub mod manage;
 pub mod midas;
 pub mod mount;
 pub mod options;
+pub mod private;
 pub mod server;
 
 /// What a subcommand returns to `main`, which prints the error and exits non-zero.

@@ -29,6 +29,9 @@ use crate::CliResult;
 pub const API_KEY_ENV: &str = "MIDAS_API_KEY";
 /// Set for the background child: the fd of the pipe on which it reports readiness.
 const READY_FD_ENV: &str = "MIDASFS_READY_FD";
+/// Set when a mount started itself again without [`API_KEY_ENV`]: the fd of a pipe that holds
+/// the key (read once by the process that mounts).
+const API_KEY_FD_ENV: &str = "MIDASFS_API_KEY_FD";
 /// Kernel readahead for the mount (root only): larger READs mean fewer round trips per MiB.
 const READ_AHEAD_KB: u32 = 1024;
 
@@ -37,6 +40,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `midasfs mount`; `argv` is the command line as `main` parsed it (the background child gets the
 /// same one, plus `--foreground`).
 pub fn run(args: MountArgs, argv: Vec<OsString>) -> CliResult {
+    restart_without_api_key_in_environment()?;
     let args = options::resolve(args)?;
     if args.foreground {
         let ready = std::env::var(READY_FD_ENV)
@@ -65,14 +69,19 @@ fn run_in_background(args: MountSettings, argv: Vec<OsString>) -> CliResult {
         Some(path) => path.clone(),
         None => default_log_path(),
     };
-    if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir)?;
+    match log_path.parent() {
+        // Our own directory: only the user may look into it.
+        Some(dir) if args.log_file.is_none() => crate::private::dir(dir)?,
+        Some(dir) => std::fs::create_dir_all(dir)?,
+        None => {}
     }
-    let log = std::fs::OpenOptions::new()
+    // The log names files and folders the user reads and writes: the user's alone.
+    let log = crate::private::file_options()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| format!("cannot open the log file {}: {e}", log_path.display()))?;
+    crate::private::file(&log, &log_path)?;
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(child_args)
@@ -140,6 +149,54 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((read_end, write_end))
 }
 
+/// `/proc/PID/environ` shows the environment a process was started with, whatever it removes
+/// from it later, to the user and to root for as long as the process runs. So a mount given
+/// [`API_KEY_ENV`] starts itself again (same pid, same arguments) without it, the key waiting
+/// in a pipe whose fd [`API_KEY_FD_ENV`] names. Returns only when there is nothing to hide.
+fn restart_without_api_key_in_environment() -> Result<(), BoxError> {
+    use std::os::unix::process::CommandExt;
+    let Some(key) = std::env::var_os(API_KEY_ENV) else {
+        return Ok(());
+    };
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array we own; both are wrapped right away.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: both fds were just created by pipe and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A key is far smaller than a pipe's buffer: this never blocks.
+    File::from(write_end).write_all(std::os::unix::ffi::OsStrExt::as_bytes(key.as_os_str()))?;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "midasfs".into());
+    let err = Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env_remove(API_KEY_ENV)
+        .env(API_KEY_FD_ENV, read_end.as_raw_fd().to_string())
+        .exec();
+    Err(format!("cannot start again without {API_KEY_ENV} in the environment: {err}").into())
+}
+
+/// The API key given in the environment: from the pipe of
+/// [`restart_without_api_key_in_environment`], or (when the caller set it in this process)
+/// [`API_KEY_ENV`] itself.
+fn api_key_from_environment() -> Result<Option<String>, BoxError> {
+    let Some(fd) = std::env::var(API_KEY_FD_ENV).ok() else {
+        return Ok(std::env::var(API_KEY_ENV).ok());
+    };
+    std::env::remove_var(API_KEY_FD_ENV);
+    let fd: i32 = fd
+        .parse()
+        .map_err(|_| format!("{API_KEY_FD_ENV} is not a file descriptor"))?;
+    // SAFETY: our own restart passed this fd for exactly this purpose; it is read once, here.
+    let mut pipe = unsafe { File::from_raw_fd(fd) };
+    let mut key = String::new();
+    pipe.read_to_string(&mut key)?;
+    Ok(Some(key))
+}
+
 fn read_password() -> Result<String, BoxError> {
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
@@ -153,9 +210,8 @@ fn read_password() -> Result<String, BoxError> {
 fn credentials(args: &MountSettings) -> Result<Credentials, BoxError> {
     let key = match &args.api_key_file {
         Some(path) => Some(crate::config::read_key_file(path)?),
-        None => std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()),
+        None => api_key_from_environment()?.filter(|k| !k.is_empty()),
     };
-    // The daemon runs for a long time: keep the key out of its /proc/PID/environ.
     std::env::remove_var(API_KEY_ENV);
     let email = args.email.clone();
     match (email, key, args.password_stdin) {
@@ -234,6 +290,13 @@ fn mount_and_serve(
     };
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;
     let _control = control_socket(&args, &mountpoint, &client, me.as_ref(), &fs);
+    let notifier = session.notifier();
+    fs.on_attr_change(Box::new(move |ino| {
+        // Offset −1: the attributes only, not the cached content.
+        if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            log::debug!("could not invalidate inode {ino:#x} in the kernel: {err}");
+        }
+    }));
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
     std::thread::Builder::new()
@@ -629,14 +692,17 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
             "--listen",
             "127.0.0.1:0",
             "--demo",
-            "--admin-password",
-            password,
+            "--admin-password-stdin",
         ])
         .arg("--data")
         .arg(&data)
         .env("RUST_LOG", server_log)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    if let Some(mut stdin) = server.stdin.take() {
+        writeln!(stdin, "{password}")?;
+    }
     let server_out = server
         .stdout
         .take()

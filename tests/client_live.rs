@@ -8,7 +8,7 @@
 //! Tests that need what only `serve` offers (`--token-ttl`, its admin command) say so and always
 //! run on `serve`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -65,13 +65,16 @@ impl Server {
             .arg("--data")
             .arg(data.path())
             .args(["--listen", "127.0.0.1:0", "--admin-email", EMAIL])
-            .args(["--admin-password", PASSWORD])
+            .arg("--admin-password-stdin")
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start midasfs serve");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{PASSWORD}").expect("password to serve");
+        drop(stdin);
         // The announcement may go to either stream: read both until it is complete.
         let (lines, received) = mpsc::channel();
         forward_lines(child.stdout.take().expect("stdout"), lines.clone());

@@ -101,8 +101,8 @@ vmhwm_mib() {
 
 start_server() {
 	SERVER_PORT=$(free_port)
-	"$BIN" serve --data "$WORK/data" --listen "127.0.0.1:$SERVER_PORT" --admin-password bench \
-		>"$WORK/server.out" 2>>"$WORK/server.log" &
+	"$BIN" serve --data "$WORK/data" --listen "127.0.0.1:$SERVER_PORT" --admin-password-stdin \
+		<<<bench >"$WORK/server.out" 2>>"$WORK/server.log" &
 	SERVER_PID=$!
 	URL=http://127.0.0.1:$SERVER_PORT
 	local tries=0

@@ -237,24 +237,32 @@ pub struct NodeData {
     pub mtime: SystemTime,
     /// Whether the logged-in user may change it (shown as write permission bits).
     pub writable: bool,
+    /// Whether anyone may read it on the server (anonymous READ, `privacy_status` 0): only
+    /// then do the group and others get read (and search) permission bits.
+    pub public: bool,
 }
 
 impl NodeData {
+    /// `full` (0o755 or 0o644) without the write bit when the user may not change it, and
+    /// without the group's and others' bits when it is private.
+    fn mode(&self, full: u16) -> u16 {
+        let mut mode = full;
+        if !self.writable {
+            mode &= !0o222;
+        }
+        if !self.public {
+            mode &= 0o700;
+        }
+        mode
+    }
+
     pub fn attr(&self, ino: u64) -> Attr {
         let (kind, size, perm) = match &self.kind {
             NodeKind::Home { target } => (FileKind::Symlink, target.len() as u64, 0o777),
-            k if k.is_dir() => (
-                FileKind::Directory,
-                0,
-                if self.writable { 0o755 } else { 0o555 },
-            ),
+            k if k.is_dir() => (FileKind::Directory, 0, self.mode(0o755)),
             k => {
                 let size = k.content_size().unwrap_or(0);
-                (
-                    FileKind::File,
-                    size,
-                    if self.writable { 0o644 } else { 0o444 },
-                )
+                (FileKind::File, size, self.mode(0o644))
             }
         };
         Attr {

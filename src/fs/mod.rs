@@ -5,6 +5,7 @@
 //! are `async`; the `cached_*` methods answer from memory only, so the FUSE loop can reply inline
 //! when it can and hand the rest to a worker.
 
+mod access;
 mod early;
 pub mod error;
 pub mod inode;
@@ -33,7 +34,7 @@ use reader::{BlockCache, FileReader};
 use spool::SpoolConfig;
 use write::Writes;
 
-use crate::midas::types::{Id, Item, MetadataValue, User};
+use crate::midas::types::{Id, Item, MetadataValue, User, PRIVACY_PUBLIC};
 use crate::midas::Client;
 
 /// How many `item.get` calls one listing keeps in flight.
@@ -135,7 +136,14 @@ pub struct MidasFs {
     mounted_at: SystemTime,
     writes: Writes,
     walk: walk::WalkAhead,
+    /// Tells the kernel to forget the attributes it cached of an inode (see
+    /// [`MidasFs::on_attr_change`]).
+    attr_changed: std::sync::OnceLock<AttrChanged>,
 }
+
+/// Called with an inode number whose attributes changed on their own (not by the request the
+/// kernel is waiting for).
+pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
     /// `me` is the logged-in user (None for an anonymous mount).
@@ -155,6 +163,7 @@ impl MidasFs {
                 kind: root_kind,
                 mtime: now,
                 writable: root_writable,
+                public: true,
             },
             parent: ROOT,
             lookups: 1,
@@ -165,6 +174,7 @@ impl MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
+            attr_changed: std::sync::OnceLock::new(),
             client,
             config,
             me,
@@ -386,6 +396,7 @@ impl MidasFs {
                 kind,
                 mtime: self.mounted_at,
                 writable: false,
+                public: true,
             },
         }
     }
@@ -423,6 +434,7 @@ impl MidasFs {
                     },
                     &c.creation,
                     writable,
+                    c.privacy == PRIVACY_PUBLIC,
                 )
             })
             .collect())
@@ -461,6 +473,9 @@ impl MidasFs {
             },
             "",
             writable,
+            // A user's top folder is private, but anyone may list it (seeing only what they
+            // may read) and must pass through it to reach its Public folder.
+            true,
         )
     }
 
@@ -468,7 +483,14 @@ impl MidasFs {
         !self.config.read_only && self.me.as_ref().is_some_and(|me| me.admin)
     }
 
-    fn entry(&self, name: String, kind: NodeKind, date: &str, writable: bool) -> Entry {
+    fn entry(
+        &self,
+        name: String,
+        kind: NodeKind,
+        date: &str,
+        writable: bool,
+        public: bool,
+    ) -> Entry {
         Entry {
             ino: kind.ino(self.root_folder()),
             name,
@@ -476,6 +498,7 @@ impl MidasFs {
                 kind,
                 mtime: time::parse_midas_date(date).unwrap_or(self.mounted_at),
                 writable,
+                public,
             },
         }
     }
@@ -568,11 +591,14 @@ impl MidasFs {
                 id: folder.folder_id,
                 uuid: folder.uuid.clone(),
             };
-            entries.push(self.entry(name, kind, &folder.date_update, writable));
+            let public = folder.privacy_status == PRIVACY_PUBLIC;
+            entries.push(self.entry(name, kind, &folder.date_update, writable, public));
         }
         for item in items {
             if let Some(mut entry) = details.remove(&item.item_id) {
                 entry.name = named.next().unwrap_or_default();
+                // A change of policies leaves the item's stamp as it was: the listing tells.
+                entry.data.public = item.privacy_status == PRIVACY_PUBLIC;
                 entries.push(entry);
             }
         }
@@ -592,7 +618,8 @@ impl MidasFs {
             }
             _ => NodeKind::ItemDir { item: info },
         };
-        self.entry(name, kind, &item.date_update, writable)
+        let public = item.privacy_status == PRIVACY_PUBLIC;
+        self.entry(name, kind, &item.date_update, writable, public)
     }
 
     async fn item_dir_entries(&self, item_id: Id, writable: bool) -> FsResult<Vec<Entry>> {
@@ -601,6 +628,7 @@ impl MidasFs {
             return Ok(Vec::new());
         };
         let info = ItemInfo::new(&item, head.revision);
+        let public = item.privacy_status == PRIVACY_PUBLIC;
         let mut named: Vec<(String, Origin)> = head
             .bitstreams
             .iter()
@@ -621,7 +649,7 @@ impl MidasFs {
                     item: info.clone(),
                     bitstream: bitstream_info(b),
                 };
-                self.entry(name, kind, &b.date, writable)
+                self.entry(name, kind, &b.date, writable, public)
             })
             .collect())
     }

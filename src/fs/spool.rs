@@ -6,7 +6,7 @@
 //! fails, the spool file is moved into `<spool-dir>/recovery/` and stays there: nothing written
 //! through the mount is ever silently lost.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -94,6 +94,12 @@ impl Spool {
             }),
             next: AtomicU64::new(1),
         };
+        // A spool left by an older version may be open to others: close it now.
+        if spool.dir.exists() {
+            if let Err(err) = crate::private::dir(&spool.dir) {
+                log::warn!("spool directory {}: {err}", spool.dir.display());
+            }
+        }
         spool.rescue_orphans();
         spool
     }
@@ -109,7 +115,7 @@ impl Spool {
 
     /// A new, empty spool file.
     pub fn create(&self) -> FsResult<SpoolFile> {
-        std::fs::create_dir_all(&self.dir)
+        crate::private::dir(&self.dir)
             .map_err(|e| io_error("creating the spool directory", &self.dir, &e))?;
         let name = format!(
             "{}-{}{SUFFIX}",
@@ -117,7 +123,7 @@ impl Spool {
             self.next.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.dir.join(name);
-        let file = OpenOptions::new()
+        let file = crate::private::file_options()
             .read(true)
             .write(true)
             .create_new(true)
@@ -152,7 +158,7 @@ impl Spool {
                 continue;
             }
             let target = unique_recovery_path(&self.recovery_dir(), &name);
-            match std::fs::create_dir_all(self.recovery_dir())
+            match crate::private::dir(&self.recovery_dir())
                 .and_then(|()| std::fs::rename(entry.path(), &target))
             {
                 Ok(()) => log::warn!(
@@ -365,7 +371,7 @@ impl SpoolFile {
         if self.recovered {
             return Ok(self.path.clone());
         }
-        std::fs::create_dir_all(recovery)
+        crate::private::dir(recovery)
             .map_err(|e| io_error("creating the recovery directory", recovery, &e))?;
         let target = unique_recovery_path(recovery, name);
         std::fs::rename(&self.path, &target)

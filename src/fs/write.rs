@@ -25,12 +25,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::access;
 use super::early::{EarlyStart, EarlyUpload, Sent, Stopped};
 use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
 use super::names;
 use super::spool::{Spool, SpoolConfig, SpoolFile};
 use super::{bitstream_info, unknown_inode, Entry, FsError, FsResult, MidasFs, META_PREFIX};
-use crate::midas::types::{Id, Item};
+use crate::midas::types::{Id, Item, PRIVACY_PUBLIC};
 use crate::midas::{self, UploadRevision};
 
 /// How often an upload that broke is resumed (from the server's offset) before it fails.
@@ -249,7 +250,7 @@ struct Uploaded {
 
 /// How a failed server call becomes an errno when it was a change. Midas says −151 for both
 /// "missing" and "forbidden"; for a change to an object the caller could list, it is the right.
-fn write_error(err: midas::Error) -> FsError {
+pub(super) fn write_error(err: midas::Error) -> FsError {
     let errno = match &err {
         midas::Error::Api { code: -151, .. } => libc::EACCES,
         midas::Error::Api {
@@ -369,6 +370,7 @@ impl MidasFs {
             }
         }
         let files = self.writes.open_files();
+        let public = self.is_public(dir);
         for (ino, file) in files {
             let data = file.lock();
             if let (
@@ -390,6 +392,7 @@ impl MidasFs {
                             kind: NodeKind::NewFile { local: *local },
                             mtime: data.mtime,
                             writable: true,
+                            public,
                         },
                     });
                 }
@@ -470,6 +473,8 @@ impl MidasFs {
                 kind,
                 mtime: now,
                 writable: true,
+                // Its item will get the folder's policies.
+                public: self.is_public(parent),
             },
         };
         let file = Arc::new(WriteFile {
@@ -1101,7 +1106,8 @@ impl MidasFs {
             size,
         };
         // The user could upload it, so the user may change it.
-        let entry = self.entry(shown, kind, &item.date_update, true);
+        let public = item.privacy_status == PRIVACY_PUBLIC;
+        let entry = self.entry(shown, kind, &item.date_update, true, public);
         Uploaded {
             node: entry.data.clone(),
             entry,
@@ -1165,6 +1171,7 @@ impl MidasFs {
             },
             &bitstream.date,
             true,
+            item.privacy_status == PRIVACY_PUBLIC,
         );
         Ok(Uploaded {
             node: entry.data.clone(),
@@ -1466,6 +1473,7 @@ impl MidasFs {
             },
             &created.date_update,
             true,
+            created.privacy_status == PRIVACY_PUBLIC,
         );
         self.remember(parent, &entry);
         // A new folder is empty: lookups in it need not ask the server.
@@ -1610,6 +1618,8 @@ impl MidasFs {
         }
         let destination = self.container(new_parent)?;
         let midas_name = names::to_midas(new_name);
+        // Whether a move into another folder left the object public.
+        let mut now_public = None;
         match &source.data.kind {
             NodeKind::NewFile { .. } => {
                 let file = self.writes.files().get(&source.ino).cloned();
@@ -1648,6 +1658,17 @@ impl MidasFs {
                         .await
                         .map_err(write_error)?;
                     current_name = moved.name;
+                    match self
+                        .match_item_access(item.id, moved.privacy_status, to)
+                        .await
+                    {
+                        Ok(public) => now_public = Some(public),
+                        Err(err) => {
+                            self.listings.remove(parent);
+                            self.listings.remove(new_parent);
+                            return Err(access::access_not_matched(name, err));
+                        }
+                    }
                 }
                 if current_name != midas_name {
                     self.client
@@ -1674,13 +1695,28 @@ impl MidasFs {
                         .map_err(write_error)?;
                 }
                 if parent != new_parent {
-                    if let Err(err) = self.client.folder_move(*id, to).await {
-                        if old_name != midas_name {
-                            if let Err(back) = self.client.folder_rename(&uuid, &old_name).await {
-                                log::warn!("folder {id}: could not restore its name: {back}");
+                    let moved = match self.client.folder_move(*id, to).await {
+                        Ok(moved) => moved,
+                        Err(err) => {
+                            if old_name != midas_name {
+                                if let Err(back) = self.client.folder_rename(&uuid, &old_name).await
+                                {
+                                    log::warn!("folder {id}: could not restore its name: {back}");
+                                }
                             }
+                            return Err(write_error(err));
                         }
-                        return Err(write_error(err));
+                    };
+                    match self
+                        .match_folder_access(*id, moved.privacy_status, to)
+                        .await
+                    {
+                        Ok(public) => now_public = Some(public),
+                        Err(err) => {
+                            self.listings.remove(parent);
+                            self.listings.remove(new_parent);
+                            return Err(access::access_not_matched(name, err));
+                        }
                     }
                 }
             }
@@ -1707,6 +1743,9 @@ impl MidasFs {
         }
         let mut moved = source.clone();
         moved.name = new_name.to_owned();
+        if let Some(public) = now_public {
+            moved.data.public = public;
+        }
         let source_ino = source.ino;
         self.listings
             .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
@@ -1716,6 +1755,9 @@ impl MidasFs {
         });
         if let Some(node) = self.nodes().get_mut(&source_ino) {
             node.parent = new_parent;
+        }
+        if let Some(public) = now_public {
+            self.mark_access_below(source_ino, public);
         }
         Ok(())
     }

@@ -26,7 +26,9 @@ use super::envelope;
 use super::error::Error;
 use super::redact::redact;
 use super::transfer::{self, PlainAnswer, DOWNLOAD};
-use super::types::{Children, Community, Folder, Id, Item, MetadataValue, User};
+use super::types::{
+    Changed, Children, Community, Folder, Id, Item, MetadataValue, User, ANONYMOUS_GROUP,
+};
 use super::Result;
 
 pub use super::transfer::ByteStream;
@@ -551,6 +553,35 @@ impl Client {
                 .param("id", id)
                 .param("srcfolderid", src)
                 .param("dstfolderid", dst),
+        )
+        .await
+    }
+
+    /// Makes an item readable by anyone (`public`) or not: the anonymous group's READ policy
+    /// is added (`item.add.policygroup`) or removed (`item.remove.policygroup`). Other users'
+    /// and groups' policies stay. Needs ADMIN on the item.
+    pub async fn item_set_public(&self, id: Id, public: bool) -> Result<()> {
+        let call = if public {
+            Call::write("midas.item.add.policygroup")
+                .param("item_id", id)
+                .param("group_id", ANONYMOUS_GROUP)
+                .param("policy", "Read")
+        } else {
+            Call::write("midas.item.remove.policygroup")
+                .param("item_id", id)
+                .param("group_id", ANONYMOUS_GROUP)
+        };
+        self.send(call).await
+    }
+
+    /// Makes a folder public or private and gives everything below it the folder's policies
+    /// (`folder.set.privacy.recursive`); the answer counts the objects changed and those the
+    /// caller could not change (no ADMIN on them). Needs ADMIN on the folder.
+    pub async fn folder_set_privacy_recursive(&self, id: Id, public: bool) -> Result<Changed> {
+        self.fetch(
+            Call::write("midas.folder.set.privacy.recursive")
+                .param("folder_id", id)
+                .param("privacy", if public { "Public" } else { "Private" }),
         )
         .await
     }

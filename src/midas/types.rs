@@ -141,6 +141,23 @@ pub struct Community {
     pub uuid: String,
 }
 
+/// The group every caller, anonymous or not, belongs to: a policy of this group on an object
+/// makes the object public (`privacy_status` 0).
+pub const ANONYMOUS_GROUP: Id = 0;
+
+/// `privacy_status` of a folder or item anyone may read.
+pub const PRIVACY_PUBLIC: i64 = 0;
+
+/// What `midas.folder.set.privacy.recursive` returns: how many objects got the new policies
+/// and how many the caller could not change.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct Changed {
+    #[serde(deserialize_with = "int", default)]
+    pub success: i64,
+    #[serde(deserialize_with = "int", default)]
+    pub failure: i64,
+}
+
 /// What `midas.folder.children` returns.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Children {

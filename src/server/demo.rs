@@ -84,7 +84,12 @@ fn add_files(store: &Store, owner: i64, demo: DemoFile) -> Result<(), ServeError
         let temp = store
             .uploads_dir()
             .join(format!("demo_{}", random_alnum(16)));
-        let mut file = std::fs::File::create(&temp).map_err(io_error)?;
+        let mut file = crate::private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(io_error)?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
         write_content(&mut writer, content).map_err(io_error)?;
         writer.flush().map_err(io_error)?;

@@ -132,7 +132,11 @@ struct AdminInfo {
     generated_password: Option<String>,
 }
 
-fn ensure_admin(store: &Store, args: &ServeArgs) -> Result<AdminInfo, ServeError> {
+fn ensure_admin(
+    store: &Store,
+    args: &ServeArgs,
+    admin_password: Option<String>,
+) -> Result<AdminInfo, ServeError> {
     let mut conn = store.lock();
     let existing: Option<(String, String)> = conn
         .query_row(
@@ -150,10 +154,8 @@ fn ensure_admin(store: &Store, args: &ServeArgs) -> Result<AdminInfo, ServeError
             generated_password: None,
         });
     }
-    let generated = args.admin_password.is_none().then(|| random_alnum(16));
-    let password = args
-        .admin_password
-        .clone()
+    let generated = admin_password.is_none().then(|| random_alnum(16));
+    let password = admin_password
         .or_else(|| generated.clone())
         .unwrap_or_default();
     let tx = conn.transaction().map_err(store::StoreError::from)?;
@@ -179,8 +181,14 @@ fn ensure_admin(store: &Store, args: &ServeArgs) -> Result<AdminInfo, ServeError
 
 pub fn run(args: ServeArgs) -> CliResult {
     init_logging();
+    let admin_password = password_from(
+        args.admin_password.is_some(),
+        "--admin-password",
+        args.admin_password_file.as_deref(),
+        args.admin_password_stdin,
+    )?;
     let store = Store::open(&args.data)?;
-    let admin = ensure_admin(&store, &args)?;
+    let admin = ensure_admin(&store, &args, admin_password)?;
     let shared = Arc::new(Shared {
         store,
         config: Config {
@@ -485,19 +493,67 @@ fn redirect(location: &str) -> Response {
     }
 }
 
+/// A password from `--…-password-file FILE` (its first line) or standard input (first line),
+/// never from the arguments: every user of the machine can read those (`ps`, /proc).
+fn password_from(
+    given_in_arguments: bool,
+    option: &str,
+    file: Option<&std::path::Path>,
+    stdin: bool,
+) -> Result<Option<String>, String> {
+    if given_in_arguments {
+        return Err(format!(
+            "{option} is refused: other users of this machine can read the arguments of a              process; use {option}-file FILE or {option}-stdin"
+        ));
+    }
+    let text = match (file, stdin) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {option}-file {}: {e}", path.display()))?,
+        (None, true) => {
+            // One line: a user typing it need not end the input too.
+            let mut text = String::new();
+            std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut text)
+                .map_err(|e| format!("cannot read {option}-stdin: {e}"))?;
+            text
+        }
+        (None, false) => return Ok(None),
+    };
+    let password = text.lines().next().unwrap_or("").to_owned();
+    if password.is_empty() {
+        return Err(format!("{option}: the password is empty"));
+    }
+    Ok(Some(password))
+}
+
 /// `midasfs admin`: change the store directly (SQLite lets this run beside the server).
 pub fn admin(args: AdminArgs) -> CliResult {
     init_logging();
+    // Read before the store is opened: a refused or unreadable password changes nothing.
+    let password = match &args.action {
+        AdminAction::AddUser {
+            password,
+            password_file,
+            password_stdin,
+            ..
+        } => password_from(
+            password.is_some(),
+            "--password",
+            password_file.as_deref(),
+            *password_stdin,
+        )?
+        .ok_or("add-user needs --password-file FILE or --password-stdin")?,
+        AdminAction::AddCommunity { .. } => String::new(),
+    };
     let store = Store::open(&args.data)?;
     let mut conn = store.lock();
     let tx = conn.transaction()?;
     match args.action {
         AdminAction::AddUser {
             email,
-            password,
             firstname,
             lastname,
             admin,
+            ..
         } => {
             let user = create_user(&tx, &email, &password, &firstname, &lastname, admin)?;
             tx.commit()?;

@@ -190,13 +190,30 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let assetstore = dir.join("assetstore");
         let uploads = dir.join("uploads");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        // Only the server's user may read it: the database holds every API key.
         for path in [dir, &assetstore, &uploads] {
-            std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            crate::private::dir(path).map_err(io(path))?;
         }
-        let conn = Connection::open(dir.join("midas.sqlite3"))?;
+        let database = dir.join("midas.sqlite3");
+        // SQLite gives its -wal and -shm files the database file's mode.
+        let file = crate::private::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&database)
+            .map_err(io(&database))?;
+        crate::private::file(&file, &database).map_err(io(&database))?;
+        drop(file);
+        for suffix in ["-wal", "-shm"] {
+            let path = dir.join(format!("midas.sqlite3{suffix}"));
+            crate::private::existing_file(&path).map_err(io(&path))?;
+        }
+        let conn = Connection::open(&database)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -3,7 +3,7 @@
 //! The server is killed when the [`TestServer`] is dropped, also while a failing test unwinds, so
 //! no test leaves a process behind.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -134,17 +134,19 @@ impl TestServer {
 
     /// Creates a user with `midasfs admin add-user`; returns its Default API key.
     pub fn add_user(&self, email: &str, password: &str, firstname: &str, lastname: &str) -> String {
-        let output = self.admin(&[
-            "add-user",
-            "--email",
-            email,
-            "--password",
-            password,
-            "--firstname",
-            firstname,
-            "--lastname",
-            lastname,
-        ]);
+        let output = self.admin(
+            &[
+                "add-user",
+                "--email",
+                email,
+                "--password-stdin",
+                "--firstname",
+                firstname,
+                "--lastname",
+                lastname,
+            ],
+            &format!("{password}\n"),
+        );
         output
             .lines()
             .find_map(|line| line.strip_prefix("api key: "))
@@ -161,19 +163,28 @@ impl TestServer {
         if let Some(email) = moderator {
             args.extend(["--moderator", email]);
         }
-        self.admin(&args);
+        self.admin(&args, "");
     }
 
-    /// Runs `midasfs admin --data <store> ARGS`, panics unless it succeeds; returns its stdout.
-    fn admin(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+    /// Runs `midasfs admin --data <store> ARGS` with `input` on its standard input, panics
+    /// unless it succeeds; returns its stdout.
+    fn admin(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_midasfs"))
             .arg("admin")
             .arg("--data")
             .arg(&self.data_dir)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run midasfs admin");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .expect("input to midasfs admin");
+        drop(stdin);
+        let output = child.wait_with_output().expect("wait for midasfs admin");
         assert!(
             output.status.success(),
             "midasfs admin {args:?} failed ({}):\n{}{}",
@@ -496,18 +507,17 @@ fn spawn_server(
         .arg("--data")
         .arg(data_dir)
         .args(["--listen", listen])
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
+        .args(["--admin-email", ADMIN_EMAIL, "--admin-password-stdin"])
         .args(extra_args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("cannot run midasfs serve: {err}"))?;
+    // Dropped at once: the server reads the password to the end of its input.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    writeln!(stdin, "{ADMIN_PASSWORD}").map_err(|err| format!("password to serve: {err}"))?;
+    drop(stdin);
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     forward_stderr(stderr);

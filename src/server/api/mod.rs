@@ -10,6 +10,7 @@ mod communities;
 mod folders;
 mod items;
 pub mod objects;
+mod policies;
 mod search;
 mod system;
 pub mod uploads;
@@ -220,6 +221,11 @@ const METHODS: &[(&str, Handler)] = &[
     ("folder.delete", folders::delete),
     ("folder.move", folders::move_folder),
     ("folder.download", folders::download),
+    ("folder.list.permissions", policies::folder_list),
+    (
+        "folder.set.privacy.recursive",
+        policies::folder_set_privacy_recursive,
+    ),
     ("item.get", items::get),
     ("item.create", items::create),
     ("item.delete", items::delete),
@@ -227,6 +233,9 @@ const METHODS: &[(&str, Handler)] = &[
     ("item.share", items::share),
     ("item.duplicate", items::duplicate),
     ("item.download", items::download),
+    ("item.list.permissions", policies::item_list),
+    ("item.add.policygroup", policies::item_add_group),
+    ("item.remove.policygroup", policies::item_remove_group),
     ("item.exists", items::exists),
     ("item.getmetadata", items::get_metadata),
     ("item.setmetadata", items::set_metadata),

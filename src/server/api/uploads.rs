@@ -182,7 +182,7 @@ pub fn generate_token(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, A
         }
     }
     let token = UploadToken::new(caller.user_id, item_id);
-    std::fs::OpenOptions::new()
+    crate::private::file_options()
         .write(true)
         .create_new(true)
         .open(token.temp_path(&call.shared.store))
@@ -333,7 +333,7 @@ pub fn commit_upload(store: &Store, upload: &FinishedUpload<'_>) -> Result<i64, 
         let dir = asset
             .parent()
             .ok_or_else(|| ApiError::internal("Upload failed"))?;
-        std::fs::create_dir_all(dir).map_err(io_failure)?;
+        crate::private::dir(dir).map_err(io_failure)?;
         std::fs::rename(upload.temp, &asset).map_err(io_failure)?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())

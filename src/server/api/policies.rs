@@ -1,0 +1,311 @@
+//! Permission methods (`item.list.permissions`, `item.add.policygroup`, …,
+//! `folder.set.privacy.recursive`): how a client changes who may read an object, with the
+//! parameter names, checks, answers and errors of Midas 3.4's `ApiitemComponent` and
+//! `ApifolderComponent` (checked against a live Midas 3.4.2).
+
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use super::{Call, Reply};
+use crate::server::store::{can, set_public, Caller, Guarded, ADMIN, ANONYMOUS_GROUP, READ, WRITE};
+use crate::server::wire::{parse_id, ApiError};
+
+/// Midas renames `item_id`/`folder_id` to `id` first, so the old name is the required one.
+fn object_id(call: &Call<'_>, object: Guarded) -> Result<i64, ApiError> {
+    let key = match object {
+        Guarded::Item => "item_id",
+        Guarded::Folder => "folder_id",
+    };
+    Ok(parse_id(call.params.require(key)?))
+}
+
+/// The object must exist (−150) and the caller must hold ADMIN on it (−151, `denied`).
+fn require_admin(
+    conn: &Connection,
+    caller: Option<Caller>,
+    object: Guarded,
+    id: i64,
+    denied: &str,
+) -> Result<(), ApiError> {
+    let kind = object.name();
+    let exists: bool = conn.query_row(
+        &format!("SELECT EXISTS(SELECT 1 FROM {kind} WHERE {kind}_id = ?1)"),
+        [id],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Err(ApiError::invalid(format!("This {kind} doesn't exist.")));
+    }
+    if !can(conn, caller, object, id, ADMIN)? {
+        return Err(ApiError::policy(denied));
+    }
+    Ok(())
+}
+
+/// A group id that names a group: the anonymous group (0) or a community's.
+fn require_group(conn: &Connection, raw: &str) -> Result<i64, ApiError> {
+    let id = raw.trim().parse::<i64>().ok();
+    let exists = match id {
+        Some(ANONYMOUS_GROUP) => true,
+        Some(id) => conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM \"group\" WHERE group_id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?,
+        None => false,
+    };
+    match id {
+        Some(id) if exists => Ok(id),
+        _ => Err(ApiError::invalid("This group doesn't exist.")),
+    }
+}
+
+fn policy_code(name: &str) -> Result<i64, ApiError> {
+    match name {
+        "Admin" => Ok(ADMIN),
+        "Write" => Ok(WRITE),
+        "Read" => Ok(READ),
+        _ => Err(ApiError::invalid(
+            "policy should be one of [Admin|Write|Read]",
+        )),
+    }
+}
+
+fn policy_name(code: i64) -> &'static str {
+    match code {
+        ADMIN => "Admin",
+        WRITE => "Write",
+        _ => "Read",
+    }
+}
+
+/// `{privacy, user: [{user_id, policy, email}], group: [{group_id, policy, name}]}`.
+fn list_permissions(conn: &Connection, object: Guarded, id: i64) -> Result<Value, ApiError> {
+    let kind = object.name();
+    let public: bool = conn.query_row(
+        &format!(
+            "SELECT EXISTS(SELECT 1 FROM {kind}policygroup WHERE {kind}_id = ?1 AND group_id = ?2)"
+        ),
+        params![id, ANONYMOUS_GROUP],
+        |r| r.get(0),
+    )?;
+    let mut users = conn.prepare(&format!(
+        "SELECT p.user_id, p.policy, u.email FROM {kind}policyuser p JOIN user u ON u.user_id = p.user_id \
+         WHERE p.{kind}_id = ?1 ORDER BY p.rowid"
+    ))?;
+    let users = users
+        .query_map([id], |r| {
+            Ok(json!({
+                "user_id": r.get::<_, i64>(0)?,
+                "policy": policy_name(r.get(1)?),
+                "email": r.get::<_, String>(2)?,
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut groups = conn.prepare(&format!(
+        "SELECT p.group_id, p.policy, COALESCE(g.name, CASE WHEN p.group_id = {ANONYMOUS_GROUP} THEN 'Anonymous' ELSE '' END) \
+         FROM {kind}policygroup p LEFT JOIN \"group\" g ON g.group_id = p.group_id WHERE p.{kind}_id = ?1 ORDER BY p.rowid"
+    ))?;
+    let groups = groups
+        .query_map([id], |r| {
+            Ok(json!({
+                "group_id": r.get::<_, i64>(0)?,
+                "policy": policy_name(r.get(1)?),
+                "name": r.get::<_, String>(2)?,
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(json!({
+        "privacy": if public { "Public" } else { "Private" },
+        "user": users,
+        "group": groups,
+    }))
+}
+
+/// Set a group's policy on an object, replacing the one it had (Midas's `createPolicy`).
+fn replace_group_policy(
+    conn: &Connection,
+    object: Guarded,
+    id: i64,
+    group_id: i64,
+    level: i64,
+) -> rusqlite::Result<()> {
+    let kind = object.name();
+    conn.execute(
+        &format!(
+            "INSERT INTO {kind}policygroup ({kind}_id, group_id, policy) VALUES (?1, ?2, ?3) \
+             ON CONFLICT ({kind}_id, group_id) DO UPDATE SET policy = excluded.policy"
+        ),
+        params![id, group_id, level],
+    )?;
+    Ok(())
+}
+
+/// `midas.item.list.permissions`: ADMIN required.
+pub fn item_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Item)?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Item,
+        id,
+        "Admin privileges required on the item to list permissions.",
+    )?;
+    Ok(list_permissions(conn, Guarded::Item, id)?.into())
+}
+
+/// `midas.folder.list.permissions`: ADMIN required.
+pub fn folder_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Folder)?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Folder,
+        id,
+        "Admin privileges required on the folder to list permissions.",
+    )?;
+    Ok(list_permissions(conn, Guarded::Folder, id)?.into())
+}
+
+/// `midas.item.add.policygroup`: the group's policy on the item becomes `policy`.
+pub fn item_add_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Item)?;
+    let p = call.params;
+    let raw_group = p.require("group_id")?;
+    let raw_policy = p.require("policy")?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Item,
+        id,
+        "Admin privileges required on the item.",
+    )?;
+    let group_id = require_group(conn, raw_group)?;
+    let level = policy_code(raw_policy)?;
+    replace_group_policy(conn, Guarded::Item, id, group_id, level)?;
+    Ok(json!({"success": "true"}).into())
+}
+
+/// `midas.item.remove.policygroup`: the group loses its policy on the item (if it had one).
+pub fn item_remove_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Item)?;
+    let raw_group = call.params.require("group_id")?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Item,
+        id,
+        "Admin privileges required on the item.",
+    )?;
+    let group_id = require_group(conn, raw_group)?;
+    conn.execute(
+        "DELETE FROM itempolicygroup WHERE item_id = ?1 AND group_id = ?2",
+        params![id, group_id],
+    )?;
+    Ok(json!({"success": "true"}).into())
+}
+
+/// `midas.folder.set.privacy.recursive`: the folder gains or loses anonymous READ, then every
+/// folder and item below it on which the caller holds ADMIN gets exactly the folder's
+/// policies (Midas's `applyPoliciesRecursive`); the others are counted as failures.
+pub fn folder_set_privacy_recursive(
+    call: &Call<'_>,
+    conn: &mut Connection,
+) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Folder)?;
+    let raw_privacy = call.params.require("privacy")?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Folder,
+        id,
+        "Admin privileges required on the folder to set privacy.",
+    )?;
+    let public = match raw_privacy {
+        "Public" => true,
+        "Private" => false,
+        _ => {
+            return Err(ApiError::invalid(
+                "privacy should be one of [Public|Private]",
+            ))
+        }
+    };
+    let tx = conn.transaction()?;
+    set_public(&tx, Guarded::Folder, id, public)?;
+    let mut counts = Counts {
+        success: 1,
+        failure: 0,
+    };
+    apply_policies_recursive(&tx, id, caller, &mut counts)?;
+    tx.commit()?;
+    Ok(json!({"success": counts.success, "failure": counts.failure}).into())
+}
+
+struct Counts {
+    success: i64,
+    failure: i64,
+}
+
+/// Copy `folder_id`'s policies down onto its subfolders (depth first) and then its items.
+fn apply_policies_recursive(
+    conn: &Connection,
+    folder_id: i64,
+    caller: Option<Caller>,
+    counts: &mut Counts,
+) -> Result<(), ApiError> {
+    let subfolders: Vec<i64> = conn
+        .prepare("SELECT folder_id FROM folder WHERE parent_id = ?1 ORDER BY folder_id")?
+        .query_map([folder_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for sub in subfolders {
+        if !can(conn, caller, Guarded::Folder, sub, ADMIN)? {
+            counts.failure += 1;
+            continue;
+        }
+        copy_policies(conn, folder_id, Guarded::Folder, sub)?;
+        counts.success += 1;
+        apply_policies_recursive(conn, sub, caller, counts)?;
+    }
+    let items: Vec<i64> = conn
+        .prepare("SELECT item_id FROM item2folder WHERE folder_id = ?1 ORDER BY link_id")?
+        .query_map([folder_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for item in items {
+        if !can(conn, caller, Guarded::Item, item, ADMIN)? {
+            counts.failure += 1;
+            continue;
+        }
+        copy_policies(conn, folder_id, Guarded::Item, item)?;
+        counts.success += 1;
+    }
+    Ok(())
+}
+
+/// Replace every user and group policy of `target` by a copy of the folder's.
+fn copy_policies(
+    conn: &Connection,
+    folder_id: i64,
+    target: Guarded,
+    target_id: i64,
+) -> rusqlite::Result<()> {
+    let kind = target.name();
+    for holder in ["user", "group"] {
+        conn.execute(
+            &format!("DELETE FROM {kind}policy{holder} WHERE {kind}_id = ?1"),
+            [target_id],
+        )?;
+        conn.execute(
+            &format!(
+                "INSERT INTO {kind}policy{holder} ({kind}_id, {holder}_id, policy) \
+                 SELECT ?2, {holder}_id, policy FROM folderpolicy{holder} WHERE folder_id = ?1 ORDER BY rowid"
+            ),
+            params![folder_id, target_id],
+        )?;
+    }
+    Ok(())
+}
