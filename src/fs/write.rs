@@ -425,6 +425,48 @@ impl MidasFs {
         format!("/{}", parts.join("/"))
     }
 
+    /// What the sidecar of a file's spool says: where its data is going (see `super::spool`).
+    fn spool_about(&self, ino: u64, target: &Target) -> serde_json::Map<String, serde_json::Value> {
+        let mut about = serde_json::Map::new();
+        about.insert("server".into(), self.client.base_url().into());
+        match target {
+            Target::New {
+                parent_ino,
+                container,
+                name,
+                ..
+            } => {
+                about.insert(
+                    "path".into(),
+                    format!("{}/{name}", self.describe(*parent_ino)).into(),
+                );
+                about.insert("name".into(), name.clone().into());
+                match container {
+                    Container::Folder(id) => about.insert("folder_id".into(), (*id).into()),
+                    Container::Item(item) => about.insert("item_id".into(), item.id.into()),
+                };
+            }
+            Target::ItemFile { item, .. } | Target::Bitstream { item, .. } => {
+                let path = self.describe(ino);
+                let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                about.insert("path".into(), path.into());
+                about.insert("name".into(), name.into());
+                about.insert("item_id".into(), item.id.into());
+                if let Target::Bitstream { bitstream, .. } = target {
+                    about.insert("bitstream_id".into(), bitstream.id.into());
+                }
+            }
+        }
+        about
+    }
+
+    /// Writes the sidecar of a file's spool for its current target.
+    fn describe_spool(&self, ino: u64, file: &WriteFile) {
+        let target = file.lock().target.clone();
+        let about = self.spool_about(ino, &target);
+        file.lock().spool.describe(&about);
+    }
+
     // ---- files ----
 
     /// Creates a new file (local until its first flush) and opens it for writing, for the
@@ -483,6 +525,7 @@ impl MidasFs {
             }),
             upload: Arc::default(),
         });
+        self.describe_spool(ino, &file);
         self.writes.files().insert(ino, file);
         let fh = self.new_handle(ino, Some(opener));
         self.remember(parent, &entry);
@@ -562,6 +605,7 @@ impl MidasFs {
             }),
             upload: Arc::default(),
         });
+        self.describe_spool(ino, &file);
         self.writes.files().insert(ino, file);
         Ok(self.new_handle(ino, Some(opener)))
     }
@@ -717,9 +761,13 @@ impl MidasFs {
             self.discard_early(early.stop().await, &path).await;
         }
         let mut files = self.writes.files();
-        let data = file.lock();
+        let mut data = file.lock();
         if data.handles > 0 {
             return;
+        }
+        if data.dirty && !data.unlinked && !data.spool.is_recovered() {
+            // Neither saved nor in the recovery directory: the spool file is all there is.
+            data.spool.keep();
         }
         files.remove(&ino);
         if let Target::New { parent_ino, .. } = &data.target {
@@ -828,21 +876,31 @@ impl MidasFs {
             } => format!("{}/{name}", self.describe(*parent_ino)),
             _ => self.describe(ino),
         };
-        let file_name = intended.rsplit('/').next().unwrap_or("file").to_owned();
         let mut data = file.lock();
+        let mut about = self.spool_about(ino, &data.target);
+        about.insert("reason".into(), err.to_string().into());
+        let file_name = about
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("file")
+            .to_owned();
         match data
             .spool
-            .recover(&self.writes.spool.recovery_dir(), &file_name)
+            .recover(&self.writes.spool.recovery_dir(), &file_name, &about)
         {
             Ok(kept) => log::warn!(
                 "saving {intended} to Midas failed ({err}); its data is kept in {}",
                 kept.display()
             ),
-            Err(move_err) => log::warn!(
-                "saving {intended} to Midas failed ({err}); its data is in {} \
-                 (moving it to the recovery directory failed: {move_err})",
-                data.spool.path().display()
-            ),
+            Err(move_err) => {
+                // Never deleted then: the next mount moves it to the recovery directory.
+                data.spool.keep();
+                log::warn!(
+                    "saving {intended} to Midas failed ({err}); its data stays in {} \
+                     (moving it to the recovery directory failed: {move_err})",
+                    data.spool.path().display()
+                );
+            }
         }
     }
 
@@ -885,6 +943,7 @@ impl MidasFs {
                 node.metadata = None;
             }
         }
+        self.describe_spool(ino, file);
         let mut entry = uploaded.entry;
         if let Some(mtime) = self.writes.mtime_override(new_canonical) {
             entry.data.mtime = mtime;
@@ -1619,6 +1678,8 @@ impl MidasFs {
                         *container = destination;
                         *name = new_name.to_owned();
                     }
+                    drop(data);
+                    self.describe_spool(source.ino, &file);
                 }
             }
             NodeKind::ItemFile { item, .. }
