@@ -1211,3 +1211,147 @@ fn a_killed_mount_leaves_its_spool_file_with_its_target_for_the_next_mount() {
     let children = setup.private_children();
     assert_eq!(children["items"], Value::Array(vec![]), "{children}");
 }
+
+/// An item `measurements.csv` made by another client, with metadata set through the mount;
+/// `save` then writes `content` over it the way some program saves. The item keeps its id, its
+/// metadata and its first revision, gets one more holding the content, and the temporary
+/// file leaves nothing behind, on the server and in the mount.
+fn assert_saving_keeps_the_item(save: impl FnOnce(&Path, &Path, &[u8])) {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let token = setup.server.token();
+    let item_id = setup.server.upload_item(
+        &token,
+        &private_id,
+        "measurements.csv",
+        b"day,value\n1,10\n",
+    );
+    let path = setup.private().join("measurements.csv");
+    assert_eq!(
+        setxattr(&path, "user.midas.meta.contributor.author", "Ada"),
+        0
+    );
+    assert_eq!(setxattr(&path, "user.midas.meta.date.issued", "2026"), 0);
+
+    let mut content = b"day,value\n".to_vec();
+    for day in 1..500 {
+        content.extend_from_slice(format!("{day},{}\n", day * 10).as_bytes());
+    }
+    let before = uploads_so_far(&setup.server).0;
+    save(&setup.private(), &path, &content);
+    // The content went to the server once (a lock file may add a few bytes).
+    let sent = uploads_so_far(&setup.server).0 - before;
+    assert!(sent < 2 * content.len() as u64, "{sent} bytes sent");
+
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    assert_eq!(
+        getxattr(&path, "user.midas.item_id").as_deref(),
+        Some(item_id.as_str())
+    );
+    assert_eq!(
+        getxattr(&path, "user.midas.meta.contributor.author").as_deref(),
+        Some("Ada")
+    );
+    let item = setup
+        .server
+        .call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let revisions = item["revisions"].as_array().unwrap();
+    assert_eq!(revisions.len(), 2, "{item}");
+    let head = &revisions[1]["bitstreams"];
+    assert_eq!(head.as_array().unwrap().len(), 1, "{item}");
+    assert_eq!(head[0]["name"], "measurements.csv", "{item}");
+    assert_eq!(
+        head[0]["checksum"],
+        common::server::md5_hex(&content),
+        "{item}"
+    );
+    let metadata = setup.server.call_ok(
+        "midas.item.getmetadata",
+        &[("token", &token), ("id", &item_id)],
+    );
+    let has =
+        |element: &str, qualifier: &str, value: &str| {
+            metadata.as_array().unwrap().iter().any(|m| {
+                m["element"] == element && m["qualifier"] == qualifier && m["value"] == value
+            })
+        };
+    assert!(has("contributor", "author", "Ada"), "{metadata}");
+    assert!(has("date", "issued", "2026"), "{metadata}");
+    let children = setup.private_children();
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    assert_eq!(items[0]["item_id"], item_id.as_str(), "{children}");
+    let listed: Vec<_> = std::fs::read_dir(setup.private())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(listed, ["measurements.csv"]);
+    assert!(setup.recovered().is_empty(), "{:?}", setup.recovered());
+}
+
+#[test]
+fn saving_as_gtk_does_keeps_the_item() {
+    // g_file_replace: a temporary file, fsync'ed, renamed over the target, then closed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let temp = dir.join(".goutputstream-4RT2X1");
+        let mut file = std::fs::File::create(&temp).unwrap();
+        file.write_all(content).unwrap();
+        file.sync_all().unwrap();
+        std::fs::rename(&temp, path).unwrap();
+        drop(file);
+    });
+}
+
+#[test]
+fn saving_as_vim_does_keeps_the_item() {
+    // vim: a probe file, the file renamed to its backup, a new file written, the backup removed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        std::fs::File::create(dir.join("4913")).unwrap();
+        std::fs::remove_file(dir.join("4913")).unwrap();
+        let backup = dir.join("measurements.csv~");
+        std::fs::rename(path, &backup).unwrap();
+        let mut file = std::fs::File::create(path).unwrap();
+        file.write_all(content).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        std::fs::remove_file(&backup).unwrap();
+    });
+}
+
+#[test]
+fn saving_with_rsync_keeps_the_item() {
+    assert_saving_keeps_the_item(|dir, _path, content| {
+        let local = tempfile::tempdir().unwrap();
+        std::fs::write(local.path().join("measurements.csv"), content).unwrap();
+        run(Command::new("rsync")
+            .arg(local.path().join("measurements.csv"))
+            .arg(format!("{}/", dir.display())));
+    });
+}
+
+#[test]
+fn saving_as_libreoffice_does_keeps_the_item() {
+    // A lock file, a temporary file renamed over the document, the lock removed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let lock = dir.join(".~lock.measurements.csv#");
+        std::fs::write(
+            &lock,
+            b",Ada,host,06.12.2026 12:00,file:///home/ada/.config;",
+        )
+        .unwrap();
+        let temp = dir.join("lu8422zq1k.tmp");
+        std::fs::write(&temp, content).unwrap();
+        std::fs::rename(&temp, path).unwrap();
+        std::fs::remove_file(&lock).unwrap();
+    });
+}
+
+#[test]
+fn mv_f_of_a_fresh_file_over_an_item_keeps_the_item() {
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let fresh = dir.join("fresh.csv");
+        std::fs::write(&fresh, content).unwrap();
+        run(Command::new("mv").arg("-f").arg(&fresh).arg(path));
+    });
+}

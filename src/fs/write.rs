@@ -18,7 +18,11 @@
 //!   warning names it and its intended place. A file whose write failed (ENOSPC) is never
 //!   uploaded half-written.
 //! - A rename over an existing entry renames first and deletes the old target after, so a
-//!   failure in between leaves two entries rather than none.
+//!   failure in between leaves two entries rather than none; but a file just made through the
+//!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
+//!   item instead (`replace`).
+
+mod replace;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -55,6 +59,14 @@ pub struct Writes {
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     orphans: Mutex<Vec<Id>>,
+    /// Items this mount made of new files, until they are renamed or removed: a save by rename
+    /// (a temporary file renamed over the file it replaces) turns such an item into a new
+    /// revision of the item it replaces.
+    fresh: Mutex<std::collections::HashSet<Id>>,
+    /// Items renamed within a folder, by (folder inode, old name): vim renames the file it saves
+    /// to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the new content
+    /// a revision of the renamed item instead.
+    renamed_away: Mutex<HashMap<(u64, String), Id>>,
 }
 
 impl Writes {
@@ -66,6 +78,8 @@ impl Writes {
             next_local: AtomicU64::new(1),
             mtimes: Mutex::default(),
             orphans: Mutex::default(),
+            fresh: Mutex::default(),
+            renamed_away: Mutex::default(),
         }
     }
 
@@ -87,6 +101,14 @@ impl Writes {
 
     fn orphans(&self) -> MutexGuard<'_, Vec<Id>> {
         self.orphans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fresh(&self) -> MutexGuard<'_, std::collections::HashSet<Id>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn renamed_away(&self) -> MutexGuard<'_, HashMap<(u64, String), Id>> {
+        self.renamed_away.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
@@ -943,6 +965,11 @@ impl MidasFs {
                 node.metadata = None;
             }
         }
+        if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
+            (target, &uploaded.node.kind)
+        {
+            self.writes.fresh().insert(item.id);
+        }
         self.describe_spool(ino, file);
         let mut entry = uploaded.entry;
         if let Some(mtime) = self.writes.mtime_override(new_canonical) {
@@ -1136,10 +1163,13 @@ impl MidasFs {
         }
         let file_name = only.map_or_else(|| current.name.clone(), |only| only.name.clone());
         let revision = head.map_or(0, |head| head.revision) + 1;
+        // Midas keeps metadata per revision: the new one gets the old one's.
+        let metadata = self.client.item_get_metadata(item.id).await?;
         let updated = self
             .send_file(item.id, &file_name, path, size, None, UploadRevision::New)
             .await?
             .ok_or_else(|| skipped_upload(item.id))?;
+        self.carry_metadata(item.id, &metadata).await?;
         Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
     }
 
@@ -1596,6 +1626,9 @@ impl MidasFs {
             }
         };
         result.map_err(write_error)?;
+        if let Some(item) = entry.data.kind.item() {
+            self.writes.fresh().remove(&item.id);
+        }
         self.mark_unlinked(entry.ino);
         Ok(())
     }
@@ -1614,6 +1647,9 @@ impl MidasFs {
         let (entry, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if entry.data.kind.is_dir() {
             return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
+        }
+        if self.unlink_renamed_away(parent, &entry).await? {
+            return Ok(());
         }
         self.remove_entry(&entry).await?;
         self.listings
@@ -1659,7 +1695,23 @@ impl MidasFs {
             }
         }
         let destination = self.container(new_parent)?;
+        if let (Some(target), Container::Folder(_)) = (&target, &destination) {
+            if self.save_over(&source, target, new_parent).await? {
+                let source_ino = source.ino;
+                self.listings
+                    .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
+                return Ok(());
+            }
+        }
         let midas_name = names::to_midas(new_name);
+        if let Some(item) = source.data.kind.item() {
+            self.writes.fresh().remove(&item.id);
+            if parent == new_parent && !source.data.kind.is_dir() {
+                self.writes
+                    .renamed_away()
+                    .insert((parent, name.to_owned()), item.id);
+            }
+        }
         match &source.data.kind {
             NodeKind::NewFile { .. } => {
                 let file = self.writes.files().get(&source.ino).cloned();
