@@ -229,6 +229,7 @@ fn mount_and_serve(
             },
         },
     ));
+    runtime.block_on(fs.roll_back_previous());
     let handle = runtime.handle().clone();
     let adapter = move || FuseAdapter::new(Arc::clone(&fs), handle.clone());
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;

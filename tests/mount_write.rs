@@ -1355,3 +1355,31 @@ fn mv_f_of_a_fresh_file_over_an_item_keeps_the_item() {
         run(Command::new("mv").arg("-f").arg(&fresh).arg(path));
     });
 }
+
+#[test]
+fn a_mount_killed_mid_upload_leaves_no_empty_item_once_the_next_mount_starts() {
+    require_fuse!();
+    let mut setup = Setup::new(&[]);
+    let content = pseudo_random(70 * MIB, 41);
+    let mut file = std::fs::File::create(setup.private().join("big.bin")).unwrap();
+    file.write_all(&content).unwrap();
+    // Sent while written: its item is on the server, empty.
+    wait_for_upload_past(&setup.server, 0, 32 * MIB as u64);
+    let children = setup.private_children();
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    let item_id = items[0]["item_id"].as_str().unwrap().to_owned();
+
+    let old = std::mem::replace(&mut setup.mount, Mount::placeholder());
+    old.kill();
+    drop(file);
+    setup.mount = mount_with_spool(&setup.server, setup.spool.path(), &[]);
+    let children = setup.private_children();
+    assert_eq!(children["items"], Value::Array(vec![]), "{children}");
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(std::fs::read(&recovered[0]).unwrap() == content);
+    let about = sidecar(&recovered[0]);
+    assert_eq!(about["name"], "big.bin", "{about}");
+    assert_eq!(about["made_item_id"].to_string(), item_id, "{about}");
+}

@@ -62,6 +62,8 @@ pub struct Spool {
     dir: PathBuf,
     budget: Arc<Budget>,
     next: AtomicU64,
+    /// What the sidecars of the files rescued from dead mounts said.
+    rescued: Mutex<Vec<serde_json::Map<String, serde_json::Value>>>,
 }
 
 struct Budget {
@@ -104,9 +106,15 @@ impl Spool {
                 used: Mutex::new(0),
             }),
             next: AtomicU64::new(1),
+            rescued: Mutex::default(),
         };
         spool.rescue_orphans();
         spool
+    }
+
+    /// What the sidecars of the files rescued from dead mounts at start said (once).
+    pub fn take_rescued(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        std::mem::take(&mut *self.rescued.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn recovery_dir(&self) -> PathBuf {
@@ -154,6 +162,10 @@ impl Spool {
                 format!("the midasfs that was writing it (pid {pid}) ended before saving it")
                     .into(),
             );
+            self.rescued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(about.clone());
             match move_to_recovery(&path, &self.recovery_dir(), &name, &about) {
                 Ok(target) => log::warn!(
                     "a previous midasfs (pid {pid}) left unsaved data{}: moved to {}",
@@ -208,6 +220,16 @@ pub fn sidecar_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(SIDECAR);
     PathBuf::from(name)
+}
+
+/// Adds `key` to the sidecar of `path` (e.g. the item an upload made, for a later mount to
+/// remove if this one dies).
+pub fn add_to_sidecar(path: &Path, key: &str, value: serde_json::Value) {
+    let mut about = read_sidecar(path);
+    about.insert(key.to_owned(), value);
+    if let Err(err) = write_sidecar(path, &about) {
+        log::debug!("{}: writing its sidecar: {err}", path.display());
+    }
 }
 
 /// What the sidecar of `path` says (empty if there is none or it is unreadable).

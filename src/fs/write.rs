@@ -1021,6 +1021,8 @@ impl MidasFs {
                     early => {
                         self.discard_early(early, file.path).await;
                         let (item_id, token) = self.new_item_token(*folder, file).await?;
+                        // Should this mount die now, the next one removes the item.
+                        super::spool::add_to_sidecar(file.path, "made_item_id", item_id.into());
                         let item = match token {
                             Some(token) => {
                                 let upload = file.upload(item_id, &midas_name);
@@ -1427,6 +1429,40 @@ impl MidasFs {
                     log::debug!("unfinished item {item_id}: {err}");
                     self.writes.orphans().push(item_id);
                 }
+            }
+        }
+    }
+
+    /// At mount, before anything else: the items a mount that died had made for files it did not
+    /// finish sending (their data went to the recovery directory as the spool opened) are
+    /// removed while they are still empty, so that no half-made object stays on the server.
+    pub async fn roll_back_previous(&self) {
+        for about in self.writes.spool.take_rescued() {
+            let Some(item_id) = about.get("made_item_id").and_then(|v| v.as_i64()) else {
+                continue;
+            };
+            let name = about.get("path").and_then(|v| v.as_str()).unwrap_or("?");
+            if about.get("server").and_then(|v| v.as_str()) != Some(self.client.base_url()) {
+                log::warn!(
+                    "a previous midasfs left item {item_id} ({name}) unfinished on another \
+                     server; remove it there"
+                );
+                continue;
+            }
+            match self.client.item_get(item_id).await {
+                Ok(item) if item.head().is_none_or(|h| h.bitstreams.is_empty()) => {
+                    match self.client.item_delete(item_id).await {
+                        Ok(()) => log::warn!(
+                            "removed the empty item {item_id} a previous midasfs made for \
+                             {name} and did not finish (its data is in the recovery directory)"
+                        ),
+                        Err(err) => log::warn!(
+                            "could not remove the unfinished item {item_id} ({name}): {err}"
+                        ),
+                    }
+                }
+                Ok(_) => log::info!("item {item_id} ({name}) holds content now: kept"),
+                Err(err) => log::debug!("unfinished item {item_id}: {err}"),
             }
         }
     }
