@@ -63,9 +63,9 @@ pub struct Writes {
     /// (a temporary file renamed over the file it replaces) turns such an item into a new
     /// revision of the item it replaces.
     fresh: Mutex<std::collections::HashSet<Id>>,
-    /// Items renamed within a folder, by (folder inode, old name): vim renames the file it saves
-    /// to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the new content
-    /// a revision of the renamed item instead.
+    /// Items renamed to `NAME~` within a folder, by (folder inode, old name): vim renames the
+    /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
+    /// new content a revision of the renamed item instead.
     renamed_away: Mutex<HashMap<(u64, String), Id>>,
 }
 
@@ -1742,7 +1742,11 @@ impl MidasFs {
         let midas_name = names::to_midas(new_name);
         if let Some(item) = source.data.kind.item() {
             self.writes.fresh().remove(&item.id);
-            if parent == new_parent && !source.data.kind.is_dir() {
+            // Only vim's backup name (`NAME~`): other renames keep their POSIX meaning.
+            if parent == new_parent
+                && !source.data.kind.is_dir()
+                && new_name.strip_suffix('~') == Some(name)
+            {
                 self.writes
                     .renamed_away()
                     .insert((parent, name.to_owned()), item.id);
