@@ -269,7 +269,8 @@ pub struct ServeArgs {
     /// Last name of the administrator created on first start
     #[arg(long, default_value = "User")]
     pub admin_lastname: String,
-    /// Lifetime of login tokens in seconds (Midas: 100 minutes)
+    /// Lifetime of login tokens in seconds (Midas: 100 minutes); partial uploads left alone
+    /// that long are deleted
     #[arg(long, default_value_t = 6000, value_name = "SECS")]
     pub token_ttl: u64,
     /// Delay every answer by this many milliseconds (a WAN-like round trip)

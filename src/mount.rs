@@ -282,6 +282,7 @@ fn mount_and_serve(
             },
         },
     ));
+    runtime.block_on(fs.roll_back_previous());
     let handle = runtime.handle().clone();
     let adapter_fs = Arc::clone(&fs);
     let (uid, gid, umask) = (args.uid, args.gid, args.umask);

@@ -76,11 +76,17 @@ impl Setup {
         self.mount.path.join("users/Admin_User/Private")
     }
 
+    /// The recovered files (not their sidecars).
     fn recovered(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.spool.path().join("recovery")) {
-            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-            Err(_) => Vec::new(),
-        }
+        data_files(&self.spool.path().join("recovery"))
+    }
+
+    /// The spool files left in the spool directory (not their sidecars).
+    fn spooled(&self) -> Vec<PathBuf> {
+        data_files(self.spool.path())
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect()
     }
 
     /// pydas.download of a server path into a fresh local directory.
@@ -128,6 +134,32 @@ impl Setup {
             &[("token", &self.server.token()), ("id", &id)],
         )
     }
+}
+
+/// The files in `dir` that are not the sidecar (`NAME.target`) of another.
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|path| {
+            let name = path.to_string_lossy();
+            !name
+                .strip_suffix(".target")
+                .is_some_and(|data| Path::new(data).exists())
+        })
+        .collect()
+}
+
+/// What the sidecar of a spool or recovered file says.
+fn sidecar(path: &Path) -> Value {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".target");
+    let text =
+        std::fs::read(&name).unwrap_or_else(|err| panic!("{}: no sidecar: {err}", path.display()));
+    serde_json::from_slice(&text).unwrap()
 }
 
 fn mount_with_spool(server: &TestServer, spool: &Path, extra: &[&str]) -> Mount {
@@ -1013,4 +1045,341 @@ os.close(fd)
     let item = setup.item(&path);
     assert_eq!(item["revisions"].as_array().unwrap().len(), 1, "{item}");
     assert_eq!(setup.server.stats()["bytes_uploaded"], 13);
+}
+
+/// A name of 244 bytes: too long for the recovery directory's `<time>-<pid>-<n>-NAME`.
+fn long_name() -> String {
+    format!("{}.csv", "measurement-".repeat(20))
+}
+
+/// Creates an item named `name` in the Private folder behind the mount's back (its listing
+/// stays fresh and empty in the mount), so that saving a new file of that name fails (EEXIST).
+fn take_name_on_the_server(setup: &Setup, name: &str) {
+    assert_eq!(std::fs::read_dir(setup.private()).unwrap().count(), 0);
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    setup.server.call_ok(
+        "midas.item.create",
+        &[
+            ("token", &setup.server.token()),
+            ("name", name),
+            ("parentid", &private_id),
+        ],
+    );
+}
+
+/// Writes `content` as a new file `name` in Private; returns the errno of its close.
+fn write_new_file(setup: &Setup, name: &str, content: &[u8]) -> i32 {
+    let mut file = std::fs::File::create(setup.private().join(name)).unwrap();
+    file.write_all(content).unwrap();
+    errno_of(file.sync_all())
+}
+
+/// The recovered file holds `content` and its sidecar the whole name it was saved under.
+fn assert_recovered_with_target(setup: &Setup, name: &str, content: &[u8], reason: &str) {
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    let file_name = recovered[0].file_name().unwrap().len();
+    assert!(file_name <= 240, "{file_name} bytes: {recovered:?}");
+    assert!(std::fs::read(&recovered[0]).unwrap() == content);
+    let about = sidecar(&recovered[0]);
+    assert_eq!(about["name"], name, "{about}");
+    assert_eq!(about["server"], setup.server.url, "{about}");
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    assert_eq!(about["folder_id"].to_string(), private_id, "{about}");
+    let why = about["reason"].as_str().unwrap_or_default();
+    assert!(why.contains(reason), "{about}");
+    assert!(setup.spooled().is_empty(), "{:?}", setup.spooled());
+}
+
+#[test]
+fn a_long_name_whose_upload_fails_is_recovered_under_a_name_that_fits() {
+    require_fuse!();
+    let setup = Setup::new(&["--ttl", "60"]);
+    let name = long_name();
+    assert_eq!(name.len(), 244);
+    take_name_on_the_server(&setup, &name);
+    let content = pseudo_random(1000, 31);
+    assert_eq!(write_new_file(&setup, &name, &content), libc::EEXIST);
+    assert_recovered_with_target(&setup, &name, &content, "exists");
+}
+
+/// Runs `mount` (the test runs as root, as mounting FUSE does).
+fn mount_command(args: &[&str]) {
+    run(Command::new("mount").args(args));
+}
+
+/// A filesystem mounted on a directory for the test, detached when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED: needs root to mount the recovery directory");
+    }
+    root
+}
+
+/// A new file whose upload fails while the recovery directory cannot take it (`break_recovery`
+/// mounts something there) stays in the spool directory, with its sidecar, through the
+/// release and the unmount; the next mount moves it to the recovery directory.
+fn an_unwritable_recovery_dir_keeps_the_spool_file(break_recovery: impl Fn(&Path) -> Mounted) {
+    let mut setup = Setup::new(&["--ttl", "60"]);
+    let recovery = setup.spool.path().join("recovery");
+    std::fs::create_dir(&recovery).unwrap();
+    let broken = break_recovery(&recovery);
+    let name = long_name();
+    take_name_on_the_server(&setup, &name);
+    let content = pseudo_random(64 * 1024, 32);
+    assert_eq!(write_new_file(&setup, &name, &content), libc::EEXIST);
+
+    let old = std::mem::replace(&mut setup.mount, Mount::placeholder());
+    assert!(old.unmount().success());
+    let spooled = setup.spooled();
+    assert_eq!(spooled.len(), 1, "{spooled:?}");
+    assert!(std::fs::read(&spooled[0]).unwrap() == content);
+    assert_eq!(sidecar(&spooled[0])["name"], name.as_str());
+
+    drop(broken);
+    setup.mount = mount_with_spool(&setup.server, setup.spool.path(), &[]);
+    assert_recovered_with_target(&setup, &name, &content, "ended before saving it");
+}
+
+#[test]
+fn a_full_recovery_dir_keeps_the_spool_file_for_the_next_mount() {
+    require_fuse!();
+    if !is_root() {
+        return;
+    }
+    an_unwritable_recovery_dir_keeps_the_spool_file(|recovery| {
+        mount_command(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4k",
+            "tmpfs",
+            recovery.to_str().unwrap(),
+        ]);
+        let mounted = Mounted(recovery.to_owned());
+        // Full: another byte gives ENOSPC.
+        let filler = std::fs::write(recovery.join("filler"), vec![0u8; 8192]);
+        assert_eq!(errno_of(filler), libc::ENOSPC);
+        mounted
+    });
+}
+
+#[test]
+fn a_read_only_recovery_dir_keeps_the_spool_file_for_the_next_mount() {
+    require_fuse!();
+    if !is_root() {
+        return;
+    }
+    an_unwritable_recovery_dir_keeps_the_spool_file(|recovery| {
+        let path = recovery.to_str().unwrap();
+        mount_command(&["--bind", path, path]);
+        let mounted = Mounted(recovery.to_owned());
+        mount_command(&["-o", "remount,bind,ro", path]);
+        // Even root cannot write there.
+        assert_eq!(
+            errno_of(std::fs::write(recovery.join("x"), b"x")),
+            libc::EROFS
+        );
+        mounted
+    });
+}
+
+#[test]
+fn a_killed_mount_leaves_its_spool_file_with_its_target_for_the_next_mount() {
+    require_fuse!();
+    let mut setup = Setup::new(&[]);
+    let name = long_name();
+    let content = pseudo_random(100_000, 33);
+    let mut file = std::fs::File::create(setup.private().join(&name)).unwrap();
+    file.write_all(&content).unwrap();
+    let old = std::mem::replace(&mut setup.mount, Mount::placeholder());
+    old.kill();
+    drop(file);
+    setup.mount = mount_with_spool(&setup.server, setup.spool.path(), &[]);
+    assert_recovered_with_target(&setup, &name, &content, "ended before saving it");
+    // Nothing of it reached the server.
+    let children = setup.private_children();
+    assert_eq!(children["items"], Value::Array(vec![]), "{children}");
+}
+
+/// An item `measurements.csv` made by another client, with metadata set through the mount;
+/// `save` then writes `content` over it the way some program saves. The item keeps its id, its
+/// metadata and its first revision, gets one more holding the content, and the temporary
+/// file leaves nothing behind, on the server and in the mount.
+fn assert_saving_keeps_the_item(save: impl FnOnce(&Path, &Path, &[u8])) {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let token = setup.server.token();
+    let item_id = setup.server.upload_item(
+        &token,
+        &private_id,
+        "measurements.csv",
+        b"day,value\n1,10\n",
+    );
+    let path = setup.private().join("measurements.csv");
+    assert_eq!(
+        setxattr(&path, "user.midas.meta.contributor.author", "Ada"),
+        0
+    );
+    assert_eq!(setxattr(&path, "user.midas.meta.date.issued", "2026"), 0);
+
+    let mut content = b"day,value\n".to_vec();
+    for day in 1..500 {
+        content.extend_from_slice(format!("{day},{}\n", day * 10).as_bytes());
+    }
+    let before = uploads_so_far(&setup.server).0;
+    save(&setup.private(), &path, &content);
+    // The content went to the server once (a lock file may add a few bytes).
+    let sent = uploads_so_far(&setup.server).0 - before;
+    assert!(sent < 2 * content.len() as u64, "{sent} bytes sent");
+
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    assert_eq!(
+        getxattr(&path, "user.midas.item_id").as_deref(),
+        Some(item_id.as_str())
+    );
+    assert_eq!(
+        getxattr(&path, "user.midas.meta.contributor.author").as_deref(),
+        Some("Ada")
+    );
+    let item = setup
+        .server
+        .call_ok("midas.item.get", &[("token", &token), ("id", &item_id)]);
+    let revisions = item["revisions"].as_array().unwrap();
+    assert_eq!(revisions.len(), 2, "{item}");
+    let head = &revisions[1]["bitstreams"];
+    assert_eq!(head.as_array().unwrap().len(), 1, "{item}");
+    assert_eq!(head[0]["name"], "measurements.csv", "{item}");
+    assert_eq!(
+        head[0]["checksum"],
+        common::server::md5_hex(&content),
+        "{item}"
+    );
+    let metadata = setup.server.call_ok(
+        "midas.item.getmetadata",
+        &[("token", &token), ("id", &item_id)],
+    );
+    let has =
+        |element: &str, qualifier: &str, value: &str| {
+            metadata.as_array().unwrap().iter().any(|m| {
+                m["element"] == element && m["qualifier"] == qualifier && m["value"] == value
+            })
+        };
+    assert!(has("contributor", "author", "Ada"), "{metadata}");
+    assert!(has("date", "issued", "2026"), "{metadata}");
+    let children = setup.private_children();
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    assert_eq!(items[0]["item_id"], item_id.as_str(), "{children}");
+    let listed: Vec<_> = std::fs::read_dir(setup.private())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(listed, ["measurements.csv"]);
+    assert!(setup.recovered().is_empty(), "{:?}", setup.recovered());
+}
+
+#[test]
+fn saving_as_gtk_does_keeps_the_item() {
+    // g_file_replace: a temporary file, fsync'ed, renamed over the target, then closed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let temp = dir.join(".goutputstream-4RT2X1");
+        let mut file = std::fs::File::create(&temp).unwrap();
+        file.write_all(content).unwrap();
+        file.sync_all().unwrap();
+        std::fs::rename(&temp, path).unwrap();
+        drop(file);
+    });
+}
+
+#[test]
+fn saving_as_vim_does_keeps_the_item() {
+    // vim: a probe file, the file renamed to its backup, a new file written, the backup removed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        std::fs::File::create(dir.join("4913")).unwrap();
+        std::fs::remove_file(dir.join("4913")).unwrap();
+        let backup = dir.join("measurements.csv~");
+        std::fs::rename(path, &backup).unwrap();
+        let mut file = std::fs::File::create(path).unwrap();
+        file.write_all(content).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        std::fs::remove_file(&backup).unwrap();
+    });
+}
+
+#[test]
+fn saving_with_rsync_keeps_the_item() {
+    assert_saving_keeps_the_item(|dir, _path, content| {
+        let local = tempfile::tempdir().unwrap();
+        std::fs::write(local.path().join("measurements.csv"), content).unwrap();
+        run(Command::new("rsync")
+            .arg(local.path().join("measurements.csv"))
+            .arg(format!("{}/", dir.display())));
+    });
+}
+
+#[test]
+fn saving_as_libreoffice_does_keeps_the_item() {
+    // A lock file, a temporary file renamed over the document, the lock removed.
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let lock = dir.join(".~lock.measurements.csv#");
+        std::fs::write(
+            &lock,
+            b",Ada,host,06.12.2026 12:00,file:///home/ada/.config;",
+        )
+        .unwrap();
+        let temp = dir.join("lu8422zq1k.tmp");
+        std::fs::write(&temp, content).unwrap();
+        std::fs::rename(&temp, path).unwrap();
+        std::fs::remove_file(&lock).unwrap();
+    });
+}
+
+#[test]
+fn mv_f_of_a_fresh_file_over_an_item_keeps_the_item() {
+    assert_saving_keeps_the_item(|dir, path, content| {
+        let fresh = dir.join("fresh.csv");
+        std::fs::write(&fresh, content).unwrap();
+        run(Command::new("mv").arg("-f").arg(&fresh).arg(path));
+    });
+}
+
+#[test]
+fn a_mount_killed_mid_upload_leaves_no_empty_item_once_the_next_mount_starts() {
+    require_fuse!();
+    let mut setup = Setup::new(&[]);
+    let content = pseudo_random(70 * MIB, 41);
+    let mut file = std::fs::File::create(setup.private().join("big.bin")).unwrap();
+    file.write_all(&content).unwrap();
+    // Sent while written: its item is on the server, empty.
+    wait_for_upload_past(&setup.server, 0, 32 * MIB as u64);
+    let children = setup.private_children();
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{children}");
+    let item_id = items[0]["item_id"].as_str().unwrap().to_owned();
+
+    let old = std::mem::replace(&mut setup.mount, Mount::placeholder());
+    old.kill();
+    drop(file);
+    setup.mount = mount_with_spool(&setup.server, setup.spool.path(), &[]);
+    let children = setup.private_children();
+    assert_eq!(children["items"], Value::Array(vec![]), "{children}");
+    let recovered = setup.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(std::fs::read(&recovered[0]).unwrap() == content);
+    let about = sidecar(&recovered[0]);
+    assert_eq!(about["name"], "big.bin", "{about}");
+    assert_eq!(about["made_item_id"].to_string(), item_id, "{about}");
 }

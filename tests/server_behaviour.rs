@@ -1919,3 +1919,38 @@ fn parameters_and_download_tokens_are_read_from_form_bodies_as_midas_does() {
     assert_eq!(posted.status(), 200);
     assert_eq!(posted.bytes().expect("body").as_ref(), &content[..]);
 }
+
+#[test]
+fn abandoned_partial_uploads_are_removed_after_the_token_lifetime() {
+    let server = TestServer::start_with(&["--token-ttl", "2"]);
+    let token = server.token();
+    let home = server.folder_named(Some(&token), &server.email, "Private");
+    let item = server.create_item(&token, &home, "left.bin");
+    let upload = server.upload_token(&token, &item, "left.bin");
+    // Some bytes arrive, then the client is gone.
+    let answer = server.upload_perform(
+        &[
+            ("uploadtoken", &upload),
+            ("filename", "left.bin"),
+            ("length", "100"),
+        ],
+        vec![7u8; 40],
+    );
+    assert_eq!(answer["stat"], "fail", "{answer}");
+    let uploads = server.data_dir.join("uploads");
+    let count = || std::fs::read_dir(&uploads).unwrap().count();
+    assert_eq!(count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial upload is still there after 15 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let offset = server.call_ok(
+        "midas.upload.getoffset",
+        &[("token", &server.token()), ("uploadtoken", &upload)],
+    );
+    assert_eq!(offset["offset"], "", "{offset}");
+}

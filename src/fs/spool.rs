@@ -5,8 +5,15 @@
 //! size of all spool files is bounded (`--spool-size`): a write beyond gets ENOSPC. When an upload
 //! fails, the spool file is moved into `<spool-dir>/recovery/` and stays there: nothing written
 //! through the mount is ever silently lost.
+//!
+//! Beside each spool file, `<file>.target` (JSON) says where its data is going: the server, the
+//! folder or item, the name. It follows the file into the recovery directory, with the reason,
+//! so that a recovered file whose name had to be shortened (names are at most 255 bytes) or that
+//! a dead mount left still says what it was. A spool file is deleted only when its data reached
+//! the server (or nobody wants it any more) or the recovery directory: if moving it there fails,
+//! it stays where it is, and the next mount moves it.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +28,10 @@ use super::error::{FsError, FsResult};
 
 const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
+/// The suffix of the file that says where a spool or recovered file's data was going.
+pub const SIDECAR: &str = ".target";
+/// The longest name of a recovered file: with [`SIDECAR`] it stays below `NAME_MAX` (255).
+const RECOVERED_NAME_MAX: usize = 240;
 /// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
 /// does it beside the writes (MD5 costs more CPU than writing the spool, and would halve the
 /// speed of a large copy).
@@ -51,6 +62,8 @@ pub struct Spool {
     dir: PathBuf,
     budget: Arc<Budget>,
     next: AtomicU64,
+    /// What the sidecars of the files rescued from dead mounts said.
+    rescued: Mutex<Vec<serde_json::Map<String, serde_json::Value>>>,
 }
 
 struct Budget {
@@ -93,6 +106,7 @@ impl Spool {
                 used: Mutex::new(0),
             }),
             next: AtomicU64::new(1),
+            rescued: Mutex::default(),
         };
         // A spool left by an older version may be open to others: close it now.
         if spool.dir.exists() {
@@ -107,6 +121,11 @@ impl Spool {
     /// Bytes held by files being written.
     pub fn used_bytes(&self) -> u64 {
         *self.budget.lock()
+    }
+
+    /// What the sidecars of the files rescued from dead mounts at start said (once).
+    pub fn take_rescued(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        std::mem::take(&mut *self.rescued.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn recovery_dir(&self) -> PathBuf {
@@ -137,41 +156,157 @@ impl Spool {
             hashed: 0,
             budget: Arc::clone(&self.budget),
             recovered: false,
+            unsaved: false,
         })
     }
 
     /// Spool files of mounts that died (their pid is gone) go to the recovery directory.
     fn rescue_orphans(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_suffix(SUFFIX)
-                .and_then(|stem| stem.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if process_alive(pid) {
-                continue;
-            }
-            let target = unique_recovery_path(&self.recovery_dir(), &name);
-            match crate::private::dir(&self.recovery_dir())
-                .and_then(|()| std::fs::rename(entry.path(), &target))
-            {
-                Ok(()) => log::warn!(
-                    "a previous midasfs (pid {pid}) left unsaved data: moved to {}",
+        for (path, pid) in self.orphans() {
+            let mut about = read_sidecar(&path);
+            let name = about
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map_or_else(|| file_name(&path), str::to_owned);
+            about.insert(
+                "reason".into(),
+                format!("the midasfs that was writing it (pid {pid}) ended before saving it")
+                    .into(),
+            );
+            self.rescued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(about.clone());
+            match move_to_recovery(&path, &self.recovery_dir(), &name, &about) {
+                Ok(target) => log::warn!(
+                    "a previous midasfs (pid {pid}) left unsaved data{}: moved to {}",
+                    describe_target(&about),
                     target.display()
                 ),
                 Err(err) => log::warn!(
-                    "a previous midasfs (pid {pid}) left unsaved data in {}; could not move it: {err}",
-                    entry.path().display()
+                    "a previous midasfs (pid {pid}) left unsaved data{} in {}; could not move it: {err}",
+                    describe_target(&about),
+                    path.display()
                 ),
             }
         }
     }
+
+    /// The spool files of mounts that died, with their pids.
+    fn orphans(&self) -> Vec<(PathBuf, i32)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_suffix(SUFFIX)
+                    .and_then(|stem| stem.split_once('-'))
+                    .and_then(|(pid, _)| pid.parse::<i32>().ok())?;
+                (!process_alive(pid)).then(|| (entry.path(), pid))
+            })
+            .collect()
+    }
+}
+
+/// What a sidecar says, as ` (for PATH on SERVER)` for log lines.
+pub fn describe_target(about: &serde_json::Map<String, serde_json::Value>) -> String {
+    let text = |key: &str| about.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    match (text("path").or_else(|| text("name")), text("server")) {
+        (Some(path), Some(server)) => format!(" (for {path} on {server})"),
+        (Some(path), None) => format!(" (for {path})"),
+        _ => String::new(),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// `<path>.target`.
+pub fn sidecar_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SIDECAR);
+    PathBuf::from(name)
+}
+
+/// Adds `key` to the sidecar of `path` (e.g. the item an upload made, for a later mount to
+/// remove if this one dies).
+pub fn add_to_sidecar(path: &Path, key: &str, value: serde_json::Value) {
+    let mut about = read_sidecar(path);
+    about.insert(key.to_owned(), value);
+    if let Err(err) = write_sidecar(path, &about) {
+        log::debug!("{}: writing its sidecar: {err}", path.display());
+    }
+}
+
+/// What the sidecar of `path` says (empty if there is none or it is unreadable).
+pub fn read_sidecar(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    std::fs::read(sidecar_of(path))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_sidecar(
+    path: &Path,
+    about: &serde_json::Map<String, serde_json::Value>,
+) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(about).map_err(std::io::Error::other)?;
+    text.push('\n');
+    let sidecar = sidecar_of(path);
+    // It names the user's files and where they go: the user's alone, like the spool file.
+    let mut file = crate::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&sidecar)?;
+    crate::private::file(&file, &sidecar)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+}
+
+/// Moves (or, across filesystems, copies) `path` into the recovery directory under a name made
+/// of `name`, and its sidecar, with `about`, beside it. On failure nothing moved: the file is
+/// still at `path`.
+fn move_to_recovery(
+    path: &Path,
+    recovery: &Path,
+    name: &str,
+    about: &serde_json::Map<String, serde_json::Value>,
+) -> std::io::Result<PathBuf> {
+    crate::private::dir(recovery)?;
+    let target = unique_recovery_path(recovery, name);
+    match std::fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+            let copied = std::fs::copy(path, &target)
+                .and_then(|_| File::open(&target))
+                .and_then(|file| {
+                    crate::private::file(&file, &target)?;
+                    file.sync_all()
+                });
+            if let Err(err) = copied {
+                let _ = std::fs::remove_file(&target);
+                return Err(err);
+            }
+            if let Err(err) = std::fs::remove_file(path) {
+                log::debug!("removing {} after copying it: {err}", path.display());
+            }
+        }
+        Err(err) => return Err(err),
+    }
+    if let Err(err) = write_sidecar(&target, about) {
+        log::warn!(
+            "{}: could not write what it is ({err}): it was {}",
+            target.display(),
+            serde_json::Value::Object(about.clone())
+        );
+    }
+    let _ = std::fs::remove_file(sidecar_of(path));
+    Ok(target)
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -187,7 +322,8 @@ fn io_error(doing: &str, path: &Path, err: &std::io::Error) -> FsError {
     )
 }
 
-/// `<recovery>/<unix seconds>-<n>-<name>`, a name no other recovered file has.
+/// `<recovery>/<unix seconds>-<pid>-<n>-<name>`, a name no other recovered file has. A name too
+/// long for that is shortened (its start, a hash of it, its extension); the sidecar keeps it.
 fn unique_recovery_path(recovery: &Path, name: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let secs = SystemTime::now()
@@ -199,11 +335,32 @@ fn unique_recovery_path(recovery: &Path, name: &str) -> PathBuf {
         .collect();
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = recovery.join(format!("{secs}-{}-{n}-{safe}", std::process::id()));
+        let prefix = format!("{secs}-{}-{n}-", std::process::id());
+        let fitted = fit_name(&safe, RECOVERED_NAME_MAX.saturating_sub(prefix.len()));
+        let path = recovery.join(format!("{prefix}{fitted}"));
         if !path.exists() {
             return path;
         }
     }
+}
+
+/// `name` if it has at most `room` bytes; else its start, `~`, a hash of the whole name and
+/// its extension (if short), in `room` bytes.
+fn fit_name(name: &str, room: usize) -> String {
+    if name.len() <= room {
+        return name.to_owned();
+    }
+    let hash = &hex(&Md5::digest(name.as_bytes()))[..12];
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|ext| !ext.is_empty() && ext.len() <= 16)
+        .map_or_else(String::new, |ext| format!(".{ext}"));
+    let mut keep = room.saturating_sub(hash.len() + 1 + ext.len());
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{hash}{ext}", &name[..keep])
 }
 
 /// The MD5 of the bytes written so far, in order from the start.
@@ -270,7 +427,8 @@ impl RunningMd5 {
     }
 }
 
-/// One file being written. Dropping it deletes the file, unless it was moved to recovery.
+/// One file being written. Dropping it deletes the file (and its sidecar), unless it was moved
+/// to recovery or holds data that is nowhere else ([`SpoolFile::keep`]).
 pub struct SpoolFile {
     file: File,
     path: PathBuf,
@@ -281,6 +439,8 @@ pub struct SpoolFile {
     hashed: u64,
     budget: Arc<Budget>,
     recovered: bool,
+    /// Holds data that is neither on the server nor in the recovery directory: never deleted.
+    unsaved: bool,
 }
 
 impl SpoolFile {
@@ -365,17 +525,39 @@ impl SpoolFile {
             .digest()
     }
 
+    /// Records where the data is going, in the sidecar (see the module's documentation).
+    pub fn describe(&self, about: &serde_json::Map<String, serde_json::Value>) {
+        if let Err(err) = write_sidecar(&self.path, about) {
+            log::debug!("{}: writing its sidecar: {err}", self.path.display());
+        }
+    }
+
+    /// The file holds data that is nowhere else (it could not be saved nor moved to the
+    /// recovery directory): dropping it keeps it, for the next mount to move to recovery.
+    pub fn keep(&mut self) {
+        self.unsaved = true;
+    }
+
     /// Moves the file into the recovery directory (it stays open); returns where it went.
-    /// `name` is the file's intended name, kept at the end of the recovered file's name.
-    pub fn recover(&mut self, recovery: &Path, name: &str) -> FsResult<PathBuf> {
+    /// `name` is the file's intended name, kept at the end of the recovered file's name
+    /// (shortened if need be); `about` goes into its sidecar. On failure the file stays where it
+    /// was.
+    pub fn recover(
+        &mut self,
+        recovery: &Path,
+        name: &str,
+        about: &serde_json::Map<String, serde_json::Value>,
+    ) -> FsResult<PathBuf> {
         if self.recovered {
             return Ok(self.path.clone());
         }
-        crate::private::dir(recovery)
-            .map_err(|e| io_error("creating the recovery directory", recovery, &e))?;
-        let target = unique_recovery_path(recovery, name);
-        std::fs::rename(&self.path, &target)
+        let target = move_to_recovery(&self.path, recovery, name, about)
             .map_err(|e| io_error("moving to the recovery directory", &self.path, &e))?;
+        // A copy (across filesystems) is another file: go on with it.
+        match OpenOptions::new().read(true).write(true).open(&target) {
+            Ok(file) => self.file = file,
+            Err(err) => log::debug!("reopening {}: {err}", target.display()),
+        }
         self.path = target;
         self.recovered = true;
         Ok(self.path.clone())
@@ -385,16 +567,18 @@ impl SpoolFile {
     /// directory again (deleted on drop like any spool file).
     pub fn saved(&mut self) {
         self.recovered = false;
+        self.unsaved = false;
     }
 }
 
 impl Drop for SpoolFile {
     fn drop(&mut self) {
         self.budget.give_back(self.size);
-        if !self.recovered {
+        if !self.recovered && !self.unsaved {
             if let Err(err) = std::fs::remove_file(&self.path) {
                 log::debug!("removing spool file {}: {err}", self.path.display());
             }
+            let _ = std::fs::remove_file(sidecar_of(&self.path));
         }
     }
 }
@@ -504,12 +688,46 @@ mod tests {
         assert!(!plain_path.exists());
         let mut kept = spool.create().unwrap();
         kept.write_at(0, b"precious").unwrap();
-        let at = kept.recover(&spool.recovery_dir(), "notes.txt").unwrap();
+        let at = kept
+            .recover(&spool.recovery_dir(), "notes.txt", &Default::default())
+            .unwrap();
         kept.write_at(8, b"!").unwrap();
         drop(kept);
         assert!(at.starts_with(spool.recovery_dir()));
         assert!(at.to_string_lossy().ends_with("notes.txt"));
         assert_eq!(std::fs::read(&at).unwrap(), b"precious!");
+    }
+
+    #[test]
+    fn recovered_names_always_fit_and_the_sidecar_keeps_the_whole_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 20);
+        let name = format!("{}.csv", "é".repeat(200));
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"data").unwrap();
+        let mut about = serde_json::Map::new();
+        about.insert("name".into(), name.clone().into());
+        let at = file.recover(&spool.recovery_dir(), &name, &about).unwrap();
+        let fitted = at.file_name().unwrap().to_str().unwrap();
+        assert!(fitted.len() <= RECOVERED_NAME_MAX, "{fitted}");
+        assert!(
+            fitted.ends_with(".csv") && fitted.contains("éé"),
+            "{fitted}"
+        );
+        assert_eq!(read_sidecar(&at)["name"], name.as_str());
+        assert_eq!(std::fs::read(&at).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_kept_file_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 20);
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"only copy").unwrap();
+        file.keep();
+        let path = file.path().to_owned();
+        drop(file);
+        assert_eq!(std::fs::read(path).unwrap(), b"only copy");
     }
 
     #[test]
@@ -524,8 +742,14 @@ mod tests {
         let rescued: Vec<_> = std::fs::read_dir(spool.recovery_dir())
             .unwrap()
             .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
             .collect();
         assert_eq!(rescued.len(), 1);
-        assert_eq!(std::fs::read(rescued[0].path()).unwrap(), b"orphan");
+        assert_eq!(std::fs::read(&rescued[0]).unwrap(), b"orphan");
+        assert!(read_sidecar(&rescued[0])["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pid 99999999"));
     }
 }

@@ -18,7 +18,11 @@
 //!   warning names it and its intended place. A file whose write failed (ENOSPC) is never
 //!   uploaded half-written.
 //! - A rename over an existing entry renames first and deletes the old target after, so a
-//!   failure in between leaves two entries rather than none.
+//!   failure in between leaves two entries rather than none; but a file just made through the
+//!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
+//!   item instead (`replace`).
+
+mod replace;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -56,6 +60,14 @@ pub struct Writes {
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     orphans: Mutex<Vec<Id>>,
+    /// Items this mount made of new files, until they are renamed or removed: a save by rename
+    /// (a temporary file renamed over the file it replaces) turns such an item into a new
+    /// revision of the item it replaces.
+    fresh: Mutex<std::collections::HashSet<Id>>,
+    /// Items renamed to `NAME~` within a folder, by (folder inode, old name): vim renames the
+    /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
+    /// new content a revision of the renamed item instead.
+    renamed_away: Mutex<HashMap<(u64, String), Id>>,
 }
 
 impl Writes {
@@ -67,6 +79,8 @@ impl Writes {
             next_local: AtomicU64::new(1),
             mtimes: Mutex::default(),
             orphans: Mutex::default(),
+            fresh: Mutex::default(),
+            renamed_away: Mutex::default(),
         }
     }
 
@@ -88,6 +102,14 @@ impl Writes {
 
     fn orphans(&self) -> MutexGuard<'_, Vec<Id>> {
         self.orphans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fresh(&self) -> MutexGuard<'_, std::collections::HashSet<Id>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn renamed_away(&self) -> MutexGuard<'_, HashMap<(u64, String), Id>> {
+        self.renamed_away.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
@@ -437,6 +459,48 @@ impl MidasFs {
         format!("/{}", parts.join("/"))
     }
 
+    /// What the sidecar of a file's spool says: where its data is going (see `super::spool`).
+    fn spool_about(&self, ino: u64, target: &Target) -> serde_json::Map<String, serde_json::Value> {
+        let mut about = serde_json::Map::new();
+        about.insert("server".into(), self.client.base_url().into());
+        match target {
+            Target::New {
+                parent_ino,
+                container,
+                name,
+                ..
+            } => {
+                about.insert(
+                    "path".into(),
+                    format!("{}/{name}", self.describe(*parent_ino)).into(),
+                );
+                about.insert("name".into(), name.clone().into());
+                match container {
+                    Container::Folder(id) => about.insert("folder_id".into(), (*id).into()),
+                    Container::Item(item) => about.insert("item_id".into(), item.id.into()),
+                };
+            }
+            Target::ItemFile { item, .. } | Target::Bitstream { item, .. } => {
+                let path = self.describe(ino);
+                let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                about.insert("path".into(), path.into());
+                about.insert("name".into(), name.into());
+                about.insert("item_id".into(), item.id.into());
+                if let Target::Bitstream { bitstream, .. } = target {
+                    about.insert("bitstream_id".into(), bitstream.id.into());
+                }
+            }
+        }
+        about
+    }
+
+    /// Writes the sidecar of a file's spool for its current target.
+    fn describe_spool(&self, ino: u64, file: &WriteFile) {
+        let target = file.lock().target.clone();
+        let about = self.spool_about(ino, &target);
+        file.lock().spool.describe(&about);
+    }
+
     // ---- files ----
 
     /// Creates a new file (local until its first flush) and opens it for writing, for the
@@ -497,6 +561,7 @@ impl MidasFs {
             }),
             upload: Arc::default(),
         });
+        self.describe_spool(ino, &file);
         self.writes.files().insert(ino, file);
         let fh = self.new_handle(ino, Some(opener));
         self.remember(parent, &entry);
@@ -576,6 +641,7 @@ impl MidasFs {
             }),
             upload: Arc::default(),
         });
+        self.describe_spool(ino, &file);
         self.writes.files().insert(ino, file);
         Ok(self.new_handle(ino, Some(opener)))
     }
@@ -731,9 +797,13 @@ impl MidasFs {
             self.discard_early(early.stop().await, &path).await;
         }
         let mut files = self.writes.files();
-        let data = file.lock();
+        let mut data = file.lock();
         if data.handles > 0 {
             return;
+        }
+        if data.dirty && !data.unlinked && !data.spool.is_recovered() {
+            // Neither saved nor in the recovery directory: the spool file is all there is.
+            data.spool.keep();
         }
         files.remove(&ino);
         if let Target::New { parent_ino, .. } = &data.target {
@@ -842,21 +912,31 @@ impl MidasFs {
             } => format!("{}/{name}", self.describe(*parent_ino)),
             _ => self.describe(ino),
         };
-        let file_name = intended.rsplit('/').next().unwrap_or("file").to_owned();
         let mut data = file.lock();
+        let mut about = self.spool_about(ino, &data.target);
+        about.insert("reason".into(), err.to_string().into());
+        let file_name = about
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("file")
+            .to_owned();
         match data
             .spool
-            .recover(&self.writes.spool.recovery_dir(), &file_name)
+            .recover(&self.writes.spool.recovery_dir(), &file_name, &about)
         {
             Ok(kept) => log::warn!(
                 "saving {intended} to Midas failed ({err}); its data is kept in {}",
                 kept.display()
             ),
-            Err(move_err) => log::warn!(
-                "saving {intended} to Midas failed ({err}); its data is in {} \
-                 (moving it to the recovery directory failed: {move_err})",
-                data.spool.path().display()
-            ),
+            Err(move_err) => {
+                // Never deleted then: the next mount moves it to the recovery directory.
+                data.spool.keep();
+                log::warn!(
+                    "saving {intended} to Midas failed ({err}); its data stays in {} \
+                     (moving it to the recovery directory failed: {move_err})",
+                    data.spool.path().display()
+                );
+            }
         }
     }
 
@@ -899,6 +979,12 @@ impl MidasFs {
                 node.metadata = None;
             }
         }
+        if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
+            (target, &uploaded.node.kind)
+        {
+            self.writes.fresh().insert(item.id);
+        }
+        self.describe_spool(ino, file);
         let mut entry = uploaded.entry;
         if let Some(mtime) = self.writes.mtime_override(new_canonical) {
             entry.data.mtime = mtime;
@@ -949,6 +1035,8 @@ impl MidasFs {
                     early => {
                         self.discard_early(early, file.path).await;
                         let (item_id, token) = self.new_item_token(*folder, file).await?;
+                        // Should this mount die now, the next one removes the item.
+                        super::spool::add_to_sidecar(file.path, "made_item_id", item_id.into());
                         let item = match token {
                             Some(token) => {
                                 let upload = file.upload(item_id, &midas_name);
@@ -1091,10 +1179,13 @@ impl MidasFs {
         }
         let file_name = only.map_or_else(|| current.name.clone(), |only| only.name.clone());
         let revision = head.map_or(0, |head| head.revision) + 1;
+        // Midas keeps metadata per revision: the new one gets the old one's.
+        let metadata = self.client.item_get_metadata(item.id).await?;
         let updated = self
             .send_file(item.id, &file_name, path, size, None, UploadRevision::New)
             .await?
             .ok_or_else(|| skipped_upload(item.id))?;
+        self.carry_metadata(item.id, &metadata).await?;
         Ok(self.saved_file(&updated, revision, size, names::to_display(&updated.name)))
     }
 
@@ -1358,6 +1449,40 @@ impl MidasFs {
         }
     }
 
+    /// At mount, before anything else: the items a mount that died had made for files it did not
+    /// finish sending (their data went to the recovery directory as the spool opened) are
+    /// removed while they are still empty, so that no half-made object stays on the server.
+    pub async fn roll_back_previous(&self) {
+        for about in self.writes.spool.take_rescued() {
+            let Some(item_id) = about.get("made_item_id").and_then(|v| v.as_i64()) else {
+                continue;
+            };
+            let name = about.get("path").and_then(|v| v.as_str()).unwrap_or("?");
+            if about.get("server").and_then(|v| v.as_str()) != Some(self.client.base_url()) {
+                log::warn!(
+                    "a previous midasfs left item {item_id} ({name}) unfinished on another \
+                     server; remove it there"
+                );
+                continue;
+            }
+            match self.client.item_get(item_id).await {
+                Ok(item) if item.head().is_none_or(|h| h.bitstreams.is_empty()) => {
+                    match self.client.item_delete(item_id).await {
+                        Ok(()) => log::warn!(
+                            "removed the empty item {item_id} a previous midasfs made for \
+                             {name} and did not finish (its data is in the recovery directory)"
+                        ),
+                        Err(err) => log::warn!(
+                            "could not remove the unfinished item {item_id} ({name}): {err}"
+                        ),
+                    }
+                }
+                Ok(_) => log::info!("item {item_id} ({name}) holds content now: kept"),
+                Err(err) => log::debug!("unfinished item {item_id}: {err}"),
+            }
+        }
+    }
+
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
     pub async fn save_all(&self) {
         self.remove_orphans().await;
@@ -1554,6 +1679,9 @@ impl MidasFs {
             }
         };
         result.map_err(write_error)?;
+        if let Some(item) = entry.data.kind.item() {
+            self.writes.fresh().remove(&item.id);
+        }
         self.mark_unlinked(entry.ino);
         Ok(())
     }
@@ -1572,6 +1700,9 @@ impl MidasFs {
         let (entry, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if entry.data.kind.is_dir() {
             return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
+        }
+        if self.unlink_renamed_away(parent, &entry).await? {
+            return Ok(());
         }
         self.remove_entry(&entry).await?;
         self.listings
@@ -1617,9 +1748,29 @@ impl MidasFs {
             }
         }
         let destination = self.container(new_parent)?;
+        if let (Some(target), Container::Folder(_)) = (&target, &destination) {
+            if self.save_over(&source, target, new_parent).await? {
+                let source_ino = source.ino;
+                self.listings
+                    .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
+                return Ok(());
+            }
+        }
         let midas_name = names::to_midas(new_name);
         // Whether a move into another folder left the object public.
         let mut now_public = None;
+        if let Some(item) = source.data.kind.item() {
+            self.writes.fresh().remove(&item.id);
+            // Only vim's backup name (`NAME~`): other renames keep their POSIX meaning.
+            if parent == new_parent
+                && !source.data.kind.is_dir()
+                && new_name.strip_suffix('~') == Some(name)
+            {
+                self.writes
+                    .renamed_away()
+                    .insert((parent, name.to_owned()), item.id);
+            }
+        }
         match &source.data.kind {
             NodeKind::NewFile { .. } => {
                 let file = self.writes.files().get(&source.ino).cloned();
@@ -1638,6 +1789,8 @@ impl MidasFs {
                         *container = destination;
                         *name = new_name.to_owned();
                     }
+                    drop(data);
+                    self.describe_spool(source.ino, &file);
                 }
             }
             NodeKind::ItemFile { item, .. }

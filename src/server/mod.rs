@@ -237,6 +237,7 @@ async fn serve(
         out.flush()?;
     }
     let app = router(Arc::clone(&shared));
+    tokio::spawn(api::uploads::remove_abandoned(Arc::clone(&shared)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

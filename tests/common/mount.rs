@@ -107,6 +107,25 @@ impl Mount {
         self.cleanup().expect("daemon status")
     }
 
+    /// No mount: stands in for one taken out of a struct to be unmounted or killed.
+    pub fn placeholder() -> Mount {
+        Mount {
+            path: PathBuf::new(),
+            child: None,
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and clears the dead mount away.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A dead FUSE mount answers nothing (ENOTCONN) until it is detached.
+        umount(&self.path, libc::MNT_DETACH);
+        self.cleanup();
+    }
+
     fn cleanup(&mut self) -> Option<std::process::ExitStatus> {
         if is_fuse_mount(&self.path) && !umount(&self.path, 0) {
             umount(&self.path, libc::MNT_DETACH);
