@@ -104,7 +104,18 @@ fn the_demo_mounts_in_the_runtime_directory_and_leaves_nothing_behind() {
 
     demo.interrupt();
     assert!(!is_fuse_mount(&demo.mountpoint), "unmounted on Ctrl-C");
-    assert_eq!(entries(runtime.path()), Vec::<String>::new());
+    // Only the directory of the mounts' control sockets may stay, and empty.
+    let left = entries(runtime.path());
+    assert!(
+        left.is_empty() || left == ["midasfs"],
+        "left behind: {left:?}"
+    );
+    if !left.is_empty() {
+        assert_eq!(
+            entries(&runtime.path().join("midasfs")),
+            Vec::<String>::new()
+        );
+    }
     assert_eq!(entries(cwd.path()), Vec::<String>::new());
 }
 

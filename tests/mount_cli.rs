@@ -336,9 +336,11 @@ fn mount_t_fuse_midasfs_mounts_with_o_options_and_midasfs_unmount_unmounts() {
     let private = mountpoint.0.join("home/Private");
     let meta = std::fs::metadata(&private).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
-    // The administrator may write there, but umask=027 clears group write and all of other's
-    // bits, and ro leaves no write bit at all.
-    assert_eq!(meta.mode() & 0o777, 0o550, "mode {:o}", meta.mode());
+    // The administrator may write there, but ro leaves no write bit at all; Private is the
+    // owner's alone (0700 before ro), and umask=027 takes other's bits from Public (0755).
+    assert_eq!(meta.mode() & 0o777, 0o500, "mode {:o}", meta.mode());
+    let public = std::fs::metadata(mountpoint.0.join("home/Public")).unwrap();
+    assert_eq!(public.mode() & 0o777, 0o550, "mode {:o}", public.mode());
     let err = std::fs::write(private.join("new.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
 
