@@ -143,30 +143,23 @@ fn replace_group_policy(
 
 /// `midas.item.list.permissions`: ADMIN required.
 pub fn item_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Item)?;
-    let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Item,
-        id,
-        "Admin privileges required on the item to list permissions.",
-    )?;
-    Ok(list_permissions(conn, Guarded::Item, id)?.into())
+    list(call, conn, Guarded::Item)
 }
 
 /// `midas.folder.list.permissions`: ADMIN required.
 pub fn folder_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Folder)?;
+    list(call, conn, Guarded::Folder)
+}
+
+fn list(call: &Call<'_>, conn: &mut Connection, object: Guarded) -> Result<Reply, ApiError> {
+    let id = object_id(call, object)?;
     let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Folder,
-        id,
-        "Admin privileges required on the folder to list permissions.",
-    )?;
-    Ok(list_permissions(conn, Guarded::Folder, id)?.into())
+    let denied = format!(
+        "Admin privileges required on the {} to list permissions.",
+        object.name()
+    );
+    require_admin(conn, caller, object, id, &denied)?;
+    Ok(list_permissions(conn, object, id)?.into())
 }
 
 /// `midas.item.add.policygroup`: the group's policy on the item becomes `policy`.
