@@ -1152,10 +1152,7 @@ impl MidasFs {
     ) -> FsResult<Uploaded> {
         let current = self.client.item_get(item.id).await?;
         let head = current.head();
-        let only = head.and_then(|head| match head.bitstreams.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        });
+        let only = current.only_bitstream();
         if let (true, Some(head), Some(empty)) =
             (replace_empty, head, only.filter(|b| b.sizebytes == 0))
         {

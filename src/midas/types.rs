@@ -64,6 +64,14 @@ impl Item {
     pub fn head(&self) -> Option<&Revision> {
         self.revisions.iter().max_by_key(|r| r.revision)
     }
+
+    /// The head revision's bitstream, when the head holds exactly one.
+    pub fn only_bitstream(&self) -> Option<&Bitstream> {
+        match self.head()?.bitstreams.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -229,10 +229,7 @@ impl MidasFs {
     ) -> FsResult<Uploaded> {
         let current = self.client.item_get(item.id).await?;
         let head = current.head();
-        let only = head.and_then(|head| match head.bitstreams.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        });
+        let only = current.only_bitstream();
         if let (Some(head), Some(only)) = (head, only) {
             if only.checksum == content.md5 && u64::try_from(only.sizebytes) == Ok(content.size) {
                 return Ok(self.saved_file(&current, head.revision, content.size, shown.into()));
