@@ -166,13 +166,27 @@ fn describe(public: bool) -> &'static str {
     }
 }
 
-/// The error of a move whose access could not be made to match its new folder.
-pub(super) fn access_not_matched(name: &str, err: FsError) -> FsError {
-    FsError::new(
-        err.errno,
-        format!(
-            "{name} moved, but its access could not be made to match its new folder: {}",
-            err.detail
-        ),
-    )
+impl MidasFs {
+    /// Rename's view of [`MidasFs::match_item_access`] or [`MidasFs::match_folder_access`]:
+    /// whether the moved object is public now, or, when its access could not be made to match its
+    /// new folder, an error saying so (the object did move: both folders' listings are dropped).
+    pub(super) fn moved_access(
+        &self,
+        matched: FsResult<bool>,
+        from: u64,
+        to: u64,
+        name: &str,
+    ) -> FsResult<bool> {
+        matched.map_err(|err| {
+            self.listings.remove(from);
+            self.listings.remove(to);
+            FsError::new(
+                err.errno,
+                format!(
+                    "{name} moved, but its access could not be made to match its new folder: {}",
+                    err.detail
+                ),
+            )
+        })
+    }
 }

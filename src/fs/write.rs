@@ -29,7 +29,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::access;
 use super::early::{EarlyStart, EarlyUpload, Sent, Stopped};
 use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
 use super::names;
@@ -1808,17 +1807,10 @@ impl MidasFs {
                         .await
                         .map_err(write_error)?;
                     current_name = moved.name;
-                    match self
+                    let matched = self
                         .match_item_access(item.id, moved.privacy_status, to)
-                        .await
-                    {
-                        Ok(public) => now_public = Some(public),
-                        Err(err) => {
-                            self.listings.remove(parent);
-                            self.listings.remove(new_parent);
-                            return Err(access::access_not_matched(name, err));
-                        }
-                    }
+                        .await;
+                    now_public = Some(self.moved_access(matched, parent, new_parent, name)?);
                 }
                 if current_name != midas_name {
                     self.client
@@ -1857,17 +1849,10 @@ impl MidasFs {
                             return Err(write_error(err));
                         }
                     };
-                    match self
+                    let matched = self
                         .match_folder_access(*id, moved.privacy_status, to)
-                        .await
-                    {
-                        Ok(public) => now_public = Some(public),
-                        Err(err) => {
-                            self.listings.remove(parent);
-                            self.listings.remove(new_parent);
-                            return Err(access::access_not_matched(name, err));
-                        }
-                    }
+                        .await;
+                    now_public = Some(self.moved_access(matched, parent, new_parent, name)?);
                 }
             }
             NodeKind::Bitstream { bitstream, .. } => {
