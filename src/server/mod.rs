@@ -104,6 +104,20 @@ pub struct Shared {
     pub logins: throttle::LoginThrottle,
 }
 
+impl Shared {
+    /// A server's state over `store`, with nothing in flight yet.
+    pub fn new(store: Store, config: Config) -> Shared {
+        Shared {
+            store,
+            config,
+            stats: Stats::default(),
+            upload_writers: Default::default(),
+            partial_hashes: Default::default(),
+            logins: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -189,18 +203,14 @@ pub fn run(args: ServeArgs) -> CliResult {
     )?;
     let store = Store::open(&args.data)?;
     let admin = ensure_admin(&store, &args, admin_password)?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         store,
-        config: Config {
+        Config {
             token_ttl: args.token_ttl,
             title: args.title.clone(),
             latency: Duration::from_millis(args.latency),
         },
-        stats: Stats::default(),
-        upload_writers: Default::default(),
-        partial_hashes: Default::default(),
-        logins: Default::default(),
-    });
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

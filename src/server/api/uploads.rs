@@ -834,7 +834,7 @@ pub async fn perform(
 mod tests {
     use super::*;
     use crate::server::store::create_user;
-    use crate::server::{Config, Stats};
+    use crate::server::Config;
     use std::sync::atomic::Ordering;
 
     /// A server state on a fresh store, with an item its user may upload into and a token.
@@ -855,18 +855,14 @@ mod tests {
             UploadToken::new(user.user_id, item_id)
         };
         std::fs::File::create(token.temp_path(&store)).expect("upload file");
-        let shared = Shared {
+        let shared = Shared::new(
             store,
-            config: Config {
+            Config {
                 token_ttl: 3600,
                 title: String::new(),
                 latency: Duration::ZERO,
             },
-            stats: Stats::default(),
-            upload_writers: UploadWriters::default(),
-            partial_hashes: PartialHashes::default(),
-            logins: Default::default(),
-        };
+        );
         (Arc::new(shared), token)
     }
 
