@@ -63,6 +63,9 @@ fn run_in_background(args: MountSettings, argv: Vec<OsString>) -> CliResult {
         None
     };
     let (read_end, write_end) = pipe()?;
+    // The read end must not leak into the child; the write end must (it is its report channel).
+    // SAFETY: fcntl on an fd we own.
+    unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     let mut child_args: Vec<OsString> = argv.into_iter().skip(1).collect();
     child_args.push("--foreground".into());
     let log_path = match &args.log_file {
@@ -141,12 +144,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both fds were just created by pipe and are owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // The read end must not leak into the child; the write end must (it is its report channel).
-    // SAFETY: fcntl on fds we own.
-    unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok((read_end, write_end))
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// `/proc/PID/environ` shows the environment a process was started with, whatever it removes
@@ -158,14 +156,8 @@ fn restart_without_api_key_in_environment() -> Result<(), BoxError> {
     let Some(key) = std::env::var_os(API_KEY_ENV) else {
         return Ok(());
     };
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two fds into the array we own; both are wrapped right away.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: both fds were just created by pipe and are owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The read end goes across the exec below; the write end is closed before it.
+    let (read_end, write_end) = pipe()?;
     // A key is far smaller than a pipe's buffer: this never blocks.
     File::from(write_end).write_all(std::os::unix::ffi::OsStrExt::as_bytes(key.as_os_str()))?;
     let mut args = std::env::args_os();
