@@ -667,7 +667,11 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
     let data = match &args.data {
         Some(dir) => dir.clone(),
         None => {
-            scratch = tempfile::Builder::new().prefix("midasfs-demo-").tempdir()?;
+            // 0700 from the start: the store holds the demo's keys (serve would tighten it, and warn)
+            scratch = tempfile::Builder::new()
+                .prefix("midasfs-demo-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()?;
             scratch.path().to_owned()
         }
     };
@@ -719,8 +723,8 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
         return Err("the demo server did not start".into());
     };
     std::env::set_var(API_KEY_ENV, &key);
-    let shown = mountpoint.display();
-    println!(
+    let shown = mountpoint.display().to_string();
+    let summary = format!(
         "midasfs demo\n\
          \n  server      {url}  (a local `midasfs serve` with demo data)\
          \n  log in as   {email} / {password}  (also for pydas and the web API)\
@@ -738,10 +742,22 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
             " Run with -v to see every request."
         }
     );
+    // The summary invites the reader to use the mount: it is printed once the mount answers.
+    let (read_end, write_end) = pipe()?;
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if BufReader::new(File::from(read_end))
+            .read_line(&mut line)
+            .is_ok()
+            && line == "ready\n"
+        {
+            println!("{summary}");
+        }
+    });
     let mut settings = MountSettings::new(url, mountpoint.clone());
     settings.email = Some(email);
     settings.foreground = true;
-    let result = run_foreground(settings, None);
+    let result = run_foreground(settings, Some(File::from(write_end)));
     let _ = server.kill();
     let _ = server.wait();
     if result.is_ok() {
