@@ -1440,7 +1440,10 @@ fn create_with_a_uuid_updates_and_transfers_check_policies_like_midas() {
     // Bitstreams: the lookup, then the level each method needs.
     let bitstream = server.first_bitstream(&admin, &secret);
     for (method, message) in [
-        ("midas.bitstream.get", "Read permission required"),
+        (
+            "midas.bitstream.get",
+            "This item doesn't exist or you don't have the permissions.",
+        ),
         ("midas.bitstream.edit", "Write access on item is required"),
         (
             "midas.bitstream.delete",
