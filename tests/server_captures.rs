@@ -7,6 +7,9 @@
 //! values themselves. Ids, uuids and tokens differ between servers, so the replay learns which
 //! new id stands for which recorded one (a one-to-one correspondence, checked as it goes) and
 //! translates the ids it sends; dates are compared by shape only.
+//!
+//! The same comparison runs live in [`differential`]: one scenario against a real Midas Server
+//! (when `MIDASFS_TEST_MIDAS_URL` names one) and against `serve`.
 
 mod common;
 mod differential;
