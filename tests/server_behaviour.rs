@@ -1440,7 +1440,10 @@ fn create_with_a_uuid_updates_and_transfers_check_policies_like_midas() {
     // Bitstreams: the lookup, then the level each method needs.
     let bitstream = server.first_bitstream(&admin, &secret);
     for (method, message) in [
-        ("midas.bitstream.get", "Read permission required"),
+        (
+            "midas.bitstream.get",
+            "This item doesn't exist or you don't have the permissions.",
+        ),
         ("midas.bitstream.edit", "Write access on item is required"),
         (
             "midas.bitstream.delete",
@@ -1953,4 +1956,100 @@ fn abandoned_partial_uploads_are_removed_after_the_token_lifetime() {
         &[("token", &server.token()), ("uploadtoken", &upload)],
     );
     assert_eq!(offset["offset"], "", "{offset}");
+}
+
+/// Midas validates a method's parameters before it reads the token (all but a few methods).
+#[test]
+fn a_missing_parameter_is_reported_before_a_bad_token() {
+    let server = TestServer::start();
+    let bad = [("token", "nonsense0123456789")];
+    for method in [
+        "midas.folder.get",
+        "midas.folder.children",
+        "midas.folder.delete",
+        "midas.item.get",
+        "midas.item.delete",
+        "midas.bitstream.get",
+        "midas.community.children",
+    ] {
+        assert_eq!(
+            server.call_fail(method, &bad),
+            ("-150".to_owned(), "Parameter id is not defined".to_owned()),
+            "{method}"
+        );
+    }
+    // user.folders reads only the token
+    assert_eq!(server.call_fail("midas.user.folders", &bad).0, "-101");
+}
+
+/// Midas merges folders, items, communities and users and sorts the whole list by views, a
+/// stable sort: with no views, folders come first.
+#[test]
+fn a_search_lists_folders_before_items() {
+    let (server, token, private) = server_with_private();
+    let folder = server.create_folder(&token, &private, "zz-findme");
+    let folder_id = text(&folder["folder_id"]).to_owned();
+    server.create_item(&token, &folder_id, "aa-findme.txt");
+    let found = server.call_ok(
+        "midas.resource.search",
+        &[("token", &token), ("search", "findme")],
+    );
+    let kinds: Vec<&str> = found["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| text(&r["resultType"]))
+        .collect();
+    assert_eq!(kinds, ["folder", "item"], "{found}");
+}
+
+/// Midas's zipStream adds an empty entry for an item without a revision and counts every
+/// item with one as downloaded.
+#[test]
+fn a_folder_zip_holds_empty_items_and_counts_downloads() {
+    let (server, token, private) = server_with_private();
+    let folder = server.create_folder(&token, &private, "zipped");
+    let folder_id = text(&folder["folder_id"]).to_owned();
+    server.create_item(&token, &folder_id, "empty");
+    let item = server.upload_item(&token, &folder_id, "full.txt", b"content\n");
+    let response = server
+        .http()
+        .get(format!("{}/download/", server.url))
+        .query(&[
+            ("folders", folder_id.as_str()),
+            ("authToken", token.as_str()),
+        ])
+        .send()
+        .expect("folder download");
+    let bytes = response.bytes().expect("the archive");
+    let entries = common::zipfile::entries(&bytes).expect("a well-formed archive");
+    let names: Vec<(&str, u64)> = entries.iter().map(|e| (e.name.as_str(), e.size)).collect();
+    assert_eq!(names, [("zipped/empty", 0), ("zipped/full.txt", 8)]);
+    let got = server.call_ok("midas.item.get", &[("token", &token), ("id", &item)]);
+    assert_eq!(got["download"], "1", "{got}");
+}
+
+/// Answers whose wording or fields Midas 3.4 has its own way.
+#[test]
+fn denials_duplicates_and_new_communities_answer_as_midas_does() {
+    let (server, token, private) = server_with_private();
+    let item = server.upload_item(&token, &private, "secret.txt", b"secret\n");
+    let bitstream = server.first_bitstream(&token, &item);
+    assert_eq!(
+        server.call_fail("midas.bitstream.get", &[("id", &bitstream)]),
+        (
+            "-151".to_owned(),
+            "This item doesn't exist or you don't have the permissions.".to_owned()
+        )
+    );
+    let copy = server.call_ok(
+        "midas.item.duplicate",
+        &[("token", &token), ("id", &item), ("dstfolderid", &private)],
+    );
+    assert_eq!((&copy["view"], &copy["download"]), (&"".into(), &"".into()));
+    let community = server.call_ok(
+        "midas.community.create",
+        &[("token", &token), ("name", "new community")],
+    );
+    assert_eq!(community["view"], "", "{community}");
 }

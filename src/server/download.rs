@@ -52,7 +52,8 @@ struct FileToSend {
 /// One entry of a ZIP to build.
 struct ZipEntry {
     name: String,
-    path: PathBuf,
+    /// The stored file; none for the empty entry of an item without a revision.
+    path: Option<PathBuf>,
     size: u64,
 }
 
@@ -307,7 +308,7 @@ fn plan_item(
         .filter(|(_, _, checksum, _)| super::store::is_md5_hex(checksum))
         .map(|(_, bname, checksum, size)| ZipEntry {
             name: bname,
-            path: shared.store.asset_path(&checksum),
+            path: Some(shared.store.asset_path(&checksum)),
             size,
         })
         .collect();
@@ -363,6 +364,12 @@ fn collect_folder(
         .collect::<Result<_, _>>()?;
     for (item_id, item_name) in items {
         let Some(revision) = latest_revision(conn, item_id)? else {
+            // Midas's FolderModel::zipStream adds an empty entry for an item without a revision.
+            entries.push(ZipEntry {
+                name: format!("{prefix}{item_name}"),
+                path: None,
+                size: 0,
+            });
             continue;
         };
         let bitstreams = revision_bitstreams(conn, revision)?;
@@ -379,10 +386,15 @@ fn collect_folder(
             };
             entries.push(ZipEntry {
                 name: entry_name,
-                path: shared.store.asset_path(&checksum),
+                path: Some(shared.store.asset_path(&checksum)),
                 size,
             });
         }
+        // As in Midas, every item of the archive that has a revision counts as downloaded.
+        conn.execute(
+            "UPDATE item SET download = download + 1 WHERE item_id = ?1",
+            [item_id],
+        )?;
     }
     let folder_sql = format!(
         "SELECT f.folder_id, f.name FROM folder f WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
@@ -573,9 +585,9 @@ fn send_zip(shared: &Arc<Shared>, name: String, entries: Vec<ZipEntry>) -> Respo
         let mut zip = ZipStreamWriter::new(writer, unix_now());
         let result = entries
             .iter()
-            .try_for_each(|e| {
-                let file = std::fs::File::open(&e.path)?;
-                zip.add_file(&e.name, file, e.size)
+            .try_for_each(|e| match &e.path {
+                Some(path) => zip.add_file(&e.name, std::fs::File::open(path)?, e.size),
+                None => zip.add_file(&e.name, io::empty(), 0),
             })
             .and_then(|()| zip.finish().map(|_| ()));
         if let Err(err) = result {

@@ -34,8 +34,8 @@ fn bitstream_with_access(
     level: i64,
     denied: &str,
 ) -> Result<(i64, i64), ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     let item = bitstream_item(conn, id)?.ok_or_else(invalid_id)?;
     if !can_item(conn, caller, item, level)? {
         return Err(ApiError::policy(denied));
@@ -57,7 +57,12 @@ fn bitstream(conn: &Connection, id: i64) -> Result<Value, ApiError> {
 
 /// `midas.bitstream.get`: Midas's custom shape; a `name` parameter replaces the name shown.
 pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let (id, item) = bitstream_with_access(call, conn, READ, "Read permission required")?;
+    let (id, item) = bitstream_with_access(
+        call,
+        conn,
+        READ,
+        "This item doesn't exist or you don't have the permissions.",
+    )?;
     let b = bitstream(conn, id)?;
     let name = call
         .params
@@ -199,8 +204,8 @@ fn count_folder(
 
 /// `midas.bitstream.count` for the `uuid` of a community, folder or item.
 pub fn count(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let uuid = call.params.require("uuid")?;
+    let caller = call.caller(conn)?;
     let denied = || ApiError::policy("Invalid policy");
     let (size, count) = match uuid_kind(conn, uuid)? {
         Some(("community", id)) => {

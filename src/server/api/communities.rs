@@ -118,8 +118,8 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
 /// `midas.community.children`: `{folders}` readable under the root; the community itself is
 /// not checked (as in Midas).
 pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     let root: Option<i64> = conn
         .query_row(
             "SELECT folder_id FROM community WHERE community_id = ?1",
@@ -150,8 +150,8 @@ fn parse_can_join(value: Option<&str>) -> Result<Option<bool>, ApiError> {
 
 /// `midas.community.create`: creates (server admins only) or updates by `uuid`.
 pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::policy("Unable to find user"))?;
     let name = call.params.require("name")?;
+    let caller = call.user(conn, ApiError::policy("Unable to find user"))?;
     let description = call.params.get("description");
     // The community's column says whether it is private.
     let privacy = parse_public(call.params.get("privacy"))?.map(|public| !public);
@@ -173,6 +173,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
             return Err(uuid_in_use());
         }
     }
+    let mut created = false;
     let id = if let Some(id) = existing {
         let level = community_level(&tx, Some(caller), id)?;
         if level < Some(WRITE) {
@@ -208,6 +209,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         if !caller.admin {
             return Err(ApiError::policy("Only admins can create communities"));
         }
+        created = true;
         create_community(
             &tx,
             name,
@@ -219,16 +221,20 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
         )?
         .community_id
     };
-    let result =
+    let mut result =
         community(&tx, id)?.ok_or_else(|| ApiError::internal("Create community failed"))?;
+    if created {
+        // Midas answers with the new community's DAO as built, whose view count was never set.
+        result["view"] = Value::from("");
+    }
     tx.commit()?;
     Ok(result.into())
 }
 
 /// `midas.community.delete`: ADMIN on the community; its whole folder tree goes too.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     let id = call.params.require_id("id")?;
+    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     if community_level(conn, Some(caller), id)? < Some(ADMIN) {
         return Err(ApiError::policy(
             "This community doesn't exist  or you don't have the permissions.",

@@ -17,8 +17,9 @@ fn not_found() -> ApiError {
 
 /// `midas.folder.get`: the folder plus `parent` ("" for a root), READ required.
 pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
+    // Midas checks the parameters before the token
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if !can_folder(conn, caller, id, READ)? {
         return Err(not_found());
     }
@@ -53,8 +54,8 @@ pub fn readable_children(
 /// `midas.folder.children`: `{folders, items}` filtered by READ; the folder itself is not
 /// checked (as in Midas), but it must exist.
 pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if folder(conn, id)?.is_none() {
         // Midas dies with a PHP fatal error here; a JSON error is kinder to every client.
         return Err(not_found());
@@ -221,8 +222,8 @@ pub fn delete_folder_tree(conn: &Connection, folder_id: i64) -> Result<Vec<Strin
 
 /// `midas.folder.delete`: ADMIN required; recursive.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     let id = call.params.require_id("id")?;
+    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     let denied =
         || ApiError::policy("This folder doesn't exist  or you don't have the permissions.");
     // Root folders belong to their user or community; deleting them would orphan it.
@@ -240,9 +241,9 @@ pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.folder.move`: ADMIN on the folder, WRITE on the destination; Midas's code-0 errors.
 pub fn move_folder(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
     let destination = call.params.require_id("dstfolderid")?;
+    let caller = call.caller(conn)?;
     let current_parent = parent_folder(conn, id)?.ok_or_else(not_found)?;
     if !can_folder(conn, caller, id, ADMIN)? {
         return Err(not_found());
@@ -301,8 +302,8 @@ pub fn require_destination(conn: &Connection, destination: i64) -> Result<(), Ap
 
 /// `midas.folder.download`: READ, then a redirect to the ZIP.
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if !can_folder(conn, caller, id, READ)? {
         return Err(not_found());
     }

@@ -21,8 +21,8 @@ fn not_found() -> ApiError {
 
 /// `midas.item.get`: the item, its first folder, its revisions (ascending) with bitstreams.
 pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if !can_item(conn, caller, id, READ)? {
         return Err(not_found());
     }
@@ -131,8 +131,8 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.item.delete`: ADMIN; the item goes from every folder.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     let id = call.params.require_id("id")?;
+    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
     if !can_item(conn, Some(caller), id, ADMIN)? {
         return Err(not_found());
     }
@@ -179,9 +179,9 @@ fn readable_item_and_destination(
     conn: &Connection,
     anonymous: ApiError,
 ) -> Result<(Caller, i64, i64), ApiError> {
-    let caller = call.user(conn, anonymous)?;
     let id = call.params.require_id("id")?;
     let destination = call.params.require_id("dstfolderid")?;
+    let caller = call.user(conn, anonymous)?;
     require_destination(conn, destination)?;
     require_item_and_destination(conn, caller, id, READ, destination)?;
     Ok((caller, id, destination))
@@ -190,10 +190,10 @@ fn readable_item_and_destination(
 /// `midas.item.move`: link into the destination (renamed on a clash), add its policies, unlink
 /// from the source.
 pub fn move_item(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.user(conn, ApiError::policy("Cannot move item anonymously"))?;
     let id = call.params.require_id("id")?;
     let source = call.params.require_id("srcfolderid")?;
     let destination = call.params.require_id("dstfolderid")?;
+    let caller = call.user(conn, ApiError::policy("Cannot move item anonymously"))?;
     require_destination(conn, destination)?;
     if folder(conn, source)?.is_none() {
         return Err(ApiError::policy(
@@ -290,15 +290,18 @@ pub fn duplicate(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
             params![old_revision, new_revision],
         )?;
     }
-    let result = item(&tx, copy)?.ok_or_else(|| ApiError::internal("Duplicate item failed"))?;
+    let mut result = item(&tx, copy)?.ok_or_else(|| ApiError::internal("Duplicate item failed"))?;
+    // Midas answers with the new item's DAO as built, whose counters were never set.
+    result["view"] = Value::from("");
+    result["download"] = Value::from("");
     tx.commit()?;
     Ok(result.into())
 }
 
 /// `midas.item.download`: READ, then a redirect (`offset` is not passed on).
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if !can_item(conn, caller, id, READ)? {
         return Err(not_found());
     }
@@ -314,9 +317,9 @@ pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
 
 /// `midas.item.exists`: `{exists:"1", item}` or `{exists:""}` for a name in a readable folder.
 pub fn exists(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let name = call.params.require("name")?;
     let parent = call.params.require_id("parentid")?;
+    let caller = call.caller(conn)?;
     if folder(conn, parent)?.is_none() {
         return Err(ApiError::invalid("Invalid parentid"));
     }
@@ -367,8 +370,8 @@ fn metadata_revision(
 
 /// `midas.item.getmetadata`.
 pub fn get_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let id = call.params.require_id("id")?;
+    let caller = call.caller(conn)?;
     if !can_item(conn, caller, id, READ)? {
         return Err(not_found());
     }
@@ -529,8 +532,8 @@ pub fn delete_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, 
 /// `midas.item.searchbyname[andfolder[name]]`: exact name, optional `folderId`/`folderName`,
 /// filtered by READ; `folder_id` is the first readable folder.
 pub fn search_by_name(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let caller = call.caller(conn)?;
     let name = call.params.require("name")?;
+    let caller = call.caller(conn)?;
     let readable = policy_sql("item", "i.item_id", caller, READ);
     let (tail, scope) = if let Some(folder_id) = call.params.get("folderId") {
         (

@@ -40,23 +40,56 @@ fn tag(mut list: Vec<Value>, kind: &str, date_field: &str) -> Vec<Value> {
     list
 }
 
+fn field_text(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Midas merges folders, items, communities and users, in that order, and sorts the whole list
+/// (PHP 8's `usort`, which is stable) by the order asked for: views, most first (the default);
+/// names; relevance (the SQL search scores items 0, everything else 1), then names; dates,
+/// oldest first.
+fn sort_results(results: &mut [Value], order: &str) {
+    match order {
+        "name" => results.sort_by_key(|v| field_text(v, "name").to_lowercase()),
+        "relevance" => results.sort_by_key(|v| {
+            let score = i32::from(v["resultType"] != "item");
+            (
+                std::cmp::Reverse(score),
+                field_text(v, "name").to_lowercase(),
+            )
+        }),
+        "date" => results.sort_by_key(|v| {
+            let date = field_text(v, "date_update");
+            if date.is_empty() {
+                field_text(v, "creation")
+            } else {
+                date
+            }
+        }),
+        _ => results
+            .sort_by_key(|v| std::cmp::Reverse(field_text(v, "view").parse().unwrap_or(0_i64))),
+    }
+}
+
 /// `midas.resource.search`: `LIKE %term%` over readable items (name, description), folders,
 /// communities and users.
 pub fn resource_search(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let caller = call.caller(conn)?;
     let term = call.params.require("search")?;
     let order = match call.params.get("order").unwrap_or("view") {
-        "view" | "relevance" => "",
+        "view" => "",
+        "relevance" => "relevance",
         "name" => "name",
         "date" => "date",
         _ => return Err(ApiError::new(0, "Invalid order")),
     };
     let pattern = like_pattern(term);
-    let item_order = match order {
-        "name" => "i.name",
-        "date" => "i.date_update DESC",
-        _ => "i.download DESC, i.item_id",
-    };
+    // Midas's SQL search of items has no ORDER BY: the whole list is sorted afterwards
+    let item_order = "i.item_id";
     let items = query_list(
         conn,
         ITEM_SELECT,
@@ -104,10 +137,11 @@ pub fn resource_search(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, 
         }
     }
     let counts = (items.len(), folders.len(), communities.len(), users.len());
-    let mut results = tag(items, "item", "date_update");
-    results.extend(tag(folders, "folder", "date_update"));
+    let mut results = tag(folders, "folder", "date_update");
+    results.extend(tag(items, "item", "date_update"));
     results.extend(tag(communities, "community", "creation"));
     results.extend(tag(users, "user", "creation"));
+    sort_results(&mut results, order);
     Ok(json!({
         "nitems": counts.0,
         "nfolders": counts.1,
