@@ -10,7 +10,8 @@
 #
 # It prints ops, bytes, errors, lost and wrong files, hangs (an op past --deadline) and the RSS of
 # the mount daemons (and of `serve`) over time, and exits 1 on any lost or wrong file or hang
-# (2 on a usage error). Needs fuse3, rsync, attr-capable FUSE and python3; nothing else.
+# (2 on a usage error). Each worker's operations are logged in WORKDIR/src/trace-wN.log. Needs
+# fuse3, rsync and python3 (scripts/setup.sh installs them); nothing else.
 set -euo pipefail
 
 usage() {
@@ -178,7 +179,7 @@ if [[ -z $URL ]]; then
 	(umask 077 && sed -n 's/^admin api key: //p' "$out" >"$KEY_FILE")
 	SERVER_LABEL="midasfs serve"
 else
-	SERVER_LABEL="$URL"
+	SERVER_LABEL="the Midas server"
 fi
 say "server: $SERVER_LABEL at $URL"
 
@@ -244,6 +245,7 @@ helper check "$URL" "$EMAIL" "$KEY_FILE" "$FOLDER_ID" "$WORK/model.json" \
 	--label "$SERVER_LABEL, $NMOUNTS mount(s), seed $SEED" || check_status=$?
 echo "  recovery      $recovered file(s) in the spool's recovery directories (failed uploads)"
 echo "  mount logs    $log_warnings warnings or errors, $log_panics panics (in $WORK/mount-*.log)"
+echo "  op logs       $WORK/src/trace-w*.log (time, duration, op, paths, result)"
 ((unmount_failed)) && echo "  unmount       FAILED (counted as a hang)"
 if ((check_status != 0 || work_status != 0 || unmount_failed || log_panics > 0)); then
 	echo "soak FAILED"

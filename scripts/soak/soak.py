@@ -190,7 +190,7 @@ class Worker(threading.Thread):
 
     def instead(self, op):
         """Runs another op in place of the one drawn (nothing to remove, too many files, ...)."""
-        self.op_name = op.replace("rmdir", "rm-r").replace("mvdir", "mv-dir").replace("cross_read", "cross-read")
+        self.op_name = {"rmdir": "rm-r", "mvdir": "mv-dir", "cross_read": "cross-read"}.get(op, op)
         return getattr(self, f"op_{op}")()
 
     def wrong(self, text):
@@ -311,13 +311,16 @@ class Worker(threading.Thread):
                 f.write(contents[n])
         rels = [os.path.join(target, n).lstrip("/") for n in names]
         self.current_paths = rels
-        self.run_cmd(["rsync", "-a", "--no-owner", "--no-group", srcdir + "/", self.path(target) + "/"])
+        # -I: always sent, also when a new content happens to have the old size and mtime
+        argv = ["rsync", "-a", "-I", "--no-owner", "--no-group", srcdir + "/"]
+        argv.append(self.path(target) + "/")
+        self.run_cmd(argv)
         for n, rel in zip(names, rels):
             old = self.files.get(rel)
-            # a new file, or rsync's fresh temporary file renamed over the old one: the item and its
-            # metadata stay (SEMANTICS.md, saving by rename)
-            # (a new file is rsync's temporary file renamed: no longer one "just written")
-            self.files[rel] = FileState(contents[n], old.meta if old else {}, old.fresh if old else False)
+            # rsync's temporary file renamed over an old file: the item and its metadata stay
+            # (SEMANTICS.md, saving by rename); a new file was renamed, so it is not "just written"
+            meta, fresh = (old.meta, old.fresh) if old else ({}, False)
+            self.files[rel] = FileState(contents[n], meta, fresh)
             with self.stats.lock:
                 self.stats.bytes_written += len(contents[n])
 
@@ -451,7 +454,8 @@ class Worker(threading.Thread):
             self.stats.bytes_read += len(got)
         if got != want:
             self.wrong(
-                f"read of {self.root_rel}/{rel} at {offset}: {len(got)} bytes differ from the model's {len(want)}"
+                f"read of {self.root_rel}/{rel} at {offset}: "
+                f"{len(got)} bytes unlike the model's {len(want)}"
             )
 
     def op_ls(self):
@@ -464,7 +468,8 @@ class Worker(threading.Thread):
         got = {n for n in got if not self.is_open(os.path.join(rel, n).lstrip("/"))}
         if got != want:
             self.wrong(
-                f"listing of {self.root_rel}/{rel}: extra {sorted(got - want)}, missing {sorted(want - got)}"
+                f"listing of {self.root_rel}/{rel}: "
+                f"extra {sorted(got - want)}, missing {sorted(want - got)}"
                 + self.server_view(rel, got ^ want)
             )
 
@@ -481,7 +486,9 @@ class Worker(threading.Thread):
         except (ApiError, StopIteration) as err:
             return f" (server: cannot list it: {err!r})"
         there = {c["name"] for c in children["folders"] + children["items"]}
-        return f" (on the server: {sorted(n for n in names if n in there)} there, {sorted(n for n in names if n not in there)} not)"
+        present = sorted(n for n in names if n in there)
+        absent = sorted(n for n in names if n not in there)
+        return f" (on the server: {present} there, {absent} not)"
 
     def op_cross_read(self):
         peer = self.rng.choice(self.peers)
@@ -568,8 +575,9 @@ def watchdog(workers, stats, deadline, stop_event):
                 w.hung = True
                 with stats.lock:
                     stats.hangs += 1
-                    stats.hang_samples.append(f"{w.root_rel}: {cur[0]} running for over {deadline} s")
-                log(f"  HANG: {w.root_rel}: {cur[0]} running for over {deadline} s")
+                    text = f"{w.root_rel}: {cur[0]} running for over {deadline} s"
+                    stats.hang_samples.append(text)
+                log(f"  HANG: {text}")
             elif not cur:
                 w.hung = False
 
@@ -602,7 +610,9 @@ def cmd_work(args):
             w.api = Api(args.url, args.email, args.keyfile)
             w.api_folder = args.folder
     stop_event = threading.Event()
-    dog = threading.Thread(target=watchdog, args=(workers, stats, args.deadline, stop_event), daemon=True)
+    dog = threading.Thread(
+        target=watchdog, args=(workers, stats, args.deadline, stop_event), daemon=True
+    )
     dog.start()
     for w in workers:
         w.start()
@@ -618,14 +628,16 @@ def cmd_work(args):
         for pid, series in rss_series.items():
             value = rss_mib(pid)
             series.append((round(now - start), value))
-            parts.append(f"{labels[pid]} {value:.1f} MiB" if value is not None else f"{labels[pid]} gone")
+            shown = "gone" if value is None else f"{value:.1f} MiB"
+            parts.append(f"{labels[pid]} {shown}")
         with stats.lock:
             ops = sum(stats.ops.values())
             errs = sum(stats.errors.values())
             wb, rb = stats.bytes_written, stats.bytes_read
         log(
-            f"[{now - start:5.0f}s] ops {ops}, written {wb / MIB:.1f} MiB, read {rb / MIB:.1f} MiB, "
-            f"errors {errs}, wrong {stats.wrong_reads}, hangs {stats.hangs}; RSS " + ", ".join(parts)
+            f"[{now - start:5.0f}s] ops {ops}, written {wb / MIB:.1f} MiB, "
+            f"read {rb / MIB:.1f} MiB, errors {errs}, wrong {stats.wrong_reads}, "
+            f"hangs {stats.hangs}; RSS " + ", ".join(parts)
         )
 
     while any(w.is_alive() for w in workers) and time.monotonic() < stop_at + 2 * args.deadline:
@@ -702,6 +714,13 @@ def server_tree(api, folder_id, prefix, out_files, out_dirs, problems):
         out_files[rel] = item["item_id"]
 
 
+def row(label, value, samples=()):
+    """One line of the result, with up to 10 examples under it."""
+    log(f"  {label:<13} {value}")
+    for sample in samples[:10]:
+        log(" " * 18 + str(sample))
+
+
 def cmd_check(args):
     with open(args.model) as f:
         model = json.load(f)
@@ -743,7 +762,8 @@ def cmd_check(args):
         bitstreams = revisions[-1]["bitstreams"] if revisions else []
         name = rel.rsplit("/", 1)[-1]
         if len(bitstreams) != 1 or bitstreams[0]["name"] != name:
-            wrong.append(f"{rel}: head revision holds {[b['name'] for b in bitstreams]}, not one '{name}'")
+            held = [b["name"] for b in bitstreams]
+            wrong.append(f"{rel}: head revision holds {held}, not one '{name}'")
             continue
         bs = bitstreams[0]
         data = api.download(bs["bitstream_id"])
@@ -751,10 +771,16 @@ def cmd_check(args):
         checked_bytes += len(data)
         md5 = hashlib.md5(data).hexdigest()
         if len(data) != st["size"] or md5 != st["md5"]:
-            wrong.append(f"{rel}: server has {len(data)} bytes md5 {md5}, model {st['size']} bytes md5 {st['md5']}")
+            wrong.append(
+                f"{rel}: server has {len(data)} bytes (md5 {md5}), "
+                f"model {st['size']} bytes (md5 {st['md5']})"
+            )
             continue
         if str(bs.get("checksum", md5)) != md5 or int(bs.get("sizebytes", len(data))) != len(data):
-            wrong.append(f"{rel}: bitstream says {bs.get('sizebytes')} bytes md5 {bs.get('checksum')}, download {len(data)} {md5}")
+            wrong.append(
+                f"{rel}: bitstream says {bs.get('sizebytes')} bytes (md5 {bs.get('checksum')}), "
+                f"its download {len(data)} (md5 {md5})"
+            )
             continue
         if st["meta"] is not None:
             values = api.call("midas.item.getmetadata", id=item_id)
@@ -763,42 +789,54 @@ def cmd_check(args):
                 wrong.append(f"{rel}: metadata {got}, model {st['meta']}")
 
     s = model["stats"]
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s["ops"].items()))
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
+    slowest = s["slowest_op"]
     log("")
     log(f"soak result ({args.label})")
-    log(f"  ran           {s['seconds']} s, {len(model['workers'])} workers")
-    log(f"  ops           {s['ops_total']}: " + ", ".join(f"{k} {v}" for k, v in sorted(s["ops"].items())))
-    log(f"  bytes         written {s['bytes_written'] / MIB:.1f} MiB, read {s['bytes_read'] / MIB:.1f} MiB")
-    log(f"  errors        {s['errors_total']}" + (": " + ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) if s["errors"] else ""))
-    for e in s["error_samples"][:10]:
-        log(f"                  {e}")
-    log(f"  hangs         {s['hangs']} (ops past the deadline); slowest op {s['slowest_op']['seconds']} s ({s['slowest_op']['op']})")
-    for h in s["hang_samples"][:10]:
-        log(f"                  {h}")
-    log(f"  wrong reads   {s['wrong_reads']} (reads, listings and xattrs through the mount that differ from the model)")
-    for e in s["wrong_samples"][:10]:
-        log(f"                  {e}")
-    log(f"  cross reads   {s['cross_read_errors']} errors reading other workers' files")
-    log(f"  checked       {checked_files} files ({checked_bytes / MIB:.1f} MiB downloaded), {len(want_dirs)} directories; {skipped} left open by errors")
-    log(f"  lost          {len(lost)}")
-    for e in lost[:20]:
-        log(f"                  {e}")
-    log(f"  wrong files   {len(wrong)}")
-    for e in wrong[:20]:
-        log(f"                  {e}")
-    log(f"  extra         {len(extra)} (on the server, not in the model: deleted or moved away)")
-    for e in extra[:20]:
-        log(f"                  {e}")
+    row("ran", f"{s['seconds']} s, {len(model['workers'])} workers")
+    row("ops", f"{s['ops_total']}: {counts}")
+    written, read = s["bytes_written"] / MIB, s["bytes_read"] / MIB
+    row("bytes", f"written {written:.1f} MiB, read {read:.1f} MiB")
+    row("errors", f"{s['errors_total']}" + (f": {errors}" if errors else ""), s["error_samples"])
+    row(
+        "hangs",
+        f"{s['hangs']} (ops past the deadline); "
+        f"slowest op {slowest['seconds']} s ({slowest['op']})",
+        s["hang_samples"],
+    )
+    row(
+        "wrong reads",
+        f"{s['wrong_reads']} (reads, listings, xattrs through the mount unlike the model)",
+        s["wrong_samples"],
+    )
+    row("cross reads", f"{s['cross_read_errors']} errors reading other workers' files")
+    row(
+        "checked",
+        f"{checked_files} files ({checked_bytes / MIB:.1f} MiB downloaded), "
+        f"{len(want_dirs)} directories; {skipped} left open by errors",
+    )
+    row("lost", len(lost), lost)
+    row("wrong files", len(wrong), wrong)
+    row("extra", f"{len(extra)} (on the server, not in the model: deleted or moved away)", extra)
     for label, series in s["rss_mib"].items():
-        values = [v for _, v in series if v is not None]
-        if values:
-            first = values[min(1, len(values) - 1)]
-            log(
-                f"  RSS {label:<9} start {first:.1f} MiB, max {max(values):.1f} MiB, end {values[-1]:.1f} MiB; over time: "
-                + " ".join(f"{t}s:{v:.0f}" for t, v in series if v is not None)
+        points = [(t, v) for t, v in series if v is not None]
+        if points:
+            first = points[min(1, len(points) - 1)]
+            half = points[len(points) // 2][1]
+            end = points[-1][1]
+            row(
+                f"RSS {label}",
+                f"{first[1]:.1f} MiB after {first[0]} s, max {max(v for _, v in points):.1f} MiB, "
+                f"end {end:.1f} MiB ({end - half:+.1f} MiB over the second half)",
             )
-    bad = len(lost) + len(wrong) + len(extra) + s["wrong_reads"] + s["hangs"]
+            texts = [f"{t}s:{v:.0f}" for t, v in points]
+            for i in range(0, len(texts), 12):
+                log(" " * 18 + " ".join(texts[i : i + 12]))
+    wrong_count = len(wrong) + len(extra) + s["wrong_reads"]
+    bad = len(lost) + wrong_count + s["hangs"]
     verdict = "PASS" if bad == 0 else "FAIL"
-    log(f"  verdict       {verdict}: {len(lost)} lost, {len(wrong) + len(extra) + s['wrong_reads']} wrong, {s['hangs']} hangs")
+    row("verdict", f"{verdict}: {len(lost)} lost, {wrong_count} wrong, {s['hangs']} hangs")
     with open(args.model + ".result.json", "w") as f:
         json.dump({"lost": lost, "wrong": wrong, "extra": extra, "stats": s}, f, indent=1)
     sys.exit(0 if bad == 0 else 1)
@@ -845,7 +883,7 @@ def main():
     p.add_argument("--every", type=float, default=10, help="seconds between progress lines")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", required=True)
-    p.add_argument("--url", help="with --email, --keyfile, --folder: the server, to ask it about wrong listings")
+    p.add_argument("--url", help="the server, asked about wrong listings (with the next three)")
     p.add_argument("--email")
     p.add_argument("--keyfile")
     p.add_argument("--folder", help="the run's folder id")
