@@ -6,7 +6,7 @@
 #
 #   scripts/soak.sh [--workers N] [--minutes M | --seconds S] [--two-mounts] [--deadline SECS]
 #                   [--url URL --email EMAIL --key-file FILE] [--latency MS] [--seed N]
-#                   [--dir DIR] [--keep]
+#                   [-o MOUNT_OPTIONS] [--dir DIR] [--keep]
 #
 # It prints ops, bytes, errors, lost and wrong files, hangs (an op past --deadline) and the RSS of
 # the mount daemons (and of `serve`) over time, and exits 1 on any lost or wrong file or hang
@@ -30,8 +30,10 @@ usage: scripts/soak.sh [options]
   --key-file FILE    its API key
   --latency MS       the started `serve`'s --latency; default 0
   --seed N           the workers' random seed (the same seed repeats the same choices); default 1
+  -o OPTS            mount options for the mounts (e.g. -o cache_size=16,ttl=1); may be repeated
   --dir DIR          where the work directory goes; default ${TMPDIR:-/var/tmp}
-  --keep             keep the work directory (logs, model, spool) even when the soak passes
+  --keep             keep the work directory (logs, model, spool) and the run's folder on the
+                     server even when the soak passes (a failed soak always keeps them)
 
 Exit status: 0 no file lost or wrong, no hang; 1 otherwise (or the soak could not run); 2 usage.
 EOF
@@ -46,6 +48,7 @@ LATENCY=0
 SEED=1
 BASE_DIR=${TMPDIR:-/var/tmp}
 KEEP=0
+MOUNT_OPTIONS=()
 number() {
 	[[ $2 =~ ^[0-9]+$ ]] || {
 		echo "soak: $1 needs a number, not '$2'" >&2
@@ -70,7 +73,7 @@ while (($#)); do
 		esac
 		shift
 		;;
-	--url | --email | --key-file | --dir)
+	--url | --email | --key-file | --dir | -o)
 		(($# >= 2)) || {
 			echo "soak: $1 needs a value" >&2
 			exit 2
@@ -80,6 +83,7 @@ while (($#)); do
 		--email) EMAIL=$2 ;;
 		--key-file) KEY_FILE=$2 ;;
 		--dir) BASE_DIR=$2 ;;
+		-o) MOUNT_OPTIONS+=(-o "$2") ;;
 		esac
 		shift
 		;;
@@ -196,7 +200,7 @@ for ((m = 1; m <= NMOUNTS; m++)); do
 	mkdir -p "$mnt"
 	MOUNTS+=("$mnt")
 	"$BIN" mount "$URL" "$mnt" --email "$EMAIL" --api-key-file "$KEY_FILE" \
-		--spool-dir "$WORK/spool-$m" --log-file "$WORK/mount-$m.log"
+		--spool-dir "$WORK/spool-$m" --log-file "$WORK/mount-$m.log" "${MOUNT_OPTIONS[@]}"
 	PIDS+=("$(helper mount-pid "$mnt")")
 done
 [[ -d ${MOUNTS[0]}/home/Private/$RUN_NAME ]] || {
@@ -216,6 +220,11 @@ work_status=0
 helper "${args[@]}" || work_status=$?
 
 # ---------------------------------------------------------------- unmount, then check
+
+# cache use and request counts of each mount, for the figures
+for mnt in "${MOUNTS[@]}"; do
+	timeout 10 "$BIN" status "$mnt" || true
+done
 
 # `midasfs unmount` returns once the daemon has finished its uploads; one that does not within
 # the deadline is a hang as well.
@@ -245,10 +254,15 @@ helper check "$URL" "$EMAIL" "$KEY_FILE" "$FOLDER_ID" "$WORK/model.json" \
 	--label "$SERVER_LABEL, $NMOUNTS mount(s), seed $SEED" || check_status=$?
 echo "  recovery      $recovered file(s) in the spool's recovery directories (failed uploads)"
 echo "  mount logs    $log_warnings warnings or errors, $log_panics panics (in $WORK/mount-*.log)"
-echo "  op logs       $WORK/src/trace-w*.log (time, duration, op, paths, result)"
 ((unmount_failed)) && echo "  unmount       FAILED (counted as a hang)"
 if ((check_status != 0 || work_status != 0 || unmount_failed || log_panics > 0)); then
+	echo "  op logs       $WORK/src/trace-w*.log (time, duration, op, paths, result)"
 	echo "soak FAILED"
 	exit 1
+fi
+((KEEP)) && echo "  op logs       $WORK/src/trace-w*.log (time, duration, op, paths, result)"
+if ((!KEEP)); then
+	helper remove "$URL" "$EMAIL" "$KEY_FILE" "$FOLDER_ID" ||
+		say "could not remove the run's folder Private/$RUN_NAME from the server"
 fi
 echo "soak passed"

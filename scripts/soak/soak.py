@@ -6,6 +6,7 @@ soak.sh starts the server and the mounts; this file does what needs a model and 
   setup  URL EMAIL KEYFILE NAME         makes the run's folder in the user's Private, prints its id
   work   --mount DIR... --pid PID...    runs the workers, prints progress and RSS, writes the model
   check  URL EMAIL KEYFILE FOLDER_ID MODEL   compares the server with the model
+  remove URL EMAIL KEYFILE FOLDER_ID    deletes the run's folder after a passed soak
   mount-pid MOUNTPOINT                  the pid of the mount's daemon (for its RSS)
 Only the standard library is used: the check talks to /api/json with urllib, not with midasfs.
 
@@ -842,6 +843,11 @@ def cmd_check(args):
     sys.exit(0 if bad == 0 else 1)
 
 
+def cmd_remove(args):
+    api = Api(args.url, args.email, args.keyfile)
+    api.call("midas.folder.delete", id=args.folder)
+
+
 def cmd_mount_pid(args):
     """The pid of the `midasfs mount` daemon serving MOUNTPOINT (its command line names it)."""
     wanted = os.path.realpath(args.mountpoint)
@@ -895,6 +901,10 @@ def main():
     p.add_argument("model")
     p.add_argument("--label", default="")
     p.set_defaults(handler=cmd_check)
+    p = sub.add_parser("remove")
+    for a in ("url", "email", "keyfile", "folder"):
+        p.add_argument(a)
+    p.set_defaults(handler=cmd_remove)
     p = sub.add_parser("mount-pid")
     p.add_argument("mountpoint")
     p.set_defaults(handler=cmd_mount_pid)
