@@ -165,8 +165,9 @@ trap 'exit 143' TERM
 if [[ -z $URL ]]; then
 	out=$WORK/serve.out
 	head -c 18 /dev/urandom | base64 >"$WORK/admin-password"
-	"$BIN" serve --data "$WORK/store" --listen 127.0.0.1:0 --admin-password-file "$WORK/admin-password" \
-		--latency "$LATENCY" >"$out" 2>"$WORK/serve.log" &
+	"$BIN" serve --data "$WORK/store" --listen 127.0.0.1:0 \
+		--admin-password-file "$WORK/admin-password" --latency "$LATENCY" \
+		>"$out" 2>"$WORK/serve.log" &
 	SERVER_PID=$!
 	tries=0
 	until grep -q '^admin api key: ' "$out"; do
@@ -207,7 +208,8 @@ done
 	say "the run's folder is not at home/Private/$RUN_NAME in the mount"
 	exit 1
 }
-say "$NMOUNTS mount(s) (daemon pid ${PIDS[*]}); $WORKERS workers for $SECONDS_TO_RUN s, deadline $DEADLINE s per op"
+say "$NMOUNTS mount(s) (daemon pid ${PIDS[*]}); $WORKERS workers for $SECONDS_TO_RUN s," \
+	"deadline $DEADLINE s per op"
 
 # ---------------------------------------------------------------- the load
 

@@ -163,12 +163,11 @@ class OpFailed(Exception):
 
 
 class Worker(threading.Thread):
-    def __init__(self, index, mount, mount_index, base, src, deadline, stop_at, stats, seed, peers):
+    def __init__(self, index, mount, base, src, deadline, stop_at, stats, seed, peers):
         super().__init__(name=f"w{index}", daemon=True)
         self.trace_path = os.path.join(src, f"trace-w{index}.log")
         self.index = index
         self.mount = mount
-        self.mount_index = mount_index
         self.root_rel = f"w{index}"
         self.root = os.path.join(mount, base, self.root_rel)
         self.src = os.path.join(src, f"w{index}")
@@ -605,10 +604,10 @@ def cmd_work(args):
     stop_at = start + args.seconds
     workers = []
     for i in range(args.workers):
-        m = i % len(args.mount)
+        mount = args.mount[i % len(args.mount)]
+        seed = args.seed * 1000 + i
         workers.append(
-            Worker(i, args.mount[m], m, args.base, args.src, args.deadline, stop_at, stats,
-                   args.seed * 1000 + i, workers)
+            Worker(i, mount, args.base, args.src, args.deadline, stop_at, stats, seed, workers)
         )
     if args.url:
         for w in workers:
