@@ -6,15 +6,12 @@
 //! when it can and hand the rest to a worker.
 
 mod access;
-mod early;
 pub mod error;
 pub mod inode;
-mod listings;
+mod listing;
 pub mod names;
-pub mod reader;
-pub mod spool;
+pub mod read;
 pub mod time;
-mod walk;
 pub mod write;
 
 use std::collections::HashMap;
@@ -25,13 +22,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
-pub use early::EarlyStart;
 pub use error::{FsError, FsResult};
 use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
-use listings::Listings;
+use listing::{walk, Listings};
 use names::Origin;
-use reader::{BlockCache, FileReader};
-use spool::SpoolConfig;
+use read::reader::{BlockCache, FileReader};
+pub use write::early::EarlyStart;
+pub use write::spool;
+use write::spool::SpoolConfig;
 use write::Writes;
 
 use crate::midas::types::{Id, Item, MetadataValue, User, PRIVACY_PUBLIC};

@@ -8,7 +8,7 @@
 //! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
 //!   `item.create` → `upload.generatetoken` (with the MD5: a known content is not sent again) →
 //!   `upload.perform` into the head revision. Until then it is a local entry (`NodeKind::NewFile`).
-//!   One that grows past 64 MiB in order is sent while it is written instead (`super::early`).
+//!   One that grows past 64 MiB in order is sent while it is written instead (`early`).
 //! - Overwriting an existing file uploads a NEW revision without checksum (Midas keeps the
 //!   history, and the dedup path, which silently does nothing when the name exists, is never
 //!   taken). A bitstream of an item directory is replaced in the head revision instead.
@@ -22,20 +22,22 @@
 //!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
 //!   item instead (`replace`).
 
+pub mod early;
 mod replace;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::early::{EarlyStart, EarlyUpload, Sent, Stopped};
-use super::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
-use super::names;
-use super::spool::{Spool, SpoolConfig, SpoolFile};
-use super::{bitstream_info, unknown_inode, Entry, FsError, FsResult, MidasFs, META_PREFIX};
+use crate::fs::inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, ROOT};
+use crate::fs::names;
+use crate::fs::{bitstream_info, unknown_inode, Entry, FsError, FsResult, MidasFs, META_PREFIX};
 use crate::midas::types::{Id, Item, PRIVACY_PUBLIC};
 use crate::midas::{self, UploadRevision};
+use early::{EarlyStart, EarlyUpload, Sent, Stopped};
+use spool::{Spool, SpoolConfig, SpoolFile};
 
 /// How often an upload that broke is resumed (from the server's offset) before it fails.
 const UPLOAD_RETRIES: u32 = 3;
@@ -175,7 +177,7 @@ struct FileData {
     /// (`echo x > f`) closes a duplicate descriptor, so uploads, before the command writes;
     /// without this Midas would keep an empty revision before every such write.
     empty_upload: bool,
-    /// A large new file's upload while it is written (see [`super::early`]).
+    /// A large new file's upload while it is written (see [`early`]).
     early: EarlyUpload,
 }
 
@@ -458,7 +460,7 @@ impl MidasFs {
         format!("/{}", parts.join("/"))
     }
 
-    /// What the sidecar of a file's spool says: where its data is going (see `super::spool`).
+    /// What the sidecar of a file's spool says: where its data is going (see `spool`).
     fn spool_about(&self, ino: u64, target: &Target) -> serde_json::Map<String, serde_json::Value> {
         let mut about = serde_json::Map::new();
         about.insert("server".into(), self.client.base_url().into());
@@ -727,7 +729,7 @@ impl MidasFs {
             _ => None,
         });
         if start.is_some() {
-            // Sent before its MD5 is known: nothing asks for it (see `super::early`), and the
+            // Sent before its MD5 is known: nothing asks for it (see `early`), and the
             // hashing would take a CPU from the writing and the sending.
             spool.stop_hashing();
         }
@@ -1035,7 +1037,7 @@ impl MidasFs {
                         self.discard_early(early, file.path).await;
                         let (item_id, token) = self.new_item_token(*folder, file).await?;
                         // Should this mount die now, the next one removes the item.
-                        super::spool::add_to_sidecar(file.path, "made_item_id", item_id.into());
+                        spool::add_to_sidecar(file.path, "made_item_id", item_id.into());
                         let item = match token {
                             Some(token) => {
                                 let upload = file.upload(item_id, &midas_name);
@@ -2008,7 +2010,7 @@ fn cross_device(name: &str) -> FsError {
 /// The MD5 of a file, computed off the async workers.
 async fn md5_of(path: &std::path::Path) -> FsResult<String> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || super::spool::md5_of_file(&path))
+    tokio::task::spawn_blocking(move || spool::md5_of_file(&path))
         .await
         .map_err(|err| FsError::new(libc::EIO, format!("checksum task failed: {err}")))?
 }

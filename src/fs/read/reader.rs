@@ -17,7 +17,7 @@ use lru::LruCache;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::error::{FsError, FsResult};
+use crate::fs::error::{FsError, FsResult};
 use crate::midas::{types::Id, Client};
 
 /// Unit of caching and of random reads. As large as the kernel's largest READ (1 MiB), so that a

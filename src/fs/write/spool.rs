@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
-use super::error::{FsError, FsResult};
+use crate::fs::error::{FsError, FsResult};
 
 const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use tokio::sync::{oneshot, watch};
 
-use super::{names, MidasFs};
+use crate::fs::{names, MidasFs};
 use crate::midas::types::Id;
 use crate::midas::{UploadPart, UploadRevision};
 

@@ -1,0 +1,3 @@
+//! Reading file content (see [`reader`]).
+
+pub mod reader;
