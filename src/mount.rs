@@ -259,7 +259,7 @@ fn mount_and_serve(
         None => MountRoot::Everything,
     };
     let fs = Arc::new(MidasFs::new(
-        client.clone(),
+        Arc::new(client.clone()),
         me.clone(),
         FsConfig {
             ttl: Duration::from_secs(args.ttl),

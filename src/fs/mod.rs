@@ -14,6 +14,9 @@ pub mod read;
 pub mod time;
 pub mod write;
 
+#[cfg(test)]
+mod fake_tests;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +36,7 @@ use write::spool::SpoolConfig;
 use write::Writes;
 
 use crate::midas::types::{Id, Item, MetadataValue, User, PRIVACY_PUBLIC};
-use crate::midas::Client;
+use crate::midas::Api;
 
 /// How many `item.get` calls one listing keeps in flight.
 const ITEM_GET_CONCURRENCY: usize = 32;
@@ -121,7 +124,7 @@ pub struct FsStatus {
 }
 
 pub struct MidasFs {
-    client: Client,
+    client: Api,
     config: FsConfig,
     me: Option<User>,
     nodes: Mutex<HashMap<u64, Node>>,
@@ -145,7 +148,7 @@ pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
     /// `me` is the logged-in user (None for an anonymous mount).
-    pub fn new(client: Client, me: Option<User>, config: FsConfig) -> MidasFs {
+    pub fn new(client: Api, me: Option<User>, config: FsConfig) -> MidasFs {
         let now = SystemTime::now();
         let root_kind = match &config.root {
             MountRoot::Everything => NodeKind::Root,

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::fs::error::{FsError, FsResult};
-use crate::midas::{types::Id, Client};
+use crate::midas::{types::Id, Api};
 
 /// Unit of caching and of random reads. As large as the kernel's largest READ (1 MiB), so that a
 /// READ is served from one block without copying.
@@ -135,7 +135,7 @@ impl CacheInner {
 
 /// The reading side of one open file.
 pub struct FileReader {
-    client: Client,
+    client: Api,
     cache: Arc<BlockCache>,
     bitstream: Id,
     size: u64,
@@ -156,7 +156,7 @@ struct ReadState {
 
 impl FileReader {
     pub fn new(
-        client: Client,
+        client: Api,
         cache: Arc<BlockCache>,
         bitstream: Id,
         size: u64,
@@ -382,7 +382,7 @@ impl Drop for Prefetch {
 }
 
 async fn prefetch(
-    client: Client,
+    client: Api,
     cache: Arc<BlockCache>,
     bitstream: Id,
     size: u64,
@@ -396,7 +396,7 @@ async fn prefetch(
 }
 
 async fn stream_blocks(
-    client: &Client,
+    client: &Api,
     cache: &BlockCache,
     bitstream: Id,
     size: u64,
