@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::Semaphore;
 
-use crate::fs::{MidasFs, Purpose};
+use super::Purpose;
+use crate::fs::MidasFs;
 
 /// Two subdirectories of one directory read this close together make a walk.
 const WALK_WINDOW: Duration = Duration::from_secs(10);
