@@ -8,7 +8,7 @@
 //! a folder is set to the new privacy recursively (everything in it then has the folder's
 //! policies, Midas's `folder.set.privacy.recursive`).
 
-use super::error::{FsError, FsResult};
+use super::error::FsResult;
 use super::inode::NodeKind;
 use super::write::write_error;
 use super::{AttrChanged, MidasFs};
@@ -180,13 +180,11 @@ impl MidasFs {
         matched.map_err(|err| {
             self.listings.remove(from);
             self.listings.remove(to);
-            FsError::new(
-                err.errno,
-                format!(
-                    "{name} moved, but its access could not be made to match its new folder: {}",
-                    err.detail
-                ),
-            )
+            let detail = format!(
+                "{name} moved, but its access could not be made to match its new folder: {}",
+                err.detail
+            );
+            err.context(detail)
         })
     }
 }

@@ -65,7 +65,7 @@ async fn a_refused_upload_fails_the_close_and_keeps_the_data_for_recovery() {
     fs.write(fh, 0, b"keep me").expect("write");
     midas.fail_always("midas.upload.*", Fault::Http(503));
     let err = fs.flush(fh, Some(42)).await.expect_err("the upload fails");
-    assert_eq!(err.errno, libc::EIO);
+    assert_eq!(err.errno(), libc::EIO);
     fs.release_write(fh).await;
     let kept: Vec<_> = std::fs::read_dir(fs.status().recovery_dir)
         .expect("recovery dir")
@@ -73,4 +73,143 @@ async fn a_refused_upload_fails_the_close_and_keeps_the_data_for_recovery() {
         .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"keep me"))
         .collect();
     assert_eq!(kept.len(), 1, "the data is in the recovery directory");
+}
+
+// ---- SEMANTICS.md's errno table, the rows no kernel test covers ----
+
+/// The errno of a failed operation.
+fn errno<T>(result: super::FsResult<T>) -> i32 {
+    match result {
+        Ok(_) => panic!("the operation succeeded"),
+        Err(err) => err.errno(),
+    }
+}
+
+fn server() -> Arc<FakeMidas> {
+    Arc::new(FakeMidas::new(Duration::from_millis(300)))
+}
+
+#[tokio::test]
+async fn unlinking_a_directory_is_eisdir() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.unlink(ROOT, "dir").await), libc::EISDIR);
+}
+
+#[tokio::test]
+async fn renaming_a_file_over_a_directory_is_eisdir_and_the_reverse_enotdir() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(
+        errno(fs.rename(ROOT, "file", ROOT, "dir", false).await),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT, "dir", ROOT, "file", false).await),
+        libc::ENOTDIR
+    );
+}
+
+#[tokio::test]
+async fn removing_a_file_as_a_directory_is_enotdir() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.rmdir(ROOT, "file").await), libc::ENOTDIR);
+}
+
+#[tokio::test]
+async fn a_change_midas_refuses_is_eacces() {
+    let midas = server();
+    midas.deny_writes(midas.public_folder());
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.mkdir(ROOT, "dir").await), libc::EACCES);
+}
+
+#[tokio::test]
+async fn moving_a_file_into_an_item_directory_is_exdev() {
+    let midas = server();
+    let item = midas.add_item(midas.public_folder(), "data");
+    midas.add_bitstream(item, "a", b"a");
+    midas.add_bitstream(item, "b", b"b");
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    let data = fs.lookup(ROOT, "data").await.expect("item directory");
+    assert_eq!(data.kind, FileKind::Directory);
+    assert_eq!(
+        errno(fs.rename(ROOT, "file", data.ino, "file", false).await),
+        libc::EXDEV
+    );
+}
+
+#[tokio::test]
+async fn a_metadata_value_that_is_not_text_is_einval_and_so_is_readlink_of_a_file() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    let file = fs.lookup(ROOT, "file").await.expect("file");
+    let set = fs.setxattr(file.ino, "user.midas.meta.note", &[0xff, 0xfe], 0);
+    assert_eq!(errno(set.await), libc::EINVAL);
+    assert_eq!(errno(fs.readlink(file.ino)), libc::EINVAL);
+}
+
+#[tokio::test]
+async fn metadata_of_a_folder_is_enotsup() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let (fs, _spool) = mount(&midas);
+    let dir = fs.lookup(ROOT, "dir").await.expect("dir");
+    let set = fs.setxattr(dir.ino, "user.midas.meta.note", b"x", 0);
+    assert_eq!(errno(set.await), libc::ENOTSUP);
+}
+
+#[tokio::test]
+async fn an_inode_the_filesystem_does_not_know_is_estale() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.getattr(0xdead_beef)), libc::ESTALE);
+}
+
+#[tokio::test]
+async fn a_file_changed_on_the_server_since_this_mount_saved_it_is_estale() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let (attr, fh) = fs.create(ROOT, "new", 42).expect("create");
+    fs.write(fh, 0, b"mine").expect("write");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    let item = midas
+        .child_item(midas.public_folder(), "new")
+        .expect("item");
+    midas.add_bitstream(item, "another", b"theirs");
+    assert_eq!(errno(fs.open(attr.ino).await), libc::ESTALE);
+}
+
+#[tokio::test]
+async fn a_handle_that_is_not_open_is_ebadf() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.read(0xbad, 0, 10).await), libc::EBADF);
+    assert_eq!(errno(fs.write(0xbad, 0, b"x")), libc::EBADF);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_etimedout() {
+    let midas = server();
+    midas.fail_always("*", Fault::Stall);
+    let (fs, _spool) = mount(&midas);
+    let started = std::time::Instant::now();
+    assert_eq!(errno(fs.lookup(ROOT, "anything").await), libc::ETIMEDOUT);
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+}
+
+#[tokio::test]
+async fn a_server_error_is_eio() {
+    let midas = server();
+    midas.fail_always("midas.folder.children", Fault::Http(500));
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.lookup(ROOT, "anything").await), libc::EIO);
 }

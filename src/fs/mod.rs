@@ -17,6 +17,7 @@ mod listing;
 pub mod names;
 mod ops;
 pub mod read;
+pub mod tasks;
 pub mod time;
 pub mod write;
 
@@ -30,14 +31,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{FsError, FsResult};
 use inode::{Attr, NodeData, NodeKind, ROOT};
-use listing::{bitstream_info, walk, Listings};
+use listing::{bitstream_info, walk, DirHandles, Listings};
 pub use ops::xattr::XATTR_PREFIX;
 use read::reader::{BlockCache, FileReader};
+use tasks::Tasks;
 pub use write::early::EarlyStart;
 pub use write::spool;
 use write::spool::SpoolConfig;
 use write::Writes;
 
+use crate::fs::error::Kind;
 use crate::midas::types::{Id, MetadataValue, User};
 use crate::midas::Api;
 
@@ -123,6 +126,10 @@ pub struct MidasFs {
     mounted_at: SystemTime,
     writes: Writes,
     walk: walk::WalkAhead,
+    /// What each open directory handle reads.
+    dirs: DirHandles,
+    /// Work started in the background, which unmount waits for or cancels.
+    tasks: Tasks,
     /// Tells the kernel to forget the attributes it cached of an inode (see
     /// [`MidasFs::on_attr_change`]).
     attr_changed: std::sync::OnceLock<AttrChanged>,
@@ -133,7 +140,8 @@ pub struct MidasFs {
 pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
-    /// `me` is the logged-in user (None for an anonymous mount).
+    /// `me` is the logged-in user (None for an anonymous mount). Called within a tokio runtime:
+    /// the filesystem's background work runs on it.
     pub fn new(client: Api, me: Option<User>, config: FsConfig) -> MidasFs {
         let now = SystemTime::now();
         let root_kind = match &config.root {
@@ -161,6 +169,8 @@ impl MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
+            dirs: DirHandles::default(),
+            tasks: Tasks::new(tokio::runtime::Handle::current()),
             attr_changed: std::sync::OnceLock::new(),
             client,
             config,
@@ -213,5 +223,5 @@ impl MidasFs {
 }
 
 fn unknown_inode(ino: u64) -> FsError {
-    FsError::new(libc::ESTALE, format!("inode {ino} is not known"))
+    FsError::new(Kind::Stale, format!("inode {ino} is not known"))
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 
 use super::{walk, Purpose};
+use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME};
 use crate::fs::names::{self, Origin};
 use crate::fs::{time, Entry, FsError, FsResult, MidasFs};
+use crate::midas::codes;
 use crate::midas::types::{Id, Item, User, PRIVACY_PUBLIC};
 
 /// How many `item.get` calls one listing keeps in flight.
@@ -39,7 +41,7 @@ impl MidasFs {
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }
             | NodeKind::Bitstream { .. }
-            | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            | NodeKind::NewFile { .. } => Err(FsError::new(Kind::NotDir, "not a directory")),
         }
     }
 
@@ -175,7 +177,7 @@ impl MidasFs {
                 let count = children.folders.len() + children.items.len();
                 if count > walk::AHEAD_MAX_ENTRIES {
                     return Err(FsError::new(
-                        libc::EFBIG,
+                        Kind::TooLarge,
                         format!("folder {id} has {count} entries: too many to list ahead"),
                     ));
                 }
@@ -217,7 +219,7 @@ impl MidasFs {
                     details.insert(item.item_id, entry);
                 }
                 // Deleted or hidden since the listing: not an entry any more.
-                Err(err) if err.api_code() == Some(-151) => {}
+                Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {}
                 Err(err) => return Err(err.into()),
             }
         }

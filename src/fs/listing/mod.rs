@@ -2,6 +2,7 @@
 //! made from Midas objects ([`entries`]); listing ahead of a program walking a tree ([`walk`]).
 
 mod entries;
+mod handles;
 mod listings;
 pub mod walk;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
 pub(in crate::fs) use entries::bitstream_info;
+pub(in crate::fs) use handles::DirHandles;
 pub use listings::Listings;
 
 /// Why a directory is listed.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, NodeKind};
 use crate::fs::names;
 use crate::fs::write::{write_error, Container, Target};
@@ -15,13 +16,13 @@ impl MidasFs {
             Container::Folder(id) => id,
             Container::Item(_) => {
                 return Err(FsError::new(
-                    libc::EPERM,
+                    Kind::NotPermitted,
                     "an item directory holds files only",
                 ))
             }
         };
         if self.child(parent, name).await?.is_some() {
-            return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+            return Err(FsError::new(Kind::Exists, format!("{name} exists")));
         }
         let created = self
             .client
@@ -54,7 +55,7 @@ impl MidasFs {
             .ok_or_else(|| FsError::not_found(name))?;
         if !entry.data.kind.is_dir() {
             return Err(FsError::new(
-                libc::ENOTDIR,
+                Kind::NotDir,
                 format!("{name} is not a directory"),
             ));
         }
@@ -89,7 +90,7 @@ impl MidasFs {
             Ok(())
         } else {
             Err(FsError::new(
-                libc::ENOTEMPTY,
+                Kind::NotEmpty,
                 format!("{} is not empty", entry.name),
             ))
         }
@@ -111,7 +112,7 @@ impl MidasFs {
             }
             NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
                 return Err(FsError::new(
-                    libc::EPERM,
+                    Kind::NotPermitted,
                     format!("{} cannot be removed", entry.name),
                 ))
             }
@@ -128,7 +129,7 @@ impl MidasFs {
         self.check_writable()?;
         let (entry, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if entry.data.kind.is_dir() {
-            return Err(FsError::new(libc::EISDIR, format!("{name} is a directory")));
+            return Err(FsError::new(Kind::IsDir, format!("{name} is a directory")));
         }
         if self.unlink_renamed_away(parent, &entry).await? {
             return Ok(());

@@ -1,6 +1,7 @@
 //! The kernel's view of inodes: lookups (counted, as the kernel counts them), forget, getattr,
 //! readlink.
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, NodeKind, ROOT, USERS};
 use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
 
@@ -14,7 +15,7 @@ impl MidasFs {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let entries = self.listing(parent).await?;
         match self.lookup_in(parent, &entries, name) {
-            Err(err) if err.errno == libc::ENOENT && parent == USERS => {
+            Err(err) if err.kind == Kind::NotFound && parent == USERS => {
                 self.lookup_unlisted_user(name).await
             }
             other => other,
@@ -100,7 +101,7 @@ impl MidasFs {
         match self.nodes().get(&ino).map(|n| &n.data.kind) {
             Some(NodeKind::Home { target }) => Ok(target.clone()),
             _ => Err(FsError::new(
-                libc::EINVAL,
+                Kind::Invalid,
                 format!("inode {ino} is not a symlink"),
             )),
         }

@@ -7,6 +7,7 @@ mod lookup;
 mod rename;
 pub mod xattr;
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{NodeData, NodeKind, ROOT};
 use crate::fs::write::{read_only_error, Container};
 use crate::fs::{unknown_inode, Entry, FsError, FsResult, MidasFs};
@@ -38,7 +39,7 @@ impl MidasFs {
         let data = self.node_data(dir)?;
         if !data.writable {
             return Err(FsError::new(
-                libc::EACCES,
+                Kind::Denied,
                 format!("inode {dir}: no write permission"),
             ));
         }
@@ -46,14 +47,14 @@ impl MidasFs {
             NodeKind::Folder { id, .. } => Ok(Container::Folder(id)),
             NodeKind::ItemDir { item } => Ok(Container::Item(item)),
             NodeKind::Root | NodeKind::Communities | NodeKind::Users => Err(FsError::new(
-                libc::EACCES,
+                Kind::Denied,
                 "only folders and items can hold new entries",
             )),
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }
             | NodeKind::Bitstream { .. }
-            | NodeKind::NewFile { .. } => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            | NodeKind::NewFile { .. } => Err(FsError::new(Kind::NotDir, "not a directory")),
         }
     }
 

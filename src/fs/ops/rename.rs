@@ -1,6 +1,7 @@
 //! rename: within a folder, between folders (with the access of the new folder), over an
 //! existing entry (replaced after the move, or saved over: see `write::replace`).
 
+use crate::fs::error::Kind;
 use crate::fs::inode::NodeKind;
 use crate::fs::names;
 use crate::fs::write::{write_error, Container, Target};
@@ -25,18 +26,18 @@ impl MidasFs {
         let target = self.child(new_parent, new_name).await?;
         if let Some(target) = &target {
             if no_replace {
-                return Err(FsError::new(libc::EEXIST, format!("{new_name} exists")));
+                return Err(FsError::new(Kind::Exists, format!("{new_name} exists")));
             }
             match (source.data.kind.is_dir(), target.data.kind.is_dir()) {
                 (true, false) => {
                     return Err(FsError::new(
-                        libc::ENOTDIR,
+                        Kind::NotDir,
                         format!("{new_name} is not a directory"),
                     ))
                 }
                 (false, true) => {
                     return Err(FsError::new(
-                        libc::EISDIR,
+                        Kind::IsDir,
                         format!("{new_name} is a directory"),
                     ))
                 }
@@ -167,7 +168,7 @@ impl MidasFs {
             }
             NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
                 return Err(FsError::new(
-                    libc::EPERM,
+                    Kind::NotPermitted,
                     format!("{name} cannot be renamed"),
                 ))
             }
@@ -201,7 +202,7 @@ impl MidasFs {
 
 pub(in crate::fs) fn cross_device(name: &str) -> FsError {
     FsError::new(
-        libc::EXDEV,
+        Kind::CrossDevice,
         format!("{name} cannot move there in Midas (copy it instead)"),
     )
 }

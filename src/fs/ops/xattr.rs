@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{ItemInfo, NodeKind};
 use crate::fs::write::write_error;
 use crate::fs::{unknown_inode, FsError, FsResult, MidasFs};
+use crate::midas::codes;
 use crate::midas::types::{Id, MetadataValue};
 
 /// Every extended attribute of the mount has a name starting with this.
@@ -43,7 +45,10 @@ impl MidasFs {
                 }
             }
         }
-        Err(FsError::new(libc::ENODATA, format!("no attribute {name}")))
+        Err(FsError::new(
+            Kind::NoAttribute,
+            format!("no attribute {name}"),
+        ))
     }
 
     pub(in crate::fs) fn item_of(&self, ino: u64) -> Option<ItemInfo> {
@@ -116,7 +121,7 @@ impl MidasFs {
         let values = match self.client.item_get_metadata(item_id).await {
             Ok(values) => Arc::new(values),
             // An item without revisions cannot have metadata: Midas says −151.
-            Err(err) if err.api_code() == Some(-151) => Arc::new(Vec::new()),
+            Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => Arc::new(Vec::new()),
             Err(err) => return Err(err.into()),
         };
         if let Some(node) = self.nodes().get_mut(&ino) {
@@ -131,15 +136,21 @@ impl MidasFs {
         self.check_writable()?;
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         let value = std::str::from_utf8(value).map_err(|_| {
-            FsError::new(libc::EINVAL, format!("{name}: the value is not UTF-8 text"))
+            FsError::new(
+                Kind::Invalid,
+                format!("{name}: the value is not UTF-8 text"),
+            )
         })?;
         if flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
             let exists = self.getxattr(ino, name).await.is_ok();
             if exists && flags & libc::XATTR_CREATE != 0 {
-                return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+                return Err(FsError::new(Kind::Exists, format!("{name} exists")));
             }
             if !exists && flags & libc::XATTR_REPLACE != 0 {
-                return Err(FsError::new(libc::ENODATA, format!("no attribute {name}")));
+                return Err(FsError::new(
+                    Kind::NoAttribute,
+                    format!("no attribute {name}"),
+                ));
             }
         }
         self.client
@@ -182,10 +193,10 @@ impl MidasFs {
     ) -> FsResult<(ItemInfo, &'n str, &'n str)> {
         let Some(rest) = name.strip_prefix(META_PREFIX) else {
             return Err(if name.starts_with("user.midas.") {
-                FsError::new(libc::EPERM, format!("{name} is read-only"))
+                FsError::new(Kind::NotPermitted, format!("{name} is read-only"))
             } else {
                 FsError::new(
-                    libc::ENOTSUP,
+                    Kind::NotSupported,
                     format!("{name}: only {META_PREFIX}* can be set"),
                 )
             });
@@ -193,13 +204,13 @@ impl MidasFs {
         let (element, qualifier) = rest.split_once('.').unwrap_or((rest, ""));
         if element.is_empty() {
             return Err(FsError::new(
-                libc::EINVAL,
+                Kind::Invalid,
                 format!("{name}: no metadata element"),
             ));
         }
         let item = self.item_of(ino).ok_or_else(|| {
             FsError::new(
-                libc::ENOTSUP,
+                Kind::NotSupported,
                 format!("{}: only items have metadata", self.describe(ino)),
             )
         })?;

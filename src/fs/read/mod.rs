@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::{unknown_inode, FsError, FsResult, MidasFs, Node, OpenFile};
 use reader::FileReader;
@@ -14,7 +15,14 @@ use reader::FileReader;
 impl MidasFs {
     /// Opens a file for reading with what is in memory (the listing brought the bitstream), or
     /// None when the bitstream must be asked for first: see [`MidasFs::open`].
+    /// A file being written is read from its spool, which holds what is written so far.
     pub fn cached_open(&self, ino: u64) -> Option<FsResult<OpenFile>> {
+        if let Some(fh) = self.join_if_writing(ino) {
+            return Some(Ok(OpenFile {
+                fh,
+                keep_cache: false,
+            }));
+        }
         let (bitstream, keep_cache) = {
             let mut nodes = self.nodes();
             let Some(node) = nodes.get_mut(&ino) else {
@@ -24,7 +32,7 @@ impl MidasFs {
                 return None;
             }
             let Some(bitstream) = node.data.kind.bitstream().cloned() else {
-                return Some(Err(FsError::new(libc::EISDIR, "is a directory")));
+                return Some(Err(FsError::new(Kind::IsDir, "is a directory")));
             };
             let keep = node.kernel_cached_md5.as_deref() == Some(bitstream.md5.as_str());
             node.kernel_cached_md5 = Some(bitstream.md5.clone());
@@ -47,6 +55,12 @@ impl MidasFs {
 
     /// Opens a file for reading, first asking for the bitstream of a file this mount uploaded.
     pub async fn open(&self, ino: u64) -> FsResult<OpenFile> {
+        if let Some(fh) = self.join_if_writing(ino) {
+            return Ok(OpenFile {
+                fh,
+                keep_cache: false,
+            });
+        }
         self.resolve_saved_file(ino).await?;
         self.cached_open(ino)
             .unwrap_or_else(|| Err(unknown_inode(ino)))
@@ -76,7 +90,7 @@ impl MidasFs {
             // Someone added a bitstream or renamed it: it is not this file any more.
             self.listings.remove(parent);
             return Err(FsError::new(
-                libc::ESTALE,
+                Kind::Stale,
                 format!("item {item_id} changed on the server"),
             ));
         }
@@ -104,10 +118,13 @@ impl MidasFs {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh)
             .cloned()
-            .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
+            .ok_or_else(|| {
+                FsError::new(Kind::BadHandle, format!("file handle {fh} is not open"))
+            })?;
         reader.read(offset, size).await
     }
 
+    /// Drops a read handle (see [`MidasFs::release_handle`] for any handle).
     pub fn release(&self, fh: u64) {
         self.readers
             .lock()

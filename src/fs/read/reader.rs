@@ -17,6 +17,7 @@ use lru::LruCache;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::fs::error::Kind;
 use crate::fs::error::{FsError, FsResult};
 use crate::midas::{types::Id, Api};
 
@@ -236,7 +237,7 @@ impl FileReader {
                     prefetch.consumed(index.saturating_sub(1), state.window);
                     if tokio::time::timeout(self.stall * 2, arrived).await.is_err() {
                         return Err(FsError::new(
-                            libc::ETIMEDOUT,
+                            Kind::TimedOut,
                             format!(
                                 "bitstream {}: no data for {:?}",
                                 self.bitstream,
@@ -247,7 +248,7 @@ impl FileReader {
                 }
                 None if sequential => {
                     if let Some(failed) = state.prefetch.as_ref().and_then(Prefetch::failure) {
-                        if failed.errno == libc::ETIMEDOUT {
+                        if failed.kind == Kind::TimedOut {
                             state.prefetch = None;
                             state.stalled = Some((Instant::now(), failed.clone()));
                             return Err(failed);
@@ -266,7 +267,7 @@ impl FileReader {
                 None => {
                     let block = self.fetch_one(index).await;
                     if let Err(err) = &block {
-                        if err.errno == libc::ETIMEDOUT {
+                        if err.kind == Kind::TimedOut {
                             state.stalled = Some((Instant::now(), err.clone()));
                         }
                     }

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use super::early::{EarlyStart, EarlyUpload};
 use super::spool::SpoolFile;
 use super::{Container, FileData, Target, WriteFile, WriteHandle};
+use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
+use crate::fs::tasks::Work;
 use crate::fs::{unknown_inode, Entry, FsError, FsResult, MidasFs};
 
 impl MidasFs {
@@ -18,7 +20,7 @@ impl MidasFs {
         let container = self.container(parent)?;
         if let Some(entries) = self.cached_listing(parent) {
             if entries.iter().any(|e| e.name == name) {
-                return Err(FsError::new(libc::EEXIST, format!("{name} exists")));
+                return Err(FsError::new(Kind::Exists, format!("{name} exists")));
             }
         }
         let early = match container {
@@ -101,7 +103,7 @@ impl MidasFs {
         let data = self.node_data(ino)?;
         if !data.writable {
             return Err(FsError::new(
-                libc::EACCES,
+                Kind::Denied,
                 format!("{}: no write permission", self.describe(ino)),
             ));
         }
@@ -124,7 +126,7 @@ impl MidasFs {
             NodeKind::NewFile { .. } => {
                 return Err(FsError::not_found(self.describe(ino)));
             }
-            _ => return Err(FsError::new(libc::EISDIR, "is a directory")),
+            _ => return Err(FsError::new(Kind::IsDir, "is a directory")),
         };
         let mut spool = self.writes.spool.create()?;
         if !truncate {
@@ -204,14 +206,46 @@ impl MidasFs {
         self.writes.handles().contains_key(&fh)
     }
 
+    /// What a close or fsync of handle `fh` needs, when that is known at once: nothing for a
+    /// handle that writes nothing. None when the file may need saving: see [`MidasFs::flush`].
+    pub fn cached_flush(&self, fh: u64) -> Option<FsResult<()>> {
+        (!self.is_write_handle(fh)).then_some(Ok(()))
+    }
+
+    /// The kernel's release of any handle: a reader's goes now; a writer's last release may
+    /// upload, in the background (see [`MidasFs::release_write`]), which unmount waits for.
+    pub fn release_handle(self: &Arc<Self>, fh: u64) {
+        self.release(fh);
+        if self.is_write_handle(fh) {
+            let fs = Arc::clone(self);
+            self.tasks
+                .spawn(Work::Needed, async move { fs.release_write(fh).await });
+        }
+    }
+
+    /// A write from the kernel (see [`MidasFs::write`]); when the file has just become large
+    /// enough to be sent while it is written, that starts in the background.
+    pub fn handle_write(self: &Arc<Self>, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
+        let (written, early) = self.write(fh, offset, bytes)?;
+        if let Some(early) = early {
+            let fs = Arc::clone(self);
+            self.tasks
+                .spawn(Work::Needed, async move { fs.send_early(early).await });
+        }
+        Ok(written)
+    }
+
     /// A write into the spool. When the file has just become large enough to be sent while it
     /// is written, the answer carries the sender to start (see [`MidasFs::send_early`]).
     pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<(u32, Option<EarlyStart>)> {
         let (_, file) = self.writes.file_of_handle(fh).ok_or_else(|| {
-            FsError::new(libc::EBADF, format!("handle {fh} is not open for writing"))
+            FsError::new(
+                Kind::BadHandle,
+                format!("handle {fh} is not open for writing"),
+            )
         })?;
         let written = u32::try_from(bytes.len())
-            .map_err(|_| FsError::new(libc::EINVAL, "write too large"))?;
+            .map_err(|_| FsError::new(Kind::Invalid, "write too large"))?;
         let mut data = file.lock();
         let appending = offset == data.spool.len();
         if let Err(err) = data.spool.write_at(offset, bytes) {

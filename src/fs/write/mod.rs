@@ -39,10 +39,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo};
 use crate::fs::{FsError, MidasFs};
 use crate::midas::types::Id;
-use crate::midas::{self};
+use crate::midas::{self, codes};
 use early::EarlyUpload;
 use spool::{Spool, SpoolConfig, SpoolFile};
 
@@ -220,26 +221,31 @@ pub(in crate::fs) enum Container {
     Item(ItemInfo),
 }
 
-/// How a failed server call becomes an errno when it was a change. Midas says −151 for both
+/// How a failed server call becomes an error when it was a change. Midas says −151 for both
 /// "missing" and "forbidden"; for a change to an object the caller could list, it is the right.
 pub(in crate::fs) fn write_error(err: midas::Error) -> FsError {
-    let errno = match &err {
-        midas::Error::Api { code: -151, .. } => libc::EACCES,
+    let kind = match &err {
         midas::Error::Api {
-            code: -150,
+            code: codes::INVALID_POLICY,
+            ..
+        } => Kind::Denied,
+        midas::Error::Api {
+            code: codes::INVALID_PARAMETER,
             message,
             ..
-        } if message.contains("already exists") => libc::EEXIST,
+        } if message.contains("already exists") => Kind::Exists,
         midas::Error::Api {
-            code: 0, message, ..
-        } if message.contains("already used") => libc::EEXIST,
+            code: codes::MODEL_ERROR,
+            message,
+            ..
+        } if message.contains("already used") => Kind::Exists,
         _ => return FsError::from(err),
     };
-    FsError::new(errno, err.to_string())
+    FsError::from_midas(kind, err)
 }
 
 pub(in crate::fs) fn read_only_error() -> FsError {
-    FsError::new(libc::EROFS, "the mount is read-only")
+    FsError::new(Kind::ReadOnly, "the mount is read-only")
 }
 
 impl MidasFs {

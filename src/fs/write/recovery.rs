@@ -4,6 +4,7 @@
 
 use super::{Container, Target, WriteFile};
 use crate::fs::{FsError, MidasFs};
+use crate::midas::codes;
 use crate::midas::types::Id;
 
 impl MidasFs {
@@ -111,7 +112,7 @@ impl MidasFs {
         for item_id in orphans {
             match self.client.item_delete(item_id).await {
                 Ok(()) => log::info!("removed the unfinished item {item_id}"),
-                Err(err) if err.api_code() == Some(-151) => {}
+                Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {}
                 Err(err) => {
                     log::debug!("unfinished item {item_id}: {err}");
                     self.writes.orphans().push(item_id);

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use super::upload::{skipped_upload, Uploaded};
 use super::{write_error, Container, Target};
+use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeKind};
 use crate::fs::spool::SpoolFile;
 use crate::fs::{bitstream_info, names, Entry, FsError, FsResult, MidasFs};
@@ -207,7 +208,7 @@ impl MidasFs {
             })
             .ok_or_else(|| {
                 FsError::new(
-                    libc::EIO,
+                    Kind::Io,
                     format!("item {item_id} changed on the server while it was saved"),
                 )
             })?;

@@ -1,12 +1,16 @@
 //! Saving a file: one upload at a time per file, what the mount shows after it, and the saves
 //! of everything still unsaved at unmount.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::upload::{NewFile, Uploaded};
 use super::{Target, WriteFile};
 use crate::fs::inode::NodeKind;
 use crate::fs::{FsResult, MidasFs};
+
+/// How long unmount waits for background uploads at most: a bound against a bug only, since
+/// every request has its own timeout.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
@@ -162,6 +166,21 @@ impl MidasFs {
             entry.name = shown;
             entries.push(entry);
         });
+    }
+
+    /// Unmounting: listings ahead stop, every file still unsaved is saved (or kept in the
+    /// recovery directory), and the uploads still running in the background are waited for
+    /// (every request has a timeout, so they end).
+    pub async fn shutdown(&self) {
+        self.tasks.cancel_optional();
+        self.save_all().await;
+        let (uploading, _) = self.tasks.running();
+        if uploading > 0 {
+            log::info!("waiting for {uploading} upload(s) still running in the background");
+        }
+        if !self.tasks.wait_needed(SHUTDOWN_LIMIT).await {
+            log::warn!("background uploads still running after {SHUTDOWN_LIMIT:?}; leaving");
+        }
     }
 
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.

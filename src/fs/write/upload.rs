@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::early::{Sent, Stopped};
 use super::{spool, write_error, Container};
+use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind};
 use crate::fs::{bitstream_info, names, Entry, FsError, FsResult, MidasFs};
 use crate::midas::types::{Id, Item, PRIVACY_PUBLIC};
@@ -192,7 +193,7 @@ impl MidasFs {
 
     pub(in crate::fs) fn name_taken(&self, parent_ino: u64, name: &str) -> FsError {
         FsError::new(
-            libc::EEXIST,
+            Kind::Exists,
             format!(
                 "{}/{name}: an item of that name exists on the server",
                 self.describe(parent_ino)
@@ -304,7 +305,7 @@ impl MidasFs {
         let item = self.client.item_get(item_id).await?;
         let head = item.head().ok_or_else(|| {
             FsError::new(
-                libc::EIO,
+                Kind::Io,
                 format!("item {item_id} has no revision after an upload"),
             )
         })?;
@@ -315,7 +316,7 @@ impl MidasFs {
             .max_by_key(|b| b.bitstream_id)
             .ok_or_else(|| {
                 FsError::new(
-                    libc::EIO,
+                    Kind::Io,
                     format!("item {item_id}: the uploaded {file_name:?} is missing"),
                 )
             })?;
@@ -441,7 +442,7 @@ impl MidasFs {
                 Ok(held) if held <= size => return Ok(held),
                 Ok(held) => {
                     return Err(FsError::new(
-                        libc::EIO,
+                        Kind::Io,
                         format!("the server holds {held} bytes of an upload of {size}"),
                     ))
                 }
@@ -473,7 +474,7 @@ impl MidasFs {
         });
         let Some(stored) = stored else {
             return Err(FsError::new(
-                libc::EIO,
+                Kind::Io,
                 format!("item {item_id}: the uploaded {file_name:?} is missing"),
             ));
         };
@@ -487,7 +488,7 @@ impl MidasFs {
             );
         }
         Err(FsError::new(
-            libc::EIO,
+            Kind::Io,
             format!(
                 "item {item_id}: the server's copy of {file_name:?} after a resumed upload \
                  differs from what was sent"
@@ -499,7 +500,7 @@ impl MidasFs {
 /// Midas issues no upload token, without a checksum, only when it kept nothing (a bug).
 pub(in crate::fs) fn skipped_upload(item_id: Id) -> FsError {
     FsError::new(
-        libc::EIO,
+        Kind::Io,
         format!("item {item_id}: the server skipped an upload sent without checksum"),
     )
 }
@@ -509,5 +510,5 @@ pub(in crate::fs) async fn md5_of(path: &std::path::Path) -> FsResult<String> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || spool::md5_of_file(&path))
         .await
-        .map_err(|err| FsError::new(libc::EIO, format!("checksum task failed: {err}")))?
+        .map_err(|err| FsError::new(Kind::Io, format!("checksum task failed: {err}")))?
 }
