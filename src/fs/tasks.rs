@@ -3,12 +3,13 @@
 //! cancels the work nobody needs any more. The FUSE adapter starts none of it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 /// Whether unmount waits for a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +20,16 @@ pub enum Work {
     Optional,
 }
 
-/// The tasks running, by kind, and the signal that cancels the optional ones.
+/// The tasks running, by kind, and how to stop the optional ones.
 pub struct Tasks {
     /// Where tasks run: the runtime the filesystem was made in, else the caller's.
     runtime: Option<Handle>,
     needed: Arc<Count>,
     optional: Arc<Count>,
-    cancel: watch::Sender<bool>,
+    /// The optional tasks started (those that ended are dropped as new ones start).
+    optional_tasks: Mutex<Vec<AbortHandle>>,
+    /// No optional task starts any more.
+    cancelled: AtomicBool,
 }
 
 #[derive(Default)]
@@ -52,35 +56,41 @@ impl Tasks {
             runtime,
             needed: Arc::default(),
             optional: Arc::default(),
-            cancel: watch::channel(false).0,
+            optional_tasks: Mutex::default(),
+            cancelled: AtomicBool::new(false),
         }
     }
 
-    /// Runs `work` in the background; optional work stops when [`Tasks::cancel_optional`] is
-    /// called, wherever it waits.
+    /// Runs `work` in the background; optional work is aborted by [`Tasks::cancel_optional`],
+    /// and not started after it.
     pub fn spawn(&self, kind: Work, work: impl Future<Output = ()> + Send + 'static) {
+        if kind == Work::Optional && self.cancelled.load(Ordering::Acquire) {
+            return;
+        }
         let count = match kind {
             Work::Needed => &self.needed,
             Work::Optional => &self.optional,
         };
         count.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(Arc::clone(count));
-        let mut cancelled = self.cancel.subscribe();
         let runtime = self.runtime.clone().unwrap_or_else(|| {
             Handle::try_current().expect("the filesystem's background work needs a tokio runtime")
         });
-        runtime.spawn(async move {
+        let task = runtime.spawn(async move {
             let _running = running;
-            match kind {
-                Work::Needed => work.await,
-                Work::Optional => {
-                    tokio::select! {
-                        () = work => {}
-                        _ = cancelled.wait_for(|cancel| *cancel) => {}
-                    }
-                }
-            }
+            work.await;
         });
+        if kind == Work::Optional {
+            let mut tasks = self.optional_tasks();
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(task.abort_handle());
+        }
+    }
+
+    fn optional_tasks(&self) -> std::sync::MutexGuard<'_, Vec<AbortHandle>> {
+        self.optional_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tasks running: needed and optional.
@@ -93,7 +103,10 @@ impl Tasks {
 
     /// Stops the optional tasks at their next await, and starts none any more.
     pub fn cancel_optional(&self) {
-        self.cancel.send_replace(true);
+        self.cancelled.store(true, Ordering::Release);
+        for task in self.optional_tasks().drain(..) {
+            task.abort();
+        }
     }
 
     /// Waits until no needed task runs, or `limit` passed; true if none runs.
