@@ -6,9 +6,11 @@
 //! when it can and hand the rest to a worker.
 //!
 //! This file holds [`MidasFs`] and its state. One concern per module: `listing` (directory
-//! listings and walk-ahead), [`read`] (file content), [`write`] (files being written and their
-//! uploads), `ops` (lookup, mkdir, rmdir, unlink, rename, setattr, xattrs), `access` (privacy
-//! after moves); [`inode`], [`names`], [`time`] and [`error`] are shared by all.
+//! listings, open directory handles, walk-ahead), [`read`] (file content), [`write`] (files being
+//! written and their uploads), `ops` (lookup, mkdir, rmdir, unlink, rename, setattr, xattrs),
+//! `access` (privacy after moves), [`tasks`] (background work unmount waits for or cancels);
+//! [`inode`], [`names`], [`time`] and [`error`] are shared by all. See ARCHITECTURE.md for who
+//! owns which state and the lock order.
 
 mod access;
 pub mod error;
