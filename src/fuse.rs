@@ -1,13 +1,14 @@
-//! The thin `fuser::Filesystem` adapter over [`crate::fs`].
+//! The thin `fuser::Filesystem` adapter over [`crate::fs`]: it translates the kernel's requests
+//! into calls of [`MidasFs`] and their results into replies, and holds no filesystem state.
 //!
-//! Each handler answers inline when the filesystem can answer from memory (`cached_*`, getattr,
-//! open); anything that needs the network moves its reply into a task on the tokio runtime, so
-//! the FUSE loop never waits on the server. Every reply is sent exactly once: errors included.
+//! Each handler answers inline when the filesystem can answer from memory (`cached_*`, getattr);
+//! anything that needs the network moves its reply into a task on the tokio runtime, so the
+//! FUSE loop never waits on the server. Every reply is sent exactly once: errors included.
+//! Work that outlives a request (uploads after a close, walk-ahead) is the filesystem's.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::SystemTime;
 
@@ -36,9 +37,6 @@ pub struct FuseAdapter {
     fs: Arc<MidasFs>,
     runtime: tokio::runtime::Handle,
     owner: Owner,
-    /// Directory snapshots per open directory, so that offsets stay valid across readdir calls.
-    dirs: Arc<DirSnapshots>,
-    next_dir_handle: std::sync::atomic::AtomicU64,
 }
 
 impl FuseAdapter {
@@ -49,8 +47,6 @@ impl FuseAdapter {
             fs,
             runtime,
             owner: Owner { uid, gid, umask: 0 },
-            dirs: Arc::default(),
-            next_dir_handle: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -84,8 +80,11 @@ impl FuseAdapter {
     /// `close` (the request `closing`) or `fsync` (none) of a handle: the upload of a file open
     /// for writing, answered when it is done.
     fn save(&self, ino: INodeNo, fh: FileHandle, closing: Option<&Request>, reply: ReplyEmpty) {
-        if !self.fs.is_write_handle(fh.0) {
-            return reply.ok();
+        if let Some(result) = self.fs.cached_flush(fh.0) {
+            return match result {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(errno_of("flush", &err)),
+            };
         }
         // Only now: every close of every file comes here, and this reads /proc.
         let closer = closing.map(process_of);
@@ -96,33 +95,13 @@ impl FuseAdapter {
             move |result| reply_empty(reply, result),
         );
     }
-
-    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Vec<Entry>>> {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned()
-    }
-
-    fn keep_snapshot(dirs: &DirSnapshots, fh: FileHandle, entries: &Arc<Vec<Entry>>) {
-        dirs.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh.0, Arc::clone(entries));
-    }
 }
 
-/// The listing each open directory handle reads, by handle.
-type DirSnapshots = Mutex<HashMap<u64, Arc<Vec<Entry>>>>;
-
-/// Logs a failed operation (EIO always with its cause, which the user cannot see otherwise).
+/// Logs a failed operation as loudly as its kind says (EIO always with its cause, which the
+/// user cannot see otherwise), and gives its errno.
 fn errno_of(what: &str, err: &FsError) -> Errno {
-    if err.is_io() || err.errno == libc::ETIMEDOUT {
-        log::warn!("{what}: {err}");
-    } else {
-        log::debug!("{what}: {err}");
-    }
-    Errno::from_i32(err.errno)
+    log::log!(err.kind.log_level(), "{what}: {err}");
+    Errno::from_i32(err.errno())
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
@@ -199,10 +178,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fh = self
-            .next_dir_handle
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        reply.opened(FileHandle(self.fs.opendir()), FopenFlags::empty());
     }
 
     fn readdir(
@@ -308,19 +284,13 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0);
+        self.fs.releasedir(fh.0);
         reply.ok();
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY || truncate {
-            if self.fs.read_only() {
-                return reply.error(Errno::EROFS);
-            }
             let fs = Arc::clone(&self.fs);
             let opener = process_of(req);
             return self.spawn(
@@ -331,10 +301,6 @@ impl Filesystem for FuseAdapter {
                     Err(errno) => reply.error(errno),
                 },
             );
-        }
-        // A reader of a file being written reads what is written so far.
-        if let Some(fh) = self.fs.join_if_writing(ino.0) {
-            return reply.opened(FileHandle(fh), FopenFlags::empty());
         }
         let opened = |open: OpenFile, reply: ReplyOpen| {
             let flags = if open.keep_cache {
@@ -393,12 +359,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        if self.fs.is_write_handle(fh.0) {
-            let fs = Arc::clone(&self.fs);
-            self.runtime
-                .spawn(async move { fs.release_write(fh.0).await });
-        }
+        self.fs.release_handle(fh.0);
         reply.ok();
     }
 
@@ -443,15 +404,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         // A local file write: fast enough to answer inline.
-        match self.fs.write(fh.0, offset, data) {
-            Ok((written, early)) => {
-                reply.written(written);
-                if let Some(early) = early {
-                    let fs = Arc::clone(&self.fs);
-                    self.runtime
-                        .spawn(async move { fs.send_early(early).await });
-                }
-            }
+        match self.fs.handle_write(fh.0, offset, data) {
+            Ok(written) => reply.written(written),
             Err(err) => reply.error(errno_of(&format!("write to inode {}", ino.0), &err)),
         }
     }
@@ -634,7 +588,7 @@ impl Filesystem for FuseAdapter {
     fn destroy(&mut self) {
         // Unmounting: whatever is still unsaved goes to the server now, or to recovery.
         let fs = Arc::clone(&self.fs);
-        self.runtime.block_on(async move { fs.save_all().await });
+        self.runtime.block_on(async move { fs.shutdown().await });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -718,22 +672,8 @@ impl FuseAdapter {
         file_attr
     }
 
-    /// The listing to answer a readdir with right away: the snapshot of this open directory for
-    /// a continued read, or a fresh cached listing for a new one.
-    fn listing_now(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Option<Arc<Vec<Entry>>> {
-        if offset > 0 {
-            if let Some(snapshot) = self.dir_snapshot(fh) {
-                return Some(snapshot);
-            }
-        }
-        let entries = self.fs.cached_listing(ino.0)?;
-        Self::keep_snapshot(&self.dirs, fh, &entries);
-        Some(entries)
-    }
-
-    /// Answers a readdir or readdirplus from the directory's listing: at once when it is in
-    /// memory, else from a worker once it is fetched (and kept for the handle's next reads).
-    /// A read from the start may be a step of a walk, which lists the next directories ahead.
+    /// Answers a readdir or readdirplus from the directory's listing for handle `fh`: at once
+    /// when it is in memory, else from a worker once it is fetched.
     fn with_listing<R: Send + 'static>(
         &self,
         what: &str,
@@ -743,25 +683,15 @@ impl FuseAdapter {
         reply: R,
         answer: impl FnOnce(Result<&[Entry], Errno>, R) + Send + 'static,
     ) {
-        if offset == 0 {
-            for dir in self.fs.walk_step(ino.0) {
-                let fs = Arc::clone(&self.fs);
-                self.runtime.spawn(async move { fs.list_ahead(dir).await });
-            }
-        }
-        if let Some(entries) = self.listing_now(ino, fh, offset) {
+        if let Some(entries) = self.fs.cached_readdir(ino.0, fh.0, offset) {
             return answer(Ok(&entries), reply);
         }
         let fs = Arc::clone(&self.fs);
-        let dirs = Arc::clone(&self.dirs);
         self.spawn(
             format!("{what} inode {}", ino.0),
-            async move { fs.listing(ino.0).await },
+            async move { fs.readdir(ino.0, fh.0).await },
             move |result| match result {
-                Ok(entries) => {
-                    Self::keep_snapshot(&dirs, fh, &entries);
-                    answer(Ok(&entries), reply)
-                }
+                Ok(entries) => answer(Ok(&entries), reply),
                 Err(errno) => answer(Err(errno), reply),
             },
         );
@@ -825,11 +755,47 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
 }
 
 fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    match xattr_answer(size, value) {
+        Ok(XattrAnswer::Size(len)) => reply.size(len),
+        Ok(XattrAnswer::Data(data)) => reply.data(data),
+        Err(errno) => reply.error(errno),
+    }
+}
+
+/// What a getxattr or listxattr with a buffer of `size` bytes answers.
+#[derive(Debug, PartialEq, Eq)]
+enum XattrAnswer<'a> {
+    /// The size the value needs (asked with a buffer of 0 bytes).
+    Size(u32),
+    Data(&'a [u8]),
+}
+
+/// The value when it fits the caller's buffer, its size when asked, else ERANGE.
+fn xattr_answer(size: u32, value: &[u8]) -> Result<XattrAnswer<'_>, Errno> {
     if size == 0 {
-        reply.size(value.len() as u32);
+        Ok(XattrAnswer::Size(value.len() as u32))
     } else if value.len() > size as usize {
-        reply.error(Errno::ERANGE);
+        Err(Errno::ERANGE)
     } else {
-        reply.data(value);
+        Ok(XattrAnswer::Data(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attribute_longer_than_the_callers_buffer_is_erange() {
+        assert_eq!(xattr_answer(3, b"abcd"), Err(Errno::ERANGE));
+        assert_eq!(xattr_answer(4, b"abcd"), Ok(XattrAnswer::Data(b"abcd")));
+        assert_eq!(xattr_answer(0, b"abcd"), Ok(XattrAnswer::Size(4)));
+    }
+
+    #[test]
+    fn a_name_longer_than_a_disk_filesystem_takes_is_enametoolong() {
+        let long = "x".repeat(crate::fs::names::NAME_MAX + 1);
+        assert_eq!(name_str(OsStr::new(&long)), Err(Errno::ENAMETOOLONG));
+        assert_eq!(name_str(OsStr::new("short")), Ok("short"));
     }
 }

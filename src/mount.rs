@@ -258,8 +258,10 @@ fn mount_and_serve(
         Some(spec) => runtime.block_on(resolve_root(&client, me.as_ref(), spec, args.read_only))?,
         None => MountRoot::Everything,
     };
+    // The filesystem's background work runs on this runtime.
+    let entered = runtime.enter();
     let fs = Arc::new(MidasFs::new(
-        client.clone(),
+        Arc::new(client.clone()),
         me.clone(),
         FsConfig {
             ttl: Duration::from_secs(args.ttl),
@@ -274,6 +276,7 @@ fn mount_and_serve(
             },
         },
     ));
+    drop(entered);
     runtime.block_on(fs.roll_back_previous());
     let handle = runtime.handle().clone();
     let adapter_fs = Arc::clone(&fs);

@@ -8,7 +8,7 @@
 //! a folder is set to the new privacy recursively (everything in it then has the folder's
 //! policies, Midas's `folder.set.privacy.recursive`).
 
-use super::error::{FsError, FsResult};
+use super::error::FsResult;
 use super::inode::NodeKind;
 use super::write::write_error;
 use super::{AttrChanged, MidasFs};
@@ -24,19 +24,19 @@ impl MidasFs {
     }
 
     /// Whether the node is readable by anyone (unknown nodes count as not).
-    pub(super) fn is_public(&self, ino: u64) -> bool {
+    pub(in crate::fs) fn is_public(&self, ino: u64) -> bool {
         self.nodes().get(&ino).is_some_and(|node| node.data.public)
     }
 
     /// Whether folder `id` is readable by anyone, as the server says now.
-    async fn folder_is_public(&self, id: Id) -> FsResult<bool> {
+    pub(in crate::fs) async fn folder_is_public(&self, id: Id) -> FsResult<bool> {
         let folder = self.client.folder_get(id).await?;
         Ok(folder.privacy_status == PRIVACY_PUBLIC)
     }
 
     /// After item `id` moved into folder `to` (its privacy now `privacy_status`): make it as
     /// public or private as `to`. Returns whether it is public.
-    pub(super) async fn match_item_access(
+    pub(in crate::fs) async fn match_item_access(
         &self,
         id: Id,
         privacy_status: i64,
@@ -58,7 +58,7 @@ impl MidasFs {
 
     /// After folder `id` moved into folder `to` (its privacy now `privacy_status`): make it and
     /// everything in it as public or private as `to`. Returns whether it is public.
-    pub(super) async fn match_folder_access(
+    pub(in crate::fs) async fn match_folder_access(
         &self,
         id: Id,
         privacy_status: i64,
@@ -90,7 +90,7 @@ impl MidasFs {
     }
 
     /// Shows node `ino` and whatever cached listings hold below it as public or private.
-    pub(super) fn mark_access_below(&self, ino: u64, public: bool) {
+    pub(in crate::fs) fn mark_access_below(&self, ino: u64, public: bool) {
         let mut pending = vec![ino];
         let mut seen = 0usize;
         while let Some(dir) = pending.pop() {
@@ -124,7 +124,7 @@ impl MidasFs {
 
     /// Shows a node the kernel may know as public or private, and has the kernel forget the
     /// permission bits it cached (until then it would keep them for up to the TTL).
-    fn set_node_public(&self, ino: u64, public: bool) {
+    pub(in crate::fs) fn set_node_public(&self, ino: u64, public: bool) {
         let known = match self.nodes().get_mut(&ino) {
             Some(node) => {
                 node.data.public = public;
@@ -139,7 +139,7 @@ impl MidasFs {
         }
     }
 
-    fn forget_listings_below(&self, ino: u64) {
+    pub(in crate::fs) fn forget_listings_below(&self, ino: u64) {
         let mut pending = vec![ino];
         while let Some(dir) = pending.pop() {
             if let Some(entries) = self.listings.last(dir) {
@@ -156,9 +156,9 @@ impl MidasFs {
 }
 
 /// Directories patched in memory after a recursive privacy change; beyond, listings are dropped.
-const MARK_LIMIT: usize = 10_000;
+pub(in crate::fs) const MARK_LIMIT: usize = 10_000;
 
-fn describe(public: bool) -> &'static str {
+pub(in crate::fs) fn describe(public: bool) -> &'static str {
     if public {
         "public"
     } else {
@@ -170,7 +170,7 @@ impl MidasFs {
     /// Rename's view of [`MidasFs::match_item_access`] or [`MidasFs::match_folder_access`]:
     /// whether the moved object is public now, or, when its access could not be made to match its
     /// new folder, an error saying so (the object did move: both folders' listings are dropped).
-    pub(super) fn moved_access(
+    pub(in crate::fs) fn moved_access(
         &self,
         matched: FsResult<bool>,
         from: u64,
@@ -180,13 +180,11 @@ impl MidasFs {
         matched.map_err(|err| {
             self.listings.remove(from);
             self.listings.remove(to);
-            FsError::new(
-                err.errno,
-                format!(
-                    "{name} moved, but its access could not be made to match its new folder: {}",
-                    err.detail
-                ),
-            )
+            let detail = format!(
+                "{name} moved, but its access could not be made to match its new folder: {}",
+                err.detail
+            );
+            err.context(detail)
         })
     }
 }

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::codes;
 use super::envelope;
 use super::error::Error;
 use super::redact::redact;
@@ -278,7 +279,7 @@ impl Client {
             .map_err(|err| {
                 Error::Io(std::io::Error::other(format!(
                     "cannot set up the HTTP client: {}",
-                    transfer::error_chain(&err)
+                    super::error::error_chain(&err)
                 )))
             })?;
         Ok(Client {
@@ -445,7 +446,7 @@ impl Client {
             .await
         {
             Err(Error::Api {
-                code: -151,
+                code: codes::INVALID_POLICY,
                 message,
                 ..
             }) if message.contains("at least one revision") => Ok(Vec::new()),
@@ -688,7 +689,7 @@ impl Client {
             // What Midas answers for a token it does not know; `perform` would say -141.
             return Err(Error::Api {
                 method: call.method.into(),
-                code: -141,
+                code: codes::INVALID_UPLOAD_TOKEN,
                 message: "Invalid upload token (no upload in progress)".into(),
             });
         }
@@ -736,7 +737,7 @@ impl Client {
             .await
         {
             Err(Error::Api {
-                code: -105,
+                code: codes::UPLOAD_FAILED,
                 message,
                 ..
             }) => held_after_short_upload(&message).ok_or_else(|| Error::Decode {
@@ -1126,14 +1127,14 @@ impl Client {
             .await
             .map_err(|err| match err {
                 Error::Api {
-                    code: -150,
+                    code: codes::INVALID_PARAMETER,
                     message,
                     ..
                 } if message == "Login failed" => {
                     Error::Auth(format!("wrong email or password for {email}"))
                 }
                 Error::Api {
-                    code: -150,
+                    code: codes::INVALID_PARAMETER,
                     message,
                     ..
                 } if message.contains("no default API key") => Error::Auth(format!(
@@ -1206,10 +1207,10 @@ fn origin(url: &Url) -> String {
 fn login_refused(email: &str, err: Error) -> Error {
     match err {
         // A known email with a wrong key: code 0 and no message at all.
-        Error::Api { code: 0, .. } => Error::Auth(format!(
+        Error::Api { code: codes::MODEL_ERROR, .. } => Error::Auth(format!(
             "Midas refused the API key for {email} (a wrong key, or a Default key that changed with the password)"
         )),
-        Error::Api { code: -150, message, .. } if message.starts_with("Unable to authenticate") => {
+        Error::Api { code: codes::INVALID_PARAMETER, message, .. } if message.starts_with("Unable to authenticate") => {
             Error::Auth(format!("Midas has no account with the email {email}"))
         }
         other => other,

@@ -1,9 +1,12 @@
 //! What can go wrong when talking to a Midas server.
 //!
 //! Messages never carry secrets: URLs are redacted (see [`super::redact`]) and reqwest errors are
-//! stripped of their URL before they are kept as a source.
+//! stripped of their URL before they are kept as a source. This module depends on no other of
+//! the client's: they all use it.
 
 use std::time::Duration;
+
+use super::codes;
 
 /// An error from the Midas client. The filesystem layer maps these to errno values.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +22,11 @@ pub enum Error {
     #[error("{method}: no answer from the server within {after:?}")]
     Timeout { method: String, after: Duration },
     /// The connection could not be made or broke before an answer arrived.
-    #[error("cannot reach {url}: {}", super::transfer::error_chain(.source))]
+    #[error("cannot reach {url}: {}", error_chain(.source.as_ref()))]
     Unreachable {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An HTTP status other than success (Midas itself only does this for PHP fatal errors and
     /// `/download` failures; proxies do it when the server is down).
@@ -80,8 +83,24 @@ impl Error {
     /// Midas's answer to an unknown or expired token (code −101 is also "unknown method",
     /// which must not trigger a new login).
     pub(crate) fn is_invalid_token(&self) -> bool {
-        matches!(self, Error::Api { code: -101, message, .. } if message == "Invalid token")
+        matches!(self, Error::Api { code: codes::INVALID_TOKEN, message, .. }
+            if message == codes::INVALID_TOKEN_MESSAGE)
     }
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -3,12 +3,13 @@
 
 use std::io::{self, SeekFrom};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use log::debug;
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -16,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_util::io::ReaderStream;
 
-use super::error::Error;
+use super::error::{error_chain, Error};
 use super::Result;
 
 /// How much of a file an upload reads at a time.
@@ -45,6 +46,8 @@ enum Body {
     /// caller's buffer by [`ByteStream::fill`], which spares a copy of every byte. With the
     /// body bytes the server's Content-Length says are still to come (`u64::MAX` without one).
     Socket(TcpStream, u64),
+    /// Chunks from elsewhere: the in-memory server of the tests (see [`ByteStream::from_chunks`]).
+    Chunks(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
 }
 
 impl std::fmt::Debug for ByteStream {
@@ -84,6 +87,22 @@ impl ByteStream {
         };
         stream.pending = stream.take_expected(pending);
         stream
+    }
+
+    /// A download whose bytes come from `chunks` (the in-memory server of the tests), read with
+    /// the same stall timeout and length checks as a server's: a stream that ends early is a
+    /// short read, one that waits longer than `stall` for its next chunk a timeout.
+    pub fn from_chunks(
+        chunks: impl Stream<Item = Bytes> + Send + 'static,
+        expected: u64,
+        stall: Duration,
+    ) -> ByteStream {
+        ByteStream::with_body(
+            Body::Chunks(Box::pin(chunks)),
+            Bytes::new(),
+            expected,
+            stall,
+        )
     }
 
     /// A download of nothing (the offset is at or past the end): no request is made, because
@@ -185,29 +204,38 @@ impl ByteStream {
         Ok(())
     }
 
-    /// The next non-empty chunk of a reqwest body, cut at the expected length.
+    /// The next non-empty chunk of a reqwest body (or of chunks from elsewhere), cut at the
+    /// expected length.
     async fn next_client_chunk(&mut self) -> Result<Bytes> {
         loop {
-            let Some(Body::Client(response)) = self.body.as_mut() else {
-                return Err(self.short_read());
-            };
-            let chunk = match timeout(self.stall, response.chunk()).await {
-                Err(_) => return Err(self.stalled()),
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Ok(None)) => {
-                    self.body = None;
-                    return Err(self.short_read());
-                }
-                Ok(Err(err)) => {
-                    debug!(
-                        "download broke after {} of {} bytes: {}",
-                        self.received,
-                        self.expected,
-                        error_chain(&err.without_url())
-                    );
-                    self.body = None;
-                    return Err(self.short_read());
-                }
+            let chunk = match self.body.as_mut() {
+                Some(Body::Client(response)) => match timeout(self.stall, response.chunk()).await {
+                    Err(_) => return Err(self.stalled()),
+                    Ok(Ok(Some(chunk))) => chunk,
+                    Ok(Ok(None)) => {
+                        self.body = None;
+                        return Err(self.short_read());
+                    }
+                    Ok(Err(err)) => {
+                        debug!(
+                            "download broke after {} of {} bytes: {}",
+                            self.received,
+                            self.expected,
+                            error_chain(&err.without_url())
+                        );
+                        self.body = None;
+                        return Err(self.short_read());
+                    }
+                },
+                Some(Body::Chunks(chunks)) => match timeout(self.stall, chunks.next()).await {
+                    Err(_) => return Err(self.stalled()),
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        self.body = None;
+                        return Err(self.short_read());
+                    }
+                },
+                _ => return Err(self.short_read()),
             };
             if !chunk.is_empty() {
                 return Ok(self.take_expected(chunk));
@@ -498,7 +526,7 @@ pub(crate) fn transport_error(
     } else if err.is_connect() || err.is_request() || err.is_body() {
         Error::Unreachable {
             url: url.to_owned(),
-            source: err,
+            source: Box::new(err),
         }
     } else {
         Error::NotMidas {
@@ -506,21 +534,6 @@ pub(crate) fn transport_error(
             detail: error_chain(&err),
         }
     }
-}
-
-/// An error and its causes on one line ("error sending request: connection refused").
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// What the upload body has done so far, shared with the watchdog in [`send_watched`].

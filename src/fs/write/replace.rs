@@ -14,7 +14,9 @@
 
 use std::path::Path;
 
-use super::{write_error, Container, Target, Uploaded};
+use super::upload::{skipped_upload, Uploaded};
+use super::{write_error, Container, Target};
+use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeKind};
 use crate::fs::spool::SpoolFile;
 use crate::fs::{bitstream_info, names, Entry, FsError, FsResult, MidasFs};
@@ -22,7 +24,7 @@ use crate::midas::types::{Id, MetadataValue};
 use crate::midas::UploadRevision;
 
 /// A fresh item's content as the server holds it.
-struct Content {
+pub(in crate::fs) struct Content {
     md5: String,
     size: u64,
     bitstream: Option<BitstreamInfo>,
@@ -32,7 +34,7 @@ impl MidasFs {
     /// `rename(source, target)` where `target` exists in a folder: if `source` is a file this
     /// mount just made and `target` a single-file item, the source's content becomes a new
     /// revision of the target (see the module's documentation), and true is returned.
-    pub(super) async fn save_over(
+    pub(in crate::fs) async fn save_over(
         &self,
         source: &Entry,
         target: &Entry,
@@ -129,7 +131,11 @@ impl MidasFs {
     /// `unlink` of vim's backup: `entry` is an item this mount renamed away from a name that
     /// now holds a fresh item. The fresh content becomes a new revision of the renamed item,
     /// which takes its name back; the fresh item goes. True if that was the case.
-    pub(super) async fn unlink_renamed_away(&self, parent: u64, entry: &Entry) -> FsResult<bool> {
+    pub(in crate::fs) async fn unlink_renamed_away(
+        &self,
+        parent: u64,
+        entry: &Entry,
+    ) -> FsResult<bool> {
         let item = match &entry.data.kind {
             NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => item.clone(),
             _ => return Ok(false),
@@ -176,7 +182,10 @@ impl MidasFs {
 
     /// The inode the kernel knows a listed file by, and the file if it is open for writing: a
     /// new file keeps the inode it was created with after its upload made it an item.
-    fn open_file_of(&self, entry: &Entry) -> (u64, Option<std::sync::Arc<super::WriteFile>>) {
+    pub(in crate::fs) fn open_file_of(
+        &self,
+        entry: &Entry,
+    ) -> (u64, Option<std::sync::Arc<super::WriteFile>>) {
         if let Some(file) = self.writes.files().get(&entry.ino) {
             return (entry.ino, Some(std::sync::Arc::clone(file)));
         }
@@ -189,7 +198,7 @@ impl MidasFs {
     }
 
     /// What the server holds of a fresh item: its head's only bitstream.
-    async fn content_of(&self, item_id: Id) -> FsResult<Content> {
+    pub(in crate::fs) async fn content_of(&self, item_id: Id) -> FsResult<Content> {
         let item = self.client.item_get(item_id).await?;
         let only = item
             .head()
@@ -199,7 +208,7 @@ impl MidasFs {
             })
             .ok_or_else(|| {
                 FsError::new(
-                    libc::EIO,
+                    Kind::Io,
                     format!("item {item_id} changed on the server while it was saved"),
                 )
             })?;
@@ -212,7 +221,7 @@ impl MidasFs {
     }
 
     /// A fresh item that became part of another goes.
-    async fn remove_fresh(&self, item_id: Id) {
+    pub(in crate::fs) async fn remove_fresh(&self, item_id: Id) {
         self.writes.fresh().remove(&item_id);
         self.delete_quietly(item_id).await;
     }
@@ -220,7 +229,7 @@ impl MidasFs {
     /// A new revision of `item` holding `content` (see the module's documentation), with the
     /// metadata of the revision before; `shown` is the name the mount shows it under. Content
     /// the head holds already makes no revision.
-    async fn revise_with(
+    pub(in crate::fs) async fn revise_with(
         &self,
         item: &ItemInfo,
         content: &Content,
@@ -273,7 +282,7 @@ impl MidasFs {
 
     /// Adds `content` to the item's latest revision as `file_name`: by its checksum, or sent
     /// (from `local`, or else downloaded from the fresh item) if the server lacks it.
-    async fn fill_by_checksum(
+    pub(in crate::fs) async fn fill_by_checksum(
         &self,
         item_id: Id,
         file_name: &str,
@@ -298,7 +307,7 @@ impl MidasFs {
                 downloaded = Some(spool);
                 path
             }
-            (None, None) => return Err(super::skipped_upload(item_id)),
+            (None, None) => return Err(skipped_upload(item_id)),
         };
         self.client
             .upload_perform(
@@ -318,7 +327,7 @@ impl MidasFs {
 
     /// Sets the metadata of an item's old head on its new head (Midas keeps metadata per
     /// revision).
-    pub(super) async fn carry_metadata(
+    pub(in crate::fs) async fn carry_metadata(
         &self,
         item_id: Id,
         metadata: &[MetadataValue],
@@ -338,7 +347,13 @@ impl MidasFs {
     /// After a save by rename: the name `shown.name` in `dir` is the item `shown`, and the
     /// kernel's inode of the renamed file (`renamed`) shows it too until the kernel looks the
     /// name up again, as does any inode of the fresh item `fresh` it was.
-    fn show_replaced(&self, renamed: u64, fresh: Option<Id>, shown: &Entry, dir: u64) {
+    pub(in crate::fs) fn show_replaced(
+        &self,
+        renamed: u64,
+        fresh: Option<Id>,
+        shown: &Entry,
+        dir: u64,
+    ) {
         let old_canonical = self.canonical_ino(renamed);
         {
             let mut mtimes = self.writes.mtimes();

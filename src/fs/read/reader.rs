@@ -17,8 +17,9 @@ use lru::LruCache;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::error::{FsError, FsResult};
-use crate::midas::{types::Id, Client};
+use crate::fs::error::Kind;
+use crate::fs::error::{FsError, FsResult};
+use crate::midas::{types::Id, Api};
 
 /// Unit of caching and of random reads. As large as the kernel's largest READ (1 MiB), so that a
 /// READ is served from one block without copying.
@@ -135,7 +136,7 @@ impl CacheInner {
 
 /// The reading side of one open file.
 pub struct FileReader {
-    client: Client,
+    client: Api,
     cache: Arc<BlockCache>,
     bitstream: Id,
     size: u64,
@@ -156,7 +157,7 @@ struct ReadState {
 
 impl FileReader {
     pub fn new(
-        client: Client,
+        client: Api,
         cache: Arc<BlockCache>,
         bitstream: Id,
         size: u64,
@@ -236,7 +237,7 @@ impl FileReader {
                     prefetch.consumed(index.saturating_sub(1), state.window);
                     if tokio::time::timeout(self.stall * 2, arrived).await.is_err() {
                         return Err(FsError::new(
-                            libc::ETIMEDOUT,
+                            Kind::TimedOut,
                             format!(
                                 "bitstream {}: no data for {:?}",
                                 self.bitstream,
@@ -247,7 +248,7 @@ impl FileReader {
                 }
                 None if sequential => {
                     if let Some(failed) = state.prefetch.as_ref().and_then(Prefetch::failure) {
-                        if failed.errno == libc::ETIMEDOUT {
+                        if failed.kind == Kind::TimedOut {
                             state.prefetch = None;
                             state.stalled = Some((Instant::now(), failed.clone()));
                             return Err(failed);
@@ -266,7 +267,7 @@ impl FileReader {
                 None => {
                     let block = self.fetch_one(index).await;
                     if let Err(err) = &block {
-                        if err.errno == libc::ETIMEDOUT {
+                        if err.kind == Kind::TimedOut {
                             state.stalled = Some((Instant::now(), err.clone()));
                         }
                     }
@@ -382,7 +383,7 @@ impl Drop for Prefetch {
 }
 
 async fn prefetch(
-    client: Client,
+    client: Api,
     cache: Arc<BlockCache>,
     bitstream: Id,
     size: u64,
@@ -396,7 +397,7 @@ async fn prefetch(
 }
 
 async fn stream_blocks(
-    client: &Client,
+    client: &Api,
     cache: &BlockCache,
     bitstream: Id,
     size: u64,

@@ -24,7 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
-use super::error::{FsError, FsResult};
+use crate::fs::error::Kind;
+use crate::fs::error::{FsError, FsResult};
 
 const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
@@ -80,7 +81,7 @@ impl Budget {
         let mut used = self.lock();
         if used.saturating_add(bytes) > self.max {
             return Err(FsError::new(
-                libc::ENOSPC,
+                Kind::NoSpace,
                 format!(
                     "the spool is full ({} of {} bytes in files being written; see --spool-size)",
                     *used, self.max
@@ -317,7 +318,7 @@ fn process_alive(pid: i32) -> bool {
 
 fn io_error(doing: &str, path: &Path, err: &std::io::Error) -> FsError {
     FsError::new(
-        err.raw_os_error().unwrap_or(libc::EIO),
+        err.raw_os_error().map_or(Kind::Io, Kind::Local),
         format!("{doing} {}: {err}", path.display()),
     )
 }
@@ -669,10 +670,10 @@ mod tests {
         let mut a = spool.create().unwrap();
         a.write_at(0, b"12345678").unwrap();
         let mut b = spool.create().unwrap();
-        assert_eq!(b.write_at(0, b"abc").unwrap_err().errno, libc::ENOSPC);
+        assert_eq!(b.write_at(0, b"abc").unwrap_err().errno(), libc::ENOSPC);
         // Overwriting inside the file needs no room.
         a.write_at(0, b"xx").unwrap();
-        assert_eq!(a.set_len(20).unwrap_err().errno, libc::ENOSPC);
+        assert_eq!(a.set_len(20).unwrap_err().errno(), libc::ENOSPC);
         drop(a);
         b.write_at(0, b"abc").unwrap();
         assert_eq!(b.len(), 3);

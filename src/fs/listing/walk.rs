@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::Semaphore;
 
-use super::{MidasFs, Purpose};
+use super::Purpose;
+use crate::fs::MidasFs;
 
 /// Two subdirectories of one directory read this close together make a walk.
 const WALK_WINDOW: Duration = Duration::from_secs(10);
@@ -27,13 +28,13 @@ const WALK_WINDOW: Duration = Duration::from_secs(10);
 const AHEAD_PER_STEP: usize = 32;
 const AHEAD_AT_ONCE: usize = 4;
 /// The largest `folder.children` answer read ahead of a walk (about 3,000 entries).
-pub(super) const AHEAD_ANSWER_LIMIT: usize = 1 << 20;
+pub(in crate::fs) const AHEAD_ANSWER_LIMIT: usize = 1 << 20;
 /// The most entries of a folder listed ahead (each item of it costs an `item.get`).
-pub(super) const AHEAD_MAX_ENTRIES: usize = 1000;
+pub(in crate::fs) const AHEAD_MAX_ENTRIES: usize = 1000;
 /// Directories whose last subdirectory read is remembered.
 const REMEMBERED: usize = 1024;
 
-pub(super) struct WalkAhead {
+pub(in crate::fs) struct WalkAhead {
     /// For each directory, the subdirectory a program read last, and when.
     last_read: Mutex<LruCache<u64, (u64, Instant)>>,
     /// Directories being listed ahead.

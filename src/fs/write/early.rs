@@ -22,15 +22,15 @@ use std::path::PathBuf;
 
 use tokio::sync::{oneshot, watch};
 
-use super::{names, MidasFs};
+use crate::fs::{names, MidasFs};
 use crate::midas::types::Id;
 use crate::midas::{UploadPart, UploadRevision};
 
 /// New files written in order start uploading once they reach this size. Smaller ones are
 /// sent at close, after the dedup question (a round trip that can spare the whole upload).
-pub(super) const EARLY_MIN_SIZE: u64 = 64 << 20;
+pub(in crate::fs) const EARLY_MIN_SIZE: u64 = 64 << 20;
 /// The bytes each part sends.
-const PART_SIZE: u64 = 32 << 20;
+pub(in crate::fs) const PART_SIZE: u64 = 32 << 20;
 
 /// How far the file is written in order, and whether the sender should stop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,14 +42,14 @@ pub struct Progress {
 /// What the sender got done: the item it made for the file, the upload's token, and how many
 /// bytes Midas holds (None when unknown after an error: ask `getoffset`).
 #[derive(Debug, Default)]
-pub(super) struct Sent {
+pub(in crate::fs) struct Sent {
     pub item_id: Option<Id>,
     pub token: Option<String>,
     pub held: Option<u64>,
 }
 
 /// A file's early upload.
-pub(super) enum EarlyUpload {
+pub(in crate::fs) enum EarlyUpload {
     /// Starts when the file reaches [`EARLY_MIN_SIZE`], written in order.
     Waiting,
     /// Not for this file, or over.
@@ -72,7 +72,7 @@ pub struct EarlyStart {
 }
 
 /// An early upload, stopped: what was sent, and whether it is still the file's beginning.
-pub(super) struct Stopped {
+pub(in crate::fs) struct Stopped {
     pub sent: Sent,
     pub spoiled: bool,
 }
@@ -170,7 +170,7 @@ impl EarlyUpload {
 }
 
 /// The name rsync's temporary file `.NAME.XXXXXX` stands in for.
-fn rsync_temp_target(name: &str) -> Option<&str> {
+pub(in crate::fs) fn rsync_temp_target(name: &str) -> Option<&str> {
     let (target, suffix) = name.strip_prefix('.')?.rsplit_once('.')?;
     (suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) && !target.is_empty())
         .then_some(target)
@@ -198,7 +198,7 @@ impl MidasFs {
         let _ = reply.send(sent);
     }
 
-    async fn send_parts(
+    pub(in crate::fs) async fn send_parts(
         &self,
         folder: Id,
         midas_name: &str,
@@ -258,7 +258,11 @@ impl MidasFs {
 
     /// Clears up after an early upload that will not be finished: the bytes Midas keeps for an
     /// unfinished upload would stay for ever, so they are committed, and the item goes.
-    pub(super) async fn discard_early(&self, stopped: Option<Stopped>, path: &std::path::Path) {
+    pub(in crate::fs) async fn discard_early(
+        &self,
+        stopped: Option<Stopped>,
+        path: &std::path::Path,
+    ) {
         let Some(Stopped { sent, .. }) = stopped else {
             return;
         };
@@ -298,7 +302,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rsync_temporaries_of_existing_names_are_not_sent_early() {
+    pub(in crate::fs) fn rsync_temporaries_of_existing_names_are_not_sent_early() {
         assert_eq!(rsync_temp_target(".data.bin.Ab12Cd"), Some("data.bin"));
         assert_eq!(rsync_temp_target("data.bin.Ab12Cd"), None);
         assert_eq!(rsync_temp_target(".data.bin"), None);
@@ -314,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_out_of_order_stops_it() {
+    pub(in crate::fs) fn a_write_out_of_order_stops_it() {
         let mut early = EarlyUpload::Waiting;
         let start = || Some((1, "f".to_owned(), PathBuf::from("/nonexistent")));
         assert!(early.wrote(true, 1024, start).is_none());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::Entry;
+use crate::fs::Entry;
 
 /// Entries kept over all listings (a few hundred bytes each), least recently used dropped first.
 const MAX_ENTRIES: usize = 100_000;

@@ -1,0 +1,316 @@
+//! The filesystem on the in-memory Midas ([`crate::midas::fake`]), without FUSE: the seam
+//! works both ways (what the server holds is listed, what is written reaches the server).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::inode::{FileKind, ROOT};
+use super::spool::SpoolConfig;
+use super::{FsConfig, MidasFs, MountRoot};
+use crate::midas::fake::{FakeMidas, Fault};
+
+/// A mount of the user's Public folder, and the directory its spool lives in.
+fn mount(midas: &Arc<FakeMidas>) -> (MidasFs, tempfile::TempDir) {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let config = FsConfig {
+        ttl: Duration::from_secs(60),
+        items_as_dirs: false,
+        read_only: false,
+        cache_bytes: 16 << 20,
+        stall_timeout: Duration::from_millis(300),
+        root: MountRoot::Folder {
+            id: midas.public_folder(),
+            writable: true,
+        },
+        spool: SpoolConfig {
+            dir: spool.path().to_owned(),
+            max_bytes: 1 << 30,
+        },
+    };
+    let api: crate::midas::Api = Arc::clone(midas) as _;
+    (MidasFs::new(api, midas.me(), config), spool)
+}
+
+#[tokio::test]
+async fn a_file_on_the_server_is_listed_and_read() {
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    midas.add_file(midas.public_folder(), "hello.txt", b"hello");
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "hello.txt").await.expect("lookup");
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 5));
+    let open = fs.open(attr.ino).await.expect("open");
+    let bytes = fs.read(open.fh, 0, 100).await.expect("read");
+    assert_eq!(&bytes[..], b"hello");
+}
+
+#[tokio::test]
+async fn a_new_file_reaches_the_server_when_it_is_closed() {
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let (fs, _spool) = mount(&midas);
+    let (_, fh) = fs.create(ROOT, "new.txt", 42).expect("create");
+    fs.write(fh, 0, b"some bytes").expect("write");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    let item = midas
+        .child_item(midas.public_folder(), "new.txt")
+        .expect("item");
+    assert_eq!(midas.content(item).expect("content"), b"some bytes");
+}
+
+#[tokio::test]
+async fn a_refused_upload_fails_the_close_and_keeps_the_data_for_recovery() {
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let (fs, _spool) = mount(&midas);
+    let (_, fh) = fs.create(ROOT, "lost.txt", 42).expect("create");
+    fs.write(fh, 0, b"keep me").expect("write");
+    midas.fail_always("midas.upload.*", Fault::Http(503));
+    let err = fs.flush(fh, Some(42)).await.expect_err("the upload fails");
+    assert_eq!(err.errno(), libc::EIO);
+    fs.release_write(fh).await;
+    let kept: Vec<_> = std::fs::read_dir(fs.status().recovery_dir)
+        .expect("recovery dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"keep me"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the data is in the recovery directory");
+}
+
+// ---- SEMANTICS.md's errno table, the rows no kernel test covers ----
+
+/// The errno of a failed operation.
+fn errno<T>(result: super::FsResult<T>) -> i32 {
+    match result {
+        Ok(_) => panic!("the operation succeeded"),
+        Err(err) => err.errno(),
+    }
+}
+
+fn server() -> Arc<FakeMidas> {
+    Arc::new(FakeMidas::new(Duration::from_millis(300)))
+}
+
+#[tokio::test]
+async fn unlinking_a_directory_is_eisdir() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.unlink(ROOT, "dir").await), libc::EISDIR);
+}
+
+#[tokio::test]
+async fn renaming_a_file_over_a_directory_is_eisdir_and_the_reverse_enotdir() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(
+        errno(fs.rename(ROOT, "file", ROOT, "dir", false).await),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT, "dir", ROOT, "file", false).await),
+        libc::ENOTDIR
+    );
+}
+
+#[tokio::test]
+async fn removing_a_file_as_a_directory_is_enotdir() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.rmdir(ROOT, "file").await), libc::ENOTDIR);
+}
+
+#[tokio::test]
+async fn a_change_midas_refuses_is_eacces() {
+    let midas = server();
+    midas.deny_writes(midas.public_folder());
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.mkdir(ROOT, "dir").await), libc::EACCES);
+}
+
+#[tokio::test]
+async fn moving_a_file_into_an_item_directory_is_exdev() {
+    let midas = server();
+    let item = midas.add_item(midas.public_folder(), "data");
+    midas.add_bitstream(item, "a", b"a");
+    midas.add_bitstream(item, "b", b"b");
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    let data = fs.lookup(ROOT, "data").await.expect("item directory");
+    assert_eq!(data.kind, FileKind::Directory);
+    assert_eq!(
+        errno(fs.rename(ROOT, "file", data.ino, "file", false).await),
+        libc::EXDEV
+    );
+}
+
+#[tokio::test]
+async fn a_metadata_value_that_is_not_text_is_einval_and_so_is_readlink_of_a_file() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "file", b"x");
+    let (fs, _spool) = mount(&midas);
+    let file = fs.lookup(ROOT, "file").await.expect("file");
+    let set = fs.setxattr(file.ino, "user.midas.meta.note", &[0xff, 0xfe], 0);
+    assert_eq!(errno(set.await), libc::EINVAL);
+    assert_eq!(errno(fs.readlink(file.ino)), libc::EINVAL);
+}
+
+#[tokio::test]
+async fn metadata_of_a_folder_is_enotsup() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let (fs, _spool) = mount(&midas);
+    let dir = fs.lookup(ROOT, "dir").await.expect("dir");
+    let set = fs.setxattr(dir.ino, "user.midas.meta.note", b"x", 0);
+    assert_eq!(errno(set.await), libc::ENOTSUP);
+}
+
+#[tokio::test]
+async fn an_inode_the_filesystem_does_not_know_is_estale() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.getattr(0xdead_beef)), libc::ESTALE);
+}
+
+#[tokio::test]
+async fn a_file_changed_on_the_server_since_this_mount_saved_it_is_estale() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let (attr, fh) = fs.create(ROOT, "new", 42).expect("create");
+    fs.write(fh, 0, b"mine").expect("write");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    let item = midas
+        .child_item(midas.public_folder(), "new")
+        .expect("item");
+    midas.add_bitstream(item, "another", b"theirs");
+    assert_eq!(errno(fs.open(attr.ino).await), libc::ESTALE);
+}
+
+#[tokio::test]
+async fn a_handle_that_is_not_open_is_ebadf() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.read(0xbad, 0, 10).await), libc::EBADF);
+    assert_eq!(errno(fs.write(0xbad, 0, b"x")), libc::EBADF);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_etimedout() {
+    let midas = server();
+    midas.fail_always("*", Fault::Stall);
+    let (fs, _spool) = mount(&midas);
+    let started = std::time::Instant::now();
+    assert_eq!(errno(fs.lookup(ROOT, "anything").await), libc::ETIMEDOUT);
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+}
+
+#[tokio::test]
+async fn a_server_error_is_eio() {
+    let midas = server();
+    midas.fail_always("midas.folder.children", Fault::Http(500));
+    let (fs, _spool) = mount(&midas);
+    assert_eq!(errno(fs.lookup(ROOT, "anything").await), libc::EIO);
+}
+
+// ---- state the FUSE adapter used to hold ----
+
+#[tokio::test]
+async fn a_directory_handle_reads_the_listing_it_started_with() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "a", b"a");
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let fh = fs.opendir();
+    let first = match fs.cached_readdir(ROOT, fh, 0) {
+        Some(entries) => entries,
+        None => fs.readdir(ROOT, fh).await.expect("readdir"),
+    };
+    assert_eq!(first.len(), 1);
+    fs.mkdir(ROOT, "d").await.expect("mkdir");
+    let continued = fs.cached_readdir(ROOT, fh, 1).expect("in memory");
+    assert_eq!(
+        continued.len(),
+        1,
+        "the handle goes on with its own listing"
+    );
+    let other = fs.opendir();
+    let fresh = fs.cached_readdir(ROOT, other, 0).expect("in memory");
+    assert_eq!(fresh.len(), 2, "a new handle sees the new directory");
+    fs.releasedir(fh);
+    fs.releasedir(other);
+}
+
+#[tokio::test]
+async fn unmount_waits_for_an_upload_a_last_release_started() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let (_, fh) = fs.create(ROOT, "late", 42).expect("create");
+    fs.handle_write(fh, 0, b"written, never closed by its opener")
+        .expect("write");
+    midas.fail(
+        "midas.upload.generatetoken",
+        Fault::Delay(Duration::from_millis(200)),
+    );
+    // No flush: the last release uploads, in the background.
+    fs.release_handle(fh);
+    assert!(midas.child_item(midas.public_folder(), "late").is_none());
+    fs.shutdown().await;
+    let item = midas
+        .child_item(midas.public_folder(), "late")
+        .expect("item");
+    assert_eq!(
+        midas.content(item).expect("content"),
+        b"written, never closed by its opener"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_of_a_file_being_written_reads_what_is_written_so_far() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let (attr, fh) = fs.create(ROOT, "growing", 42).expect("create");
+    fs.write(fh, 0, b"so far").expect("write");
+    let reader = fs.cached_open(attr.ino).expect("answered").expect("open");
+    assert_eq!(
+        &fs.read(reader.fh, 0, 100).await.expect("read")[..],
+        b"so far"
+    );
+}
+
+#[tokio::test]
+async fn reading_a_second_subfolder_lists_the_next_ones_ahead_in_the_background() {
+    let midas = server();
+    let top = midas.add_folder(midas.public_folder(), "top");
+    for i in 0..6 {
+        let sub = midas.add_folder(top, &format!("sub{i}"));
+        midas.add_file(sub, "f.txt", b"f");
+    }
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let top = fs.lookup(ROOT, "top").await.expect("top").ino;
+    // As readdirplus does: the kernel now holds every entry.
+    for entry in fs.listing(top).await.expect("listing").iter() {
+        fs.remember(top, entry);
+    }
+    let read = |name: &'static str| {
+        let fs = Arc::clone(&fs);
+        async move {
+            let dir = fs.lookup(top, name).await.expect("subfolder").ino;
+            let fh = fs.opendir();
+            if fs.cached_readdir(dir, fh, 0).is_none() {
+                fs.readdir(dir, fh).await.expect("readdir");
+            }
+        }
+    };
+    read("sub0").await;
+    let before = midas.count("midas.folder.children");
+    read("sub1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while midas.count("midas.folder.children") < before + 5 {
+        assert!(std::time::Instant::now() < deadline, "nothing listed ahead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,331 @@
+//! A directory's entries from what Midas answers: the virtual top (`communities`, `users`,
+//! `home`), communities, users, a folder's folders and items (an item shown as a file when it
+//! holds one bitstream of its name), an item directory's bitstreams; names made unique.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::{walk, Purpose};
+use crate::fs::error::Kind;
+use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME};
+use crate::fs::names::{self, Origin};
+use crate::fs::{time, Entry, FsError, FsResult, MidasFs};
+use crate::midas::codes;
+use crate::midas::types::{Id, Item, User, PRIVACY_PUBLIC};
+
+/// How many `item.get` calls one listing keeps in flight.
+pub(in crate::fs) const ITEM_GET_CONCURRENCY: usize = 32;
+/// How long an item's details are reused by new listings that show it unchanged; after that
+/// it is asked for again (see [`inode::ItemStamp`]).
+pub(in crate::fs) const ITEM_DETAILS_MAX_AGE: Duration = Duration::from_secs(600);
+/// `midas.user.list` needs a limit; the mount lists this many users at most.
+pub(in crate::fs) const USER_LIST_LIMIT: u32 = 10_000;
+
+impl MidasFs {
+    pub(in crate::fs) async fn fetch_listing(
+        &self,
+        ino: u64,
+        kind: &NodeKind,
+        writable: bool,
+        purpose: Purpose,
+    ) -> FsResult<Vec<Entry>> {
+        match kind {
+            NodeKind::Root => Ok(self.root_entries()),
+            NodeKind::Communities => self.community_entries().await,
+            NodeKind::Users => self.user_entries().await,
+            NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable, purpose).await,
+            NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
+            NodeKind::Home { .. }
+            | NodeKind::ItemFile { .. }
+            | NodeKind::SavedFile { .. }
+            | NodeKind::Bitstream { .. }
+            | NodeKind::NewFile { .. } => Err(FsError::new(Kind::NotDir, "not a directory")),
+        }
+    }
+
+    pub(in crate::fs) fn virtual_dir(&self, kind: NodeKind, name: &str) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            ino: kind.ino(None),
+            data: NodeData {
+                kind,
+                mtime: self.mounted_at,
+                writable: false,
+                public: true,
+            },
+        }
+    }
+
+    pub(in crate::fs) fn root_entries(&self) -> Vec<Entry> {
+        let mut entries = vec![
+            self.virtual_dir(NodeKind::Communities, "communities"),
+            self.virtual_dir(NodeKind::Users, "users"),
+        ];
+        if let Some(me) = &self.me {
+            let target = format!("users/{}", user_dir_name(me));
+            entries.push(self.virtual_dir(NodeKind::Home { target }, "home"));
+            debug_assert_eq!(entries[2].ino, HOME);
+        }
+        entries
+    }
+
+    pub(in crate::fs) async fn community_entries(&self) -> FsResult<Vec<Entry>> {
+        let communities = self.client.community_list().await?;
+        let writable = self.is_admin();
+        let mut named: Vec<(String, Origin)> = communities
+            .iter()
+            .map(|c| (names::to_display(&c.name), Origin::Folder(c.folder_id)))
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(communities
+            .iter()
+            .zip(named)
+            .map(|(c, (name, _))| {
+                self.entry(
+                    name,
+                    NodeKind::Folder {
+                        id: c.folder_id,
+                        uuid: c.uuid.clone(),
+                    },
+                    &c.creation,
+                    writable,
+                    c.privacy == PRIVACY_PUBLIC,
+                )
+            })
+            .collect())
+    }
+
+    pub(in crate::fs) async fn user_entries(&self) -> FsResult<Vec<Entry>> {
+        let mut users = self.client.user_list(USER_LIST_LIMIT).await?;
+        if let Some(me) = &self.me {
+            if !users.iter().any(|u| u.user_id == me.user_id) {
+                users.push(me.clone());
+            }
+        }
+        let mut named: Vec<(String, Origin)> = users
+            .iter()
+            .map(|u| (user_dir_name(u), Origin::Folder(u.folder_id)))
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(users
+            .iter()
+            .zip(named)
+            .map(|(u, (name, _))| self.user_entry(u, name))
+            .collect())
+    }
+
+    pub(in crate::fs) fn user_entry(&self, user: &User, name: String) -> Entry {
+        let mine = self
+            .me
+            .as_ref()
+            .is_some_and(|me| me.user_id == user.user_id);
+        let writable = !self.config.read_only && (mine || self.is_admin());
+        self.entry(
+            name,
+            NodeKind::Folder {
+                id: user.folder_id,
+                uuid: user.uuid.clone(),
+            },
+            "",
+            writable,
+            // A user's top folder is private, but anyone may list it (seeing only what they
+            // may read) and must pass through it to reach its Public folder.
+            true,
+        )
+    }
+
+    pub(in crate::fs) fn is_admin(&self) -> bool {
+        !self.config.read_only && self.me.as_ref().is_some_and(|me| me.admin)
+    }
+
+    pub(in crate::fs) fn entry(
+        &self,
+        name: String,
+        kind: NodeKind,
+        date: &str,
+        writable: bool,
+        public: bool,
+    ) -> Entry {
+        Entry {
+            ino: kind.ino(self.root_folder()),
+            name,
+            data: NodeData {
+                kind,
+                mtime: time::parse_midas_date(date).unwrap_or(self.mounted_at),
+                writable,
+                public,
+            },
+        }
+    }
+
+    pub(in crate::fs) async fn folder_entries(
+        &self,
+        dir: u64,
+        id: Id,
+        writable: bool,
+        purpose: Purpose,
+    ) -> FsResult<Vec<Entry>> {
+        let children = match purpose {
+            Purpose::Asked => self.client.folder_children(id).await?,
+            Purpose::Ahead => {
+                let children = self
+                    .client
+                    .folder_children_within(id, walk::AHEAD_ANSWER_LIMIT)
+                    .await?;
+                let count = children.folders.len() + children.items.len();
+                if count > walk::AHEAD_MAX_ENTRIES {
+                    return Err(FsError::new(
+                        Kind::TooLarge,
+                        format!("folder {id} has {count} entries: too many to list ahead"),
+                    ));
+                }
+                children
+            }
+        };
+        // A listing gives no bitstreams. Items that the last listing showed with the same stamp
+        // keep their details; the others are asked for all at once (bounded), not one by one.
+        let listed: HashMap<Id, &Item> = children.items.iter().map(|i| (i.item_id, i)).collect();
+        let previous = self.listings.last(dir).unwrap_or_default();
+        let mut details: HashMap<Id, Entry> = previous
+            .iter()
+            .filter_map(|entry| Some((entry.data.kind.item()?, entry)))
+            .filter(|(item, _)| {
+                listed
+                    .get(&item.id)
+                    .is_some_and(|listed| item.stamp.still_describes(listed, ITEM_DETAILS_MAX_AGE))
+            })
+            .map(|(item, entry)| (item.id, entry.clone()))
+            .collect();
+        let changed: Vec<Id> = children
+            .items
+            .iter()
+            .map(|listed| listed.item_id)
+            .filter(|id| !details.contains_key(id))
+            .collect();
+        let answers: Vec<_> = stream::iter(changed)
+            .map(|id| {
+                let client = self.client.clone();
+                async move { client.item_get(id).await }
+            })
+            .buffer_unordered(ITEM_GET_CONCURRENCY)
+            .collect()
+            .await;
+        for answer in answers {
+            match answer {
+                Ok(item) => {
+                    let entry = self.item_entry(&item, String::new(), writable);
+                    details.insert(item.item_id, entry);
+                }
+                // Deleted or hidden since the listing: not an entry any more.
+                Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let mut items: Vec<&Item> = children
+            .items
+            .iter()
+            .filter(|listed| details.contains_key(&listed.item_id))
+            .collect();
+        items.sort_by(|a, b| (&a.name, a.item_id).cmp(&(&b.name, b.item_id)));
+        let mut named: Vec<(String, Origin)> = children
+            .folders
+            .iter()
+            .map(|f| (names::to_display(&f.name), Origin::Folder(f.folder_id)))
+            .chain(
+                items
+                    .iter()
+                    .map(|i| (names::to_display(&i.name), Origin::Item(i.item_id))),
+            )
+            .collect();
+        names::disambiguate(&mut named);
+        let mut named = named.into_iter().map(|(name, _)| name);
+        let mut entries = Vec::with_capacity(named.len());
+        for folder in &children.folders {
+            let name = named.next().unwrap_or_default();
+            let kind = NodeKind::Folder {
+                id: folder.folder_id,
+                uuid: folder.uuid.clone(),
+            };
+            let public = folder.privacy_status == PRIVACY_PUBLIC;
+            entries.push(self.entry(name, kind, &folder.date_update, writable, public));
+        }
+        for item in items {
+            if let Some(mut entry) = details.remove(&item.item_id) {
+                entry.name = named.next().unwrap_or_default();
+                // A change of policies leaves the item's stamp as it was: the listing tells.
+                entry.data.public = item.privacy_status == PRIVACY_PUBLIC;
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// An item is a file when its head revision holds exactly one bitstream of its own name.
+    pub(in crate::fs) fn item_entry(&self, item: &Item, name: String, writable: bool) -> Entry {
+        let head = item.head();
+        let info = ItemInfo::new(item, head.map_or(0, |r| r.revision));
+        let kind = match head.map(|r| r.bitstreams.as_slice()) {
+            Some([only]) if only.name == item.name && !self.config.items_as_dirs => {
+                NodeKind::ItemFile {
+                    item: info,
+                    bitstream: bitstream_info(only),
+                }
+            }
+            _ => NodeKind::ItemDir { item: info },
+        };
+        let public = item.privacy_status == PRIVACY_PUBLIC;
+        self.entry(name, kind, &item.date_update, writable, public)
+    }
+
+    pub(in crate::fs) async fn item_dir_entries(
+        &self,
+        item_id: Id,
+        writable: bool,
+    ) -> FsResult<Vec<Entry>> {
+        let item = self.client.item_get(item_id).await?;
+        let Some(head) = item.head() else {
+            return Ok(Vec::new());
+        };
+        let info = ItemInfo::new(&item, head.revision);
+        let public = item.privacy_status == PRIVACY_PUBLIC;
+        let mut named: Vec<(String, Origin)> = head
+            .bitstreams
+            .iter()
+            .map(|b| {
+                (
+                    names::to_display(&b.name),
+                    Origin::Bitstream(b.bitstream_id),
+                )
+            })
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(head
+            .bitstreams
+            .iter()
+            .zip(named)
+            .map(|(b, (name, _))| {
+                let kind = NodeKind::Bitstream {
+                    item: info.clone(),
+                    bitstream: bitstream_info(b),
+                };
+                self.entry(name, kind, &b.date, writable, public)
+            })
+            .collect())
+    }
+}
+
+/// `users/<First>_<Last>`, the pydas path scheme.
+pub(in crate::fs) fn user_dir_name(user: &User) -> String {
+    names::to_display(&format!("{}_{}", user.firstname, user.lastname))
+}
+
+pub(in crate::fs) fn bitstream_info(b: &crate::midas::types::Bitstream) -> BitstreamInfo {
+    BitstreamInfo {
+        id: b.bitstream_id,
+        size: u64::try_from(b.sizebytes).unwrap_or(0),
+        md5: b.checksum.clone(),
+        mimetype: b.mimetype.clone(),
+    }
+}

@@ -1,0 +1,74 @@
+//! Directory listings: one fetch per directory at a time, kept in [`Listings`]; their entries
+//! made from Midas objects ([`entries`]); listing ahead of a program walking a tree ([`walk`]).
+
+mod entries;
+mod handles;
+mod listings;
+pub mod walk;
+
+use std::sync::Arc;
+
+use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
+pub(in crate::fs) use entries::bitstream_info;
+pub(in crate::fs) use handles::DirHandles;
+pub use listings::Listings;
+
+/// Why a directory is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::fs) enum Purpose {
+    /// A program asked for it.
+    Asked,
+    /// A walk may get there soon: bounded in size, since nobody asked yet.
+    Ahead,
+}
+
+impl MidasFs {
+    /// The directory's entries if a fresh listing is in memory.
+    pub fn cached_listing(&self, ino: u64) -> Option<Arc<Vec<Entry>>> {
+        self.listings.fresh(ino, self.config.ttl)
+    }
+
+    /// The directory's entries, fetched from the server when the cached ones are too old.
+    pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
+        self.listing_for(ino, Purpose::Asked).await
+    }
+
+    /// [`MidasFs::listing`], for a program that asked or ahead of a walk (then bounded, see
+    /// [`walk`]).
+    pub(in crate::fs) async fn listing_for(
+        &self,
+        ino: u64,
+        purpose: Purpose,
+    ) -> FsResult<Arc<Vec<Entry>>> {
+        if let Some(entries) = self.cached_listing(ino) {
+            return Ok(entries);
+        }
+        let lock = {
+            let mut locks = self.listing_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(ino).or_default())
+        };
+        let _one_at_a_time = lock.lock().await;
+        if let Some(entries) = self.cached_listing(ino) {
+            return Ok(entries);
+        }
+        let (kind, writable) = {
+            let nodes = self.nodes();
+            let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
+            (node.data.kind.clone(), node.data.writable)
+        };
+        let mut entries = self.fetch_listing(ino, &kind, writable, purpose).await?;
+        self.add_local_state(ino, &mut entries);
+        let entries = Arc::new(entries);
+        {
+            let mut nodes = self.nodes();
+            // Nodes the kernel holds see the new attributes (size, mtime) at once.
+            for entry in entries.iter() {
+                if let Some(node) = nodes.get_mut(&entry.ino) {
+                    node.data = entry.data.clone();
+                }
+            }
+        }
+        self.listings.insert(ino, Arc::clone(&entries));
+        Ok(entries)
+    }
+}

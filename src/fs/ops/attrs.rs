@@ -1,0 +1,37 @@
+//! setattr: chmod and chown change nothing, times are kept for the mount's life, a size change
+//! goes through the spool.
+
+use std::time::SystemTime;
+
+use crate::fs::inode::Attr;
+use crate::fs::{FsResult, MidasFs};
+
+impl MidasFs {
+    /// chmod and chown are accepted and change nothing (Midas has no such fields); times are
+    /// kept in memory for the mount's life; a size change goes through the spool.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<Attr> {
+        self.check_writable()?;
+        if let Some(size) = size {
+            self.truncate(ino, size).await?;
+        }
+        if let Some(mtime) = mtime {
+            let canonical = self.canonical_ino(ino);
+            self.writes.mtimes().insert(canonical, mtime);
+            let parent = self.parent(ino);
+            self.listings.patch(parent, |entries| {
+                for entry in entries
+                    .iter_mut()
+                    .filter(|e| e.ino == canonical || e.ino == ino)
+                {
+                    entry.data.mtime = mtime;
+                }
+            });
+        }
+        self.getattr(ino)
+    }
+}

@@ -1,0 +1,109 @@
+//! The kernel's view of inodes: lookups (counted, as the kernel counts them), forget, getattr,
+//! readlink.
+
+use crate::fs::error::Kind;
+use crate::fs::inode::{Attr, NodeKind, ROOT, USERS};
+use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
+
+impl MidasFs {
+    /// Answers a lookup from a fresh cached listing, or None when the listing must be fetched.
+    pub fn cached_lookup(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        let entries = self.cached_listing(parent)?;
+        Some(self.lookup_in(parent, &entries, name))
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let entries = self.listing(parent).await?;
+        match self.lookup_in(parent, &entries, name) {
+            Err(err) if err.kind == Kind::NotFound && parent == USERS => {
+                self.lookup_unlisted_user(name).await
+            }
+            other => other,
+        }
+    }
+
+    pub(in crate::fs) fn lookup_in(
+        &self,
+        parent: u64,
+        entries: &[Entry],
+        name: &str,
+    ) -> FsResult<Attr> {
+        let entry = entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| FsError::not_found(name))?;
+        self.remember(parent, entry);
+        Ok(entry.attr())
+    }
+
+    /// Users that `user.list` does not show (private ones) can still be reached by name, as pydas
+    /// does: `users/First_Last` → `user.get`.
+    pub(in crate::fs) async fn lookup_unlisted_user(&self, name: &str) -> FsResult<Attr> {
+        let (first, last) = names::to_midas(name)
+            .split_once('_')
+            .map(|(f, l)| (f.to_owned(), l.to_owned()))
+            .ok_or_else(|| FsError::not_found(name))?;
+        let user = self
+            .client
+            .user_get_by_name(&first, &last)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        let entry = self.user_entry(&user, name.to_owned());
+        self.remember(USERS, &entry);
+        Ok(entry.attr())
+    }
+
+    /// Records that the kernel now holds a reference to this entry's inode.
+    pub fn remember(&self, parent: u64, entry: &Entry) {
+        let mut nodes = self.nodes();
+        let node = nodes.entry(entry.ino).or_insert_with(|| Node {
+            data: entry.data.clone(),
+            parent,
+            lookups: 0,
+            kernel_cached_md5: None,
+            metadata: None,
+        });
+        node.data = entry.data.clone();
+        node.parent = parent;
+        node.lookups += 1;
+    }
+
+    pub fn forget(&self, ino: u64, count: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut nodes = self.nodes();
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(count);
+            if node.lookups == 0 {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let nodes = self.nodes();
+        let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
+        let mut attr = node.data.attr(ino);
+        if ino == ROOT && matches!(self.config.root, MountRoot::Everything) {
+            attr.mtime = self.mounted_at;
+        }
+        drop(nodes);
+        self.adjust_attr(ino, &mut attr);
+        Ok(attr)
+    }
+
+    pub fn parent(&self, ino: u64) -> u64 {
+        self.nodes().get(&ino).map_or(ROOT, |n| n.parent)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        match self.nodes().get(&ino).map(|n| &n.data.kind) {
+            Some(NodeKind::Home { target }) => Ok(target.clone()),
+            _ => Err(FsError::new(
+                Kind::Invalid,
+                format!("inode {ino} is not a symlink"),
+            )),
+        }
+    }
+}

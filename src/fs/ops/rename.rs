@@ -1,0 +1,208 @@
+//! rename: within a folder, between folders (with the access of the new folder), over an
+//! existing entry (replaced after the move, or saved over: see `write::replace`).
+
+use crate::fs::error::Kind;
+use crate::fs::inode::NodeKind;
+use crate::fs::names;
+use crate::fs::write::{write_error, Container, Target};
+use crate::fs::{FsError, FsResult, MidasFs};
+
+impl MidasFs {
+    /// Renames or moves; an existing target is replaced (after the move, so that a failed
+    /// move loses nothing), unless `no_replace`.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let (source, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        let target = self.child(new_parent, new_name).await?;
+        if let Some(target) = &target {
+            if no_replace {
+                return Err(FsError::new(Kind::Exists, format!("{new_name} exists")));
+            }
+            match (source.data.kind.is_dir(), target.data.kind.is_dir()) {
+                (true, false) => {
+                    return Err(FsError::new(
+                        Kind::NotDir,
+                        format!("{new_name} is not a directory"),
+                    ))
+                }
+                (false, true) => {
+                    return Err(FsError::new(
+                        Kind::IsDir,
+                        format!("{new_name} is a directory"),
+                    ))
+                }
+                (true, true) => self.ensure_empty(target).await?,
+                (false, false) => {}
+            }
+        }
+        let destination = self.container(new_parent)?;
+        if let (Some(target), Container::Folder(_)) = (&target, &destination) {
+            if self.save_over(&source, target, new_parent).await? {
+                let source_ino = source.ino;
+                self.listings
+                    .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
+                return Ok(());
+            }
+        }
+        let midas_name = names::to_midas(new_name);
+        // Whether a move into another folder left the object public.
+        let mut now_public = None;
+        if let Some(item) = source.data.kind.item() {
+            self.writes.fresh().remove(&item.id);
+            // Only vim's backup name (`NAME~`): other renames keep their POSIX meaning.
+            if parent == new_parent
+                && !source.data.kind.is_dir()
+                && new_name.strip_suffix('~') == Some(name)
+            {
+                self.writes
+                    .renamed_away()
+                    .insert((parent, name.to_owned()), item.id);
+            }
+        }
+        match &source.data.kind {
+            NodeKind::NewFile { .. } => {
+                let file = self.writes.files().get(&source.ino).cloned();
+                if let Some(file) = file {
+                    let mut data = file.lock();
+                    // What was sent early went under the old name.
+                    data.early.spoil();
+                    if let Target::New {
+                        parent_ino,
+                        container,
+                        name,
+                        ..
+                    } = &mut data.target
+                    {
+                        *parent_ino = new_parent;
+                        *container = destination;
+                        *name = new_name.to_owned();
+                    }
+                    drop(data);
+                    self.describe_spool(source.ino, &file);
+                }
+            }
+            NodeKind::ItemFile { item, .. }
+            | NodeKind::SavedFile { item, .. }
+            | NodeKind::ItemDir { item } => {
+                let Container::Folder(to) = destination else {
+                    return Err(cross_device(name));
+                };
+                let is_file = !source.data.kind.is_dir();
+                let mut current_name = names::to_midas(name);
+                if parent != new_parent {
+                    let Container::Folder(from) = self.container(parent)? else {
+                        return Err(cross_device(name));
+                    };
+                    let moved = self
+                        .client
+                        .item_move(item.id, from, to)
+                        .await
+                        .map_err(write_error)?;
+                    current_name = moved.name;
+                    let matched = self
+                        .match_item_access(item.id, moved.privacy_status, to)
+                        .await;
+                    now_public = Some(self.moved_access(matched, parent, new_parent, name)?);
+                }
+                if current_name != midas_name {
+                    self.client
+                        .item_rename(&item.uuid, &midas_name, is_file)
+                        .await
+                        .map_err(write_error)?;
+                }
+            }
+            NodeKind::Folder { id, uuid } => {
+                let Container::Folder(to) = destination else {
+                    return Err(cross_device(name));
+                };
+                let uuid = if uuid.is_empty() {
+                    self.client.folder_get(*id).await?.uuid
+                } else {
+                    uuid.clone()
+                };
+                let old_name = names::to_midas(name);
+                // Renamed first: `folder.move` refuses a clash with the old name.
+                if old_name != midas_name {
+                    self.client
+                        .folder_rename(&uuid, &midas_name)
+                        .await
+                        .map_err(write_error)?;
+                }
+                if parent != new_parent {
+                    let moved = match self.client.folder_move(*id, to).await {
+                        Ok(moved) => moved,
+                        Err(err) => {
+                            if old_name != midas_name {
+                                if let Err(back) = self.client.folder_rename(&uuid, &old_name).await
+                                {
+                                    log::warn!("folder {id}: could not restore its name: {back}");
+                                }
+                            }
+                            return Err(write_error(err));
+                        }
+                    };
+                    let matched = self
+                        .match_folder_access(*id, moved.privacy_status, to)
+                        .await;
+                    now_public = Some(self.moved_access(matched, parent, new_parent, name)?);
+                }
+            }
+            NodeKind::Bitstream { bitstream, .. } => {
+                if parent != new_parent {
+                    return Err(cross_device(name));
+                }
+                self.client
+                    .bitstream_rename(bitstream.id, &midas_name)
+                    .await
+                    .map_err(write_error)?;
+            }
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+                return Err(FsError::new(
+                    Kind::NotPermitted,
+                    format!("{name} cannot be renamed"),
+                ))
+            }
+        }
+        if let Some(target) = &target {
+            if target.ino != source.ino {
+                self.remove_entry(target).await?;
+            }
+        }
+        let mut moved = source.clone();
+        moved.name = new_name.to_owned();
+        if let Some(public) = now_public {
+            moved.data.public = public;
+        }
+        let source_ino = source.ino;
+        self.listings
+            .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));
+        self.listings.patch(new_parent, |entries| {
+            entries.retain(|e| e.name != moved.name && e.ino != moved.ino);
+            entries.push(moved);
+        });
+        if let Some(node) = self.nodes().get_mut(&source_ino) {
+            node.parent = new_parent;
+        }
+        if let Some(public) = now_public {
+            self.mark_access_below(source_ino, public);
+        }
+        Ok(())
+    }
+}
+
+pub(in crate::fs) fn cross_device(name: &str) -> FsError {
+    FsError::new(
+        Kind::CrossDevice,
+        format!("{name} cannot move there in Midas (copy it instead)"),
+    )
+}

@@ -1,0 +1,428 @@
+//! Files open for writing: create and open (the spool, shared by every handle of an inode),
+//! write, read back, truncate, and close by the process that opened the handle, which saves.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::early::{EarlyStart, EarlyUpload};
+use super::spool::SpoolFile;
+use super::{Container, FileData, Target, WriteFile, WriteHandle};
+use crate::fs::error::Kind;
+use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
+use crate::fs::tasks::Work;
+use crate::fs::{unknown_inode, Entry, FsError, FsResult, MidasFs};
+
+impl MidasFs {
+    /// Creates a new file (local until its first flush) and opens it for writing, for the
+    /// process `opener`.
+    pub fn create(&self, parent: u64, name: &str, opener: u32) -> FsResult<(Attr, u64)> {
+        self.check_writable()?;
+        let container = self.container(parent)?;
+        if let Some(entries) = self.cached_listing(parent) {
+            if entries.iter().any(|e| e.name == name) {
+                return Err(FsError::new(Kind::Exists, format!("{name} exists")));
+            }
+        }
+        let early = match container {
+            Container::Folder(_) => {
+                // Any listing will do, however old: it is a guess at what the file is.
+                let siblings = self.listings.last(parent);
+                let names = siblings.iter().flat_map(|entries| entries.iter());
+                EarlyUpload::for_new_file(name, names.map(|e| e.name.as_str()))
+            }
+            Container::Item(_) => EarlyUpload::Off,
+        };
+        let spool = self.writes.spool.create()?;
+        let local = self
+            .writes
+            .next_local
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = NodeKind::NewFile { local };
+        let ino = kind.ino(None);
+        let now = SystemTime::now();
+        let entry = Entry {
+            name: name.to_owned(),
+            ino,
+            data: NodeData {
+                kind,
+                mtime: now,
+                writable: true,
+                // Its item will get the folder's policies.
+                public: self.is_public(parent),
+            },
+        };
+        let file = Arc::new(WriteFile {
+            data: Mutex::new(FileData {
+                spool,
+                // Even an empty new file must reach the server.
+                dirty: true,
+                unlinked: false,
+                failed_write: None,
+                handles: 1,
+                target: Target::New {
+                    local,
+                    parent_ino: parent,
+                    container,
+                    name: name.to_owned(),
+                },
+                mtime: now,
+                empty_upload: false,
+                early,
+            }),
+            upload: Arc::default(),
+        });
+        self.describe_spool(ino, &file);
+        self.writes.files().insert(ino, file);
+        let fh = self.new_handle(ino, Some(opener));
+        self.remember(parent, &entry);
+        let attr = entry.attr();
+        self.listings.patch(parent, |entries| entries.push(entry));
+        Ok((attr, fh))
+    }
+
+    pub(in crate::fs) fn new_handle(&self, ino: u64, saver: Option<u32>) -> u64 {
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes.handles().insert(fh, WriteHandle { ino, saver });
+        fh
+    }
+
+    /// Opens an existing file for writing, for the process `opener`. Unless `truncate`, its
+    /// content is downloaded into the spool first (so that partial writes and appends keep the
+    /// rest).
+    pub async fn open_write(&self, ino: u64, truncate: bool, opener: u32) -> FsResult<u64> {
+        self.check_writable()?;
+        if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
+            return Ok(fh);
+        }
+        if !truncate {
+            // Its current content is needed: that takes its bitstream.
+            self.resolve_saved_file(ino).await?;
+        }
+        let data = self.node_data(ino)?;
+        if !data.writable {
+            return Err(FsError::new(
+                Kind::Denied,
+                format!("{}: no write permission", self.describe(ino)),
+            ));
+        }
+        let parent_ino = self.parent(ino);
+        let old_size = data.kind.content_size().unwrap_or(0);
+        let (target, content) = match data.kind {
+            NodeKind::ItemFile { item, bitstream } => {
+                (Target::ItemFile { item, parent_ino }, Some(bitstream))
+            }
+            // Only opened with O_TRUNC here (see above): the content is not needed.
+            NodeKind::SavedFile { item, .. } => (Target::ItemFile { item, parent_ino }, None),
+            NodeKind::Bitstream { item, bitstream } => (
+                Target::Bitstream {
+                    item,
+                    bitstream: bitstream.clone(),
+                    parent_ino,
+                },
+                Some(bitstream),
+            ),
+            NodeKind::NewFile { .. } => {
+                return Err(FsError::not_found(self.describe(ino)));
+            }
+            _ => return Err(FsError::new(Kind::IsDir, "is a directory")),
+        };
+        let mut spool = self.writes.spool.create()?;
+        if !truncate {
+            let bitstream = content.ok_or_else(|| unknown_inode(ino))?;
+            self.download_into(&mut spool, &bitstream).await?;
+        }
+        // Another open may have set the file up while this one downloaded: share its spool.
+        if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
+            return Ok(fh);
+        }
+        let file = Arc::new(WriteFile {
+            data: Mutex::new(FileData {
+                spool,
+                dirty: truncate && old_size > 0,
+                unlinked: false,
+                failed_write: None,
+                handles: 1,
+                target,
+                mtime: data.mtime,
+                empty_upload: false,
+                early: EarlyUpload::Off,
+            }),
+            upload: Arc::default(),
+        });
+        self.describe_spool(ino, &file);
+        self.writes.files().insert(ino, file);
+        Ok(self.new_handle(ino, Some(opener)))
+    }
+
+    /// A new handle on a file already open for writing.
+    pub(in crate::fs) fn join_open_file(
+        &self,
+        ino: u64,
+        truncate: bool,
+        saver: Option<u32>,
+    ) -> FsResult<Option<u64>> {
+        let Some(file) = self.writes.files().get(&ino).cloned() else {
+            return Ok(None);
+        };
+        {
+            let mut data = file.lock();
+            if truncate && !data.spool.is_empty() {
+                data.spool.set_len(0)?;
+                data.early.spoil();
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            data.handles += 1;
+        }
+        Ok(Some(self.new_handle(ino, saver)))
+    }
+
+    pub(in crate::fs) async fn download_into(
+        &self,
+        spool: &mut SpoolFile,
+        bitstream: &BitstreamInfo,
+    ) -> FsResult<()> {
+        let mut stream = self
+            .client
+            .download(bitstream.id, 0, bitstream.size)
+            .await?;
+        let mut offset = 0;
+        while let Some(chunk) = stream.next_chunk().await? {
+            spool.write_at(offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// A read handle on a file open for writing shares its spool (and sees what is written).
+    pub fn join_if_writing(&self, ino: u64) -> Option<u64> {
+        self.join_open_file(ino, false, None).ok().flatten()
+    }
+
+    /// Whether the handle is one of a file open for writing.
+    pub fn is_write_handle(&self, fh: u64) -> bool {
+        self.writes.handles().contains_key(&fh)
+    }
+
+    /// What a close or fsync of handle `fh` needs, when that is known at once: nothing for a
+    /// handle that writes nothing. None when the file may need saving: see [`MidasFs::flush`].
+    pub fn cached_flush(&self, fh: u64) -> Option<FsResult<()>> {
+        (!self.is_write_handle(fh)).then_some(Ok(()))
+    }
+
+    /// The kernel's release of any handle: a reader's goes now; a writer's last release may
+    /// upload, in the background (see [`MidasFs::release_write`]), which unmount waits for.
+    pub fn release_handle(self: &Arc<Self>, fh: u64) {
+        self.release(fh);
+        if self.is_write_handle(fh) {
+            let fs = Arc::clone(self);
+            self.tasks
+                .spawn(Work::Needed, async move { fs.release_write(fh).await });
+        }
+    }
+
+    /// A write from the kernel (see [`MidasFs::write`]); when the file has just become large
+    /// enough to be sent while it is written, that starts in the background.
+    pub fn handle_write(self: &Arc<Self>, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
+        let (written, early) = self.write(fh, offset, bytes)?;
+        if let Some(early) = early {
+            let fs = Arc::clone(self);
+            self.tasks
+                .spawn(Work::Needed, async move { fs.send_early(early).await });
+        }
+        Ok(written)
+    }
+
+    /// A write into the spool. When the file has just become large enough to be sent while it
+    /// is written, the answer carries the sender to start (see [`MidasFs::send_early`]).
+    pub fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<(u32, Option<EarlyStart>)> {
+        let (_, file) = self.writes.file_of_handle(fh).ok_or_else(|| {
+            FsError::new(
+                Kind::BadHandle,
+                format!("handle {fh} is not open for writing"),
+            )
+        })?;
+        let written = u32::try_from(bytes.len())
+            .map_err(|_| FsError::new(Kind::Invalid, "write too large"))?;
+        let mut data = file.lock();
+        let appending = offset == data.spool.len();
+        if let Err(err) = data.spool.write_at(offset, bytes) {
+            data.failed_write = Some(err.clone());
+            data.early.spoil();
+            return Err(err);
+        }
+        data.dirty = true;
+        data.mtime = SystemTime::now();
+        let FileData {
+            early,
+            target,
+            spool,
+            ..
+        } = &mut *data;
+        let start = early.wrote(appending, spool.len(), || match target {
+            Target::New {
+                container: Container::Folder(folder),
+                name,
+                ..
+            } => Some((*folder, name.clone(), spool.path().to_owned())),
+            _ => None,
+        });
+        if start.is_some() {
+            // Sent before its MD5 is known: nothing asks for it (see `early`), and the
+            // hashing would take a CPU from the writing and the sending.
+            spool.stop_hashing();
+        }
+        Ok((written, start))
+    }
+
+    /// Reads through a write handle: from the spool, which holds the current content.
+    pub fn read_written(&self, fh: u64, offset: u64, size: u32) -> Option<FsResult<Vec<u8>>> {
+        let (_, file) = self.writes.file_of_handle(fh)?;
+        let data = file.lock();
+        Some(data.spool.read_at(offset, size))
+    }
+
+    /// `close` by the process `closer`, and `fsync` (no closer): uploads the file if it
+    /// changed; the upload's error is the answer. A close by another process than the one that
+    /// opened the handle uploads nothing: that is a child which inherited the descriptor and
+    /// closes it as it starts another program or exits, while the opener may still be writing.
+    /// The opener's close uploads, or else the last release.
+    pub async fn flush(&self, fh: u64, closer: Option<u32>) -> FsResult<()> {
+        let saver = match self.writes.handles().get(&fh) {
+            Some(handle) => handle.saver,
+            None => return Ok(()),
+        };
+        if closer.is_some() && closer != saver {
+            return Ok(());
+        }
+        match self.writes.file_of_handle(fh) {
+            Some((ino, file)) => self.save(ino, &file).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The last close of a handle. A file still dirty (written after its last flush, which
+    /// `close` normally prevents) is uploaded here; its error can only be logged.
+    pub async fn release_write(&self, fh: u64) {
+        let Some(WriteHandle { ino, .. }) = self.writes.handles().remove(&fh) else {
+            return;
+        };
+        let Some(file) = self.writes.files().get(&ino).cloned() else {
+            return;
+        };
+        let last = {
+            let mut data = file.lock();
+            data.handles = data.handles.saturating_sub(1);
+            data.handles == 0
+        };
+        if !last {
+            return;
+        }
+        let retry = {
+            let data = file.lock();
+            data.dirty && !data.unlinked && !data.spool.is_recovered()
+        };
+        if retry {
+            if let Err(err) = self.save(ino, &file).await {
+                log::warn!("{}: {err}", self.describe(ino));
+            }
+        }
+        let _one_at_a_time = file.upload.lock().await;
+        let leftover = {
+            let mut data = file.lock();
+            (data.handles == 0).then(|| (data.early.take(), data.spool.path().to_owned()))
+        };
+        if let Some((early, path)) = leftover {
+            // Sent early and then unlinked: nothing of it stays on the server.
+            self.discard_early(early.stop().await, &path).await;
+        }
+        let mut files = self.writes.files();
+        let mut data = file.lock();
+        if data.handles > 0 {
+            return;
+        }
+        if data.dirty && !data.unlinked && !data.spool.is_recovered() {
+            // Neither saved nor in the recovery directory: the spool file is all there is.
+            data.spool.keep();
+        }
+        files.remove(&ino);
+        if let Target::New { parent_ino, .. } = &data.target {
+            // Never made it to the server (the data is in the recovery directory).
+            let parent = *parent_ino;
+            drop(data);
+            drop(files);
+            self.listings
+                .patch(parent, |entries| entries.retain(|e| e.ino != ino));
+        }
+    }
+
+    pub(in crate::fs) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        if let Some(file) = self.writes.files().get(&ino).cloned() {
+            let mut data = file.lock();
+            if data.spool.len() != size {
+                data.spool.set_len(size)?;
+                data.early.spoil();
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            return Ok(());
+        }
+        let current = self.node_data(ino)?;
+        if current.kind.content_size() == Some(size) {
+            return Ok(());
+        }
+        // A closed file: open, truncate and save it as a close would.
+        let fh = self.open_write(ino, size == 0, std::process::id()).await?;
+        let result = async {
+            if let Some((_, file)) = self.writes.file_of_handle(fh) {
+                let mut data = file.lock();
+                data.spool.set_len(size)?;
+                data.dirty = true;
+                data.mtime = SystemTime::now();
+            }
+            self.flush(fh, None).await
+        }
+        .await;
+        self.release_write(fh).await;
+        result
+    }
+
+    /// The entry `name` of `dir` for a rename or an unlink, once no upload of it is running.
+    /// A new file may be uploading under this name (another thread's close): its upload
+    /// finishes first, the entry is what the file became, and the guard keeps further uploads
+    /// of it off until the caller is done.
+    pub(in crate::fs) async fn settled_child(
+        &self,
+        dir: u64,
+        name: &str,
+    ) -> FsResult<(Entry, Option<tokio::sync::OwnedMutexGuard<()>>)> {
+        let entry = self
+            .child(dir, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        let file = match entry.data.kind {
+            NodeKind::NewFile { .. } => self.writes.files().get(&entry.ino).cloned(),
+            _ => None,
+        };
+        let Some(file) = file else {
+            return Ok((entry, None));
+        };
+        let guard = Arc::clone(&file.upload).lock_owned().await;
+        let entry = self
+            .child(dir, name)
+            .await?
+            .ok_or_else(|| FsError::not_found(name))?;
+        Ok((entry, Some(guard)))
+    }
+
+    /// A file removed while open for writing is not uploaded any more.
+    pub(in crate::fs) fn mark_unlinked(&self, ino: u64) {
+        if let Some(file) = self.writes.files().get(&ino) {
+            let mut data = file.lock();
+            data.unlinked = true;
+            data.early.spoil();
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Writing files through the mount: the write-side state of a mount ([`Writes`]) and of each
+//! file open for writing, and the rules all of `write/` follows. One concern per file:
+//! [`handles`] (open, write, close), [`save`] (when a file goes to the server), [`upload`] (how),
+//! [`early`] (while it is written), [`replace`] (saves by rename), [`overlay`] (what listings
+//! show before the server knows), [`recovery`] (nothing lost), [`spool`] (the local copies).
+//!
+//! Rules:
+//! - A file open for writing is a local spool file; its content goes to Midas when the file is
+//!   closed (flush) or fsync'ed, and the upload's error is what `close`/`fsync` return. Only the
+//!   close by the process that opened the handle counts (see [`MidasFs::flush`]).
+//! - A new file becomes an item holding one bitstream of the same name, as `pydas.upload` makes:
+//!   `item.create` → `upload.generatetoken` (with the MD5: a known content is not sent again) →
+//!   `upload.perform` into the head revision. Until then it is a local entry (`NodeKind::NewFile`).
+//!   One that grows past 64 MiB in order is sent while it is written instead (`early`).
+//! - Overwriting an existing file uploads a NEW revision without checksum (Midas keeps the
+//!   history, and the dedup path, which silently does nothing when the name exists, is never
+//!   taken). A bitstream of an item directory is replaced in the head revision instead.
+//! - All handles of one inode share one spool file: they see each other's writes, and the
+//!   close that finds the file dirty uploads what is there (the last close uploads last).
+//! - A failed upload keeps the data: the spool file moves to `<spool-dir>/recovery/` and a
+//!   warning names it and its intended place. A file whose write failed (ENOSPC) is never
+//!   uploaded half-written.
+//! - A rename over an existing entry renames first and deletes the old target after, so a
+//!   failure in between leaves two entries rather than none; but a file just made through the
+//!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
+//!   item instead (`replace`).
+
+pub mod early;
+mod handles;
+mod overlay;
+mod recovery;
+mod replace;
+mod save;
+pub mod spool;
+mod upload;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::fs::error::Kind;
+use crate::fs::inode::{BitstreamInfo, ItemInfo};
+use crate::fs::{FsError, MidasFs};
+use crate::midas::types::Id;
+use crate::midas::{self, codes};
+use early::EarlyUpload;
+use spool::{Spool, SpoolConfig, SpoolFile};
+
+/// The write-side state of a mount.
+pub struct Writes {
+    pub(in crate::fs) spool: Spool,
+    /// Files open for writing, by the inode they were opened through.
+    pub(in crate::fs) files: Mutex<HashMap<u64, Arc<WriteFile>>>,
+    /// Every open handle of the files open for writing.
+    pub(in crate::fs) handles: Mutex<HashMap<u64, WriteHandle>>,
+    /// Numbers for new files' inodes.
+    pub(in crate::fs) next_local: AtomicU64,
+    /// Modification times set through the mount, by canonical inode, kept for the mount's life
+    /// (Midas has no such field; `rsync -a` needs to see the times it set).
+    pub(in crate::fs) mtimes: Mutex<HashMap<u64, SystemTime>>,
+    /// Items created for uploads that failed, whose removal failed too (server gone): hidden
+    /// from listings, and removed at the next upload.
+    pub(in crate::fs) orphans: Mutex<Vec<Id>>,
+    /// Items this mount made of new files, until they are renamed or removed: a save by rename
+    /// (a temporary file renamed over the file it replaces) turns such an item into a new
+    /// revision of the item it replaces.
+    pub(in crate::fs) fresh: Mutex<std::collections::HashSet<Id>>,
+    /// Items renamed to `NAME~` within a folder, by (folder inode, old name): vim renames the
+    /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
+    /// new content a revision of the renamed item instead.
+    pub(in crate::fs) renamed_away: Mutex<HashMap<(u64, String), Id>>,
+}
+
+impl Writes {
+    pub fn new(config: &SpoolConfig) -> Writes {
+        Writes {
+            spool: Spool::new(config),
+            files: Mutex::default(),
+            handles: Mutex::default(),
+            next_local: AtomicU64::new(1),
+            mtimes: Mutex::default(),
+            orphans: Mutex::default(),
+            fresh: Mutex::default(),
+            renamed_away: Mutex::default(),
+        }
+    }
+
+    pub(in crate::fs) fn files(&self) -> MutexGuard<'_, HashMap<u64, Arc<WriteFile>>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot of the files open for writing, by inode.
+    pub(in crate::fs) fn open_files(&self) -> Vec<(u64, Arc<WriteFile>)> {
+        self.files()
+            .iter()
+            .map(|(ino, file)| (*ino, Arc::clone(file)))
+            .collect()
+    }
+
+    pub(in crate::fs) fn handles(&self) -> MutexGuard<'_, HashMap<u64, WriteHandle>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn orphans(&self) -> MutexGuard<'_, Vec<Id>> {
+        self.orphans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn fresh(&self) -> MutexGuard<'_, std::collections::HashSet<Id>> {
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn renamed_away(&self) -> MutexGuard<'_, HashMap<(u64, String), Id>> {
+        self.renamed_away.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
+        self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {
+        let ino = self.handles().get(&fh)?.ino;
+        let file = self.files().get(&ino).cloned()?;
+        Some((ino, file))
+    }
+
+    /// Files open for writing or still uploading after their close, and the bytes they hold.
+    pub fn in_flight(&self) -> (usize, u64) {
+        (self.files().len(), self.spool.used_bytes())
+    }
+
+    pub fn recovery_dir(&self) -> std::path::PathBuf {
+        self.spool.recovery_dir()
+    }
+
+    /// The modification time set through the mount for this canonical inode, if any.
+    pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
+        self.mtimes().get(&canonical).copied()
+    }
+}
+
+/// A handle on a file open for writing.
+pub(in crate::fs) struct WriteHandle {
+    pub(in crate::fs) ino: u64,
+    /// The process whose `close` of the handle uploads the file (see [`MidasFs::flush`]); none
+    /// for a reader of a file being written.
+    pub(in crate::fs) saver: Option<u32>,
+}
+
+/// One file open for writing.
+pub(in crate::fs) struct WriteFile {
+    pub(in crate::fs) data: Mutex<FileData>,
+    /// One upload at a time per file.
+    pub(in crate::fs) upload: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl WriteFile {
+    pub(in crate::fs) fn lock(&self) -> MutexGuard<'_, FileData> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(in crate::fs) struct FileData {
+    pub(in crate::fs) spool: SpoolFile,
+    /// Changed since the last successful upload.
+    pub(in crate::fs) dirty: bool,
+    /// Removed while open: nothing is uploaded any more.
+    pub(in crate::fs) unlinked: bool,
+    /// A write failed (ENOSPC…): the content is incomplete, so it is never uploaded; closing
+    /// returns this error and the data goes to the recovery directory.
+    pub(in crate::fs) failed_write: Option<FsError>,
+    pub(in crate::fs) handles: u32,
+    pub(in crate::fs) target: Target,
+    /// When the content last changed.
+    pub(in crate::fs) mtime: SystemTime,
+    /// The last upload of this open file was empty and made a revision (or the item) of its
+    /// own: the next one replaces that empty bitstream in its revision. A shell redirection
+    /// (`echo x > f`) closes a duplicate descriptor, so uploads, before the command writes;
+    /// without this Midas would keep an empty revision before every such write.
+    pub(in crate::fs) empty_upload: bool,
+    /// A large new file's upload while it is written (see [`early`]).
+    pub(in crate::fs) early: EarlyUpload,
+}
+
+/// Where a file's content goes.
+#[derive(Debug, Clone)]
+pub(in crate::fs) enum Target {
+    /// Not on the server yet.
+    New {
+        /// Numbers the file's inode (`NodeKind::NewFile`).
+        local: u64,
+        parent_ino: u64,
+        container: Container,
+        /// The display name in the parent directory.
+        name: String,
+    },
+    /// The single bitstream of an item shown as a file: a new revision.
+    ItemFile { item: ItemInfo, parent_ino: u64 },
+    /// One bitstream of an item directory: replaced in the head revision.
+    Bitstream {
+        item: ItemInfo,
+        bitstream: BitstreamInfo,
+        parent_ino: u64,
+    },
+}
+
+impl Target {
+    pub(in crate::fs) fn parent_ino(&self) -> u64 {
+        match self {
+            Target::New { parent_ino, .. }
+            | Target::ItemFile { parent_ino, .. }
+            | Target::Bitstream { parent_ino, .. } => *parent_ino,
+        }
+    }
+}
+
+/// What a directory is on the server, for making things in it.
+#[derive(Debug, Clone)]
+pub(in crate::fs) enum Container {
+    Folder(Id),
+    Item(ItemInfo),
+}
+
+/// How a failed server call becomes an error when it was a change. Midas says −151 for both
+/// "missing" and "forbidden"; for a change to an object the caller could list, it is the right.
+pub(in crate::fs) fn write_error(err: midas::Error) -> FsError {
+    let kind = match &err {
+        midas::Error::Api {
+            code: codes::INVALID_POLICY,
+            ..
+        } => Kind::Denied,
+        midas::Error::Api {
+            code: codes::INVALID_PARAMETER,
+            message,
+            ..
+        } if message.contains("already exists") => Kind::Exists,
+        midas::Error::Api {
+            code: codes::MODEL_ERROR,
+            message,
+            ..
+        } if message.contains("already used") => Kind::Exists,
+        _ => return FsError::from(err),
+    };
+    FsError::from_midas(kind, err)
+}
+
+pub(in crate::fs) fn read_only_error() -> FsError {
+    FsError::new(Kind::ReadOnly, "the mount is read-only")
+}
+
+impl MidasFs {
+    // ---- files ----
+
+    // ---- attributes ----
+
+    // ---- directories ----
+
+    // ---- metadata ----
+}

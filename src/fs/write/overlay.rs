@@ -1,0 +1,72 @@
+//! What the server does not know yet, laid over what it says: new files not uploaded yet in
+//! their directory's listing, the size and time of files open for writing, times set through
+//! the mount.
+
+use super::Target;
+use crate::fs::inode::{Attr, NodeData, NodeKind};
+use crate::fs::{Entry, MidasFs};
+
+impl MidasFs {
+    /// What a fetched listing lacks: new files not uploaded yet, and times set through the mount.
+    pub(in crate::fs) fn add_local_state(&self, dir: u64, entries: &mut Vec<Entry>) {
+        {
+            let orphans = self.writes.orphans();
+            if !orphans.is_empty() {
+                entries.retain(|e| {
+                    !matches!(&e.data.kind, NodeKind::ItemDir { item } if orphans.contains(&item.id))
+                });
+            }
+        }
+        {
+            let mtimes = self.writes.mtimes();
+            if !mtimes.is_empty() {
+                for entry in entries.iter_mut() {
+                    if let Some(mtime) = mtimes.get(&entry.ino) {
+                        entry.data.mtime = *mtime;
+                    }
+                }
+            }
+        }
+        let files = self.writes.open_files();
+        let public = self.is_public(dir);
+        for (ino, file) in files {
+            let data = file.lock();
+            if let (
+                Target::New {
+                    local,
+                    parent_ino,
+                    name,
+                    ..
+                },
+                false,
+            ) = (&data.target, data.unlinked || data.spool.is_recovered())
+            {
+                if *parent_ino == dir {
+                    entries.retain(|e| e.name != *name);
+                    entries.push(Entry {
+                        name: name.clone(),
+                        ino,
+                        data: NodeData {
+                            kind: NodeKind::NewFile { local: *local },
+                            mtime: data.mtime,
+                            writable: true,
+                            public,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// The size and time of a file open for writing, and times set through the mount.
+    pub(in crate::fs) fn adjust_attr(&self, ino: u64, attr: &mut Attr) {
+        if let Some(file) = self.writes.files().get(&ino) {
+            let data = file.lock();
+            attr.size = data.spool.len();
+            attr.mtime = data.mtime;
+        }
+        if let Some(mtime) = self.writes.mtime_override(self.canonical_ino(ino)) {
+            attr.mtime = mtime;
+        }
+    }
+}

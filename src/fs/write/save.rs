@@ -1,0 +1,210 @@
+//! Saving a file: one upload at a time per file, what the mount shows after it, and the saves
+//! of everything still unsaved at unmount.
+
+use std::time::{Duration, Instant};
+
+use super::upload::{NewFile, Uploaded};
+use super::{Target, WriteFile};
+use crate::fs::inode::NodeKind;
+use crate::fs::{FsResult, MidasFs};
+
+/// How long unmount waits for background uploads at most: a bound against a bug only, since
+/// every request has its own timeout.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+impl MidasFs {
+    /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
+    pub(in crate::fs) async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
+        let _one_at_a_time = file.upload.lock().await;
+        // Whatever happens next, nothing more is sent early.
+        let early = file.lock().early.take();
+        let early = early.stop().await;
+        let (nothing_to_send, failed_write, path) = {
+            let data = file.lock();
+            (
+                !data.dirty || data.unlinked,
+                data.failed_write.clone(),
+                data.spool.path().to_owned(),
+            )
+        };
+        if nothing_to_send || failed_write.is_some() {
+            self.discard_early(early, &path).await;
+            return match failed_write {
+                Some(err) => {
+                    self.keep_unsaved(ino, file, &err);
+                    Err(err)
+                }
+                None => Ok(()),
+            };
+        }
+        let (target, size, running_md5, replace_empty) = {
+            let mut data = file.lock();
+            // Writes during the upload make the file dirty again, for the next flush.
+            data.dirty = false;
+            (
+                data.target.clone(),
+                data.spool.len(),
+                data.spool.running_md5(),
+                data.empty_upload,
+            )
+        };
+        self.remove_orphans().await;
+        let started = Instant::now();
+        let result = match &target {
+            Target::New {
+                parent_ino,
+                container,
+                name,
+                ..
+            } => {
+                let saving = NewFile {
+                    parent_ino: *parent_ino,
+                    name,
+                    path: &path,
+                    size,
+                    running_md5,
+                };
+                self.upload_new(&saving, container, early).await
+            }
+            Target::ItemFile { item, .. } => {
+                let md5 = running_md5.as_deref();
+                self.upload_revision(item, &path, size, md5, replace_empty)
+                    .await
+            }
+            Target::Bitstream {
+                item, bitstream, ..
+            } => self.replace_bitstream(item, bitstream, &path, size).await,
+        };
+        match result {
+            Ok(uploaded) => {
+                log::debug!(
+                    "{}: {size} bytes saved in {:?}",
+                    self.describe(ino),
+                    started.elapsed()
+                );
+                self.saved(ino, file, &target, uploaded);
+                // A file in an item directory replaces its bitstream anyway.
+                file.lock().empty_upload = size == 0 && !matches!(target, Target::Bitstream { .. });
+                Ok(())
+            }
+            Err(err) => {
+                file.lock().dirty = true;
+                self.keep_unsaved(ino, file, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Records a successful upload: the node shows the new content, the listing the entry.
+    pub(in crate::fs) fn saved(
+        &self,
+        ino: u64,
+        file: &WriteFile,
+        target: &Target,
+        uploaded: Uploaded,
+    ) {
+        let old_canonical = self.canonical_ino(ino);
+        let new_canonical = uploaded.entry.ino;
+        {
+            let mut data = file.lock();
+            if data.spool.is_recovered() {
+                data.spool.saved();
+            }
+            data.target = match &uploaded.node.kind {
+                NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => {
+                    Target::ItemFile {
+                        item: item.clone(),
+                        parent_ino: target.parent_ino(),
+                    }
+                }
+                NodeKind::Bitstream { item, bitstream } => Target::Bitstream {
+                    item: item.clone(),
+                    bitstream: bitstream.clone(),
+                    parent_ino: target.parent_ino(),
+                },
+                _ => data.target.clone(),
+            };
+        }
+        {
+            let mut mtimes = self.writes.mtimes();
+            if let Some(mtime) = mtimes.remove(&old_canonical) {
+                mtimes.insert(new_canonical, mtime);
+            }
+        }
+        {
+            let mut nodes = self.nodes();
+            if let Some(node) = nodes.get_mut(&ino) {
+                node.data = uploaded.node.clone();
+                // The kernel's pages of this inode may be older than what was uploaded.
+                node.kernel_cached_md5 = None;
+                node.metadata = None;
+            }
+        }
+        if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
+            (target, &uploaded.node.kind)
+        {
+            self.writes.fresh().insert(item.id);
+        }
+        self.describe_spool(ino, file);
+        let mut entry = uploaded.entry;
+        if let Some(mtime) = self.writes.mtime_override(new_canonical) {
+            entry.data.mtime = mtime;
+        }
+        let parent = target.parent_ino();
+        let name = match target {
+            Target::New { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        self.listings.patch(parent, |entries| {
+            let shown = name.unwrap_or_else(|| {
+                entries
+                    .iter()
+                    .find(|e| e.ino == ino || e.ino == old_canonical)
+                    .map_or_else(|| entry.name.clone(), |e| e.name.clone())
+            });
+            entries.retain(|e| e.ino != ino && e.ino != old_canonical && e.name != shown);
+            entry.name = shown;
+            entries.push(entry);
+        });
+    }
+
+    /// Unmounting: listings ahead stop, every file still unsaved is saved (or kept in the
+    /// recovery directory), and the uploads still running in the background are waited for
+    /// (every request has a timeout, so they end).
+    pub async fn shutdown(&self) {
+        self.tasks.cancel_optional();
+        self.save_all().await;
+        let (uploading, _) = self.tasks.running();
+        if uploading > 0 {
+            log::info!("waiting for {uploading} upload(s) still running in the background");
+        }
+        if !self.tasks.wait_needed(SHUTDOWN_LIMIT).await {
+            log::warn!("background uploads still running after {SHUTDOWN_LIMIT:?}; leaving");
+        }
+    }
+
+    /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
+    pub async fn save_all(&self) {
+        self.remove_orphans().await;
+        let files = self.writes.open_files();
+        for (ino, file) in files {
+            let pending = {
+                let data = file.lock();
+                data.dirty && !data.unlinked
+            };
+            if pending {
+                log::warn!(
+                    "unmounting with {} unsaved: saving it now",
+                    self.describe(ino)
+                );
+                if let Err(err) = self.save(ino, &file).await {
+                    log::warn!("{}: {err}", self.describe(ino));
+                }
+            }
+        }
+        let left = self.writes.orphans().clone();
+        if !left.is_empty() {
+            log::warn!("unfinished empty items stay on the server (remove them by hand): {left:?}");
+        }
+    }
+}
