@@ -8,6 +8,7 @@ pub mod client;
 mod envelope;
 pub mod error;
 pub mod redact;
+mod stream;
 pub mod text;
 mod transfer;
 pub mod types;
