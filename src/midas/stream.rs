@@ -9,6 +9,7 @@
 //! most its call's byte limit in all. The decoder reads the envelope `{"code","data","message",
 //! "stat"}` and decodes `data` straight into the call's type, one list element after the other.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Read};
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -45,6 +46,9 @@ const MAX_DEPTH: usize = 64;
 const CHUNKS_IN_FLIGHT: usize = 16;
 /// The parser's read buffer.
 const PARSE_BUFFER: usize = 64 << 10;
+/// Answers announced at most this long are read first and decoded in place: most answers are
+/// small, and a thread per call would only cost time and memory.
+const SMALL_ANSWER: u64 = 256 << 10;
 /// Longest piece of a non-JSON answer quoted in an error.
 const QUOTE_LIMIT: usize = 120;
 /// The start of every Midas envelope, searched for when the body does not start with `{`.
@@ -62,11 +66,29 @@ pub(crate) async fn decode_response<T>(
 where
     T: DeserializeOwned + Send + 'static,
 {
+    if response.content_length().is_some_and(|n| n <= SMALL_ANSWER) {
+        let mut chunks = VecDeque::new();
+        loop {
+            match timeout(stall, response.chunk()).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        method: method.to_owned(),
+                        after: stall,
+                    })
+                }
+                Ok(Ok(Some(chunk))) => chunks.push_back(chunk),
+                Ok(Ok(None)) => break,
+                Ok(Err(err)) => return Err(transfer::transport_error(method, shown, err, stall)),
+            }
+        }
+        let reader = Reader::new(Source::Arrived(chunks), Filter::new(method, limit));
+        return decode(method, shown, reader);
+    }
     let (chunks, arriving) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let parser = {
         let (method, shown) = (method.to_owned(), shown.to_owned());
         tokio::task::spawn_blocking(move || {
-            let reader = Reader::new(arriving, Filter::new(&method, limit));
+            let reader = Reader::new(Source::Arriving(arriving), Filter::new(&method, limit));
             decode(&method, &shown, reader)
         })
     };
@@ -267,9 +289,26 @@ impl<'de, T: DeserializeOwned> de::Visitor<'de> for DataSeed<T> {
     }
 }
 
+/// Where the chunks of a body come from.
+enum Source {
+    /// From the socket, while they arrive.
+    Arriving(mpsc::Receiver<Bytes>),
+    /// All read already (a small answer).
+    Arrived(VecDeque<Bytes>),
+}
+
+impl Source {
+    fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Source::Arriving(arriving) => arriving.blocking_recv(),
+            Source::Arrived(chunks) => chunks.pop_front(),
+        }
+    }
+}
+
 /// The chunks of a body, filtered, as a `Read` for the parser.
 struct Reader {
-    arriving: mpsc::Receiver<Bytes>,
+    arriving: Source,
     filter: Filter,
     out: Vec<u8>,
     at: usize,
@@ -277,7 +316,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(arriving: mpsc::Receiver<Bytes>, filter: Filter) -> Reader {
+    fn new(arriving: Source, filter: Filter) -> Reader {
         Reader {
             arriving,
             filter,
@@ -296,7 +335,7 @@ impl Read for Reader {
             }
             self.out.clear();
             self.at = 0;
-            match self.arriving.blocking_recv() {
+            match self.arriving.next() {
                 Some(chunk) => self.filter.feed(&chunk, &mut self.out),
                 None => {
                     self.ended = true;
