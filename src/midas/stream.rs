@@ -1,7 +1,8 @@
 //! JSON answers decoded while they arrive, so that a folder of any real size lists without its
 //! whole answer in memory, and a hostile endless answer stops at a bound instead of filling it.
 //!
-//! The body's chunks go, as they come, to a parser on a blocking thread. On the way they pass a
+//! The body's chunks go, as they come, to a parser on a blocking thread (an answer announced at
+//! 256 KiB or less is read first and parsed in place). On the way they pass a
 //! [`Filter`] that does what [`super::envelope::parse`] does to a whole body (skips PHP warnings
 //! before the envelope, turns invalid UTF-8 and lone surrogate escapes into U+FFFD) and
 //! enforces the bounds: an answer holds at most [`MAX_ENTRIES`] entries (objects in a list) of
