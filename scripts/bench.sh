@@ -14,7 +14,8 @@ usage() {
 usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
 
   --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
-             about 3 minutes instead of about 13
+             about 3 minutes instead of about 13 (plus the scale rows of
+             scripts/bench/scale.sh, which only the full mode runs)
   --runs N   runs per measurement (the median is shown); default 3
   --dir DIR  where the servers' stores, test files and mountpoints go; default ${TMPDIR:-/var/tmp}
   --keep     keep that working directory (logs, stores) instead of deleting it
@@ -613,3 +614,10 @@ stop_server "$SERVER_PID"
 echo "command: scripts/bench.sh$( ((QUICK)) && echo " --quick") (runs: $RUNS), took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 echo
 helper table "$RESULTS"
+
+# Full mode: the scale rows (how time and memory grow with folder, tree and file size), in a
+# script of their own that also runs by itself.
+if ((!QUICK)); then
+	echo
+	"$REPO/scripts/bench/scale.sh" --dir "$WORK" || echo "scale rows: failed (exit $?), see the output above"
+fi

@@ -26,6 +26,7 @@ use super::codes;
 use super::envelope;
 use super::error::Error;
 use super::redact::redact;
+use super::stream;
 use super::transfer::{self, PlainAnswer, DOWNLOAD};
 use super::types::{
     Changed, Children, Community, Folder, Id, Item, MetadataValue, User, ANONYMOUS_GROUP,
@@ -62,9 +63,10 @@ const MIN_TOKEN_LEN: usize = 10;
 const API_MODULE_HINT: &str = "if it is a Midas server, its API module may be disabled (an \
      administrator enables `api` under Administration → Modules)";
 
-/// The largest JSON answer read, in bytes: a bigger one fails with [`Error::TooLarge`] before
-/// it can fill the memory (the decoded answer takes a few times its size). 64 MiB holds a
-/// folder of about 150,000 items.
+/// The largest JSON answer read of a call that is not a list, in bytes: a bigger one fails
+/// with [`Error::TooLarge`] before it can fill the memory. List answers (`folder.children`,
+/// `user.list`, …) are decoded while they arrive and have bounds of their own (see
+/// [`stream`]): a folder of any real size lists.
 pub const MAX_ANSWER: usize = 64 << 20;
 
 /// Redirects followed per request at most (reqwest's own default).
@@ -214,6 +216,14 @@ impl Call {
             kind: Kind::Read,
             with_token: true,
             limit: MAX_ANSWER,
+        }
+    }
+
+    /// A call whose answer is a list that may be long: see [`stream`] for its bounds.
+    fn list(method: &'static str) -> Call {
+        Call {
+            limit: stream::MAX_LIST_BYTES,
+            ..Call::read(method)
         }
     }
 
@@ -377,7 +387,7 @@ impl Client {
 
     /// Public users, at most `limit`, ordered by last name.
     pub async fn user_list(&self, limit: u32) -> Result<Vec<User>> {
-        self.fetch(Call::read("midas.user.list").param("limit", limit))
+        self.fetch(Call::list("midas.user.list").param("limit", limit))
             .await
     }
 
@@ -389,7 +399,7 @@ impl Client {
     /// The communities the caller can see (for non-administrators: at most 20 public ones plus
     /// those they belong to).
     pub async fn community_list(&self) -> Result<Vec<Community>> {
-        self.fetch(Call::read("midas.community.list")).await
+        self.fetch(Call::list("midas.community.list")).await
     }
 
     pub async fn community_get_by_name(&self, name: &str) -> Result<Community> {
@@ -405,7 +415,7 @@ impl Client {
     /// The readable subfolders and items of a folder (no paging; the folder's own permission is
     /// not checked by Midas).
     pub async fn folder_children(&self, id: Id) -> Result<Children> {
-        self.fetch(Call::read("midas.folder.children").param("id", id))
+        self.fetch(Call::list("midas.folder.children").param("id", id))
             .await
     }
 
@@ -413,9 +423,9 @@ impl Client {
     /// longer than `limit` bytes (for listings nobody asked for yet).
     pub async fn folder_children_within(&self, id: Id, limit: usize) -> Result<Children> {
         self.fetch(
-            Call::read("midas.folder.children")
+            Call::list("midas.folder.children")
                 .param("id", id)
-                .limit(limit.min(MAX_ANSWER)),
+                .limit(limit.min(stream::MAX_LIST_BYTES)),
         )
         .await
     }
@@ -423,7 +433,7 @@ impl Client {
     /// The readable top folders of a community.
     pub async fn community_children(&self, id: Id) -> Result<Vec<Folder>> {
         let children: Children = self
-            .fetch(Call::read("midas.community.children").param("id", id))
+            .fetch(Call::list("midas.community.children").param("id", id))
             .await?;
         Ok(children.folders)
     }
@@ -816,19 +826,18 @@ impl Client {
     // ---- calls ----
 
     /// Sends a call and decodes its data.
-    async fn fetch<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
-        let data = self.call(&call).await?;
-        envelope::decode(call.method, data)
+    async fn fetch<T: DeserializeOwned + Send + 'static>(&self, call: Call) -> Result<T> {
+        self.call(&call).await
     }
 
     /// Sends a call whose data does not matter (deletes answer `""`, setters `"1"`).
     async fn send(&self, call: Call) -> Result<()> {
-        self.call(&call).await.map(drop)
+        self.call::<Value>(&call).await.map(drop)
     }
 
-    /// Sends a call with the token; when Midas says the token is invalid, logs in again and
-    /// sends it once more.
-    async fn call(&self, call: &Call) -> Result<Value> {
+    /// Sends a call with the token and decodes its data as it arrives; when Midas says the
+    /// token is invalid, logs in again and sends it once more.
+    async fn call<T: DeserializeOwned + Send + 'static>(&self, call: &Call) -> Result<T> {
         let token = if call.with_token {
             self.token().await?
         } else {
@@ -844,7 +853,11 @@ impl Client {
         }
     }
 
-    async fn call_with_token(&self, call: &Call, token: Option<&str>) -> Result<Value> {
+    async fn call_with_token<T: DeserializeOwned + Send + 'static>(
+        &self,
+        call: &Call,
+        token: Option<&str>,
+    ) -> Result<T> {
         let url = self.api_url(call);
         let shown = redact(url.as_str());
         let body = form_body(&call.params, token.map(|token| ("token", token)));
@@ -900,15 +913,16 @@ impl Client {
         }
     }
 
-    /// One POST of a JSON call, its parameters in `body`, its answer at most `limit` bytes.
-    async fn post(
+    /// One POST of a JSON call, its parameters in `body`, its answer at most `limit` bytes,
+    /// decoded while it arrives.
+    async fn post<T: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
         url: &Url,
         shown: &str,
         body: &str,
         limit: usize,
-    ) -> Result<Value> {
+    ) -> Result<T> {
         let request = self
             .inner
             .http
@@ -916,7 +930,17 @@ impl Client {
             .header(CONTENT_TYPE, FORM)
             .body(body.to_owned());
         let response = self.first_byte(method, shown, request).await?;
-        self.answer(method, shown, response, limit).await
+        let status = response.status();
+        if !status.is_success() {
+            // The body is not read: Midas's error pages may echo the request's token.
+            debug!("{method}: HTTP {status}");
+            return Err(Error::Http {
+                method: method.to_owned(),
+                status: status.as_u16(),
+            });
+        }
+        let stall = self.inner.stall_timeout;
+        stream::decode_response(method, shown, response, stall, limit).await
     }
 
     /// Sends a request and waits for the answer's head, at most a connect plus a stall timeout.
@@ -1096,7 +1120,7 @@ impl Client {
             .param("apikey", api_key)
             .param("appname", APP_NAME)
             .without_token();
-        let data = self
+        let data: Value = self
             .call_with_token(&call, None)
             .await
             .map_err(|err| login_refused(email, err))?;

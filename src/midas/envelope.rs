@@ -149,7 +149,7 @@ fn repair_text(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The envelope's `code`: a string such as `"-151"`, or a number from a lenient server.
-fn code(value: &Value) -> i64 {
+pub(super) fn code(value: &Value) -> i64 {
     match value {
         Value::String(s) => s.trim().parse().unwrap_or(0),
         Value::Number(n) => n.as_i64().unwrap_or(0),
@@ -157,7 +157,7 @@ fn code(value: &Value) -> i64 {
     }
 }
 
-fn not_envelope(url: &str) -> Error {
+pub(super) fn not_envelope(url: &str) -> Error {
     Error::NotMidas {
         url: url.to_owned(),
         detail: "the answer is JSON but not a Midas envelope (no \"stat\")".into(),
@@ -165,7 +165,7 @@ fn not_envelope(url: &str) -> Error {
 }
 
 /// The start of a body, printable and on one line.
-fn quote(body: &[u8]) -> String {
+pub(super) fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(QUOTE_LIMIT)]);
     let flat: String = text
         .chars()

@@ -853,3 +853,83 @@ fn client_for_url(url: &str, credentials: Credentials) -> Client {
     })
     .expect("client")
 }
+
+/// A folder whose `folder.children` answer is longer than any other answer may be (64 MiB) is
+/// decoded while it arrives, item by item, and lists in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_longer_than_64_mib_lists_in_full() {
+    const ITEMS: usize = 56_000;
+    let description = "d".repeat(1200);
+    let mut json = String::from(
+        r#"<br /><b>Notice</b>: a PHP warning first<br />{"code":"0","data":{"folders":[{"folder_id":"8","name":"sub","privacy_status":"0"}],"items":["#,
+    );
+    for i in 0..ITEMS {
+        let name = match ITEMS - i {
+            1 => r"caf\u00c3\u00a9".to_owned(),
+            2 => r"lone \ud800".to_owned(),
+            _ => format!("file {i}"),
+        };
+        json.push_str(&format!(
+            r#"{{"item_id":"{}","name":"{name}","description":"{description}","sizebytes":"{i}","date_creation":"2020-01-01 00:00:00","date_update":"2020-01-02 00:00:00","privacy_status":"2","uuid":"u{i}","extraFields":[]}},"#,
+            i + 10
+        ));
+    }
+    json.pop();
+    json.push_str(r#"]},"message":"","stat":"ok"}"#);
+    assert!(json.len() > client::MAX_ANSWER, "{} bytes", json.len());
+    let answer = Arc::new(envelope(&json));
+    drop(json);
+    let mock = Mock::start(move |seen| match seen.method() {
+        "midas.folder.children" => Reply::Raw(answer.to_vec()),
+        _ => Reply::Fail(-1, "unexpected"),
+    })
+    .await;
+    let client = Client::new(ClientConfig {
+        base_url: mock.url(),
+        credentials: Credentials::Anonymous,
+        connect_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(20),
+    })
+    .expect("client");
+    let children = client.folder_children(7).await.expect("the whole listing");
+    assert_eq!(children.folders.len(), 1);
+    assert_eq!(children.items.len(), ITEMS);
+    assert_eq!(children.items[0].name, "file 0");
+    assert_eq!(children.items[0].item_id, 10);
+    assert_eq!(children.items[ITEMS - 2].sizebytes, Some(ITEMS as i64 - 2));
+    assert_eq!(children.items[ITEMS - 2].name, "lone \u{fffd}");
+    assert_eq!(children.items[ITEMS - 1].name, "café");
+    assert_eq!(mock.count("midas.folder.children"), 1);
+}
+
+/// The bounds of a list answer hold whatever the server sends: an entry of more than 1 MiB
+/// fails the call, and so does a list longer than its call reads.
+#[tokio::test]
+async fn a_list_answer_past_its_bounds_fails() {
+    let mock = Mock::start(|seen| match seen.params.get("id").map(String::as_str) {
+        Some("1") => Reply::Raw(envelope(&format!(
+            r#"{{"code":"0","data":{{"folders":[],"items":[{{"item_id":"1","name":"{}"}}]}},"message":"","stat":"ok"}}"#,
+            "n".repeat(stream::MAX_ENTRY_BYTES)
+        ))),
+        _ => Reply::Raw(envelope(&format!(
+            r#"{{"code":"0","data":{{"folders":[],"items":[{}{{"item_id":"1","name":"n"}}]}},"message":"","stat":"ok"}}"#,
+            r#"{"item_id":"1","name":"n"},"#.repeat(100_000)
+        ))),
+    })
+    .await;
+    let client = client(&mock, Credentials::Anonymous);
+    let err = client.folder_children(1).await.unwrap_err();
+    assert!(
+        matches!(err, Error::TooLarge { limit, .. } if limit == stream::MAX_ENTRY_BYTES),
+        "{err:?}"
+    );
+    let err = client.folder_children_within(2, 1 << 20).await.unwrap_err();
+    assert!(
+        matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err:?}"
+    );
+    assert_eq!(
+        client.folder_children(2).await.expect("all").items.len(),
+        100_001
+    );
+}

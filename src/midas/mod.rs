@@ -14,6 +14,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fake;
 pub mod redact;
+mod stream;
 pub mod text;
 mod transfer;
 pub mod types;

@@ -204,19 +204,26 @@ impl MidasFs {
             .map(|listed| listed.item_id)
             .filter(|id| !details.contains_key(id))
             .collect();
+        // Each answer becomes its (smaller) entry as it arrives: a folder of 100,000 items does
+        // not hold 100,000 decoded answers at once.
         let answers: Vec<_> = stream::iter(changed)
             .map(|id| {
                 let client = self.client.clone();
-                async move { client.item_get(id).await }
+                async move {
+                    let item = client.item_get(id).await?;
+                    Ok::<_, crate::midas::Error>((
+                        id,
+                        self.item_entry(&item, String::new(), writable),
+                    ))
+                }
             })
             .buffer_unordered(ITEM_GET_CONCURRENCY)
             .collect()
             .await;
         for answer in answers {
             match answer {
-                Ok(item) => {
-                    let entry = self.item_entry(&item, String::new(), writable);
-                    details.insert(item.item_id, entry);
+                Ok((id, entry)) => {
+                    details.insert(id, entry);
                 }
                 // Deleted or hidden since the listing: not an entry any more.
                 Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {}
