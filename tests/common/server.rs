@@ -569,17 +569,28 @@ impl TestServer {
     }
 
     /// Runs `tests/pydas/<script>` with pydas's Python, the administrator's credentials in the
-    /// environment (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`).
+    /// environment (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`), and the
+    /// test's own folder ([`TestServer::private`]) in `MIDAS_FOLDER`.
     pub fn pydas(&self, script: &str, args: &[&str]) -> Output {
-        self.pydas_as(&self.email, &self.api_key, &self.password, script, args)
+        let folder = self.private().to_owned();
+        self.pydas_as(
+            &self.email,
+            &self.api_key,
+            &self.password,
+            &folder,
+            script,
+            args,
+        )
     }
 
-    /// Like [`TestServer::pydas`], as another user.
+    /// Like [`TestServer::pydas`], as another user, whose own folder is `folder` (a path below
+    /// the user's folder, see [`TestServer::fresh`]).
     pub fn pydas_as(
         &self,
         email: &str,
         api_key: &str,
         password: &str,
+        folder: &str,
         script: &str,
         args: &[&str],
     ) -> Output {
@@ -589,6 +600,7 @@ impl TestServer {
         Command::new(pydas_python())
             .arg(&path)
             .args(args)
+            .env("MIDAS_FOLDER", folder)
             .env("MIDAS_URL", &self.url)
             .env("MIDAS_EMAIL", email)
             .env("MIDAS_API_KEY", api_key)
