@@ -153,7 +153,10 @@ fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
         assert!(setup.can_download(who, &item, content));
     }
 
-    mv(&home.join(&setup.public).join("a.txt"), &home.join(&setup.private));
+    mv(
+        &home.join(&setup.public).join("a.txt"),
+        &home.join(&setup.private),
+    );
     let private = setup.owner_folder(&setup.private);
     for who in setup.outsiders() {
         assert!(
@@ -171,7 +174,10 @@ fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
     }
     assert_eq!(mode(&home.join(&setup.private).join("a.txt")), 0o600);
 
-    mv(&home.join(&setup.private).join("a.txt"), &home.join(&setup.public));
+    mv(
+        &home.join(&setup.private).join("a.txt"),
+        &home.join(&setup.public),
+    );
     let public = setup.owner_folder(&setup.public);
     for who in setup.outsiders() {
         assert!(
@@ -263,9 +269,17 @@ fn other_local_users_read_public_files_but_not_private_ones_through_allow_other(
     let mount = setup.mount(&["--allow-other"]);
     let home = mount.path.join("home");
     std::fs::write(home.join(&setup.public).join("open.txt"), b"for everyone\n").expect("write");
-    std::fs::write(home.join(&setup.private).join("secret.txt"), b"for alice only\n").expect("write");
+    std::fs::write(
+        home.join(&setup.private).join("secret.txt"),
+        b"for alice only\n",
+    )
+    .expect("write");
     std::fs::create_dir(home.join(&setup.private).join("inner")).expect("mkdir");
-    std::fs::write(home.join(&setup.private).join("inner/deeper.txt"), b"hidden\n").expect("write");
+    std::fs::write(
+        home.join(&setup.private).join("inner/deeper.txt"),
+        b"hidden\n",
+    )
+    .expect("write");
 
     assert_eq!(mode(&home.join(&setup.public)), 0o755);
     assert_eq!(mode(&home.join(&setup.public).join("open.txt")), 0o644);

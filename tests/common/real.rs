@@ -248,3 +248,16 @@ pub fn test_folder_name() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Leaves the real server's credentials of the test run (`MIDASFS_TEST_MIDAS_*`, and the
+/// `MIDAS_REAL_*` of `start.sh`'s env file) out of a child's environment: a mount daemon must not
+/// hold an API key there, not even one it was not given.
+pub fn scrub(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("MIDASFS_TEST_MIDAS_") || name_text.starts_with("MIDAS_REAL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
