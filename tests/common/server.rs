@@ -630,7 +630,15 @@ impl Drop for TestServer {
         }
         let token = self.login(&self.email, &self.real.as_ref().unwrap().api_key);
         for id in made {
-            self.call("midas.folder.delete", &[("token", &token), ("id", &id)]);
+            // Best effort: a big folder may take the real server longer than the client waits.
+            let request = self.api_request(
+                reqwest::Method::POST,
+                "midas.folder.delete",
+                &[("token", &token), ("id", &id)],
+            );
+            if let Err(err) = request.send() {
+                eprintln!("the test's folder {id} was not deleted: {err}");
+            }
         }
     }
 }
