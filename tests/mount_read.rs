@@ -558,3 +558,31 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     // The stats call itself is the only request in between.
     assert_eq!(requests() - before, 1, "the walk fetched listings itself");
 }
+
+/// The kernel's readahead can send the READ of a later block before the first one (both are in
+/// flight at once). A reader that then starts its stream at the later block and restarts it for
+/// the first opens two downloads where one would do: on a real Midas each is a PHP request that
+/// keeps sending until it notices the abort. One stream, from the first block, serves both.
+#[test]
+fn a_read_ahead_of_the_first_block_does_not_open_a_second_download() {
+    require_fuse!();
+    let server = TestServer::start(); // serve only: its count of download requests
+    let local = upload_tree(&server);
+    let mount = admin_mount(&server, &[]);
+    let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
+    let file = std::fs::File::open(private(&server, &mount).join("tree/big.bin")).unwrap();
+    let downloads = || server.stats()["download_requests"].as_u64().unwrap();
+    let before = downloads();
+    let mut buf = vec![0u8; 128 * 1024];
+    let n = file.read_at(&mut buf, 1024 * 1024).unwrap();
+    assert_eq!(&buf[..n], &expected[1024 * 1024..1024 * 1024 + n]);
+    let mut whole = vec![0u8; expected.len()];
+    let mut at = 0;
+    while at < whole.len() {
+        let n = file.read_at(&mut whole[at..], at as u64).unwrap();
+        assert!(n > 0, "short file at {at}");
+        at += n;
+    }
+    assert!(whole == expected, "the content read back differs");
+    assert_eq!(downloads() - before, 1, "downloads for one sequential read");
+}
