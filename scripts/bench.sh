@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # midasfs benchmarks: the mount, measured side by side in one run against what people use without
 # it (curl, pydas, nginx), on loopback against `midasfs serve`. Prints one table of ratios.
+# With --real DIR, the read and large-write rows (1, 2, 3, 6) run against the real Midas Server
+# that ../shared/real-midas/start.sh started in DIR instead.
 #
-#   scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
+#   scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR]
 #
 # Needs (scripts/setup.sh installs them): fuse3, curl, nginx-light, python3, and pydas in
 # .venv-pydas for the pydas rows. Run as root for honest cold-cache numbers (drop_caches).
@@ -11,7 +13,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
+usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR]
 
   --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
              about 3 minutes instead of about 13 (plus the scale rows of
@@ -19,12 +21,16 @@ usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep]
   --runs N   runs per measurement (the median is shown); default 3
   --dir DIR  where the servers' stores, test files and mountpoints go; default ${TMPDIR:-/var/tmp}
   --keep     keep that working directory (logs, stores) instead of deleting it
+  --real DIR against the real Midas Server started by ../shared/real-midas/start.sh in DIR
+             (its DIR/env): the read and large-write rows (1, 2, 3, 6) only, since the others
+             need serve's counters, its --latency or a second server
 EOF
 }
 
 QUICK=0
 RUNS=3
 KEEP=0
+REAL_DIR=
 BASE_DIR=${TMPDIR:-/var/tmp}
 while (($#)); do
 	case $1 in
@@ -38,6 +44,14 @@ while (($#)); do
 		shift
 		;;
 	--keep) KEEP=1 ;;
+	--real)
+		REAL_DIR=${2:?--real needs the directory of start.sh}
+		[[ -f $REAL_DIR/env ]] || {
+			echo "--real: no $REAL_DIR/env (start the server with ../shared/real-midas/start.sh DIR PORT)" >&2
+			exit 2
+		}
+		shift
+		;;
 	-h | --help)
 		usage
 		exit 0
@@ -162,7 +176,15 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- servers and mounts
 
 # start_server NAME DATA LATENCY: sets SERVER_URL, SERVER_EMAIL, SERVER_KEY, SERVER_PID.
+# With --real: the real Midas of REAL_DIR instead (started already; SERVER_PID is empty).
 start_server() {
+	if [[ -n $REAL_DIR ]]; then
+		SERVER_URL=$(sed -n 's/^export MIDAS_REAL_URL=//p' "$REAL_DIR/env")
+		SERVER_EMAIL=$(sed -n 's/^export MIDAS_REAL_EMAIL=//p' "$REAL_DIR/env")
+		SERVER_KEY=$(sed -n 's/^export MIDAS_REAL_APIKEY=//p' "$REAL_DIR/env")
+		SERVER_PID=
+		return
+	fi
 	local out=$WORK/$1.out
 	: >"$out"
 	"$BIN" serve --data "$2" --listen 127.0.0.1:0 --admin-password-stdin \
@@ -267,8 +289,16 @@ done
 
 start_server main "$WORK/data-main" 0
 MAIN_DATA=$WORK/data-main
+# On a real server that other runs used, in folders of this run's own.
+RUN_TAG=
+if [[ -n $REAL_DIR ]]; then
+	RUN_TAG=-$(date +%s)-$$
+	HOME_DIR=users/$(curl -sSf "$SERVER_URL/api/json?method=midas.user.get&email=$SERVER_EMAIL" |
+		"$PYTHON" -c 'import json, sys; d = json.load(sys.stdin)["data"]; print(d["firstname"] + "_" + d["lastname"])')
+	echo "server: the real Midas Server at $SERVER_URL (php -S with ${WORKERS:-4} workers, SQLite; $REAL_DIR)"
+fi
 say "main server at $SERVER_URL; uploading the test files"
-READ_FOLDER=$(api folder Private/bench-read)
+READ_FOLDER=$(api folder "Private/bench-read$RUN_TAG")
 declare -A BITSTREAM
 for i in 1 2 3 4; do
 	BITSTREAM[$i]=$(api put-file "$READ_FOLDER" "$WORK/src/big-$i.bin")
@@ -277,7 +307,7 @@ done
 rm -f "$WORK"/src/big-{2,3,4}.bin
 TOKEN=$(api login)
 MNT=$WORK/mnt-main
-READ_DIR=$MNT/$HOME_DIR/Private/bench-read
+READ_DIR=$MNT/$HOME_DIR/Private/bench-read$RUN_TAG
 
 # ---------------------------------------------------------------- 1. sequential read
 
@@ -352,9 +382,9 @@ section_parallel_read() {
 
 section_large_write() {
 	local folder source=$WORK/src/big-1.bin mount_runs="" curl_runs="" r problem
-	folder=$(api folder Private/bench-write)
+	folder=$(api folder "Private/bench-write$RUN_TAG")
 	mount_fs "$MNT"
-	local dest=$MNT/$HOME_DIR/Private/bench-write
+	local dest=$MNT/$HOME_DIR/Private/bench-write$RUN_TAG
 	problem=$(write_probe "$dest")
 	if [[ -n $problem ]]; then
 		say "  writing into the mount fails ($problem)"
@@ -380,6 +410,8 @@ section_large_write() {
 	record large_write 6 rate "$BIG_BYTES" "6. large write, cp of a $BIG_TEXT file (until on the server)" \
 		"generatetoken + curl -T" "$mount_runs" "$curl_runs"
 	record rss_mount_write 6 mib 0 "6. mount daemon peak RSS, large writes" "" "$rss" ""
+	# The bytes sent are counted by serve's stats endpoint: a real server has none.
+	[[ -z $REAL_DIR ]] || return 0
 
 	# The source still holds the content of the last mount run: the server has it already.
 	# Copied over that file again, nothing is sent; under a new name it is sent while it is
@@ -583,6 +615,12 @@ run_section 1 "sequential read" section_sequential_read
 run_section 2 "random read, first byte" section_random_read
 run_section 3 "parallel reads" section_parallel_read
 run_section 6 "large write, dedup (7)" section_large_write
+if [[ -n $REAL_DIR ]]; then
+	echo "command: scripts/bench.sh$( ((QUICK)) && echo " --quick") --real $REAL_DIR (runs: $RUNS), took $((SECONDS / 60)) min $((SECONDS % 60)) s"
+	echo
+	helper table "$RESULTS"
+	exit 0
+fi
 
 # A fresh server process, so that its peak RSS is that of serving alone.
 record rss_server_run 8 mib 0 "8. server peak RSS over sections 1–7 (uploads included)" "" \

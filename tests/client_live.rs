@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use midasfs::midas::types::Folder;
-use midasfs::midas::{Client, ClientConfig, Credentials, Error, UploadRevision};
+use midasfs::midas::{Client, ClientConfig, Credentials, Error, UploadPart, UploadRevision};
 
 const EMAIL: &str = "admin@example.com";
 const PASSWORD: &str = "correct horse battery";
@@ -660,4 +660,64 @@ fn assert_same_bytes(got: &[u8], expected: &[u8]) {
         got.len(),
         expected.len()
     );
+}
+
+/// The protocol of a file sent while it is written (`src/fs/early.rs`): each part declares one
+/// byte more than it carries, so Midas keeps the bytes and answers −105 with the count it holds,
+/// which `getoffset` confirms; the last part, with the real length, completes the upload, and the
+/// server's MD5 is that of the whole file.
+#[tokio::test]
+async fn parts_sent_while_written_are_held_counted_and_checksummed_whole() {
+    use md5::{Digest, Md5};
+    let server = Server::start();
+    let client = server.client(server.admin_key());
+    client.connect().await.expect("connect");
+    let own = own_folder(&client, "parts_sent_while_written").await;
+    let item = client
+        .item_create(own.folder_id, "parts.bin")
+        .await
+        .expect("item");
+    let local = tempfile::tempdir().expect("tempdir");
+    let content: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = write_file(local.path(), "parts.bin", &content);
+    let token = client
+        .upload_token(item.item_id, "parts.bin", None)
+        .await
+        .expect("token")
+        .expect("a token");
+    let mut held = 0;
+    for end in [1_000_000u64, 2_500_000, 4_000_000] {
+        let part = UploadPart {
+            token: &token,
+            item_id: item.item_id,
+            filename: "parts.bin",
+            file: &file,
+            offset: held,
+            end,
+        };
+        held = client.upload_perform_part(&part).await.expect("a part");
+        assert_eq!(held, end, "the server holds what the parts sent");
+        assert_eq!(client.upload_offset(&token).await.expect("getoffset"), held);
+    }
+    let length = content.len() as u64;
+    client
+        .upload_perform(
+            &token,
+            item.item_id,
+            "parts.bin",
+            &file,
+            held,
+            length,
+            UploadRevision::Head,
+        )
+        .await
+        .expect("the last part");
+    let fetched = client.item_get(item.item_id).await.expect("item.get");
+    let bitstream = &fetched.head().expect("head").bitstreams[0];
+    assert_eq!(bitstream.sizebytes as u64, length);
+    assert_eq!(bitstream.checksum, format!("{:x}", Md5::digest(&content)));
+    let stored = download_all(&client, bitstream.bitstream_id, 0, length).await;
+    assert_same_bytes(&stored, &content);
 }

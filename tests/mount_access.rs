@@ -1,4 +1,5 @@
-//! Who can see what through a real mount of a real `midasfs serve`: a file or folder moved
+//! Who can see what through a real mount of a real `midasfs serve` (or of the real Midas Server
+//! the environment names, see `common::real`, in folders of the test's own): a file or folder moved
 //! between Public and Private takes the access of its new folder on the server (checked as an
 //! anonymous caller and as a second user over HTTP), and permission bits show that access to
 //! the other local users of an `--allow-other` mount.
@@ -21,18 +22,26 @@ struct Setup {
     server: TestServer,
     owner_key: String,
     other_token: String,
+    /// The test's own folders in the owner's Public and Private folders (paths below the owner's
+    /// folder; `Public` and `Private` themselves on serve).
+    public: String,
+    private: String,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let server = TestServer::start();
+        let server = TestServer::any();
         let owner_key = server.add_user(OWNER, "alice-pass-1", "Alice", "Owner");
         let other_key = server.add_user(OTHER, "bob-pass-1", "Bob", "Other");
         let other_token = server.login(OTHER, &other_key);
+        let public = server.fresh(OWNER, &owner_key, "Public");
+        let private = server.fresh(OWNER, &owner_key, "Private");
         Setup {
             server,
             owner_key,
             other_token,
+            public,
+            private,
         }
     }
 
@@ -47,10 +56,10 @@ impl Setup {
         )
     }
 
-    /// The owner's top folder `name` (Public or Private).
-    fn owner_folder(&self, name: &str) -> String {
+    /// The id of the owner's folder at `path` (below the owner's folder).
+    fn owner_folder(&self, path: &str) -> String {
         let token = self.server.login(OWNER, &self.owner_key);
-        self.server.folder_named(Some(&token), OWNER, name)
+        self.server.folder_at(&token, OWNER, path)
     }
 
     /// Whether the caller (`None`: anonymous) can read the object: `<kind>.get` succeeds.
@@ -137,15 +146,18 @@ fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
     let mount = setup.mount(&[]);
     let home = mount.path.join("home");
     let content = b"only for alice, once moved\n";
-    std::fs::write(home.join("Public/a.txt"), content).expect("write a.txt");
-    let item = id_of(&home.join("Public/a.txt"));
+    std::fs::write(home.join(&setup.public).join("a.txt"), content).expect("write a.txt");
+    let item = id_of(&home.join(&setup.public).join("a.txt"));
     for who in setup.outsiders() {
         assert!(setup.can_get(who, "item", &item), "public file unreadable");
         assert!(setup.can_download(who, &item, content));
     }
 
-    mv(&home.join("Public/a.txt"), &home.join("Private/"));
-    let private = setup.owner_folder("Private");
+    mv(
+        &home.join(&setup.public).join("a.txt"),
+        &home.join(&setup.private),
+    );
+    let private = setup.owner_folder(&setup.private);
     for who in setup.outsiders() {
         assert!(
             !setup.can_get(who, "item", &item),
@@ -160,10 +172,13 @@ fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
             "{who:?} sees it listed in Private"
         );
     }
-    assert_eq!(mode(&home.join("Private/a.txt")), 0o600);
+    assert_eq!(mode(&home.join(&setup.private).join("a.txt")), 0o600);
 
-    mv(&home.join("Private/a.txt"), &home.join("Public/"));
-    let public = setup.owner_folder("Public");
+    mv(
+        &home.join(&setup.private).join("a.txt"),
+        &home.join(&setup.public),
+    );
+    let public = setup.owner_folder(&setup.public);
     for who in setup.outsiders() {
         assert!(
             setup.can_get(who, "item", &item),
@@ -172,7 +187,7 @@ fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
         assert!(setup.can_download(who, &item, content));
         assert!(setup.children(who, &public).contains(&"a.txt".to_owned()));
     }
-    assert_eq!(mode(&home.join("Public/a.txt")), 0o644);
+    assert_eq!(mode(&home.join(&setup.public).join("a.txt")), 0o644);
     drop(mount);
 }
 
@@ -182,7 +197,7 @@ fn a_folder_moved_into_private_takes_its_contents_along_and_back() {
     let setup = Setup::new();
     let mount = setup.mount(&[]);
     let home = mount.path.join("home");
-    let project = home.join("Public/project");
+    let project = home.join(&setup.public).join("project");
     std::fs::create_dir_all(project.join("sub")).expect("mkdir");
     let content = b"deep inside\n";
     std::fs::write(project.join("sub/deep.txt"), content).expect("write deep.txt");
@@ -197,8 +212,8 @@ fn a_folder_moved_into_private_takes_its_contents_along_and_back() {
         assert!(items.iter().all(|i| setup.can_get(who, "item", i)));
     }
 
-    mv(&project, &home.join("Private/"));
-    let private = setup.owner_folder("Private");
+    mv(&project, &home.join(&setup.private));
+    let private = setup.owner_folder(&setup.private);
     for who in setup.outsiders() {
         for folder in &folders {
             assert!(
@@ -217,13 +232,13 @@ fn a_folder_moved_into_private_takes_its_contents_along_and_back() {
             .children(who, &private)
             .contains(&"project".to_owned()));
     }
-    let moved = home.join("Private/project");
+    let moved = home.join(&setup.private).join("project");
     assert_eq!(mode(&moved), 0o700);
     assert_eq!(mode(&moved.join("sub")), 0o700);
     assert_eq!(mode(&moved.join("sub/deep.txt")), 0o600);
 
-    mv(&moved, &home.join("Public/"));
-    let public = setup.owner_folder("Public");
+    mv(&moved, &home.join(&setup.public));
+    let public = setup.owner_folder(&setup.public);
     for who in setup.outsiders() {
         assert!(folders.iter().all(|f| setup.can_get(who, "folder", f)));
         assert!(items.iter().all(|i| setup.can_get(who, "item", i)));
@@ -253,18 +268,34 @@ fn other_local_users_read_public_files_but_not_private_ones_through_allow_other(
     let setup = Setup::new();
     let mount = setup.mount(&["--allow-other"]);
     let home = mount.path.join("home");
-    std::fs::write(home.join("Public/open.txt"), b"for everyone\n").expect("write");
-    std::fs::write(home.join("Private/secret.txt"), b"for alice only\n").expect("write");
-    std::fs::create_dir(home.join("Private/inner")).expect("mkdir");
-    std::fs::write(home.join("Private/inner/deeper.txt"), b"hidden\n").expect("write");
+    std::fs::write(home.join(&setup.public).join("open.txt"), b"for everyone\n").expect("write");
+    std::fs::write(
+        home.join(&setup.private).join("secret.txt"),
+        b"for alice only\n",
+    )
+    .expect("write");
+    std::fs::create_dir(home.join(&setup.private).join("inner")).expect("mkdir");
+    std::fs::write(
+        home.join(&setup.private).join("inner/deeper.txt"),
+        b"hidden\n",
+    )
+    .expect("write");
 
-    assert_eq!(mode(&home.join("Public")), 0o755);
-    assert_eq!(mode(&home.join("Public/open.txt")), 0o644);
-    assert_eq!(mode(&home.join("Private")), 0o700);
-    assert_eq!(mode(&home.join("Private/secret.txt")), 0o600);
-    assert_eq!(mode(&home.join("Private/inner")), 0o700);
+    assert_eq!(mode(&home.join(&setup.public)), 0o755);
+    assert_eq!(mode(&home.join(&setup.public).join("open.txt")), 0o644);
+    assert_eq!(mode(&home.join(&setup.private)), 0o700);
+    assert_eq!(mode(&home.join(&setup.private).join("secret.txt")), 0o600);
+    assert_eq!(mode(&home.join(&setup.private).join("inner")), 0o700);
 
-    let path = |p: &str| home.join(p).display().to_string();
+    let path = |p: &str| {
+        let (top, below) = p.split_once('/').unwrap_or((p, ""));
+        let own = if top == "Public" {
+            &setup.public
+        } else {
+            &setup.private
+        };
+        home.join(own).join(below).display().to_string()
+    };
     assert!(
         as_nobody(&format!("cat '{}' >/dev/null", path("Public/open.txt"))),
         "nobody cannot read a public file"

@@ -182,7 +182,7 @@ fn login(server: &TestServer, config: &Path) {
 
 #[test]
 fn login_stores_the_api_key_in_a_private_file_and_never_the_password() {
-    let server = TestServer::start();
+    let server = TestServer::any();
     let config = config_home();
     login(&server, config.path());
     let dir = config.path().join("midasfs");
@@ -311,7 +311,7 @@ fn mount_t_fuse_midasfs_mounts_with_o_options_and_midasfs_unmount_unmounts() {
         return;
     }
     let Some(_link) = Link::install() else { return };
-    let server = TestServer::start();
+    let server = TestServer::any();
     let config = config_home();
     login(&server, config.path());
     let mountpoint = Mountpoint(unique_mountpoint());
@@ -388,7 +388,7 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
         return;
     }
     let Some(_link) = Link::install() else { return };
-    let server = TestServer::start();
+    let server = TestServer::any();
     let config = config_home();
     login(&server, config.path());
     let mountpoint = Mountpoint(unique_mountpoint());
@@ -406,7 +406,11 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
     assert!(is_fuse_mount(&mountpoint.0));
 
     // Writable (no ro): a file copied in reaches the server.
-    let target = mountpoint.0.join("home/Private/from-fstab.txt");
+    let target = mountpoint
+        .0
+        .join("home")
+        .join(server.private())
+        .join("from-fstab.txt");
     std::fs::write(&target, b"written through an fstab mount\n").unwrap();
     let out = midasfs(
         &["unmount", mountpoint.0.to_str().unwrap()],
@@ -416,7 +420,7 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
     assert!(out.status.success(), "midasfs unmount: {}", text(&out));
     assert!(!is_fuse_mount(&mountpoint.0));
     let token = server.token();
-    let private = server.folder_named(Some(&token), &server.email, "Private");
+    let private = server.folder_at(&token, &server.email, server.private());
     let children = server.call_ok(
         "midas.folder.children",
         &[("token", &token), ("id", &private)],

@@ -1,5 +1,6 @@
-//! Browsing and reading through a real mount of a real `midasfs serve`, with data put there by
-//! pydas, the official client.
+//! Browsing and reading through a real mount of a real `midasfs serve`, or of the real Midas
+//! Server the environment names (see `common::real`), with data put there by pydas, the official
+//! client.
 
 mod common;
 
@@ -26,11 +27,16 @@ fn upload(server: &TestServer, local: &Path, destination: &str, leaf_items: bool
 }
 
 /// The test tree (see `make_tree`), made in a new local directory and uploaded by pydas into
-/// the admin's Private folder. The local copy is at `<dir>/tree`.
+/// the test's folder in the admin's Private folder. The local copy is at `<dir>/tree`.
 fn upload_tree(server: &TestServer) -> tempfile::TempDir {
     let local = tempfile::tempdir().unwrap();
     make_tree(local.path());
-    upload(server, &local.path().join("tree"), "Private", false);
+    upload(
+        server,
+        &local.path().join("tree"),
+        &server.private_path(),
+        false,
+    );
     local
 }
 
@@ -38,30 +44,43 @@ fn admin_mount(server: &TestServer, extra: &[&str]) -> Mount {
     Mount::as_admin(&server.url, &server.email, &server.api_key, extra)
 }
 
-fn private(mount: &Mount) -> PathBuf {
-    mount.path.join("users/Admin_User/Private")
+/// The test's own folder in the admin's Private folder, in a mount of the whole server.
+fn private(server: &TestServer, mount: &Mount) -> PathBuf {
+    server.private_in(&mount.path)
 }
 
 #[test]
 fn mounted_tree_equals_the_tree_pydas_uploaded() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let local = upload_tree(&server);
     let multi = tempfile::tempdir().unwrap();
     std::fs::create_dir(multi.path().join("multi")).unwrap();
     std::fs::write(multi.path().join("multi/a.txt"), b"first\n").unwrap();
     std::fs::write(multi.path().join("multi/b.txt"), b"second\n").unwrap();
-    upload(&server, &multi.path().join("multi"), "Private", true);
+    upload(
+        &server,
+        &multi.path().join("multi"),
+        &server.private_path(),
+        true,
+    );
 
     let mount = admin_mount(&server, &["--cache-size", "1"]);
-    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+    diff_r(
+        &local.path().join("tree"),
+        &private(&server, &mount).join("tree"),
+    );
     // A leaf folder uploaded as one item of two bitstreams is a directory of two files.
-    assert!(private(&mount).join("multi").is_dir());
-    diff_r(&multi.path().join("multi"), &private(&mount).join("multi"));
+    assert!(private(&server, &mount).join("multi").is_dir());
+    diff_r(
+        &multi.path().join("multi"),
+        &private(&server, &mount).join("multi"),
+    );
     // home points at the logged-in user's folder.
     let home = std::fs::read_link(mount.path.join("home")).unwrap();
-    assert_eq!(home, Path::new("users/Admin_User"));
-    assert!(mount.path.join("home/Private/tree/hello.txt").is_file());
+    assert_eq!(home, Path::new("users").join(server.home()));
+    let via_home = mount.path.join("home").join(server.private());
+    assert!(via_home.join("tree/hello.txt").is_file());
     let status = mount.unmount();
     assert!(
         status.success(),
@@ -72,12 +91,12 @@ fn mounted_tree_equals_the_tree_pydas_uploaded() {
 #[test]
 fn random_reads_match_and_attributes_come_from_the_server() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--cache-size", "1", "--ttl", "1"]);
 
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
-    let file = std::fs::File::open(private(&mount).join("tree/big.bin")).unwrap();
+    let file = std::fs::File::open(private(&server, &mount).join("tree/big.bin")).unwrap();
     assert_eq!(file.metadata().unwrap().len(), expected.len() as u64);
     let mut offset = 12_345u64;
     for i in 0..200u64 {
@@ -103,7 +122,7 @@ fn random_reads_match_and_attributes_come_from_the_server() {
     );
 
     // xattrs match what the server says about the item.
-    let path = private(&mount).join("tree/hello.txt");
+    let path = private(&server, &mount).join("tree/hello.txt");
     let id: String = getxattr(&path, "user.midas.id").expect("user.midas.id");
     let item = server.call("midas.item.get", &[("token", &server.token()), ("id", &id)]);
     let bitstream = &item["data"]["revisions"][0]["bitstreams"][0];
@@ -150,15 +169,22 @@ fn random_reads_match_and_attributes_come_from_the_server() {
 #[test]
 fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let jane_key = server.add_user("jane@example.com", "janepassword1", "Jane", "Doe");
     let local = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(local.path().join("secret")).unwrap();
     std::fs::write(local.path().join("secret/plans.txt"), b"private\n").unwrap();
     std::fs::create_dir_all(local.path().join("shared")).unwrap();
     std::fs::write(local.path().join("shared/notes.txt"), b"public\n").unwrap();
-    upload(&server, &local.path().join("secret"), "Private", false);
-    upload(&server, &local.path().join("shared"), "Public", false);
+    upload(
+        &server,
+        &local.path().join("secret"),
+        &server.private_path(),
+        false,
+    );
+    let public = server.fresh(&server.email, &server.api_key, "Public");
+    let public_path = format!("/users/{}/{public}", server.home());
+    upload(&server, &local.path().join("shared"), &public_path, false);
 
     let jane = Mount::start(
         &server.url,
@@ -168,13 +194,14 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
             extra: &[],
         },
     );
-    let admin_home = jane.path.join("users/Admin_User");
-    assert!(admin_home.join("Public/shared/notes.txt").is_file());
+    let admin_home = jane.path.join("users").join(server.home());
+    assert!(admin_home.join(&public).join("shared/notes.txt").is_file());
     assert!(
         !admin_home.join("Private").exists(),
         "Jane sees the admin's Private folder"
     );
-    assert!(!admin_home.join("Private/secret/plans.txt").exists());
+    let secret = format!("{}/secret/plans.txt", server.private());
+    assert!(!admin_home.join(secret).exists());
     let anonymous = Mount::start(
         &server.url,
         MountOptions {
@@ -183,9 +210,9 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
             extra: &[],
         },
     );
-    let admin_home = anonymous.path.join("users/Admin_User");
+    let admin_home = anonymous.path.join("users").join(server.home());
     assert_eq!(
-        std::fs::read(admin_home.join("Public/shared/notes.txt")).unwrap(),
+        std::fs::read(admin_home.join(&public).join("shared/notes.txt")).unwrap(),
         b"public\n"
     );
     assert!(!admin_home.join("Private").exists());
@@ -199,7 +226,8 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
         .collect();
     assert_eq!(names, ["Public"]);
     // Read-only to everyone who may not write: Jane cannot write into the admin's folders.
-    let mode = std::fs::metadata(jane.path.join("users/Admin_User/Public/shared")).unwrap();
+    let shared = jane.path.join("users").join(server.home()).join(&public);
+    let mode = std::fs::metadata(shared.join("shared")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o222,
         0
@@ -209,7 +237,7 @@ fn others_private_data_is_invisible_and_anonymous_sees_only_public() {
 #[test]
 fn bad_credentials_and_bad_urls_fail_before_mounting() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let mountpoint = common::mount::unique_mountpoint();
     let run = |url: &str, key: &str| {
         Command::new(env!("CARGO_BIN_EXE_midasfs"))
@@ -263,7 +291,7 @@ fn bad_credentials_and_bad_urls_fail_before_mounting() {
 #[test]
 fn background_mount_returns_when_ready_and_unmounts_on_sigterm() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let mountpoint = common::mount::unique_mountpoint();
     let log = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
@@ -282,7 +310,11 @@ fn background_mount_returns_when_ready_and_unmounts_on_sigterm() {
     );
     // Ready means ready: no polling needed.
     assert!(common::mount::is_fuse_mount(&mountpoint));
-    assert!(mountpoint.join("users/Admin_User/Public").is_dir());
+    assert!(mountpoint
+        .join("users")
+        .join(server.home())
+        .join("Public")
+        .is_dir());
     let pid = daemon_pid(&mountpoint);
     // SAFETY: sending a signal to the daemon we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -328,29 +360,36 @@ fn daemon_pid(mountpoint: &Path) -> i32 {
 #[test]
 fn token_expiry_mid_walk_is_invisible() {
     require_fuse!();
-    let server = TestServer::start_with(&["--token-ttl", "2"]);
+    let server = TestServer::any_expiring();
     let local = upload_tree(&server);
     let mount = admin_mount(&server, &["--ttl", "1"]);
-    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
-    std::thread::sleep(Duration::from_secs(3));
-    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+    diff_r(
+        &local.path().join("tree"),
+        &private(&server, &mount).join("tree"),
+    );
+    server.expire_tokens();
+    std::thread::sleep(Duration::from_millis(1100));
+    diff_r(
+        &local.path().join("tree"),
+        &private(&server, &mount).join("tree"),
+    );
 }
 
 #[test]
 fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() {
     require_fuse!();
-    let mut server = TestServer::start();
+    let mut server = TestServer::any();
     let local = upload_tree(&server);
     let mount = admin_mount(
         &server,
         &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"],
     );
-    let hello = private(&mount).join("tree/hello.txt");
+    let hello = private(&server, &mount).join("tree/hello.txt");
     assert_eq!(std::fs::read(&hello).unwrap(), b"Hello from midasfs!\n");
     server.stop();
     std::thread::sleep(Duration::from_millis(1100));
     let started = Instant::now();
-    let err = std::fs::read_dir(private(&mount).join("tree/nested")).map(|d| d.count());
+    let err = std::fs::read_dir(private(&server, &mount).join("tree/nested")).map(|d| d.count());
     assert!(err.is_err(), "listing a folder of a dead server succeeded");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -358,13 +397,16 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
         started.elapsed()
     );
     server.restart();
-    diff_r(&local.path().join("tree"), &private(&mount).join("tree"));
+    diff_r(
+        &local.path().join("tree"),
+        &private(&server, &mount).join("tree"),
+    );
 }
 
 #[test]
 fn a_second_walk_within_the_ttl_sends_no_requests() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::start(); // serve only: its request counters
     upload_tree(&server);
     let mount = admin_mount(&server, &["--ttl", "60"]);
     let walk = || {
@@ -407,14 +449,14 @@ fn method_count(server: &TestServer, method: &str) -> u64 {
 #[test]
 fn a_new_listing_asks_only_for_the_items_that_changed() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::start(); // serve only: its request counters
     upload_tree(&server);
     let reader = admin_mount(&server, &["--ttl", "1"]);
     let writer = admin_mount(&server, &[]);
-    let seen = private(&reader).join("tree/hello.txt");
+    let seen = private(&server, &reader).join("tree/hello.txt");
     assert_eq!(std::fs::read(&seen).unwrap(), b"Hello from midasfs!\n");
     let list = || {
-        let sizes: Vec<_> = std::fs::read_dir(private(&reader).join("tree"))
+        let sizes: Vec<_> = std::fs::read_dir(private(&server, &reader).join("tree"))
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())
             .collect();
@@ -434,7 +476,7 @@ fn a_new_listing_asks_only_for_the_items_that_changed() {
 
     // Another client changed one file: only that item is asked for, and its content shows.
     std::fs::write(
-        private(&writer).join("tree/hello.txt"),
+        private(&server, &writer).join("tree/hello.txt"),
         b"changed elsewhere\n",
     )
     .unwrap();
@@ -448,13 +490,14 @@ fn a_new_listing_asks_only_for_the_items_that_changed() {
 #[test]
 fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_directory() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let local = upload_tree(&server);
-    let mount = admin_mount(&server, &["--root", "/users/Admin_User/Private/tree"]);
+    let root = format!("{}/tree", server.private_path());
+    let mount = admin_mount(&server, &["--root", &root]);
     diff_r(&local.path().join("tree"), &mount.path);
     drop(mount);
     let mount = admin_mount(&server, &["--items-as-dirs"]);
-    let hello = private(&mount).join("tree/hello.txt");
+    let hello = private(&server, &mount).join("tree/hello.txt");
     assert!(hello.is_dir());
     assert_eq!(
         std::fs::read(hello.join("hello.txt")).unwrap(),
@@ -468,7 +511,7 @@ fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_director
 #[test]
 fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::start(); // serve only: its request counters
     let local = tempfile::tempdir().unwrap();
     let top = local.path().join("top");
     for i in 0..6 {
@@ -478,7 +521,7 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     }
     upload(&server, &top, "Private", false);
     let mount = admin_mount(&server, &["--ttl", "60"]);
-    let top_dir = private(&mount).join("top");
+    let top_dir = private(&server, &mount).join("top");
     // A listing here is a folder.children, and an item.get for the folder's one item.
     let listings = || {
         (
@@ -514,4 +557,32 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     }
     // The stats call itself is the only request in between.
     assert_eq!(requests() - before, 1, "the walk fetched listings itself");
+}
+
+/// The kernel's readahead can send the READ of a later block before the first one (both are in
+/// flight at once). A reader that then starts its stream at the later block and restarts it for
+/// the first opens two downloads where one would do: on a real Midas each is a PHP request that
+/// keeps sending until it notices the abort. One stream, from the first block, serves both.
+#[test]
+fn a_read_ahead_of_the_first_block_does_not_open_a_second_download() {
+    require_fuse!();
+    let server = TestServer::start(); // serve only: its count of download requests
+    let local = upload_tree(&server);
+    let mount = admin_mount(&server, &[]);
+    let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
+    let file = std::fs::File::open(private(&server, &mount).join("tree/big.bin")).unwrap();
+    let downloads = || server.stats()["download_requests"].as_u64().unwrap();
+    let before = downloads();
+    let mut buf = vec![0u8; 128 * 1024];
+    let n = file.read_at(&mut buf, 1024 * 1024).unwrap();
+    assert_eq!(&buf[..n], &expected[1024 * 1024..1024 * 1024 + n]);
+    let mut whole = vec![0u8; expected.len()];
+    let mut at = 0;
+    while at < whole.len() {
+        let n = file.read_at(&mut whole[at..], at as u64).unwrap();
+        assert!(n > 0, "short file at {at}");
+        at += n;
+    }
+    assert!(whole == expected, "the content read back differs");
+    assert_eq!(downloads() - before, 1, "downloads for one sequential read");
 }

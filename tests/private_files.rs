@@ -92,7 +92,7 @@ struct Daemon {
 impl Daemon {
     fn start(server: &TestServer, extra: &[&str]) -> Daemon {
         let mountpoint = unique_mountpoint();
-        let output = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+        let output = common::real::scrub(&mut Command::new(env!("CARGO_BIN_EXE_midasfs")))
             .arg("mount")
             .arg(&server.url)
             .arg(&mountpoint)
@@ -146,7 +146,7 @@ fn pids_serving(mountpoint: &Path) -> Vec<u32> {
 fn the_mounts_spool_recovery_files_and_log_are_the_users_alone() {
     require_fuse!();
     umask_zero();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let local = tempfile::tempdir().expect("tempdir");
     let spool = local.path().join("spool");
     std::fs::create_dir(&spool).expect("mkdir spool");
@@ -168,7 +168,7 @@ fn the_mounts_spool_recovery_files_and_log_are_the_users_alone() {
     assert_eq!(mode(&log), 0o600, "the log file");
 
     // A file being written waits in the spool.
-    let private = daemon.mountpoint.join("home/Private");
+    let private = daemon.mountpoint.join("home").join(server.private());
     let open = std::fs::File::create(private.join("open.txt")).expect("create open.txt");
     std::io::Write::write_all(&mut &open, b"being written\n").expect("write");
     let spooled: Vec<_> = modes_below(&spool)
@@ -204,7 +204,7 @@ fn the_mounts_spool_recovery_files_and_log_are_the_users_alone() {
 #[test]
 fn no_mount_process_keeps_the_api_key_in_its_environment() {
     require_fuse!();
-    let server = TestServer::start();
+    let server = TestServer::any();
     let key = server.api_key.as_bytes();
     let contains_key = |pid: u32| {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();

@@ -1,6 +1,8 @@
 //! `midasfs serve` with pydas, the official Midas Python client (installed by scripts/setup.sh):
 //! logins, `pydas.upload` and `pydas.download` of a tree in both of pydas's modes, and the
-//! CoreDriver calls a user script makes. The scripts are in `tests/pydas/`.
+//! CoreDriver calls a user script makes. The scripts are in `tests/pydas/`. The same tests run
+//! against the real Midas Server the environment names (see `common::real`), each in a folder of
+//! its own; what counts serve's requests or bytes is checked on serve only.
 
 mod common;
 
@@ -37,7 +39,7 @@ fn report_of(script: &str, output: std::process::Output) -> Value {
 
 #[test]
 fn login_with_a_password_goes_through_the_default_api_key() {
-    let server = TestServer::start();
+    let server = TestServer::start(); // serve only: its request counters
     let report = run_pydas(&server, "login.py", &["password"]);
     assert_eq!(report["api_key"], server.api_key.as_str());
     assert_eq!(report["application"], "Default");
@@ -58,7 +60,7 @@ fn login_with_a_password_goes_through_the_default_api_key() {
 
 #[test]
 fn login_with_an_api_key() {
-    let server = TestServer::start();
+    let server = TestServer::any();
     let report = run_pydas(&server, "login.py", &["apikey"]);
     let token = text(&report["token"]);
     assert!(
@@ -70,9 +72,11 @@ fn login_with_an_api_key() {
         report["user_folders"],
         serde_json::json!(["Private", "Public"])
     );
-    assert!(server.stats()["methods"]
-        .get("midas.user.apikey.default")
-        .is_none_or(|count| count == 0));
+    if !server.is_real() {
+        assert!(server.stats()["methods"]
+            .get("midas.user.apikey.default")
+            .is_none_or(|count| count == 0));
+    }
 }
 
 /// A tree with the awkward cases: nesting, an empty file, binary content, names in several
@@ -331,7 +335,12 @@ fn tree_differences<T: std::fmt::Debug + PartialEq>(
 }
 
 fn upload_and_download(leaf: bool) {
-    let server = TestServer::start();
+    let server = if leaf {
+        // serve only: a real Midas deflates the ZIP of a leaf folder, the helper reads stored ones
+        TestServer::start()
+    } else {
+        TestServer::any()
+    };
     let work = tempfile::tempdir().expect("a temporary directory");
     let local = work.path().join("tree");
     let download = work.path().join("download");
@@ -345,7 +354,10 @@ fn upload_and_download(leaf: bool) {
         args.push("--leaf");
     }
     let report = run_pydas(&server, "roundtrip.py", &args);
-    assert_eq!(report["server_path"], "/users/Admin_User/Private/tree");
+    assert_eq!(
+        report["server_path"],
+        format!("{}/tree", server.private_path())
+    );
 
     let token = server.token();
     let mut expected = BTreeMap::new();
@@ -353,7 +365,7 @@ fn upload_and_download(leaf: bool) {
     let mut actual = server_structure(
         &server,
         &token,
-        &server.folder_named(Some(&token), &server.email, "Private"),
+        &server.folder_at(&token, &server.email, server.private()),
         "Private",
     );
     actual.remove("Private");
@@ -388,14 +400,14 @@ fn upload_and_download_leaf_folders_as_items() {
 
 #[test]
 fn core_driver_calls() {
-    let server = TestServer::start();
+    let server = TestServer::any();
     let scratch = tempfile::tempdir().expect("a temporary directory");
     let r = run_pydas(
         &server,
         "core_driver.py",
         &[scratch.path().to_str().expect("a UTF-8 path")],
     );
-    let private = server.folder_named(Some(&server.token()), &server.email, "Private");
+    let private = server.folder_at(&server.token(), &server.email, server.private());
     let content = b"notes written through pydas.drivers.CoreDriver\n".repeat(100);
     let (size, checksum) = (content.len().to_string(), md5_hex(&content));
 
@@ -426,10 +438,12 @@ fn core_driver_calls() {
     assert_eq!(bitstream["checksum"], checksum.as_str());
 
     assert_eq!(r["dedup_token"], "", "a known checksum needs no upload");
-    assert_eq!(
-        r["stats_before_dedup"]["bytes_uploaded"], r["stats_after_dedup"]["bytes_uploaded"],
-        "bytes were uploaded for a deduplicated file"
-    );
+    if !server.is_real() {
+        assert_eq!(
+            r["stats_before_dedup"]["bytes_uploaded"], r["stats_after_dedup"]["bytes_uploaded"],
+            "bytes were uploaded for a deduplicated file"
+        );
+    }
     let copy = &r["copy_get"]["revisions"][0]["bitstreams"][0];
     assert_eq!(copy["name"], "copy.txt");
     assert_eq!(copy["sizebytes"], size.as_str());
@@ -466,16 +480,21 @@ fn core_driver_calls() {
     assert_eq!(r["get_deleted"], "InvalidPolicy", "-151 for a deleted item");
 }
 
+/// The bytes serve received for uploads so far (a real Midas does not count them: null).
 fn bytes_uploaded(server: &TestServer) -> Value {
+    if server.is_real() {
+        return Value::Null;
+    }
     server.stats()["bytes_uploaded"].clone()
 }
 
+/// The tree of the test's own folder, named `Private` in the paths.
 fn private_tree(server: &TestServer) -> BTreeMap<String, Node> {
     let token = server.token();
     server_structure(
         server,
         &token,
-        &server.folder_named(Some(&token), &server.email, "Private"),
+        &server.folder_at(&token, &server.email, server.private()),
         "Private",
     )
 }
@@ -485,6 +504,8 @@ fn private_tree(server: &TestServer) -> BTreeMap<String, Node> {
 /// same name; without it, the existing folder is refused.
 #[test]
 fn upload_again_with_and_without_reuse_existing() {
+    // serve only for now: on a real Midas 3.4.2 the changed b.txt does not reach the item's head
+    // revision, and the ZIP it downloads as is deflated (the helper reads stored entries)
     let server = TestServer::start();
     let work = tempfile::tempdir().expect("a temporary directory");
     let local = work.path().join("again");
@@ -543,7 +564,7 @@ fn upload_again_with_and_without_reuse_existing() {
         &server,
         "download.py",
         &[
-            "/users/Admin_User/Private/again/sub/b.txt",
+            &format!("{}/again/sub/b.txt", server.private_path()),
             download.to_str().expect("a UTF-8 path"),
         ],
     );
@@ -563,7 +584,7 @@ fn upload_again_with_and_without_reuse_existing() {
 /// community is found by name without a token, as pydas does.
 #[test]
 fn upload_to_a_community_path_and_download_it() {
-    let server = TestServer::start();
+    let server = TestServer::start(); // serve only: its admin command makes the community
     server.add_community("Lab", false, None);
     let work = tempfile::tempdir().expect("a temporary directory");
     let local = work.path().join("tree");
@@ -602,22 +623,29 @@ fn upload_to_a_community_path_and_download_it() {
 /// of someone else is out of pydas.download's reach, as on a real Midas.
 #[test]
 fn another_user_reads_public_but_not_private_data() {
-    let server = TestServer::start();
+    let server = TestServer::any();
     let (email, password) = ("jane@example.com", "janepassword1");
     let jane_key = server.add_user(email, password, "Jane", "Doe");
+    let jane_private = server.fresh(email, &jane_key, "Private");
     let as_jane = |script: &str, args: &[&str]| {
         report_of(
             script,
-            server.pydas_as(email, &jane_key, password, script, args),
+            server.pydas_as(email, &jane_key, password, &jane_private, script, args),
         )
     };
+    let public = server.fresh(&server.email, &server.api_key, "Public");
+    let (admin_private, admin_public) = (
+        server.private_path(),
+        format!("/users/{}/{public}", server.home()),
+    );
     let work = tempfile::tempdir().expect("a temporary directory");
     let local = work.path().join("shared");
     std::fs::create_dir(&local).expect("create the tree");
     std::fs::write(local.join("notes.txt"), b"for everyone\n").expect("write notes.txt");
     let local_arg = local.to_str().expect("a UTF-8 path");
-    for destination in ["--destination=Private", "--destination=Public"] {
-        let upload = run_pydas(&server, "upload.py", &[local_arg, destination]);
+    for destination in [&admin_private, &admin_public] {
+        let destination = format!("--destination={destination}");
+        let upload = run_pydas(&server, "upload.py", &[local_arg, &destination]);
         assert_eq!(upload["error"], Value::Null);
     }
 
@@ -625,10 +653,10 @@ fn another_user_reads_public_but_not_private_data() {
     std::fs::create_dir(&download).expect("create a download directory");
     let download_arg = download.to_str().expect("a UTF-8 path");
     for path in [
-        "/users/Admin_User/Private/shared",
-        "/users/Admin_User/Public/shared",
+        format!("{admin_private}/shared"),
+        format!("{admin_public}/shared"),
     ] {
-        let refused = as_jane("download.py", &[path, download_arg]);
+        let refused = as_jane("download.py", &[&path, download_arg]);
         assert_eq!(refused["error"], "InvalidPolicy", "{path}");
     }
     let left = std::fs::read_dir(&download)
@@ -644,9 +672,8 @@ fn another_user_reads_public_but_not_private_data() {
     let jane_token = server.call_ok("midas.login", &login)["token"].clone();
     let jane_token = text(&jane_token);
     let admin_token = server.token();
-    let admin_folders = server.call_ok("midas.user.folders", &[("token", &admin_token)]);
-    for folder in admin_folders.as_array().expect("a list of folders") {
-        let id = text(&folder["folder_id"]);
+    for folder in [server.private(), public.as_str()] {
+        let id = &server.folder_at(&admin_token, &server.email, folder);
         let answer = server.call("midas.folder.get", &[("token", jane_token), ("id", id)]);
         let children = server.call_ok(
             "midas.folder.children",
@@ -658,7 +685,7 @@ fn another_user_reads_public_but_not_private_data() {
             .flatten()
             .map(|f| text(&f["name"]))
             .collect();
-        if folder["name"] == "Public" {
+        if folder.starts_with("Public") {
             assert_eq!(answer["stat"], "ok", "{answer}");
             assert_eq!(visible, ["shared"]);
         } else {
@@ -671,7 +698,10 @@ fn another_user_reads_public_but_not_private_data() {
     assert_eq!(own["error"], Value::Null);
     let fetched = as_jane(
         "download.py",
-        &["/users/Jane_Doe/Private/shared", download_arg],
+        &[
+            &format!("/users/Jane_Doe/{jane_private}/shared"),
+            download_arg,
+        ],
     );
     assert_eq!(fetched["error"], Value::Null);
     let notes = std::fs::read(download.join("shared/notes.txt")).expect("notes.txt downloaded");

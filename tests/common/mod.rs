@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 pub mod server;
 
+// The real Midas Server the environment may name, for the tests that run on both servers.
+#[allow(dead_code)]
+pub mod real;
+
 // A real mount of `midasfs mount` for the mount tests.
 #[allow(dead_code)]
 pub mod mount;

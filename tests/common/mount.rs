@@ -47,7 +47,7 @@ impl Mount {
     pub fn start(url: &str, options: MountOptions<'_>) -> Mount {
         let path = unique_mountpoint();
         let mut command = Command::new(env!("CARGO_BIN_EXE_midasfs"));
-        command
+        super::real::scrub(&mut command)
             .arg("mount")
             .arg(url)
             .arg(&path)

@@ -1,15 +1,20 @@
-//! `midasfs serve` as a child process on a fresh temporary store, for integration tests.
+//! The server a test talks to: `midasfs serve` as a child process on a fresh temporary store, or,
+//! for the tests that run on both ([`TestServer::any`]), the real Midas Server that the environment
+//! names (see [`real`]).
 //!
-//! The server is killed when the [`TestServer`] is dropped, also while a failing test unwinds, so
-//! no test leaves a process behind.
+//! A spawned server is killed when the [`TestServer`] is dropped, also while a failing test
+//! unwinds, so no test leaves a process behind. On a real server a test works in folders of its
+//! own ([`TestServer::private`], [`TestServer::fresh`]), deleted when it passes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+
+use super::real;
 use serde_json::Value;
 
 /// The administrator of every test server (the same as in the real-server captures).
@@ -39,6 +44,14 @@ pub struct TestServer {
     nofile: Option<(u64, u64)>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
+    /// The configured real Midas instead of a child (see [`real`]).
+    real: Option<real::Real>,
+    /// The administrator's folder name under `users/` (`First_Last`), once asked for.
+    home: OnceLock<String>,
+    /// The test's own folder in the administrator's Private folder, once made.
+    private: OnceLock<String>,
+    /// Folders made for this test on a real server (ids), deleted when the test passes.
+    made: Mutex<Vec<String>>,
     _data: tempfile::TempDir,
 }
 
@@ -49,12 +62,62 @@ struct Announcement {
 }
 
 impl TestServer {
-    /// A server on a fresh store with the administrator [`ADMIN_EMAIL`] / [`ADMIN_PASSWORD`].
+    /// A `midasfs serve` on a fresh store with the administrator [`ADMIN_EMAIL`] /
+    /// [`ADMIN_PASSWORD`], whatever the environment names: for the tests of `serve` itself and
+    /// for the mount tests that need what only `serve` offers (each says what in one line).
     pub fn start() -> TestServer {
         TestServer::start_with(&[])
     }
 
-    /// Like [`TestServer::start`] with more `midasfs serve` arguments, e.g. `["--token-ttl", "2"]`.
+    /// The server under test for the tests that run on both servers: the real Midas Server that
+    /// `MIDASFS_TEST_MIDAS_URL` names (see [`real`]), or else a fresh `midasfs serve`.
+    pub fn any() -> TestServer {
+        match real::Real::from_env() {
+            Some(real) => TestServer::on_real(real, None),
+            None => TestServer::start(),
+        }
+    }
+
+    /// Like [`TestServer::any`], for a test of token expiry ([`TestServer::expire_tokens`]):
+    /// `serve` gives tokens a life of 2 s (`--token-ttl 2`); on a real server the test logs in
+    /// with an API key of its own, so that expiring its tokens disturbs no other test.
+    pub fn any_expiring() -> TestServer {
+        match real::Real::from_env() {
+            Some(mut real) => {
+                let key = real.own_api_key();
+                TestServer::on_real(real, Some(key))
+            }
+            None => TestServer::start_with(&["--token-ttl", "2"]),
+        }
+    }
+
+    fn on_real(real: real::Real, api_key: Option<String>) -> TestServer {
+        let data = tempfile::tempdir().expect("create a temporary directory");
+        TestServer {
+            url: real.url.clone(),
+            email: real.email.clone(),
+            password: real.password.clone(),
+            api_key: api_key.unwrap_or_else(|| real.api_key.clone()),
+            data_dir: data.path().join("no-store-on-a-real-server"),
+            port: port_of(&real.url),
+            extra_args: Vec::new(),
+            nofile: None,
+            child: None,
+            http: http_client(),
+            real: Some(real),
+            home: OnceLock::new(),
+            private: OnceLock::new(),
+            made: Mutex::new(Vec::new()),
+            _data: data,
+        }
+    }
+
+    /// Whether this is a real Midas Server rather than `midasfs serve`.
+    pub fn is_real(&self) -> bool {
+        self.real.is_some()
+    }
+
+    /// Like [`TestServer::start`] with more `midasfs serve` arguments, e.g. `["--latency", "20"]`.
     pub fn start_with(extra_args: &[&str]) -> TestServer {
         TestServer::start_limited(extra_args, None)
     }
@@ -79,13 +142,106 @@ impl TestServer {
             nofile,
             child: Some(child),
             http: http_client(),
+            real: None,
+            home: OnceLock::new(),
+            private: OnceLock::new(),
+            made: Mutex::new(Vec::new()),
             _data: data,
+        }
+    }
+
+    /// The administrator's folder under `users/` in a mount: `Admin_User` on `serve`, `Ad_Min`
+    /// on the real server of `../shared/real-midas`.
+    pub fn home(&self) -> &str {
+        self.home.get_or_init(|| {
+            let user = self.call_ok("midas.user.get", &[("email", &self.email)]);
+            format!("{}_{}", text(&user["firstname"]), text(&user["lastname"]))
+        })
+    }
+
+    /// The test's own folder in the administrator's Private folder, as a path below the
+    /// administrator's folder: `Private` itself on `serve` (a fresh store), a new folder
+    /// `Private/<test>-<pid>-<n>` on a real server. In a mount: `users/<home>/<private>`; for
+    /// pydas: `/users/<home>/<private>`.
+    pub fn private(&self) -> &str {
+        self.private
+            .get_or_init(|| self.fresh(&self.email, &self.api_key, "Private"))
+    }
+
+    /// [`TestServer::private`] as pydas names it: `/users/<home>/<private>`.
+    pub fn private_path(&self) -> String {
+        format!("/users/{}/{}", self.home(), self.private())
+    }
+
+    /// [`TestServer::private`] in a mount of the whole server at `mountpoint`.
+    pub fn private_in(&self, mountpoint: &Path) -> PathBuf {
+        mountpoint
+            .join("users")
+            .join(self.home())
+            .join(self.private())
+    }
+
+    /// The test's own folder in the top folder `top` (`Private` or `Public`) of a user, as a path
+    /// below the user's folder: `top` itself on `serve`, a new folder made for this test in it on
+    /// a real server (deleted when the test passes).
+    pub fn fresh(&self, email: &str, api_key: &str, top: &str) -> String {
+        if self.real.is_none() {
+            return top.to_owned();
+        }
+        let token = self.login(email, api_key);
+        let parent = self.folder_named(Some(&token), email, top);
+        let name = real::test_folder_name();
+        let folder = self.create_folder(&token, &parent, &name);
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text(&folder["folder_id"]).to_owned());
+        format!("{top}/{name}")
+    }
+
+    /// The id of the folder at `path` below a user's folder (e.g. `Private/a/b`), as `token` sees it.
+    pub fn folder_at(&self, token: &str, email: &str, path: &str) -> String {
+        let mut parts = path.split('/');
+        let mut id = self.folder_named(Some(token), email, parts.next().expect("a path"));
+        for name in parts {
+            let children = self.call_ok("midas.folder.children", &[("id", &id), ("token", token)]);
+            id = children["folders"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["name"] == name)
+                .map(|f| text(&f["folder_id"]).to_owned())
+                .unwrap_or_else(|| panic!("no folder {name} of {path} in {children}"));
+        }
+        id
+    }
+
+    /// Makes every token of this server's administrator key invalid, as the passing of their
+    /// lifetime would: on `serve` (started by [`TestServer::any_expiring`] with `--token-ttl 2`)
+    /// by waiting 3 s; on a real server by setting their expiration date in its database.
+    pub fn expire_tokens(&self) {
+        match &self.real {
+            Some(real) => real.expire_tokens(&self.api_key),
+            None => {
+                assert!(
+                    self.extra_args.iter().any(|a| a == "--token-ttl"),
+                    "expire_tokens needs a server of TestServer::any_expiring"
+                );
+                std::thread::sleep(Duration::from_secs(3));
+            }
         }
     }
 
     /// Stops the server the way an operator would (SIGTERM) and waits for it; kills it if it is
     /// still running after 10 s. Returns how it exited (none if it was not running).
+    ///
+    /// A real server is frozen instead (SIGSTOP on its process group): it still accepts
+    /// connections, and answers nothing until [`TestServer::restart`] thaws it.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        if let Some(real) = &mut self.real {
+            real.freeze();
+            return None;
+        }
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -106,6 +262,10 @@ impl TestServer {
 
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
+        assert!(
+            self.real.is_none(),
+            "a real Midas Server is not killed by a test (this test needs serve)"
+        );
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -113,7 +273,12 @@ impl TestServer {
     }
 
     /// Starts the server again on the same store and the same port (stopping it first if it runs).
+    /// A real server frozen by [`TestServer::stop`] is thawed instead.
     pub fn restart(&mut self) {
+        if let Some(real) = &mut self.real {
+            real.thaw();
+            return;
+        }
         self.stop();
         let listen = format!("127.0.0.1:{}", self.port);
         let mut last_error = String::new();
@@ -132,8 +297,13 @@ impl TestServer {
         panic!("midasfs serve did not restart on {listen}: {last_error}");
     }
 
-    /// Creates a user with `midasfs admin add-user`; returns its Default API key.
+    /// Creates a user with `midasfs admin add-user`; returns its Default API key. On a real
+    /// server the user is made once, as the administrator's "create user" of the web interface
+    /// does (later calls find it): a test works in folders of its own there ([`TestServer::fresh`]).
     pub fn add_user(&self, email: &str, password: &str, firstname: &str, lastname: &str) -> String {
+        if let Some(real) = &self.real {
+            return real.add_user(email, password, firstname, lastname);
+        }
         let output = self.admin(
             &[
                 "add-user",
@@ -154,8 +324,12 @@ impl TestServer {
             .unwrap_or_else(|| panic!("`midasfs admin add-user` printed no api key:\n{output}"))
     }
 
-    /// Creates a community with `midasfs admin add-community`.
+    /// Creates a community with `midasfs admin add-community` (serve only).
     pub fn add_community(&self, name: &str, private: bool, moderator: Option<&str>) {
+        assert!(
+            self.real.is_none(),
+            "add_community needs serve's admin command"
+        );
         let mut args = vec!["add-community", "--name", name];
         if private {
             args.push("--private");
@@ -382,6 +556,10 @@ impl TestServer {
 
     /// The request counters of `GET /__midasfs/stats`.
     pub fn stats(&self) -> Value {
+        assert!(
+            self.real.is_none(),
+            "the stats endpoint is serve's: this test needs TestServer::start"
+        );
         json_answer("stats", self.get("/__midasfs/stats"))
     }
 
@@ -391,17 +569,28 @@ impl TestServer {
     }
 
     /// Runs `tests/pydas/<script>` with pydas's Python, the administrator's credentials in the
-    /// environment (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`).
+    /// environment (`MIDAS_URL`, `MIDAS_EMAIL`, `MIDAS_API_KEY`, `MIDAS_PASSWORD`), and the
+    /// test's own folder ([`TestServer::private`]) in `MIDAS_FOLDER`.
     pub fn pydas(&self, script: &str, args: &[&str]) -> Output {
-        self.pydas_as(&self.email, &self.api_key, &self.password, script, args)
+        let folder = self.private().to_owned();
+        self.pydas_as(
+            &self.email,
+            &self.api_key,
+            &self.password,
+            &folder,
+            script,
+            args,
+        )
     }
 
-    /// Like [`TestServer::pydas`], as another user.
+    /// Like [`TestServer::pydas`], as another user, whose own folder is `folder` (a path below
+    /// the user's folder, see [`TestServer::fresh`]).
     pub fn pydas_as(
         &self,
         email: &str,
         api_key: &str,
         password: &str,
+        folder: &str,
         script: &str,
         args: &[&str],
     ) -> Output {
@@ -411,6 +600,7 @@ impl TestServer {
         Command::new(pydas_python())
             .arg(&path)
             .args(args)
+            .env("MIDAS_FOLDER", folder)
             .env("MIDAS_URL", &self.url)
             .env("MIDAS_EMAIL", email)
             .env("MIDAS_API_KEY", api_key)
@@ -425,7 +615,31 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.kill();
+        let Some(real) = &mut self.real else {
+            self.kill();
+            return;
+        };
+        real.thaw();
+        // What a failing test made is left for a look at it.
+        if std::thread::panicking() {
+            return;
+        }
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()));
+        if made.is_empty() {
+            return;
+        }
+        let token = self.login(&self.email, &self.real.as_ref().unwrap().api_key);
+        for id in made {
+            // Best effort: a big folder may take the real server longer than the client waits.
+            let request = self.api_request(
+                reqwest::Method::POST,
+                "midas.folder.delete",
+                &[("token", &token), ("id", &id)],
+            );
+            if let Err(err) = request.send() {
+                eprintln!("the test's folder {id} was not deleted: {err}");
+            }
+        }
     }
 }
 

@@ -18,6 +18,15 @@ URL = os.environ["MIDAS_URL"]
 EMAIL = os.environ["MIDAS_EMAIL"]
 API_KEY = os.environ["MIDAS_API_KEY"]
 PASSWORD = os.environ["MIDAS_PASSWORD"]
+# The test's own folder, below the user's folder: Private on a fresh midasfs serve, a folder of
+# its own in Private on a real Midas Server that other tests and runs use too.
+FOLDER = os.environ.get("MIDAS_FOLDER", "Private")
+
+
+def own_folder_path():
+    """The server path of the test's own folder: /users/<First>_<Last>/<FOLDER>."""
+    user = pydas.session.communicator.get_user_by_email(EMAIL)
+    return "/users/{}_{}/{}".format(user["firstname"], user["lastname"], FOLDER)
 
 
 def login_with_api_key():

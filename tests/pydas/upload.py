@@ -3,18 +3,21 @@
 usage: upload.py LOCAL_PATH [--leaf] [--reuse] [--destination=DEST]
   --leaf         leaf_folders_as_items=True
   --reuse        reuse_existing=True
-  --destination  a user folder name (default Private) or a path such as /communities/X/Public
+  --destination  a user folder name or a path such as /communities/X/Public (default: the
+                 test's own folder, MIDAS_FOLDER)
 """
 import sys
 
-from midas_env import login_with_api_key, pydas, report
+from midas_env import login_with_api_key, own_folder_path, pydas, report
 
 options = sys.argv[2:]
-destination = "Private"
+destination = None
 for option in options:
     if option.startswith("--destination="):
         destination = option.split("=", 1)[1]
 login_with_api_key()
+if destination is None:
+    destination = own_folder_path()
 try:
     pydas.upload(sys.argv[1], destination=destination,
                  leaf_folders_as_items="--leaf" in options,

@@ -262,7 +262,11 @@ impl FileReader {
                             self.bitstream
                         );
                     }
-                    state.prefetch = Some(self.start_prefetch(index, state.window));
+                    // A READ ahead of the next one in order (the kernel's readahead sends both
+                    // at once) starts the stream at the block that next one needs, so that it
+                    // does not restart the stream: on a real Midas each is a PHP request.
+                    let from = index.min(state.next_offset / BLOCK_SIZE);
+                    state.prefetch = Some(self.start_prefetch(from, state.window));
                 }
                 None => {
                     let block = self.fetch_one(index).await;
