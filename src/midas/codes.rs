@@ -14,6 +14,8 @@ pub const UPLOAD_FAILED: i64 = -105;
 pub const UPLOAD_TOKEN_FAILED: i64 = -140;
 /// `Invalid upload token <token>`: no upload in progress under that token.
 pub const INVALID_UPLOAD_TOKEN: i64 = -141;
+/// The upload's temporary file could not be made (`MIDAS_HTTPUPLOAD_TMP_DIR_CREATION_FAILED`).
+pub const UPLOAD_TEMP_FAILED: i64 = -144;
 /// A missing or bad parameter, a missing parent object, an existing name (`folder.create`).
 pub const INVALID_PARAMETER: i64 = -150;
 /// Permission denied, and also "does not exist" for most calls that read or change an object.

@@ -32,6 +32,7 @@ use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use crate::cli::{AdminAction, AdminArgs, ServeArgs};
+use crate::midas::codes;
 use crate::CliResult;
 use api::{resolve, Call, Reply, Resolved};
 use store::{create_community, create_user, random_alnum, Store};
@@ -455,14 +456,14 @@ async fn api_entry(
         // Named in a form body: the body is already consumed, so nothing can be uploaded.
         Resolved::UploadPerform => {
             return envelope(Err(ApiError::new(
-                -105,
+                codes::UPLOAD_FAILED,
                 "Failed to upload file - 0/0 bytes transferred",
             )))
         }
         Resolved::Unknown => {
             shared.stats.count_method("unknown");
             return envelope(Err(ApiError::new(
-                -101,
+                codes::INVALID_TOKEN,
                 format!("Server error. Requested method {name} does not exist."),
             )));
         }

@@ -163,7 +163,7 @@ mod tests {
             t.failed("A@x", ip("10.0.0.1"));
         }
         let refused = t.check("a@x", ip("10.0.0.1")).expect_err("locked");
-        assert_eq!(refused.code, -150);
+        assert_eq!(refused.code, crate::midas::codes::INVALID_PARAMETER);
         assert!(refused.message.contains("try again in 30 s"), "{refused:?}");
         t.check("a@x", ip("10.0.0.2")).expect("another address");
         t.check("b@x", ip("10.0.0.1")).expect("another account");

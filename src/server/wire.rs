@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::midas::codes;
 use crate::midas::text::double_encode;
 
 /// Largest urlencoded or multipart body parsed for parameters (uploads stream separately).
@@ -28,15 +29,15 @@ impl ApiError {
     }
     /// −150, MIDAS_INVALID_PARAMETER.
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(-150, message)
+        ApiError::new(codes::INVALID_PARAMETER, message)
     }
     /// −151, MIDAS_INVALID_POLICY (also "does not exist").
     pub fn policy(message: impl Into<String>) -> ApiError {
-        ApiError::new(-151, message)
+        ApiError::new(codes::INVALID_POLICY, message)
     }
     /// −100, MIDAS_INTERNAL_ERROR.
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(-100, message)
+        ApiError::new(codes::INTERNAL_ERROR, message)
     }
     pub fn missing(name: &str) -> ApiError {
         ApiError::invalid(format!("Parameter {name} is not defined"))

@@ -8,6 +8,7 @@ use super::objects::{
     self, first_folder_id, folder, fresh_item, item, item_row, query_list, ITEM_SELECT,
 };
 use super::{update_by_uuid, Call, Reply};
+use crate::midas::codes;
 use crate::server::store::{
     add_revision, can_folder, can_item, copy_folder_policies_to_item, create_item, delete_item,
     head_revision, insert_item, new_uuid, now_date, policy_sql, set_public, unique_item_name,
@@ -132,7 +133,10 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 /// `midas.item.delete`: ADMIN; the item goes from every folder.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let id = call.params.require_id("id")?;
-    let caller = call.user(conn, ApiError::new(-101, "Unable to find user"))?;
+    let caller = call.user(
+        conn,
+        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
+    )?;
     if !can_item(conn, Some(caller), id, ADMIN)? {
         return Err(not_found());
     }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::store::{can, now_date, set_public, unix_now, Caller, Guarded, ADMIN, WRITE};
 use super::wire::{ApiError, Params};
 use super::Shared;
+use crate::midas::codes;
 use folders::uuid_kind;
 
 /// What a method answers: a JSON `data` value, or a redirect to the download controller.
@@ -56,7 +57,7 @@ impl<'a> Call<'a> {
             None => Ok(None),
             Some(token) => resolve_token(conn, token)?
                 .map(Some)
-                .ok_or_else(|| ApiError::new(-101, "Invalid token")),
+                .ok_or_else(|| ApiError::new(codes::INVALID_TOKEN, "Invalid token")),
         }
     }
 

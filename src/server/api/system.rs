@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 
 use super::{method_names, Call, Reply};
+use crate::midas::codes;
 use crate::server::store::{hash_password, random_alnum, unix_now};
 use crate::server::wire::ApiError;
 
@@ -117,7 +118,7 @@ pub fn login(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> 
 /// other request would otherwise wait for.
 pub fn user_apikey_default(call: &Call<'_>) -> Result<Reply, ApiError> {
     if *call.verb != Method::POST {
-        return Err(ApiError::new(-153, "POST method required"));
+        return Err(ApiError::new(codes::HTTP_ERROR, "POST method required"));
     }
     let email = call.params.require("email")?.to_lowercase();
     let password = call.params.require("password")?;

@@ -4,6 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use super::token::UploadToken;
+use crate::midas::codes;
 use crate::server::api::items::head_or_initial_revision;
 use crate::server::api::objects::item;
 use crate::server::api::{Call, Reply};
@@ -71,7 +72,10 @@ pub fn generate_token(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, A
         .open(token.temp_path(&call.shared.store))
         .map_err(|err| {
             log::error!("cannot create an upload file: {err}");
-            ApiError::new(-144, "Failed to create temporary upload file")
+            ApiError::new(
+                codes::UPLOAD_TEMP_FAILED,
+                "Failed to create temporary upload file",
+            )
         })?;
     Ok(json!({ "token": token.to_string() }).into())
 }

@@ -14,6 +14,7 @@ use super::commit::{commit_upload, io_failure, FinishedUpload, TargetRevision};
 use super::spool::{Spool, SpoolError};
 use super::token::UploadToken;
 use super::writers::{UploadWriters, UPLOAD_STALL};
+use crate::midas::codes;
 use crate::server::api::items::revision_by_number;
 use crate::server::api::objects::item;
 use crate::server::store::{can_item, Caller, WRITE};
@@ -28,7 +29,10 @@ pub async fn perform(
     body: Body,
 ) -> Result<Value, ApiError> {
     if verb != Method::PUT && verb != Method::POST {
-        return Err(ApiError::new(-153, "POST or PUT method required"));
+        return Err(ApiError::new(
+            codes::HTTP_ERROR,
+            "POST or PUT method required",
+        ));
     }
     let raw_token = params.require("uploadtoken")?.to_owned();
     let filename = params.require("filename")?.to_owned();
@@ -42,7 +46,12 @@ pub async fn perform(
         Some("multipart") => return Err(ApiError::invalid("Parameter file is not defined")),
         Some(_) => return Err(ApiError::invalid("Invalid upload mode")),
     }
-    let invalid_token = || ApiError::new(-141, format!("Invalid upload token {raw_token}"));
+    let invalid_token = || {
+        ApiError::new(
+            codes::INVALID_UPLOAD_TOKEN,
+            format!("Invalid upload token {raw_token}"),
+        )
+    };
     let token = UploadToken::parse(&raw_token).ok_or_else(invalid_token)?;
     let revision_param = params.get("revision").map(str::to_owned);
     let check_shared = Arc::clone(&shared);
@@ -88,7 +97,7 @@ pub async fn perform(
     };
     let short = |have: u64| {
         ApiError::new(
-            -105,
+            codes::UPLOAD_FAILED,
             format!("Failed to upload file - {have}/{length} bytes transferred"),
         )
     };
