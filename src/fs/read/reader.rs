@@ -265,7 +265,12 @@ impl FileReader {
                     // A READ ahead of the next one in order (the kernel's readahead sends both
                     // at once) starts the stream at the block that next one needs, so that it
                     // does not restart the stream: on a real Midas each is a PHP request.
-                    let from = index.min(state.next_offset / BLOCK_SIZE);
+                    let ahead = (index * BLOCK_SIZE).saturating_sub(state.next_offset);
+                    let from = if ahead > 0 && ahead <= SEQUENTIAL_SLACK {
+                        state.next_offset / BLOCK_SIZE
+                    } else {
+                        index
+                    };
                     state.prefetch = Some(self.start_prefetch(from, state.window));
                 }
                 None => {
