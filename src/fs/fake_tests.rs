@@ -213,3 +213,104 @@ async fn a_server_error_is_eio() {
     let (fs, _spool) = mount(&midas);
     assert_eq!(errno(fs.lookup(ROOT, "anything").await), libc::EIO);
 }
+
+// ---- state the FUSE adapter used to hold ----
+
+#[tokio::test]
+async fn a_directory_handle_reads_the_listing_it_started_with() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "a", b"a");
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let fh = fs.opendir();
+    let first = match fs.cached_readdir(ROOT, fh, 0) {
+        Some(entries) => entries,
+        None => fs.readdir(ROOT, fh).await.expect("readdir"),
+    };
+    assert_eq!(first.len(), 1);
+    fs.mkdir(ROOT, "d").await.expect("mkdir");
+    let continued = fs.cached_readdir(ROOT, fh, 1).expect("in memory");
+    assert_eq!(
+        continued.len(),
+        1,
+        "the handle goes on with its own listing"
+    );
+    let other = fs.opendir();
+    let fresh = fs.cached_readdir(ROOT, other, 0).expect("in memory");
+    assert_eq!(fresh.len(), 2, "a new handle sees the new directory");
+    fs.releasedir(fh);
+    fs.releasedir(other);
+}
+
+#[tokio::test]
+async fn unmount_waits_for_an_upload_a_last_release_started() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let (_, fh) = fs.create(ROOT, "late", 42).expect("create");
+    fs.handle_write(fh, 0, b"written, never closed by its opener")
+        .expect("write");
+    midas.fail(
+        "midas.upload.generatetoken",
+        Fault::Delay(Duration::from_millis(200)),
+    );
+    // No flush: the last release uploads, in the background.
+    fs.release_handle(fh);
+    assert!(midas.child_item(midas.public_folder(), "late").is_none());
+    fs.shutdown().await;
+    let item = midas
+        .child_item(midas.public_folder(), "late")
+        .expect("item");
+    assert_eq!(
+        midas.content(item).expect("content"),
+        b"written, never closed by its opener"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_of_a_file_being_written_reads_what_is_written_so_far() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let (attr, fh) = fs.create(ROOT, "growing", 42).expect("create");
+    fs.write(fh, 0, b"so far").expect("write");
+    let reader = fs.cached_open(attr.ino).expect("answered").expect("open");
+    assert_eq!(
+        &fs.read(reader.fh, 0, 100).await.expect("read")[..],
+        b"so far"
+    );
+}
+
+#[tokio::test]
+async fn reading_a_second_subfolder_lists_the_next_ones_ahead_in_the_background() {
+    let midas = server();
+    let top = midas.add_folder(midas.public_folder(), "top");
+    for i in 0..6 {
+        let sub = midas.add_folder(top, &format!("sub{i}"));
+        midas.add_file(sub, "f.txt", b"f");
+    }
+    let (fs, _spool) = mount(&midas);
+    let fs = Arc::new(fs);
+    let top = fs.lookup(ROOT, "top").await.expect("top").ino;
+    // As readdirplus does: the kernel now holds every entry.
+    for entry in fs.listing(top).await.expect("listing").iter() {
+        fs.remember(top, entry);
+    }
+    let read = |name: &'static str| {
+        let fs = Arc::clone(&fs);
+        async move {
+            let dir = fs.lookup(top, name).await.expect("subfolder").ino;
+            let fh = fs.opendir();
+            if fs.cached_readdir(dir, fh, 0).is_none() {
+                fs.readdir(dir, fh).await.expect("readdir");
+            }
+        }
+    };
+    read("sub0").await;
+    let before = midas.count("midas.folder.children");
+    read("sub1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while midas.count("midas.folder.children") < before + 5 {
+        assert!(std::time::Instant::now() < deadline, "nothing listed ahead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -140,8 +140,8 @@ pub struct MidasFs {
 pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
-    /// `me` is the logged-in user (None for an anonymous mount). Called within a tokio runtime:
-    /// the filesystem's background work runs on it.
+    /// `me` is the logged-in user (None for an anonymous mount). Background work runs on the
+    /// tokio runtime this is called in, if any, else on the runtime of the call that starts it.
     pub fn new(client: Api, me: Option<User>, config: FsConfig) -> MidasFs {
         let now = SystemTime::now();
         let root_kind = match &config.root {
@@ -170,7 +170,7 @@ impl MidasFs {
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
             dirs: DirHandles::default(),
-            tasks: Tasks::new(tokio::runtime::Handle::current()),
+            tasks: Tasks::new(tokio::runtime::Handle::try_current().ok()),
             attr_changed: std::sync::OnceLock::new(),
             client,
             config,

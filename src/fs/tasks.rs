@@ -21,7 +21,8 @@ pub enum Work {
 
 /// The tasks running, by kind, and the signal that cancels the optional ones.
 pub struct Tasks {
-    runtime: Handle,
+    /// Where tasks run: the runtime the filesystem was made in, else the caller's.
+    runtime: Option<Handle>,
     needed: Arc<Count>,
     optional: Arc<Count>,
     cancel: watch::Sender<bool>,
@@ -45,8 +46,8 @@ impl Drop for Running {
 }
 
 impl Tasks {
-    /// Tasks run on `runtime`.
-    pub fn new(runtime: Handle) -> Tasks {
+    /// Tasks run on `runtime`, or (None) on the runtime of whoever starts them.
+    pub fn new(runtime: Option<Handle>) -> Tasks {
         Tasks {
             runtime,
             needed: Arc::default(),
@@ -65,7 +66,10 @@ impl Tasks {
         count.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(Arc::clone(count));
         let mut cancelled = self.cancel.subscribe();
-        self.runtime.spawn(async move {
+        let runtime = self.runtime.clone().unwrap_or_else(|| {
+            Handle::try_current().expect("the filesystem's background work needs a tokio runtime")
+        });
+        runtime.spawn(async move {
             let _running = running;
             match kind {
                 Work::Needed => work.await,
@@ -116,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn unmount_waits_for_needed_work_and_cancels_optional_work() {
-        let tasks = Tasks::new(Handle::current());
+        let tasks = Tasks::new(None);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         tasks.spawn(Work::Needed, async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -138,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiting_gives_up_after_the_limit() {
-        let tasks = Tasks::new(Handle::current());
+        let tasks = Tasks::new(Some(Handle::current()));
         tasks.spawn(Work::Needed, std::future::pending());
         assert!(!tasks.wait_needed(Duration::from_millis(20)).await);
     }
