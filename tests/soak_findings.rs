@@ -64,7 +64,6 @@ fn save_by_rename(dir: &Path, name: &str, content: &[u8]) {
 // after `mv r46 d69/m76`; the server had it in d69 only), and in every longer run, also as `rm`
 // failing with EACCES and a read seeing another size than the file's.
 #[test]
-#[ignore = "bug: after a save by rename, a moved file that is overwritten reappears in its old folder"]
 fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
     require_fuse!();
     let server = TestServer::start();
@@ -86,7 +85,6 @@ fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
 // is the moved file. (With `rm -r` of the old folder the moved file is gone too, and removing it
 // afterwards fails with EACCES, as the soak saw.)
 #[test]
-#[ignore = "bug: removing the ghost a moved, saved file leaves in its old folder deletes the file"]
 fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     require_fuse!();
     let server = TestServer::start();
