@@ -108,3 +108,25 @@ fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     );
     assert_eq!(on_server(&server, &["a"]).1, ["g"]);
 }
+
+// Found by `scripts/soak.sh --workers 4 --seconds 60 --seed 1`: a worker reading another's file
+// got EIO while its writer was removing the folder (`rm -r d391` during `cross-read d391/f444`).
+// A file removed on the server while open is gone, not a failing server: real Midas answers its
+// download with HTTP 404, which the mount retried and then called an I/O error.
+#[test]
+fn reading_a_file_removed_while_open_says_stale_not_io_error() {
+    use std::io::Read;
+    require_fuse!();
+    let server = TestServer::start();
+    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let private = mount.path.join("users/Admin_User/Private");
+    std::fs::write(private.join("f"), b"content\n").unwrap();
+    assert_eq!(on_server(&server, &[]).1, ["f"]);
+
+    let mut file = std::fs::File::open(private.join("f")).unwrap();
+    std::fs::remove_file(private.join("f")).unwrap();
+    assert_eq!(on_server(&server, &[]).1, Vec::<String>::new());
+    let mut content = Vec::new();
+    let err = file.read_to_end(&mut content).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+}
