@@ -176,6 +176,8 @@ impl From<midas::Error> for FsError {
             }
             | E::Auth(_) => Kind::Denied,
             E::Timeout { .. } => Kind::TimedOut,
+            // removed on the server while the file was open: gone, not a failing server
+            err if err.is_download_gone() => Kind::Stale,
             E::Io(io) => io.raw_os_error().map_or(Kind::Io, Kind::Local),
             E::Api { .. }
             | E::Unreachable { .. }
@@ -222,6 +224,18 @@ mod tests {
         assert_eq!(err.errno(), libc::EIO);
         assert_eq!(err.kind.log_level(), log::Level::Warn);
         assert_eq!(Kind::NotFound.log_level(), log::Level::Debug);
+    }
+
+    #[test]
+    fn a_download_of_a_bitstream_no_longer_there_is_estale() {
+        let gone = |method: &str| {
+            FsError::from(midas::Error::Http {
+                method: method.into(),
+                status: 404,
+            })
+        };
+        assert_eq!(gone("download").errno(), libc::ESTALE);
+        assert_eq!(gone("midas.item.get").errno(), libc::EIO);
     }
 
     #[test]

@@ -189,6 +189,24 @@ async fn a_file_changed_on_the_server_since_this_mount_saved_it_is_estale() {
 }
 
 #[tokio::test]
+async fn reading_a_file_removed_on_the_server_while_open_is_estale_without_retrying() {
+    let midas = server();
+    let item = midas.add_file(midas.public_folder(), "gone", &[7; 300 << 10]);
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "gone").await.expect("lookup");
+    let open = fs.open(attr.ino).await.expect("open");
+    midas.remove_item(item);
+    let downloads = midas.count("download");
+    assert_eq!(errno(fs.read(open.fh, 0, 4096).await), libc::ESTALE);
+    assert_eq!(errno(fs.read(open.fh, 200 << 10, 4096).await), libc::ESTALE);
+    assert!(
+        midas.count("download") - downloads <= 2,
+        "a bitstream that is gone is not asked for again and again: {:?}",
+        midas.calls()
+    );
+}
+
+#[tokio::test]
 async fn a_handle_that_is_not_open_is_ebadf() {
     let midas = server();
     let (fs, _spool) = mount(&midas);

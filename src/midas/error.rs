@@ -64,6 +64,12 @@ impl Error {
         }
     }
 
+    /// Whether a download found its bitstream gone: Midas's download controller answers a
+    /// bitstream that no longer exists with HTTP 404 (every API error comes with HTTP 200).
+    pub fn is_download_gone(&self) -> bool {
+        matches!(self, Error::Http { method, status: 404 } if method == super::transfer::DOWNLOAD)
+    }
+
     /// Whether trying again later may succeed: timeouts, broken or refused connections, 5xx
     /// answers and downloads cut short.
     pub fn is_transient(&self) -> bool {

@@ -190,13 +190,44 @@ impl MidasFs {
             entries.retain(|e| e.name != moved.name && e.ino != moved.ino);
             entries.push(moved);
         });
-        if let Some(node) = self.nodes().get_mut(&source_ino) {
-            node.parent = new_parent;
-        }
+        self.moved_aliases(source_ino, new_parent);
         if let Some(public) = now_public {
             self.mark_access_below(source_ino, public);
         }
         Ok(())
+    }
+}
+
+impl MidasFs {
+    /// After a move, every inode the kernel may know the object by is in `new_parent`: the
+    /// listed one, and after a save by rename also the saved file's own inode, which the kernel
+    /// keeps under the name (see `write::replace::show_replaced`). A file of it open for writing
+    /// sends its close there too. Left behind, such an alias would put the object back in its
+    /// old folder's listing at its next write, and removing it there would delete the object.
+    fn moved_aliases(&self, source_ino: u64, new_parent: u64) {
+        let root = self.root_folder();
+        let mut aliases = Vec::new();
+        {
+            let mut nodes = self.nodes();
+            for (ino, node) in nodes.iter_mut() {
+                if *ino == source_ino || node.data.kind.ino(root) == source_ino {
+                    node.parent = new_parent;
+                    aliases.push(*ino);
+                }
+            }
+        }
+        for ino in aliases {
+            let Some(file) = self.writes.files().get(&ino).cloned() else {
+                continue;
+            };
+            let mut data = file.lock();
+            match &mut data.target {
+                Target::ItemFile { parent_ino, .. } | Target::Bitstream { parent_ino, .. } => {
+                    *parent_ino = new_parent;
+                }
+                Target::New { .. } => {}
+            }
+        }
     }
 }
 

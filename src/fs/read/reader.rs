@@ -254,7 +254,8 @@ impl FileReader {
                             return Err(failed);
                         }
                         restarts += 1;
-                        if restarts > STREAM_RETRIES {
+                        // a bitstream gone from the server stays gone
+                        if restarts > STREAM_RETRIES || failed.kind == Kind::Stale {
                             return Err(failed);
                         }
                         log::warn!(
