@@ -8,12 +8,17 @@
 mod access;
 mod early;
 pub mod error;
+mod history;
 pub mod inode;
 mod listings;
 pub mod names;
+mod privacy;
 pub mod reader;
+pub mod search;
 pub mod spool;
+pub mod statfs;
 pub mod time;
+mod trash;
 mod walk;
 pub mod write;
 
@@ -228,12 +233,24 @@ impl MidasFs {
 
     /// Answers a lookup from a fresh cached listing, or None when the listing must be fetched.
     pub fn cached_lookup(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        if let Some(found) = self.lookup_search(parent, name) {
+            return Some(found);
+        }
         let entries = self.cached_listing(parent)?;
+        if Self::is_revision_lookup(&entries, name) {
+            return None;
+        }
         Some(self.lookup_in(parent, &entries, name))
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if let Some(found) = self.lookup_search(parent, name) {
+            return found;
+        }
         let entries = self.listing(parent).await?;
+        if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
+            return revision;
+        }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.errno == libc::ENOENT && parent == USERS => {
                 self.lookup_unlisted_user(name).await
@@ -313,9 +330,13 @@ impl MidasFs {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
-        match self.nodes().get(&ino).map(|n| &n.data.kind) {
-            Some(NodeKind::Home { target }) => Ok(target.clone()),
-            _ => Err(FsError::new(
+        match self
+            .nodes()
+            .get(&ino)
+            .and_then(|n| n.data.kind.link_target())
+        {
+            Some(target) => Ok(target.to_owned()),
+            None => Err(FsError::new(
                 libc::EINVAL,
                 format!("inode {ino} is not a symlink"),
             )),
@@ -380,6 +401,7 @@ impl MidasFs {
             NodeKind::Users => self.user_entries().await,
             NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable, purpose).await,
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
+            NodeKind::Search(node) => self.search_listing(node).await,
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }
@@ -769,6 +791,9 @@ impl MidasFs {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
+        if self.has_revisions_xattr(ino) && !self.is_revision(ino) {
+            names.push(history::REVISIONS_XATTR.to_owned());
+        }
         if let Some(item) = self.item_of(ino) {
             for value in self.item_metadata(ino, item.id).await?.iter() {
                 names.push(metadata_xattr_name(value));
@@ -779,6 +804,11 @@ impl MidasFs {
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         self.resolve_saved_file(ino).await?;
+        if name == history::REVISIONS_XATTR {
+            if let Some(text) = self.revisions_xattr(ino).await? {
+                return Ok(text.into_bytes());
+            }
+        }
         if let Some((_, value)) = self.fixed_xattrs(ino)?.into_iter().find(|(n, _)| n == name) {
             return Ok(value.into_bytes());
         }
@@ -842,7 +872,12 @@ impl MidasFs {
             | NodeKind::Users
             | NodeKind::Home { .. }
             | NodeKind::SavedFile { .. }
-            | NodeKind::NewFile { .. } => {}
+            | NodeKind::NewFile { .. }
+            | NodeKind::Search(_) => {}
+        }
+        let privacy = self.privacy_xattr(ino);
+        if let Some(privacy) = &privacy {
+            attrs.push(("privacy", privacy.clone()));
         }
         Ok(attrs
             .into_iter()

@@ -62,7 +62,7 @@ pub struct Writes {
     /// Items this mount made of new files, until they are renamed or removed: a save by rename
     /// (a temporary file renamed over the file it replaces) turns such an item into a new
     /// revision of the item it replaces.
-    fresh: Mutex<std::collections::HashSet<Id>>,
+    fresh: Mutex<HashMap<Id, Instant>>,
     /// Items renamed to `NAME~` within a folder, by (folder inode, old name): vim renames the
     /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
     /// new content a revision of the renamed item instead.
@@ -103,8 +103,13 @@ impl Writes {
         self.orphans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fresh(&self) -> MutexGuard<'_, std::collections::HashSet<Id>> {
+    fn fresh(&self) -> MutexGuard<'_, HashMap<Id, Instant>> {
         self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long ago this mount made item `id` of a new file, if it is not renamed or removed.
+    pub fn fresh_for(&self, id: Id) -> Option<Duration> {
+        self.fresh().get(&id).map(Instant::elapsed)
     }
 
     fn renamed_away(&self) -> MutexGuard<'_, HashMap<(u64, String), Id>> {
@@ -325,10 +330,9 @@ impl MidasFs {
         match data.kind {
             NodeKind::Folder { id, .. } => Ok(Container::Folder(id)),
             NodeKind::ItemDir { item } => Ok(Container::Item(item)),
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users => Err(FsError::new(
-                libc::EACCES,
-                "only folders and items can hold new entries",
-            )),
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Search(_) => Err(
+                FsError::new(libc::EACCES, "only folders and items can hold new entries"),
+            ),
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }
@@ -582,6 +586,7 @@ impl MidasFs {
     /// rest).
     pub async fn open_write(&self, ino: u64, truncate: bool, opener: u32) -> FsResult<u64> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
             return Ok(fh);
         }
@@ -981,7 +986,7 @@ impl MidasFs {
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
             (target, &uploaded.node.kind)
         {
-            self.writes.fresh().insert(item.id);
+            self.writes.fresh().insert(item.id, Instant::now());
         }
         self.describe_spool(ino, file);
         let mut entry = uploaded.entry;
@@ -1515,6 +1520,7 @@ impl MidasFs {
         mtime: Option<SystemTime>,
     ) -> FsResult<Attr> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if let Some(size) = size {
             self.truncate(ino, size).await?;
         }
@@ -1569,6 +1575,7 @@ impl MidasFs {
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
         self.check_writable()?;
+        super::trash::refuse_trash_dir(parent == ROOT, name)?;
         let folder = match self.container(parent)? {
             Container::Folder(id) => id,
             Container::Item(_) => {
@@ -1667,7 +1674,11 @@ impl MidasFs {
                 self.mark_unlinked(entry.ino);
                 Ok(())
             }
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+            NodeKind::Root
+            | NodeKind::Communities
+            | NodeKind::Users
+            | NodeKind::Home { .. }
+            | NodeKind::Search(_) => {
                 return Err(FsError::new(
                     libc::EPERM,
                     format!("{} cannot be removed", entry.name),
@@ -1864,7 +1875,11 @@ impl MidasFs {
                     .await
                     .map_err(write_error)?;
             }
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+            NodeKind::Root
+            | NodeKind::Communities
+            | NodeKind::Users
+            | NodeKind::Home { .. }
+            | NodeKind::Search(_) => {
                 return Err(FsError::new(
                     libc::EPERM,
                     format!("{name} cannot be renamed"),
@@ -1904,6 +1919,7 @@ impl MidasFs {
     /// supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         let value = std::str::from_utf8(value).map_err(|_| {
             FsError::new(libc::EINVAL, format!("{name}: the value is not UTF-8 text"))
@@ -1927,6 +1943,7 @@ impl MidasFs {
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if !name.starts_with(META_PREFIX) {
             self.resolve_saved_file(ino).await?;
             if self
