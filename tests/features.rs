@@ -164,6 +164,21 @@ fn moving_to_the_trash_fails_so_file_managers_offer_to_delete_and_the_server_kee
             "gio trash must fail: {}",
             String::from_utf8_lossy(&trash.stderr)
         );
+        // What file managers look at: G_IO_ERROR_NOT_SUPPORTED (15) makes Nautilus, pcmanfm
+        // and Thunar offer to delete permanently instead.
+        let code = Command::new("python3")
+            .arg("-c")
+            .arg(G_FILE_TRASH)
+            .arg(mount.path.join("keep.txt"))
+            .env("HOME", std::env::temp_dir())
+            .output()
+            .expect("run python3");
+        assert_eq!(
+            String::from_utf8_lossy(&code.stdout).trim(),
+            "15",
+            "{}",
+            String::from_utf8_lossy(&code.stderr)
+        );
     } else {
         eprintln!("gio is not installed: the trash is checked by mkdir alone");
     }
@@ -180,6 +195,19 @@ fn moving_to_the_trash_fails_so_file_managers_offer_to_delete_and_the_server_kee
         "a trash folder reached the server: {names:?}"
     );
 }
+
+/// Prints the GIOErrorEnum code of `g_file_trash(argv[1])` (or `ok`), through GLib itself.
+const G_FILE_TRASH: &str = r#"
+import ctypes, sys
+gio = ctypes.CDLL("libgio-2.0.so.0")
+class GError(ctypes.Structure):
+    _fields_ = [("domain", ctypes.c_uint32), ("code", ctypes.c_int), ("message", ctypes.c_char_p)]
+gio.g_file_new_for_path.restype = ctypes.c_void_p
+gio.g_file_trash.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(GError))]
+error = ctypes.POINTER(GError)()
+trashed = gio.g_file_trash(gio.g_file_new_for_path(sys.argv[1].encode()), None, ctypes.byref(error))
+print("ok" if trashed else error.contents.code)
+"#;
 
 // ---- history ----
 
