@@ -151,13 +151,14 @@ impl MidasFs {
         let mut authors: HashMap<Id, String> = HashMap::new();
         let mut text = String::new();
         for revision in revisions {
-            if !authors.contains_key(&revision.user_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = authors.entry(revision.user_id)
+            {
                 let author = match self.client.user_get_by_id(revision.user_id).await {
                     Ok(Some(user)) => format!("{} {}", user.firstname, user.lastname),
                     // A private user, or one deleted since: the id is all there is.
                     _ => format!("user {}", revision.user_id),
                 };
-                authors.insert(revision.user_id, author);
+                slot.insert(author);
             }
             let size: i64 = revision.bitstreams.iter().map(|b| b.sizebytes).sum();
             text.push_str(&format!(
