@@ -1950,6 +1950,7 @@ impl MidasFs {
                 .fixed_xattrs(ino)?
                 .iter()
                 .any(|(fixed, _)| fixed == name)
+                || (name == super::history::REVISIONS_XATTR && self.has_revisions_xattr(ino))
             {
                 // Derived from the server (id, md5, …), so they stay; refusing would fail
                 // `rsync -X`, which removes every attribute its source lacks.
