@@ -113,10 +113,17 @@ The command returns once the mount is ready (unless --foreground); the daemon th
 $XDG_STATE_HOME/midasfs/mount.log. Unmount with `midasfs unmount MOUNTPOINT`, `fusermount3 -u
 MOUNTPOINT` or `umount MOUNTPOINT`.
 
+In the mount: `FILE@rN` is revision N of FILE (read-only, never listed; `getfattr -n
+user.midas.revisions FILE` lists them), `chmod o+r`/`o-r` makes a file or folder Public/Private
+on the server, and `.search/NAME/` (never listed) links to every item called NAME.
+
 Examples:
   MIDAS_API_KEY=KEY midasfs mount https://host/midas ~/midas --email me@example.com
   midasfs mount lab ~/midas --read-only
   midasfs https://host/midas /mnt/midas -o ro,allow_other,uid=1000,gid=1000,umask=022
+  diff ~/midas/home/Public/data.csv@r2 ~/midas/home/Public/data.csv
+  chmod -R o+rX ~/midas/home/Private/results
+  ls -l ~/midas/.search/scan.nii/
   midasfs unmount ~/midas";
 
 const LOGIN_HELP: &str = "\

@@ -436,7 +436,7 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
@@ -459,7 +459,7 @@ impl Filesystem for FuseAdapter {
         let owner = self.owner;
         self.spawn(
             format!("setattr of inode {}", ino.0),
-            async move { fs.setattr(ino.0, size, mtime).await },
+            async move { fs.setattr(ino.0, mode, size, mtime).await },
             move |result| match result {
                 Ok(attr) => reply.attr(&ttl, &FuseAdapter::attr_for(owner, &attr)),
                 Err(errno) => reply.error(errno),
@@ -592,9 +592,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // Midas reports no capacity; a large, constant figure keeps `df` and file managers happy.
-        const BLOCKS: u64 = 1 << 40;
-        reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 30, 1 << 30, 4096, 255, 4096);
+        let s = self.fs.statfs();
+        let block = crate::fs::statfs::BLOCK as u32;
+        let name_max = crate::fs::names::NAME_MAX as u32;
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, block, name_max, block,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

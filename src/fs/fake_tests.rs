@@ -332,3 +332,75 @@ async fn reading_a_second_subfolder_lists_the_next_ones_ahead_in_the_background(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// ---- history, chmod privacy and .search through the MidasApi seam ----
+
+#[tokio::test]
+async fn an_old_revision_opens_by_name_reads_as_it_was_and_cannot_change() {
+    let midas = server();
+    let item = midas.add_file(midas.public_folder(), "data.csv", b"one");
+    midas.add_revision(item, "data.csv", b"two!");
+    let (fs, _spool) = mount(&midas);
+    let old = fs.lookup(ROOT, "data.csv@r1").await.expect("revision 1");
+    assert_eq!(old.size, 3);
+    let open = fs.open(old.ino).await.expect("open");
+    assert_eq!(&fs.read(open.fh, 0, 100).await.expect("read")[..], b"one");
+    assert_eq!(errno(fs.open_write(old.ino, true, 42).await), libc::EROFS);
+    let head = fs.lookup(ROOT, "data.csv").await.expect("head").ino;
+    let history = fs
+        .getxattr(head, "user.midas.revisions")
+        .await
+        .expect("revisions");
+    let history = String::from_utf8(history).expect("text");
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(history.contains("Test User"), "{history}");
+    assert_eq!(errno(fs.lookup(ROOT, "data.csv@r3").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn chmod_of_a_folder_changes_its_access_alone_and_a_refusal_is_eperm() {
+    let midas = server();
+    let folder = midas.add_folder(midas.public_folder(), "shared");
+    let item = midas.add_file(folder, "inside.txt", b"x");
+    let (fs, _spool) = mount(&midas);
+    let ino = fs.lookup(ROOT, "shared").await.expect("folder").ino;
+    let attr = fs
+        .setattr(ino, Some(0o750), None, None)
+        .await
+        .expect("chmod");
+    assert_eq!(attr.perm & 0o004, 0, "shown private");
+    assert_eq!(midas.is_public(folder), Some(false));
+    assert_eq!(
+        midas.is_public(item),
+        Some(true),
+        "what is in it keeps its own"
+    );
+    assert_eq!(midas.count("midas.folder.remove.policygroup"), 1);
+    // Not an admin of it: Midas refuses the policy change.
+    midas.deny_writes(folder);
+    assert_eq!(
+        errno(fs.setattr(ino, Some(0o755), None, None).await),
+        libc::EPERM
+    );
+}
+
+#[tokio::test]
+async fn the_search_directory_links_each_item_of_that_name_to_where_it_is() {
+    let midas = server();
+    let sub = midas.add_folder(midas.public_folder(), "sub");
+    midas.add_file(sub, "scan.nii", b"a");
+    midas.add_file(midas.public_folder(), "scan.nii", b"b");
+    let (fs, _spool) = mount(&midas);
+    let top = fs.lookup(ROOT, ".search").await.expect(".search").ino;
+    assert!(fs.listing(top).await.expect("listing").is_empty());
+    let query = fs.lookup(top, "scan.nii").await.expect("query").ino;
+    let mut targets: Vec<String> = fs
+        .listing(query)
+        .await
+        .expect("results")
+        .iter()
+        .map(|e| e.data.kind.link_target().expect("a symlink").to_owned())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["../../scan.nii", "../../sub/scan.nii"]);
+}

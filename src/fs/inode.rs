@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
+use super::search::SearchNode;
 use crate::midas::types::{Id, Item};
 
 pub const ROOT: u64 = 1;
 pub const COMMUNITIES: u64 = 2;
 pub const USERS: u64 = 3;
 pub const HOME: u64 = 4;
+/// `.search` at the top of the mount (see [`super::search`]).
+pub const SEARCH: u64 = 5;
 
 const TAG_SHIFT: u32 = 56;
 const TAG_FOLDER: u64 = 1;
@@ -23,6 +26,8 @@ const TAG_ITEM_FILE: u64 = 2;
 const TAG_ITEM_DIR: u64 = 3;
 const TAG_BITSTREAM: u64 = 4;
 const TAG_NEW_FILE: u64 = 5;
+const TAG_SEARCH_RESULTS: u64 = 6;
+const TAG_SEARCH_LINK: u64 = 7;
 /// Numbers allocated for ids that do not fit below the tag (kept below 2^63 for programs that
 /// read inode numbers as signed).
 const TAG_ALLOCATED: u64 = 0x7f;
@@ -150,6 +155,8 @@ pub enum NodeKind {
     NewFile {
         local: u64,
     },
+    /// `.search` and what is in it: read-only, made by the mount.
+    Search(SearchNode),
 }
 
 impl NodeKind {
@@ -168,6 +175,13 @@ impl NodeKind {
             NodeKind::ItemDir { item } => tagged(TAG_ITEM_DIR, item.id),
             NodeKind::Bitstream { bitstream, .. } => tagged(TAG_BITSTREAM, bitstream.id),
             NodeKind::NewFile { local } => tagged(TAG_NEW_FILE, *local as Id),
+            NodeKind::Search(SearchNode::Top) => SEARCH,
+            NodeKind::Search(SearchNode::Results { number, .. }) => {
+                tagged(TAG_SEARCH_RESULTS, *number as Id)
+            }
+            NodeKind::Search(SearchNode::Link { number, .. }) => {
+                tagged(TAG_SEARCH_LINK, *number as Id)
+            }
         }
     }
 
@@ -179,7 +193,18 @@ impl NodeKind {
                 | NodeKind::Bitstream { .. }
                 | NodeKind::Home { .. }
                 | NodeKind::NewFile { .. }
+                | NodeKind::Search(SearchNode::Link { .. })
         )
+    }
+
+    /// Where a symlink points.
+    pub fn link_target(&self) -> Option<&str> {
+        match self {
+            NodeKind::Home { target } | NodeKind::Search(SearchNode::Link { target, .. }) => {
+                Some(target)
+            }
+            _ => None,
+        }
     }
 
     /// The bitstream whose bytes this node's file content is.
@@ -258,7 +283,9 @@ impl NodeData {
 
     pub fn attr(&self, ino: u64) -> Attr {
         let (kind, size, perm) = match &self.kind {
-            NodeKind::Home { target } => (FileKind::Symlink, target.len() as u64, 0o777),
+            NodeKind::Home { target } | NodeKind::Search(SearchNode::Link { target, .. }) => {
+                (FileKind::Symlink, target.len() as u64, 0o777)
+            }
             k if k.is_dir() => (FileKind::Directory, 0, self.mode(0o755)),
             k => {
                 let size = k.content_size().unwrap_or(0);

@@ -9,18 +9,25 @@
 //! listings, open directory handles, walk-ahead), [`read`] (file content), [`write`] (files being
 //! written and their uploads), `ops` (lookup, mkdir, rmdir, unlink, rename, setattr, xattrs),
 //! `access` (privacy after moves), [`tasks`] (background work unmount waits for or cancels);
+//! what Midas has that other stores lack: `history` (`NAME@rN`, `user.midas.revisions`),
+//! `privacy` (chmod o±r), [`search`] (`.search/`), [`statfs`] and `trash` (none on the mount);
 //! [`inode`], [`names`], [`time`] and [`error`] are shared by all. See ARCHITECTURE.md for who
 //! owns which state and the lock order.
 
 mod access;
 pub mod error;
+mod history;
 pub mod inode;
 mod listing;
 pub mod names;
 mod ops;
+mod privacy;
 pub mod read;
+pub mod search;
+pub mod statfs;
 pub mod tasks;
 pub mod time;
+mod trash;
 pub mod write;
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub trait MidasApi: Send + Sync + 'static {
     /// The installation root, without a trailing `/` (for URLs shown to users).
     fn base_url(&self) -> &str;
     fn user_get_by_name<'a>(&'a self, first: &'a str, last: &'a str) -> Call<'a, Option<User>>;
+    /// None when the caller may not see the user (a private one).
+    fn user_get_by_id(&self, id: Id) -> Call<'_, Option<User>>;
     fn user_list(&self, limit: u32) -> Call<'_, Vec<User>>;
     fn community_list(&self) -> Call<'_, Vec<Community>>;
     fn folder_get(&self, id: Id) -> Call<'_, Folder>;
@@ -35,6 +37,13 @@ pub trait MidasApi: Send + Sync + 'static {
     fn folder_children_within(&self, id: Id, limit: usize) -> Call<'_, Children>;
     /// With its head revision only.
     fn item_get(&self, id: Id) -> Call<'_, Item>;
+    /// With every revision, oldest first.
+    fn item_get_history(&self, id: Id) -> Call<'_, Item>;
+    /// The items named exactly `name` that the caller may read.
+    fn item_search_by_name<'a>(&'a self, name: &'a str) -> Call<'a, Vec<Item>>;
+    /// The folders the caller may read from the top down to the object `uuid` (an item itself
+    /// left out).
+    fn folders_from_root<'a>(&'a self, uuid: &'a str) -> Call<'a, Vec<Folder>>;
     /// Of the head revision; empty for an item without revisions.
     fn item_get_metadata(&self, id: Id) -> Call<'_, Vec<MetadataValue>>;
     /// Bytes `[offset, size)` of a bitstream of `size` bytes.
@@ -53,6 +62,8 @@ pub trait MidasApi: Send + Sync + 'static {
     fn item_move(&self, id: Id, src: Id, dst: Id) -> Call<'_, Item>;
     fn item_set_public(&self, id: Id, public: bool) -> Call<'_, ()>;
     fn folder_set_privacy_recursive(&self, id: Id, public: bool) -> Call<'_, Changed>;
+    /// The folder alone, not what is in it.
+    fn folder_set_public(&self, id: Id, public: bool) -> Call<'_, Changed>;
     fn item_delete(&self, id: Id) -> Call<'_, ()>;
     fn item_set_metadata<'a>(
         &'a self,
@@ -103,6 +114,9 @@ impl MidasApi for Client {
     fn user_get_by_name<'a>(&'a self, first: &'a str, last: &'a str) -> Call<'a, Option<User>> {
         Box::pin(Client::user_get_by_name(self, first, last))
     }
+    fn user_get_by_id(&self, id: Id) -> Call<'_, Option<User>> {
+        Box::pin(Client::user_get_by_id(self, id))
+    }
     fn user_list(&self, limit: u32) -> Call<'_, Vec<User>> {
         Box::pin(Client::user_list(self, limit))
     }
@@ -120,6 +134,15 @@ impl MidasApi for Client {
     }
     fn item_get(&self, id: Id) -> Call<'_, Item> {
         Box::pin(Client::item_get(self, id))
+    }
+    fn item_get_history(&self, id: Id) -> Call<'_, Item> {
+        Box::pin(Client::item_get_history(self, id))
+    }
+    fn item_search_by_name<'a>(&'a self, name: &'a str) -> Call<'a, Vec<Item>> {
+        Box::pin(Client::item_search_by_name(self, name))
+    }
+    fn folders_from_root<'a>(&'a self, uuid: &'a str) -> Call<'a, Vec<Folder>> {
+        Box::pin(Client::folders_from_root(self, uuid))
     }
     fn item_get_metadata(&self, id: Id) -> Call<'_, Vec<MetadataValue>> {
         Box::pin(Client::item_get_metadata(self, id))
@@ -158,6 +181,9 @@ impl MidasApi for Client {
     }
     fn folder_set_privacy_recursive(&self, id: Id, public: bool) -> Call<'_, Changed> {
         Box::pin(Client::folder_set_privacy_recursive(self, id, public))
+    }
+    fn folder_set_public(&self, id: Id, public: bool) -> Call<'_, Changed> {
+        Box::pin(Client::folder_set_public(self, id, public))
     }
     fn item_delete(&self, id: Id) -> Call<'_, ()> {
         Box::pin(Client::item_delete(self, id))

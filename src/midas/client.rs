@@ -379,6 +379,13 @@ impl Client {
         envelope::decode_optional(call.method, data)
     }
 
+    /// The user `id`, if the caller may see them (private users are hidden from others).
+    pub async fn user_get_by_id(&self, id: Id) -> Result<Option<User>> {
+        let call = Call::read("midas.user.get").param("user_id", id);
+        let data = self.call(&call).await?;
+        envelope::decode_optional(call.method, data)
+    }
+
     pub async fn user_get_by_email(&self, email: &str) -> Result<Option<User>> {
         let call = Call::read("midas.user.get").param("email", email);
         let data = self.call(&call).await?;
@@ -389,6 +396,30 @@ impl Client {
     pub async fn user_list(&self, limit: u32) -> Result<Vec<User>> {
         self.fetch(Call::list("midas.user.list").param("limit", limit))
             .await
+    }
+
+    /// The items named exactly `name` that the caller may read (`item.searchbyname`).
+    pub async fn item_search_by_name(&self, name: &str) -> Result<Vec<Item>> {
+        #[derive(serde::Deserialize)]
+        struct Found {
+            #[serde(default)]
+            items: Vec<Item>,
+        }
+        let found: Found = self
+            .fetch(Call::read("midas.item.searchbyname").param("name", name))
+            .await?;
+        Ok(found.items)
+    }
+
+    /// The folders from the top down to the object `uuid` that the caller may read
+    /// (`path.from.root`; the object itself, when an item, is left out).
+    pub async fn folders_from_root(&self, uuid: &str) -> Result<Vec<Folder>> {
+        let call = Call::read("midas.path.from.root").param("uuid", uuid);
+        let list: Vec<Value> = self.fetch(call).await?;
+        list.into_iter()
+            .filter(|node| node.get("item_id").is_none())
+            .map(|node| envelope::decode("midas.path.from.root", node))
+            .collect()
     }
 
     /// The top folders of the logged-in user (normally Private and Public); empty when anonymous.
@@ -446,6 +477,12 @@ impl Client {
                 .param("head", 1),
         )
         .await
+    }
+
+    /// An item with every revision (and each revision's bitstreams): its history.
+    pub async fn item_get_history(&self, id: Id) -> Result<Item> {
+        self.fetch(Call::read("midas.item.get").param("id", id))
+            .await
     }
 
     /// The metadata of the item's head revision; empty for an item without revisions (which
@@ -583,6 +620,23 @@ impl Client {
                 .param("group_id", ANONYMOUS_GROUP)
         };
         self.send(call).await
+    }
+
+    /// Makes a folder alone readable by anyone (`public`) or not: the anonymous group's READ
+    /// policy on it is added (`folder.add.policygroup`) or removed (`folder.remove.policygroup`),
+    /// without `recursive`, so what is in it keeps its own. Needs ADMIN on the folder.
+    pub async fn folder_set_public(&self, id: Id, public: bool) -> Result<Changed> {
+        let call = if public {
+            Call::write("midas.folder.add.policygroup")
+                .param("folder_id", id)
+                .param("group_id", ANONYMOUS_GROUP)
+                .param("policy", "Read")
+        } else {
+            Call::write("midas.folder.remove.policygroup")
+                .param("folder_id", id)
+                .param("group_id", ANONYMOUS_GROUP)
+        };
+        self.fetch(call).await
     }
 
     /// Makes a folder public or private and gives everything below it the folder's policies

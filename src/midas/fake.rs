@@ -1031,6 +1031,12 @@ impl MidasApi for FakeMidas {
         }))
     }
 
+    fn user_get_by_id(&self, id: Id) -> Call<'_, Option<User>> {
+        Box::pin(self.answer("midas.user.get", move |state| {
+            Ok(state.users.iter().find(|u| u.user_id == id).cloned())
+        }))
+    }
+
     fn user_list(&self, limit: u32) -> Call<'_, Vec<User>> {
         Box::pin(self.answer("midas.user.list", move |state| {
             Ok(state.users.iter().take(limit as usize).cloned().collect())
@@ -1074,6 +1080,57 @@ impl MidasApi for FakeMidas {
         Box::pin(self.answer("midas.item.get", move |state| {
             let rec = state.visible_item(id)?;
             Ok(state.item_answer(id, rec, true))
+        }))
+    }
+
+    fn item_get_history(&self, id: Id) -> Call<'_, Item> {
+        Box::pin(self.answer("midas.item.get", move |state| {
+            let rec = state.visible_item(id)?;
+            let mut item = state.item_answer(id, rec, true);
+            item.revisions = rec
+                .revisions
+                .iter()
+                .map(|r| revision_answer(id, r))
+                .collect();
+            Ok(item)
+        }))
+    }
+
+    fn item_search_by_name<'a>(&'a self, name: &'a str) -> Call<'a, Vec<Item>> {
+        Box::pin(self.answer("midas.item.searchbyname", move |state| {
+            Ok(state
+                .items
+                .iter()
+                .filter(|(id, i)| i.name == name && !state.hidden.contains(id))
+                .map(|(id, i)| {
+                    let mut item = state.item_answer(*id, i, false);
+                    item.folder_id = Some(i.folder);
+                    item
+                })
+                .collect())
+        }))
+    }
+
+    fn folders_from_root<'a>(&'a self, uuid: &'a str) -> Call<'a, Vec<Folder>> {
+        Box::pin(self.answer("midas.path.from.root", move |state| {
+            let start = if let Some((id, _)) = state.folders.iter().find(|(_, f)| f.uuid == uuid) {
+                state.visible_folder(*id)?;
+                *id
+            } else if let Some((id, _)) = state.items.iter().find(|(_, i)| i.uuid == uuid) {
+                state.visible_item(*id)?.folder
+            } else {
+                return Err(denied());
+            };
+            let mut chain = Vec::new();
+            let mut current = start;
+            while let Some(rec) = state.folders.get(&current) {
+                if !state.hidden.contains(&current) {
+                    chain.push(state.folder_answer(current, rec));
+                }
+                current = rec.parent;
+            }
+            chain.reverse();
+            Ok(chain)
         }))
     }
 
@@ -1320,6 +1377,24 @@ impl MidasApi for FakeMidas {
                 })
             }),
         )
+    }
+
+    fn folder_set_public(&self, id: Id, public: bool) -> Call<'_, Changed> {
+        let method = if public {
+            "midas.folder.add.policygroup"
+        } else {
+            "midas.folder.remove.policygroup"
+        };
+        Box::pin(self.answer(method, move |state| {
+            state.writable_folder(id)?;
+            if let Some(folder) = state.folders.get_mut(&id) {
+                folder.public = public;
+            }
+            Ok(Changed {
+                success: 1,
+                failure: 0,
+            })
+        }))
     }
 
     fn item_delete(&self, id: Id) -> Call<'_, ()> {

@@ -37,6 +37,7 @@ impl MidasFs {
             NodeKind::Users => self.user_entries().await,
             NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable, purpose).await,
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
+            NodeKind::Search(node) => self.search_listing(node).await,
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }

@@ -1,5 +1,5 @@
-//! setattr: chmod and chown change nothing, times are kept for the mount's life, a size change
-//! goes through the spool.
+//! setattr: chmod changes the access on the server (see [`crate::fs::privacy`]), chown changes
+//! nothing, times are kept for the mount's life, a size change goes through the spool.
 
 use std::time::SystemTime;
 
@@ -7,15 +7,25 @@ use crate::fs::inode::Attr;
 use crate::fs::{FsResult, MidasFs};
 
 impl MidasFs {
-    /// chmod and chown are accepted and change nothing (Midas has no such fields); times are
-    /// kept in memory for the mount's life; a size change goes through the spool.
+    /// A mode's others' read bit is the access on the server (chmod, see
+    /// [`MidasFs::chmod`]); its other bits and chown are accepted and change nothing (Midas has
+    /// no such fields); times are kept in memory for the mount's life; a size change goes
+    /// through the spool.
     pub async fn setattr(
         &self,
         ino: u64,
+        mode: Option<u32>,
         size: Option<u64>,
         mtime: Option<SystemTime>,
     ) -> FsResult<Attr> {
+        if let Some(mode) = mode {
+            self.chmod(ino, mode).await?;
+            if size.is_none() && mtime.is_none() {
+                return self.getattr(ino);
+            }
+        }
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if let Some(size) = size {
             self.truncate(ino, size).await?;
         }

@@ -12,6 +12,7 @@ use crate::midas::types::PRIVACY_PUBLIC;
 impl MidasFs {
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
         self.check_writable()?;
+        crate::fs::trash::refuse_trash_dir(parent == crate::fs::inode::ROOT, name)?;
         let folder = match self.container(parent)? {
             Container::Folder(id) => id,
             Container::Item(_) => {
@@ -110,7 +111,11 @@ impl MidasFs {
                 self.mark_unlinked(entry.ino);
                 Ok(())
             }
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+            NodeKind::Root
+            | NodeKind::Communities
+            | NodeKind::Users
+            | NodeKind::Home { .. }
+            | NodeKind::Search(_) => {
                 return Err(FsError::new(
                     Kind::NotPermitted,
                     format!("{} cannot be removed", entry.name),

@@ -2,18 +2,30 @@
 //! readlink.
 
 use crate::fs::error::Kind;
-use crate::fs::inode::{Attr, NodeKind, ROOT, USERS};
+use crate::fs::inode::{Attr, ROOT, USERS};
 use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
 
 impl MidasFs {
     /// Answers a lookup from a fresh cached listing, or None when the listing must be fetched.
     pub fn cached_lookup(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        if let Some(found) = self.lookup_search(parent, name) {
+            return Some(found);
+        }
         let entries = self.cached_listing(parent)?;
+        if Self::is_revision_lookup(&entries, name) {
+            return None;
+        }
         Some(self.lookup_in(parent, &entries, name))
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if let Some(found) = self.lookup_search(parent, name) {
+            return found;
+        }
         let entries = self.listing(parent).await?;
+        if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
+            return revision;
+        }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.kind == Kind::NotFound && parent == USERS => {
                 self.lookup_unlisted_user(name).await
@@ -98,9 +110,13 @@ impl MidasFs {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
-        match self.nodes().get(&ino).map(|n| &n.data.kind) {
-            Some(NodeKind::Home { target }) => Ok(target.clone()),
-            _ => Err(FsError::new(
+        match self
+            .nodes()
+            .get(&ino)
+            .and_then(|n| n.data.kind.link_target())
+        {
+            Some(target) => Ok(target.to_owned()),
+            None => Err(FsError::new(
                 Kind::Invalid,
                 format!("inode {ino} is not a symlink"),
             )),

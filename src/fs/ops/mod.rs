@@ -46,10 +46,9 @@ impl MidasFs {
         match data.kind {
             NodeKind::Folder { id, .. } => Ok(Container::Folder(id)),
             NodeKind::ItemDir { item } => Ok(Container::Item(item)),
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users => Err(FsError::new(
-                Kind::Denied,
-                "only folders and items can hold new entries",
-            )),
+            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Search(_) => Err(
+                FsError::new(Kind::Denied, "only folders and items can hold new entries"),
+            ),
             NodeKind::Home { .. }
             | NodeKind::ItemFile { .. }
             | NodeKind::SavedFile { .. }

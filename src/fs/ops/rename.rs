@@ -166,7 +166,11 @@ impl MidasFs {
                     .await
                     .map_err(write_error)?;
             }
-            NodeKind::Root | NodeKind::Communities | NodeKind::Users | NodeKind::Home { .. } => {
+            NodeKind::Root
+            | NodeKind::Communities
+            | NodeKind::Users
+            | NodeKind::Home { .. }
+            | NodeKind::Search(_) => {
                 return Err(FsError::new(
                     Kind::NotPermitted,
                     format!("{name} cannot be renamed"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fs::error::Kind;
+use crate::fs::history::REVISIONS_XATTR;
 use crate::fs::inode::{ItemInfo, NodeKind};
 use crate::fs::write::write_error;
 use crate::fs::{unknown_inode, FsError, FsResult, MidasFs};
@@ -24,6 +25,9 @@ impl MidasFs {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
+        if self.has_revisions_xattr(ino) && !self.is_revision(ino) {
+            names.push(REVISIONS_XATTR.to_owned());
+        }
         if let Some(item) = self.item_of(ino) {
             for value in self.item_metadata(ino, item.id).await?.iter() {
                 names.push(metadata_xattr_name(value));
@@ -34,6 +38,11 @@ impl MidasFs {
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         self.resolve_saved_file(ino).await?;
+        if name == REVISIONS_XATTR {
+            if let Some(text) = self.revisions_xattr(ino).await? {
+                return Ok(text.into_bytes());
+            }
+        }
         if let Some((_, value)) = self.fixed_xattrs(ino)?.into_iter().find(|(n, _)| n == name) {
             return Ok(value.into_bytes());
         }
@@ -100,7 +109,12 @@ impl MidasFs {
             | NodeKind::Users
             | NodeKind::Home { .. }
             | NodeKind::SavedFile { .. }
-            | NodeKind::NewFile { .. } => {}
+            | NodeKind::NewFile { .. }
+            | NodeKind::Search(_) => {}
+        }
+        let privacy = self.privacy_xattr(ino);
+        if let Some(privacy) = &privacy {
+            attrs.push(("privacy", privacy.clone()));
         }
         Ok(attrs
             .into_iter()
@@ -134,6 +148,7 @@ impl MidasFs {
     /// supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         let value = std::str::from_utf8(value).map_err(|_| {
             FsError::new(
@@ -163,12 +178,14 @@ impl MidasFs {
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if !name.starts_with(META_PREFIX) {
             self.resolve_saved_file(ino).await?;
             if self
                 .fixed_xattrs(ino)?
                 .iter()
                 .any(|(fixed, _)| fixed == name)
+                || (name == REVISIONS_XATTR && self.has_revisions_xattr(ino))
             {
                 // Derived from the server (id, md5, …), so they stay; refusing would fail
                 // `rsync -X`, which removes every attribute its source lacks.

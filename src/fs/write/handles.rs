@@ -93,6 +93,7 @@ impl MidasFs {
     /// rest).
     pub async fn open_write(&self, ino: u64, truncate: bool, opener: u32) -> FsResult<u64> {
         self.check_writable()?;
+        self.refuse_revision_change(ino)?;
         if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
             return Ok(fh);
         }

@@ -65,7 +65,7 @@ pub struct Writes {
     /// Items this mount made of new files, until they are renamed or removed: a save by rename
     /// (a temporary file renamed over the file it replaces) turns such an item into a new
     /// revision of the item it replaces.
-    pub(in crate::fs) fresh: Mutex<std::collections::HashSet<Id>>,
+    pub(in crate::fs) fresh: Mutex<HashMap<Id, std::time::Instant>>,
     /// Items renamed to `NAME~` within a folder, by (folder inode, old name): vim renames the
     /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
     /// new content a revision of the renamed item instead.
@@ -106,8 +106,13 @@ impl Writes {
         self.orphans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(in crate::fs) fn fresh(&self) -> MutexGuard<'_, std::collections::HashSet<Id>> {
+    pub(in crate::fs) fn fresh(&self) -> MutexGuard<'_, HashMap<Id, std::time::Instant>> {
         self.fresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long ago this mount made item `id` of a new file, if it is not renamed or removed.
+    pub(in crate::fs) fn fresh_for(&self, id: Id) -> Option<std::time::Duration> {
+        self.fresh().get(&id).map(std::time::Instant::elapsed)
     }
 
     pub(in crate::fs) fn renamed_away(&self) -> MutexGuard<'_, HashMap<(u64, String), Id>> {

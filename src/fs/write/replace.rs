@@ -76,7 +76,7 @@ impl MidasFs {
                 Ok(true)
             }
             NodeKind::SavedFile { item, .. } | NodeKind::ItemFile { item, .. }
-                if self.writes.fresh().contains(&item.id) && item.id != target_item.id =>
+                if self.writes.fresh().contains_key(&item.id) && item.id != target_item.id =>
             {
                 let fresh_item = item.clone();
                 let mut local = None;
@@ -157,7 +157,7 @@ impl MidasFs {
         };
         let fresh_item = match &current.data.kind {
             NodeKind::SavedFile { item: fresh, .. } | NodeKind::ItemFile { item: fresh, .. }
-                if self.writes.fresh().contains(&fresh.id)
+                if self.writes.fresh().contains_key(&fresh.id)
                     && self.open_file_of(&current).1.is_none() =>
             {
                 fresh.clone()

@@ -143,7 +143,7 @@ impl MidasFs {
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
             (target, &uploaded.node.kind)
         {
-            self.writes.fresh().insert(item.id);
+            self.writes.fresh().insert(item.id, Instant::now());
         }
         self.describe_spool(ino, file);
         let mut entry = uploaded.entry;

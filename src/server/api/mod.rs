@@ -223,6 +223,8 @@ const METHODS: &[(&str, Handler)] = &[
     ("folder.move", folders::move_folder),
     ("folder.download", folders::download),
     ("folder.list.permissions", policies::folder_list),
+    ("folder.add.policygroup", policies::folder_add_group),
+    ("folder.remove.policygroup", policies::folder_remove_group),
     (
         "folder.set.privacy.recursive",
         policies::folder_set_privacy_recursive,

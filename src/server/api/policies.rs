@@ -202,6 +202,72 @@ pub fn item_remove_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply
     Ok(json!({"success": "true"}).into())
 }
 
+/// `midas.folder.add.policygroup`: the group's policy on the folder becomes `policy`; with
+/// `recursive` (present, whatever its value) everything below then gets the folder's policies.
+/// Answers the counts `folder.set.privacy.recursive` does (Midas's `folderAddPolicygroup`).
+pub fn folder_add_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Folder)?;
+    let p = call.params;
+    let raw_group = p.require("group_id")?;
+    let raw_policy = p.require("policy")?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Folder,
+        id,
+        "Admin privileges required on the folder.",
+    )?;
+    let group_id = require_group(conn, raw_group)?;
+    let level = policy_code(raw_policy)?;
+    let tx = conn.transaction()?;
+    replace_group_policy(&tx, Guarded::Folder, id, group_id, level)?;
+    let counts = push_down_if_recursive(call, &tx, id, caller)?;
+    tx.commit()?;
+    Ok(json!({"success": counts.success, "failure": counts.failure}).into())
+}
+
+/// `midas.folder.remove.policygroup`: the group loses its policy on the folder (if it had
+/// one); `recursive` as for [`folder_add_group`].
+pub fn folder_remove_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let id = object_id(call, Guarded::Folder)?;
+    let raw_group = call.params.require("group_id")?;
+    let caller = call.caller(conn)?;
+    require_admin(
+        conn,
+        caller,
+        Guarded::Folder,
+        id,
+        "Admin privileges required on the folder.",
+    )?;
+    let group_id = require_group(conn, raw_group)?;
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM folderpolicygroup WHERE folder_id = ?1 AND group_id = ?2",
+        params![id, group_id],
+    )?;
+    let counts = push_down_if_recursive(call, &tx, id, caller)?;
+    tx.commit()?;
+    Ok(json!({"success": counts.success, "failure": counts.failure}).into())
+}
+
+/// One folder changed; with `recursive`, its policies are then applied below it.
+fn push_down_if_recursive(
+    call: &Call<'_>,
+    conn: &Connection,
+    id: i64,
+    caller: Option<Caller>,
+) -> Result<Counts, ApiError> {
+    let mut counts = Counts {
+        success: 1,
+        failure: 0,
+    };
+    if call.params.get("recursive").is_some() {
+        apply_policies_recursive(conn, id, caller, &mut counts)?;
+    }
+    Ok(counts)
+}
+
 /// `midas.folder.set.privacy.recursive`: the folder gains or loses anonymous READ, then every
 /// folder and item below it on which the caller holds ADMIN gets exactly the folder's
 /// policies (Midas's `applyPoliciesRecursive`); the others are counted as failures.

@@ -1,0 +1,225 @@
+//! Search as a directory: `MOUNT/.search/<name>/` holds a symlink to every item called `<name>`.
+//!
+//! `.search` is found by name at the top of the mount but never listed, so walks (`find`,
+//! `du`, `rsync`, a file manager's recursive copy) do not enter it; inside it, any name is a
+//! directory whose entries are the results of Midas's `item.searchbyname` for that name (an
+//! exact match), each a symlink to where the item is in the mount. The server answers with what
+//! the mount's user may read, so results follow the caller's permissions. Everything here is
+//! read-only. At most [`MAX_RESULTS`] results are shown; a result whose place cannot be
+//! reached through the mount (outside `--root`, or under a folder the user cannot read) is
+//! left out.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use futures_util::future::BoxFuture;
+
+use super::error::{FsError, FsResult, Kind};
+use super::inode::{Attr, NodeData, NodeKind, COMMUNITIES, ROOT, USERS};
+use super::listing::Purpose;
+use super::names::{self, Origin};
+use super::{Entry, MidasFs, MountRoot};
+use crate::midas::types::{Folder, Id, Item};
+
+/// The name of the search directory at the top of the mount.
+pub const SEARCH_DIR: &str = ".search";
+/// Results shown per search.
+pub const MAX_RESULTS: usize = 200;
+
+/// The nodes of the search tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchNode {
+    /// `.search` itself: lists nothing, finds any name.
+    Top,
+    /// `.search/<query>`: the results, numbered for this mount.
+    Results { query: String, number: u64 },
+    /// One result: a symlink, relative to its directory, to the item in the mount.
+    Link { target: String, number: u64 },
+}
+
+/// Numbers for search directories and results, the same for the life of the mount.
+static NUMBERS: Mutex<Option<HashMap<(String, Id), u64>>> = Mutex::new(None);
+
+/// The number of `(query, item)` (item −1 for the query's directory).
+fn number(query: &str, item: Id) -> u64 {
+    let mut table = NUMBERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let table = table.get_or_insert_with(HashMap::new);
+    let next = table.len() as u64 + 1;
+    *table.entry((query.to_owned(), item)).or_insert(next)
+}
+
+impl MidasFs {
+    /// Looks up `.search` at the top of the mount, or a query inside it: no network needed.
+    pub(super) fn lookup_search(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        let kind = if parent == ROOT && name == SEARCH_DIR {
+            SearchNode::Top
+        } else if self.is_search_top(parent) {
+            SearchNode::Results {
+                query: name.to_owned(),
+                number: number(name, -1),
+            }
+        } else {
+            return None;
+        };
+        let entry = self.search_entry(name.to_owned(), kind);
+        self.remember(parent, &entry);
+        Some(Ok(entry.attr()))
+    }
+
+    fn is_search_top(&self, ino: u64) -> bool {
+        self.nodes()
+            .get(&ino)
+            .is_some_and(|n| n.data.kind == NodeKind::Search(SearchNode::Top))
+    }
+
+    fn search_entry(&self, name: String, node: SearchNode) -> Entry {
+        let kind = NodeKind::Search(node);
+        Entry {
+            ino: kind.ino(self.root_folder()),
+            name,
+            data: NodeData {
+                kind,
+                mtime: self.mounted_at,
+                writable: false,
+                public: true,
+            },
+        }
+    }
+
+    /// The listing of a search directory: nothing for `.search`, the results for a query.
+    /// (Boxed: finding where a result is lists directories, and this is one of the listings.)
+    pub(super) fn search_listing<'a>(
+        &'a self,
+        node: &'a SearchNode,
+    ) -> BoxFuture<'a, FsResult<Vec<Entry>>> {
+        Box::pin(self.search_results(node))
+    }
+
+    async fn search_results(&self, node: &SearchNode) -> FsResult<Vec<Entry>> {
+        let query = match node {
+            SearchNode::Top => return Ok(Vec::new()),
+            SearchNode::Results { query, .. } => query,
+            SearchNode::Link { .. } => {
+                return Err(FsError::new(Kind::NotDir, "not a directory"));
+            }
+        };
+        let mut items = self.client.item_search_by_name(query).await?;
+        items.truncate(MAX_RESULTS);
+        let mut found: Vec<(Item, String)> = Vec::new();
+        for item in items {
+            match self.mount_path_of(&item).await {
+                Some(path) => found.push((item, path)),
+                None => log::debug!(
+                    "search {query:?}: item {} is not reachable through the mount",
+                    item.item_id
+                ),
+            }
+        }
+        let mut named: Vec<(String, Origin)> = found
+            .iter()
+            .map(|(item, _)| (names::to_display(&item.name), Origin::Item(item.item_id)))
+            .collect();
+        names::disambiguate(&mut named);
+        Ok(found
+            .into_iter()
+            .zip(named)
+            .map(|((item, path), (name, _))| {
+                let link = SearchNode::Link {
+                    // From `.search/<query>/` back to the top of the mount.
+                    target: format!("../../{path}"),
+                    number: number(query, item.item_id),
+                };
+                self.search_entry(name, link)
+            })
+            .collect())
+    }
+
+    /// Where `item` is in the mount, relative to its top, found through the listings the mount
+    /// shows (so names are the ones `ls` shows, duplicates' suffixes included).
+    async fn mount_path_of(&self, item: &Item) -> Option<String> {
+        let chain = self.client.folders_from_root(&item.uuid).await.ok()?;
+        let (mut dir, mut path, rest) = match self.config.root {
+            MountRoot::Folder { id, .. } => {
+                let at = chain.iter().position(|f| f.folder_id == id)?;
+                (self.entry_at(ROOT)?, String::new(), &chain[at + 1..])
+            }
+            MountRoot::Everything => self.top_of(&chain).await?,
+        };
+        for folder in rest {
+            let entries = self.entries_of(&dir).await?;
+            let next = entries.iter().find(
+                |e| matches!(e.data.kind, NodeKind::Folder { id, .. } if id == folder.folder_id),
+            )?;
+            path.push_str(&next.name);
+            path.push('/');
+            dir = next.clone();
+        }
+        let entries = self.entries_of(&dir).await?;
+        let found = entries
+            .iter()
+            .find(|e| e.data.kind.item().is_some_and(|i| i.id == item.item_id))?;
+        path.push_str(&found.name);
+        Some(path)
+    }
+
+    /// The community or user directory the chain of folders starts in, its path, and the
+    /// folders below it. A user's top folder is hidden from others, so the first folder shown
+    /// may be one of its children.
+    async fn top_of<'c>(&self, chain: &'c [Folder]) -> Option<(Entry, String, &'c [Folder])> {
+        let first = chain.first()?;
+        for (top, prefix) in [(USERS, "users/"), (COMMUNITIES, "communities/")] {
+            let entries = self.entries_of(&self.entry_at(top)?).await?;
+            let is_folder = |e: &&Entry, id: Id| matches!(e.data.kind, NodeKind::Folder { id: f, .. } if f == id);
+            if let Some(entry) = entries.iter().find(|e| is_folder(e, first.folder_id)) {
+                return Some((
+                    entry.clone(),
+                    format!("{prefix}{}/", entry.name),
+                    &chain[1..],
+                ));
+            }
+            if let Some(entry) = entries.iter().find(|e| is_folder(e, first.parent_id)) {
+                return Some((entry.clone(), format!("{prefix}{}/", entry.name), chain));
+            }
+        }
+        None
+    }
+
+    /// The entry of a directory the mount always has (the top, `communities`, `users`).
+    fn entry_at(&self, ino: u64) -> Option<Entry> {
+        let nodes = self.nodes();
+        let node = nodes.get(&ino);
+        let data = match node {
+            Some(node) => node.data.clone(),
+            None => match ino {
+                COMMUNITIES | USERS => {
+                    let kind = if ino == USERS {
+                        NodeKind::Users
+                    } else {
+                        NodeKind::Communities
+                    };
+                    drop(nodes);
+                    return Some(self.virtual_dir(kind, ""));
+                }
+                _ => return None,
+            },
+        };
+        Some(Entry {
+            name: String::new(),
+            ino,
+            data,
+        })
+    }
+
+    /// A directory's entries, from the cache or the server, without the kernel knowing the
+    /// directory (so nothing is remembered of it).
+    async fn entries_of(&self, dir: &Entry) -> Option<std::sync::Arc<Vec<Entry>>> {
+        if let Some(entries) = self.cached_listing(dir.ino) {
+            return Some(entries);
+        }
+        let entries = self
+            .fetch_listing(dir.ino, &dir.data.kind, dir.data.writable, Purpose::Asked)
+            .await
+            .ok()?;
+        Some(std::sync::Arc::new(entries))
+    }
+}
