@@ -1130,3 +1130,96 @@ async fn a_read_only_mount_refuses_every_write_with_erofs() {
         .collect::<Vec<_>>();
     assert!(writes.is_empty(), "{writes:?}");
 }
+
+// ---- known gaps the property test found (fs_model.rs leaves these sequences out) ----
+
+#[tokio::test]
+#[ignore = "known gap: write state is keyed by the inode a new file was created as"]
+async fn a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path() {
+    let mount = Mount::new();
+    let (_, first) = mount.fs.create(ROOT, "f", ME).unwrap();
+    let ino = mount.ino("f").await;
+    let second = mount.fs.open_write(ino, true, ME + 1).await.unwrap();
+    // The first close uploads it; the second handle keeps writing.
+    mount.fs.flush(first, Some(ME)).await.unwrap();
+    mount.fs.release_write(first).await;
+    mount.fs.write(second, 0, b"more").unwrap();
+    let by_path = mount.lookup("f").await.unwrap();
+    assert_eq!(by_path.size, 4, "stat by path sees the bytes written");
+    let again = mount
+        .fs
+        .open_write(by_path.ino, false, ME + 2)
+        .await
+        .unwrap();
+    assert_eq!(&mount.fs.read(again, 0, 10).await.unwrap()[..], b"more");
+}
+
+#[tokio::test]
+#[ignore = "known gap: the close patches the listing of the folder the file was opened in"]
+async fn a_file_moved_while_open_for_writing_is_shown_where_it_went() {
+    let mount = Mount::new();
+    mount.midas.add_folder(mount.public(), "a");
+    let dir = mount.ino("a").await;
+    mount.create_file(ROOT, "f", b"x").await.unwrap();
+    let f = mount.ino("f").await;
+    let fh = mount.fs.open_write(f, false, ME).await.unwrap();
+    mount.fs.rename(ROOT, "f", dir, "a", false).await.unwrap();
+    mount.write_and_close(fh, 0, b"y").await.unwrap();
+    let root = mount.fs.listing(ROOT).await.unwrap();
+    let a = root.iter().find(|e| e.name == "a").expect("a listed");
+    assert!(
+        a.data.kind.is_dir(),
+        "the folder a is still listed at the top"
+    );
+    assert_eq!(mount.read_path("a/a").await, b"y");
+}
+
+#[tokio::test]
+#[ignore = "known gap: an unlink of the target does not reach the open file saved over it"]
+async fn a_file_saved_over_while_open_and_then_removed_closes_without_error() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "target", b"old").await.unwrap();
+    let (_, fh) = mount.fs.create(ROOT, "tmp", ME).unwrap();
+    mount.fs.write(fh, 0, b"new").unwrap();
+    mount
+        .fs
+        .rename(ROOT, "tmp", ROOT, "target", false)
+        .await
+        .unwrap();
+    mount.fs.unlink(ROOT, "target").await.unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+}
+
+#[tokio::test]
+#[ignore = "known gap: folder.move refuses the name the target still holds"]
+async fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
+    let mount = Mount::new();
+    let a = mount.midas.add_folder(mount.public(), "a");
+    mount.midas.add_folder(a, "sub");
+    mount.midas.add_folder(mount.public(), "sub");
+    let dir = mount.ino("a").await;
+    mount
+        .fs
+        .rename(dir, "sub", ROOT, "sub", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.names_in(mount.public()), ["a", "sub"]);
+    assert!(mount.midas.names_in(a).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "known gap: a save by rename over a file open for writing is overwritten at its close"]
+async fn a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_close() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "a", b"from a").await.unwrap();
+    mount.create_file(ROOT, "b", b"from b").await.unwrap();
+    let a = mount.ino("a").await;
+    let fh = mount.fs.open_write(a, true, ME).await.unwrap();
+    mount.fs.rename(ROOT, "b", ROOT, "a", false).await.unwrap();
+    mount.write_and_close(fh, 0, b"orphan").await.unwrap();
+    assert_eq!(
+        mount.server_content(mount.public(), "a").unwrap(),
+        b"from b"
+    );
+}
