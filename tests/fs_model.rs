@@ -599,7 +599,7 @@ impl Run {
                     result = match fs.getxattr(ino, name).await {
                         Ok(read) if read == value.as_bytes() => Ok(()),
                         Ok(read) => Err(midasfs::fs::FsError::new(
-                            libc::EBADMSG,
+                            midasfs::fs::error::Kind::Local(libc::EBADMSG),
                             format!("read back {:?}", String::from_utf8_lossy(&read)),
                         )),
                         Err(err) => Err(err),

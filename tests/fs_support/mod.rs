@@ -198,7 +198,7 @@ pub fn recovered_in(dir: &std::path::Path) -> Vec<Vec<u8>> {
 
 /// The errno a failed operation gives the kernel.
 pub fn errno(err: &FsError) -> i32 {
-    err.errno
+    err.errno()
 }
 
 /// The errno of a result that must be an error.
