@@ -272,13 +272,13 @@ fn errno_of<T>(result: &FsResult<T>) -> i32 {
 /// path shows what the server holds) until the last close: see
 /// `fs_ops::a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path`.
 ///
-/// A file open for writing is not moved to another folder: its close would show it in the
-/// folder it was opened in (see `fs_ops::a_file_moved_while_open_for_writing_is_shown_where_it_went`).
-/// Nor is it renamed over another file: it then writes the target's item, under the target's
-/// inode, and an unlink of the target leaves it writing a deleted item, whose close fails
-/// (see `fs_ops::a_file_saved_over_while_open_and_then_removed_closes_without_error`).
-/// Nothing is renamed over a file open for writing: a save by rename keeps the target's item,
-/// which the open file then overwrites at its close.
+/// A file open for writing is not renamed over another file: it then writes the target's item,
+/// under the target's inode, and an unlink of the target leaves it writing a deleted item, whose
+/// close fails (see `fs_ops::a_file_saved_over_while_open_and_then_removed_closes_without_error`).
+/// Nothing is renamed over a file open for writing: the saved name keeps the inode of the
+/// target, which the open file still has, so a stat by the name shows the open file's size
+/// until its close (its close no longer overwrites the saved content:
+/// `fs_ops::a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_close`).
 /// A folder is not renamed over an empty folder of another parent: `folder.move` refuses the
 /// name that the target still holds, and the rename gives EEXIST (see
 /// `fs_ops::a_folder_moved_over_an_empty_folder_elsewhere_replaces_it`).
@@ -457,11 +457,8 @@ impl Run {
                     return None;
                 }
                 let replaces = from != to && self.model.nodes.contains_key(&to);
-                if self.model.open_at(&from).is_some()
-                    && (from[..from.len() - 1] != dir[..] || replaces)
-                {
-                    // An open file moved to another folder or over another file: out of scope
-                    // (see `Run`).
+                if self.model.open_at(&from).is_some() && replaces {
+                    // An open file renamed over another file: out of scope (see `Run`).
                     return None;
                 }
                 if replaces && self.model.open_at(&to).is_some() {

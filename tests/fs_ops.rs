@@ -1155,7 +1155,6 @@ async fn a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path() {
 }
 
 #[tokio::test]
-#[ignore = "known gap: the close patches the listing of the folder the file was opened in"]
 async fn a_file_moved_while_open_for_writing_is_shown_where_it_went() {
     let mount = Mount::new();
     mount.midas.add_folder(mount.public(), "a");
