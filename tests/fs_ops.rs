@@ -1208,7 +1208,6 @@ async fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
 }
 
 #[tokio::test]
-#[ignore = "known gap: a save by rename over a file open for writing is overwritten at its close"]
 async fn a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_close() {
     let mount = Mount::new();
     mount.create_file(ROOT, "a", b"from a").await.unwrap();
