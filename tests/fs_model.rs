@@ -272,9 +272,6 @@ fn errno_of<T>(result: &FsResult<T>) -> i32 {
 /// path shows what the server holds) until the last close: see
 /// `fs_ops::a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path`.
 ///
-/// A file open for writing is not renamed over another file: it then writes the target's item,
-/// under the target's inode, and an unlink of the target leaves it writing a deleted item, whose
-/// close fails (see `fs_ops::a_file_saved_over_while_open_and_then_removed_closes_without_error`).
 /// Nothing is renamed over a file open for writing: the saved name keeps the inode of the
 /// target, which the open file still has, so a stat by the name shows the open file's size
 /// until its close (its close no longer overwrites the saved content:
@@ -457,10 +454,6 @@ impl Run {
                     return None;
                 }
                 let replaces = from != to && self.model.nodes.contains_key(&to);
-                if self.model.open_at(&from).is_some() && replaces {
-                    // An open file renamed over another file: out of scope (see `Run`).
-                    return None;
-                }
                 if replaces && self.model.open_at(&to).is_some() {
                     // Over a file open for writing: out of scope (see `Run`).
                     return None;
