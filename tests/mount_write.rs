@@ -1406,3 +1406,24 @@ fn a_mount_killed_mid_upload_leaves_no_empty_item_once_the_next_mount_starts() {
     assert_eq!(about["name"], "big.bin", "{about}");
     assert_eq!(about["made_item_id"].to_string(), item_id, "{about}");
 }
+
+#[test]
+fn a_save_by_rename_over_a_file_open_for_writing_is_not_overwritten_by_its_close() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let (a, b) = (setup.private().join("a.txt"), setup.private().join("b.txt"));
+    std::fs::write(&a, b"from a").unwrap();
+    std::fs::write(&b, b"from b").unwrap();
+    let mut open = std::fs::File::create(&a).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    // The open file is no longer under any name: what it writes goes nowhere.
+    open.write_all(b"orphan").unwrap();
+    drop(open);
+    let checksums: Vec<String> = server_files(&setup)
+        .into_iter()
+        .map(|(_, _, _, md5)| md5)
+        .collect();
+    assert!(checksums.contains(&common::server::md5_hex(b"from b")));
+    assert!(!checksums.contains(&common::server::md5_hex(b"orphan")));
+    assert_eq!(std::fs::read(&a).unwrap(), b"from b");
+}

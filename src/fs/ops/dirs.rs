@@ -125,6 +125,10 @@ impl MidasFs {
         result.map_err(write_error)?;
         if let Some(item) = entry.data.kind.item() {
             self.writes.fresh().remove(&item.id);
+            // A file saved over this one and still open writes the item under its own inode.
+            for file in self.files_writing_item(item.id) {
+                file.mark_unlinked();
+            }
         }
         self.mark_unlinked(entry.ino);
         Ok(())

@@ -47,7 +47,18 @@ impl MidasFs {
         }
         let destination = self.container(new_parent)?;
         if let (Some(target), Container::Folder(_)) = (&target, &destination) {
+            // Files open for writing the target: after a save over it, the name holds what
+            // was saved, and their close must not overwrite it.
+            let overwritten = match &target.data.kind {
+                NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => {
+                    self.files_writing_item(item.id)
+                }
+                _ => Vec::new(),
+            };
             if self.save_over(&source, target, new_parent).await? {
+                for file in overwritten {
+                    file.mark_unlinked();
+                }
                 let source_ino = source.ino;
                 self.listings
                     .patch(parent, |entries| entries.retain(|e| e.ino != source_ino));

@@ -11,6 +11,7 @@ use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
 use crate::fs::tasks::Work;
 use crate::fs::{unknown_inode, Entry, FsError, FsResult, MidasFs};
+use crate::midas::types::Id;
 
 impl MidasFs {
     /// Creates a new file (local until its first flush) and opens it for writing, for the
@@ -421,9 +422,30 @@ impl MidasFs {
     /// A file removed while open for writing is not uploaded any more.
     pub(in crate::fs) fn mark_unlinked(&self, ino: u64) {
         if let Some(file) = self.writes.files().get(&ino) {
-            let mut data = file.lock();
-            data.unlinked = true;
-            data.early.spoil();
+            file.mark_unlinked();
         }
+    }
+
+    /// The files open for writing whose close makes a new revision of the single-file item
+    /// `item_id`, whatever inode they were opened by.
+    pub(in crate::fs) fn files_writing_item(&self, item_id: Id) -> Vec<Arc<WriteFile>> {
+        self.writes
+            .open_files()
+            .into_iter()
+            .filter(|(_, file)| {
+                matches!(&file.lock().target, Target::ItemFile { item, .. } if item.id == item_id)
+            })
+            .map(|(_, file)| file)
+            .collect()
+    }
+}
+
+impl WriteFile {
+    /// The file is under no name any more: its close uploads nothing (its handles still read
+    /// what they wrote until the last close).
+    pub(in crate::fs) fn mark_unlinked(&self) {
+        let mut data = self.lock();
+        data.unlinked = true;
+        data.early.spoil();
     }
 }

@@ -462,6 +462,10 @@ impl SpoolFile {
     }
 
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> FsResult<()> {
+        if data.is_empty() {
+            // As pwrite(2): writing nothing past the end does not make the file longer.
+            return Ok(());
+        }
         let end = offset + data.len() as u64;
         let grow = end.saturating_sub(self.size);
         self.budget.reserve(grow)?;

@@ -1,0 +1,1222 @@
+//! The filesystem's operations and their errors on the in-memory Midas, without FUSE: what the
+//! kernel tests (`mount_*.rs`) check through a mount, checked here in milliseconds, plus the
+//! paths a kernel and a server process cannot reach on demand.
+
+mod fs_support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use fs_support::{errno_of, is_dir, Mount, Options, ME, STALL};
+use midasfs::fs::inode::{FileKind, ROOT};
+use midasfs::midas::fake::{FakeMidas, Fault, Object};
+use midasfs::midas::MidasApi;
+
+fn meta(mount: &Mount, item: i64) -> Vec<(String, String, String)> {
+    mount
+        .midas
+        .metadata(item)
+        .into_iter()
+        .map(|m| (m.element, m.qualifier, m.value))
+        .collect()
+}
+
+// ---- lookup, readdir, getattr, readlink ----
+
+#[tokio::test]
+async fn a_file_on_the_server_is_looked_up_with_its_size_and_read() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "hello.txt", b"hello");
+    let attr = mount.lookup("hello.txt").await.unwrap();
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 5));
+    assert_eq!(mount.cat(attr.ino).await.unwrap(), b"hello");
+    assert_eq!(mount.fs.getattr(attr.ino).unwrap().size, 5);
+}
+
+#[tokio::test]
+async fn a_name_that_is_not_there_is_enoent() {
+    let mount = Mount::new();
+    assert_eq!(errno_of(mount.lookup("nothing").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn folders_are_directories_and_list_what_they_hold() {
+    let mount = Mount::new();
+    let folder = mount.midas.add_folder(mount.public(), "data");
+    let sub = mount.midas.add_folder(folder, "sub");
+    mount.midas.add_file(folder, "a.txt", b"a");
+    mount.midas.add_file(sub, "b.txt", b"bb");
+    let data = mount.lookup("data").await.unwrap();
+    assert!(is_dir(&data));
+    assert_eq!(mount.ls(data.ino).await.unwrap(), ["a.txt", "sub"]);
+    assert_eq!(mount.read_path("data/sub/b.txt").await, b"bb");
+}
+
+#[tokio::test]
+async fn an_item_with_two_bitstreams_is_a_directory_of_them() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "scan", b"one");
+    mount.midas.add_bitstream(item, "scan.raw", b"two");
+    let attr = mount.lookup("scan").await.unwrap();
+    assert!(is_dir(&attr));
+    assert_eq!(mount.ls(attr.ino).await.unwrap(), ["scan", "scan.raw"]);
+    assert_eq!(mount.read_path("scan/scan.raw").await, b"two");
+}
+
+#[tokio::test]
+async fn items_as_dirs_shows_every_item_as_a_directory() {
+    let mount = Mount::with(Options {
+        items_as_dirs: true,
+        ..Options::default()
+    });
+    mount.midas.add_file(mount.public(), "f.txt", b"x");
+    let attr = mount.lookup("f.txt").await.unwrap();
+    assert!(is_dir(&attr));
+    assert_eq!(mount.read_path("f.txt/f.txt").await, b"x");
+}
+
+#[tokio::test]
+async fn an_item_without_revisions_is_an_empty_directory() {
+    let mount = Mount::new();
+    mount.midas.add_item(mount.public(), "empty");
+    let attr = mount.lookup("empty").await.unwrap();
+    assert!(is_dir(&attr));
+    assert!(mount.ls(attr.ino).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn names_no_file_name_can_hold_are_shown_and_lead_to_their_files() {
+    let mount = Mount::new();
+    let public = mount.public();
+    mount.midas.add_file(public, "a/b", b"slash");
+    mount.midas.add_file(public, "..", b"dots");
+    mount.midas.add_file(public, "same.txt", b"first");
+    let second = mount.midas.add_file(public, "same.txt", b"second");
+    let names = mount.ls(ROOT).await.unwrap();
+    assert_eq!(
+        names,
+        [
+            "a\u{2215}b".to_owned(),
+            "same (item N).txt".replace('N', &second.to_string()),
+            "same.txt".to_owned(),
+            "\u{2025}".to_owned(),
+        ]
+    );
+    assert_eq!(mount.read_path("a\u{2215}b").await, b"slash");
+    assert_eq!(mount.read_path("\u{2025}").await, b"dots");
+    assert_eq!(mount.read_path("same.txt").await, b"first");
+    let renamed = format!("same (item {second}).txt");
+    assert_eq!(mount.read_path(&renamed).await, b"second");
+}
+
+#[tokio::test]
+async fn reads_at_any_offset_give_the_bytes_there_and_nothing_past_the_end() {
+    let mount = Mount::new();
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    mount.midas.add_file(mount.public(), "big", &content);
+    let ino = mount.ino("big").await;
+    let open = mount.fs.open(ino).await.unwrap();
+    for offset in [2_999_000u64, 0, 1_048_575, 1_500_001, 17] {
+        let bytes = mount.fs.read(open.fh, offset, 4096).await.unwrap();
+        let end = (offset as usize + 4096).min(content.len());
+        assert_eq!(&bytes[..], &content[offset as usize..end], "at {offset}");
+    }
+    assert!(mount
+        .fs
+        .read(open.fh, 3_000_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    mount.fs.release(open.fh);
+}
+
+#[tokio::test]
+async fn what_others_keep_private_is_not_listed_and_private_files_show_no_bits_for_others() {
+    let mount = Mount::new();
+    let public = mount.public();
+    let theirs = mount.midas.add_file(public, "theirs.txt", b"secret");
+    mount.midas.hide(theirs);
+    let private = mount.midas.add_file(public, "mine.txt", b"mine");
+    mount.midas.set_public(private, false);
+    mount.midas.add_file(public, "open.txt", b"open");
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["mine.txt", "open.txt"]);
+    assert_eq!(errno_of(mount.lookup("theirs.txt").await), libc::ENOENT);
+    let mine = mount.lookup("mine.txt").await.unwrap();
+    assert_eq!(mine.perm & 0o077, 0, "private: {:o}", mine.perm);
+    let open = mount.lookup("open.txt").await.unwrap();
+    assert_eq!(open.perm, 0o644);
+}
+
+#[tokio::test]
+async fn the_whole_server_shows_communities_users_and_home() {
+    let midas = std::sync::Arc::new(FakeMidas::new(STALL));
+    let (_, folder) = midas.add_community("Lab", true);
+    midas.add_file(folder, "paper.pdf", b"%PDF");
+    midas.add_file(midas.public_folder(), "mine.txt", b"me");
+    let mount = Mount::on(
+        midas,
+        Options {
+            everything: true,
+            ..Options::default()
+        },
+    );
+    assert_eq!(
+        mount.ls(ROOT).await.unwrap(),
+        ["communities", "home", "users"]
+    );
+    assert_eq!(mount.read_path("communities/Lab/paper.pdf").await, b"%PDF");
+    let home = mount.lookup("home").await.unwrap();
+    assert_eq!(home.kind, FileKind::Symlink);
+    assert_eq!(mount.fs.readlink(home.ino).unwrap(), "users/Test_User");
+    assert_eq!(
+        mount.read_path("users/Test_User/Public/mine.txt").await,
+        b"me"
+    );
+    let users = mount.ino("users").await;
+    assert_eq!(
+        errno_of(mount.fs.readlink(users)),
+        libc::EINVAL,
+        "a directory is no symlink"
+    );
+}
+
+#[tokio::test]
+async fn a_second_walk_within_the_ttl_sends_no_requests() {
+    let mount = Mount::new();
+    let folder = mount.midas.add_folder(mount.public(), "d");
+    mount.midas.add_file(folder, "f", b"f");
+    mount.ls(ROOT).await.unwrap();
+    mount.ls(mount.ino("d").await).await.unwrap();
+    let before = mount.midas.count("*");
+    mount.ls(ROOT).await.unwrap();
+    mount.ls(mount.ino("d").await).await.unwrap();
+    assert_eq!(mount.read_path("d/f").await, b"f");
+    // The read is the only request: its bytes are not in memory yet.
+    assert_eq!(
+        mount.midas.count("*") - before,
+        1,
+        "{:?}",
+        mount.midas.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_new_listing_asks_only_for_the_items_that_changed() {
+    let mount = Mount::with(Options {
+        ttl: Duration::ZERO,
+        ..Options::default()
+    });
+    let public = mount.public();
+    for name in ["a", "b", "c"] {
+        mount.midas.add_file(public, name, name.as_bytes());
+    }
+    mount.ls(ROOT).await.unwrap();
+    assert_eq!(mount.midas.count("midas.item.get"), 3);
+    let b = mount.midas.child_item(public, "b").unwrap();
+    mount.midas.add_revision(b, "b", b"new b");
+    mount.ls(ROOT).await.unwrap();
+    assert_eq!(mount.midas.count("midas.item.get"), 4);
+    assert_eq!(mount.read_path("b").await, b"new b");
+}
+
+#[tokio::test]
+async fn changes_on_the_server_show_after_the_ttl() {
+    let mount = Mount::with(Options {
+        ttl: Duration::from_millis(100),
+        ..Options::default()
+    });
+    let item = mount.midas.add_file(mount.public(), "old", b"x");
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["old"]);
+    mount.midas.rename_item(item, "new");
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["old"], "within the TTL");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["new"]);
+    assert_eq!(errno_of(mount.lookup("old").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn unknown_inodes_are_estale_and_unknown_handles_ebadf() {
+    let mount = Mount::new();
+    assert_eq!(errno_of(mount.fs.getattr(0xdead_beef)), libc::ESTALE);
+    assert_eq!(errno_of(mount.fs.listing(0xdead_beef).await), libc::ESTALE);
+    assert_eq!(errno_of(mount.fs.read(999, 0, 10).await), libc::EBADF);
+    assert_eq!(errno_of(mount.fs.write(999, 0, b"x")), libc::EBADF);
+}
+
+#[tokio::test]
+async fn opening_a_directory_is_eisdir_and_listing_a_file_enotdir() {
+    let mount = Mount::new();
+    mount.midas.add_folder(mount.public(), "d");
+    mount.midas.add_file(mount.public(), "f", b"f");
+    let d = mount.ino("d").await;
+    let f = mount.ino("f").await;
+    assert_eq!(errno_of(mount.fs.open(d).await.map(|o| o.fh)), libc::EISDIR);
+    assert_eq!(errno_of(mount.fs.listing(f).await), libc::ENOTDIR);
+    assert_eq!(errno_of(mount.fs.lookup(f, "x").await), libc::ENOTDIR);
+    assert_eq!(
+        errno_of(mount.fs.open_write(d, false, ME).await),
+        libc::EISDIR
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_invisible_to_a_walk() {
+    let mount = Mount::new();
+    let folder = mount.midas.add_folder(mount.public(), "d");
+    mount.midas.add_file(folder, "f", b"content");
+    mount.midas.fail_times("*", 3, Fault::ExpiredToken);
+    assert_eq!(mount.read_path("d/f").await, b"content");
+    assert_eq!(mount.midas.logins(), 3);
+}
+
+#[tokio::test]
+async fn a_download_that_stalls_fails_within_about_the_timeout() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", &[1; 10_000]);
+    let ino = mount.ino("f").await;
+    mount.midas.fail_always("download", Fault::Stall);
+    let started = Instant::now();
+    assert_eq!(errno_of(mount.cat(ino).await), libc::ETIMEDOUT);
+    assert!(started.elapsed() < STALL * 4, "{:?}", started.elapsed());
+    mount.midas.heal();
+    tokio::time::sleep(STALL).await;
+    assert_eq!(mount.cat(ino).await.unwrap(), [1; 10_000]);
+}
+
+#[tokio::test]
+async fn a_download_cut_short_is_restarted_and_the_read_completes() {
+    let mount = Mount::new();
+    let content: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    mount.midas.add_file(mount.public(), "f", &content);
+    let ino = mount.ino("f").await;
+    mount
+        .midas
+        .fail("download", Fault::CutBody { after: 70_000 });
+    assert_eq!(mount.cat(ino).await.unwrap(), content);
+    assert!(mount.midas.count("download") >= 2);
+}
+
+// ---- extended attributes (reading) ----
+
+#[tokio::test]
+async fn a_file_shows_its_midas_identity_as_xattrs() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"content");
+    let ino = mount.ino("f").await;
+    let names = mount.fs.listxattr(ino).await.unwrap();
+    for name in [
+        "id",
+        "type",
+        "item_id",
+        "bitstream_id",
+        "md5",
+        "uuid",
+        "url",
+    ] {
+        assert!(names.contains(&format!("user.midas.{name}")), "{names:?}");
+    }
+    let id = mount.fs.getxattr(ino, "user.midas.id").await.unwrap();
+    assert_eq!(id, item.to_string().as_bytes());
+    let md5 = mount.fs.getxattr(ino, "user.midas.md5").await.unwrap();
+    let expected = mount
+        .midas
+        .item(item)
+        .unwrap()
+        .only_bitstream()
+        .unwrap()
+        .checksum
+        .clone();
+    assert_eq!(md5, expected.as_bytes());
+    let url = mount.fs.getxattr(ino, "user.midas.url").await.unwrap();
+    assert_eq!(url, format!("http://midas.invalid/item/{item}").as_bytes());
+    assert_eq!(
+        errno_of(mount.fs.getxattr(ino, "user.midas.nothing").await),
+        libc::ENODATA
+    );
+    let root = mount.fs.getxattr(ROOT, "user.midas.type").await.unwrap();
+    assert_eq!(root, b"folder");
+}
+
+#[tokio::test]
+async fn metadata_on_the_server_shows_as_user_midas_meta_xattrs() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"x");
+    mount
+        .midas
+        .item_set_metadata(item, "subject", "species", "mouse")
+        .await
+        .unwrap();
+    let ino = mount.ino("f").await;
+    let names = mount.fs.listxattr(ino).await.unwrap();
+    assert!(names.contains(&"user.midas.meta.subject.species".to_owned()));
+    let value = mount
+        .fs
+        .getxattr(ino, "user.midas.meta.subject.species")
+        .await
+        .unwrap();
+    assert_eq!(value, b"mouse");
+}
+
+// ---- writing files ----
+
+#[tokio::test]
+async fn a_new_file_becomes_an_item_holding_one_bitstream_of_its_name() {
+    let mount = Mount::new();
+    let ino = mount
+        .create_file(ROOT, "new.txt", b"some bytes")
+        .await
+        .unwrap();
+    let item = mount.midas.child_item(mount.public(), "new.txt").unwrap();
+    let on_server = mount.midas.item(item).unwrap();
+    let only = on_server.only_bitstream().expect("one bitstream");
+    assert_eq!(only.name, "new.txt");
+    assert_eq!(mount.midas.content(item).unwrap(), b"some bytes");
+    assert_eq!(mount.midas.revision_count(item), 1);
+    assert_eq!(mount.midas.count("midas.upload.generatetoken"), 1);
+    assert_eq!(mount.fs.getattr(ino).unwrap().size, 10);
+    assert_eq!(mount.cat(ino).await.unwrap(), b"some bytes");
+    assert_eq!(mount.read_path("new.txt").await, b"some bytes");
+    assert_eq!(mount.fs.status().files_being_written, 0);
+}
+
+#[tokio::test]
+async fn an_empty_new_file_reaches_the_server_too() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "empty", b"").await.unwrap();
+    assert_eq!(mount.server_content(mount.public(), "empty").unwrap(), b"");
+}
+
+#[tokio::test]
+async fn a_new_file_of_a_mebibyte_or_more_is_offered_by_checksum_first() {
+    let mount = Mount::new();
+    let content = vec![9u8; 1 << 20];
+    mount.create_file(ROOT, "big", &content).await.unwrap();
+    assert_eq!(mount.midas.count("midas.item.create"), 1);
+    assert_eq!(
+        mount.server_content(mount.public(), "big").unwrap(),
+        content
+    );
+}
+
+#[tokio::test]
+async fn copying_content_the_server_has_sends_no_bytes() {
+    let mount = Mount::new();
+    let content = vec![3u8; 1 << 20];
+    mount.midas.add_file(mount.public(), "original", &content);
+    mount.create_file(ROOT, "copy", &content).await.unwrap();
+    assert_eq!(mount.midas.count("midas.upload.perform"), 0);
+    assert_eq!(
+        mount.server_content(mount.public(), "copy").unwrap(),
+        content
+    );
+}
+
+#[tokio::test]
+async fn overwriting_a_file_makes_a_new_revision_under_the_same_inode() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"old content");
+    let ino = mount.ino("f").await;
+    mount.write_file(ino, true, 0, b"new").await.unwrap();
+    assert_eq!(mount.midas.revision_count(item), 2);
+    assert_eq!(mount.midas.content(item).unwrap(), b"new");
+    assert_eq!(mount.ino("f").await, ino);
+    assert_eq!(mount.cat(ino).await.unwrap(), b"new");
+}
+
+#[tokio::test]
+async fn appending_and_writing_at_an_offset_keep_the_rest() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"0123456789");
+    let ino = mount.ino("f").await;
+    mount.write_file(ino, false, 10, b"+tail").await.unwrap();
+    assert_eq!(mount.midas.content(item).unwrap(), b"0123456789+tail");
+    mount.write_file(ino, false, 2, b"ab").await.unwrap();
+    assert_eq!(mount.midas.content(item).unwrap(), b"01ab456789+tail");
+    assert_eq!(mount.midas.revision_count(item), 3);
+}
+
+#[tokio::test]
+async fn rewriting_the_same_content_makes_no_revision() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"same");
+    let ino = mount.ino("f").await;
+    mount.write_file(ino, true, 0, b"same").await.unwrap();
+    assert_eq!(mount.midas.revision_count(item), 1);
+    assert_eq!(mount.midas.count("midas.upload.perform"), 0);
+}
+
+#[tokio::test]
+async fn metadata_follows_the_content_into_a_new_revision() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"v1");
+    mount
+        .midas
+        .item_set_metadata(item, "quality", "", "good")
+        .await
+        .unwrap();
+    let ino = mount.ino("f").await;
+    mount.write_file(ino, true, 0, b"v2").await.unwrap();
+    assert_eq!(
+        meta(&mount, item),
+        [("quality".into(), String::new(), "good".into())]
+    );
+}
+
+#[tokio::test]
+async fn truncating_a_closed_file_uploads_it_at_its_new_size() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"0123456789");
+    let ino = mount.ino("f").await;
+    let attr = mount.fs.setattr(ino, Some(4), None).await.unwrap();
+    assert_eq!(attr.size, 4);
+    assert_eq!(mount.midas.content(item).unwrap(), b"0123");
+    let attr = mount.fs.setattr(ino, Some(0), None).await.unwrap();
+    assert_eq!(attr.size, 0);
+    assert_eq!(mount.midas.content(item).unwrap(), b"");
+}
+
+#[tokio::test]
+async fn times_set_through_the_mount_are_kept_and_listed() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", b"x");
+    let ino = mount.ino("f").await;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let attr = mount.fs.setattr(ino, None, Some(when)).await.unwrap();
+    assert_eq!(attr.mtime, when);
+    assert_eq!(mount.fs.getattr(ino).unwrap().mtime, when);
+    let listed = mount.fs.listing(ROOT).await.unwrap();
+    assert_eq!(listed[0].attr().mtime, when);
+    // chmod and chown: accepted, nothing sent.
+    let before = mount.midas.count("*");
+    mount.fs.setattr(ino, None, None).await.unwrap();
+    assert_eq!(mount.midas.count("*"), before);
+}
+
+#[tokio::test]
+async fn a_file_being_written_is_listed_and_read_before_its_close() {
+    let mount = Mount::new();
+    let (attr, fh) = mount.fs.create(ROOT, "draft", ME).unwrap();
+    mount.fs.write(fh, 0, b"draft text").unwrap();
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["draft"]);
+    assert_eq!(mount.fs.getattr(attr.ino).unwrap().size, 10);
+    let reader = mount.fs.join_if_writing(attr.ino).expect("a reader joins");
+    assert_eq!(
+        &mount.fs.read(reader, 0, 100).await.unwrap()[..],
+        b"draft text"
+    );
+    mount.fs.release_write(reader).await;
+    assert!(mount.midas.child_item(mount.public(), "draft").is_none());
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+    assert_eq!(
+        mount.server_content(mount.public(), "draft").unwrap(),
+        b"draft text"
+    );
+}
+
+#[tokio::test]
+async fn writers_of_one_file_share_it_and_the_last_close_uploads_both_writes() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"..........");
+    let ino = mount.ino("f").await;
+    let first = mount.fs.open_write(ino, false, ME).await.unwrap();
+    let second = mount.fs.open_write(ino, false, ME + 1).await.unwrap();
+    mount.fs.write(first, 0, b"AA").unwrap();
+    mount.fs.write(second, 8, b"BB").unwrap();
+    mount.fs.flush(first, Some(ME)).await.unwrap();
+    mount.fs.release_write(first).await;
+    mount.fs.flush(second, Some(ME + 1)).await.unwrap();
+    mount.fs.release_write(second).await;
+    assert_eq!(mount.midas.content(item).unwrap(), b"AA......BB");
+}
+
+#[tokio::test]
+async fn closes_by_children_that_inherited_the_descriptor_upload_nothing() {
+    let mount = Mount::new();
+    let (_, fh) = mount.fs.create(ROOT, "f", ME).unwrap();
+    mount.fs.write(fh, 0, b"half").unwrap();
+    mount.fs.flush(fh, Some(ME + 7)).await.unwrap();
+    assert_eq!(mount.midas.count("midas.upload.*"), 0);
+    mount.fs.write(fh, 4, b" and the rest").unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+    assert_eq!(
+        mount.server_content(mount.public(), "f").unwrap(),
+        b"half and the rest"
+    );
+}
+
+#[tokio::test]
+async fn a_full_spool_gives_enospc_and_the_half_written_file_is_never_uploaded() {
+    let mount = Mount::with(Options {
+        spool_bytes: 1000,
+        ..Options::default()
+    });
+    let (_, fh) = mount.fs.create(ROOT, "f", ME).unwrap();
+    mount.fs.write(fh, 0, &[1; 600]).unwrap();
+    assert_eq!(errno_of(mount.fs.write(fh, 600, &[2; 600])), libc::ENOSPC);
+    assert_eq!(errno_of(mount.fs.flush(fh, Some(ME)).await), libc::ENOSPC);
+    mount.fs.release_write(fh).await;
+    assert!(mount.midas.child_item(mount.public(), "f").is_none());
+    assert_eq!(mount.recovered(), [vec![1u8; 600]]);
+}
+
+#[tokio::test]
+async fn a_shell_redirection_makes_one_revision_and_touch_an_empty_file() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"old");
+    let ino = mount.ino("f").await;
+    // `echo x > f`: open(O_TRUNC), the shell's close of a duplicate, the write, the close.
+    let fh = mount.fs.open_write(ino, true, ME).await.unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.write(fh, 0, b"x\n").unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+    assert_eq!(mount.midas.revision_count(item), 2);
+    assert_eq!(mount.midas.content(item).unwrap(), b"x\n");
+    // `touch new`: create and close.
+    mount.create_file(ROOT, "new", b"").await.unwrap();
+    assert_eq!(mount.server_content(mount.public(), "new").unwrap(), b"");
+}
+
+#[tokio::test]
+async fn a_file_removed_while_open_for_writing_is_never_uploaded() {
+    let mount = Mount::new();
+    let (_, fh) = mount.fs.create(ROOT, "tmp", ME).unwrap();
+    mount.fs.write(fh, 0, b"scratch").unwrap();
+    mount.fs.unlink(ROOT, "tmp").await.unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+    assert!(mount.midas.names_in(mount.public()).is_empty());
+    assert!(mount.ls(ROOT).await.unwrap().is_empty());
+    assert!(mount.recovered().is_empty());
+}
+
+#[tokio::test]
+async fn a_new_file_renamed_before_its_close_is_uploaded_under_its_new_name() {
+    let mount = Mount::new();
+    mount.midas.add_folder(mount.public(), "d");
+    let d = mount.ino("d").await;
+    let (_, fh) = mount.fs.create(ROOT, "a", ME).unwrap();
+    mount.fs.write(fh, 0, b"moved").unwrap();
+    mount.fs.rename(ROOT, "a", d, "b", false).await.unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+    let folder = mount.midas.child_folder(mount.public(), "d").unwrap();
+    assert_eq!(mount.midas.names_in(folder), ["b"]);
+    assert_eq!(mount.server_content(folder, "b").unwrap(), b"moved");
+}
+
+#[tokio::test]
+async fn a_new_file_in_an_item_directory_becomes_a_bitstream_of_that_item() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "scan", b"a");
+    mount.midas.add_bitstream(item, "scan.raw", b"b");
+    let dir = mount.ino("scan").await;
+    mount.create_file(dir, "notes.txt", b"c").await.unwrap();
+    assert_eq!(
+        mount.ls(dir).await.unwrap(),
+        ["notes.txt", "scan", "scan.raw"]
+    );
+    assert_eq!(mount.read_path("scan/notes.txt").await, b"c");
+    let raw = mount.ino("scan/scan.raw").await;
+    mount.write_file(raw, true, 0, b"B").await.unwrap();
+    assert_eq!(mount.read_path("scan/scan.raw").await, b"B");
+    assert_eq!(mount.midas.revision_count(item), 1, "replaced in the head");
+}
+
+#[tokio::test]
+async fn creating_a_name_that_is_listed_is_eexist() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", b"x");
+    mount.ls(ROOT).await.unwrap();
+    assert_eq!(errno_of(mount.fs.create(ROOT, "f", ME)), libc::EEXIST);
+}
+
+#[tokio::test]
+async fn a_failed_upload_fails_the_close_keeps_the_data_and_shows_nothing() {
+    let mount = Mount::new();
+    mount.midas.fail_always("midas.upload.*", Fault::Http(503));
+    assert_eq!(
+        errno_of(mount.create_file(ROOT, "lost.txt", b"keep me").await),
+        libc::EIO
+    );
+    assert_eq!(mount.recovered(), [b"keep me".to_vec()]);
+    assert!(mount.ls(ROOT).await.unwrap().is_empty());
+    assert!(mount.midas.names_in(mount.public()).is_empty());
+    assert_eq!(
+        mount.fs.status().recovery_files,
+        2,
+        "the file and its sidecar"
+    );
+}
+
+#[tokio::test]
+async fn a_name_taken_on_the_server_meanwhile_fails_the_upload_with_eexist() {
+    let mount = Mount::new();
+    let (_, fh) = mount.fs.create(ROOT, "f", ME).unwrap();
+    mount.midas.add_file(mount.public(), "f", b"theirs");
+    let err = mount.write_and_close(fh, 0, b"mine").await;
+    assert_eq!(errno_of(err), libc::EEXIST);
+    assert_eq!(
+        mount.server_content(mount.public(), "f").unwrap(),
+        b"theirs"
+    );
+    assert_eq!(mount.midas.names_in(mount.public()), ["f"]);
+    assert_eq!(mount.recovered(), [b"mine".to_vec()]);
+}
+
+#[tokio::test]
+async fn a_folder_the_user_may_not_change_refuses_writes_with_eacces() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", b"x");
+    let f = mount.ino("f").await;
+    mount.midas.deny_writes(mount.public());
+    assert_eq!(
+        errno_of(mount.create_file(ROOT, "new", b"data").await),
+        libc::EACCES
+    );
+    assert_eq!(mount.recovered(), [b"data".to_vec()]);
+    assert_eq!(errno_of(mount.fs.mkdir(ROOT, "d").await), libc::EACCES);
+    assert_eq!(errno_of(mount.fs.unlink(ROOT, "f").await), libc::EACCES);
+    assert_eq!(
+        errno_of(mount.fs.rename(ROOT, "f", ROOT, "g", false).await),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno_of(mount.fs.setxattr(f, "user.midas.meta.a", b"b", 0).await),
+        libc::EACCES
+    );
+    assert_eq!(mount.midas.names_in(mount.public()), ["f"]);
+}
+
+#[tokio::test]
+async fn an_expired_token_between_writes_is_invisible() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "a", b"1").await.unwrap();
+    mount
+        .midas
+        .fail_times("midas.upload.*", 2, Fault::ExpiredToken);
+    mount.create_file(ROOT, "b", b"2").await.unwrap();
+    assert_eq!(mount.server_content(mount.public(), "b").unwrap(), b"2");
+    assert_eq!(mount.midas.logins(), 2);
+}
+
+#[tokio::test]
+async fn an_upload_cut_once_is_resumed_from_the_server_offset() {
+    let mount = Mount::new();
+    let content: Vec<u8> = (0..50_000u32).map(|i| (i % 97) as u8).collect();
+    mount
+        .midas
+        .fail("midas.upload.perform", Fault::CutBody { after: 20_000 });
+    mount.create_file(ROOT, "f", &content).await.unwrap();
+    assert_eq!(mount.server_content(mount.public(), "f").unwrap(), content);
+    assert_eq!(mount.midas.count("midas.upload.getoffset"), 1);
+    assert_eq!(mount.midas.pending_uploads(), 0);
+}
+
+// ---- directories ----
+
+#[tokio::test]
+async fn mkdir_makes_a_folder_that_is_empty_at_once() {
+    let mount = Mount::new();
+    let attr = mount.fs.mkdir(ROOT, "new").await.unwrap();
+    assert!(is_dir(&attr));
+    assert!(mount.midas.child_folder(mount.public(), "new").is_some());
+    let before = mount.midas.count("*");
+    assert!(mount.ls(attr.ino).await.unwrap().is_empty());
+    assert_eq!(mount.midas.count("*"), before, "no listing asked for");
+    mount.create_file(attr.ino, "f", b"in").await.unwrap();
+    assert_eq!(mount.read_path("new/f").await, b"in");
+}
+
+#[tokio::test]
+async fn mkdir_of_a_name_that_exists_is_eexist_and_in_an_item_directory_eperm() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "taken", b"x");
+    let item = mount.midas.add_file(mount.public(), "scan", b"a");
+    mount.midas.add_bitstream(item, "scan.raw", b"b");
+    assert_eq!(errno_of(mount.fs.mkdir(ROOT, "taken").await), libc::EEXIST);
+    let dir = mount.ino("scan").await;
+    assert_eq!(errno_of(mount.fs.mkdir(dir, "sub").await), libc::EPERM);
+    // Someone made it on the server since the listing: Midas refuses, as EEXIST.
+    mount.midas.add_folder(mount.public(), "late");
+    assert_eq!(errno_of(mount.fs.mkdir(ROOT, "late").await), libc::EEXIST);
+}
+
+#[tokio::test]
+async fn rmdir_removes_an_empty_folder_and_refuses_the_rest() {
+    let mount = Mount::new();
+    let public = mount.public();
+    mount.midas.add_folder(public, "empty");
+    let full = mount.midas.add_folder(public, "full");
+    mount.midas.add_file(full, "f", b"x");
+    mount.midas.add_file(public, "file", b"x");
+    mount.fs.rmdir(ROOT, "empty").await.unwrap();
+    assert!(mount.midas.child_folder(public, "empty").is_none());
+    assert_eq!(
+        errno_of(mount.fs.rmdir(ROOT, "full").await),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(errno_of(mount.fs.rmdir(ROOT, "file").await), libc::ENOTDIR);
+    assert_eq!(errno_of(mount.fs.rmdir(ROOT, "none").await), libc::ENOENT);
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["file", "full"]);
+}
+
+#[tokio::test]
+async fn rmdir_asks_the_server_whether_the_folder_is_empty() {
+    let mount = Mount::new();
+    let folder = mount.midas.add_folder(mount.public(), "d");
+    let d = mount.ino("d").await;
+    assert!(mount.ls(d).await.unwrap().is_empty());
+    mount.midas.add_file(folder, "arrived", b"x");
+    assert_eq!(errno_of(mount.fs.rmdir(ROOT, "d").await), libc::ENOTEMPTY);
+    assert_eq!(mount.midas.names_in(folder), ["arrived"]);
+}
+
+#[tokio::test]
+async fn rmdir_of_a_folder_holding_a_file_being_written_is_enotempty() {
+    let mount = Mount::new();
+    let d = mount.fs.mkdir(ROOT, "d").await.unwrap().ino;
+    let (_, fh) = mount.fs.create(d, "f", ME).unwrap();
+    assert_eq!(errno_of(mount.fs.rmdir(ROOT, "d").await), libc::ENOTEMPTY);
+    mount.write_and_close(fh, 0, b"x").await.unwrap();
+}
+
+#[tokio::test]
+async fn rmdir_of_an_empty_item_directory_deletes_the_item() {
+    let mount = Mount::new();
+    mount.midas.add_item(mount.public(), "empty");
+    mount.fs.rmdir(ROOT, "empty").await.unwrap();
+    assert!(mount.midas.names_in(mount.public()).is_empty());
+}
+
+#[tokio::test]
+async fn unlink_deletes_the_item_and_refuses_directories() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", b"x");
+    mount.midas.add_folder(mount.public(), "d");
+    mount.fs.unlink(ROOT, "f").await.unwrap();
+    assert_eq!(mount.midas.names_in(mount.public()), ["d"]);
+    assert_eq!(errno_of(mount.lookup("f").await), libc::ENOENT);
+    assert_eq!(errno_of(mount.fs.unlink(ROOT, "d").await), libc::EISDIR);
+    assert_eq!(errno_of(mount.fs.unlink(ROOT, "f").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn unlink_in_an_item_directory_deletes_only_that_bitstream() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "scan", b"a");
+    mount.midas.add_bitstream(item, "scan.raw", b"b");
+    let dir = mount.ino("scan").await;
+    mount.fs.unlink(dir, "scan.raw").await.unwrap();
+    assert_eq!(mount.midas.content(item).unwrap(), b"a");
+    assert_eq!(mount.ls(dir).await.unwrap(), ["scan"]);
+}
+
+// ---- rename ----
+
+#[tokio::test]
+async fn rename_in_a_folder_renames_the_item_and_its_bitstream() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "a.txt", b"x");
+    let ino = mount.ino("a.txt").await;
+    mount
+        .fs
+        .rename(ROOT, "a.txt", ROOT, "b.txt", false)
+        .await
+        .unwrap();
+    let on_server = mount.midas.item(item).unwrap();
+    assert_eq!(on_server.name, "b.txt");
+    assert_eq!(on_server.only_bitstream().unwrap().name, "b.txt");
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["b.txt"]);
+    assert_eq!(mount.ino("b.txt").await, ino, "the same inode");
+}
+
+#[tokio::test]
+async fn rename_across_folders_moves_files_and_folders() {
+    let mount = Mount::new();
+    let public = mount.public();
+    let dst = mount.midas.add_folder(public, "dst");
+    let item = mount.midas.add_file(public, "f", b"x");
+    let folder = mount.midas.add_folder(public, "sub");
+    mount.midas.add_file(folder, "inner", b"in");
+    let d = mount.ino("dst").await;
+    mount.fs.rename(ROOT, "f", d, "g", false).await.unwrap();
+    mount
+        .fs
+        .rename(ROOT, "sub", d, "sub2", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.names_in(dst), ["g", "sub2"]);
+    assert_eq!(mount.midas.item(item).unwrap().name, "g");
+    assert_eq!(mount.ls(ROOT).await.unwrap(), ["dst"]);
+    assert_eq!(mount.read_path("dst/sub2/inner").await, b"in");
+    assert_eq!(
+        mount.midas.find(public, "dst/sub2/inner"),
+        Some(Object::Item(
+            mount.midas.child_item(folder, "inner").unwrap()
+        ))
+    );
+}
+
+#[tokio::test]
+async fn rename_over_an_existing_file_replaces_it() {
+    let mount = Mount::new();
+    let public = mount.public();
+    let a = mount.midas.add_file(public, "a", b"new");
+    let b = mount.midas.add_file(public, "b", b"old");
+    mount.fs.rename(ROOT, "a", ROOT, "b", false).await.unwrap();
+    assert_eq!(mount.midas.names_in(public), ["b"]);
+    assert_eq!(mount.midas.child_item(public, "b"), Some(a));
+    assert!(mount.midas.item(b).is_none(), "the old target is deleted");
+    assert_eq!(mount.read_path("b").await, b"new");
+}
+
+#[tokio::test]
+async fn rename_refuses_what_posix_refuses() {
+    let mount = Mount::new();
+    let public = mount.public();
+    mount.midas.add_file(public, "f", b"x");
+    mount.midas.add_file(public, "g", b"y");
+    mount.midas.add_folder(public, "d");
+    let full = mount.midas.add_folder(public, "full");
+    mount.midas.add_file(full, "inside", b"z");
+    let rename = |from: &'static str, to: &'static str, no_replace: bool| {
+        let fs = mount.fs.clone();
+        async move { fs.rename(ROOT, from, ROOT, to, no_replace).await }
+    };
+    assert_eq!(errno_of(rename("f", "g", true).await), libc::EEXIST);
+    assert_eq!(errno_of(rename("d", "f", false).await), libc::ENOTDIR);
+    assert_eq!(errno_of(rename("f", "d", false).await), libc::EISDIR);
+    assert_eq!(errno_of(rename("d", "full", false).await), libc::ENOTEMPTY);
+    assert_eq!(errno_of(rename("none", "x", false).await), libc::ENOENT);
+    rename("f", "f", false).await.unwrap();
+    assert_eq!(mount.midas.names_in(public), ["d", "f", "full", "g"]);
+}
+
+#[tokio::test]
+async fn a_bitstream_cannot_move_to_another_item_so_mv_copies_it() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "scan", b"a");
+    mount.midas.add_bitstream(item, "scan.raw", b"b");
+    mount.midas.add_folder(mount.public(), "d");
+    let dir = mount.ino("scan").await;
+    let d = mount.ino("d").await;
+    assert_eq!(
+        errno_of(mount.fs.rename(dir, "scan.raw", d, "raw", false).await),
+        libc::EXDEV
+    );
+    mount
+        .fs
+        .rename(dir, "scan.raw", dir, "renamed.raw", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.ls(dir).await.unwrap(), ["renamed.raw", "scan"]);
+}
+
+#[tokio::test]
+async fn saving_as_gtk_does_keeps_the_item() {
+    let mount = Mount::new();
+    let item = mount
+        .midas
+        .add_file(mount.public(), "doc.txt", b"version 1");
+    mount.ls(ROOT).await.unwrap();
+    mount
+        .create_file(ROOT, ".goutputstream-ABC123", b"version 2")
+        .await
+        .unwrap();
+    mount
+        .fs
+        .rename(ROOT, ".goutputstream-ABC123", ROOT, "doc.txt", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.names_in(mount.public()), ["doc.txt"]);
+    assert_eq!(
+        mount.midas.child_item(mount.public(), "doc.txt"),
+        Some(item)
+    );
+    assert_eq!(mount.midas.revision_count(item), 2);
+    assert_eq!(mount.midas.content(item).unwrap(), b"version 2");
+    assert_eq!(mount.read_path("doc.txt").await, b"version 2");
+}
+
+#[tokio::test]
+async fn saving_as_vim_does_keeps_the_item() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "notes", b"v1");
+    mount.ls(ROOT).await.unwrap();
+    mount
+        .fs
+        .rename(ROOT, "notes", ROOT, "notes~", false)
+        .await
+        .unwrap();
+    mount.create_file(ROOT, "notes", b"v2").await.unwrap();
+    mount.fs.unlink(ROOT, "notes~").await.unwrap();
+    assert_eq!(mount.midas.names_in(mount.public()), ["notes"]);
+    assert_eq!(mount.midas.child_item(mount.public(), "notes"), Some(item));
+    assert_eq!(mount.midas.content(item).unwrap(), b"v2");
+    assert_eq!(mount.midas.revision_count(item), 2);
+}
+
+#[tokio::test]
+async fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
+    let mount = Mount::with(Options {
+        everything: true,
+        ..Options::default()
+    });
+    let item = mount.midas.add_file(mount.midas.public_folder(), "f", b"x");
+    let public = mount.ino("users/Test_User/Public").await;
+    let private = mount.ino("users/Test_User/Private").await;
+    mount
+        .fs
+        .rename(public, "f", private, "f", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.is_public(item), Some(false));
+    let attr = mount.lookup("users/Test_User/Private/f").await.unwrap();
+    assert_eq!(attr.perm & 0o077, 0);
+    mount
+        .fs
+        .rename(private, "f", public, "f", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.is_public(item), Some(true));
+}
+
+// ---- extended attributes (writing) ----
+
+#[tokio::test]
+async fn metadata_is_set_and_removed_through_xattrs() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"x");
+    let ino = mount.ino("f").await;
+    let fs = &mount.fs;
+    fs.setxattr(ino, "user.midas.meta.subject.age", b"12", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        meta(&mount, item),
+        [("subject".into(), "age".into(), "12".into())]
+    );
+    assert_eq!(
+        fs.getxattr(ino, "user.midas.meta.subject.age")
+            .await
+            .unwrap(),
+        b"12"
+    );
+    fs.removexattr(ino, "user.midas.meta.subject.age")
+        .await
+        .unwrap();
+    assert!(meta(&mount, item).is_empty());
+    assert_eq!(
+        errno_of(fs.removexattr(ino, "user.midas.meta.subject.age").await),
+        libc::ENODATA
+    );
+}
+
+#[tokio::test]
+async fn xattr_create_and_replace_flags_are_honoured() {
+    let mount = Mount::new();
+    mount.midas.add_file(mount.public(), "f", b"x");
+    let ino = mount.ino("f").await;
+    let fs = &mount.fs;
+    let name = "user.midas.meta.k";
+    assert_eq!(
+        errno_of(fs.setxattr(ino, name, b"v", libc::XATTR_REPLACE).await),
+        libc::ENODATA
+    );
+    fs.setxattr(ino, name, b"v", libc::XATTR_CREATE)
+        .await
+        .unwrap();
+    assert_eq!(
+        errno_of(fs.setxattr(ino, name, b"w", libc::XATTR_CREATE).await),
+        libc::EEXIST
+    );
+    fs.setxattr(ino, name, b"w", libc::XATTR_REPLACE)
+        .await
+        .unwrap();
+    assert_eq!(fs.getxattr(ino, name).await.unwrap(), b"w");
+}
+
+#[tokio::test]
+async fn derived_xattrs_are_read_only_and_others_unsupported() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "f", b"x");
+    let ino = mount.ino("f").await;
+    let fs = &mount.fs;
+    assert_eq!(
+        errno_of(fs.setxattr(ino, "user.midas.md5", b"0", 0).await),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(ino, "user.other", b"0", 0).await),
+        libc::ENOTSUP
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(ino, "user.midas.meta.", b"0", 0).await),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(
+            fs.setxattr(ino, "user.midas.meta.k", &[0xff, 0xfe], 0)
+                .await
+        ),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(ROOT, "user.midas.meta.k", b"v", 0).await),
+        libc::ENOTSUP,
+        "a folder has no metadata"
+    );
+    // rsync -X removes what its source lacks: derived ones stay, quietly.
+    fs.removexattr(ino, "user.midas.md5").await.unwrap();
+    assert!(fs.getxattr(ino, "user.midas.md5").await.is_ok());
+    assert!(meta(&mount, item).is_empty());
+}
+
+#[tokio::test]
+async fn metadata_of_a_file_just_written_goes_to_its_item() {
+    let mount = Mount::new();
+    let ino = mount.create_file(ROOT, "f", b"x").await.unwrap();
+    mount
+        .fs
+        .setxattr(ino, "user.midas.meta.source", b"mount", 0)
+        .await
+        .unwrap();
+    let item = mount.midas.child_item(mount.public(), "f").unwrap();
+    assert_eq!(
+        meta(&mount, item),
+        [("source".into(), String::new(), "mount".into())]
+    );
+}
+
+// ---- read-only ----
+
+#[tokio::test]
+async fn a_read_only_mount_refuses_every_write_with_erofs() {
+    let mount = Mount::with(Options {
+        read_only: true,
+        ..Options::default()
+    });
+    mount.midas.add_file(mount.public(), "f", b"x");
+    mount.midas.add_folder(mount.public(), "d");
+    let f = mount.ino("f").await;
+    let fs = &mount.fs;
+    assert_eq!(errno_of(fs.create(ROOT, "new", ME)), libc::EROFS);
+    assert_eq!(errno_of(fs.open_write(f, false, ME).await), libc::EROFS);
+    assert_eq!(errno_of(fs.setattr(f, Some(0), None).await), libc::EROFS);
+    assert_eq!(errno_of(fs.mkdir(ROOT, "e").await), libc::EROFS);
+    assert_eq!(errno_of(fs.rmdir(ROOT, "d").await), libc::EROFS);
+    assert_eq!(errno_of(fs.unlink(ROOT, "f").await), libc::EROFS);
+    assert_eq!(
+        errno_of(fs.rename(ROOT, "f", ROOT, "g", false).await),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(f, "user.midas.meta.a", b"b", 0).await),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.removexattr(f, "user.midas.meta.a").await),
+        libc::EROFS
+    );
+    assert_eq!(mount.read_path("f").await, b"x", "reading works");
+    assert_eq!(mount.lookup("f").await.unwrap().perm, 0o444);
+    let writes = mount
+        .midas
+        .calls()
+        .into_iter()
+        .filter(|c| !c.contains(".get") && !c.contains("children") && c != "download")
+        .collect::<Vec<_>>();
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+// ---- known gaps the property test found (fs_model.rs leaves these sequences out) ----
+
+#[tokio::test]
+#[ignore = "known gap: write state is keyed by the inode a new file was created as"]
+async fn a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path() {
+    let mount = Mount::new();
+    let (_, first) = mount.fs.create(ROOT, "f", ME).unwrap();
+    let ino = mount.ino("f").await;
+    let second = mount.fs.open_write(ino, true, ME + 1).await.unwrap();
+    // The first close uploads it; the second handle keeps writing.
+    mount.fs.flush(first, Some(ME)).await.unwrap();
+    mount.fs.release_write(first).await;
+    mount.fs.write(second, 0, b"more").unwrap();
+    let by_path = mount.lookup("f").await.unwrap();
+    assert_eq!(by_path.size, 4, "stat by path sees the bytes written");
+    let again = mount
+        .fs
+        .open_write(by_path.ino, false, ME + 2)
+        .await
+        .unwrap();
+    assert_eq!(&mount.fs.read(again, 0, 10).await.unwrap()[..], b"more");
+}
+
+#[tokio::test]
+async fn a_file_moved_while_open_for_writing_is_shown_where_it_went() {
+    let mount = Mount::new();
+    mount.midas.add_folder(mount.public(), "a");
+    let dir = mount.ino("a").await;
+    mount.create_file(ROOT, "f", b"x").await.unwrap();
+    let f = mount.ino("f").await;
+    let fh = mount.fs.open_write(f, false, ME).await.unwrap();
+    mount.fs.rename(ROOT, "f", dir, "a", false).await.unwrap();
+    mount.write_and_close(fh, 0, b"y").await.unwrap();
+    let root = mount.fs.listing(ROOT).await.unwrap();
+    let a = root.iter().find(|e| e.name == "a").expect("a listed");
+    assert!(
+        a.data.kind.is_dir(),
+        "the folder a is still listed at the top"
+    );
+    assert_eq!(mount.read_path("a/a").await, b"y");
+}
+
+#[tokio::test]
+async fn a_file_saved_over_while_open_and_then_removed_closes_without_error() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "target", b"old").await.unwrap();
+    let (_, fh) = mount.fs.create(ROOT, "tmp", ME).unwrap();
+    mount.fs.write(fh, 0, b"new").unwrap();
+    mount
+        .fs
+        .rename(ROOT, "tmp", ROOT, "target", false)
+        .await
+        .unwrap();
+    mount.fs.unlink(ROOT, "target").await.unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.release_write(fh).await;
+}
+
+#[tokio::test]
+#[ignore = "known gap: folder.move refuses the name the target still holds"]
+async fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
+    let mount = Mount::new();
+    let a = mount.midas.add_folder(mount.public(), "a");
+    mount.midas.add_folder(a, "sub");
+    mount.midas.add_folder(mount.public(), "sub");
+    let dir = mount.ino("a").await;
+    mount
+        .fs
+        .rename(dir, "sub", ROOT, "sub", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.midas.names_in(mount.public()), ["a", "sub"]);
+    assert!(mount.midas.names_in(a).is_empty());
+}
+
+#[tokio::test]
+async fn a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_close() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "a", b"from a").await.unwrap();
+    mount.create_file(ROOT, "b", b"from b").await.unwrap();
+    let a = mount.ino("a").await;
+    let fh = mount.fs.open_write(a, true, ME).await.unwrap();
+    mount.fs.rename(ROOT, "b", ROOT, "a", false).await.unwrap();
+    mount.write_and_close(fh, 0, b"orphan").await.unwrap();
+    assert_eq!(
+        mount.server_content(mount.public(), "a").unwrap(),
+        b"from b"
+    );
+}
