@@ -387,7 +387,7 @@ impl Run {
                 let path = self.model.open[open].path.clone();
                 // ftruncate reaches the filesystem as a setattr of the handle's inode.
                 let ino = self.model.open[open].ino;
-                let result = fs.setattr(ino, Some(size), None).await;
+                let result = fs.setattr(ino, None, Some(size), None).await;
                 if result.is_ok() {
                     if let Some(path) = &path {
                         self.model.truncate(path, size);
@@ -406,7 +406,7 @@ impl Run {
                     return None;
                 }
                 let ino = self.ino(&path).await.ok()?;
-                let result = fs.setattr(ino, Some(size), None).await;
+                let result = fs.setattr(ino, None, Some(size), None).await;
                 if result.is_ok() {
                     self.model.truncate(&path, size);
                     if self.model.open_at(&path).is_none() {

@@ -466,10 +466,10 @@ async fn truncating_a_closed_file_uploads_it_at_its_new_size() {
     let mount = Mount::new();
     let item = mount.midas.add_file(mount.public(), "f", b"0123456789");
     let ino = mount.ino("f").await;
-    let attr = mount.fs.setattr(ino, Some(4), None).await.unwrap();
+    let attr = mount.fs.setattr(ino, None, Some(4), None).await.unwrap();
     assert_eq!(attr.size, 4);
     assert_eq!(mount.midas.content(item).unwrap(), b"0123");
-    let attr = mount.fs.setattr(ino, Some(0), None).await.unwrap();
+    let attr = mount.fs.setattr(ino, None, Some(0), None).await.unwrap();
     assert_eq!(attr.size, 0);
     assert_eq!(mount.midas.content(item).unwrap(), b"");
 }
@@ -480,14 +480,14 @@ async fn times_set_through_the_mount_are_kept_and_listed() {
     mount.midas.add_file(mount.public(), "f", b"x");
     let ino = mount.ino("f").await;
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-    let attr = mount.fs.setattr(ino, None, Some(when)).await.unwrap();
+    let attr = mount.fs.setattr(ino, None, None, Some(when)).await.unwrap();
     assert_eq!(attr.mtime, when);
     assert_eq!(mount.fs.getattr(ino).unwrap().mtime, when);
     let listed = mount.fs.listing(ROOT).await.unwrap();
     assert_eq!(listed[0].attr().mtime, when);
     // chmod and chown: accepted, nothing sent.
     let before = mount.midas.count("*");
-    mount.fs.setattr(ino, None, None).await.unwrap();
+    mount.fs.setattr(ino, None, None, None).await.unwrap();
     assert_eq!(mount.midas.count("*"), before);
 }
 
@@ -1104,7 +1104,10 @@ async fn a_read_only_mount_refuses_every_write_with_erofs() {
     let fs = &mount.fs;
     assert_eq!(errno_of(fs.create(ROOT, "new", ME)), libc::EROFS);
     assert_eq!(errno_of(fs.open_write(f, false, ME).await), libc::EROFS);
-    assert_eq!(errno_of(fs.setattr(f, Some(0), None).await), libc::EROFS);
+    assert_eq!(
+        errno_of(fs.setattr(f, None, Some(0), None).await),
+        libc::EROFS
+    );
     assert_eq!(errno_of(fs.mkdir(ROOT, "e").await), libc::EROFS);
     assert_eq!(errno_of(fs.rmdir(ROOT, "d").await), libc::EROFS);
     assert_eq!(errno_of(fs.unlink(ROOT, "f").await), libc::EROFS);
