@@ -6,6 +6,7 @@
 //! when it can and hand the rest to a worker.
 
 mod access;
+pub mod disk_cache;
 mod early;
 pub mod error;
 pub mod inode;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
+use disk_cache::{DiskCache, DiskCacheStatus};
 pub use early::EarlyStart;
 pub use error::{FsError, FsResult};
 use inode::{Attr, BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME, ROOT, USERS};
@@ -42,6 +44,10 @@ const ITEM_GET_CONCURRENCY: usize = 32;
 /// How long an item's details are reused by new listings that show it unchanged; after that
 /// it is asked for again (see [`inode::ItemStamp`]).
 const ITEM_DETAILS_MAX_AGE: Duration = Duration::from_secs(600);
+/// How long the answer of `midas.user.list` is used, however short the TTL: accounts come and go
+/// rarely, every path through `home/` needs the list, and a user who is not in it yet is still
+/// found by name (see [`MidasFs::lookup_unlisted_user`]).
+const USER_LIST_TTL: Duration = Duration::from_secs(600);
 /// `midas.user.list` needs a limit; the mount lists this many users at most.
 const USER_LIST_LIMIT: u32 = 10_000;
 
@@ -120,6 +126,8 @@ pub struct FsStatus {
     pub recovery_files: usize,
     pub cache_bytes: u64,
     pub cache_capacity: u64,
+    /// The persistent data cache, when there is one.
+    pub disk_cache: Option<DiskCacheStatus>,
 }
 
 pub struct MidasFs {
@@ -131,7 +139,11 @@ pub struct MidasFs {
     /// One listing request per directory at a time; others wait for its answer.
     listing_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     cache: Arc<BlockCache>,
+    /// The persistent data cache (`--cache-dir`).
+    disk: Option<Arc<DiskCache>>,
     readers: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// The last answer of `midas.user.list`, and when it came.
+    user_list: Mutex<Option<(Instant, Vec<User>)>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
     writes: Writes,
@@ -172,6 +184,7 @@ impl MidasFs {
         };
         MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            disk: None,
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
             attr_changed: std::sync::OnceLock::new(),
@@ -182,9 +195,16 @@ impl MidasFs {
             listings: Listings::new(),
             listing_locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            user_list: Mutex::new(None),
             next_fh: AtomicU64::new(1),
             mounted_at: now,
         }
+    }
+
+    /// Reads through, and fills, a persistent data cache.
+    pub fn with_disk_cache(mut self, disk: Option<Arc<DiskCache>>) -> MidasFs {
+        self.disk = disk;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -206,6 +226,7 @@ impl MidasFs {
             recovery_files,
             cache_bytes,
             cache_capacity,
+            disk_cache: self.disk.as_ref().map(|disk| disk.status()),
         }
     }
 
@@ -441,7 +462,7 @@ impl MidasFs {
     }
 
     async fn user_entries(&self) -> FsResult<Vec<Entry>> {
-        let mut users = self.client.user_list(USER_LIST_LIMIT).await?;
+        let mut users = self.users().await?;
         if let Some(me) = &self.me {
             if !users.iter().any(|u| u.user_id == me.user_id) {
                 users.push(me.clone());
@@ -457,6 +478,21 @@ impl MidasFs {
             .zip(named)
             .map(|(u, (name, _))| self.user_entry(u, name))
             .collect())
+    }
+
+    /// `midas.user.list`, asked again only after [`USER_LIST_TTL`].
+    async fn users(&self) -> FsResult<Vec<User>> {
+        let kept = match &*self.user_list.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, users)) if at.elapsed() < USER_LIST_TTL => Some(users.clone()),
+            _ => None,
+        };
+        if let Some(users) = kept {
+            return Ok(users);
+        }
+        let users = self.client.user_list(USER_LIST_LIMIT).await?;
+        *self.user_list.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), users.clone()));
+        Ok(users)
     }
 
     fn user_entry(&self, user: &User, name: String) -> Entry {
@@ -674,11 +710,16 @@ impl MidasFs {
             node.kernel_cached_md5 = Some(bitstream.md5.clone());
             (bitstream, keep)
         };
+        let source = reader::Source {
+            bitstream: bitstream.id,
+            size: bitstream.size,
+            md5: bitstream.md5.clone(),
+            disk: self.disk.clone(),
+        };
         let reader = FileReader::new(
             self.client.clone(),
             Arc::clone(&self.cache),
-            bitstream.id,
-            bitstream.size,
+            source,
             self.config.stall_timeout,
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
