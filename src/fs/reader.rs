@@ -156,6 +156,10 @@ pub struct FileReader {
     disk: Option<Arc<DiskCache>>,
     /// The data cache's entry, once looked for.
     local: Mutex<Local>,
+    /// One block read from the entry at a time: the kernel sends several READs of one block at
+    /// once, and each would read (and check) the whole block. The next block is read ahead
+    /// under the same lock.
+    local_read: Arc<tokio::sync::Mutex<()>>,
     stall: Duration,
     max_window: u64,
     state: tokio::sync::Mutex<ReadState>,
@@ -210,6 +214,7 @@ impl FileReader {
             }),
             md5: source.md5,
             disk: source.disk,
+            local_read: Arc::new(tokio::sync::Mutex::new(())),
             stall,
             state: tokio::sync::Mutex::new(ReadState {
                 next_offset: None,
@@ -301,7 +306,16 @@ impl FileReader {
         let mut pieces = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
             let key = (self.bitstream, index);
-            let block = match self.cache.get(key) {
+            let mut block = self.cache.get(key);
+            let _one_reader = match block {
+                Some(_) => None,
+                None => {
+                    let held = self.local_read.lock().await;
+                    block = self.cache.get(key);
+                    Some(held)
+                }
+            };
+            let block = match block {
                 Some(block) => block,
                 None => {
                     let from_disk = Arc::clone(&entry);
@@ -309,6 +323,7 @@ impl FileReader {
                     match read {
                         Ok(Ok(block)) => {
                             self.cache.insert(key, block.clone());
+                            self.read_ahead_local(&entry, index + 1);
                             block
                         }
                         Ok(Err(err)) => {
@@ -329,6 +344,29 @@ impl FileReader {
             pieces.push(slice(&block, index, offset, end));
         }
         Some(join(pieces))
+    }
+
+    /// Reads block `index` of the entry into the block cache in the background, so that a
+    /// sequential reader finds it there (a damaged block is left for the read that needs it).
+    fn read_ahead_local(&self, entry: &Arc<DiskEntry>, index: u64) {
+        if index * BLOCK_SIZE >= self.size {
+            return;
+        }
+        let (lock, cache, entry) = (
+            Arc::clone(&self.local_read),
+            Arc::clone(&self.cache),
+            Arc::clone(entry),
+        );
+        let key = (self.bitstream, index);
+        tokio::spawn(async move {
+            let _one_reader = lock.lock_owned().await;
+            if cache.get(key).is_some() {
+                return;
+            }
+            if let Ok(Ok(block)) = tokio::task::spawn_blocking(move || entry.block(index)).await {
+                cache.insert(key, block);
+            }
+        });
     }
 
     fn local_entry(&self) -> Option<Arc<DiskEntry>> {

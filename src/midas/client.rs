@@ -482,8 +482,8 @@ impl Client {
         size: u64,
         wanted: Option<u64>,
     ) -> Result<ByteStream> {
-        // The kernel doubles what is asked, and keeps a few KiB for itself.
-        let recv_buffer = wanted.map(|w| w.clamp(4096, 1 << 20) as u32);
+        // The kernel doubles what is asked (half of it for its own bookkeeping).
+        let recv_buffer = wanted.map(|w| (w / 2).clamp(4096, 1 << 20) as u32);
         if offset >= size {
             return Ok(ByteStream::empty());
         }
