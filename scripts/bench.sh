@@ -378,6 +378,77 @@ section_parallel_read() {
 	record rss_mount_read 3 mib 0 "3. mount daemon peak RSS, reading four files at once" "" "$rss_runs" ""
 }
 
+# ---------------------------------------------------------------- 9. first reads, data cache
+
+# Bytes of file content that came over the wire to a mount (its `midasfs status`).
+mount_wire_bytes() {
+	"$BIN" status --json "$1" | "$PYTHON" -c '
+import json, sys
+answer = json.load(sys.stdin)
+answer = answer[0] if isinstance(answer, list) else answer
+print(answer["requests"]["download_bytes"])'
+}
+
+# A cold cat of FILE; prints seconds.
+cold_cat() {
+	drop_caches
+	timed "cat $(printf %q "$1") >/dev/null"
+}
+
+section_cache() {
+	local sniff_folder sniff_dir=$MNT/$HOME_DIR/Private/bench-sniff i r f
+	sniff_folder=$(api folder Private/bench-sniff)
+	mkdir -p "$WORK/sniff"
+	for ((i = 1; i <= 20; i++)); do
+		head -c 5000000 /dev/urandom >"$WORK/sniff/f$i.dat"
+		api put-file "$sniff_folder" "$WORK/sniff/f$i.dat" >/dev/null
+	done
+	rm -rf "$WORK/sniff"
+	local read=$((20 * 4096)) sniff_runs="" server_runs="" before sbefore
+	for ((r = 1; r <= RUNS; r++)); do
+		mount_fs "$MNT"
+		drop_caches
+		before=$(mount_wire_bytes "$MNT")
+		sbefore=$(helper stat "$SERVER_URL" bytes_downloaded)
+		for f in "$sniff_dir"/*.dat; do head -c 4096 "$f" >/dev/null; done
+		sniff_runs+=" $(($(mount_wire_bytes "$MNT") - before))"
+		server_runs+=" $(($(helper stat "$SERVER_URL" bytes_downloaded) - sbefore))"
+		unmount_fs "$MNT"
+		say "  run $r: sniffing 20 files: $(echo "$sniff_runs" | awk '{print $NF}') bytes over the wire (server counted $(echo "$server_runs" | awk '{print $NF}'))"
+	done
+	record sniff 9 bytes "$read" "9. file manager sniff: first 4 KiB of twenty 5 MB .dat files, bytes over the wire" \
+		"bytes read" "$sniff_runs" "$read" "server handed its sockets $(median $server_runs | cut -d. -f1) bytes" ""
+
+	# The data cache: fill it with one cat, then re-read after a remount, and read a second item
+	# of the same content. The baseline is a cold cat of the same file from the local disk.
+	local cache=$WORK/datacache entry remount_runs="" local_runs="" same_runs="" remount_bytes="" same_bytes=""
+	local same_folder
+	entry=$cache/data/${BIG_MD5[1]:0:2}/${BIG_MD5[1]}
+	mount_fs "$MNT" --cache-dir "$cache"
+	cat "$READ_DIR/big-1.bin" >/dev/null
+	for ((i = 0; i < 600 && ! -f $entry; i++)); do sleep 0.1; done
+	unmount_fs "$MNT"
+	[[ -f $entry ]] || { say "bench: the data cache was not filled"; return 1; }
+	same_folder=$(api folder Private/bench-same)
+	api put-file "$same_folder" "$WORK/src/big-1.bin" >/dev/null
+	for ((r = 1; r <= RUNS; r++)); do
+		mount_fs "$MNT" --cache-dir "$cache"
+		sbefore=$(helper stat "$SERVER_URL" bytes_downloaded)
+		remount_runs+=" $(cold_cat "$READ_DIR/big-1.bin")"
+		remount_bytes+=" $(($(helper stat "$SERVER_URL" bytes_downloaded) - sbefore))"
+		sbefore=$(helper stat "$SERVER_URL" bytes_downloaded)
+		same_runs+=" $(cold_cat "$MNT/$HOME_DIR/Private/bench-same/big-1.bin")"
+		same_bytes+=" $(($(helper stat "$SERVER_URL" bytes_downloaded) - sbefore))"
+		unmount_fs "$MNT"
+		local_runs+=" $(cold_cat "$WORK/src/big-1.bin")"
+		say "  run $r: re-read after remount $(echo "$remount_runs" | awk '{print $NF}') s ($(echo "$remount_bytes" | awk '{print $NF}') bytes downloaded), same content $(echo "$same_runs" | awk '{print $NF}') s, local cat $(echo "$local_runs" | awk '{print $NF}') s"
+	done
+	record read_remount 9 rate "$BIG_BYTES" "9. re-read after a remount, --cache-dir, $BIG_TEXT, cold" \
+		"cat of the local file" "$remount_runs" "$local_runs" "downloaded: $(echo $remount_bytes | tr ' ' /) bytes" ""
+	record read_same_content 9 rate "$BIG_BYTES" "9. a second item of the same content, --cache-dir, cold" \
+		"cat of the local file" "$same_runs" "$local_runs" "downloaded: $(echo $same_bytes | tr ' ' /) bytes" ""
+}
+
 # ---------------------------------------------------------------- 6, 7. large write, dedup
 
 section_large_write() {
@@ -614,6 +685,7 @@ section_small_writes() {
 run_section 1 "sequential read" section_sequential_read
 run_section 2 "random read, first byte" section_random_read
 run_section 3 "parallel reads" section_parallel_read
+run_section 9 "first reads, data cache" section_cache
 run_section 6 "large write, dedup (7)" section_large_write
 if [[ -n $REAL_DIR ]]; then
 	echo "command: scripts/bench.sh$( ((QUICK)) && echo " --quick") --real $REAL_DIR (runs: $RUNS), took $((SECONDS / 60)) min $((SECONDS % 60)) s"

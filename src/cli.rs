@@ -99,7 +99,8 @@ profile's.
 
 Every option is also an -o option, named like the long option with `_` for `-`:
   -o read_only (or ro), items_as_dirs, root=PATH, ttl=SECS, connect_timeout=SECS, timeout=SECS,
-     cache_size=MIB, spool_dir=DIR, spool_size=MIB, log_file=FILE, email=EMAIL,
+     cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE, spool_dir=DIR, spool_size=MIB,
+     log_file=FILE, email=EMAIL,
      api_key_file=FILE, profile=NAME, allow_other, allow_root, uid=N, gid=N, umask=OOO
   Standard ones: rw (the default; `ro` or a profile's read_only wins), default_permissions (always
   on), noexec/exec; accepted and ignored: dev, nodev, suid, nosuid, _netdev, noauto, auto, user,
@@ -185,6 +186,14 @@ pub struct MountArgs {
     /// Size of the in-memory block cache for file content, in MiB [default: 128]
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<u64>,
+    /// Keep the content of files read whole in DIR, keyed by MD5, across mounts and for every
+    /// item with the same content (several mounts may share DIR) [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest size of --cache-dir, least recently used files evicted first: MiB, or with a
+    /// K/M/G/T suffix [default: 10G]
+    #[arg(long, value_name = "SIZE", value_parser = crate::fs::disk_cache::parse_size)]
+    pub cache_size_disk: Option<u64>,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     pub allow_other: bool,

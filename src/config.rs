@@ -43,6 +43,11 @@ pub struct Profile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// As `--cache-size-disk`: MiB, or with a K/M/G/T suffix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size_disk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_size: Option<u64>,

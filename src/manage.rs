@@ -287,11 +287,25 @@ fn describe(s: &Value) -> String {
         mib(num(&s["cache"]["bytes"])),
         mib(num(&s["cache"]["capacity"]))
     );
+    let disk = &s["disk_cache"];
+    if disk.is_object() {
+        out += &format!(
+            "  disk      {} of {} in {} file(s) in {}; {} hit(s), {} filled, {} damaged and dropped\n",
+            mib(num(&disk["bytes"])),
+            mib(num(&disk["capacity"])),
+            num(&disk["files"]),
+            disk["dir"].as_str().unwrap_or("?"),
+            num(&disk["hits"]),
+            num(&disk["fills"]),
+            num(&disk["dropped"])
+        );
+    }
     let requests = &s["requests"];
     out += &format!(
-        "  requests  {} API calls, {} downloads, {} upload parts; {} failed",
+        "  requests  {} API calls, {} downloads ({}), {} upload parts; {} failed",
         num(&requests["calls"]),
         num(&requests["downloads"]),
+        mib(num(&requests["download_bytes"])),
         num(&requests["upload_parts"]),
         num(&requests["errors"])
     );

@@ -17,6 +17,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::cli::{DemoArgs, MountArgs, Verbosity};
+use crate::fs::disk_cache::DiskCache;
 use crate::fs::spool::{self, SpoolConfig};
 use crate::fs::{names, FsConfig, MidasFs, MountRoot};
 use crate::fuse::FuseAdapter;
@@ -258,24 +259,28 @@ fn mount_and_serve(
         Some(spec) => runtime.block_on(resolve_root(&client, me.as_ref(), spec, args.read_only))?,
         None => MountRoot::Everything,
     };
+    let disk_cache = disk_cache(&args)?;
     // The filesystem's background work runs on this runtime.
     let entered = runtime.enter();
-    let fs = Arc::new(MidasFs::new(
-        Arc::new(client.clone()),
-        me.clone(),
-        FsConfig {
-            ttl: Duration::from_secs(args.ttl),
-            items_as_dirs: args.items_as_dirs,
-            read_only: args.read_only,
-            cache_bytes: args.cache_size * 1024 * 1024,
-            stall_timeout: Duration::from_secs(args.timeout),
-            root,
-            spool: SpoolConfig {
-                dir: args.spool_dir.clone().unwrap_or_else(spool::default_dir),
-                max_bytes: args.spool_size * 1024 * 1024,
+    let fs = Arc::new(
+        MidasFs::new(
+            Arc::new(client.clone()),
+            me.clone(),
+            FsConfig {
+                ttl: Duration::from_secs(args.ttl),
+                items_as_dirs: args.items_as_dirs,
+                read_only: args.read_only,
+                cache_bytes: args.cache_size * 1024 * 1024,
+                stall_timeout: Duration::from_secs(args.timeout),
+                root,
+                spool: SpoolConfig {
+                    dir: args.spool_dir.clone().unwrap_or_else(spool::default_dir),
+                    max_bytes: args.spool_size * 1024 * 1024,
+                },
             },
-        },
-    ));
+        )
+        .with_disk_cache(disk_cache),
+    );
     drop(entered);
     runtime.block_on(fs.roll_back_previous());
     let handle = runtime.handle().clone();
@@ -395,9 +400,21 @@ fn control_socket(
             "bytes": now.cache_bytes,
             "capacity": now.cache_capacity,
         });
+        if let Some(disk) = &now.disk_cache {
+            answer["disk_cache"] = serde_json::json!({
+                "dir": disk.dir.to_string_lossy(),
+                "bytes": disk.bytes,
+                "capacity": disk.capacity,
+                "files": disk.entries,
+                "hits": disk.hits,
+                "fills": disk.fills,
+                "dropped": disk.dropped,
+            });
+        }
         answer["requests"] = serde_json::json!({
             "calls": requests.calls,
             "downloads": requests.downloads,
+            "download_bytes": requests.download_bytes,
             "upload_parts": requests.upload_parts,
             "errors": requests.errors,
             "last_error": requests.last_error,
@@ -643,6 +660,21 @@ fn unmount(mountpoint: &Path) {
     if !status.is_ok_and(|s| s.success()) {
         log::error!("could not unmount {} ({err})", mountpoint.display());
     }
+}
+
+/// The persistent data cache of `--cache-dir`, opened (and trimmed to its size).
+fn disk_cache(args: &MountSettings) -> Result<Option<Arc<DiskCache>>, BoxError> {
+    let Some(dir) = &args.cache_dir else {
+        return Ok(None);
+    };
+    let cache = DiskCache::open(dir, args.cache_size_disk)
+        .map_err(|err| format!("cache directory {}: {err}", dir.display()))?;
+    log::info!(
+        "data cache in {} ({} MiB at most)",
+        dir.display(),
+        args.cache_size_disk >> 20
+    );
+    Ok(Some(Arc::new(cache)))
 }
 
 /// As root, raise the kernel's readahead for this mount (the default is 128 KiB).

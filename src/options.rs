@@ -29,6 +29,9 @@ pub struct MountSettings {
     pub connect_timeout: u64,
     pub timeout: u64,
     pub cache_size: u64,
+    /// The persistent data cache, and its size in bytes.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size_disk: u64,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
@@ -58,6 +61,8 @@ impl MountSettings {
             connect_timeout: 10,
             timeout: 30,
             cache_size: 128,
+            cache_dir: None,
+            cache_size_disk: 10 << 30,
             allow_other: false,
             allow_root: false,
             uid: None,
@@ -180,6 +185,11 @@ fn apply_option(args: &mut MountArgs, option: &str) -> Result<(), UsageError> {
         "timeout" => args.timeout = Some(number()?),
         "cache_size" => args.cache_size = Some(number()?),
         "spool_size" => args.spool_size = Some(number()?),
+        "cache_dir" => args.cache_dir = Some(PathBuf::from(text()?)),
+        "cache_size_disk" => {
+            let size = crate::fs::disk_cache::parse_size(text()?).map_err(|e| bad(&e))?;
+            args.cache_size_disk = Some(size);
+        }
         "uid" => args.uid = Some(id()?),
         "gid" => args.gid = Some(id()?),
         "umask" => args.umask = Some(parse_umask(text()?).map_err(|e| bad(&e))?),
@@ -276,6 +286,14 @@ fn merge(args: MountArgs, profile_name: Option<String>, p: Profile) -> MountSett
         .unwrap_or(s.connect_timeout);
     s.timeout = args.timeout.or(p.timeout).unwrap_or(s.timeout);
     s.cache_size = args.cache_size.or(p.cache_size).unwrap_or(s.cache_size);
+    s.cache_dir = args.cache_dir.or(p.cache_dir);
+    s.cache_size_disk = match (args.cache_size_disk, p.cache_size_disk) {
+        (Some(size), _) => size,
+        (None, Some(profile)) => {
+            crate::fs::disk_cache::parse_size(&profile).unwrap_or(s.cache_size_disk)
+        }
+        (None, None) => s.cache_size_disk,
+    };
     s.allow_other = args.allow_other;
     s.allow_root = args.allow_root;
     s.uid = args.uid;

@@ -484,6 +484,12 @@ TARGETS = [
     # A time ratio: baseline ÷ midasfs ≥ 1 is midasfs's time ≤ 1.0× pydas's.
     ("small-file copy ≤ 1.0× pydas's time", ["small_write"], lambda v: v >= 1.0),
     ("large write ≥ 0.6× curl", ["large_write"], lambda v: v >= 0.6),
+    ("file manager sniff ≤ 2× the bytes read", ["sniff"], lambda v: v <= 2),
+    (
+        "data cache re-read ≥ 0.9× a local cat",
+        ["read_remount", "read_same_content"],
+        lambda v: v >= 0.9,
+    ),
     ("re-copy of identical content sends no bytes", ["dedup"], lambda v: v == 0),
     ("server ≥ 0.7× nginx", ["serve_one", "serve_parallel"], lambda v: v >= 0.7),
     ("mount peak RSS < 256 MiB", ["rss_mount_read", "rss_mount_write"], lambda v: v < 256),

@@ -15,6 +15,7 @@
 //! owns which state and the lock order.
 
 mod access;
+pub mod disk_cache;
 pub mod error;
 mod history;
 pub mod inode;
@@ -38,6 +39,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use disk_cache::{DiskCache, DiskCacheStatus};
 pub use error::{FsError, FsResult};
 use inode::{Attr, NodeData, NodeKind, ROOT};
 use listing::{bitstream_info, walk, DirHandles, Listings};
@@ -119,6 +121,8 @@ pub struct FsStatus {
     pub recovery_files: usize,
     pub cache_bytes: u64,
     pub cache_capacity: u64,
+    /// The persistent data cache, when there is one.
+    pub disk_cache: Option<DiskCacheStatus>,
 }
 
 pub struct MidasFs {
@@ -130,7 +134,11 @@ pub struct MidasFs {
     /// One listing request per directory at a time; others wait for its answer.
     listing_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     cache: Arc<BlockCache>,
+    /// The persistent data cache (`--cache-dir`).
+    disk: Option<Arc<DiskCache>>,
     readers: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// The last answer of `midas.user.list`, and when it came.
+    user_list: Mutex<Option<(Instant, Vec<User>)>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
     writes: Writes,
@@ -176,6 +184,7 @@ impl MidasFs {
         };
         MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            disk: None,
             writes: Writes::new(&config.spool),
             walk: walk::WalkAhead::new(),
             dirs: DirHandles::default(),
@@ -188,9 +197,16 @@ impl MidasFs {
             listings: Listings::new(),
             listing_locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            user_list: Mutex::new(None),
             next_fh: AtomicU64::new(1),
             mounted_at: now,
         }
+    }
+
+    /// Reads through, and fills, a persistent data cache.
+    pub fn with_disk_cache(mut self, disk: Option<Arc<DiskCache>>) -> MidasFs {
+        self.disk = disk;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -212,6 +228,7 @@ impl MidasFs {
             recovery_files,
             cache_bytes,
             cache_capacity,
+            disk_cache: self.disk.as_ref().map(|disk| disk.status()),
         }
     }
 

@@ -48,6 +48,15 @@ pub trait MidasApi: Send + Sync + 'static {
     fn item_get_metadata(&self, id: Id) -> Call<'_, Vec<MetadataValue>>;
     /// Bytes `[offset, size)` of a bitstream of `size` bytes.
     fn download(&self, bitstream_id: Id, offset: u64, size: u64) -> Call<'_, ByteStream>;
+    /// [`MidasApi::download`] for a reader that wants only the first `wanted` bytes (when
+    /// given) and then drops the stream.
+    fn download_some(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        wanted: Option<u64>,
+    ) -> Call<'_, ByteStream>;
     fn folder_create<'a>(&'a self, parent: Id, name: &'a str) -> Call<'a, Folder>;
     fn folder_rename<'a>(&'a self, folder_uuid: &'a str, name: &'a str) -> Call<'a, Folder>;
     fn folder_move(&self, id: Id, dst: Id) -> Call<'_, Folder>;
@@ -149,6 +158,21 @@ impl MidasApi for Client {
     }
     fn download(&self, bitstream_id: Id, offset: u64, size: u64) -> Call<'_, ByteStream> {
         Box::pin(Client::download(self, bitstream_id, offset, size))
+    }
+    fn download_some(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        wanted: Option<u64>,
+    ) -> Call<'_, ByteStream> {
+        Box::pin(Client::download_some(
+            self,
+            bitstream_id,
+            offset,
+            size,
+            wanted,
+        ))
     }
     fn folder_create<'a>(&'a self, parent: Id, name: &'a str) -> Call<'a, Folder> {
         Box::pin(Client::folder_create(self, parent, name))

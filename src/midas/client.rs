@@ -155,6 +155,7 @@ struct Inner {
     /// Held while logging in, so that concurrent callers wait for one login.
     login_lock: tokio::sync::Mutex<()>,
     stats: Mutex<ClientStats>,
+    download_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Requests sent so far and how many failed, for `midasfs status`.
@@ -166,6 +167,9 @@ pub struct ClientStats {
     pub downloads: u64,
     /// `upload.perform` requests carrying file content.
     pub upload_parts: u64,
+    /// Bytes of file content that came over the wire: read, or in a receive buffer when a
+    /// download was dropped.
+    pub download_bytes: u64,
     /// Those of the above that failed.
     pub errors: u64,
     /// The last failure, as logged.
@@ -304,6 +308,7 @@ impl Client {
                 session: Mutex::new(None),
                 login_lock: tokio::sync::Mutex::new(()),
                 stats: Mutex::default(),
+                download_bytes: Arc::default(),
             }),
         })
     }
@@ -315,11 +320,17 @@ impl Client {
 
     /// Requests and failures so far.
     pub fn stats(&self) -> ClientStats {
-        self.inner
+        let mut stats = self
+            .inner
             .stats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        stats.download_bytes = self
+            .inner
+            .download_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stats
     }
 
     fn count<T>(&self, counter: fn(&mut ClientStats) -> &mut u64, result: &Result<T>) {
@@ -505,12 +516,28 @@ impl Client {
     /// `<base>/download/?bitstream=ID&offset=N` (the API's redirect puts the raw name in the URL,
     /// and Midas ignores `Range`).
     pub async fn download(&self, bitstream_id: Id, offset: u64, size: u64) -> Result<ByteStream> {
+        self.download_some(bitstream_id, offset, size, None).await
+    }
+
+    /// [`Client::download`] for a reader that wants only the first `wanted` bytes (when given)
+    /// and then drops the stream: the connection gets a receive buffer of about that size, so
+    /// that the server sends little more than that before it notices. Midas has no way to ask
+    /// for less than the rest of the file.
+    pub async fn download_some(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        wanted: Option<u64>,
+    ) -> Result<ByteStream> {
+        // The kernel doubles what is asked (half of it for its own bookkeeping).
+        let recv_buffer = wanted.map(|w| (w / 2).clamp(4096, 1 << 20) as u32);
         if offset >= size {
             return Ok(ByteStream::empty());
         }
         let token = self.token().await?;
         let result = self
-            .open_download(bitstream_id, offset, size, token.as_deref())
+            .open_download(bitstream_id, offset, size, token.as_deref(), recv_buffer)
             .await;
         self.count(|s| &mut s.downloads, &result);
         let (Err(Error::Http { status, .. }), Some(used)) = (&result, &token) else {
@@ -525,7 +552,7 @@ impl Client {
         self.user_folders().await?;
         match self.fresh_token() {
             Some(fresh) if fresh != *used => {
-                self.open_download(bitstream_id, offset, size, Some(&fresh))
+                self.open_download(bitstream_id, offset, size, Some(&fresh), recv_buffer)
                     .await
             }
             _ => result,
@@ -1063,6 +1090,7 @@ impl Client {
         offset: u64,
         size: u64,
         token: Option<&str>,
+        recv_buffer: Option<u32>,
     ) -> Result<ByteStream> {
         let mut url = self.inner.download_url.clone();
         url.query_pairs_mut()
@@ -1077,11 +1105,13 @@ impl Client {
             .with_retries(DOWNLOAD, Kind::Read, || async {
                 let expected = size - offset;
                 let stall = self.inner.stall_timeout;
-                match transfer::plain_get(&url, form.as_deref(), self.inner.connect_timeout, stall)
+                let connect = self.inner.connect_timeout;
+                match transfer::plain_get(&url, form.as_deref(), connect, stall, recv_buffer)
                     .await?
                 {
                     PlainAnswer::Body(body) => {
-                        return Ok(ByteStream::on_socket(body, expected, stall))
+                        let counter = Arc::clone(&self.inner.download_bytes);
+                        return Ok(ByteStream::on_socket(body, expected, stall).counting(counter));
                     }
                     PlainAnswer::Status(status) => {
                         return Err(Error::Http {
@@ -1108,7 +1138,8 @@ impl Client {
                         status: status.as_u16(),
                     });
                 }
-                Ok(ByteStream::new(response, expected, stall))
+                let counter = Arc::clone(&self.inner.download_bytes);
+                Ok(ByteStream::new(response, expected, stall).counting(counter))
             })
             .await;
         debug!(

@@ -1194,6 +1194,18 @@ impl MidasApi for FakeMidas {
         })
     }
 
+    /// As [`MidasApi::download`]: what a receive buffer would spare the server does not
+    /// apply to bytes in memory.
+    fn download_some(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        _wanted: Option<u64>,
+    ) -> Call<'_, ByteStream> {
+        self.download(bitstream_id, offset, size)
+    }
+
     fn folder_create<'a>(&'a self, parent: Id, name: &'a str) -> Call<'a, Folder> {
         Box::pin(self.answer("midas.folder.create", move |state| {
             if name.is_empty() {

@@ -2,9 +2,10 @@
 //! from disk with a watchdog.
 
 use std::io::{self, SeekFrom};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct ByteStream {
     expected: u64,
     received: u64,
     stall: Duration,
+    /// Counts, when the stream is dropped, the bytes that came over the wire.
+    counter: Option<Arc<AtomicU64>>,
 }
 
 /// Where the bytes come from.
@@ -48,6 +51,28 @@ enum Body {
     Socket(TcpStream, u64),
     /// Chunks from elsewhere: the in-memory server of the tests (see [`ByteStream::from_chunks`]).
     Chunks(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
+}
+
+impl Drop for ByteStream {
+    fn drop(&mut self) {
+        let Some(counter) = &self.counter else {
+            return;
+        };
+        let unread = match &self.body {
+            Some(Body::Socket(socket, _)) => {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int, into `queued`, for a descriptor we own.
+                let ok = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut queued) };
+                if ok == 0 {
+                    u64::try_from(queued).unwrap_or(0)
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        counter.fetch_add(self.received + unread, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ByteStream {
@@ -84,6 +109,7 @@ impl ByteStream {
             expected,
             received: 0,
             stall,
+            counter: None,
         };
         stream.pending = stream.take_expected(pending);
         stream
@@ -114,7 +140,15 @@ impl ByteStream {
             expected: 0,
             received: 0,
             stall: Duration::ZERO,
+            counter: None,
         }
+    }
+
+    /// Adds the bytes this stream got to `counter` when it is dropped: those read, and those
+    /// that had arrived in the socket's receive buffer without being read.
+    pub(crate) fn counting(mut self, counter: Arc<AtomicU64>) -> ByteStream {
+        self.counter = Some(counter);
+        self
     }
 
     /// How many bytes the whole stream yields (`size - offset`).
@@ -293,11 +327,15 @@ pub(crate) struct PlainBody {
 /// daemon's CPU in a sequential read through the mount. With a `form` (the download's token),
 /// a POST with that form-encoded body instead. A redirect is never followed here: reqwest
 /// takes it, under the client's redirect policy.
+///
+/// `recv_buffer`, for a read of a few bytes: the socket's receive buffer, so that the server
+/// cannot push (and count) much more than is wanted before the connection is dropped.
 pub(crate) async fn plain_get(
     url: &Url,
     form: Option<&str>,
     connect_timeout: Duration,
     stall: Duration,
+    recv_buffer: Option<u32>,
 ) -> Result<PlainAnswer> {
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return Ok(PlainAnswer::LeaveToClient);
@@ -307,7 +345,7 @@ pub(crate) async fn plain_get(
     if url.scheme() != "http" || proxy_configured() || credentials {
         return Ok(PlainAnswer::LeaveToClient);
     }
-    let mut socket = match timeout(connect_timeout, TcpStream::connect((host_name(host), port)))
+    let mut socket = match timeout(connect_timeout, connect(host_name(host), port, recv_buffer))
         .await
     {
         Err(_) => {
@@ -403,6 +441,27 @@ fn proxy_configured() -> bool {
     PROXY_VARIABLES
         .iter()
         .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// A connection to `host:port`, with a receive buffer of `recv_buffer` bytes when given.
+async fn connect(host: &str, port: u16, recv_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(size) = recv_buffer else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(size)?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host}: no address"))))
 }
 
 /// The host to connect to: an IPv6 literal without the brackets of its URL form.
@@ -740,7 +799,9 @@ mod tests {
 
     async fn get(url: &Url) -> PlainAnswer {
         let wait = Duration::from_millis(500);
-        plain_get(url, None, wait, wait).await.expect("answer")
+        plain_get(url, None, wait, wait, None)
+            .await
+            .expect("answer")
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! holds one bitstream of its name), an item directory's bitstreams; names made unique.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -20,6 +20,10 @@ pub(in crate::fs) const ITEM_GET_CONCURRENCY: usize = 32;
 /// How long an item's details are reused by new listings that show it unchanged; after that
 /// it is asked for again (see [`inode::ItemStamp`]).
 pub(in crate::fs) const ITEM_DETAILS_MAX_AGE: Duration = Duration::from_secs(600);
+/// How long the answer of `midas.user.list` is used, however short the TTL: accounts come and go
+/// rarely, every path through `home/` needs the list, and a user who is not in it yet is still
+/// found by name (see [`MidasFs::lookup_unlisted_user`]).
+const USER_LIST_TTL: Duration = Duration::from_secs(600);
 /// `midas.user.list` needs a limit; the mount lists this many users at most.
 pub(in crate::fs) const USER_LIST_LIMIT: u32 = 10_000;
 
@@ -99,7 +103,7 @@ impl MidasFs {
     }
 
     pub(in crate::fs) async fn user_entries(&self) -> FsResult<Vec<Entry>> {
-        let mut users = self.client.user_list(USER_LIST_LIMIT).await?;
+        let mut users = self.users().await?;
         if let Some(me) = &self.me {
             if !users.iter().any(|u| u.user_id == me.user_id) {
                 users.push(me.clone());
@@ -115,6 +119,21 @@ impl MidasFs {
             .zip(named)
             .map(|(u, (name, _))| self.user_entry(u, name))
             .collect())
+    }
+
+    /// `midas.user.list`, asked again only after [`USER_LIST_TTL`].
+    async fn users(&self) -> FsResult<Vec<User>> {
+        let kept = match &*self.user_list.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, users)) if at.elapsed() < USER_LIST_TTL => Some(users.clone()),
+            _ => None,
+        };
+        if let Some(users) = kept {
+            return Ok(users);
+        }
+        let users = self.client.user_list(USER_LIST_LIMIT).await?;
+        *self.user_list.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), users.clone()));
+        Ok(users)
     }
 
     pub(in crate::fs) fn user_entry(&self, user: &User, name: String) -> Entry {

@@ -38,11 +38,16 @@ impl MidasFs {
             node.kernel_cached_md5 = Some(bitstream.md5.clone());
             (bitstream, keep)
         };
+        let source = reader::Source {
+            bitstream: bitstream.id,
+            size: bitstream.size,
+            md5: bitstream.md5.clone(),
+            disk: self.disk.clone(),
+        };
         let reader = FileReader::new(
             self.client.clone(),
             Arc::clone(&self.cache),
-            bitstream.id,
-            bitstream.size,
+            source,
             self.config.stall_timeout,
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

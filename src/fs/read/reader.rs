@@ -2,8 +2,11 @@
 //!
 //! Midas ignores `Range`; a download starts at `offset` and runs to the end of the file. So a
 //! sequential reader keeps ONE stream open and a task reads ahead of it into the block cache, with
-//! a window that grows while the reads stay sequential. A random read fetches the one block it
-//! needs with a short-lived stream that is dropped as soon as the block is full.
+//! a window that grows while the reads stay sequential. Any other read (a first small read, a
+//! random one) fetches just the bytes asked for with a short-lived stream whose small receive
+//! buffer keeps the server from sending much more, and runs beside the file's other reads.
+//! With a persistent data cache (`--cache-dir`), blocks come from its entry when it has one, and a
+//! stream that reads a whole file from its start fills it.
 //!
 //! Bitstreams are immutable in Midas (new content is a new bitstream), so blocks are keyed by
 //! bitstream id and never go stale.
@@ -17,6 +20,7 @@ use lru::LruCache;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::fs::disk_cache::{DiskCache, DiskEntry, Filler};
 use crate::fs::error::Kind;
 use crate::fs::error::{FsError, FsResult};
 use crate::midas::{types::Id, Api};
@@ -29,15 +33,27 @@ pub const BLOCK_SIZE: u64 = 1024 * 1024;
 /// in it without evicting blocks before they are read.
 const INITIAL_WINDOW: u64 = 2;
 const MAX_WINDOW: u64 = 32;
-/// A read this close to the previous one still counts as sequential (the kernel's own readahead
-/// sends READs slightly out of order).
-const SEQUENTIAL_SLACK: u64 = 2 * BLOCK_SIZE;
+/// A read this close to where the previous one ended continues it (the kernel's own readahead
+/// sends READs slightly out of order). Two such reads in a row make a sequential reader: one
+/// alone happens to random readers too often to start a read-ahead on it.
+const SEQUENTIAL_SLACK: u64 = 256 * 1024;
+const SEQUENTIAL_STREAK: u32 = 2;
 /// How often a stream that breaks is restarted before the read fails. A stream that stalled
 /// is not restarted: the server had its stall timeout, and the read fails at once.
 const STREAM_RETRIES: u32 = 2;
 /// Evicted block buffers kept for the next blocks. A streaming read evicts one block per block
 /// it adds; reusing that memory spares the page faults of a fresh 1 MiB allocation every time.
 const SPARE_BUFFERS: usize = 4;
+/// A first read at least this large, at the start of the file, counts as sequential at once: the
+/// kernel's readahead only asks this much for a reader that reads in large pieces (`cat`, `cp`).
+/// A smaller first read (a file manager sniffing a file's type) fetches what it asks.
+const FIRST_SEQUENTIAL_READ: u64 = 64 * 1024;
+/// How far ahead of the start of the file the first READ may be and still count as the start of a
+/// sequential read: the kernel's readahead sends the READs of the first blocks at once (up to
+/// 1 MiB each), and the later one may arrive first.
+const FIRST_READ_AHEAD: u64 = BLOCK_SIZE;
+/// Reads smaller than this get a connection with a receive buffer of their size.
+const SMALL_READ: u64 = 256 * 1024;
 
 type BlockKey = (Id, u64);
 
@@ -140,14 +156,42 @@ pub struct FileReader {
     cache: Arc<BlockCache>,
     bitstream: Id,
     size: u64,
+    /// The content's MD5, as the server gives it.
+    md5: String,
+    disk: Option<Arc<DiskCache>>,
+    /// The data cache's entry, once looked for.
+    local: Mutex<Local>,
+    /// One block read from the entry at a time: the kernel sends several READs of one block at
+    /// once, and each would read (and check) the whole block. The next block is read ahead
+    /// under the same lock.
+    local_read: Arc<tokio::sync::Mutex<()>>,
     stall: Duration,
     max_window: u64,
     state: tokio::sync::Mutex<ReadState>,
 }
 
+#[derive(Clone)]
+enum Local {
+    NotLooked,
+    Absent,
+    Present(Arc<DiskEntry>),
+}
+
+/// Where a file's content comes from: the server's bitstream, and the data cache.
+pub struct Source {
+    pub bitstream: Id,
+    pub size: u64,
+    pub md5: String,
+    pub disk: Option<Arc<DiskCache>>,
+}
+
 struct ReadState {
-    /// Where the next sequential read would start.
-    next_offset: u64,
+    /// Where the next sequential read would start (None before the first read).
+    next_offset: Option<u64>,
+    /// Reads in a row that each continued the one before.
+    streak: u32,
+    /// Reads that were not sequential.
+    random_reads: u64,
     window: u64,
     prefetch: Option<Prefetch>,
     /// When a stream last stalled: the kernel sends the failed READ again (one page), and
@@ -156,22 +200,26 @@ struct ReadState {
 }
 
 impl FileReader {
-    pub fn new(
-        client: Api,
-        cache: Arc<BlockCache>,
-        bitstream: Id,
-        size: u64,
-        stall: Duration,
-    ) -> FileReader {
+    pub fn new(client: Api, cache: Arc<BlockCache>, source: Source, stall: Duration) -> FileReader {
         FileReader {
             max_window: cache.max_window(),
             client,
             cache,
-            bitstream,
-            size,
+            bitstream: source.bitstream,
+            size: source.size,
+            local: Mutex::new(if source.disk.is_some() {
+                Local::NotLooked
+            } else {
+                Local::Absent
+            }),
+            md5: source.md5,
+            disk: source.disk,
+            local_read: Arc::new(tokio::sync::Mutex::new(())),
             stall,
             state: tokio::sync::Mutex::new(ReadState {
-                next_offset: 0,
+                next_offset: None,
+                streak: 0,
+                random_reads: 0,
                 window: INITIAL_WINDOW,
                 prefetch: None,
                 stalled: None,
@@ -185,6 +233,9 @@ impl FileReader {
         if offset >= end {
             return Ok(Bytes::new());
         }
+        if let Some(local) = self.read_local(offset, end).await {
+            return Ok(local);
+        }
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
         let mut state = self.state.lock().await;
@@ -194,23 +245,54 @@ impl FileReader {
             }
             state.stalled = None;
         }
-        let sequential = offset.abs_diff(state.next_offset) <= SEQUENTIAL_SLACK
+        let continues = state
+            .next_offset
+            .is_some_and(|next| offset.abs_diff(next) <= SEQUENTIAL_SLACK);
+        state.streak = if continues { state.streak + 1 } else { 0 };
+        // The kernel's readahead sends the READs of a file's first blocks at once, and the one
+        // after the first may come first: it, too, is a large first read.
+        let large_first_read = state.next_offset.is_none()
+            && offset <= FIRST_READ_AHEAD
+            && end - offset >= FIRST_SEQUENTIAL_READ.min(self.size);
+        let sequential = large_first_read
+            || state.streak >= SEQUENTIAL_STREAK
             || state
                 .prefetch
                 .as_ref()
                 .is_some_and(|p| p.covers(first, state.window));
-        if sequential {
-            state.window = (state.window * 2).min(self.max_window);
+        if !sequential {
+            state.next_offset = Some(end);
+            // A reader that has made as many random reads as the file has blocks will come
+            // back to the same blocks: from then on, whole blocks are fetched and kept.
+            let whole_blocks = state.random_reads >= self.size.div_ceil(BLOCK_SIZE);
+            state.random_reads += 1;
+            drop(state);
+            let read = if whole_blocks {
+                let block_end = ((last + 1) * BLOCK_SIZE).min(self.size);
+                self.read_range(first * BLOCK_SIZE, block_end)
+                    .await
+                    .map(|blocks| {
+                        blocks.slice(
+                            (offset % BLOCK_SIZE) as usize..(end - first * BLOCK_SIZE) as usize,
+                        )
+                    })
+            } else {
+                self.read_range(offset, end).await
+            };
+            if let Err(err) = &read {
+                if err.kind == Kind::TimedOut {
+                    self.state.lock().await.stalled = Some((Instant::now(), err.clone()));
+                }
+            }
+            return read;
         }
+        state.window = (state.window * 2).min(self.max_window);
         let mut pieces = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
-            let block = self.block(index, sequential, &mut state).await?;
-            let block_start = index * BLOCK_SIZE;
-            let from = offset.max(block_start) - block_start;
-            let to = (end.min(block_start + block.len() as u64) - block_start).max(from);
-            pieces.push(block.slice(from as usize..to as usize));
+            let block = self.block(index, &mut state).await?;
+            pieces.push(slice(&block, index, offset, end));
         }
-        state.next_offset = end;
+        state.next_offset = Some(end);
         if let Some(prefetch) = &state.prefetch {
             prefetch.consumed(last, state.window);
         }
@@ -218,7 +300,145 @@ impl FileReader {
         Ok(join(pieces))
     }
 
-    async fn block(&self, index: u64, sequential: bool, state: &mut ReadState) -> FsResult<Bytes> {
+    /// Bytes `[offset, end)` from the data cache's entry, when there is one and it is sound.
+    async fn read_local(&self, offset: u64, end: u64) -> Option<Bytes> {
+        let entry = self.local_entry()?;
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let mut pieces = Vec::with_capacity((last - first + 1) as usize);
+        for index in first..=last {
+            let key = (self.bitstream, index);
+            let mut block = self.cache.get(key);
+            let _one_reader = match block {
+                Some(_) => None,
+                None => {
+                    let held = self.local_read.lock().await;
+                    block = self.cache.get(key);
+                    Some(held)
+                }
+            };
+            let block = match block {
+                Some(block) => block,
+                None => {
+                    let from_disk = Arc::clone(&entry);
+                    let read = tokio::task::spawn_blocking(move || from_disk.block(index)).await;
+                    match read {
+                        Ok(Ok(block)) => {
+                            self.cache.insert(key, block.clone());
+                            self.read_ahead_local(&entry, index + 1);
+                            block
+                        }
+                        Ok(Err(err)) => {
+                            log::warn!(
+                                "data cache entry {}: {err}; deleting it and reading from the server",
+                                entry.path().display()
+                            );
+                            if let Some(disk) = &self.disk {
+                                disk.drop_entry(entry.path());
+                            }
+                            *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Local::Absent;
+                            return None;
+                        }
+                        Err(_) => return None,
+                    }
+                }
+            };
+            pieces.push(slice(&block, index, offset, end));
+        }
+        Some(join(pieces))
+    }
+
+    /// Reads block `index` of the entry into the block cache in the background, so that a
+    /// sequential reader finds it there (a damaged block is left for the read that needs it).
+    fn read_ahead_local(&self, entry: &Arc<DiskEntry>, index: u64) {
+        if index * BLOCK_SIZE >= self.size {
+            return;
+        }
+        let (lock, cache, entry) = (
+            Arc::clone(&self.local_read),
+            Arc::clone(&self.cache),
+            Arc::clone(entry),
+        );
+        let key = (self.bitstream, index);
+        tokio::spawn(async move {
+            let _one_reader = lock.lock_owned().await;
+            if cache.get(key).is_some() {
+                return;
+            }
+            if let Ok(Ok(block)) = tokio::task::spawn_blocking(move || entry.block(index)).await {
+                cache.insert(key, block);
+            }
+        });
+    }
+
+    fn local_entry(&self) -> Option<Arc<DiskEntry>> {
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Local::NotLooked = *local {
+            *local = match self.disk.as_ref().and_then(|d| d.get(&self.md5, self.size)) {
+                Some(entry) => Local::Present(Arc::new(entry)),
+                None => Local::Absent,
+            };
+        }
+        match &*local {
+            Local::Present(entry) => Some(Arc::clone(entry)),
+            _ => None,
+        }
+    }
+
+    /// A read that is not (yet) sequential: from memory when every block is there, else just
+    /// these bytes from the server, without holding up the file's other reads.
+    async fn read_range(&self, offset: u64, end: u64) -> FsResult<Bytes> {
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let cached: Option<Vec<Bytes>> = (first..=last)
+            .map(|index| {
+                let block = self.cache.get((self.bitstream, index))?;
+                Some(slice(&block, index, offset, end))
+            })
+            .collect();
+        if let Some(pieces) = cached {
+            return Ok(join(pieces));
+        }
+        let len = end - offset;
+        let wanted = (len < SMALL_READ).then_some(len);
+        let mut stream = self
+            .client
+            .download_some(self.bitstream, offset, self.size, wanted)
+            .await?;
+        let mut bytes = BytesMut::with_capacity(len as usize);
+        stream.fill(&mut bytes, len as usize).await?;
+        drop(stream);
+        let bytes = bytes.freeze();
+        // Whole blocks are worth keeping for the next reads.
+        for index in first..=last {
+            let start = index * BLOCK_SIZE;
+            let stop = (start + BLOCK_SIZE).min(self.size);
+            if start >= offset && stop <= end {
+                let block = bytes.slice((start - offset) as usize..(stop - offset) as usize);
+                self.cache.insert((self.bitstream, index), block);
+            }
+        }
+        if offset == 0 && end == self.size {
+            if let Some(mut filler) = self.filler() {
+                let whole = bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    let pushed = whole
+                        .chunks(BLOCK_SIZE as usize)
+                        .try_for_each(|block| filler.push(block));
+                    if let Err(err) = pushed.and_then(|()| filler.finish()) {
+                        log::warn!("data cache: not keeping a file: {err}");
+                    }
+                });
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn filler(&self) -> Option<Filler> {
+        self.disk.as_ref()?.filler(&self.md5, self.size)
+    }
+
+    async fn block(&self, index: u64, state: &mut ReadState) -> FsResult<Bytes> {
         let key = (self.bitstream, index);
         let mut restarts = 0;
         loop {
@@ -246,7 +466,7 @@ impl FileReader {
                         ));
                     }
                 }
-                None if sequential => {
+                None => {
                     if let Some(failed) = state.prefetch.as_ref().and_then(Prefetch::failure) {
                         if failed.kind == Kind::TimedOut {
                             state.prefetch = None;
@@ -266,22 +486,19 @@ impl FileReader {
                     // A READ ahead of the next one in order (the kernel's readahead sends both
                     // at once) starts the stream at the block that next one needs, so that it
                     // does not restart the stream: on a real Midas each is a PHP request.
-                    let ahead = (index * BLOCK_SIZE).saturating_sub(state.next_offset);
-                    let from = if ahead > 0 && ahead <= SEQUENTIAL_SLACK {
-                        state.next_offset / BLOCK_SIZE
+                    let next = state.next_offset.unwrap_or(0);
+                    let ahead = (index * BLOCK_SIZE).saturating_sub(next);
+                    let slack = if state.next_offset.is_none() {
+                        FIRST_READ_AHEAD
+                    } else {
+                        SEQUENTIAL_SLACK
+                    };
+                    let from = if ahead > 0 && ahead <= slack {
+                        next / BLOCK_SIZE
                     } else {
                         index
                     };
                     state.prefetch = Some(self.start_prefetch(from, state.window));
-                }
-                None => {
-                    let block = self.fetch_one(index).await;
-                    if let Err(err) = &block {
-                        if err.kind == Kind::TimedOut {
-                            state.stalled = Some((Instant::now(), err.clone()));
-                        }
-                    }
-                    return block;
                 }
             }
         }
@@ -296,30 +513,30 @@ impl FileReader {
             finished: AtomicBool::new(false),
             room: Notify::new(),
         });
+        // A stream from the start that runs to the end has the whole file: keep it.
+        let filler = if first_block == 0 {
+            self.filler()
+        } else {
+            None
+        };
         let task = tokio::spawn(prefetch(
             self.client.clone(),
             Arc::clone(&self.cache),
             self.bitstream,
             self.size,
             Arc::clone(&shared),
+            filler,
         ));
         Prefetch { shared, task }
     }
+}
 
-    /// A random read: one block through a stream that is dropped once the block is full.
-    async fn fetch_one(&self, index: u64) -> FsResult<Bytes> {
-        let start = index * BLOCK_SIZE;
-        let len = BLOCK_SIZE.min(self.size - start);
-        let mut stream = self
-            .client
-            .download(self.bitstream, start, self.size)
-            .await?;
-        let mut block = self.cache.buffer(len as usize);
-        stream.fill(&mut block, len as usize).await?;
-        let block = block.freeze();
-        self.cache.insert((self.bitstream, index), block.clone());
-        Ok(block)
-    }
+/// The part of block `index` within `[offset, end)`.
+fn slice(block: &Bytes, index: u64, offset: u64, end: u64) -> Bytes {
+    let block_start = index * BLOCK_SIZE;
+    let from = offset.max(block_start) - block_start;
+    let to = (end.min(block_start + block.len() as u64) - block_start).max(from);
+    block.slice(from as usize..to as usize)
 }
 
 fn join(pieces: Vec<Bytes>) -> Bytes {
@@ -398,12 +615,22 @@ async fn prefetch(
     bitstream: Id,
     size: u64,
     shared: Arc<PrefetchShared>,
+    mut filler: Option<Filler>,
 ) {
-    if let Err(err) = stream_blocks(&client, &cache, bitstream, size, &shared).await {
+    let streamed = stream_blocks(&client, &cache, bitstream, size, &shared, &mut filler).await;
+    if let Err(err) = streamed {
+        filler = None;
         *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
     }
     shared.finished.store(true, Ordering::Release);
     cache.arrived.notify_waiters();
+    if let Some(filler) = filler {
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = filler.finish() {
+                log::warn!("data cache: not keeping bitstream {bitstream}: {err}");
+            }
+        });
+    }
 }
 
 async fn stream_blocks(
@@ -412,6 +639,7 @@ async fn stream_blocks(
     bitstream: Id,
     size: u64,
     shared: &PrefetchShared,
+    filler: &mut Option<Filler>,
 ) -> FsResult<()> {
     let mut index = shared.first_block;
     let mut stream = client.download(bitstream, index * BLOCK_SIZE, size).await?;
@@ -427,8 +655,19 @@ async fn stream_blocks(
         }
         let len = BLOCK_SIZE.min(size - index * BLOCK_SIZE) as usize;
         let mut block = cache.buffer(len);
-        stream.fill(&mut block, len).await?;
-        cache.insert((bitstream, index), block.freeze());
+        let filled = stream.fill(&mut block, len).await;
+        if filled.is_err() {
+            *filler = None;
+        }
+        filled?;
+        let block = block.freeze();
+        if let Some(keeping) = filler {
+            if let Err(err) = keeping.push(&block) {
+                log::warn!("data cache: not keeping bitstream {bitstream}: {err}");
+                *filler = None;
+            }
+        }
+        cache.insert((bitstream, index), block);
         index += 1;
         shared.next_block.store(index, Ordering::Release);
     }

@@ -1,0 +1,530 @@
+//! The persistent data cache (`--cache-dir`): whole files on local disk, keyed by their MD5, so
+//! that content read once is read from disk after a remount, after a TTL expiry, and for every
+//! other item or revision with the same content.
+//!
+//! Midas gives every bitstream's MD5 (`checksum`), and a bitstream never changes, so the MD5
+//! names the content for good. An entry is `data/<2 hex>/<md5>`: the file's bytes, then a
+//! trailer with a CRC-32 of every 1 MiB block, the MD5 and the size. It is written under
+//! `tmp/`, checked against the MD5 once complete, and renamed into place, so another mount (or
+//! this one after a crash) never sees half an entry. Reads check each block's CRC before using
+//! it: a damaged entry is deleted and the block comes from the server instead.
+//!
+//! Several mounts may share a directory: entries appear by rename, eviction runs under an
+//! exclusive `flock` of `lock`, and a reader whose entry is evicted keeps reading its open file.
+//! Least recently used goes first; "used" is the file's mtime, set on every open.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use md5::{Digest, Md5};
+
+use super::read::reader::BLOCK_SIZE;
+use crate::private;
+
+const MAGIC: &[u8; 8] = b"MIDASFS1";
+/// MD5 in hex, size, magic.
+const TRAILER_FIXED: u64 = 32 + 8 + 8;
+
+/// Counters for `midasfs status`.
+#[derive(Debug, Clone, Default)]
+pub struct DiskCacheStatus {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    pub capacity: u64,
+    pub entries: u64,
+    pub hits: u64,
+    pub fills: u64,
+    pub dropped: u64,
+}
+
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    /// Bytes in `data/` at the last scan, plus what this mount added since.
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    hits: AtomicU64,
+    fills: AtomicU64,
+    /// Entries found damaged and deleted.
+    dropped: AtomicU64,
+}
+
+impl DiskCache {
+    /// Opens (creating) the cache directory, removes temporary files nobody is writing, and
+    /// evicts down to `capacity`.
+    pub fn open(dir: &Path, capacity: u64) -> io::Result<DiskCache> {
+        private::dir(dir)?;
+        private::dir(&dir.join("data"))?;
+        private::dir(&dir.join("tmp"))?;
+        let cache = DiskCache {
+            dir: dir.to_owned(),
+            capacity,
+            bytes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        };
+        {
+            let _lock = cache.lock()?;
+            cache.remove_stale_temporaries();
+        }
+        cache.evict()?;
+        Ok(cache)
+    }
+
+    pub fn status(&self) -> DiskCacheStatus {
+        DiskCacheStatus {
+            dir: self.dir.clone(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            entries: self.entries.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            fills: self.fills.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn path(&self, md5: &str) -> PathBuf {
+        self.dir.join("data").join(&md5[..2]).join(md5)
+    }
+
+    /// The entry of this content, if the cache has a sound-looking one (its blocks are checked
+    /// as they are read). Marks it used.
+    pub fn get(&self, md5: &str, size: u64) -> Option<DiskEntry> {
+        if !valid_md5(md5) {
+            return None;
+        }
+        let path = self.path(md5);
+        let file = File::open(&path).ok()?;
+        match DiskEntry::open(file, &path, md5, size) {
+            Ok(entry) => {
+                let _ = entry.file.set_modified(SystemTime::now());
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            Err(err) => {
+                log::warn!("data cache entry {}: {err}; deleting it", path.display());
+                self.drop_entry(&path);
+                None
+            }
+        }
+    }
+
+    /// Deletes a damaged entry.
+    pub fn drop_entry(&self, path: &Path) {
+        if std::fs::remove_file(path).is_ok() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A filler for this content, when it is worth caching: its MD5 is known, it fits, and the
+    /// cache does not hold it already.
+    pub fn filler(self: &Arc<Self>, md5: &str, size: u64) -> Option<Filler> {
+        if !valid_md5(md5) || size == 0 || size > self.capacity {
+            return None;
+        }
+        if self.path(md5).exists() {
+            return None;
+        }
+        match Filler::new(Arc::clone(self), md5, size) {
+            Ok(filler) => Some(filler),
+            Err(err) => {
+                log::warn!(
+                    "data cache {}: cannot start an entry: {err}",
+                    self.dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn lock(&self) -> io::Result<Flock> {
+        let path = self.dir.join("lock");
+        let file = private::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        private::file(&file, &path)?;
+        Flock::exclusive(file)
+    }
+
+    /// Temporary files of fills that ended without cleaning up (a crash): a live filler holds
+    /// an exclusive lock on its file.
+    fn remove_stale_temporaries(&self) {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("tmp")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Ok(file) = File::open(entry.path()) else {
+                continue;
+            };
+            if Flock::try_exclusive(file).is_some() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Deletes the least recently used entries until the cache fits its capacity, and counts
+    /// what is left.
+    fn evict(&self) -> io::Result<()> {
+        let _lock = self.lock()?;
+        let mut entries = Vec::new();
+        for shard in std::fs::read_dir(self.dir.join("data"))?.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                if let Ok(meta) = file.metadata() {
+                    let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    entries.push((used, meta.len(), file.path()));
+                }
+            }
+        }
+        entries.sort();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        let mut count = entries.len() as u64;
+        for (_, len, path) in &entries {
+            if total <= self.capacity {
+                break;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                log::debug!("data cache: evicted {}", path.display());
+                total -= len;
+                count -= 1;
+            }
+        }
+        self.bytes.store(total, Ordering::Relaxed);
+        self.entries.store(count, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn valid_md5(md5: &str) -> bool {
+    md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn blocks_of(size: u64) -> u64 {
+    size.div_ceil(BLOCK_SIZE)
+}
+
+/// An exclusive `flock`, released when dropped (with the file).
+struct Flock(File);
+
+impl Flock {
+    fn exclusive(file: File) -> io::Result<Flock> {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Flock(file))
+    }
+
+    fn try_exclusive(file: File) -> Option<Flock> {
+        // SAFETY: as above.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        locked.then_some(Flock(file))
+    }
+}
+
+/// One entry opened for reading.
+pub struct DiskEntry {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    crcs: Vec<u32>,
+}
+
+impl DiskEntry {
+    fn open(file: File, path: &Path, md5: &str, size: u64) -> Result<DiskEntry, String> {
+        let blocks = blocks_of(size);
+        let expected = size + 4 * blocks + TRAILER_FIXED;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len != expected {
+            return Err(format!("{len} bytes, not {expected}"));
+        }
+        let mut trailer = vec![0u8; (4 * blocks + TRAILER_FIXED) as usize];
+        file.read_exact_at(&mut trailer, size)
+            .map_err(|e| e.to_string())?;
+        let (crcs, fixed) = trailer.split_at((4 * blocks) as usize);
+        if &fixed[40..48] != MAGIC
+            || &fixed[..32] != md5.to_ascii_lowercase().as_bytes()
+            || fixed[32..40] != size.to_le_bytes()
+        {
+            return Err("its trailer does not match".into());
+        }
+        let crcs = crcs
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(DiskEntry {
+            file,
+            path: path.to_owned(),
+            size,
+            crcs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Block `index`, checked against its CRC (blocking: call it off the async workers).
+    pub fn block(&self, index: u64) -> io::Result<Bytes> {
+        let start = index * BLOCK_SIZE;
+        let len = BLOCK_SIZE.min(self.size.saturating_sub(start)) as usize;
+        let mut block = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut block, start)?;
+        let crc = crc32fast::hash(&block);
+        if self.crcs.get(index as usize) != Some(&crc) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("block {index} does not match its checksum"),
+            ));
+        }
+        Ok(block.freeze())
+    }
+}
+
+/// An entry being written by a stream that reads a whole file from its start.
+pub struct Filler {
+    cache: Arc<DiskCache>,
+    md5: String,
+    size: u64,
+    tmp: PathBuf,
+    lock: Option<Flock>,
+    written: u64,
+    crcs: Vec<u8>,
+}
+
+impl Filler {
+    fn new(cache: Arc<DiskCache>, md5: &str, size: u64) -> io::Result<Filler> {
+        let tmp = cache.dir.join("tmp").join(format!(
+            "{md5}.{}.{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let file = private::file_options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        private::file(&file, &tmp)?;
+        let lock = Flock::try_exclusive(file).ok_or_else(|| io::Error::other("locked"))?;
+        Ok(Filler {
+            cache,
+            md5: md5.to_ascii_lowercase(),
+            size,
+            tmp,
+            lock: Some(lock),
+            written: 0,
+            crcs: Vec::with_capacity(4 * blocks_of(size) as usize),
+        })
+    }
+
+    /// Appends the next block (blocks come in order, each BLOCK_SIZE but the last).
+    pub fn push(&mut self, block: &[u8]) -> io::Result<()> {
+        let Some(lock) = &mut self.lock else {
+            return Err(io::Error::other("already failed"));
+        };
+        let result = lock.0.write_all(block);
+        if result.is_err() {
+            self.lock = None;
+        }
+        result?;
+        self.written += block.len() as u64;
+        self.crcs
+            .extend_from_slice(&crc32fast::hash(block).to_le_bytes());
+        Ok(())
+    }
+
+    /// Checks the whole file against the MD5 and puts it in place, then evicts what no longer
+    /// fits (blocking: call it off the async workers).
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.written != self.size {
+            return Err(io::Error::other(format!(
+                "{} of {} bytes",
+                self.written, self.size
+            )));
+        }
+        let Some(lock) = self.lock.take() else {
+            return Err(io::Error::other("a write failed"));
+        };
+        let mut file = lock.0;
+        let mut hasher = Md5::new();
+        let mut buffer = vec![0u8; BLOCK_SIZE as usize];
+        let mut at = 0;
+        while at < self.size {
+            let len = BLOCK_SIZE.min(self.size - at) as usize;
+            file.read_exact_at(&mut buffer[..len], at)?;
+            hasher.update(&buffer[..len]);
+            at += len as u64;
+        }
+        let got = format!("{:x}", hasher.finalize());
+        if got != self.md5 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the content's MD5 is {got}, the server says {}", self.md5),
+            ));
+        }
+        file.write_all(&self.crcs)?;
+        file.write_all(self.md5.as_bytes())?;
+        file.write_all(&self.size.to_le_bytes())?;
+        file.write_all(MAGIC)?;
+        file.sync_data()?;
+        let path = self.cache.path(&self.md5);
+        private::dir(path.parent().expect("a shard directory"))?;
+        std::fs::rename(&self.tmp, &path)?;
+        drop(file);
+        let added = self.size + self.crcs.len() as u64 + TRAILER_FIXED;
+        self.cache.bytes.fetch_add(added, Ordering::Relaxed);
+        self.cache.entries.fetch_add(1, Ordering::Relaxed);
+        self.cache.fills.fetch_add(1, Ordering::Relaxed);
+        log::debug!("data cache: added {}", path.display());
+        if self.cache.bytes.load(Ordering::Relaxed) > self.cache.capacity {
+            self.cache.evict()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        // Renamed away when finished; otherwise an unfinished file.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A cache size: a number of MiB, or a number with a K, M, G or T suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "M"),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: give a size such as 512M, 20G or 1T")),
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: give a size such as 512M, 20G or 1T"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md5_of(data: &[u8]) -> String {
+        format!("{:x}", Md5::digest(data))
+    }
+
+    fn fill(cache: &Arc<DiskCache>, data: &[u8]) -> String {
+        let md5 = md5_of(data);
+        let mut filler = cache.filler(&md5, data.len() as u64).expect("a filler");
+        for block in data.chunks(BLOCK_SIZE as usize) {
+            filler.push(block).unwrap();
+        }
+        filler.finish().unwrap();
+        md5
+    }
+
+    #[test]
+    fn sizes_read_as_mib_unless_a_suffix_says_otherwise() {
+        assert_eq!(parse_size("512"), Ok(512 << 20));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12X").is_err());
+    }
+
+    #[test]
+    fn a_filled_entry_reads_back_block_by_block_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(&dir.path().join("c"), 64 << 20).unwrap());
+        let data: Vec<u8> = (0..(2 * BLOCK_SIZE + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let md5 = fill(&cache, &data);
+        let entry = cache.get(&md5, data.len() as u64).expect("cached");
+        assert_eq!(&entry.block(0).unwrap()[..], &data[..BLOCK_SIZE as usize]);
+        assert_eq!(
+            &entry.block(2).unwrap()[..],
+            &data[2 * BLOCK_SIZE as usize..]
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(entry.path()), 0o600);
+        assert_eq!(mode(entry.path().parent().unwrap()), 0o700);
+        assert_eq!(mode(&dir.path().join("c")), 0o700);
+        assert_eq!(cache.status().entries, 1);
+    }
+
+    #[test]
+    fn content_that_does_not_match_its_md5_never_becomes_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap());
+        let md5 = md5_of(b"the real content");
+        let mut filler = cache.filler(&md5, 16).unwrap();
+        filler.push(b"not the content!").unwrap();
+        assert!(filler.finish().is_err());
+        assert!(cache.get(&md5, 16).is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_damaged_block_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap());
+        let data = vec![7u8; 3 * BLOCK_SIZE as usize];
+        let md5 = fill(&cache, &data);
+        let entry = cache.get(&md5, data.len() as u64).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(entry.path())
+            .unwrap();
+        file.write_all_at(b"X", BLOCK_SIZE + 5).unwrap();
+        assert!(entry.block(0).is_ok());
+        assert!(entry.block(1).is_err());
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 5 << 20).unwrap());
+        let a = fill(&cache, &vec![1u8; 2 << 20]);
+        let b = fill(&cache, &vec![2u8; 2 << 20]);
+        // `a` is used after `b` was added: `b` is now the least recently used.
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        File::open(cache.path(&b))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(cache.get(&a, 2 << 20).is_some());
+        let c = fill(&cache, &vec![3u8; 2 << 20]);
+        assert!(cache.path(&a).exists());
+        assert!(!cache.path(&b).exists(), "b was evicted");
+        assert!(cache.path(&c).exists());
+        assert!(cache.status().bytes <= 5 << 20);
+    }
+}
