@@ -273,8 +273,8 @@ fn documented(injected: Injected, op: Op, method: &str) -> i32 {
         Injected::Refused => libc::EACCES,
         Injected::ChangedUnderneath => match op {
             Op::Lookup | Op::Readdir | Op::Open => libc::ENOENT,
-            // The bitstream's download is an HTTP error.
-            Op::Read => libc::EIO,
+            // The bitstream's download answers 404: the file is gone (SEMANTICS.md, ESTALE).
+            Op::Read => libc::ESTALE,
             Op::WriteClose | Op::Mkdir => libc::EEXIST,
             Op::Rename | Op::Unlink | Op::Setxattr => libc::EACCES,
             Op::Rmdir => libc::ENOTEMPTY,
