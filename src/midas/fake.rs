@@ -756,6 +756,19 @@ impl State {
         Ok(folder)
     }
 
+    /// The item one of whose revisions holds the bitstream `id`.
+    fn item_holding(&self, id: Id) -> std::result::Result<Id, Refusal> {
+        self.items
+            .iter()
+            .find(|(_, i)| {
+                i.revisions
+                    .iter()
+                    .any(|r| r.bitstreams.iter().any(|b| b.id == id))
+            })
+            .map(|(item, _)| *item)
+            .ok_or((codes::INVALID_PARAMETER, "Invalid bitstream id".into()))
+    }
+
     fn writable_item(&mut self, id: Id) -> std::result::Result<&mut ItemRec, Refusal> {
         let folder = self.visible_item(id)?.folder;
         if self.read_only.contains(&folder) {
@@ -1455,16 +1468,7 @@ impl MidasApi for FakeMidas {
 
     fn bitstream_rename<'a>(&'a self, id: Id, name: &'a str) -> Call<'a, ()> {
         Box::pin(self.answer("midas.bitstream.edit", move |state| {
-            let item = state
-                .items
-                .iter()
-                .find(|(_, i)| {
-                    i.revisions
-                        .iter()
-                        .any(|r| r.bitstreams.iter().any(|b| b.id == id))
-                })
-                .map(|(item, _)| *item)
-                .ok_or((codes::INVALID_PARAMETER, "Invalid bitstream id".into()))?;
+            let item = state.item_holding(id)?;
             let rec = state.writable_item(item)?;
             for bitstream in rec
                 .revisions
@@ -1480,16 +1484,7 @@ impl MidasApi for FakeMidas {
 
     fn bitstream_delete(&self, id: Id) -> Call<'_, ()> {
         Box::pin(self.answer("midas.bitstream.delete", move |state| {
-            let item = state
-                .items
-                .iter()
-                .find(|(_, i)| {
-                    i.revisions
-                        .iter()
-                        .any(|r| r.bitstreams.iter().any(|b| b.id == id))
-                })
-                .map(|(item, _)| *item)
-                .ok_or((codes::INVALID_PARAMETER, "Invalid bitstream id".into()))?;
+            let item = state.item_holding(id)?;
             let date = state.tick();
             let rec = state.writable_item(item)?;
             for revision in &mut rec.revisions {
