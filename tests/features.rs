@@ -296,6 +296,142 @@ fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     }
 }
 
+/// The errno of `result`, which must have failed.
+fn errno<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> Option<i32> {
+    result
+        .map(|ok| panic!("{what} succeeded: {ok:?}"))
+        .unwrap_err()
+        .raw_os_error()
+}
+
+/// `truncate(2)` of a path (a size change without opening the file).
+fn truncate(path: &Path, size: i64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid C string.
+    if unsafe { libc::truncate(c_path.as_ptr(), size) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn setfattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let c_name = std::ffi::CString::new(name).expect("name");
+    // SAFETY: valid C strings and a buffer of the length given.
+    let done = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn removing_renaming_or_changing_a_revision_or_anything_in_the_search_is_erofs() {
+    require_fuse!();
+    let setup = Setup::new();
+    let public = setup.folder(false, "Public");
+    let token = &setup.owner_token;
+    let item = setup
+        .server
+        .upload_item(token, &public, "data.csv", b"a,b\n1,2\n");
+    setup
+        .server
+        .upload_to(token, &item, "data.csv", b"a,b\n1,3\n", None);
+    let mount = setup.mount(&[]);
+    let dir = mount.path.join("home/Public");
+    let old = dir.join("data.csv@r1");
+    assert_eq!(std::fs::read(&old).unwrap(), b"a,b\n1,2\n");
+
+    // History: like a snapshot's files, there but read-only.
+    assert_eq!(
+        errno(std::fs::remove_file(&old), "rm data.csv@r1"),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        errno(std::fs::rename(&old, dir.join("old.csv")), "mv data.csv@r1"),
+        Some(libc::EROFS)
+    );
+    std::fs::write(dir.join("new.csv"), b"new\n").unwrap();
+    assert_eq!(
+        errno(
+            std::fs::rename(dir.join("new.csv"), &old),
+            "mv over data.csv@r1"
+        ),
+        Some(libc::EROFS)
+    );
+    assert_eq!(errno(truncate(&old, 0), "truncate"), Some(libc::EROFS));
+    assert_eq!(
+        errno(
+            std::fs::OpenOptions::new().append(true).open(&old),
+            "open for append"
+        ),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        errno(setfattr(&old, "user.midas.meta.note", "x"), "setfattr"),
+        Some(libc::EROFS)
+    );
+    assert_eq!(std::fs::read(&old).unwrap(), b"a,b\n1,2\n");
+    assert_eq!(std::fs::read(dir.join("data.csv")).unwrap(), b"a,b\n1,3\n");
+    assert_eq!(
+        getxattr(&dir.join("data.csv"), "user.midas.revisions")
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    // A name that is no revision is still just missing.
+    assert_eq!(
+        errno(std::fs::remove_file(dir.join("data.csv@r9")), "rm @r9"),
+        Some(libc::ENOENT)
+    );
+
+    // The search directory, the same.
+    let search = mount.path.join(".search");
+    let results = search.join("data.csv");
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 1);
+    let link = results.join("data.csv");
+    for (what, result) in [
+        (
+            "write a new file",
+            std::fs::write(results.join("new.txt"), b"x").map(|_| ()),
+        ),
+        ("rm a result", std::fs::remove_file(&link)),
+        ("mkdir", std::fs::create_dir(results.join("sub"))),
+        ("rmdir a query", std::fs::remove_dir(&results)),
+        ("rmdir .search", std::fs::remove_dir(&search)),
+        (
+            "mv a result out",
+            std::fs::rename(&link, dir.join("moved.csv")),
+        ),
+        (
+            "mv a file in",
+            std::fs::rename(dir.join("new.csv"), results.join("new.csv")),
+        ),
+        ("setfattr", setfattr(&results, "user.midas.meta.note", "x")),
+    ] {
+        assert_eq!(errno(result, what), Some(libc::EROFS), "{what}");
+    }
+    assert_eq!(
+        std::fs::read(&link).unwrap(),
+        b"a,b\n1,3\n",
+        "the result still leads to the file"
+    );
+    assert!(dir.join("new.csv").exists());
+}
+
 // ---- privacy by chmod ----
 
 #[test]
@@ -522,9 +658,9 @@ fn the_search_directory_links_to_every_readable_item_of_that_name_and_walks_skip
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&find.stdout).lines().count(), 2);
     let err = std::fs::write(results.join("new.txt"), b"x").expect_err("read-only");
-    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let err = std::fs::remove_file(results.join("scan.nii")).expect_err("read-only");
-    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 }
 
 // ---- serve ----

@@ -123,6 +123,37 @@ impl MidasFs {
         Ok(())
     }
 
+    /// Refuses any change to a revision or to what is in `.search` (EROFS): both are views the
+    /// mount makes, read-only as a snapshot is.
+    pub(super) fn refuse_read_only_node(&self, ino: u64) -> FsResult<()> {
+        self.refuse_revision_change(ino)?;
+        if self.is_search_node(ino) {
+            return Err(FsError::new(
+                Kind::ReadOnly,
+                format!("{}: the search directory is read-only", self.describe(ino)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to make, remove or rename `name` in directory `parent` when that is `.search` or
+    /// in it, or when `name` is a revision (`NAME@rN` of an item file beside it): EROFS, as on a
+    /// read-only snapshot, where the name would otherwise be `ENOENT` (no listing shows it)
+    /// and `rm data.csv@r1` would seem to say there is nothing to remove.
+    pub(super) async fn refuse_read_only_name(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.refuse_in_search(parent, name)?;
+        if revision_name(name).is_some() {
+            let entries = self.listing(parent).await?;
+            if Self::is_revision_lookup(&entries, name) {
+                return Err(FsError::new(
+                    Kind::ReadOnly,
+                    format!("{name} is an old revision, which cannot change"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `user.midas.revisions` of an item file or directory: one line per revision, oldest first,
     /// `rN<TAB>date<TAB>author<TAB>size bytes`, then `<TAB>changes` when the revision has a comment.
     pub(super) async fn revisions_xattr(&self, ino: u64) -> FsResult<Option<String>> {

@@ -37,7 +37,7 @@ impl MidasFs {
             let node = nodes.get(&ino).ok_or_else(|| super::unknown_inode(ino))?;
             (node.data.kind.clone(), node.data.public, node.parent)
         };
-        self.refuse_revision_change(ino)?;
+        self.refuse_read_only_node(ino)?;
         let wanted = mode & OTHERS_READ != 0;
         if wanted == public {
             return Ok(());

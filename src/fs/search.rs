@@ -66,6 +66,25 @@ impl MidasFs {
         Some(Ok(entry.attr()))
     }
 
+    /// Whether `ino` is `.search` or anything in it.
+    pub(super) fn is_search_node(&self, ino: u64) -> bool {
+        self.nodes()
+            .get(&ino)
+            .is_some_and(|n| matches!(n.data.kind, NodeKind::Search(_)))
+    }
+
+    /// Refuses to make, remove or rename `name` in `parent` when that is `.search` itself (at the
+    /// top) or in it (EROFS).
+    pub(super) fn refuse_in_search(&self, parent: u64, name: &str) -> FsResult<()> {
+        if (parent == ROOT && name == SEARCH_DIR) || self.is_search_node(parent) {
+            return Err(FsError::new(
+                Kind::ReadOnly,
+                format!("{name}: the search directory is read-only"),
+            ));
+        }
+        Ok(())
+    }
+
     fn is_search_top(&self, ino: u64) -> bool {
         self.nodes()
             .get(&ino)

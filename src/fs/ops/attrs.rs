@@ -25,7 +25,7 @@ impl MidasFs {
             }
         }
         self.check_writable()?;
-        self.refuse_revision_change(ino)?;
+        self.refuse_read_only_node(ino)?;
         if let Some(size) = size {
             self.truncate(ino, size).await?;
         }

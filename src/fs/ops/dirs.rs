@@ -12,6 +12,7 @@ use crate::midas::types::PRIVACY_PUBLIC;
 impl MidasFs {
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
         self.check_writable()?;
+        self.refuse_read_only_name(parent, name).await?;
         crate::fs::trash::refuse_trash_dir(parent == crate::fs::inode::ROOT, name)?;
         let folder = match self.container(parent)? {
             Container::Folder(id) => id,
@@ -50,6 +51,7 @@ impl MidasFs {
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_read_only_name(parent, name).await?;
         let entry = self
             .child(parent, name)
             .await?
@@ -136,6 +138,7 @@ impl MidasFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_read_only_name(parent, name).await?;
         let (entry, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if entry.data.kind.is_dir() {
             return Err(FsError::new(Kind::IsDir, format!("{name} is a directory")));

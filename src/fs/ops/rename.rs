@@ -19,6 +19,8 @@ impl MidasFs {
         no_replace: bool,
     ) -> FsResult<()> {
         self.check_writable()?;
+        self.refuse_read_only_name(parent, name).await?;
+        self.refuse_read_only_name(new_parent, new_name).await?;
         let (source, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if parent == new_parent && name == new_name {
             return Ok(());

@@ -148,7 +148,7 @@ impl MidasFs {
     /// supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
         self.check_writable()?;
-        self.refuse_revision_change(ino)?;
+        self.refuse_read_only_node(ino)?;
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         let value = std::str::from_utf8(value).map_err(|_| {
             FsError::new(
@@ -178,7 +178,7 @@ impl MidasFs {
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
-        self.refuse_revision_change(ino)?;
+        self.refuse_read_only_node(ino)?;
         if !name.starts_with(META_PREFIX) {
             self.resolve_saved_file(ino).await?;
             if self

@@ -18,6 +18,7 @@ impl MidasFs {
     /// process `opener`.
     pub fn create(&self, parent: u64, name: &str, opener: u32) -> FsResult<(Attr, u64)> {
         self.check_writable()?;
+        self.refuse_in_search(parent, name)?;
         let container = self.container(parent)?;
         if let Some(entries) = self.cached_listing(parent) {
             if entries.iter().any(|e| e.name == name) {
