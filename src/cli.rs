@@ -98,8 +98,8 @@ $XDG_CONFIG_HOME/midasfs/config.toml (see `midasfs login`). Options given here w
 profile's.
 
 Every option is also an -o option, named like the long option with `_` for `-`:
-  -o read_only (or ro), items_as_dirs, root=PATH, ttl=SECS, connect_timeout=SECS, timeout=SECS,
-     cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE, spool_dir=DIR, spool_size=MIB,
+  -o read_only (or ro), items_as_dirs, leaf_dirs_as_items, root=PATH, ttl=SECS,
+     connect_timeout=SECS, timeout=SECS, cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE, spool_dir=DIR, spool_size=MIB,
      log_file=FILE, email=EMAIL,
      api_key_file=FILE, profile=NAME, allow_other, allow_root, uid=N, gid=N, umask=OOO
   Standard ones: rw (the default; `ro` or a profile's read_only wins), default_permissions (always
@@ -174,6 +174,11 @@ pub struct MountArgs {
     /// Show every item as a directory of its bitstreams, even single-file items
     #[arg(long)]
     pub items_as_dirs: bool,
+    /// Make every new directory an item, which holds the files written into it; one that gets a
+    /// subdirectory becomes a folder, its files items of their own (as pydas's
+    /// leaf_folders_as_items)
+    #[arg(long)]
+    pub leaf_dirs_as_items: bool,
     /// Seconds that listings and attributes are cached, at least 1 [default: 5]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl: Option<u64>,

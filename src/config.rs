@@ -35,6 +35,8 @@ pub struct Profile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items_as_dirs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf_dirs_as_items: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,

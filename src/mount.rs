@@ -279,7 +279,8 @@ fn mount_and_serve(
                 },
             },
         )
-        .with_disk_cache(disk_cache),
+        .with_disk_cache(disk_cache)
+        .with_leaf_dirs_as_items(args.leaf_dirs_as_items),
     );
     drop(entered);
     runtime.block_on(fs.roll_back_previous());

@@ -25,6 +25,7 @@ pub struct MountSettings {
     pub read_only: bool,
     pub root: Option<String>,
     pub items_as_dirs: bool,
+    pub leaf_dirs_as_items: bool,
     pub ttl: u64,
     pub connect_timeout: u64,
     pub timeout: u64,
@@ -57,6 +58,7 @@ impl MountSettings {
             read_only: false,
             root: None,
             items_as_dirs: false,
+            leaf_dirs_as_items: false,
             ttl: 5,
             connect_timeout: 10,
             timeout: 30,
@@ -169,6 +171,7 @@ fn apply_option(args: &mut MountArgs, option: &str) -> Result<(), UsageError> {
     match key {
         "ro" | "read_only" => flag(&mut args.read_only)?,
         "items_as_dirs" => flag(&mut args.items_as_dirs)?,
+        "leaf_dirs_as_items" => flag(&mut args.leaf_dirs_as_items)?,
         "allow_other" => flag(&mut args.allow_other)?,
         "allow_root" => flag(&mut args.allow_root)?,
         "foreground" => flag(&mut args.foreground)?,
@@ -279,6 +282,7 @@ fn merge(args: MountArgs, profile_name: Option<String>, p: Profile) -> MountSett
     s.read_only = args.read_only || p.read_only.unwrap_or(false);
     s.root = args.root.or(p.root);
     s.items_as_dirs = args.items_as_dirs || p.items_as_dirs.unwrap_or(false);
+    s.leaf_dirs_as_items = args.leaf_dirs_as_items || p.leaf_dirs_as_items.unwrap_or(false);
     s.ttl = args.ttl.or(p.ttl).unwrap_or(s.ttl).max(1);
     s.connect_timeout = args
         .connect_timeout

@@ -19,6 +19,7 @@ pub mod disk_cache;
 pub mod error;
 mod history;
 pub mod inode;
+pub mod item_dirs;
 mod listing;
 pub mod names;
 mod ops;
@@ -150,6 +151,8 @@ pub struct MidasFs {
     /// Tells the kernel to forget the attributes it cached of an inode (see
     /// [`MidasFs::on_attr_change`]).
     attr_changed: std::sync::OnceLock<AttrChanged>,
+    /// `--leaf-dirs-as-items` (see [`item_dirs`]).
+    leaf_dirs: item_dirs::LeafDirs,
 }
 
 /// Called with an inode number whose attributes changed on their own (not by the request the
@@ -190,6 +193,7 @@ impl MidasFs {
             dirs: DirHandles::default(),
             tasks: Tasks::new(tokio::runtime::Handle::try_current().ok()),
             attr_changed: std::sync::OnceLock::new(),
+            leaf_dirs: item_dirs::LeafDirs::default(),
             client,
             config,
             me,

@@ -16,15 +16,14 @@ impl MidasFs {
         crate::fs::trash::refuse_trash_dir(parent == crate::fs::inode::ROOT, name)?;
         let folder = match self.container(parent)? {
             Container::Folder(id) => id,
-            Container::Item(_) => {
-                return Err(FsError::new(
-                    Kind::NotPermitted,
-                    "an item directory holds files only",
-                ))
-            }
+            // Only an item `--leaf-dirs-as-items` made: it becomes a folder.
+            Container::Item(item) => self.unleaf(parent, &item).await?,
         };
         if self.child(parent, name).await?.is_some() {
             return Err(FsError::new(Kind::Exists, format!("{name} exists")));
+        }
+        if self.leaf_dirs_as_items() {
+            return self.mkdir_item(parent, folder, name).await;
         }
         let created = self
             .client

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::fs::error::Kind;
 use crate::fs::history::REVISIONS_XATTR;
 use crate::fs::inode::{ItemInfo, NodeKind};
+use crate::fs::item_dirs::TYPE_XATTR;
 use crate::fs::write::write_error;
 use crate::fs::{unknown_inode, FsError, FsResult, MidasFs};
 use crate::midas::codes;
@@ -144,11 +145,15 @@ impl MidasFs {
         Ok(values)
     }
     /// `user.midas.meta.<element>[.<qualifier>]` sets a metadata value of the item's head
-    /// revision. Other `user.midas.*` names are read-only (EPERM); anything else is not
-    /// supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
+    /// revision; `user.midas.type` of a directory makes it an item or a folder (see
+    /// [`crate::fs::item_dirs`]). Other `user.midas.*` names are read-only (EPERM); anything else
+    /// is not supported (ENOTSUP, which `cp -a` and `rsync -X` tolerate).
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
         self.check_writable()?;
         self.refuse_read_only_node(ino)?;
+        if name == TYPE_XATTR && self.node_data(ino)?.kind.is_dir() {
+            return self.set_type(ino, value).await;
+        }
         let (item, element, qualifier) = self.metadata_target(ino, name)?;
         let value = std::str::from_utf8(value).map_err(|_| {
             FsError::new(
