@@ -380,4 +380,46 @@ fn setfattr_user_midas_type_item_makes_an_empty_directory_an_item_of_the_files_w
     assert_eq!(tree["back"], Node::Folder);
     assert_eq!(tree["back/sub"], Node::Folder);
     assert_eq!(tree.len(), 5, "{tree:#?}");
+
+    // A private directory in Public stays private as an item, and back as a folder.
+    let public = mount.path.join("users").join(server.home()).join("Public");
+    let secret = public.join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    let chmod = Command::new("chmod")
+        .arg("700")
+        .arg(&secret)
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    assert_eq!(
+        getxattr(&secret, "user.midas.privacy").as_deref(),
+        Some("Private")
+    );
+    setfattr(&secret, "user.midas.type", "item").unwrap();
+    assert_eq!(kind_of(&secret), "item");
+    assert_eq!(
+        getxattr(&secret, "user.midas.privacy").as_deref(),
+        Some("Private")
+    );
+    let id = getxattr(&secret, "user.midas.id").unwrap();
+    assert_ne!(
+        server.call("midas.item.get", &[("id", &id)])["stat"],
+        "ok",
+        "anyone may read the item"
+    );
+    setfattr(&secret, "user.midas.type", "folder").unwrap();
+    let id = getxattr(&secret, "user.midas.id").unwrap();
+    assert_eq!(
+        getxattr(&secret, "user.midas.privacy").as_deref(),
+        Some("Private")
+    );
+    assert_ne!(
+        server.call("midas.folder.get", &[("id", &id)])["stat"],
+        "ok",
+        "anyone may read the folder"
+    );
+    assert_eq!(
+        server.call_ok("midas.folder.get", &[("token", &token), ("id", &id)])["name"],
+        "secret"
+    );
 }
