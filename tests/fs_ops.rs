@@ -1223,3 +1223,110 @@ async fn a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_
         b"from b"
     );
 }
+
+// ---- what the soak found (scripts/soak.sh; the kernel's side is in soak_findings.rs) ----
+
+/// Waits until the fake has been asked `method` more than `before` times.
+async fn until_asked(mount: &Mount, method: &str, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mount.midas.count(method) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{method} was not asked: {:?}",
+            mount.midas.calls()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+// The soak's wrong read (`w4/c587`'s stat showed its size before an overwrite): a listing of the
+// folder (another program's lookup) had the server's answer from before the overwrite's upload,
+// was still asking `item.get` for other items when the upload ended, and then put the old size
+// back on the file's inode and in the listing.
+#[tokio::test]
+async fn a_listing_that_crossed_an_overwrite_does_not_bring_the_old_size_back() {
+    // every lookup and listing asks the server
+    let mount = Mount::with(Options {
+        ttl: Duration::ZERO,
+        ..Options::default()
+    });
+    mount.create_file(ROOT, "f", &[1; 100]).await.unwrap();
+    let f = mount.ino("f").await;
+    // a new item on the server: the next listing asks for its details (and not for f's)
+    mount.midas.add_file(mount.public(), "h", b"h");
+    let late = Duration::from_secs(2);
+    let before = mount.midas.count("midas.item.get");
+    mount
+        .midas
+        .fail_times("midas.item.get", 1, Fault::Delay(late));
+    let fs = std::sync::Arc::clone(&mount.fs);
+    let other = tokio::spawn(async move { fs.lookup(ROOT, "g").await });
+    until_asked(&mount, "midas.item.get", before).await;
+    mount.write_file(f, true, 0, &[2; 300]).await.unwrap();
+    assert!(
+        !other.is_finished(),
+        "the overwrite took longer than the late answer ({late:?}): nothing was tested"
+    );
+    assert_eq!(errno_of(other.await.unwrap()), libc::ENOENT);
+    assert_eq!(mount.fs.getattr(f).unwrap().size, 300, "getattr");
+    assert_eq!(mount.cat(f).await.unwrap(), [2; 300]);
+}
+
+// The same race with a new name: a file made while a listing was on its way is in that listing.
+#[tokio::test]
+async fn a_listing_that_crossed_a_new_file_keeps_the_file() {
+    // every lookup and listing asks the server
+    let mount = Mount::with(Options {
+        ttl: Duration::ZERO,
+        ..Options::default()
+    });
+    let late = Duration::from_secs(2);
+    let before = mount.midas.count("midas.folder.children");
+    mount
+        .midas
+        .fail_times("midas.folder.children", 1, Fault::Late(late));
+    let fs = std::sync::Arc::clone(&mount.fs);
+    let other = tokio::spawn(async move { fs.listing(ROOT).await });
+    until_asked(&mount, "midas.folder.children", before).await;
+    mount
+        .create_file(ROOT, "new", b"made meanwhile")
+        .await
+        .unwrap();
+    assert!(!other.is_finished(), "nothing was tested");
+    let listed: Vec<String> = other
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(listed, ["new"]);
+}
+
+// After a save by rename the kernel keeps the renamed file's inode under the name, beside the
+// item's own: a write through one of them shows in the other's attributes.
+#[tokio::test]
+async fn an_overwrite_through_the_inode_a_save_by_rename_left_shows_in_the_items_inode() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "f", &[1; 100]).await.unwrap();
+    let item = mount.ino("f").await;
+    let temp = mount.create_file(ROOT, ".f.tmp", &[2; 200]).await.unwrap();
+    // the kernel's lookup of the temporary name after its upload: the fresh item's inode
+    let renamed = mount.ino(".f.tmp").await;
+    assert_ne!(temp, renamed);
+    mount
+        .fs
+        .rename(ROOT, ".f.tmp", ROOT, "f", false)
+        .await
+        .unwrap();
+    assert_eq!(mount.fs.getattr(renamed).unwrap().size, 200);
+    assert_eq!(mount.fs.getattr(item).unwrap().size, 200);
+    mount.write_file(renamed, true, 0, &[3; 300]).await.unwrap();
+    assert_eq!(mount.fs.getattr(renamed).unwrap().size, 300);
+    assert_eq!(
+        mount.fs.getattr(item).unwrap().size,
+        300,
+        "the item's inode"
+    );
+    assert_eq!(mount.server_content(mount.public(), "f").unwrap(), [3; 300]);
+}
