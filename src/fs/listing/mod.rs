@@ -8,6 +8,7 @@ pub mod walk;
 
 use std::sync::Arc;
 
+use crate::fs::inode::NodeData;
 use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
 pub(in crate::fs) use entries::bitstream_info;
 pub(in crate::fs) use handles::DirHandles;
@@ -33,15 +34,17 @@ impl MidasFs {
 
     /// The directory's entries, fetched from the server when the cached ones are too old.
     pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
-        self.listing_for(ino, Purpose::Asked).await
+        self.listing_for(ino, Purpose::Asked, None).await
     }
 
     /// [`MidasFs::listing`], for a program that asked or ahead of a walk (then bounded, see
-    /// [`walk`]).
+    /// [`walk`]). `listed` is what the directory's parent lists of it, for a directory the
+    /// kernel may not hold (else its node says what it is).
     pub(in crate::fs) async fn listing_for(
         &self,
         ino: u64,
         purpose: Purpose,
+        listed: Option<&NodeData>,
     ) -> FsResult<Arc<Vec<Entry>>> {
         if let Some(entries) = self.cached_listing(ino) {
             return Ok(entries);
@@ -56,8 +59,12 @@ impl MidasFs {
         }
         let (kind, writable) = {
             let nodes = self.nodes();
-            let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
-            (node.data.kind.clone(), node.data.writable)
+            let data = nodes
+                .get(&ino)
+                .map(|node| &node.data)
+                .or(listed)
+                .ok_or_else(|| unknown_inode(ino))?;
+            (data.kind.clone(), data.writable)
         };
         let mut attempt = 1;
         loop {
