@@ -245,3 +245,30 @@ fn a_listing_answered_before_an_overwrite_does_not_bring_the_old_size_back() {
     assert_eq!(std::fs::metadata(private.join("f")).unwrap().len(), 300);
     assert_eq!(std::fs::read(private.join("f")).unwrap(), vec![2u8; 300]);
 }
+
+// A save by rename over a file that another program still has open for writing left the open
+// file under the name's inode: once the kernel looked the name up again (a listing), reading it
+// gave the open file's bytes instead of what was saved.
+#[test]
+fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
+    use std::io::Write;
+    require_fuse!();
+    let server = TestServer::start();
+    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let private = mount.path.join("users/Admin_User/Private");
+    std::fs::write(private.join("a"), b"old\n").unwrap();
+    let mut open = std::fs::OpenOptions::new()
+        .write(true)
+        .open(private.join("a"))
+        .unwrap();
+    open.write_all(b"written by the open file\n").unwrap();
+    save_by_rename(&private, "a", b"saved\n");
+    // a listing gives the kernel the name's own inode, the one the open file has
+    assert_eq!(names(&private), ["a"]);
+    assert_eq!(std::fs::read(private.join("a")).unwrap(), b"saved\n");
+    assert_eq!(std::fs::metadata(private.join("a")).unwrap().len(), 6);
+    // its close changes nothing on the server
+    drop(open);
+    assert_eq!(on_server(&server, &[]).1, ["a"]);
+    assert_eq!(std::fs::read(private.join("a")).unwrap(), b"saved\n");
+}
