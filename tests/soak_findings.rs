@@ -1,5 +1,5 @@
-//! Bugs that `scripts/soak.sh` found, each cut down to the few operations that show it, through a
-//! real mount of a real `midasfs serve`. A test of a bug not fixed yet is `#[ignore]`d with the
+//! Bugs that `scripts/soak.sh` (and the property test, `fs_model.rs`) found, each cut down to the
+//! few operations that show it, through a real mount of a real `midasfs serve`. A test of a bug not fixed yet is `#[ignore]`d with the
 //! reason; `cargo test --release --test soak_findings -- --ignored` runs it.
 
 mod common;
@@ -271,4 +271,26 @@ fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
     drop(open);
     assert_eq!(on_server(&server, &[]).1, ["a"]);
     assert_eq!(std::fs::read(private.join("a")).unwrap(), b"saved\n");
+}
+
+// Found by the property test (`fs_model.rs`): `folder.move` refuses a name the new folder holds,
+// so a folder renamed over an empty folder in another folder failed with EEXIST.
+#[test]
+fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
+    require_fuse!();
+    let server = TestServer::start();
+    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let private = mount.path.join("users/Admin_User/Private");
+    std::fs::create_dir_all(private.join("a/sub")).unwrap();
+    std::fs::write(private.join("a/sub/f"), b"in sub\n").unwrap();
+    std::fs::create_dir(private.join("sub")).unwrap();
+    std::fs::rename(private.join("a/sub"), private.join("sub")).unwrap();
+    assert_eq!(names(&private), ["a", "sub"]);
+    assert_eq!(names(&private.join("a")), Vec::<String>::new());
+    assert_eq!(std::fs::read(private.join("sub/f")).unwrap(), b"in sub\n");
+    assert_eq!(
+        on_server(&server, &[]),
+        (vec!["a".to_owned(), "sub".to_owned()], vec![])
+    );
+    assert_eq!(on_server(&server, &["sub"]), (vec![], vec!["f".to_owned()]));
 }
