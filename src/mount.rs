@@ -401,6 +401,10 @@ fn control_socket(
             "bytes": now.cache_bytes,
             "capacity": now.cache_capacity,
         });
+        answer["walk_ahead"] = serde_json::json!({
+            "started": now.listed_ahead,
+            "running": now.listing_ahead,
+        });
         if let Some(disk) = &now.disk_cache {
             answer["disk_cache"] = serde_json::json!({
                 "dir": disk.dir.to_string_lossy(),

@@ -266,19 +266,13 @@ fn errno_of<T>(result: &FsResult<T>) -> i32 {
 /// Runs steps on the mount and on the model, comparing them after each one.
 ///
 /// One handle per file: a second open of a file being written (or a truncate by its path,
-/// which opens it) is left out. A new file's write
-/// state is keyed by the inode it was created as; once one handle's close uploaded it, lookups
-/// give the item's inode, so a second open gets a spool of its own (and a stat or a read by
-/// path shows what the server holds) until the last close: see
-/// `fs_ops::a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path`.
+/// which opens it) is left out, since the model follows one handle per file (the filesystem's
+/// side: `fs_ops::a_new_file_uploaded_while_still_open_is_still_one_file_by_its_path`).
 ///
-/// Nothing is renamed over a file open for writing: the saved name keeps the inode of the
-/// target, which the open file still has, so a stat by the name shows the open file's size
-/// until its close (its close no longer overwrites the saved content:
+/// Nothing is renamed over a file open for writing: the model does not follow an open file
+/// whose name went to another (the filesystem's side:
+/// `fs_ops::a_file_saved_over_while_open_shows_and_reads_what_was_saved` and
 /// `fs_ops::a_rename_over_a_file_open_for_writing_is_what_the_name_holds_after_its_close`).
-/// A folder is not renamed over an empty folder of another parent: `folder.move` refuses the
-/// name that the target still holds, and the rename gives EEXIST (see
-/// `fs_ops::a_folder_moved_over_an_empty_folder_elsewhere_replaces_it`).
 struct Run {
     mount: Mount,
     model: Model,
@@ -456,12 +450,6 @@ impl Run {
                 let replaces = from != to && self.model.nodes.contains_key(&to);
                 if replaces && self.model.open_at(&to).is_some() {
                     // Over a file open for writing: out of scope (see `Run`).
-                    return None;
-                }
-                let onto_dir = matches!(self.model.nodes.get(&to), Some(Node::Dir));
-                if from_is_dir && onto_dir && replaces && from[..from.len() - 1] != dir[..] {
-                    // A folder over an empty one in another folder: Midas's folder.move
-                    // refuses the name before the target can go (EEXIST; see `Run`).
                     return None;
                 }
                 let what = format!("rename {} to {}", show(&from), show(&to));

@@ -508,6 +508,9 @@ fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_director
 /// Reading two subfolders of one folder in a row (a walk: `ls -R`, `find`, `du`) lists the
 /// next subfolders ahead, in the background, and the walk then finds them in memory. Reading a
 /// folder and one subfolder (a file manager opening them) lists nothing ahead.
+///
+/// It waits on the mount's own count of listings ahead (`midasfs status --json`), not on time:
+/// a walk step starts them before its readdir is answered.
 #[test]
 fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     require_fuse!();
@@ -529,27 +532,54 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
             method_count(&server, "midas.item.get"),
         )
     };
+    // Listings the mount started ahead of walks, and those still running.
+    let ahead = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .args(["status", "--json", mount.path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        // one mount, or all of them (an array) when the path is not told apart
+        let status = status
+            .as_array()
+            .map_or(status.clone(), |all| all[0].clone());
+        let walk = &status["walk_ahead"];
+        (
+            walk["started"].as_u64().unwrap(),
+            walk["running"].as_u64().unwrap(),
+        )
+    };
     let list = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
 
     assert_eq!(list(&top_dir), 6);
     assert_eq!(list(&top_dir.join("sub0")), 1);
-    let (folders, items) = listings();
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        listings(),
-        (folders, items),
+        ahead(),
+        (0, 0),
         "opening a folder and one subfolder listed others ahead"
     );
+    let (folders, items) = listings();
 
     assert_eq!(list(&top_dir.join("sub1")), 1);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while listings().0 < folders + 5 || listings().1 < items + 5 {
+    loop {
+        let (started, running) = ahead();
+        assert_eq!(started, 4, "the next subfolders listed ahead");
+        if running == 0 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the next subfolders were not listed ahead"
+            "listings ahead still running after 30 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(
+        listings(),
+        (folders + 5, items + 5),
+        "sub1's listing and the four ahead"
+    );
     let requests = || server.stats()["requests"].as_u64().unwrap();
     let before = requests();
     for i in 2..6 {

@@ -124,6 +124,9 @@ pub struct FsStatus {
     pub cache_capacity: u64,
     /// The persistent data cache, when there is one.
     pub disk_cache: Option<DiskCacheStatus>,
+    /// Directories listed ahead of walks since the mount, and those being listed now.
+    pub listed_ahead: u64,
+    pub listing_ahead: usize,
 }
 
 pub struct MidasFs {
@@ -221,6 +224,7 @@ impl MidasFs {
     pub fn status(&self) -> FsStatus {
         let (files_being_written, spool_bytes) = self.writes.in_flight();
         let (cache_bytes, cache_capacity) = self.cache.usage();
+        let (listed_ahead, listing_ahead) = self.walk_ahead_counts();
         let recovery_dir = self.writes.recovery_dir();
         let recovery_files = std::fs::read_dir(&recovery_dir)
             .map(|dir| dir.filter(|e| e.is_ok()).count())
@@ -233,6 +237,8 @@ impl MidasFs {
             cache_bytes,
             cache_capacity,
             disk_cache: self.disk.as_ref().map(|disk| disk.status()),
+            listed_ahead,
+            listing_ahead,
         }
     }
 

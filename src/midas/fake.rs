@@ -46,6 +46,9 @@ const DOWNLOAD_CHUNK: usize = 64 * 1024;
 pub enum Fault {
     /// The answer comes this much later (as it would have been: the call takes effect).
     Delay(Duration),
+    /// The call takes effect and is answered at once, and the answer arrives this much later:
+    /// by then it may be out of date (a listing that crossed an upload).
+    Late(Duration),
     /// No answer: the call fails after the stall timeout, as the client's would, and does
     /// nothing. A download's body sends nothing and the read of it times out.
     Stall,
@@ -512,6 +515,7 @@ impl FakeMidas {
                 tokio::time::sleep(delay).await;
                 Ok(Outcome::Normal)
             }
+            Some(Fault::Late(delay)) => Ok(Outcome::Late(delay)),
             Some(Fault::Stall) => Ok(Outcome::Stalled),
             Some(Fault::CutBody { after }) => Ok(Outcome::Cut(after)),
             Some(Fault::Error { code, message }) => Err(Error::Api {
@@ -556,6 +560,9 @@ impl FakeMidas {
         if let Outcome::Cut(_) = outcome {
             return Err(broken(method));
         }
+        if let Outcome::Late(delay) = outcome {
+            tokio::time::sleep(delay).await;
+        }
         answer
     }
 
@@ -573,6 +580,7 @@ impl FakeMidas {
         match outcome {
             Outcome::Stalled => return Err(self.stalled(method).await),
             Outcome::Cut(after) => body.truncate(usize::try_from(after).unwrap_or(usize::MAX)),
+            Outcome::Late(delay) => tokio::time::sleep(delay).await,
             Outcome::Normal => {}
         }
         let answer = self
@@ -594,6 +602,8 @@ enum Outcome {
     Stalled,
     /// The connection broke after this many bytes of a body.
     Cut(u64),
+    /// Answered now, delivered this much later.
+    Late(Duration),
 }
 
 fn refused(method: &str, (code, message): Refusal) -> Error {

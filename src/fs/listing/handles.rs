@@ -45,10 +45,12 @@ impl MidasFs {
         offset: u64,
     ) -> Option<Arc<Vec<Entry>>> {
         if offset == 0 {
-            for dir in self.walk_step(ino) {
+            for (dir, listed) in self.walk_step(ino) {
                 let fs = Arc::clone(self);
-                self.tasks
-                    .spawn(Work::Optional, async move { fs.list_ahead(dir).await });
+                self.tasks.spawn(
+                    Work::Optional,
+                    async move { fs.list_ahead(dir, listed).await },
+                );
             }
         }
         if offset > 0 {

@@ -2,6 +2,7 @@
 //! references to its directory (`forget` does not drop it), fresh listings answer lookups and
 //! readdir, and older ones still spare `item.get` calls for the items that did not change.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,19 @@ struct Listing {
 struct Inner {
     listings: LruCache<u64, Listing>,
     entries: usize,
+    /// The directories being fetched (one fetch per directory at a time), and whether the
+    /// mount changed their listing meanwhile: then the server's answer may be older than the
+    /// change (an upload that ended while the answer was on its way), and is not kept.
+    fetching: HashMap<u64, bool>,
+}
+
+impl Inner {
+    /// The directory's listing changed through the mount: a fetch under way is out of date.
+    fn changed(&mut self, dir: u64) {
+        if let Some(changed) = self.fetching.get_mut(&dir) {
+            *changed = true;
+        }
+    }
 }
 
 pub struct Listings {
@@ -32,6 +46,7 @@ impl Listings {
             inner: Mutex::new(Inner {
                 listings: LruCache::unbounded(),
                 entries: 0,
+                fetching: HashMap::new(),
             }),
         }
     }
@@ -56,9 +71,36 @@ impl Listings {
             .map(|listing| Arc::clone(&listing.entries))
     }
 
-    /// Keeps a listing fetched (or, for a new directory, made) just now.
+    /// A fetch of the directory's listing starts: changes made through the mount from now on
+    /// make its answer out of date (see [`Listings::finish_fetch`]).
+    pub fn start_fetch(&self, dir: u64) {
+        self.lock().fetching.insert(dir, false);
+    }
+
+    /// The fetch of the directory's listing ended with `entries` (None: it failed). They are
+    /// kept, and true returned, unless the listing changed through the mount since the fetch
+    /// started: the server may have answered before that change reached it, and the answer
+    /// would undo it (a file's new size, a name just made or removed).
+    pub fn finish_fetch(&self, dir: u64, entries: Option<&Arc<Vec<Entry>>>) -> bool {
+        let mut inner = self.lock();
+        let changed = inner.fetching.remove(&dir).unwrap_or(true);
+        match entries {
+            Some(entries) if !changed => {
+                Self::put(&mut inner, dir, Arc::clone(entries));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps a listing made just now (a new directory's).
     pub fn insert(&self, dir: u64, entries: Arc<Vec<Entry>>) {
         let mut inner = self.lock();
+        inner.changed(dir);
+        Self::put(&mut inner, dir, entries);
+    }
+
+    fn put(inner: &mut Inner, dir: u64, entries: Arc<Vec<Entry>>) {
         inner.entries += entries.len();
         let listing = Listing {
             entries,
@@ -79,6 +121,7 @@ impl Listings {
     /// Applies `change` to the directory's listing, if there is one (fresh or not).
     pub fn patch(&self, dir: u64, change: impl FnOnce(&mut Vec<Entry>)) {
         let mut inner = self.lock();
+        inner.changed(dir);
         let Some(listing) = inner.listings.peek_mut(&dir) else {
             return;
         };
@@ -92,6 +135,7 @@ impl Listings {
     /// Forgets the directory's listing: the next lookup or readdir asks the server.
     pub fn remove(&self, dir: u64) {
         let mut inner = self.lock();
+        inner.changed(dir);
         if let Some(old) = inner.listings.pop(&dir) {
             inner.entries -= old.entries.len();
         }

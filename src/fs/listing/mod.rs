@@ -8,10 +8,14 @@ pub mod walk;
 
 use std::sync::Arc;
 
+use crate::fs::inode::NodeData;
 use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
 pub(in crate::fs) use entries::bitstream_info;
 pub(in crate::fs) use handles::DirHandles;
 pub use listings::Listings;
+
+/// How many times a listing is fetched when the mount changes it during each fetch.
+const FETCH_ATTEMPTS: u32 = 3;
 
 /// Why a directory is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +34,17 @@ impl MidasFs {
 
     /// The directory's entries, fetched from the server when the cached ones are too old.
     pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
-        self.listing_for(ino, Purpose::Asked).await
+        self.listing_for(ino, Purpose::Asked, None).await
     }
 
     /// [`MidasFs::listing`], for a program that asked or ahead of a walk (then bounded, see
-    /// [`walk`]).
+    /// [`walk`]). `listed` is what the directory's parent lists of it, for a directory the
+    /// kernel may not hold (else its node says what it is).
     pub(in crate::fs) async fn listing_for(
         &self,
         ino: u64,
         purpose: Purpose,
+        listed: Option<&NodeData>,
     ) -> FsResult<Arc<Vec<Entry>>> {
         if let Some(entries) = self.cached_listing(ino) {
             return Ok(entries);
@@ -53,22 +59,46 @@ impl MidasFs {
         }
         let (kind, writable) = {
             let nodes = self.nodes();
-            let node = nodes.get(&ino).ok_or_else(|| unknown_inode(ino))?;
-            (node.data.kind.clone(), node.data.writable)
+            let data = nodes
+                .get(&ino)
+                .map(|node| &node.data)
+                .or(listed)
+                .ok_or_else(|| unknown_inode(ino))?;
+            (data.kind.clone(), data.writable)
         };
-        let mut entries = self.fetch_listing(ino, &kind, writable, purpose).await?;
-        self.add_local_state(ino, &mut entries);
-        let entries = Arc::new(entries);
-        {
-            let mut nodes = self.nodes();
-            // Nodes the kernel holds see the new attributes (size, mtime) at once.
-            for entry in entries.iter() {
-                if let Some(node) = nodes.get_mut(&entry.ino) {
-                    node.data = entry.data.clone();
+        let mut attempt = 1;
+        loop {
+            self.listings.start_fetch(ino);
+            let fetched = self.fetch_listing(ino, &kind, writable, purpose).await;
+            let mut entries = match fetched {
+                Ok(entries) => entries,
+                Err(err) => {
+                    self.listings.finish_fetch(ino, None);
+                    return Err(err);
+                }
+            };
+            self.add_local_state(ino, &mut entries);
+            let entries = Arc::new(entries);
+            {
+                let mut nodes = self.nodes();
+                if self.listings.finish_fetch(ino, Some(&entries)) {
+                    // Nodes the kernel holds see the new attributes (size, mtime) at once.
+                    for entry in entries.iter() {
+                        if let Some(node) = nodes.get_mut(&entry.ino) {
+                            node.data = entry.data.clone();
+                        }
+                    }
+                    return Ok(entries);
                 }
             }
+            // The listing changed through the mount while the server answered: the answer may
+            // be from before the change. Asked again; a directory changing all the time gets
+            // the listing as the mount last knew it.
+            if attempt == FETCH_ATTEMPTS {
+                log::debug!("inode {ino}: listing changed during {attempt} fetches");
+                return Ok(self.listings.last(ino).unwrap_or(entries));
+            }
+            attempt += 1;
         }
-        self.listings.insert(ino, Arc::clone(&entries));
-        Ok(entries)
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use lru::LruCache;
 use tokio::sync::Semaphore;
 
 use super::Purpose;
+use crate::fs::inode::NodeData;
 use crate::fs::MidasFs;
 
 /// Two subdirectories of one directory read this close together make a walk.
@@ -39,6 +41,8 @@ pub(in crate::fs) struct WalkAhead {
     last_read: Mutex<LruCache<u64, (u64, Instant)>>,
     /// Directories being listed ahead.
     pending: Mutex<HashSet<u64>>,
+    /// Listings started ahead since the mount.
+    started: AtomicU64,
     permits: Arc<Semaphore>,
 }
 
@@ -49,6 +53,7 @@ impl WalkAhead {
                 NonZeroUsize::new(REMEMBERED).expect("not zero"),
             )),
             pending: Mutex::new(HashSet::new()),
+            started: AtomicU64::new(0),
             permits: Arc::new(Semaphore::new(AHEAD_AT_ONCE)),
         }
     }
@@ -64,9 +69,9 @@ impl WalkAhead {
 
 impl MidasFs {
     /// A program starts reading directory `dir`. When it read another subdirectory of the same
-    /// parent just before, the parent's next subdirectories not in memory are returned, to be
-    /// listed ahead with [`MidasFs::list_ahead`].
-    pub fn walk_step(&self, dir: u64) -> Vec<u64> {
+    /// parent just before, the parent's next subdirectories not in memory are returned (with
+    /// what the parent lists of them), to be listed ahead with [`MidasFs::list_ahead`].
+    pub fn walk_step(&self, dir: u64) -> Vec<(u64, NodeData)> {
         let now = Instant::now();
         let parent = self.parent(dir);
         if parent == dir {
@@ -81,37 +86,38 @@ impl MidasFs {
         let Some(siblings) = self.listings.last(parent) else {
             return Vec::new();
         };
-        let candidates: Vec<u64> = siblings
-            .iter()
-            .filter(|e| e.data.kind.is_dir() && e.ino != dir)
-            .map(|e| e.ino)
-            .collect();
-        // Only directories the kernel knows (from readdirplus or lookups) can be listed.
-        let known: Vec<u64> = {
-            let nodes = self.nodes();
-            candidates
-                .into_iter()
-                .filter(|ino| nodes.contains_key(ino))
-                .collect()
-        };
+        // Listed from the parent's listing, not from the inodes the kernel holds: under memory
+        // pressure the kernel forgets the subdirectories it has not used yet.
         let mut ahead = Vec::new();
-        for ino in known {
+        for entry in siblings.iter() {
             if ahead.len() == AHEAD_PER_STEP {
                 break;
             }
-            if self.cached_listing(ino).is_none() && self.walk.pending().insert(ino) {
-                ahead.push(ino);
+            if !entry.data.kind.is_dir() || entry.ino == dir {
+                continue;
+            }
+            if self.cached_listing(entry.ino).is_none() && self.walk.pending().insert(entry.ino) {
+                self.walk.started.fetch_add(1, Ordering::Relaxed);
+                ahead.push((entry.ino, entry.data.clone()));
             }
         }
         ahead
     }
 
+    /// Listings started ahead of walks since the mount, and those still running.
+    pub fn walk_ahead_counts(&self) -> (u64, usize) {
+        (
+            self.walk.started.load(Ordering::Relaxed),
+            self.walk.pending().len(),
+        )
+    }
+
     /// Lists `dir` in the background (a few at a time); a failure only means the walk fetches
     /// it itself when it gets there.
-    pub async fn list_ahead(&self, dir: u64) {
+    pub async fn list_ahead(&self, dir: u64, listed: NodeData) {
         let permits = Arc::clone(&self.walk.permits);
         if let Ok(_permit) = permits.acquire().await {
-            if let Err(err) = self.listing_for(dir, Purpose::Ahead).await {
+            if let Err(err) = self.listing_for(dir, Purpose::Ahead, Some(&listed)).await {
                 log::debug!("listing inode {dir} ahead of a walk: {err}");
             }
         }

@@ -45,7 +45,10 @@ impl MidasFs {
             .find(|e| e.name == name)
             .ok_or_else(|| FsError::not_found(name))?;
         self.remember(parent, entry);
-        Ok(entry.attr())
+        // A file open for writing: the size written so far.
+        let mut attr = entry.attr();
+        self.adjust_attr(entry.ino, &mut attr);
+        Ok(attr)
     }
 
     /// Users that `user.list` does not show (private ones) can still be reached by name, as pydas

@@ -5,7 +5,7 @@ use crate::fs::error::Kind;
 use crate::fs::inode::NodeKind;
 use crate::fs::names;
 use crate::fs::write::{write_error, Container, Target};
-use crate::fs::{FsError, FsResult, MidasFs};
+use crate::fs::{Entry, FsError, FsResult, MidasFs};
 
 impl MidasFs {
     /// Renames or moves; an existing target is replaced (after the move, so that a failed
@@ -59,7 +59,7 @@ impl MidasFs {
             };
             if self.save_over(&source, target, new_parent).await? {
                 for file in overwritten {
-                    file.mark_unlinked();
+                    self.set_aside(&file);
                 }
                 let source_ino = source.ino;
                 self.listings
@@ -152,9 +152,20 @@ impl MidasFs {
                         .map_err(write_error)?;
                 }
                 if parent != new_parent {
+                    // `folder.move` refuses a name the new folder holds: an empty folder
+                    // replaced there goes out of the way first (and back if the move fails).
+                    let aside = match &target {
+                        Some(target) => self.set_folder_aside(target).await?,
+                        None => None,
+                    };
                     let moved = match self.client.folder_move(*id, to).await {
                         Ok(moved) => moved,
                         Err(err) => {
+                            if let Some((uuid, name)) = &aside {
+                                if let Err(back) = self.client.folder_rename(uuid, name).await {
+                                    log::warn!("{name}: could not restore its name: {back}");
+                                }
+                            }
                             if old_name != midas_name {
                                 if let Err(back) = self.client.folder_rename(&uuid, &old_name).await
                                 {
@@ -245,6 +256,28 @@ impl MidasFs {
                 Target::New { .. } => {}
             }
         }
+    }
+}
+
+impl MidasFs {
+    /// Renames the folder `target` (an empty folder a folder is moved over) to a name nothing
+    /// else has, and returns its uuid and Midas name, to be restored if the move fails.
+    async fn set_folder_aside(&self, target: &Entry) -> FsResult<Option<(String, String)>> {
+        let NodeKind::Folder { id, uuid } = &target.data.kind else {
+            return Ok(None);
+        };
+        let uuid = if uuid.is_empty() {
+            self.client.folder_get(*id).await?.uuid
+        } else {
+            uuid.clone()
+        };
+        let name = names::to_midas(&target.name);
+        let aside = format!("{name}.midasfs-replaced-{id}");
+        self.client
+            .folder_rename(&uuid, &aside)
+            .await
+            .map_err(write_error)?;
+        Ok(Some((uuid, name)))
     }
 }
 

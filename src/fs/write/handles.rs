@@ -166,7 +166,7 @@ impl MidasFs {
         truncate: bool,
         saver: Option<u32>,
     ) -> FsResult<Option<u64>> {
-        let Some(file) = self.writes.files().get(&ino).cloned() else {
+        let Some((key, file)) = self.open_file(ino) else {
             return Ok(None);
         };
         {
@@ -179,7 +179,58 @@ impl MidasFs {
             }
             data.handles += 1;
         }
-        Ok(Some(self.new_handle(ino, saver)))
+        Ok(Some(self.new_handle(key, saver)))
+    }
+
+    /// The file open for writing that inode `ino` stands for, and the number it is kept under:
+    /// `ino` itself, or the inode a new file was created as when `ino` is the item its upload
+    /// made (its handles keep the number they were opened with; a lookup by name gives the
+    /// item's).
+    pub(in crate::fs) fn open_file(&self, ino: u64) -> Option<(u64, Arc<WriteFile>)> {
+        let files = self.writes.files();
+        if let Some(file) = files.get(&ino) {
+            return Some((ino, Arc::clone(file)));
+        }
+        if files.is_empty() {
+            return None;
+        }
+        let root = self.root_folder();
+        let nodes = self.nodes();
+        files
+            .iter()
+            .find(|(key, _)| {
+                nodes
+                    .get(key)
+                    .is_some_and(|node| node.data.kind.ino(root) == ino)
+            })
+            .map(|(key, file)| (*key, Arc::clone(file)))
+    }
+
+    /// A file open for writing whose name now holds another file (saved over it by a rename):
+    /// it uploads nothing any more, and is kept under a number of its own, which its handles
+    /// follow, so that the name's inode no longer stands for it (a stat or an open by the name
+    /// sees what the name holds).
+    pub(in crate::fs) fn set_aside(&self, file: &Arc<WriteFile>) {
+        file.mark_unlinked();
+        let local = self
+            .writes
+            .next_local
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = NodeKind::NewFile { local }.ino(None);
+        let mut files = self.writes.files();
+        let Some(key) = files
+            .iter()
+            .find(|(_, open)| Arc::ptr_eq(open, file))
+            .map(|(key, _)| *key)
+        else {
+            return;
+        };
+        files.remove(&key);
+        files.insert(aside, Arc::clone(file));
+        let mut handles = self.writes.handles();
+        for handle in handles.values_mut().filter(|h| h.ino == key) {
+            handle.ino = aside;
+        }
     }
 
     pub(in crate::fs) async fn download_into(
@@ -362,7 +413,7 @@ impl MidasFs {
     }
 
     pub(in crate::fs) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
-        if let Some(file) = self.writes.files().get(&ino).cloned() {
+        if let Some((_, file)) = self.open_file(ino) {
             let mut data = file.lock();
             if data.spool.len() != size {
                 data.spool.set_len(size)?;

@@ -60,7 +60,7 @@ impl MidasFs {
 
     /// The size and time of a file open for writing, and times set through the mount.
     pub(in crate::fs) fn adjust_attr(&self, ino: u64, attr: &mut Attr) {
-        if let Some(file) = self.writes.files().get(&ino) {
+        if let Some((_, file)) = self.open_file(ino) {
             let data = file.lock();
             attr.size = data.spool.len();
             attr.mtime = data.mtime;

@@ -361,6 +361,21 @@ impl MidasFs {
                 mtimes.insert(shown.ino, mtime);
             }
         }
+        let mut entry = shown.clone();
+        if let Some(mtime) = self.writes.mtime_override(shown.ino) {
+            entry.data.mtime = mtime;
+        }
+        self.listings.patch(dir, |entries| {
+            entries.retain(|e| {
+                e.name != entry.name
+                    && e.ino != renamed
+                    && e.ino != old_canonical
+                    && e.ino != entry.ino
+            });
+            entries.push(entry);
+        });
+        // After the listing: a listing fetched meanwhile is out of date then (see
+        // `Listings::finish_fetch`), and cannot undo this.
         {
             let mut nodes = self.nodes();
             // The kernel may know the renamed file by either number (a lookup after its upload
@@ -380,18 +395,5 @@ impl MidasFs {
                 }
             }
         }
-        let mut entry = shown.clone();
-        if let Some(mtime) = self.writes.mtime_override(shown.ino) {
-            entry.data.mtime = mtime;
-        }
-        self.listings.patch(dir, |entries| {
-            entries.retain(|e| {
-                e.name != entry.name
-                    && e.ino != renamed
-                    && e.ino != old_canonical
-                    && e.ino != entry.ino
-            });
-            entries.push(entry);
-        });
     }
 }

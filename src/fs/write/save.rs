@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::upload::{NewFile, Uploaded};
 use super::{Target, WriteFile};
-use crate::fs::inode::NodeKind;
+use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::{FsResult, MidasFs};
 
 /// How long unmount waits for background uploads at most: a bound against a bug only, since
@@ -131,15 +131,6 @@ impl MidasFs {
                 mtimes.insert(new_canonical, mtime);
             }
         }
-        {
-            let mut nodes = self.nodes();
-            if let Some(node) = nodes.get_mut(&ino) {
-                node.data = uploaded.node.clone();
-                // The kernel's pages of this inode may be older than what was uploaded.
-                node.kernel_cached_md5 = None;
-                node.metadata = None;
-            }
-        }
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
             (target, &uploaded.node.kind)
         {
@@ -166,6 +157,42 @@ impl MidasFs {
             entry.name = shown;
             entries.push(entry);
         });
+        // After the listing: a listing fetched meanwhile is out of date then (see
+        // `Listings::finish_fetch`), and cannot undo this.
+        self.show_saved(ino, &[old_canonical, new_canonical], &uploaded.node);
+    }
+
+    /// Every inode the kernel may know a saved file by shows what was uploaded: `ino`, which
+    /// it was written through, and `aliases`, the item's own inode (after a save by rename the
+    /// kernel keeps the renamed file's inode under the name, and may know the item's too; see
+    /// `replace::show_replaced`). The kernel forgets what it cached of the aliases' attributes.
+    pub(in crate::fs) fn show_saved(&self, ino: u64, aliases: &[u64], data: &NodeData) {
+        let mut changed = Vec::new();
+        {
+            let mut nodes = self.nodes();
+            for other in std::iter::once(ino).chain(aliases.iter().copied()) {
+                if let Some(node) = nodes.get_mut(&other) {
+                    if other != ino
+                        && node.data.kind.ino(self.root_folder())
+                            != data.kind.ino(self.root_folder())
+                    {
+                        continue;
+                    }
+                    node.data = data.clone();
+                    // The kernel's pages of this inode may be older than what was uploaded.
+                    node.kernel_cached_md5 = None;
+                    node.metadata = None;
+                    if other != ino && !changed.contains(&other) {
+                        changed.push(other);
+                    }
+                }
+            }
+        }
+        if let Some(hook) = self.attr_changed.get() {
+            for other in changed {
+                hook(other);
+            }
+        }
     }
 
     /// Unmounting: listings ahead stop, every file still unsaved is saved (or kept in the
