@@ -7,12 +7,9 @@
 //! trailer with a CRC-32 of every 1 MiB block, the MD5 and the size. It is written under
 //! `tmp/`, checked against the MD5 once complete, and renamed into place, so another mount (or
 //! this one after a crash) never sees half an entry. Reads check each block's CRC before using
-//! it: a damaged entry is deleted and the block comes from the server instead.
-//!
-//! An open entry is mapped into memory and its blocks are handed out as slices of the mapping:
-//! a read from the cache then costs one copy (the mapping's pages into the reply to the kernel)
-//! instead of two (a `pread` into a buffer, then the reply). Entries are never changed in place
-//! (they appear by rename and go by unlink), so a mapping stays whole for as long as it is held.
+//! it: a damaged entry is deleted and the block comes from the server instead. A block is read
+//! into a buffer the block cache lends (one an evicted or released block left), so that reading
+//! a cached file does not fault in fresh memory for every block.
 //!
 //! Several mounts may share a directory: entries appear by rename, eviction runs under an
 //! exclusive `flock` of `lock`, and a reader whose entry is evicted keeps reading its open file.
@@ -27,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
 
 use super::read::reader::BLOCK_SIZE;
@@ -241,100 +238,12 @@ impl Flock {
     }
 }
 
-/// Blocks past the one being read that the kernel is asked to bring into memory ahead of use.
-const READ_AHEAD_BLOCKS: u64 = 4;
-
 /// One entry opened for reading.
 pub struct DiskEntry {
     file: File,
     path: PathBuf,
     size: u64,
     crcs: Vec<u32>,
-    map: Arc<Mapping>,
-}
-
-/// A read-only shared mapping of an entry's content (its first `len` bytes).
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and unmapped only when the last holder drops it.
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(file: &File, len: u64) -> io::Result<Mapping> {
-        let len = usize::try_from(len).map_err(|_| io::Error::other("too large to map"))?;
-        if len == 0 {
-            return Ok(Mapping {
-                ptr: std::ptr::null_mut(),
-                len,
-            });
-        }
-        // SAFETY: a fresh read-only mapping of a descriptor we own; checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: `ptr` maps `len` readable bytes until `self` is dropped.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-
-    /// Asks the kernel to read `[start, start + len)` of the file in the background.
-    fn prefetch(&self, start: usize, len: usize) {
-        let end = (start + len).min(self.len);
-        if start >= end {
-            return;
-        }
-        // SAFETY: a range inside the mapping, starting page-aligned (block boundaries); the
-        // advice changes no memory.
-        unsafe {
-            libc::madvise(
-                self.ptr.cast::<u8>().add(start).cast(),
-                end - start,
-                libc::MADV_WILLNEED,
-            );
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: the mapping made in `new`, unmapped once.
-            unsafe { libc::munmap(self.ptr, self.len) };
-        }
-    }
-}
-
-/// One block of a mapped entry, as the bytes of a [`Bytes`].
-struct MappedBlock {
-    map: Arc<Mapping>,
-    start: usize,
-    end: usize,
-}
-
-impl AsRef<[u8]> for MappedBlock {
-    fn as_ref(&self) -> &[u8] {
-        &self.map.bytes()[self.start..self.end]
-    }
 }
 
 impl DiskEntry {
@@ -359,13 +268,11 @@ impl DiskEntry {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let map = Mapping::new(&file, size).map_err(|e| format!("cannot map it: {e}"))?;
         Ok(DiskEntry {
             file,
             path: path.to_owned(),
             size,
             crcs,
-            map: Arc::new(map),
         })
     }
 
@@ -373,30 +280,30 @@ impl DiskEntry {
         &self.path
     }
 
-    /// Block `index`, checked against its CRC: a slice of the mapped entry, no copy (blocking:
-    /// the check reads the block from disk if need be; call it off the async workers).
-    pub fn block(&self, index: u64) -> io::Result<Bytes> {
+    /// The length of block `index`.
+    pub fn block_len(&self, index: u64) -> usize {
+        BLOCK_SIZE.min(self.size.saturating_sub(index * BLOCK_SIZE)) as usize
+    }
+
+    /// Block `index`, read into `buffer` and checked against its CRC (blocking: call it off
+    /// the async workers).
+    pub fn block(&self, index: u64, mut buffer: BytesMut) -> io::Result<Bytes> {
         let Some(&expected) = self.crcs.get(index as usize) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("block {index} is past the end"),
             ));
         };
-        let start = (index * BLOCK_SIZE) as usize;
-        let end = ((index + 1) * BLOCK_SIZE).min(self.size) as usize;
-        self.map
-            .prefetch(end, (READ_AHEAD_BLOCKS * BLOCK_SIZE) as usize);
-        if crc32fast::hash(&self.map.bytes()[start..end]) != expected {
+        buffer.clear();
+        buffer.resize(self.block_len(index), 0);
+        self.file.read_exact_at(&mut buffer, index * BLOCK_SIZE)?;
+        if crc32fast::hash(&buffer) != expected {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("block {index} does not match its checksum"),
             ));
         }
-        Ok(Bytes::from_owner(MappedBlock {
-            map: Arc::clone(&self.map),
-            start,
-            end,
-        }))
+        Ok(buffer.freeze())
     }
 }
 
@@ -570,9 +477,12 @@ mod tests {
             .collect();
         let md5 = fill(&cache, &data);
         let entry = cache.get(&md5, data.len() as u64).expect("cached");
-        assert_eq!(&entry.block(0).unwrap()[..], &data[..BLOCK_SIZE as usize]);
         assert_eq!(
-            &entry.block(2).unwrap()[..],
+            &entry.block(0, BytesMut::new()).unwrap()[..],
+            &data[..BLOCK_SIZE as usize]
+        );
+        assert_eq!(
+            &entry.block(2, BytesMut::new()).unwrap()[..],
             &data[2 * BLOCK_SIZE as usize..]
         );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -609,8 +519,8 @@ mod tests {
             .open(entry.path())
             .unwrap();
         file.write_all_at(b"X", BLOCK_SIZE + 5).unwrap();
-        assert!(entry.block(0).is_ok());
-        assert!(entry.block(1).is_err());
+        assert!(entry.block(0, BytesMut::new()).is_ok());
+        assert!(entry.block(1, BytesMut::new()).is_err());
     }
 
     #[test]
@@ -620,7 +530,7 @@ mod tests {
         let data: Vec<u8> = (0..(2 * BLOCK_SIZE)).map(|i| (i % 253) as u8).collect();
         let md5 = fill(&cache, &data);
         let entry = cache.get(&md5, data.len() as u64).unwrap();
-        let block = entry.block(1).unwrap();
+        let block = entry.block(1, BytesMut::new()).unwrap();
         // A second entry pushes the first out of the 3 MiB cache.
         let old = SystemTime::now() - std::time::Duration::from_secs(60);
         File::open(cache.path(&md5))
@@ -630,8 +540,14 @@ mod tests {
         fill(&cache, &vec![9u8; 2 << 20]);
         assert!(!cache.path(&md5).exists(), "the first entry was evicted");
         assert_eq!(&block[..], &data[BLOCK_SIZE as usize..]);
-        assert_eq!(&entry.block(0).unwrap()[..], &data[..BLOCK_SIZE as usize]);
-        assert!(entry.block(2).is_err(), "no block past the end");
+        assert_eq!(
+            &entry.block(0, BytesMut::new()).unwrap()[..],
+            &data[..BLOCK_SIZE as usize]
+        );
+        assert!(
+            entry.block(2, BytesMut::new()).is_err(),
+            "no block past the end"
+        );
     }
 
     #[test]
