@@ -258,10 +258,14 @@ pub fn resolve(mut args: MountArgs) -> Result<MountSettings, BoxError> {
         }
         None => Profile::default(),
     };
-    Ok(merge(args, profile_name, profile))
+    merge(args, profile_name, profile)
 }
 
-fn merge(args: MountArgs, profile_name: Option<String>, p: Profile) -> MountSettings {
+fn merge(
+    args: MountArgs,
+    profile_name: Option<String>,
+    p: Profile,
+) -> Result<MountSettings, BoxError> {
     let url = if profile_name.is_some() {
         p.url.clone()
     } else {
@@ -291,13 +295,21 @@ fn merge(args: MountArgs, profile_name: Option<String>, p: Profile) -> MountSett
     s.timeout = args.timeout.or(p.timeout).unwrap_or(s.timeout);
     s.cache_size = args.cache_size.or(p.cache_size).unwrap_or(s.cache_size);
     s.cache_dir = args.cache_dir.or(p.cache_dir);
-    s.cache_size_disk = match (args.cache_size_disk, p.cache_size_disk) {
-        (Some(size), _) => size,
-        (None, Some(profile)) => {
-            crate::fs::disk_cache::parse_size(&profile).unwrap_or(s.cache_size_disk)
-        }
-        (None, None) => s.cache_size_disk,
+    // A bad size in the config file is an error even when a flag overrides it: it would
+    // otherwise surface only on the mount that does not give the flag.
+    let profile_disk = match &p.cache_size_disk {
+        Some(text) => Some(crate::fs::disk_cache::parse_size(text).map_err(|e| {
+            UsageError(format!(
+                "cache_size_disk of profile {:?}: {e}",
+                s.profile.as_deref().unwrap_or_default()
+            ))
+        })?),
+        None => None,
     };
+    s.cache_size_disk = args
+        .cache_size_disk
+        .or(profile_disk)
+        .unwrap_or(s.cache_size_disk);
     s.allow_other = args.allow_other;
     s.allow_root = args.allow_root;
     s.uid = args.uid;
@@ -307,7 +319,7 @@ fn merge(args: MountArgs, profile_name: Option<String>, p: Profile) -> MountSett
     s.spool_dir = args.spool_dir.or(p.spool_dir);
     s.spool_size = args.spool_size.or(p.spool_size).unwrap_or(s.spool_size);
     s.log_file = args.log_file.or(p.log_file);
-    s
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -403,7 +415,7 @@ mod tests {
         let mut a = args();
         a.source = "lab".into();
         a.ttl = Some(2);
-        let s = merge(a, Some("lab".into()), profile.clone());
+        let s = merge(a, Some("lab".into()), profile.clone()).unwrap();
         assert_eq!(s.url, "http://lab/midas");
         assert_eq!((s.ttl, s.cache_size, s.timeout), (2, 64, 30));
         assert!(
@@ -415,7 +427,32 @@ mod tests {
         // Another key on the command line does not pair with the profile's key file.
         let mut a = args();
         a.api_key_file = Some("/other".into());
-        let s = merge(a, Some("lab".into()), profile);
+        let s = merge(a, Some("lab".into()), profile).unwrap();
         assert_eq!(s.api_key_file, Some(PathBuf::from("/other")));
+    }
+
+    #[test]
+    fn a_bad_disk_cache_size_in_a_profile_is_an_error_naming_it() {
+        let profile = |size: &str| Profile {
+            url: "http://lab/midas".into(),
+            cache_size_disk: Some(size.into()),
+            ..Profile::default()
+        };
+        let s = merge(args(), Some("lab".into()), profile("20G")).unwrap();
+        assert_eq!(s.cache_size_disk, 20 << 30);
+        for bad in ["lots", "12X", "-5G"] {
+            let err = merge(args(), Some("lab".into()), profile(bad))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cache_size_disk") && err.contains("\"lab\"") && err.contains(bad),
+                "{bad}: {err}"
+            );
+            // Also when the flag gives the size: the config file still needs fixing.
+            let mut flagged = args();
+            flagged.cache_size_disk = Some(1 << 30);
+            assert!(merge(flagged, Some("lab".into()), profile(bad)).is_err());
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! trailer with a CRC-32 of every 1 MiB block, the MD5 and the size. It is written under
 //! `tmp/`, checked against the MD5 once complete, and renamed into place, so another mount (or
 //! this one after a crash) never sees half an entry. Reads check each block's CRC before using
-//! it: a damaged entry is deleted and the block comes from the server instead.
+//! it: a damaged entry is deleted and the block comes from the server instead. A block is read
+//! into a buffer the block cache lends (one an evicted or released block left), so that reading
+//! a cached file does not fault in fresh memory for every block.
 //!
 //! Several mounts may share a directory: entries appear by rename, eviction runs under an
 //! exclusive `flock` of `lock`, and a reader whose entry is evicted keeps reading its open file.
@@ -278,20 +280,30 @@ impl DiskEntry {
         &self.path
     }
 
-    /// Block `index`, checked against its CRC (blocking: call it off the async workers).
-    pub fn block(&self, index: u64) -> io::Result<Bytes> {
-        let start = index * BLOCK_SIZE;
-        let len = BLOCK_SIZE.min(self.size.saturating_sub(start)) as usize;
-        let mut block = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut block, start)?;
-        let crc = crc32fast::hash(&block);
-        if self.crcs.get(index as usize) != Some(&crc) {
+    /// The length of block `index`.
+    pub fn block_len(&self, index: u64) -> usize {
+        BLOCK_SIZE.min(self.size.saturating_sub(index * BLOCK_SIZE)) as usize
+    }
+
+    /// Block `index`, read into `buffer` and checked against its CRC (blocking: call it off
+    /// the async workers).
+    pub fn block(&self, index: u64, mut buffer: BytesMut) -> io::Result<Bytes> {
+        let Some(&expected) = self.crcs.get(index as usize) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("block {index} is past the end"),
+            ));
+        };
+        buffer.clear();
+        buffer.resize(self.block_len(index), 0);
+        self.file.read_exact_at(&mut buffer, index * BLOCK_SIZE)?;
+        if crc32fast::hash(&buffer) != expected {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("block {index} does not match its checksum"),
             ));
         }
-        Ok(block.freeze())
+        Ok(buffer.freeze())
     }
 }
 
@@ -465,9 +477,12 @@ mod tests {
             .collect();
         let md5 = fill(&cache, &data);
         let entry = cache.get(&md5, data.len() as u64).expect("cached");
-        assert_eq!(&entry.block(0).unwrap()[..], &data[..BLOCK_SIZE as usize]);
         assert_eq!(
-            &entry.block(2).unwrap()[..],
+            &entry.block(0, BytesMut::new()).unwrap()[..],
+            &data[..BLOCK_SIZE as usize]
+        );
+        assert_eq!(
+            &entry.block(2, BytesMut::new()).unwrap()[..],
             &data[2 * BLOCK_SIZE as usize..]
         );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -504,8 +519,35 @@ mod tests {
             .open(entry.path())
             .unwrap();
         file.write_all_at(b"X", BLOCK_SIZE + 5).unwrap();
-        assert!(entry.block(0).is_ok());
-        assert!(entry.block(1).is_err());
+        assert!(entry.block(0, BytesMut::new()).is_ok());
+        assert!(entry.block(1, BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn a_block_handed_out_stays_whole_after_its_entry_is_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 3 << 20).unwrap());
+        let data: Vec<u8> = (0..(2 * BLOCK_SIZE)).map(|i| (i % 253) as u8).collect();
+        let md5 = fill(&cache, &data);
+        let entry = cache.get(&md5, data.len() as u64).unwrap();
+        let block = entry.block(1, BytesMut::new()).unwrap();
+        // A second entry pushes the first out of the 3 MiB cache.
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        File::open(cache.path(&md5))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fill(&cache, &vec![9u8; 2 << 20]);
+        assert!(!cache.path(&md5).exists(), "the first entry was evicted");
+        assert_eq!(&block[..], &data[BLOCK_SIZE as usize..]);
+        assert_eq!(
+            &entry.block(0, BytesMut::new()).unwrap()[..],
+            &data[..BLOCK_SIZE as usize]
+        );
+        assert!(
+            entry.block(2, BytesMut::new()).is_err(),
+            "no block past the end"
+        );
     }
 
     #[test]

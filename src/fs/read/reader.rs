@@ -54,6 +54,13 @@ const FIRST_SEQUENTIAL_READ: u64 = 64 * 1024;
 const FIRST_READ_AHEAD: u64 = BLOCK_SIZE;
 /// Reads smaller than this get a connection with a receive buffer of their size.
 const SMALL_READ: u64 = 256 * 1024;
+/// A sequential reader's blocks this far behind the one it reads are dropped from memory (the
+/// kernel's page cache holds them now), so that their buffers carry the stream's next blocks:
+/// reusing a few buffers spares the page faults and zeroing of fresh memory for every block.
+/// Far enough behind for the kernel's READs, which arrive slightly out of order.
+const RELEASE_BEHIND: u64 = 4;
+/// Blocks of a data cache entry read and checked ahead of a sequential reader.
+const LOCAL_READ_AHEAD: u64 = 2;
 
 type BlockKey = (Id, u64);
 
@@ -98,6 +105,15 @@ impl BlockCache {
 
     fn get(&self, key: BlockKey) -> Option<Bytes> {
         self.lock().blocks.get(&key).cloned()
+    }
+
+    /// Drops a block nobody will ask for again soon, keeping its buffer for the next block.
+    fn release(&self, key: BlockKey) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.blocks.pop(&key) {
+            inner.bytes -= old.len() as u64;
+            inner.recycle(old);
+        }
     }
 
     fn insert(&self, key: BlockKey, block: Bytes) {
@@ -165,6 +181,8 @@ pub struct FileReader {
     /// once, and each would read (and check) the whole block. The next block is read ahead
     /// under the same lock.
     local_read: Arc<tokio::sync::Mutex<()>>,
+    /// Where the last read from the entry ended: a read that continues it is read ahead of.
+    local_next: AtomicU64,
     stall: Duration,
     max_window: u64,
     state: tokio::sync::Mutex<ReadState>,
@@ -215,6 +233,7 @@ impl FileReader {
             md5: source.md5,
             disk: source.disk,
             local_read: Arc::new(tokio::sync::Mutex::new(())),
+            local_next: AtomicU64::new(0),
             stall,
             state: tokio::sync::Mutex::new(ReadState {
                 next_offset: None,
@@ -297,6 +316,9 @@ impl FileReader {
             prefetch.consumed(last, state.window);
         }
         drop(state);
+        if let Some(behind) = first.checked_sub(RELEASE_BEHIND) {
+            self.cache.release((self.bitstream, behind));
+        }
         Ok(join(pieces))
     }
 
@@ -305,6 +327,8 @@ impl FileReader {
         let entry = self.local_entry()?;
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
+        let previous_end = self.local_next.swap(end, Ordering::Relaxed);
+        let sequential = offset.abs_diff(previous_end) <= SEQUENTIAL_SLACK;
         let mut pieces = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
             let key = (self.bitstream, index);
@@ -321,11 +345,12 @@ impl FileReader {
                 Some(block) => block,
                 None => {
                     let from_disk = Arc::clone(&entry);
-                    let read = tokio::task::spawn_blocking(move || from_disk.block(index)).await;
+                    let buffer = self.cache.buffer(entry.block_len(index));
+                    let read =
+                        tokio::task::spawn_blocking(move || from_disk.block(index, buffer)).await;
                     match read {
                         Ok(Ok(block)) => {
                             self.cache.insert(key, block.clone());
-                            self.read_ahead_local(&entry, index + 1);
                             block
                         }
                         Ok(Err(err)) => {
@@ -345,13 +370,22 @@ impl FileReader {
             };
             pieces.push(slice(&block, index, offset, end));
         }
+        if sequential {
+            self.read_ahead_local(&entry, last + 1);
+            if let Some(behind) = first.checked_sub(RELEASE_BEHIND) {
+                self.cache.release((self.bitstream, behind));
+            }
+        }
         Some(join(pieces))
     }
 
-    /// Reads block `index` of the entry into the block cache in the background, so that a
-    /// sequential reader finds it there (a damaged block is left for the read that needs it).
+    /// Reads the blocks from `index` on (up to LOCAL_READ_AHEAD of them) of the entry into the
+    /// block cache in the background, so that a sequential reader finds them there and its
+    /// READs do not wait for the check of each block in turn (a damaged block is left for the
+    /// read that needs it).
     fn read_ahead_local(&self, entry: &Arc<DiskEntry>, index: u64) {
-        if index * BLOCK_SIZE >= self.size {
+        let end = (index + LOCAL_READ_AHEAD).min(self.size.div_ceil(BLOCK_SIZE));
+        if index >= end {
             return;
         }
         let (lock, cache, entry) = (
@@ -359,14 +393,19 @@ impl FileReader {
             Arc::clone(&self.cache),
             Arc::clone(entry),
         );
-        let key = (self.bitstream, index);
+        let bitstream = self.bitstream;
         tokio::spawn(async move {
             let _one_reader = lock.lock_owned().await;
-            if cache.get(key).is_some() {
-                return;
-            }
-            if let Ok(Ok(block)) = tokio::task::spawn_blocking(move || entry.block(index)).await {
-                cache.insert(key, block);
+            for index in index..end {
+                let key = (bitstream, index);
+                if cache.get(key).is_some() {
+                    continue;
+                }
+                let (entry, buffer) = (Arc::clone(&entry), cache.buffer(entry.block_len(index)));
+                match tokio::task::spawn_blocking(move || entry.block(index, buffer)).await {
+                    Ok(Ok(block)) => cache.insert(key, block),
+                    _ => return,
+                }
             }
         });
     }
@@ -698,6 +737,21 @@ mod tests {
         let reused = cache.buffer(BLOCK_SIZE as usize);
         assert_eq!(reused.as_ptr(), first_memory);
         assert!(reused.is_empty());
+    }
+
+    #[test]
+    fn a_released_block_lends_its_memory_to_the_next_block_before_the_cache_is_full() {
+        let cache = BlockCache::new(64 * BLOCK_SIZE);
+        let first = full_block(&cache, 1);
+        let first_memory = first.as_ptr();
+        cache.insert((1, 0), first);
+        cache.insert((1, 1), full_block(&cache, 2));
+        cache.release((1, 0));
+        cache.release((1, 7));
+        assert!(cache.get((1, 0)).is_none());
+        assert!(cache.get((1, 1)).is_some());
+        assert_eq!(cache.usage().0, BLOCK_SIZE);
+        assert_eq!(cache.buffer(BLOCK_SIZE as usize).as_ptr(), first_memory);
     }
 
     #[test]
