@@ -260,3 +260,86 @@ fn a_walk_does_not_list_ahead_into_a_folder_of_thousands() {
         1001
     );
 }
+
+/// A large file's part, sent while the file is written, whose connection breaks half-way: the
+/// server keeps what arrived, the close goes on from the count the server gives (`getoffset`),
+/// checks the server's MD5, and the file arrives whole.
+#[test]
+fn a_large_upload_cut_half_way_through_a_part_goes_on_from_what_the_server_holds() {
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    let upstream = server.addr().to_owned();
+    let cut = std::sync::atomic::AtomicBool::new(false);
+    let proxy = Proxy::start(server.addr(), move |request| {
+        let part = request.method() == "midas.upload.perform" && request.body.len() >= 32 << 20;
+        if !part || cut.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Answer::Forward;
+        }
+        let (request, upstream) = (request.clone(), upstream.clone());
+        Answer::Own(Box::new(move |_client| {
+            // Half the body reaches the server, whose answer (that it holds that much) is read
+            // here; the mount gets no answer: its connection just closes.
+            let mut server = std::net::TcpStream::connect(&upstream).expect("connect");
+            let head: String = request
+                .head
+                .lines()
+                .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+                .map(|line| format!("{line}\r\n"))
+                .collect();
+            let half = request.body.len() / 2;
+            let _ = server.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+            let _ = server.write_all(&request.body[..half]);
+            let _ = server.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::Read::read_to_end(&mut server, &mut Vec::new());
+        }))
+    });
+    let mount = mount(&proxy.url, &server, &[]);
+    let content = common::tree::pseudo_random(100 << 20, 31);
+    let path = private(&mount).join("cut.bin");
+    let mut file = std::fs::File::create(&path).expect("create");
+    // Past 64 MiB, parts go while the file is written: the first one is cut.
+    file.write_all(&content[..80 << 20]).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy
+        .seen()
+        .iter()
+        .any(|r| r.method() == "midas.upload.perform")
+    {
+        assert!(Instant::now() < deadline, "nothing was sent while written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    file.write_all(&content[80 << 20..]).expect("write");
+    drop(file);
+
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private_id)],
+    );
+    let items = children["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{children}");
+    let item_id = common::server::text(&items[0]["item_id"]);
+    let item = server.call_ok("midas.item.get", &[("token", &token), ("id", item_id)]);
+    let bitstreams = item["revisions"][0]["bitstreams"]
+        .as_array()
+        .expect("bitstreams");
+    assert_eq!(bitstreams.len(), 1, "{item}");
+    assert_eq!(
+        common::server::text(&bitstreams[0]["checksum"]),
+        common::server::md5_hex(&content)
+    );
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|r| r.method() == "midas.upload.getoffset"));
+    // Every byte went once, and the half of the cut part that never reached the server again.
+    let sent: usize = seen
+        .iter()
+        .filter(|r| r.method() == "midas.upload.perform")
+        .map(|r| r.body.len())
+        .sum();
+    let cut_part = seen
+        .iter()
+        .find(|r| r.method() == "midas.upload.perform" && r.body.len() >= 32 << 20)
+        .expect("the part cut")
+        .body
+        .len();
+    assert_eq!(sent, content.len() + (cut_part - cut_part / 2));
+}

@@ -869,6 +869,39 @@ impl Client {
         let url = self.upload_url(&call);
         let shown = redact(url.as_str());
         let started = Instant::now();
+        let stall = self.inner.stall_timeout;
+        let mut answer_cap = stall * CALL_CAP_FACTOR;
+        if part.offset > 0 {
+            answer_cap += Duration::from_secs(length / REHASH_BYTES_PER_SEC);
+        }
+        if body_len >= transfer::PLAIN_UPLOAD_MIN {
+            let plain = transfer::PlainUpload {
+                url: &url,
+                shown: &shown,
+                method,
+                file: part.file,
+                offset: part.offset,
+                len: body_len,
+                connect_timeout: self.inner.connect_timeout,
+                stall,
+                answer_cap,
+                limit: MAX_ANSWER,
+            };
+            let data = match transfer::plain_upload(&plain).await {
+                Ok(None) => None,
+                Ok(Some(reply)) => Some(envelope_of(method, &shown, reply.status, &reply.body)),
+                Err(err) => Some(Err(err)),
+            };
+            if let Some(data) = data {
+                self.count(|s| &mut s.upload_parts, &data);
+                debug!(
+                    "{method} of {body_len} bytes {} in {:?} (sendfile)",
+                    outcome(&data),
+                    started.elapsed()
+                );
+                return data;
+            }
+        }
         let (body, progress) = transfer::file_body(part.file, part.offset, body_len).await?;
         let request = self
             .inner
@@ -876,11 +909,6 @@ impl Client {
             .put(url)
             .header(CONTENT_LENGTH, body_len)
             .body(body);
-        let stall = self.inner.stall_timeout;
-        let mut answer_cap = stall * CALL_CAP_FACTOR;
-        if part.offset > 0 {
-            answer_cap += Duration::from_secs(length / REHASH_BYTES_PER_SEC);
-        }
         let response = transfer::send_watched(
             method,
             &shown,
@@ -1053,15 +1081,7 @@ impl Client {
         let status = response.status();
         let stall = self.inner.stall_timeout;
         let body = transfer::read_body(method, shown, response, stall, limit).await?;
-        if !status.is_success() {
-            // The body is not logged: Midas's error pages may echo the request's token.
-            debug!("{method}: HTTP {status} with {} bytes", body.len());
-            return Err(Error::Http {
-                method: method.to_owned(),
-                status: status.as_u16(),
-            });
-        }
-        envelope::parse(method, shown, &body)
+        envelope_of(method, shown, status.as_u16(), &body)
     }
 
     /// The URL of a call: `…/api/json?method=…`, its parameters going in the body.
@@ -1346,6 +1366,19 @@ pub struct UploadPart<'a> {
     pub file: &'a Path,
     pub offset: u64,
     pub end: u64,
+}
+
+/// The envelope's data from an answer's status and body, or the error it stands for.
+fn envelope_of(method: &str, shown: &str, status: u16, body: &[u8]) -> Result<Value> {
+    if !(200..300).contains(&status) {
+        // The body is not logged: Midas's error pages may echo the request's token.
+        debug!("{method}: HTTP {status} with {} bytes", body.len());
+        return Err(Error::Http {
+            method: method.to_owned(),
+            status,
+        });
+    }
+    envelope::parse(method, shown, body)
 }
 
 /// The bytes held, from Midas's "Failed to upload file - <held>/<length> bytes transferred".

@@ -1,5 +1,5 @@
 //! Moving bytes: reading answers with a stall timeout, streaming downloads, streaming uploads
-//! from disk with a watchdog.
+//! from disk with a watchdog (large ones with `sendfile`, on a connection of their own).
 
 use std::io::{self, SeekFrom};
 use std::os::unix::io::AsRawFd;
@@ -739,6 +739,370 @@ pub(crate) async fn send_watched(
     }
 }
 
+/// The smallest upload body [`plain_upload`] sends: smaller ones go through reqwest, whose
+/// pooled connections spare them the new connection this path makes for every request.
+pub(crate) const PLAIN_UPLOAD_MIN: u64 = 4 << 20;
+/// The most one `sendfile` call moves, so that one call never holds a worker for long.
+const SENDFILE_CHUNK: usize = 4 << 20;
+
+/// One `upload.perform` for [`plain_upload`]: a PUT of `url` whose body is bytes
+/// `[offset, offset + len)` of `file`.
+pub(crate) struct PlainUpload<'a> {
+    pub url: &'a Url,
+    /// The URL as logs and errors show it (without the upload token).
+    pub shown: &'a str,
+    pub method: &'a str,
+    pub file: &'a Path,
+    pub offset: u64,
+    pub len: u64,
+    pub connect_timeout: Duration,
+    /// The longest the body may make no progress, and the answer's body too.
+    pub stall: Duration,
+    /// The longest the answer's head may take after the last byte of the body was sent.
+    pub answer_cap: Duration,
+    /// The longest answer body read.
+    pub limit: usize,
+}
+
+/// An answer to a [`plain_upload`]: its status and its whole body.
+pub(crate) struct PlainReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// PUT a part of a file (http, no proxy) on a connection of its own, the body sent from the
+/// file straight into the socket with `sendfile(2)`. Through reqwest, every byte of an upload
+/// is read from the spool into a buffer and copied from there into the socket: on two CPUs
+/// shared with the writer and the server, those copies held a large copy below the speed of
+/// `curl -T`. None when the request is better left to reqwest (https, a proxy, credentials in
+/// the URL, no connection): nothing was sent then.
+///
+/// Errors: [`Error::Timeout`] when the body makes no progress for `stall` or the answer's head
+/// takes longer than `answer_cap`; [`Error::Io`] when the file ends before the range does;
+/// [`Error::Unreachable`] when the connection breaks before an answer.
+pub(crate) async fn plain_upload(upload: &PlainUpload<'_>) -> Result<Option<PlainReply>> {
+    let url = upload.url;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(None);
+    };
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    if url.scheme() != "http" || proxy_configured() || credentials {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(upload.file)?;
+    let connected = timeout(upload.connect_timeout, connect(host_name(host), port, None)).await;
+    let mut socket = match connected {
+        Err(_) => {
+            return Err(Error::Timeout {
+                method: upload.method.to_owned(),
+                after: upload.connect_timeout,
+            })
+        }
+        Ok(Err(err)) => {
+            debug!("plain upload connection to {host}:{port}: {err}; leaving it to the client");
+            return Ok(None);
+        }
+        Ok(Ok(socket)) => socket,
+    };
+    if let Err(err) = socket.set_nodelay(true) {
+        debug!("plain upload connection to {host}:{port}: {err}; leaving it to the client");
+        return Ok(None);
+    }
+    let broken = |err: io::Error| Error::Unreachable {
+        url: upload.shown.to_owned(),
+        source: Box::new(err),
+    };
+    let stalled = |after: Duration| Error::Timeout {
+        method: upload.method.to_owned(),
+        after,
+    };
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let host_header = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\
+         Accept: */*\r\nAccept-Encoding: identity\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        upload.len
+    );
+    match timeout(upload.stall, socket.write_all(head.as_bytes())).await {
+        Err(_) => return Err(stalled(upload.stall)),
+        Ok(Err(err)) => return Err(broken(err)),
+        Ok(Ok(())) => {}
+    }
+    if let Err(err) = send_file_range(&socket, &file, upload).await {
+        // A server that refuses a request may answer before it has read the body, and close.
+        if let Error::Unreachable { .. } = err {
+            if let Ok(Some(reply)) = read_reply(&mut socket, upload, Duration::from_secs(1)).await {
+                return Ok(Some(reply));
+            }
+        }
+        return Err(err);
+    }
+    match read_reply(&mut socket, upload, upload.answer_cap).await? {
+        Some(reply) => Ok(Some(reply)),
+        None => Err(broken(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed without an answer",
+        ))),
+    }
+}
+
+/// Sends the upload's byte range of `file` on `socket` with `sendfile(2)`.
+async fn send_file_range(
+    socket: &TcpStream,
+    file: &std::fs::File,
+    upload: &PlainUpload<'_>,
+) -> Result<()> {
+    let (out_fd, in_fd) = (socket.as_raw_fd(), file.as_raw_fd());
+    let mut sent = 0u64;
+    while sent < upload.len {
+        let want = usize::try_from(upload.len - sent)
+            .unwrap_or(usize::MAX)
+            .min(SENDFILE_CHUNK);
+        let mut at = libc::off_t::try_from(upload.offset + sent).map_err(|_| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "upload offset out of range",
+            ))
+        })?;
+        let moved = socket.async_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the whole call; `at` is a valid offset
+            // that sendfile updates.
+            let n = unsafe { libc::sendfile(out_fd, in_fd, &mut at, want) };
+            // A negative count is an error, which errno holds.
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        });
+        match timeout(upload.stall, moved).await {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    method: upload.method.to_owned(),
+                    after: upload.stall,
+                })
+            }
+            Ok(Ok(0)) => {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} ended {} bytes early",
+                        upload.file.display(),
+                        upload.len - sent
+                    ),
+                )))
+            }
+            Ok(Ok(n)) => sent += n as u64,
+            Ok(Err(err)) => {
+                debug!("upload broke after {sent} of {} bytes: {err}", upload.len);
+                return Err(Error::Unreachable {
+                    url: upload.shown.to_owned(),
+                    source: Box::new(err),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads an HTTP/1.1 answer whose head comes within `head_wait`: its status and body (with a
+/// Content-Length, chunked, or up to the end of the connection). None when the connection
+/// closes before a head.
+async fn read_reply(
+    socket: &mut TcpStream,
+    upload: &PlainUpload<'_>,
+    head_wait: Duration,
+) -> Result<Option<PlainReply>> {
+    let deadline = Instant::now() + head_wait;
+    let mut buffer = BytesMut::with_capacity(HEAD_LIMIT);
+    let not_http = |detail: &str| Error::NotMidas {
+        url: upload.shown.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let (status, framing) = loop {
+        let head_len = loop {
+            if let Some(end) = find_head_end(&buffer) {
+                break end;
+            }
+            if buffer.len() >= HEAD_LIMIT {
+                return Err(not_http("an answer head longer than 16 KiB"));
+            }
+            let read = tokio::time::timeout_at(deadline, socket.read_buf(&mut buffer)).await;
+            match read {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        method: upload.method.to_owned(),
+                        after: head_wait,
+                    })
+                }
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Err(err)) => {
+                    return Err(Error::Unreachable {
+                        url: upload.shown.to_owned(),
+                        source: Box::new(err),
+                    })
+                }
+                Ok(Ok(_)) => {}
+            }
+        };
+        let head = buffer.split_to(head_len);
+        let parsed = parse_head(&head).ok_or_else(|| not_http("not an HTTP/1.x answer"))?;
+        if (100..200).contains(&parsed.status) {
+            // An interim answer (100 Continue): the real one follows.
+            continue;
+        }
+        let framing = if head_says_chunked(&head) {
+            Framing::Chunked
+        } else if !parsed.plain_body {
+            return Err(not_http("an encoded answer body"));
+        } else {
+            match parsed.content_length {
+                Some(length) => Framing::Length(length),
+                None => Framing::UntilClose,
+            }
+        };
+        break (parsed.status, framing);
+    };
+    let mut reader = ReplyReader {
+        socket,
+        buffer,
+        upload,
+    };
+    let body = match framing {
+        Framing::Length(length) => {
+            let length = usize::try_from(length)
+                .ok()
+                .filter(|&length| length <= upload.limit)
+                .ok_or_else(|| reader.too_large())?;
+            reader.take(length).await?
+        }
+        Framing::UntilClose => reader.until_closed().await?,
+        Framing::Chunked => reader.chunked().await?,
+    };
+    Ok(Some(PlainReply { status, body }))
+}
+
+/// How an answer's body ends.
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Whether an answer head says `Transfer-Encoding: chunked`.
+fn head_says_chunked(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).split("\r\n").any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    })
+}
+
+/// Reads an answer's body, each read within the stall timeout.
+struct ReplyReader<'a, 'b> {
+    socket: &'a mut TcpStream,
+    /// Bytes read and not used yet.
+    buffer: BytesMut,
+    upload: &'a PlainUpload<'b>,
+}
+
+impl ReplyReader<'_, '_> {
+    /// Reads more into the buffer; false at the end of the connection.
+    async fn more(&mut self) -> Result<bool> {
+        match timeout(self.upload.stall, self.socket.read_buf(&mut self.buffer)).await {
+            Err(_) => Err(Error::Timeout {
+                method: self.upload.method.to_owned(),
+                after: self.upload.stall,
+            }),
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(err)) => Err(Error::Unreachable {
+                url: self.upload.shown.to_owned(),
+                source: Box::new(err),
+            }),
+        }
+    }
+
+    fn too_large(&self) -> Error {
+        Error::TooLarge {
+            method: self.upload.method.to_owned(),
+            limit: self.upload.limit,
+        }
+    }
+
+    fn cut_short(&self) -> Error {
+        Error::Unreachable {
+            url: self.upload.shown.to_owned(),
+            source: Box::new(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the answer ended early",
+            )),
+        }
+    }
+
+    async fn take(&mut self, len: usize) -> Result<Vec<u8>> {
+        while self.buffer.len() < len {
+            if !self.more().await? {
+                return Err(self.cut_short());
+            }
+        }
+        Ok(self.buffer.split_to(len).to_vec())
+    }
+
+    async fn until_closed(&mut self) -> Result<Vec<u8>> {
+        while self.more().await? {
+            if self.buffer.len() > self.upload.limit {
+                return Err(self.too_large());
+            }
+        }
+        Ok(self.buffer.split().to_vec())
+    }
+
+    /// One line, without its CRLF.
+    async fn line(&mut self) -> Result<String> {
+        loop {
+            if let Some(at) = self.buffer.windows(2).position(|pair| pair == b"\r\n") {
+                let line = self.buffer.split_to(at + 2);
+                return Ok(String::from_utf8_lossy(&line[..at]).into_owned());
+            }
+            if self.buffer.len() > HEAD_LIMIT {
+                return Err(self.cut_short());
+            }
+            if !self.more().await? {
+                return Err(self.cut_short());
+            }
+        }
+    }
+
+    async fn chunked(&mut self) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| Error::NotMidas {
+                url: self.upload.shown.to_owned(),
+                detail: format!("a chunk size of {size:?}"),
+            })?;
+            if size == 0 {
+                // Trailers, up to an empty line.
+                while !self.line().await?.is_empty() {}
+                return Ok(body);
+            }
+            if body.len().saturating_add(size) > self.upload.limit {
+                return Err(self.too_large());
+            }
+            body.extend_from_slice(&self.take(size).await?);
+            if !self.line().await?.is_empty() {
+                return Err(self.cut_short());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,5 +1217,160 @@ mod tests {
             Some(&b"0123"[..])
         );
         assert_eq!(stream.next_chunk().await.expect("end"), None);
+    }
+
+    /// A server that takes one upload: reads its head and as many body bytes as its
+    /// Content-Length says (or until the client closes), answers `answer`, closes, and hands
+    /// over the head and body it got.
+    async fn taking_one_upload(
+        answer: &'static [u8],
+    ) -> (Url, tokio::task::JoinHandle<(String, Vec<u8>)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut got = Vec::new();
+            let mut chunk = vec![0; 1 << 20];
+            let head_end = loop {
+                if let Some(end) = find_head_end(&got) {
+                    break end;
+                }
+                let n = socket.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the head ended early");
+                got.extend_from_slice(&chunk[..n]);
+            };
+            let mut body = got.split_off(head_end);
+            let head = String::from_utf8(got).expect("a text head");
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("Content-Length: "))
+                .expect("a Content-Length")
+                .parse()
+                .expect("a number");
+            while body.len() < length {
+                match socket.read(&mut chunk).await {
+                    Ok(n) if n > 0 => body.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let _ = socket.write_all(answer).await;
+            (head, body)
+        });
+        let url = format!("http://{addr}/api/json?method=midas.upload.perform&uploadtoken=t");
+        (Url::parse(&url).expect("url"), task)
+    }
+
+    fn upload<'a>(url: &'a Url, file: &'a Path, offset: u64, len: u64) -> PlainUpload<'a> {
+        PlainUpload {
+            url,
+            shown: "the test server",
+            method: "midas.upload.perform",
+            file,
+            offset,
+            len,
+            connect_timeout: Duration::from_secs(5),
+            stall: Duration::from_millis(500),
+            answer_cap: Duration::from_secs(5),
+            limit: 1 << 20,
+        }
+    }
+
+    fn file_of(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(&mut file, content).expect("write");
+        file
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_plain_upload_sends_its_range_of_the_file_and_reads_each_kind_of_answer() {
+        let content = pattern(6 << 20);
+        let file = file_of(&content);
+        let answers: [(&[u8], &[u8]); 3] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"stat\":\"ok\"}",
+                b"{\"stat\":\"ok\"}",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5;x=y\r\n{\"sta\r\n8\r\nt\":\"ok\"}\r\n0\r\nTrailer: 1\r\n\r\n",
+                b"{\"stat\":\"ok\"}",
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\n\r\n{\"stat\":\"ok\"}",
+                b"{\"stat\":\"ok\"}",
+            ),
+        ];
+        for (answer, body) in answers {
+            let (url, server) = taking_one_upload(answer).await;
+            let (offset, len) = (12_345, 5 << 20);
+            let reply = plain_upload(&upload(&url, file.path(), offset, len))
+                .await
+                .expect("an answer")
+                .expect("sent on a connection of its own");
+            assert_eq!((reply.status, &reply.body[..]), (200, body));
+            let (head, received) = server.await.expect("the server");
+            assert!(
+                head.starts_with(
+                    "PUT /api/json?method=midas.upload.perform&uploadtoken=t HTTP/1.1\r\n"
+                ),
+                "{head}"
+            );
+            assert!(received == content[offset as usize..][..len as usize]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_upload_of_a_file_shorter_than_its_range_fails() {
+        let file = file_of(&pattern(5 << 20));
+        let (url, _server) = taking_one_upload(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        match plain_upload(&upload(&url, file.path(), 1 << 20, 5 << 20)).await {
+            Err(Error::Io(err)) => assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{:?}", other.map(|reply| reply.map(|r| r.status))),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_upload_to_a_server_that_stops_reading_times_out() {
+        let file = file_of(&pattern(64 << 20));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let url = Url::parse(&format!("http://{addr}/api/json")).expect("url");
+        let started = Instant::now();
+        match plain_upload(&upload(&url, file.path(), 0, 64 << 20)).await {
+            Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(500)),
+            other => panic!("{:?}", other.map(|reply| reply.map(|r| r.status))),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_plain_upload_leaves_https_and_unreachable_servers_to_the_client() {
+        let file = file_of(b"x");
+        let https = Url::parse("https://127.0.0.1:1/api/json").expect("url");
+        assert!(plain_upload(&upload(&https, file.path(), 0, 1))
+            .await
+            .expect("no error")
+            .is_none());
+        // A port nothing listens on: the connection is refused, and nothing was sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed = Url::parse(&format!(
+            "http://{}/",
+            listener.local_addr().expect("address")
+        ))
+        .expect("url");
+        drop(listener);
+        assert!(plain_upload(&upload(&closed, file.path(), 0, 1))
+            .await
+            .expect("no error")
+            .is_none());
     }
 }

@@ -29,8 +29,25 @@ use crate::midas::{UploadPart, UploadRevision};
 /// New files written in order start uploading once they reach this size. Smaller ones are
 /// sent at close, after the dedup question (a round trip that can spare the whole upload).
 pub(in crate::fs) const EARLY_MIN_SIZE: u64 = 64 << 20;
-/// The bytes each part sends.
+/// The fewest bytes a part sends: a part starts once this much more than was sent is written.
 pub(in crate::fs) const PART_SIZE: u64 = 32 << 20;
+/// The most bytes a part sends.
+pub(in crate::fs) const PART_MAX: u64 = 1 << 30;
+/// Where parts end, but for the cap: on a multiple of this.
+const PART_ALIGN: u64 = 1 << 20;
+
+/// Where the part after `held` bytes ends when `written` bytes are written, None while fewer
+/// than [`PART_SIZE`] more bytes are written (and at least one byte stays for the last part,
+/// which carries the real length). A part takes everything written that far, up to
+/// [`PART_MAX`]: each part is a request, and the server's fsync at its end, whose pause would
+/// otherwise come every 32 MiB of a copy written faster than it is sent.
+pub(in crate::fs) fn part_end(held: u64, written: u64) -> Option<u64> {
+    if written <= held + PART_SIZE {
+        return None;
+    }
+    let all = (written - 1) / PART_ALIGN * PART_ALIGN;
+    Some(all.clamp(held + PART_SIZE, held + PART_MAX))
+}
 
 /// How far the file is written in order, and whether the sender should stop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -226,15 +243,16 @@ impl MidasFs {
         let mut held = 0;
         sent.held = Some(held);
         loop {
-            let end = held + PART_SIZE;
-            // At least one byte stays for the last part, which carries the real length.
-            let stop = match progress.wait_for(|p| p.stop || p.written > end).await {
-                Ok(now) => now.stop,
-                Err(_) => true,
+            let end = match progress
+                .wait_for(|p| p.stop || part_end(held, p.written).is_some())
+                .await
+            {
+                Ok(now) if !now.stop => part_end(held, now.written),
+                _ => None,
             };
-            if stop {
+            let Some(end) = end else {
                 return Ok(());
-            }
+            };
             let part = UploadPart {
                 token: &token,
                 item_id: created.item_id,
@@ -315,6 +333,25 @@ mod tests {
             EarlyUpload::for_new_file(".new.bin.Ab12Cd", siblings.into_iter()),
             EarlyUpload::Waiting
         ));
+    }
+
+    #[test]
+    fn a_part_takes_everything_written_but_the_last_byte_up_to_its_cap() {
+        const MIB: u64 = 1 << 20;
+        // Not before 32 MiB more than was sent are written, and one byte always stays.
+        assert_eq!(part_end(0, 32 * MIB), None);
+        assert_eq!(part_end(0, 32 * MIB + 1), Some(32 * MIB));
+        assert_eq!(part_end(64 * MIB, 96 * MIB), None);
+        // Everything written, to the MiB below its end.
+        assert_eq!(part_end(0, 64 * MIB), Some(63 * MIB));
+        assert_eq!(part_end(0, 64 * MIB + 1), Some(64 * MIB));
+        assert_eq!(part_end(32 * MIB, 300 * MIB + 5), Some(300 * MIB));
+        // At most PART_MAX at once.
+        assert_eq!(part_end(MIB, 10 * PART_MAX), Some(MIB + PART_MAX));
+        for (held, written) in [(0, 33 * MIB), (7 * MIB, 100 * MIB + 3), (0, 3 * PART_MAX)] {
+            let end = part_end(held, written).expect("a part");
+            assert!(end >= held + PART_SIZE && end < written && end <= held + PART_MAX);
+        }
     }
 
     #[test]
