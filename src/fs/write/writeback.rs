@@ -194,8 +194,7 @@ impl MidasFs {
             return Ok(());
         };
         if closer.is_none() {
-            wb.wait(NO_LIMIT, |pending| !pending.contains_key(&ino))
-                .await;
+            self.settle_write_back(ino).await;
             if let Some(err) = lock(&wb.errors).remove(&ino) {
                 return Err(err);
             }
@@ -259,6 +258,14 @@ impl MidasFs {
             self.describe_spool(ino, &file);
         }
         wb.end(ino, result);
+    }
+
+    /// Waits for the background uploads of inode `ino` (none without write-back).
+    pub(in crate::fs) async fn settle_write_back(&self, ino: u64) {
+        if let Some(wb) = &self.writes.write_back {
+            wb.wait(NO_LIMIT, |pending| !pending.contains_key(&ino))
+                .await;
+        }
     }
 
     /// An fsync of a directory: waits for every background upload; the first error that no
@@ -479,5 +486,121 @@ impl MidasFs {
             Kind::Exists,
             format!("{path}: an item of that name exists on the server now"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::spool::SpoolConfig;
+    use crate::fs::{FsConfig, MountRoot};
+    use crate::midas::fake::{FakeMidas, Fault};
+
+    /// A write-back mount of the user's Public folder on the fake, uploading two at once.
+    fn mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> Arc<MidasFs> {
+        let config = FsConfig {
+            ttl: Duration::from_secs(60),
+            items_as_dirs: false,
+            read_only: false,
+            cache_bytes: 16 << 20,
+            stall_timeout: Duration::from_millis(300),
+            root: MountRoot::Folder {
+                id: midas.public_folder(),
+                writable: true,
+            },
+            spool: SpoolConfig {
+                dir: spool.to_owned(),
+                max_bytes: 1 << 30,
+            },
+        };
+        let api: crate::midas::Api = Arc::clone(midas) as _;
+        let fs = MidasFs::new(api, midas.me(), config).with_write_back(Some(WriteBackConfig {
+            uploads: 2,
+            unmount_wait: Duration::from_secs(30),
+        }));
+        Arc::new(fs)
+    }
+
+    /// The kernel's release of a handle, which waits for the handle's file's upload.
+    fn release(fs: &Arc<MidasFs>, fh: u64) -> tokio::task::JoinHandle<()> {
+        let fs = Arc::clone(fs);
+        tokio::spawn(async move { fs.release_write(fh).await })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_returns_before_a_refused_upload_whose_error_fsync_returns_once() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_always("midas.upload.*", Fault::Http(503));
+        let (_, fh) = fs.create(ROOT, "refused.txt", 42).unwrap();
+        fs.write(fh, 0, b"keep me").unwrap();
+        fs.close_or_sync(fh, Some(42))
+            .await
+            .expect("the close returns before the upload");
+        let err = fs
+            .close_or_sync(fh, None)
+            .await
+            .expect_err("fsync returns the upload's error");
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        release(&fs, fh).await.unwrap();
+        let status = fs.write_back_status().unwrap();
+        assert_eq!((status.pending, status.failed), (0, 1));
+        assert!(status.last_error.is_some());
+        let kept: Vec<_> = std::fs::read_dir(fs.status().recovery_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"keep me"))
+            .collect();
+        assert_eq!(kept.len(), 1, "the data is in the recovery directory");
+        assert!(midas.child_item(midas.public_folder(), "refused.txt").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closes_of_one_file_upload_in_order_while_the_first_is_still_running() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_always(
+            "midas.upload.perform",
+            Fault::Delay(Duration::from_millis(500)),
+        );
+        let ino = fs.lookup(ROOT, "order.txt").await.unwrap().ino;
+        let mut releases = Vec::new();
+        for version in ["v1", "v2", "v3"] {
+            let fh = fs.open_write(ino, true, 42).await.unwrap();
+            fs.write(fh, 0, version.as_bytes()).unwrap();
+            fs.close_or_sync(fh, Some(42)).await.unwrap();
+            releases.push(release(&fs, fh));
+        }
+        assert!(
+            fs.write_back_status().unwrap().pending > 0,
+            "the closes returned before their uploads"
+        );
+        fs.sync_uploads().await.expect("every upload succeeds");
+        for release in releases {
+            release.await.unwrap();
+        }
+        let versions: Vec<String> = ["v0", "v1", "v2", "v3"]
+            .iter()
+            .map(|v| format!("{:x}", <md5::Md5 as md5::Digest>::digest(v.as_bytes())))
+            .collect();
+        let mut revisions = midas.item(item).unwrap().revisions;
+        revisions.sort_by_key(|r| r.revision);
+        let order: Vec<usize> = revisions
+            .iter()
+            .map(|r| {
+                versions
+                    .iter()
+                    .position(|v| *v == r.bitstreams[0].checksum)
+                    .expect("a version written")
+            })
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]) && order.last() == Some(&3),
+            "revisions out of order: {order:?}"
+        );
+        assert_eq!(midas.content(item).unwrap(), b"v3");
     }
 }
