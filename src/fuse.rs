@@ -233,7 +233,7 @@ impl Filesystem for FuseAdapter {
                 .enumerate()
                 .skip(offset.saturating_sub(2) as usize)
             {
-                let attr = FuseAdapter::attr_for(owner, &entry.attr());
+                let attr = FuseAdapter::attr_for(owner, &fs.entry_attr(entry));
                 if reply.add(
                     INodeNo(entry.ino),
                     index as u64 + 3,

@@ -45,7 +45,7 @@ impl MidasFs {
             .find(|e| e.name == name)
             .ok_or_else(|| FsError::not_found(name))?;
         self.remember(parent, entry);
-        Ok(entry.attr())
+        Ok(self.entry_attr(entry))
     }
 
     /// Users that `user.list` does not show (private ones) can still be reached by name, as pydas
