@@ -81,7 +81,8 @@ fn gated_proxy(server: &TestServer, gate: &Arc<Gate>) -> Proxy {
             return Answer::Forward;
         }
         Answer::Own(Box::new(|client| {
-            let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            let _ =
+                client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
         }))
     })
 }
@@ -199,7 +200,12 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) {
 
 fn files(count: usize) -> Vec<(String, Vec<u8>)> {
     (0..count)
-        .map(|i| (format!("wb-{i}.txt"), format!("content of file {i}\n").into_bytes()))
+        .map(|i| {
+            (
+                format!("wb-{i}.txt"),
+                format!("content of file {i}\n").into_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -213,13 +219,22 @@ fn close_returns_while_the_server_holds_uploads_back_and_the_mount_shows_the_loc
     let dir = private(&mount);
     let written = files(5);
     let (target, to_write) = (dir.clone(), written.clone());
-    within(Duration::from_secs(20), move || write_files(&target, &to_write));
+    within(Duration::from_secs(20), move || {
+        write_files(&target, &to_write)
+    });
     assert!(gate.held() > 0, "no upload started");
     for (name, content) in &written {
         assert_eq!(setup.head_md5(name), None, "{name} reached the held server");
         let path = dir.join(name);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), content.len() as u64);
-        assert_eq!(&std::fs::read(&path).unwrap(), content, "{name} reads its local copy");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            content.len() as u64
+        );
+        assert_eq!(
+            &std::fs::read(&path).unwrap(),
+            content,
+            "{name} reads its local copy"
+        );
     }
     let listed: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -231,7 +246,10 @@ fn close_returns_while_the_server_holds_uploads_back_and_the_mount_shows_the_loc
     gate.set(Uploads::Pass);
     // `sync DIR`: an fsync of a directory waits for every upload.
     within(Duration::from_secs(30), move || {
-        File::open(&dir).unwrap().sync_all().expect("sync of the folder")
+        File::open(&dir)
+            .unwrap()
+            .sync_all()
+            .expect("sync of the folder")
     });
     for (name, content) in &written {
         assert_eq!(setup.head_md5(name), Some(md5_hex(content)), "{name}");
@@ -251,8 +269,14 @@ fn fsync_returns_the_error_of_an_upload_that_failed_after_the_close() {
     // A close of a duplicate descriptor saves the file, as the last close would.
     let duplicate = file.try_clone().unwrap().into_raw_fd();
     // SAFETY: closing a descriptor this test owns.
-    assert_eq!(unsafe { libc::close(duplicate) }, 0, "close waited for the upload");
-    let err = file.sync_all().expect_err("fsync reports the failed upload");
+    assert_eq!(
+        unsafe { libc::close(duplicate) },
+        0,
+        "close waited for the upload"
+    );
+    let err = file
+        .sync_all()
+        .expect_err("fsync reports the failed upload");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     drop(file);
     let recovered: Vec<Vec<u8>> = std::fs::read_dir(setup.spool.path().join("recovery"))
@@ -317,20 +341,35 @@ fn unmount_waits_for_the_pending_uploads_and_says_so() {
     let mut mount = setup.mount(&proxy.url, "mount.log", &[]);
     let written = files(2);
     let (dir, to_write) = (private(&mount), written.clone());
-    within(Duration::from_secs(20), move || write_files(&dir, &to_write));
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
     let log = setup.logs.path().join("mount.log");
-    let said = |text: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(text);
+    let said = |text: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(text)
+    };
     assert!(mount.daemon_running());
     let unmounting = std::thread::spawn(move || mount.unmount_waiting(Duration::from_secs(60)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !said("waiting for 2 upload(s)") {
         assert!(Instant::now() < deadline, "unmount did not say it waits");
-        assert!(!unmounting.is_finished(), "the daemon left with uploads pending");
+        assert!(
+            !unmounting.is_finished(),
+            "the daemon left with uploads pending"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!unmounting.is_finished(), "the daemon left with uploads pending");
+    assert!(
+        !unmounting.is_finished(),
+        "the daemon left with uploads pending"
+    );
     gate.set(Uploads::Pass);
-    let status = unmounting.join().unwrap().expect("the daemon exits after the uploads");
+    let status = unmounting
+        .join()
+        .unwrap()
+        .expect("the daemon exits after the uploads");
     assert!(status.success(), "{status}");
     for (name, content) in &written {
         assert_eq!(setup.head_md5(name), Some(md5_hex(content)), "{name}");
@@ -346,7 +385,9 @@ fn a_killed_daemon_leaves_its_uploads_in_the_spool_and_the_next_mount_sends_them
     let mount = setup.mount(&proxy.url, "first.log", &[]);
     let written = files(3);
     let (dir, to_write) = (private(&mount), written.clone());
-    within(Duration::from_secs(20), move || write_files(&dir, &to_write));
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
     mount.kill();
     // The killed daemon's held requests go nowhere.
     gate.refuse_held_then_pass();
@@ -390,12 +431,16 @@ fn an_unmount_that_gives_up_leaves_the_uploads_to_the_next_mount() {
     let mount = setup.mount(&proxy.url, "first.log", &["--write-back-wait", "1"]);
     let written = files(2);
     let (dir, to_write) = (private(&mount), written.clone());
-    within(Duration::from_secs(20), move || write_files(&dir, &to_write));
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
     let status = mount
         .unmount_waiting(Duration::from_secs(20))
         .expect("the daemon gives up and exits");
     assert!(
-        setup.log("first.log").contains("gave up waiting for 2 upload(s)"),
+        setup
+            .log("first.log")
+            .contains("gave up waiting for 2 upload(s)"),
         "{}",
         setup.log("first.log")
     );
@@ -405,4 +450,47 @@ fn an_unmount_that_gives_up_leaves_the_uploads_to_the_next_mount() {
     for (name, content) in &written {
         setup.wait_for(name, content, Duration::from_secs(30));
     }
+}
+
+#[test]
+fn rename_and_rm_of_files_still_uploading_act_on_what_their_uploads_make() {
+    require_fuse!();
+    let setup = setup();
+    setup
+        .server
+        .upload_item(&setup.token, &setup.private_id, "old.txt", b"old");
+    let gate = Gate::new(Uploads::Hold);
+    let proxy = gated_proxy(&setup.server, &gate);
+    let mount = setup.mount(&proxy.url, "mount.log", &[]);
+    let dir = private(&mount);
+    let target = dir.clone();
+    within(Duration::from_secs(20), move || {
+        std::fs::write(target.join("moved.txt"), b"moved").unwrap();
+        std::fs::write(target.join("dropped.txt"), b"dropped").unwrap();
+        std::fs::write(target.join("old.txt"), b"overwritten then removed").unwrap();
+    });
+    // A rename waits for an upload that runs: on another thread, while the server holds it.
+    let target = dir.clone();
+    let changes = std::thread::spawn(move || {
+        std::fs::rename(target.join("moved.txt"), target.join("renamed.txt")).unwrap();
+        std::fs::remove_file(target.join("dropped.txt")).unwrap();
+        std::fs::remove_file(target.join("old.txt")).unwrap();
+    });
+    gate.set(Uploads::Pass);
+    changes.join().unwrap();
+    let synced = dir.clone();
+    within(Duration::from_secs(30), move || {
+        File::open(&synced).unwrap().sync_all().unwrap()
+    });
+    assert_eq!(setup.head_md5("renamed.txt"), Some(md5_hex(b"moved")));
+    for gone in ["moved.txt", "dropped.txt", "old.txt"] {
+        assert_eq!(setup.head_md5(gone), None, "{gone} is on the server");
+    }
+    assert_eq!(std::fs::read(dir.join("renamed.txt")).unwrap(), b"moved");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["renamed.txt"]);
 }

@@ -177,7 +177,10 @@ impl MidasFs {
 
     /// Unmount gave up on background uploads (they stay in the spool for the next mount).
     pub fn uploads_abandoned(&self) -> bool {
-        self.writes.write_back.as_ref().is_some_and(WriteBack::abandoned)
+        self.writes
+            .write_back
+            .as_ref()
+            .is_some_and(WriteBack::abandoned)
     }
 
     /// `close` by the process `closer`, or `fsync` (no closer), of handle `fh` from the kernel:
@@ -344,7 +347,9 @@ impl MidasFs {
     }
 
     async fn resume_upload(&self, resumable: Resumable) {
-        let Resumable { path, mut about, .. } = resumable;
+        let Resumable {
+            path, mut about, ..
+        } = resumable;
         let shown = spool::describe_target(&about);
         match self.resume_send(&path, &about).await {
             Ok(()) => {
@@ -427,7 +432,9 @@ impl MidasFs {
                     .map_err(|err| self.resume_error(about, err))
             }
             Some("new_bitstream") => {
-                let item = self.current_item(id("item_id").ok_or_else(missing)?).await?;
+                let item = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
                 if holds(&item.1, &midas_name) {
                     return Ok(());
                 }
@@ -443,14 +450,18 @@ impl MidasFs {
                     .map(|_| ())
             }
             Some("revision") => {
-                let (info, _) = self.current_item(id("item_id").ok_or_else(missing)?).await?;
+                let (info, _) = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
                 // Content the head holds already makes no revision (see `upload_revision`).
                 self.upload_revision(&info, path, size, Some(&md5), false)
                     .await
                     .map(|_| ())
             }
             Some("bitstream") => {
-                let (info, item) = self.current_item(id("item_id").ok_or_else(missing)?).await?;
+                let (info, item) = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
                 let old_id: Id = id("bitstream_id").ok_or_else(missing)?;
                 let old = item
                     .head()
@@ -553,7 +564,9 @@ mod tests {
             .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"keep me"))
             .collect();
         assert_eq!(kept.len(), 1, "the data is in the recovery directory");
-        assert!(midas.child_item(midas.public_folder(), "refused.txt").is_none());
+        assert!(midas
+            .child_item(midas.public_folder(), "refused.txt")
+            .is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
