@@ -616,4 +616,81 @@ mod tests {
         );
         assert_eq!(midas.content(item).unwrap(), b"v3");
     }
+
+    fn md5_hex(text: &str) -> String {
+        format!("{:x}", <md5::Md5 as md5::Digest>::digest(text.as_bytes()))
+    }
+
+    /// A spool file a dead mount left, closed with write-back and not uploaded: its journal
+    /// record says `kind` of upload into the Public folder as `name`, plus `extra`.
+    fn left_by_a_dead_mount(
+        spool: &std::path::Path,
+        midas: &FakeMidas,
+        name: &str,
+        content: &[u8],
+        extra: &[(&str, serde_json::Value)],
+    ) {
+        std::fs::create_dir_all(spool).unwrap();
+        // pid_max is far below this, so no such process exists.
+        let path = spool.join(format!("99999999-{}.spool", md5_hex(name)));
+        std::fs::write(&path, content).unwrap();
+        let mut about = serde_json::json!({
+            "server": crate::midas::MidasApi::base_url(midas),
+            "path": format!("Public/{name}"),
+            "name": name,
+            "folder_id": midas.public_folder(),
+            "kind": "new_item",
+            JOURNAL_KEY: JOURNAL_PENDING,
+        });
+        for (key, value) in extra {
+            about[*key] = value.clone();
+        }
+        std::fs::write(spool::sidecar_of(&path), about.to_string()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_mount_sends_what_a_dead_one_left_and_not_what_the_server_holds() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let done = midas.add_file(midas.public_folder(), "done.txt", b"sent before the crash");
+        left_by_a_dead_mount(spool.path(), &midas, "left.txt", b"left behind", &[]);
+        left_by_a_dead_mount(
+            spool.path(),
+            &midas,
+            "done.txt",
+            b"sent before the crash",
+            &[("made_item_id", done.into())],
+        );
+        let fs = mount(&midas, spool.path());
+        fs.resume_uploads();
+        assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
+        let left = midas.child_item(midas.public_folder(), "left.txt").unwrap();
+        assert_eq!(midas.content(left).unwrap(), b"left behind");
+        assert_eq!(midas.revision_count(done), 1, "sent again");
+        assert_eq!(
+            midas.count("midas.upload.perform"),
+            1,
+            "only the file the server lacked was sent"
+        );
+        let names = midas.names_in(midas.public_folder());
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("done")).count(),
+            1,
+            "{names:?}"
+        );
+        let spool_files: Vec<_> = std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(spool_files.is_empty(), "left in the spool: {spool_files:?}");
+        assert!(
+            !spool.path().join("recovery").exists()
+                || std::fs::read_dir(spool.path().join("recovery"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
 }
