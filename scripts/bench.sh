@@ -13,7 +13,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR]
+usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR] [--only N,...]
 
   --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
              about 3 minutes instead of about 13 (plus the scale rows of
@@ -24,6 +24,7 @@ usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR]
   --real DIR against the real Midas Server started by ../shared/real-midas/start.sh in DIR
              (its DIR/env): the read and large-write rows (1, 2, 3, 6) only, since the others
              need serve's counters, its --latency or a second server
+  --only N,… only these sections (e.g. --only 5 for the small-file writes, rows 5 and 5b)
 EOF
 }
 
@@ -31,6 +32,7 @@ QUICK=0
 RUNS=3
 KEEP=0
 REAL_DIR=
+ONLY=
 BASE_DIR=${TMPDIR:-/var/tmp}
 while (($#)); do
 	case $1 in
@@ -44,6 +46,10 @@ while (($#)); do
 		shift
 		;;
 	--keep) KEEP=1 ;;
+	--only)
+		ONLY=,${2:?--only needs section numbers},
+		shift
+		;;
 	--real)
 		REAL_DIR=${2:?--real needs the directory of start.sh}
 		[[ -f $REAL_DIR/env ]] || {
@@ -254,6 +260,7 @@ record() {
 
 # run_section N TITLE FUNCTION: a failing section becomes an n/a row; the others still run.
 run_section() {
+	[[ -z $ONLY || $ONLY == *",$1,"* ]] || return 0
 	say "== $1. $2"
 	set +e
 	("$3")
@@ -658,6 +665,7 @@ section_small_writes() {
 		return 0
 	fi
 	local mount_runs="" pydas_runs="" mount_requests=0 pydas_requests="" before seconds r
+	local wb_runs="" wb_requests=0
 	for ((r = 1; r <= SLOW_RUNS; r++)); do
 		# Fresh content each time: both pydas and the mount would skip content the server has.
 		if ((HAVE_PYDAS)); then
@@ -671,13 +679,23 @@ section_small_writes() {
 		mount_runs+=" $(api copy-in "$private_id" "$WORK/small-mount-$r" "$private")"
 		mount_requests=$(($(requests) - before - 1))
 		unmount_fs "$META_MNT"
-		say "  run $r: cp -r $(echo "$mount_runs" | awk '{print $NF}') s, pydas.upload ${seconds:-n/a} s"
+		# 5b: the same with --write-back: cp returns once the files are in the spool, and the
+		# time runs until the server holds every one.
+		helper make-files "$WORK/small-wb-$r" "$SMALL_FILES" "$SMALL_FILE_SIZE"
+		mount_fs "$META_MNT" --write-back
+		before=$(requests)
+		wb_runs+=" $(api copy-in "$private_id" "$WORK/small-wb-$r" "$private")"
+		wb_requests=$(($(requests) - before - 1))
+		unmount_fs "$META_MNT"
+		say "  run $r: cp -r $(echo "$mount_runs" | awk '{print $NF}') s, with --write-back $(echo "$wb_runs" | awk '{print $NF}') s, pydas.upload ${seconds:-n/a} s"
 	done
 	local pydas_note=""
 	[[ -n $pydas_runs ]] && pydas_note="$pydas_requests requests"
 	# The copy-in check after cp adds its own few requests to the count.
 	record small_write 5 time 0 "$label" "pydas.upload" "$mount_runs" "$pydas_runs" \
 		"≤ $mount_requests requests" "$pydas_note"
+	record small_write_wb 5 time 0 "5b. the same with --write-back" "pydas.upload" "$wb_runs" "$pydas_runs" \
+		"≤ $wb_requests requests" "$pydas_note"
 }
 
 # ---------------------------------------------------------------- run

@@ -99,7 +99,8 @@ profile's.
 
 Every option is also an -o option, named like the long option with `_` for `-`:
   -o read_only (or ro), items_as_dirs, leaf_dirs_as_items, root=PATH, ttl=SECS,
-     connect_timeout=SECS, timeout=SECS, cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE, spool_dir=DIR, spool_size=MIB,
+     connect_timeout=SECS, timeout=SECS, cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE,
+     spool_dir=DIR, spool_size=MIB, write_back, write_back_wait=SECS,
      log_file=FILE, email=EMAIL,
      api_key_file=FILE, profile=NAME, allow_other, allow_root, uid=N, gid=N, umask=OOO
   Standard ones: rw (the default; `ro` or a profile's read_only wins), default_permissions (always
@@ -220,6 +221,17 @@ pub struct MountArgs {
     /// Largest total size of files being written, in MiB (ENOSPC beyond) [default: 10240]
     #[arg(long, value_name = "MIB")]
     pub spool_size: Option<u64>,
+    /// Write-back: `close` returns once the file is safe in the spool (synced, with a journal
+    /// record) and uploads run in the background, 4 at once; `fsync` of the file waits for its
+    /// upload and returns its error, `sync DIR` waits for all, unmount waits (see
+    /// --write-back-wait), and a mount after a crash resumes them. Without it, `close` returns
+    /// when the upload is done, with its error
+    #[arg(long)]
+    pub write_back: bool,
+    /// With --write-back: how long unmount waits for pending uploads before it leaves them in the
+    /// spool for the next mount, in seconds [default: 600]
+    #[arg(long, value_name = "SECS")]
+    pub write_back_wait: Option<u64>,
     /// Log file when running in the background [default: $XDG_STATE_HOME/midasfs/mount.log]
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

@@ -91,7 +91,7 @@ impl FuseAdapter {
         let fs = Arc::clone(&self.fs);
         self.spawn(
             format!("saving inode {}", ino.0),
-            async move { fs.flush(fh.0, closer).await },
+            async move { fs.close_or_sync(fh.0, closer).await },
             move |result| reply_empty(reply, result),
         );
     }
@@ -233,7 +233,7 @@ impl Filesystem for FuseAdapter {
                 .enumerate()
                 .skip(offset.saturating_sub(2) as usize)
             {
-                let attr = FuseAdapter::attr_for(owner, &entry.attr());
+                let attr = FuseAdapter::attr_for(owner, &fs.entry_attr(entry));
                 if reply.add(
                     INodeNo(entry.ino),
                     index as u64 + 3,
@@ -430,6 +430,23 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.save(ino, fh, None, reply);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // With write-back: `sync DIR` waits for every upload after a close (see `writeback`).
+        let fs = Arc::clone(&self.fs);
+        self.spawn(
+            format!("fsync of directory inode {}", ino.0),
+            async move { fs.sync_uploads().await },
+            move |result| reply_empty(reply, result),
+        );
     }
 
     fn setattr(

@@ -282,6 +282,18 @@ fn describe(s: &Value) -> String {
         num(&uploads["recovery_files"]),
         uploads["recovery_dir"].as_str().unwrap_or("?")
     );
+    let write_back = &uploads["write_back"];
+    if write_back.is_object() {
+        out += &format!(
+            "  write-back {} upload(s) pending after close; {} failed",
+            num(&write_back["pending"]),
+            num(&write_back["failed"])
+        );
+        if let Some(last) = write_back["last_error"].as_str() {
+            out += &format!(" (last: {last})");
+        }
+        out += "\n";
+    }
     out += &format!(
         "  cache     {} of {}\n",
         mib(num(&s["cache"]["bytes"])),

@@ -19,6 +19,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use crate::cli::{DemoArgs, MountArgs, Verbosity};
 use crate::fs::disk_cache::DiskCache;
 use crate::fs::spool::{self, SpoolConfig};
+use crate::fs::write::writeback::WriteBackConfig;
 use crate::fs::{names, FsConfig, MidasFs, MountRoot};
 use crate::fuse::FuseAdapter;
 use crate::midas::types::{Id, User};
@@ -35,6 +36,9 @@ const READY_FD_ENV: &str = "MIDASFS_READY_FD";
 const API_KEY_FD_ENV: &str = "MIDASFS_API_KEY_FD";
 /// Kernel readahead for the mount (root only): larger READs mean fewer round trips per MiB.
 const READ_AHEAD_KB: u32 = 1024;
+/// Background uploads at once with `--write-back`: enough to hide a round trip's latency
+/// behind the others, few enough to leave the server and the two cores room.
+const WRITE_BACK_UPLOADS: usize = 4;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -280,10 +284,15 @@ fn mount_and_serve(
             },
         )
         .with_disk_cache(disk_cache)
-        .with_leaf_dirs_as_items(args.leaf_dirs_as_items),
+        .with_leaf_dirs_as_items(args.leaf_dirs_as_items)
+        .with_write_back(args.write_back.then(|| WriteBackConfig {
+            uploads: WRITE_BACK_UPLOADS,
+            unmount_wait: Duration::from_secs(args.write_back_wait),
+        })),
     );
     drop(entered);
     runtime.block_on(fs.roll_back_previous());
+    fs.resume_uploads();
     let handle = runtime.handle().clone();
     let adapter_fs = Arc::clone(&fs);
     let (uid, gid, umask) = (args.uid, args.gid, args.umask);
@@ -342,7 +351,7 @@ fn wait_for_uploads(fs: &MidasFs) {
     let mut said = false;
     loop {
         let status = fs.status();
-        if status.files_being_written == 0 {
+        if status.files_being_written == 0 || fs.uploads_abandoned() {
             break;
         }
         if !said {
@@ -397,6 +406,13 @@ fn control_socket(
             "recovery_files": now.recovery_files,
             "recovery_dir": now.recovery_dir.to_string_lossy(),
         });
+        if let Some(wb) = fs.write_back_status() {
+            answer["uploads"]["write_back"] = serde_json::json!({
+                "pending": wb.pending,
+                "failed": wb.failed,
+                "last_error": wb.last_error,
+            });
+        }
         answer["cache"] = serde_json::json!({
             "bytes": now.cache_bytes,
             "capacity": now.cache_capacity,

@@ -41,6 +41,9 @@ pub struct MountSettings {
     pub noexec: bool,
     pub spool_dir: Option<PathBuf>,
     pub spool_size: u64,
+    /// Uploads after close in the background (`--write-back`), and how long unmount waits.
+    pub write_back: bool,
+    pub write_back_wait: u64,
     pub log_file: Option<PathBuf>,
 }
 
@@ -73,6 +76,8 @@ impl MountSettings {
             noexec: false,
             spool_dir: None,
             spool_size: 10240,
+            write_back: false,
+            write_back_wait: 600,
             log_file: None,
         }
     }
@@ -177,6 +182,8 @@ fn apply_option(args: &mut MountArgs, option: &str) -> Result<(), UsageError> {
         "foreground" => flag(&mut args.foreground)?,
         "password_stdin" => flag(&mut args.password_stdin)?,
         "noexec" => flag(&mut args.noexec)?,
+        "write_back" => flag(&mut args.write_back)?,
+        "write_back_wait" => args.write_back_wait = Some(number()?),
         "ttl" => {
             let ttl = number()?;
             if ttl == 0 {
@@ -318,6 +325,8 @@ fn merge(
     s.noexec = args.noexec;
     s.spool_dir = args.spool_dir.or(p.spool_dir);
     s.spool_size = args.spool_size.or(p.spool_size).unwrap_or(s.spool_size);
+    s.write_back = args.write_back;
+    s.write_back_wait = args.write_back_wait.unwrap_or(s.write_back_wait);
     s.log_file = args.log_file.or(p.log_file);
     Ok(s)
 }

@@ -45,6 +45,11 @@ pub struct MountOptions<'a> {
 impl Mount {
     /// Mounts `url` as the given user (or anonymously) and waits until the kernel shows the mount.
     pub fn start(url: &str, options: MountOptions<'_>) -> Mount {
+        Mount::start_logging(url, options, None)
+    }
+
+    /// Like [`Mount::start`], the daemon's log (its stderr) going to the file `log`.
+    pub fn start_logging(url: &str, options: MountOptions<'_>, log: Option<&Path>) -> Mount {
         let path = unique_mountpoint();
         let mut command = Command::new(env!("CARGO_BIN_EXE_midasfs"));
         super::real::scrub(&mut command)
@@ -61,6 +66,9 @@ impl Mount {
         }
         if let Some(key) = options.api_key {
             command.env("MIDAS_API_KEY", key);
+        }
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).expect("create the daemon's log"));
         }
         let child = command.spawn().expect("start midasfs mount");
         let mut mount = Mount {
@@ -113,6 +121,36 @@ impl Mount {
             path: PathBuf::new(),
             child: None,
         }
+    }
+
+    /// Unmounts as a user would (the kernel lets go at once) and waits up to `limit` for the
+    /// daemon to exit by itself; None if it still runs then (it is then killed).
+    pub fn unmount_waiting(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if is_fuse_mount(&self.path) && !umount(&self.path, 0) {
+            umount(&self.path, libc::MNT_DETACH);
+        }
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_dir(&self.path);
+        status
+    }
+
+    /// Whether the daemon still runs.
+    pub fn daemon_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and clears the dead mount away.

@@ -45,10 +45,8 @@ impl MidasFs {
             .find(|e| e.name == name)
             .ok_or_else(|| FsError::not_found(name))?;
         self.remember(parent, entry);
-        // A file open for writing: the size written so far.
-        let mut attr = entry.attr();
-        self.adjust_attr(entry.ino, &mut attr);
-        Ok(attr)
+        // A file open for writing or still uploading: its local size.
+        Ok(self.entry_attr(entry))
     }
 
     /// Users that `user.list` does not show (private ones) can still be reached by name, as pydas

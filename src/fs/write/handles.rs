@@ -374,6 +374,8 @@ impl MidasFs {
         if !last {
             return;
         }
+        // Its upload after close (write-back) comes first.
+        self.settle_write_back(ino).await;
         let retry = {
             let data = file.lock();
             data.dirty && !data.unlinked && !data.spool.is_recovered()

@@ -2,7 +2,8 @@
 //! file open for writing, and the rules all of `write/` follows. One concern per file:
 //! [`handles`] (open, write, close), [`save`] (when a file goes to the server), [`upload`] (how),
 //! [`early`] (while it is written), [`replace`] (saves by rename), [`overlay`] (what listings
-//! show before the server knows), [`recovery`] (nothing lost), [`spool`] (the local copies).
+//! show before the server knows), [`recovery`] (nothing lost), [`spool`] (the local copies),
+//! [`writeback`] (uploads after the close returned, with `--write-back`).
 //!
 //! Rules:
 //! - A file open for writing is a local spool file; its content goes to Midas when the file is
@@ -33,6 +34,7 @@ mod replace;
 mod save;
 pub mod spool;
 mod upload;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -70,6 +72,8 @@ pub struct Writes {
     /// file it saves to `NAME~`, writes a new `NAME`, and removes `NAME~`; that removal makes the
     /// new content a revision of the renamed item instead.
     pub(in crate::fs) renamed_away: Mutex<HashMap<(u64, String), Id>>,
+    /// Background uploads after close, with `--write-back`.
+    pub(in crate::fs) write_back: Option<writeback::WriteBack>,
 }
 
 impl Writes {
@@ -83,6 +87,7 @@ impl Writes {
             orphans: Mutex::default(),
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
+            write_back: None,
         }
     }
 
@@ -136,6 +141,10 @@ impl Writes {
 
     pub fn recovery_dir(&self) -> std::path::PathBuf {
         self.spool.recovery_dir()
+    }
+
+    pub fn spool_dir(&self) -> &std::path::Path {
+        self.spool.dir()
     }
 
     /// The modification time set through the mount for this canonical inode, if any.

@@ -58,6 +58,14 @@ impl MidasFs {
         }
     }
 
+    /// An entry's attributes as the mount shows them: with [`MidasFs::adjust_attr`]'s local
+    /// state (a file still uploading after its close shows its local copy's size).
+    pub fn entry_attr(&self, entry: &Entry) -> Attr {
+        let mut attr = entry.attr();
+        self.adjust_attr(entry.ino, &mut attr);
+        attr
+    }
+
     /// The size and time of a file open for writing, and times set through the mount.
     pub(in crate::fs) fn adjust_attr(&self, ino: u64, attr: &mut Attr) {
         if let Some((_, file)) = self.open_file(ino) {

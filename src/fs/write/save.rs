@@ -200,6 +200,10 @@ impl MidasFs {
     /// (every request has a timeout, so they end).
     pub async fn shutdown(&self) {
         self.tasks.cancel_optional();
+        if !self.finish_write_back().await {
+            // Left to the next mount (see `writeback`).
+            return;
+        }
         self.save_all().await;
         let (uploading, _) = self.tasks.running();
         if uploading > 0 {

@@ -31,6 +31,10 @@ const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
 /// The suffix of the file that says where a spool or recovered file's data was going.
 pub const SIDECAR: &str = ".target";
+/// The sidecar's key that makes it a write-back journal record: with [`JOURNAL_PENDING`], the
+/// file was closed and its upload is still due (a later mount resumes it).
+pub const JOURNAL_KEY: &str = "write_back";
+pub const JOURNAL_PENDING: &str = "pending";
 /// The longest name of a recovered file: with [`SIDECAR`] it stays below `NAME_MAX` (255).
 const RECOVERED_NAME_MAX: usize = 240;
 /// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
@@ -39,6 +43,9 @@ const RECOVERED_NAME_MAX: usize = 240;
 const INLINE_HASH_BYTES: u64 = 1024 * 1024;
 /// Writes queued for that thread at most: bounds its memory and how far it lags behind.
 const HASH_QUEUE: usize = 16;
+
+/// What a sidecar says.
+pub type About = serde_json::Map<String, serde_json::Value>;
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
@@ -65,6 +72,17 @@ pub struct Spool {
     next: AtomicU64,
     /// What the sidecars of the files rescued from dead mounts said.
     rescued: Mutex<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// Files a dead mount had closed with write-back and not uploaded yet (their journal record
+    /// says so): claimed by this mount, to upload (see `writeback`).
+    resumable: Mutex<Vec<Resumable>>,
+}
+
+/// A closed file a dead mount still had to upload (write-back), now a spool file of this one.
+pub struct Resumable {
+    pub path: PathBuf,
+    pub about: serde_json::Map<String, serde_json::Value>,
+    /// The pid of the mount that left it.
+    pub pid: i32,
 }
 
 struct Budget {
@@ -108,6 +126,7 @@ impl Spool {
             }),
             next: AtomicU64::new(1),
             rescued: Mutex::default(),
+            resumable: Mutex::default(),
         };
         // A spool left by an older version may be open to others: close it now.
         if spool.dir.exists() {
@@ -133,16 +152,15 @@ impl Spool {
         self.dir.join(RECOVERY)
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A new, empty spool file.
     pub fn create(&self) -> FsResult<SpoolFile> {
         crate::private::dir(&self.dir)
             .map_err(|e| io_error("creating the spool directory", &self.dir, &e))?;
-        let name = format!(
-            "{}-{}{SUFFIX}",
-            std::process::id(),
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = self.dir.join(name);
+        let path = self.new_path();
         let file = crate::private::file_options()
             .read(true)
             .write(true)
@@ -161,10 +179,51 @@ impl Spool {
         })
     }
 
-    /// Spool files of mounts that died (their pid is gone) go to the recovery directory.
+    /// The files a dead mount left to upload (write-back), claimed at start (once).
+    pub fn take_resumable(&self) -> Vec<Resumable> {
+        std::mem::take(&mut *self.resumable.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A path for a spool file of this process.
+    fn new_path(&self) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}{SUFFIX}",
+            std::process::id(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Takes over the spool file `path` of a dead mount, which its journal record says was
+    /// closed with write-back and not uploaded: renamed to a name of this process (with its
+    /// sidecar), so that no other mount sharing the directory takes it too, and so that it is
+    /// resumed again should this one die as well. None if another mount took it first.
+    fn claim(&self, path: &Path) -> Option<PathBuf> {
+        let claimed = self.new_path();
+        std::fs::rename(path, &claimed).ok()?;
+        if let Err(err) = std::fs::rename(sidecar_of(path), sidecar_of(&claimed)) {
+            log::debug!("{}: moving its sidecar: {err}", path.display());
+        }
+        Some(claimed)
+    }
+
+    /// Spool files of mounts that died (their pid is gone) go to the recovery directory, but
+    /// those closed with write-back and not uploaded yet are claimed to be uploaded now.
     fn rescue_orphans(&self) {
         for (path, pid) in self.orphans() {
             let mut about = read_sidecar(&path);
+            if about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING) {
+                if let Some(claimed) = self.claim(&path) {
+                    self.resumable
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Resumable {
+                            path: claimed,
+                            about,
+                            pid,
+                        });
+                }
+                continue;
+            }
             let name = about
                 .get("name")
                 .and_then(|n| n.as_str())
@@ -272,7 +331,7 @@ fn write_sidecar(
 /// Moves (or, across filesystems, copies) `path` into the recovery directory under a name made
 /// of `name`, and its sidecar, with `about`, beside it. On failure nothing moved: the file is
 /// still at `path`.
-fn move_to_recovery(
+pub fn move_to_recovery(
     path: &Path,
     recovery: &Path,
     name: &str,
@@ -535,6 +594,21 @@ impl SpoolFile {
         if let Err(err) = write_sidecar(&self.path, about) {
             log::debug!("{}: writing its sidecar: {err}", self.path.display());
         }
+    }
+
+    /// Makes the content and `about` (the journal record) durable: the file's data, its sidecar
+    /// and the directory entries of both reach the disk before this returns.
+    pub fn journal(&self, about: &serde_json::Map<String, serde_json::Value>) -> FsResult<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_error("syncing", &self.path, &e))?;
+        write_sidecar(&self.path, about)
+            .and_then(|()| File::open(sidecar_of(&self.path))?.sync_data())
+            .map_err(|e| io_error("writing the journal record of", &self.path, &e))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io_error("syncing", dir, &e))
     }
 
     /// The file holds data that is nowhere else (it could not be saved nor moved to the

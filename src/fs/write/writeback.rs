@@ -1,0 +1,696 @@
+//! Write-back (`--write-back`, opt-in): a `close` returns once the file is durable in the spool
+//! (its data synced, and a journal record in its sidecar saying its upload is due), and the
+//! upload runs in the background, a bounded number at once.
+//!
+//! - Order per file: every upload of a file goes through its upload lock (`save`) and sends the
+//!   spool as it is then, so a second close while the first upload waits or runs makes one more
+//!   upload after it, of the newest content, or none when the first already sent it: never two
+//!   revisions out of order.
+//! - `fsync` of a file waits for its background uploads and returns the error of one that
+//!   failed (once), then uploads what is still unsaved as without write-back. An fsync of a
+//!   directory waits for every background upload and returns the first error. `syncfs`/`sync`
+//!   never reach a FUSE daemon (the kernel sends FUSE_SYNCFS to virtiofs only).
+//! - A failed upload (after the retries of `upload`) moves the data to the recovery directory,
+//!   as without write-back, and is counted for `midasfs status`.
+//! - Unmount waits for the background uploads (saying how many) up to a bound; if it gives up,
+//!   the spool files and their journal records stay, and the next mount resumes them.
+//! - A mount that finds spool files of a dead mount with a pending journal record claims them
+//!   and uploads them (see `Spool::take_resumable`); the upload is idempotent: content the
+//!   server holds already (the item a dead upload made, the head revision) is not sent again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use super::spool::{self, Resumable, JOURNAL_KEY, JOURNAL_PENDING};
+use super::upload::{md5_of, NewFile};
+use super::{Container, Target, WriteFile};
+use crate::fs::error::Kind;
+use crate::fs::inode::{ItemInfo, ROOT};
+use crate::fs::tasks::Work;
+use crate::fs::{bitstream_info, names, FsError, FsResult, MidasFs};
+use crate::midas::types::{Id, Item};
+
+/// How write-back runs.
+#[derive(Debug, Clone)]
+pub struct WriteBackConfig {
+    /// Background uploads at once.
+    pub uploads: usize,
+    /// How long unmount waits for the background uploads before it leaves them to the next
+    /// mount.
+    pub unmount_wait: Duration,
+}
+
+/// The background uploads of a mount with write-back.
+pub struct WriteBack {
+    config: WriteBackConfig,
+    slots: Arc<Semaphore>,
+    /// Closed files whose background upload has not ended, by inode.
+    pending: Mutex<HashMap<u64, usize>>,
+    /// Woken when a background upload ends.
+    settled: Notify,
+    /// Errors of background uploads no fsync returned yet, by inode.
+    errors: Mutex<HashMap<u64, FsError>>,
+    failed: AtomicUsize,
+    last_error: Mutex<Option<String>>,
+    /// Unmount gave up waiting: the uploads left stay in the spool for the next mount.
+    abandoned: AtomicBool,
+}
+
+/// What `midasfs status` shows of write-back.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBackStatus {
+    pub pending: usize,
+    pub failed: usize,
+    pub last_error: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WriteBack {
+    pub fn new(config: WriteBackConfig) -> WriteBack {
+        WriteBack {
+            slots: Arc::new(Semaphore::new(config.uploads.max(1))),
+            config,
+            pending: Mutex::default(),
+            settled: Notify::new(),
+            errors: Mutex::default(),
+            failed: AtomicUsize::new(0),
+            last_error: Mutex::default(),
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn status(&self) -> WriteBackStatus {
+        WriteBackStatus {
+            pending: lock(&self.pending).values().sum(),
+            failed: self.failed.load(Ordering::Acquire),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+
+    fn start(&self, ino: u64) {
+        *lock(&self.pending).entry(ino).or_default() += 1;
+    }
+
+    fn end(&self, ino: u64, result: FsResult<()>) {
+        {
+            let mut pending = lock(&self.pending);
+            if let Some(count) = pending.get_mut(&ino) {
+                *count -= 1;
+                if *count == 0 {
+                    pending.remove(&ino);
+                }
+            }
+            // Recorded before the count drops, as seen by a waiter.
+            match result {
+                Ok(()) => {}
+                Err(err) => self.failed(Some(ino), err),
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    fn failed(&self, ino: Option<u64>, err: FsError) {
+        self.failed.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.last_error) = Some(err.to_string());
+        if let Some(ino) = ino {
+            lock(&self.errors).insert(ino, err);
+        }
+    }
+
+    /// Waits until `done` holds of the pending counts, or `limit` passed; true if it holds.
+    async fn wait(&self, limit: Duration, done: impl Fn(&HashMap<u64, usize>) -> bool) -> bool {
+        let wait = async {
+            loop {
+                let settled = self.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                if done(&lock(&self.pending)) {
+                    return;
+                }
+                settled.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+/// What a journal record says the file's target was, for a later mount.
+fn kind_of(target: &Target) -> &'static str {
+    match target {
+        Target::New {
+            container: Container::Folder(_),
+            ..
+        } => "new_item",
+        Target::New {
+            container: Container::Item(_),
+            ..
+        } => "new_bitstream",
+        Target::ItemFile { .. } => "revision",
+        Target::Bitstream { .. } => "bitstream",
+    }
+}
+
+/// No bound for an fsync's wait: every request has its own timeout.
+const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl MidasFs {
+    /// Uploads in the background after close (`--write-back`).
+    pub fn with_write_back(mut self, config: Option<WriteBackConfig>) -> MidasFs {
+        self.writes.write_back = config.map(WriteBack::new);
+        self
+    }
+
+    pub fn write_back_status(&self) -> Option<WriteBackStatus> {
+        self.writes.write_back.as_ref().map(WriteBack::status)
+    }
+
+    /// Unmount gave up on background uploads (they stay in the spool for the next mount).
+    pub fn uploads_abandoned(&self) -> bool {
+        self.writes
+            .write_back
+            .as_ref()
+            .is_some_and(WriteBack::abandoned)
+    }
+
+    /// `close` by the process `closer`, or `fsync` (no closer), of handle `fh` from the kernel:
+    /// with write-back as the module says, else [`MidasFs::flush`].
+    pub async fn close_or_sync(self: &Arc<Self>, fh: u64, closer: Option<u32>) -> FsResult<()> {
+        let Some(wb) = &self.writes.write_back else {
+            return self.flush(fh, closer).await;
+        };
+        let saver = match self.writes.handles().get(&fh) {
+            Some(handle) => handle.saver,
+            None => return Ok(()),
+        };
+        let Some((ino, file)) = self.writes.file_of_handle(fh) else {
+            return Ok(());
+        };
+        if closer.is_none() {
+            self.settle_write_back(ino).await;
+            if let Some(err) = lock(&wb.errors).remove(&ino) {
+                return Err(err);
+            }
+            return self.save(ino, &file).await;
+        }
+        if closer != saver {
+            return Ok(());
+        }
+        let (due, failed_write) = {
+            let data = file.lock();
+            (data.dirty && !data.unlinked, data.failed_write.is_some())
+        };
+        if failed_write {
+            // Nothing to send: `save` keeps the data and says why, at once.
+            return self.save(ino, &file).await;
+        }
+        if !due {
+            return Ok(());
+        }
+        if let Err(err) = self.journal(ino, &file) {
+            log::warn!(
+                "{}: {err}; uploading it before the close returns",
+                self.describe(ino)
+            );
+            return self.save(ino, &file).await;
+        }
+        wb.start(ino);
+        let fs = Arc::clone(self);
+        self.tasks.spawn(Work::Needed, async move {
+            fs.upload_behind(ino, file).await;
+        });
+        Ok(())
+    }
+
+    /// Makes the file durable in the spool with a journal record of its pending upload.
+    fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
+        let target = file.lock().target.clone();
+        let mut about = self.spool_about(ino, &target);
+        about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
+        about.insert("kind".into(), kind_of(&target).into());
+        file.lock().spool.journal(&about)
+    }
+
+    /// One background upload of a closed file.
+    async fn upload_behind(&self, ino: u64, file: Arc<WriteFile>) {
+        let Some(wb) = &self.writes.write_back else {
+            return;
+        };
+        let result = match Arc::clone(&wb.slots).acquire_owned().await {
+            Ok(_slot) => self.save(ino, &file).await,
+            Err(_) => Err(FsError::new(Kind::Io, "the upload queue is closed")),
+        };
+        if let Err(err) = &result {
+            log::error!(
+                "write-back: uploading {} failed: {err} (its data is in {})",
+                self.describe(ino),
+                self.writes.recovery_dir().display()
+            );
+        } else if file.lock().unlinked {
+            // Removed before its upload: no later mount may send it.
+            self.describe_spool(ino, &file);
+        }
+        wb.end(ino, result);
+    }
+
+    /// Waits for the background uploads of inode `ino` (none without write-back).
+    pub(in crate::fs) async fn settle_write_back(&self, ino: u64) {
+        if let Some(wb) = &self.writes.write_back {
+            wb.wait(NO_LIMIT, |pending| !pending.contains_key(&ino))
+                .await;
+        }
+    }
+
+    /// An fsync of a directory: waits for every background upload; the first error that no
+    /// fsync returned yet is the answer.
+    pub async fn sync_uploads(&self) -> FsResult<()> {
+        let Some(wb) = &self.writes.write_back else {
+            return Ok(());
+        };
+        wb.wait(NO_LIMIT, HashMap::is_empty).await;
+        let errors: Vec<FsError> = lock(&wb.errors).drain().map(|(_, err)| err).collect();
+        match errors.into_iter().next() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// At unmount: waits for the background uploads, saying how many, up to the configured
+    /// bound. False if it gave up: the files left keep their spool and journal record, for the
+    /// next mount with this spool directory to resume.
+    pub(in crate::fs) async fn finish_write_back(&self) -> bool {
+        let Some(wb) = &self.writes.write_back else {
+            return true;
+        };
+        let pending = wb.status().pending;
+        if pending == 0 {
+            return true;
+        }
+        log::warn!(
+            "waiting for {pending} upload(s) to finish (at most {:?})…",
+            wb.config.unmount_wait
+        );
+        if wb.wait(wb.config.unmount_wait, HashMap::is_empty).await {
+            log::warn!("all uploads finished");
+            return true;
+        }
+        wb.abandoned.store(true, Ordering::Release);
+        let mut left = 0;
+        for (_, file) in self.writes.open_files() {
+            file.lock().spool.keep();
+            left += 1;
+        }
+        log::error!(
+            "gave up waiting for {} upload(s) after {:?}: their data stays in {}, and the next \
+             mount with this spool directory uploads it",
+            wb.status().pending.max(left),
+            wb.config.unmount_wait,
+            self.writes.spool_dir().display()
+        );
+        false
+    }
+
+    /// At mount: uploads the files a dead mount had closed with write-back and not uploaded,
+    /// in the background.
+    pub fn resume_uploads(self: &Arc<Self>) {
+        let left = self.writes.spool.take_resumable();
+        if left.is_empty() {
+            return;
+        }
+        let pids: std::collections::BTreeSet<i32> = left.iter().map(|r| r.pid).collect();
+        log::warn!(
+            "resuming {} upload(s) a previous midasfs (pid {pids:?}) left in the spool",
+            left.len()
+        );
+        let slots = match &self.writes.write_back {
+            Some(wb) => Arc::clone(&wb.slots),
+            None => Arc::new(Semaphore::new(4)),
+        };
+        for resumable in left {
+            let fs = Arc::clone(self);
+            let slots = Arc::clone(&slots);
+            self.tasks.spawn(Work::Needed, async move {
+                let _slot = slots.acquire_owned().await;
+                fs.resume_upload(resumable).await;
+            });
+        }
+    }
+
+    async fn resume_upload(&self, resumable: Resumable) {
+        let Resumable {
+            path, mut about, ..
+        } = resumable;
+        let shown = spool::describe_target(&about);
+        match self.resume_send(&path, &about).await {
+            Ok(()) => {
+                log::warn!("resumed upload done{shown}");
+                let _ = std::fs::remove_file(spool::sidecar_of(&path));
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(err) => {
+                log::error!("resumed upload failed{shown}: {err}");
+                if let Some(wb) = &self.writes.write_back {
+                    wb.failed(None, err.clone());
+                }
+                about.remove(JOURNAL_KEY);
+                about.insert("reason".into(), err.to_string().into());
+                let name = about
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("file")
+                    .to_owned();
+                let recovery = self.writes.recovery_dir();
+                match spool::move_to_recovery(&path, &recovery, &name, &about) {
+                    Ok(kept) => log::warn!("its data is kept in {}", kept.display()),
+                    Err(move_err) => log::warn!(
+                        "its data stays in {} (moving it to the recovery directory failed: \
+                         {move_err})",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Sends a file a dead mount left, unless the server holds it already.
+    async fn resume_send(&self, path: &std::path::Path, about: &spool::About) -> FsResult<()> {
+        let text = |key: &str| about.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let id = |key: &str| about.get(key).and_then(serde_json::Value::as_i64);
+        if text("server").as_deref() != Some(self.client.base_url()) {
+            return Err(FsError::new(
+                Kind::Invalid,
+                "it was going to another server; upload it there by hand",
+            ));
+        }
+        let name = text("name").unwrap_or_default();
+        let size = std::fs::metadata(path)
+            .map_err(|e| FsError::new(Kind::Io, format!("{}: {e}", path.display())))?
+            .len();
+        let md5 = md5_of(path).await?;
+        let holds = |item: &Item, file_name: &str| {
+            item.head().is_some_and(|head| {
+                head.bitstreams
+                    .iter()
+                    .any(|b| b.name == file_name && b.checksum == md5)
+            })
+        };
+        let midas_name = names::to_midas(&name);
+        let missing = || FsError::new(Kind::Invalid, "its journal record is incomplete");
+        match text("kind").as_deref() {
+            Some("new_item") => {
+                let folder = id("folder_id").ok_or_else(missing)?;
+                if let Some(made) = id("made_item_id") {
+                    if let Ok(item) = self.client.item_get(made).await {
+                        if holds(&item, &midas_name) {
+                            return Ok(());
+                        }
+                        if item.head().is_none_or(|h| h.bitstreams.is_empty()) {
+                            self.delete_quietly(made).await;
+                        }
+                    }
+                }
+                let file = NewFile {
+                    parent_ino: ROOT,
+                    name: &name,
+                    path,
+                    size,
+                    running_md5: Some(md5.clone()),
+                };
+                self.upload_new(&file, &Container::Folder(folder), None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| self.resume_error(about, err))
+            }
+            Some("new_bitstream") => {
+                let item = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
+                if holds(&item.1, &midas_name) {
+                    return Ok(());
+                }
+                let file = NewFile {
+                    parent_ino: ROOT,
+                    name: &name,
+                    path,
+                    size,
+                    running_md5: Some(md5.clone()),
+                };
+                self.upload_new(&file, &Container::Item(item.0), None)
+                    .await
+                    .map(|_| ())
+            }
+            Some("revision") => {
+                let (info, _) = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
+                // Content the head holds already makes no revision (see `upload_revision`).
+                self.upload_revision(&info, path, size, Some(&md5), false)
+                    .await
+                    .map(|_| ())
+            }
+            Some("bitstream") => {
+                let (info, item) = self
+                    .current_item(id("item_id").ok_or_else(missing)?)
+                    .await?;
+                let old_id: Id = id("bitstream_id").ok_or_else(missing)?;
+                let old = item
+                    .head()
+                    .and_then(|h| h.bitstreams.iter().find(|b| b.bitstream_id == old_id));
+                match old {
+                    Some(old) => self
+                        .replace_bitstream(&info, &bitstream_info(old), path, size)
+                        .await
+                        .map(|_| ()),
+                    // Replaced already by the dead mount's upload, if it holds this content.
+                    None if holds(&item, &midas_name) => Ok(()),
+                    None => Err(FsError::not_found(format!(
+                        "the file it replaces (bitstream {old_id})"
+                    ))),
+                }
+            }
+            _ => Err(missing()),
+        }
+    }
+
+    async fn current_item(&self, item_id: Id) -> FsResult<(ItemInfo, Item)> {
+        let item = self.client.item_get(item_id).await?;
+        let revision = item.head().map_or(0, |h| h.revision);
+        Ok((ItemInfo::new(&item, revision), item))
+    }
+
+    fn resume_error(&self, about: &spool::About, err: FsError) -> FsError {
+        if err.kind != Kind::Exists {
+            return err;
+        }
+        let path = about.get("path").and_then(|v| v.as_str()).unwrap_or("?");
+        FsError::new(
+            Kind::Exists,
+            format!("{path}: an item of that name exists on the server now"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::spool::SpoolConfig;
+    use crate::fs::{FsConfig, MountRoot};
+    use crate::midas::fake::{FakeMidas, Fault};
+
+    /// A write-back mount of the user's Public folder on the fake, uploading two at once.
+    fn mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> Arc<MidasFs> {
+        let config = FsConfig {
+            ttl: Duration::from_secs(60),
+            items_as_dirs: false,
+            read_only: false,
+            cache_bytes: 16 << 20,
+            stall_timeout: Duration::from_millis(300),
+            root: MountRoot::Folder {
+                id: midas.public_folder(),
+                writable: true,
+            },
+            spool: SpoolConfig {
+                dir: spool.to_owned(),
+                max_bytes: 1 << 30,
+            },
+        };
+        let api: crate::midas::Api = Arc::clone(midas) as _;
+        let fs = MidasFs::new(api, midas.me(), config).with_write_back(Some(WriteBackConfig {
+            uploads: 2,
+            unmount_wait: Duration::from_secs(30),
+        }));
+        Arc::new(fs)
+    }
+
+    /// The kernel's release of a handle, which waits for the handle's file's upload.
+    fn release(fs: &Arc<MidasFs>, fh: u64) -> tokio::task::JoinHandle<()> {
+        let fs = Arc::clone(fs);
+        tokio::spawn(async move { fs.release_write(fh).await })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_returns_before_a_refused_upload_whose_error_fsync_returns_once() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_always("midas.upload.*", Fault::Http(503));
+        let (_, fh) = fs.create(ROOT, "refused.txt", 42).unwrap();
+        fs.write(fh, 0, b"keep me").unwrap();
+        fs.close_or_sync(fh, Some(42))
+            .await
+            .expect("the close returns before the upload");
+        let err = fs
+            .close_or_sync(fh, None)
+            .await
+            .expect_err("fsync returns the upload's error");
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        release(&fs, fh).await.unwrap();
+        let status = fs.write_back_status().unwrap();
+        assert_eq!((status.pending, status.failed), (0, 1));
+        assert!(status.last_error.is_some());
+        let kept: Vec<_> = std::fs::read_dir(fs.status().recovery_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"keep me"))
+            .collect();
+        assert_eq!(kept.len(), 1, "the data is in the recovery directory");
+        assert!(midas
+            .child_item(midas.public_folder(), "refused.txt")
+            .is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closes_of_one_file_upload_in_order_while_the_first_is_still_running() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_always(
+            "midas.upload.perform",
+            Fault::Delay(Duration::from_millis(500)),
+        );
+        let ino = fs.lookup(ROOT, "order.txt").await.unwrap().ino;
+        let mut releases = Vec::new();
+        for version in ["v1", "v2", "v3"] {
+            let fh = fs.open_write(ino, true, 42).await.unwrap();
+            fs.write(fh, 0, version.as_bytes()).unwrap();
+            fs.close_or_sync(fh, Some(42)).await.unwrap();
+            releases.push(release(&fs, fh));
+        }
+        assert!(
+            fs.write_back_status().unwrap().pending > 0,
+            "the closes returned before their uploads"
+        );
+        fs.sync_uploads().await.expect("every upload succeeds");
+        for release in releases {
+            release.await.unwrap();
+        }
+        let versions: Vec<String> = ["v0", "v1", "v2", "v3"]
+            .iter()
+            .map(|v| format!("{:x}", <md5::Md5 as md5::Digest>::digest(v.as_bytes())))
+            .collect();
+        let mut revisions = midas.item(item).unwrap().revisions;
+        revisions.sort_by_key(|r| r.revision);
+        let order: Vec<usize> = revisions
+            .iter()
+            .map(|r| {
+                versions
+                    .iter()
+                    .position(|v| *v == r.bitstreams[0].checksum)
+                    .expect("a version written")
+            })
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]) && order.last() == Some(&3),
+            "revisions out of order: {order:?}"
+        );
+        assert_eq!(midas.content(item).unwrap(), b"v3");
+    }
+
+    fn md5_hex(text: &str) -> String {
+        format!("{:x}", <md5::Md5 as md5::Digest>::digest(text.as_bytes()))
+    }
+
+    /// A spool file a dead mount left, closed with write-back and not uploaded: its journal
+    /// record says `kind` of upload into the Public folder as `name`, plus `extra`.
+    fn left_by_a_dead_mount(
+        spool: &std::path::Path,
+        midas: &FakeMidas,
+        name: &str,
+        content: &[u8],
+        extra: &[(&str, serde_json::Value)],
+    ) {
+        std::fs::create_dir_all(spool).unwrap();
+        // pid_max is far below this, so no such process exists.
+        let path = spool.join(format!("99999999-{}.spool", md5_hex(name)));
+        std::fs::write(&path, content).unwrap();
+        let mut about = serde_json::json!({
+            "server": crate::midas::MidasApi::base_url(midas),
+            "path": format!("Public/{name}"),
+            "name": name,
+            "folder_id": midas.public_folder(),
+            "kind": "new_item",
+            JOURNAL_KEY: JOURNAL_PENDING,
+        });
+        for (key, value) in extra {
+            about[*key] = value.clone();
+        }
+        std::fs::write(spool::sidecar_of(&path), about.to_string()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_mount_sends_what_a_dead_one_left_and_not_what_the_server_holds() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let done = midas.add_file(midas.public_folder(), "done.txt", b"sent before the crash");
+        left_by_a_dead_mount(spool.path(), &midas, "left.txt", b"left behind", &[]);
+        left_by_a_dead_mount(
+            spool.path(),
+            &midas,
+            "done.txt",
+            b"sent before the crash",
+            &[("made_item_id", done.into())],
+        );
+        let fs = mount(&midas, spool.path());
+        fs.resume_uploads();
+        assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
+        let left = midas.child_item(midas.public_folder(), "left.txt").unwrap();
+        assert_eq!(midas.content(left).unwrap(), b"left behind");
+        assert_eq!(midas.revision_count(done), 1, "sent again");
+        assert_eq!(
+            midas.count("midas.upload.perform"),
+            1,
+            "only the file the server lacked was sent"
+        );
+        let names = midas.names_in(midas.public_folder());
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("done")).count(),
+            1,
+            "{names:?}"
+        );
+        let spool_files: Vec<_> = std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(spool_files.is_empty(), "left in the spool: {spool_files:?}");
+        assert!(
+            !spool.path().join("recovery").exists()
+                || std::fs::read_dir(spool.path().join("recovery"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
+}
