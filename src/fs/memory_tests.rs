@@ -135,3 +135,64 @@ async fn an_item_listed_by_ls_l_costs_the_mount_under_a_kibibyte() {
         "an item listed and looked up holds {per_item} B"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_ends_of_files_read_between_large_ones_stay_within_the_block_cache() {
+    const CACHE: u64 = 4 << 20;
+    const ROUNDS: usize = 20;
+    const SMALL: usize = 64 << 10;
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let folder = midas.public_folder();
+    for round in 0..ROUNDS {
+        midas.add_file(folder, &format!("large-{round:02}.bin"), &[b'L'; 2 << 20]);
+        for i in 0..2 {
+            midas.add_file(folder, &format!("small-{round:02}-{i}.txt"), &[b's'; SMALL]);
+        }
+    }
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut fs = mount(&midas, spool.path());
+    fs.config.cache_bytes = CACHE;
+    fs.cache = Arc::new(super::read::reader::BlockCache::new(CACHE));
+    let root = super::inode::ROOT;
+    fs.listing(root).await.expect("listing");
+    let read_whole = |name: String, size: usize| {
+        let fs = &fs;
+        async move {
+            let attr = fs.lookup(root, &name).await.expect("lookup");
+            let open = fs.open(attr.ino).await.expect("open");
+            let mut read = 0;
+            while read < size {
+                let bytes = fs
+                    .read(open.fh, read as u64, 128 << 10)
+                    .await
+                    .expect("read");
+                assert!(!bytes.is_empty(), "{name} ends at {read} of {size}");
+                read += bytes.len();
+            }
+            fs.release(open.fh);
+        }
+    };
+    // Each large file evicts the last one's whole blocks; the small files read next (each one
+    // block shorter than a whole one) come after them, and are read again and again.
+    let ((), held) = held_after(async {
+        for round in 0..ROUNDS {
+            read_whole(format!("large-{round:02}.bin"), 2 << 20).await;
+            for i in 0..2 {
+                read_whole(format!("small-{round:02}-{i}.txt"), SMALL).await;
+            }
+            for again in 0..=round {
+                for i in 0..2 {
+                    read_whole(format!("small-{again:02}-{i}.txt"), SMALL).await;
+                }
+            }
+        }
+    })
+    .await;
+    let (cached, _) = fs.cache.usage();
+    eprintln!("{held} B held, {cached} B of them counted by the cache");
+    // The cache, and up to four evicted whole blocks kept for reuse.
+    assert!(
+        held < 2 * CACHE as isize + (1 << 20),
+        "reading held {held} B, with a block cache of {CACHE} B"
+    );
+}
