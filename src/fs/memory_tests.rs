@@ -196,3 +196,21 @@ async fn the_ends_of_files_read_between_large_ones_stay_within_the_block_cache()
         "reading held {held} B, with a block cache of {CACHE} B"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn listing_directories_leaves_no_lock_behind() {
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let folder = midas.public_folder();
+    for i in 0..50 {
+        midas.add_folder(folder, &format!("dir-{i}"));
+    }
+    let spool = tempfile::tempdir().expect("spool dir");
+    let fs = mount(&midas, spool.path());
+    let root = super::inode::ROOT;
+    for i in 0..50 {
+        let attr = fs.lookup(root, &format!("dir-{i}")).await.expect("lookup");
+        fs.listing(attr.ino).await.expect("listing");
+    }
+    let locks = fs.listing_locks.lock().expect("locks").len();
+    assert_eq!(locks, 0, "listing locks kept after the listings");
+}

@@ -46,9 +46,13 @@ impl MidasFs {
         }
         let lock = {
             let mut locks = self.listing_locks.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(locks.entry(ino).or_default())
+            ListingLock {
+                fs: self,
+                ino,
+                lock: Arc::clone(locks.entry(ino).or_default()),
+            }
         };
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = lock.lock.lock().await;
         if let Some(entries) = self.cached_listing(ino) {
             return Ok(entries);
         }
@@ -72,6 +76,33 @@ impl MidasFs {
         self.listings.insert(ino, Arc::clone(&entries));
         give_back_after(entries.len());
         Ok(entries)
+    }
+}
+
+/// A directory's listing lock, taken out of `listing_locks` when the last one holding it is
+/// done (else the map kept a lock for every directory ever listed).
+struct ListingLock<'a> {
+    fs: &'a MidasFs,
+    ino: u64,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for ListingLock<'_> {
+    fn drop(&mut self) {
+        let mut locks = self
+            .fs
+            .listing_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Held by the map and by this one only (others clone it under the map's lock).
+        let last = Arc::strong_count(&self.lock) == 2;
+        if last
+            && locks
+                .get(&self.ino)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+        {
+            locks.remove(&self.ino);
+        }
     }
 }
 
