@@ -6,8 +6,9 @@
 //! An id that does not fit below the tag (negative, or 2^56 and above) gets a number allocated
 //! for this mount instead, under a tag of its own, so that two objects never share a number.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use super::search::SearchNode;
@@ -56,9 +57,9 @@ fn allocated(tag: u64, id: Id) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemInfo {
     pub id: Id,
-    pub uuid: String,
+    pub uuid: Box<str>,
     pub revision: i64,
-    pub description: String,
+    pub description: Box<str>,
     pub stamp: ItemStamp,
 }
 
@@ -67,9 +68,9 @@ impl ItemInfo {
     pub fn new(item: &Item, revision: i64) -> ItemInfo {
         ItemInfo {
             id: item.item_id,
-            uuid: item.uuid.clone(),
+            uuid: item.uuid.as_str().into(),
             revision,
-            description: item.description.clone(),
+            description: item.description.as_str().into(),
             stamp: ItemStamp::of(item),
         }
     }
@@ -79,32 +80,35 @@ impl ItemInfo {
 /// (upload, rename, metadata) changes its `date_update`, so while the listing shows the same
 /// stamp, the revisions and bitstreams read with it are still right, and a new listing need not
 /// ask `item.get` again.
+///
+/// Only a 64-bit hash of the name, date and size is kept (every listed item has a stamp, and
+/// their strings would cost more than the rest of the entry): two different stamps hash alike
+/// once in 2^64, and then only until `max_age` (see [`ItemStamp::still_describes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemStamp {
-    name: String,
-    date_update: String,
-    sizebytes: Option<i64>,
+    fingerprint: u64,
     read_at: Instant,
 }
 
 impl ItemStamp {
     fn of(item: &Item) -> ItemStamp {
         ItemStamp {
-            name: item.name.clone(),
-            date_update: item.date_update.clone(),
-            sizebytes: item.sizebytes,
+            fingerprint: Self::fingerprint(item),
             read_at: Instant::now(),
         }
+    }
+
+    fn fingerprint(item: &Item) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&item.name, &item.date_update, item.sizebytes).hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Whether `listed` (from `folder.children`) is the item as it was when these details were
     /// read. Dates have whole seconds, so two saves in one second look the same: `max_age`
     /// bounds how long such a change can go unseen.
     pub fn still_describes(&self, listed: &Item, max_age: std::time::Duration) -> bool {
-        self.read_at.elapsed() < max_age
-            && self.name == listed.name
-            && self.date_update == listed.date_update
-            && self.sizebytes == listed.sizebytes
+        self.read_at.elapsed() < max_age && self.fingerprint == Self::fingerprint(listed)
     }
 }
 
@@ -113,8 +117,132 @@ impl ItemStamp {
 pub struct BitstreamInfo {
     pub id: Id,
     pub size: u64,
-    pub md5: String,
-    pub mimetype: String,
+    pub md5: Checksum,
+    pub mimetype: Mime,
+}
+
+/// A bitstream's checksum as Midas gives it: an MD5 in 32 lowercase hex digits is kept as its
+/// 16 bytes, anything else (an empty checksum, another spelling) as it came.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Checksum {
+    Md5([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Checksum {
+    pub fn new(text: &str) -> Checksum {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() == 32 {
+            let mut md5 = [0u8; 16];
+            let packed = md5
+                .iter_mut()
+                .zip(bytes.chunks_exact(2))
+                .all(|(out, pair)| match (digit(pair[0]), digit(pair[1])) {
+                    (Some(high), Some(low)) => {
+                        *out = (high << 4) | low;
+                        true
+                    }
+                    _ => false,
+                });
+            if packed {
+                return Checksum::Md5(md5);
+            }
+        }
+        Checksum::Other(text.into())
+    }
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Checksum::Md5(bytes) => bytes.iter().try_for_each(|b| write!(f, "{b:02x}")),
+            Checksum::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl std::fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// A MIME type, shared by every bitstream of that type: a store holds few distinct ones.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Mime(Arc<str>);
+
+/// Distinct MIME types shared at most; beyond that (a server that makes them up) each
+/// bitstream keeps its own.
+const MIME_TYPES_SHARED: usize = 256;
+
+static MIME_TYPES: Mutex<Option<HashSet<Arc<str>>>> = Mutex::new(None);
+
+impl Mime {
+    pub fn new(text: &str) -> Mime {
+        let mut known = MIME_TYPES.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = known.get_or_insert_with(HashSet::new);
+        if let Some(shared) = known.get(text) {
+            return Mime(Arc::clone(shared));
+        }
+        let new: Arc<str> = text.into();
+        if known.len() < MIME_TYPES_SHARED {
+            known.insert(Arc::clone(&new));
+        }
+        Mime(new)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Mime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Mime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+/// A node's data, shared by the listing that produced it and the node the kernel holds: a clone
+/// is one more reference, and a change copies it first (copy on write), so that a change made
+/// through one never shows through the other.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(value: T) -> Shared<T> {
+        Shared(Arc::new(value))
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,8 +458,8 @@ mod tests {
         let bs = BitstreamInfo {
             id: 7,
             size: 1,
-            md5: String::new(),
-            mimetype: String::new(),
+            md5: Checksum::new(""),
+            mimetype: Mime::new(""),
         };
         let file = NodeKind::ItemFile {
             item: item.clone(),

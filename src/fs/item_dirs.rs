@@ -152,7 +152,7 @@ impl MidasFs {
         let old = Entry {
             name: name.clone(),
             ino: listed_ino,
-            data: data.clone(),
+            data: data.clone().into(),
         };
         if self.writing_in(ino, data.kind.item().map(|i| i.id)) {
             return Err(busy(&name));

@@ -34,6 +34,8 @@ pub mod write;
 
 #[cfg(test)]
 mod fake_tests;
+#[cfg(test)]
+mod memory_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -42,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use disk_cache::{DiskCache, DiskCacheStatus};
 pub use error::{FsError, FsResult};
-use inode::{Attr, NodeData, NodeKind, ROOT};
+use inode::{Attr, Checksum, NodeData, NodeKind, Shared, ROOT};
 use listing::{bitstream_info, walk, DirHandles, Listings};
 pub use ops::xattr::XATTR_PREFIX;
 use read::reader::{BlockCache, FileReader};
@@ -84,7 +86,8 @@ pub struct FsConfig {
 pub struct Entry {
     pub name: String,
     pub ino: u64,
-    pub data: NodeData,
+    /// Shared with the node of the same inode while neither changes.
+    pub data: Shared<NodeData>,
 }
 
 impl Entry {
@@ -94,12 +97,12 @@ impl Entry {
 }
 
 struct Node {
-    data: NodeData,
+    data: Shared<NodeData>,
     parent: u64,
     /// Lookups the kernel holds (each readdirplus entry and lookup reply counts one).
     lookups: u64,
     /// Checksum of the content the kernel may still cache for this inode, for FOPEN_KEEP_CACHE.
-    kernel_cached_md5: Option<String>,
+    kernel_cached_md5: Option<Checksum>,
     metadata: Option<(Instant, Arc<Vec<MetadataValue>>)>,
 }
 
@@ -182,7 +185,8 @@ impl MidasFs {
                 mtime: now,
                 writable: root_writable,
                 public: true,
-            },
+            }
+            .into(),
             parent: ROOT,
             lookups: 1,
             kernel_cached_md5: None,

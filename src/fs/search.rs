@@ -101,7 +101,8 @@ impl MidasFs {
                 mtime: self.mounted_at,
                 writable: false,
                 public: true,
-            },
+            }
+            .into(),
         }
     }
 

@@ -9,7 +9,7 @@ use futures_util::stream::{self, StreamExt};
 
 use super::{walk, Purpose};
 use crate::fs::error::Kind;
-use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind, HOME};
+use crate::fs::inode::{BitstreamInfo, Checksum, ItemInfo, Mime, NodeData, NodeKind, HOME};
 use crate::fs::names::{self, Origin};
 use crate::fs::{time, Entry, FsError, FsResult, MidasFs};
 use crate::midas::codes;
@@ -59,7 +59,8 @@ impl MidasFs {
                 mtime: self.mounted_at,
                 writable: false,
                 public: true,
-            },
+            }
+            .into(),
         }
     }
 
@@ -176,7 +177,8 @@ impl MidasFs {
                 mtime: time::parse_midas_date(date).unwrap_or(self.mounted_at),
                 writable,
                 public,
-            },
+            }
+            .into(),
         }
     }
 
@@ -352,7 +354,7 @@ pub(in crate::fs) fn bitstream_info(b: &crate::midas::types::Bitstream) -> Bitst
     BitstreamInfo {
         id: b.bitstream_id,
         size: u64::try_from(b.sizebytes).unwrap_or(0),
-        md5: b.checksum.clone(),
-        mimetype: b.mimetype.clone(),
+        md5: Checksum::new(&b.checksum),
+        mimetype: Mime::new(&b.mimetype),
     }
 }

@@ -98,7 +98,7 @@ impl MidasFs {
             }
             if self.cached_listing(entry.ino).is_none() && self.walk.pending().insert(entry.ino) {
                 self.walk.started.fetch_add(1, Ordering::Relaxed);
-                ahead.push((entry.ino, entry.data.clone()));
+                ahead.push((entry.ino, NodeData::clone(&entry.data)));
             }
         }
         ahead

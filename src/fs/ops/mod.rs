@@ -23,7 +23,7 @@ impl MidasFs {
     pub(in crate::fs) fn node_data(&self, ino: u64) -> FsResult<NodeData> {
         self.nodes()
             .get(&ino)
-            .map(|n| n.data.clone())
+            .map(|n| NodeData::clone(&n.data))
             .ok_or_else(|| unknown_inode(ino))
     }
 

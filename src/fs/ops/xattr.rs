@@ -91,16 +91,16 @@ impl MidasFs {
                 attrs.push(("type", if is_item { "item" } else { "bitstream" }.into()));
                 attrs.push(("item_id", item.id.to_string()));
                 attrs.push(("bitstream_id", bitstream.id.to_string()));
-                attrs.push(("md5", bitstream.md5.clone()));
-                attrs.push(("mimetype", bitstream.mimetype.clone()));
-                attrs.push(("uuid", item.uuid.clone()));
+                attrs.push(("md5", bitstream.md5.to_string()));
+                attrs.push(("mimetype", bitstream.mimetype.to_string()));
+                attrs.push(("uuid", item.uuid.to_string()));
                 attrs.push(("url", format!("{base}/item/{}", item.id)));
                 attrs.push(("revision", item.revision.to_string()));
             }
             NodeKind::ItemDir { item } => {
                 attrs.push(("id", item.id.to_string()));
                 attrs.push(("type", "item".into()));
-                attrs.push(("uuid", item.uuid.clone()));
+                attrs.push(("uuid", item.uuid.to_string()));
                 attrs.push(("url", format!("{base}/item/{}", item.id)));
                 attrs.push(("revision", item.revision.to_string()));
             }

@@ -34,14 +34,14 @@ impl MidasFs {
             let Some(bitstream) = node.data.kind.bitstream().cloned() else {
                 return Some(Err(FsError::new(Kind::IsDir, "is a directory")));
             };
-            let keep = node.kernel_cached_md5.as_deref() == Some(bitstream.md5.as_str());
+            let keep = node.kernel_cached_md5.as_ref() == Some(&bitstream.md5);
             node.kernel_cached_md5 = Some(bitstream.md5.clone());
             (bitstream, keep)
         };
         let source = reader::Source {
             bitstream: bitstream.id,
             size: bitstream.size,
-            md5: bitstream.md5.clone(),
+            md5: bitstream.md5.to_string(),
             disk: self.disk.clone(),
         };
         let reader = FileReader::new(
@@ -75,16 +75,15 @@ impl MidasFs {
     /// bitstream (the upload's answer does not name it).
     pub(in crate::fs) async fn resolve_saved_file(&self, ino: u64) -> FsResult<()> {
         let (item_id, writable, parent, canonical) = match self.nodes().get(&ino) {
-            Some(Node {
-                data:
-                    NodeData {
-                        kind: kind @ NodeKind::SavedFile { item, .. },
-                        writable,
-                        ..
-                    },
-                parent,
-                ..
-            }) => (item.id, *writable, *parent, kind.ino(self.root_folder())),
+            Some(Node { data, parent, .. }) => match &data.kind {
+                kind @ NodeKind::SavedFile { item, .. } => (
+                    item.id,
+                    data.writable,
+                    *parent,
+                    kind.ino(self.root_folder()),
+                ),
+                _ => return Ok(()),
+            },
             _ => return Ok(()),
         };
         let item = self.client.item_get(item_id).await?;

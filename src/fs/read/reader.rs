@@ -137,9 +137,16 @@ impl BlockCache {
     }
 
     /// An empty buffer for a block of `len` bytes (at most BLOCK_SIZE), recycled when one is
-    /// spare.
+    /// spare and the block is whole. The cache counts a block by its length: a short block (the
+    /// end of a file) in a spare buffer would hold a whole block's memory uncounted, and spares
+    /// come back with every eviction, so under a mix of small and large files the mount's
+    /// memory grew past the cache's size without bound.
     fn buffer(&self, len: usize) -> BytesMut {
-        let spare = self.lock().spare.pop();
+        let spare = if len as u64 == BLOCK_SIZE {
+            self.lock().spare.pop()
+        } else {
+            None
+        };
         spare.unwrap_or_else(|| BytesMut::with_capacity(len))
     }
 

@@ -51,7 +51,8 @@ impl MidasFs {
                 writable: true,
                 // Its item will get the folder's policies.
                 public: self.is_public(parent),
-            },
+            }
+            .into(),
         };
         let file = Arc::new(WriteFile {
             data: Mutex::new(FileData {

@@ -51,7 +51,8 @@ impl MidasFs {
                             mtime: data.mtime,
                             writable: true,
                             public,
-                        },
+                        }
+                        .into(),
                     });
                 }
             }

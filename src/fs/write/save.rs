@@ -178,7 +178,7 @@ impl MidasFs {
                     {
                         continue;
                     }
-                    node.data = data.clone();
+                    node.data = data.clone().into();
                     // The kernel's pages of this inode may be older than what was uploaded.
                     node.kernel_cached_md5 = None;
                     node.metadata = None;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::early::{Sent, Stopped};
 use super::{spool, write_error, Container};
 use crate::fs::error::Kind;
-use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind};
+use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeData, NodeKind, Shared};
 use crate::fs::{bitstream_info, names, Entry, FsError, FsResult, MidasFs};
 use crate::midas::types::{Id, Item, PRIVACY_PUBLIC};
 use crate::midas::UploadRevision;
@@ -66,7 +66,7 @@ pub(in crate::fs) enum UploadFrom {
 
 /// What an upload produced: the node data for the file, and the entry for its directory.
 pub(in crate::fs) struct Uploaded {
-    pub(in crate::fs) node: NodeData,
+    pub(in crate::fs) node: Shared<NodeData>,
     pub(in crate::fs) entry: Entry,
 }
 
