@@ -958,6 +958,29 @@ async fn saving_as_vim_does_keeps_the_item() {
     assert_eq!(mount.midas.revision_count(item), 2);
 }
 
+/// The kernel sends RELEASE after close(2) has returned, so vim's `unlink` of its backup can
+/// arrive while the new file's handle is still open, its content already uploaded by the flush.
+#[tokio::test]
+async fn saving_as_vim_does_keeps_the_item_when_the_release_comes_after_the_unlink() {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), "notes", b"v1");
+    mount.ls(ROOT).await.unwrap();
+    mount
+        .fs
+        .rename(ROOT, "notes", ROOT, "notes~", false)
+        .await
+        .unwrap();
+    let (_, fh) = mount.fs.create(ROOT, "notes", ME).unwrap();
+    mount.fs.write(fh, 0, b"v2").unwrap();
+    mount.fs.flush(fh, Some(ME)).await.unwrap();
+    mount.fs.unlink(ROOT, "notes~").await.unwrap();
+    mount.fs.release_write(fh).await;
+    assert_eq!(mount.midas.names_in(mount.public()), ["notes"]);
+    assert_eq!(mount.midas.child_item(mount.public(), "notes"), Some(item));
+    assert_eq!(mount.midas.content(item).unwrap(), b"v2");
+    assert_eq!(mount.midas.revision_count(item), 2);
+}
+
 #[tokio::test]
 async fn a_file_moved_into_private_is_private_and_public_again_when_moved_back() {
     let mount = Mount::with(Options {

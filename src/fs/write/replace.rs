@@ -157,13 +157,21 @@ impl MidasFs {
         };
         let fresh_item = match &current.data.kind {
             NodeKind::SavedFile { item: fresh, .. } | NodeKind::ItemFile { item: fresh, .. }
-                if self.writes.fresh().contains_key(&fresh.id)
-                    && self.open_file_of(&current).1.is_none() =>
+                if self.writes.fresh().contains_key(&fresh.id) =>
             {
                 fresh.clone()
             }
             _ => return Ok(false),
         };
+        // The kernel sends RELEASE after close(2) returns, so the new file may still be open
+        // here, its content uploaded by the flush: it counts once that upload is done and
+        // nothing was written since. One still being written keeps its own item.
+        if let (_, Some(file)) = self.open_file_of(&current) {
+            let _uploaded = file.upload.lock().await;
+            if file.lock().dirty {
+                return Ok(false);
+            }
+        }
         let content = self.content_of(fresh_item.id).await?;
         let mut uploaded = self.revise_with(&item, &content, None, &old_name).await?;
         self.client
