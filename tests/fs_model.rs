@@ -475,6 +475,15 @@ impl Run {
                     )
                     .await;
                 if result.is_ok() && model == 0 && from != to {
+                    // A file saved over an item keeps that item (its id, its metadata), even
+                    // while the new content is still being written.
+                    let keeps_item = matches!(
+                        self.model.nodes.get(&to),
+                        Some(Node::File(File {
+                            on_server: true,
+                            ..
+                        }))
+                    );
                     self.model.orphan_open_below(&to);
                     let moved: Vec<(Path, Node)> = self
                         .model
@@ -493,6 +502,9 @@ impl Run {
                             .insert(to.iter().cloned().chain(rest).collect(), n);
                     }
                     self.model.move_open_below(&from, &to);
+                    if keeps_item && !from_is_dir {
+                        self.model.file_mut(&to).on_server = true;
+                    }
                 }
                 Some(Outcome {
                     what,
@@ -777,7 +789,7 @@ fn check(steps: &[Step]) -> Result<(), String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: std::env::var("MIDASFS_PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
         ..ProptestConfig::default()
     })]
 
