@@ -1379,3 +1379,40 @@ async fn an_overwrite_through_the_inode_a_save_by_rename_left_shows_in_the_items
     );
     assert_eq!(mount.server_content(mount.public(), "f").unwrap(), [3; 300]);
 }
+
+// ---- walk-ahead ----
+
+/// A walk through a folder of many subfolders keeps a bounded lead: each step lists ahead the
+/// next few, not every sibling left, which in a large tree ran past what the listings keep
+/// (the 400,000-entry walk of the scale benchmark fetched most folders twice).
+#[tokio::test]
+async fn a_walk_lists_ahead_only_the_next_subfolders_not_the_whole_folder() {
+    let mount = Mount::new();
+    let top = mount.midas.add_folder(mount.public(), "top");
+    for i in 0..200 {
+        mount.midas.add_folder(top, &format!("d{i:03}"));
+    }
+    let top_ino = mount.ino("top").await;
+    let names: Vec<String> = mount
+        .fs
+        .listing(top_ino)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    for (step, name) in names.iter().take(12).enumerate() {
+        let dir = mount.ino(&format!("top/{name}")).await;
+        let fh = mount.fs.opendir();
+        if mount.fs.cached_readdir(dir, fh, 0).is_none() {
+            mount.fs.readdir(dir, fh).await.unwrap();
+        }
+        mount.fs.releasedir(fh);
+        let (started, _) = mount.fs.walk_ahead_counts();
+        assert!(
+            started as usize <= step + 1 + 32,
+            "after reading {} subfolders, {started} were listed ahead",
+            step + 1
+        );
+    }
+}

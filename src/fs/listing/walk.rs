@@ -87,15 +87,20 @@ impl MidasFs {
             return Vec::new();
         };
         // Listed from the parent's listing, not from the inodes the kernel holds: under memory
-        // pressure the kernel forgets the subdirectories it has not used yet.
+        // pressure the kernel forgets the subdirectories it has not used yet. Only the next
+        // [`AHEAD_PER_STEP`] subdirectories after this one: the lead stays bounded, so what is
+        // listed ahead is still kept when the walk gets there (each step used to queue up to
+        // that many more, until every sibling was listed, past what the listings keep).
+        let after = siblings
+            .iter()
+            .position(|entry| entry.ino == dir)
+            .map_or(0, |at| at + 1);
         let mut ahead = Vec::new();
-        for entry in siblings.iter() {
-            if ahead.len() == AHEAD_PER_STEP {
-                break;
-            }
-            if !entry.data.kind.is_dir() || entry.ino == dir {
-                continue;
-            }
+        for entry in siblings[after..]
+            .iter()
+            .filter(|entry| entry.data.kind.is_dir())
+            .take(AHEAD_PER_STEP)
+        {
             if self.cached_listing(entry.ino).is_none() && self.walk.pending().insert(entry.ino) {
                 self.walk.started.fetch_add(1, Ordering::Relaxed);
                 ahead.push((entry.ino, NodeData::clone(&entry.data)));
