@@ -9,9 +9,9 @@ use super::spool::SpoolConfig;
 use super::{FsConfig, MidasFs, MountRoot};
 use crate::midas::fake::{FakeMidas, Fault};
 
-/// A mount of the user's Public folder, and the directory its spool lives in.
-fn mount(midas: &Arc<FakeMidas>) -> (MidasFs, tempfile::TempDir) {
-    let spool = tempfile::tempdir().expect("spool dir");
+/// A mount of the user's Public folder on the fake, spooling in `spool` (the fake-based tests
+/// of `src/fs/` all start from it).
+pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> MidasFs {
     let config = FsConfig {
         ttl: Duration::from_secs(60),
         items_as_dirs: false,
@@ -23,12 +23,18 @@ fn mount(midas: &Arc<FakeMidas>) -> (MidasFs, tempfile::TempDir) {
             writable: true,
         },
         spool: SpoolConfig {
-            dir: spool.path().to_owned(),
+            dir: spool.to_owned(),
             max_bytes: 1 << 30,
         },
     };
     let api: crate::midas::Api = Arc::clone(midas) as _;
-    (MidasFs::new(api, midas.me(), config), spool)
+    MidasFs::new(api, midas.me(), config)
+}
+
+/// A mount of the user's Public folder, and the directory its spool lives in.
+fn mount(midas: &Arc<FakeMidas>) -> (MidasFs, tempfile::TempDir) {
+    let spool = tempfile::tempdir().expect("spool dir");
+    (fake_mount(midas, spool.path()), spool)
 }
 
 #[tokio::test]

@@ -8,8 +8,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::spool::SpoolConfig;
-use super::{FsConfig, MidasFs, MountRoot};
+use super::MidasFs;
 use crate::midas::fake::FakeMidas;
 use crate::midas::MidasApi;
 
@@ -82,22 +81,7 @@ async fn held_after<T>(work: impl std::future::Future<Output = T>) -> (T, isize)
 }
 
 fn mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> MidasFs {
-    let config = FsConfig {
-        ttl: Duration::from_secs(60),
-        items_as_dirs: false,
-        read_only: false,
-        cache_bytes: 16 << 20,
-        stall_timeout: Duration::from_millis(300),
-        root: MountRoot::Folder {
-            id: midas.public_folder(),
-            writable: true,
-        },
-        spool: SpoolConfig {
-            dir: spool.to_owned(),
-            max_bytes: 1 << 30,
-        },
-    };
-    MidasFs::new(Arc::clone(midas) as _, midas.me(), config)
+    super::fake_tests::fake_mount(midas, spool)
 }
 
 #[tokio::test(flavor = "current_thread")]

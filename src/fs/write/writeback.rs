@@ -503,32 +503,17 @@ impl MidasFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::spool::SpoolConfig;
-    use crate::fs::{FsConfig, MountRoot};
+
     use crate::midas::fake::{FakeMidas, Fault};
 
     /// A write-back mount of the user's Public folder on the fake, uploading two at once.
     fn mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> Arc<MidasFs> {
-        let config = FsConfig {
-            ttl: Duration::from_secs(60),
-            items_as_dirs: false,
-            read_only: false,
-            cache_bytes: 16 << 20,
-            stall_timeout: Duration::from_millis(300),
-            root: MountRoot::Folder {
-                id: midas.public_folder(),
-                writable: true,
+        let fs = crate::fs::fake_tests::fake_mount(midas, spool).with_write_back(Some(
+            WriteBackConfig {
+                uploads: 2,
+                unmount_wait: Duration::from_secs(30),
             },
-            spool: SpoolConfig {
-                dir: spool.to_owned(),
-                max_bytes: 1 << 30,
-            },
-        };
-        let api: crate::midas::Api = Arc::clone(midas) as _;
-        let fs = MidasFs::new(api, midas.me(), config).with_write_back(Some(WriteBackConfig {
-            uploads: 2,
-            unmount_wait: Duration::from_secs(30),
-        }));
+        ));
         Arc::new(fs)
     }
 
