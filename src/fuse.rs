@@ -136,10 +136,13 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name.to_owned(),
             Err(errno) => return reply.error(errno),
         };
-        let ttl = self.fs.ttl();
         if let Some(result) = self.fs.cached_lookup(parent.0, &name) {
             return match result {
-                Ok(attr) => reply.entry(&ttl, &self.file_attr(&attr), Generation(0)),
+                Ok(attr) => reply.entry(
+                    &self.fs.entry_ttl(attr.ino),
+                    &self.file_attr(&attr),
+                    Generation(0),
+                ),
                 Err(err) => reply.error(errno_of("lookup", &err)),
             };
         }
@@ -148,9 +151,12 @@ impl Filesystem for FuseAdapter {
         let what = format!("lookup {name:?} in inode {}", parent.0);
         self.spawn(
             what,
-            async move { fs.lookup(parent.0, &name).await },
+            async move {
+                let attr = fs.lookup(parent.0, &name).await?;
+                Ok((fs.entry_ttl(attr.ino), attr))
+            },
             move |result| match result {
-                Ok(attr) => {
+                Ok((ttl, attr)) => {
                     let attr = FuseAdapter::attr_for(owner, &attr);
                     reply.entry(&ttl, &attr, Generation(0))
                 }
@@ -238,7 +244,7 @@ impl Filesystem for FuseAdapter {
                     INodeNo(entry.ino),
                     index as u64 + 3,
                     &entry.name,
-                    &ttl,
+                    &fs.entry_ttl(entry.ino),
                     &attr,
                     Generation(0),
                 ) {

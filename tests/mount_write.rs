@@ -784,11 +784,16 @@ fn a_server_killed_during_an_upload_fails_cp_and_a_new_cp_succeeds_after_restart
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    // Someone looks while it is copied (`ls -l`): the kernel must not keep the name past the
+    // failure, since the mount no longer shows it then.
+    let seen = std::fs::symlink_metadata(setup.private().join("big.bin")).is_ok();
+    let listed = std::fs::read_dir(setup.private()).unwrap().count();
     setup.server.kill();
     assert!(
         !cp.wait().unwrap().success(),
         "cp succeeded without a server"
     );
+    assert!(seen && listed == 1, "big.bin not shown while copied");
     setup.assert_recovered(&content);
 
     // After a restart the half-made item is removed and a new copy goes through.

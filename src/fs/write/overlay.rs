@@ -2,6 +2,8 @@
 //! their directory's listing, the size and time of files open for writing, times set through
 //! the mount.
 
+use std::time::Duration;
+
 use super::Target;
 use crate::fs::inode::{Attr, NodeData, NodeKind};
 use crate::fs::{Entry, MidasFs};
@@ -65,6 +67,16 @@ impl MidasFs {
         let mut attr = entry.attr();
         self.adjust_attr(entry.ino, &mut attr);
         attr
+    }
+
+    /// How long the kernel may keep a name's entry: not at all for a new file that has not reached
+    /// the server yet, since a failed upload takes the name away (its bytes go to the recovery
+    /// directory) and a kernel that kept the entry would show the file for a whole TTL more.
+    pub fn entry_ttl(&self, ino: u64) -> Duration {
+        match self.open_file(ino) {
+            Some((_, file)) if matches!(file.lock().target, Target::New { .. }) => Duration::ZERO,
+            _ => self.ttl(),
+        }
     }
 
     /// The size and time of a file open for writing, and times set through the mount.
