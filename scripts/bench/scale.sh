@@ -14,7 +14,8 @@
 # Run by scripts/bench.sh in full mode, or by itself. The folders are filled straight into
 # serve's database (scripts/bench/scalefill.py), copies of objects made through the API.
 # The file rows write from /dev/zero (no source file) and need 2 × 2 × FILE_GIB GiB of free disk
-# in DIR: the spool and serve's assetstore; each file is deleted after its rows.
+# in DIR: the spool (mounted with --spool-size as large as the file) and serve's assetstore;
+# each file is deleted after its rows.
 set -euo pipefail
 
 ITEMS=100000
@@ -37,7 +38,7 @@ while (($#)); do
 	--dir) BASE_DIR=${2:?--dir needs a directory} && shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help)
-		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -206,7 +207,9 @@ if ((DO_FILE)); then
 		echo "| --- | --- | --- |"
 	} >>"$ROWS"
 	for gib in "$FILE_GIB" "$((2 * FILE_GIB))"; do
-		mount_fs
+		# The spool holds the whole file until it is uploaded, and refuses (ENOSPC) a file
+		# larger than --spool-size (10 GiB by default): make room for this one.
+		mount_fs --spool-size "$((gib > 10 ? gib * 1024 : 10240))"
 		target=$PRIVATE/files/big-$gib.bin
 		seconds=$(helper time "dd if=/dev/zero of=$(printf %q "$target") bs=1M count=$((gib * 1024)) conv=fsync")
 		peak=$(kib VmHWM)
