@@ -2,7 +2,7 @@
 # The scale rows of the benchmark: how the mount's time and memory grow with what it shows.
 # Each row runs at a size and at twice that size, so the growth reads off the table:
 #   - `ls -l` of a folder of ITEMS single-file items, cold (fresh mount): time, requests, daemon RSS
-#   - `find -ls` of a tree of TREE entries (folders of 500 files), cold: time, RSS per entry
+#   - `find` of a tree of TREE entries (folders of 500 files), cold: time, RSS per entry
 #   - a FILE_GIB file written (dd into the mount, until the server holds it) and read back
 #     (dd from a fresh mount): speed and the daemon's peak RSS, which must stay flat
 #
@@ -196,8 +196,8 @@ if ((DO_ITEMS)); then
 fi
 if ((DO_TREE)); then
 	TREE_ENTRIES_1=$((TREE_FOLDERS_1 * (TREE_FILES_PER_FOLDER + 1)))
-	walk "find -ls of a tree of $TREE_ENTRIES_1 entries, cold" "$TREE_ENTRIES_1" "$PRIVATE/tree-1" "find"
-	walk "find -ls of a tree of $((2 * TREE_ENTRIES_1)) entries, cold" "$((2 * TREE_ENTRIES_1))" "$PRIVATE/tree-2" "find"
+	walk "find of a tree of $TREE_ENTRIES_1 entries, cold" "$TREE_ENTRIES_1" "$PRIVATE/tree-1" "find"
+	walk "find of a tree of $((2 * TREE_ENTRIES_1)) entries, cold" "$((2 * TREE_ENTRIES_1))" "$PRIVATE/tree-2" "find"
 fi
 
 if ((DO_FILE)); then
