@@ -2,21 +2,27 @@
 # The scale rows of the benchmark: how the mount's time and memory grow with what it shows.
 # Each row runs at a size and at twice that size, so the growth reads off the table:
 #   - `ls -l` of a folder of ITEMS single-file items, cold (fresh mount): time, requests, daemon RSS
-#   - `find -ls` of a tree of TREE entries (folders of 500 files), cold: time, RSS per entry
+#   - `find` of a tree of TREE entries (folders of 500 files), cold: time, RSS per entry
 #   - a FILE_GIB file written (dd into the mount, until the server holds it) and read back
 #     (dd from a fresh mount): speed and the daemon's peak RSS, which must stay flat
 #
-#   scripts/bench/scale.sh [--items N] [--tree N] [--file-gib N] [--no-file] [--dir DIR] [--keep]
+#   scripts/bench/scale.sh [--items N] [--tree N] [--file-gib N] [--no-items] [--no-tree] [--no-file]
+#                          [--dir DIR] [--keep]
 #
+# --no-items, --no-tree and --no-file leave out those rows (and their filling), so one kind of
+# row can run alone, e.g. the file rows when the disk is free now and may not be later.
 # Run by scripts/bench.sh in full mode, or by itself. The folders are filled straight into
 # serve's database (scripts/bench/scalefill.py), copies of objects made through the API.
 # The file rows write from /dev/zero (no source file) and need 2 × 2 × FILE_GIB GiB of free disk
-# in DIR: the spool and serve's assetstore; each file is deleted after its rows.
+# in DIR: the spool (mounted with --spool-size as large as the file) and serve's assetstore;
+# each file is deleted after its rows.
 set -euo pipefail
 
 ITEMS=100000
 TREE=200000
 FILE_GIB=10
+DO_ITEMS=1
+DO_TREE=1
 DO_FILE=1
 KEEP=0
 BASE_DIR=${TMPDIR:-/var/tmp}
@@ -26,11 +32,13 @@ while (($#)); do
 	--items) ITEMS=${2:?--items needs a number} && shift ;;
 	--tree) TREE=${2:?--tree needs a number} && shift ;;
 	--file-gib) FILE_GIB=${2:?--file-gib needs a number} && shift ;;
+	--no-items) DO_ITEMS=0 ;;
+	--no-tree) DO_TREE=0 ;;
 	--no-file) DO_FILE=0 ;;
 	--dir) BASE_DIR=${2:?--dir needs a directory} && shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help)
-		sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -159,27 +167,38 @@ TREE_2=$(api folder Private/tree-2)
 api folder Private/files >/dev/null
 stop_server
 TREE_FOLDERS_1=$((TREE / (TREE_FILES_PER_FOLDER + 1)))
-say "filling: $ITEMS and $((2 * ITEMS)) items; trees of $TREE_FOLDERS_1 and $((2 * TREE_FOLDERS_1)) folders × $TREE_FILES_PER_FOLDER files"
-python3 "$FILL" "$DATA/midas.sqlite3" items "$LIST_1" "$TEMPLATE_ITEM" "$ITEMS"
-python3 "$FILL" "$DATA/midas.sqlite3" items "$LIST_2" "$TEMPLATE_ITEM" "$((2 * ITEMS))"
-python3 "$FILL" "$DATA/midas.sqlite3" tree "$TREE_1" "$TEMPLATE_FOLDER" "$TEMPLATE_ITEM" "$TREE_FOLDERS_1" "$TREE_FILES_PER_FOLDER"
-python3 "$FILL" "$DATA/midas.sqlite3" tree "$TREE_2" "$TEMPLATE_FOLDER" "$TEMPLATE_ITEM" "$((2 * TREE_FOLDERS_1))" "$TREE_FILES_PER_FOLDER"
+if ((DO_ITEMS)); then
+	say "filling: $ITEMS and $((2 * ITEMS)) items"
+	python3 "$FILL" "$DATA/midas.sqlite3" items "$LIST_1" "$TEMPLATE_ITEM" "$ITEMS"
+	python3 "$FILL" "$DATA/midas.sqlite3" items "$LIST_2" "$TEMPLATE_ITEM" "$((2 * ITEMS))"
+fi
+if ((DO_TREE)); then
+	say "filling: trees of $TREE_FOLDERS_1 and $((2 * TREE_FOLDERS_1)) folders × $TREE_FILES_PER_FOLDER files"
+	python3 "$FILL" "$DATA/midas.sqlite3" tree "$TREE_1" "$TEMPLATE_FOLDER" "$TEMPLATE_ITEM" "$TREE_FOLDERS_1" "$TREE_FILES_PER_FOLDER"
+	python3 "$FILL" "$DATA/midas.sqlite3" tree "$TREE_2" "$TEMPLATE_FOLDER" "$TEMPLATE_ITEM" "$((2 * TREE_FOLDERS_1))" "$TREE_FILES_PER_FOLDER"
+fi
 start_server
 say "filled in ${SECONDS}s; server at $URL"
 PRIVATE=$MNT/users/Admin_User/Private
 
 # ---------------------------------------------------------------- rows
 
-{
-	echo "| row | time | requests | daemon RSS before → after | RSS per entry | daemon peak RSS |"
-	echo "| --- | --- | --- | --- | --- | --- |"
-} >>"$ROWS"
-drop_caches
-walk "ls -l of a folder of $ITEMS items, cold" "$ITEMS" "$PRIVATE/list-1" "ls -l"
-walk "ls -l of a folder of $((2 * ITEMS)) items, cold" "$((2 * ITEMS))" "$PRIVATE/list-2" "ls -l"
-TREE_ENTRIES_1=$((TREE_FOLDERS_1 * (TREE_FILES_PER_FOLDER + 1)))
-walk "find -ls of a tree of $TREE_ENTRIES_1 entries, cold" "$TREE_ENTRIES_1" "$PRIVATE/tree-1" "find"
-walk "find -ls of a tree of $((2 * TREE_ENTRIES_1)) entries, cold" "$((2 * TREE_ENTRIES_1))" "$PRIVATE/tree-2" "find"
+if ((DO_ITEMS || DO_TREE)); then
+	{
+		echo "| row | time | requests | daemon RSS before → after | RSS per entry | daemon peak RSS |"
+		echo "| --- | --- | --- | --- | --- | --- |"
+	} >>"$ROWS"
+	drop_caches
+fi
+if ((DO_ITEMS)); then
+	walk "ls -l of a folder of $ITEMS items, cold" "$ITEMS" "$PRIVATE/list-1" "ls -l"
+	walk "ls -l of a folder of $((2 * ITEMS)) items, cold" "$((2 * ITEMS))" "$PRIVATE/list-2" "ls -l"
+fi
+if ((DO_TREE)); then
+	TREE_ENTRIES_1=$((TREE_FOLDERS_1 * (TREE_FILES_PER_FOLDER + 1)))
+	walk "find of a tree of $TREE_ENTRIES_1 entries, cold" "$TREE_ENTRIES_1" "$PRIVATE/tree-1" "find"
+	walk "find of a tree of $((2 * TREE_ENTRIES_1)) entries, cold" "$((2 * TREE_ENTRIES_1))" "$PRIVATE/tree-2" "find"
+fi
 
 if ((DO_FILE)); then
 	{
@@ -188,7 +207,9 @@ if ((DO_FILE)); then
 		echo "| --- | --- | --- |"
 	} >>"$ROWS"
 	for gib in "$FILE_GIB" "$((2 * FILE_GIB))"; do
-		mount_fs
+		# The spool holds the whole file until it is uploaded, and refuses (ENOSPC) a file
+		# larger than --spool-size (10 GiB by default): make room for this one.
+		mount_fs --spool-size "$((gib > 10 ? gib * 1024 : 10240))"
 		target=$PRIVATE/files/big-$gib.bin
 		seconds=$(helper time "dd if=/dev/zero of=$(printf %q "$target") bs=1M count=$((gib * 1024)) conv=fsync")
 		peak=$(kib VmHWM)
