@@ -218,7 +218,7 @@ pub struct MountArgs {
     /// Directory for write spool files and the recovery directory [default: ~/.cache/midasfs/spool]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
-    /// Largest total size of files being written, in MiB (ENOSPC beyond) [default: 10240]
+    /// Largest total size of files being written, in MiB (ENOSPC beyond) [default: no cap: the spool's disk, less 1 GiB (or 5 % of a small disk) left free]
     #[arg(long, value_name = "MIB")]
     pub spool_size: Option<u64>,
     /// Write-back: `close` returns once the file is safe in the spool (synced, with a journal

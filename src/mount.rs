@@ -277,9 +277,17 @@ fn mount_and_serve(
                 cache_bytes: args.cache_size * 1024 * 1024,
                 stall_timeout: Duration::from_secs(args.timeout),
                 root,
-                spool: SpoolConfig {
-                    dir: args.spool_dir.clone().unwrap_or_else(spool::default_dir),
-                    max_bytes: args.spool_size * 1024 * 1024,
+                spool: {
+                    let dir = args.spool_dir.clone().unwrap_or_else(spool::default_dir);
+                    let keep_free =
+                        spool::keep_free_on(dir.ancestors().find(|d| d.exists()).unwrap_or(&dir));
+                    SpoolConfig {
+                        max_bytes: args
+                            .spool_size
+                            .map_or(u64::MAX, |mib| mib.saturating_mul(1 << 20)),
+                        keep_free,
+                        dir,
+                    }
                 },
             },
         )

@@ -40,7 +40,8 @@ pub struct MountSettings {
     pub umask: u16,
     pub noexec: bool,
     pub spool_dir: Option<PathBuf>,
-    pub spool_size: u64,
+    /// The cap on what files being written hold, in MiB; none: what the spool's disk allows.
+    pub spool_size: Option<u64>,
     /// Uploads after close in the background (`--write-back`), and how long unmount waits.
     pub write_back: bool,
     pub write_back_wait: u64,
@@ -75,7 +76,7 @@ impl MountSettings {
             umask: 0,
             noexec: false,
             spool_dir: None,
-            spool_size: 10240,
+            spool_size: None,
             write_back: false,
             write_back_wait: 600,
             log_file: None,
@@ -324,7 +325,7 @@ fn merge(
     s.umask = args.umask.unwrap_or(0);
     s.noexec = args.noexec;
     s.spool_dir = args.spool_dir.or(p.spool_dir);
-    s.spool_size = args.spool_size.or(p.spool_size).unwrap_or(s.spool_size);
+    s.spool_size = args.spool_size.or(p.spool_size);
     s.write_back = args.write_back;
     s.write_back_wait = args.write_back_wait.unwrap_or(s.write_back_wait);
     s.log_file = args.log_file.or(p.log_file);
@@ -408,6 +409,21 @@ mod tests {
             let err = apply_options(&mut args(), &[option.into()]).unwrap_err();
             assert!(err.0.contains(expected), "{option}: {err}");
         }
+    }
+
+    #[test]
+    fn without_spool_size_files_being_written_have_no_cap_but_the_disk() {
+        let s = merge(args(), None, Profile::default()).unwrap();
+        assert_eq!(
+            s.spool_size, None,
+            "a 20 GiB cp must not stop at a fixed cap"
+        );
+        let mut a = args();
+        a.spool_size = Some(64);
+        assert_eq!(
+            merge(a, None, Profile::default()).unwrap().spool_size,
+            Some(64)
+        );
     }
 
     #[test]

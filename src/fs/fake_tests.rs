@@ -25,6 +25,7 @@ pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path)
         spool: SpoolConfig {
             dir: spool.to_owned(),
             max_bytes: 1 << 30,
+            keep_free: 0,
         },
     };
     let api: crate::midas::Api = Arc::clone(midas) as _;

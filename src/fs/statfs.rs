@@ -2,7 +2,8 @@
 //!
 //! Midas reports no capacity, and every byte written through the mount waits in the spool until
 //! its upload is done, so what can be written now is bounded by the spool: its cap
-//! (`--spool-size`) less what files being written hold, and the free space of the disk it is on.
+//! (`--spool-size`) less what files being written hold, and the free space of the disk it is on
+//! less what writes leave free there.
 //! A read-only mount has no room for writes at all.
 
 use super::MidasFs;
@@ -24,7 +25,7 @@ pub struct StatFs {
 const FILES: u64 = 1 << 30;
 
 /// The total size and the space an unprivileged writer may use on the filesystem of `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+pub(in crate::fs) fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: `path` is a valid C string and `stat` a plain struct statvfs fills in.
@@ -50,7 +51,10 @@ impl MidasFs {
         let free = if self.config.read_only {
             0
         } else {
-            spool.max_bytes.saturating_sub(used).min(disk_free)
+            spool
+                .max_bytes
+                .saturating_sub(used)
+                .min(disk_free.saturating_sub(spool.keep_free))
         };
         StatFs {
             blocks: total / BLOCK,

@@ -79,6 +79,7 @@ impl Mount {
             spool: SpoolConfig {
                 dir: spool.path().to_owned(),
                 max_bytes: options.spool_bytes,
+                keep_free: 0,
             },
         };
         let api: Api = Arc::clone(&midas) as _;

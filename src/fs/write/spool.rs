@@ -50,8 +50,10 @@ pub type About = serde_json::Map<String, serde_json::Value>;
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
     pub dir: PathBuf,
-    /// Largest total size of all spool files.
+    /// Largest total size of all spool files (`u64::MAX`: as much as the disk allows).
     pub max_bytes: u64,
+    /// What writes leave free on the disk under the spool (see [`keep_free_on`]).
+    pub keep_free: u64,
 }
 
 /// `$XDG_CACHE_HOME/midasfs/spool`, or `~/.cache/midasfs/spool`.
@@ -87,7 +89,21 @@ pub struct Resumable {
 
 struct Budget {
     max: u64,
+    dir: PathBuf,
+    /// What the disk under the spool keeps free: writes stop before they take it.
+    keep_free: u64,
     used: Mutex<u64>,
+    /// `used` when the disk's free space was last checked.
+    checked_at: AtomicU64,
+}
+
+/// How much the spool may grow between two looks at its disk's free space.
+const DISK_CHECK_EVERY: u64 = 16 << 20;
+
+/// What the disk under the spool keeps free at least: 1 GiB, or a twentieth of a small disk.
+pub fn keep_free_on(dir: &Path) -> u64 {
+    let total = crate::fs::statfs::disk_space(dir).map_or(0, |(total, _)| total);
+    (1u64 << 30).min(total / 20)
 }
 
 impl Budget {
@@ -106,6 +122,23 @@ impl Budget {
                 ),
             ));
         }
+        let since_check = used.saturating_sub(self.checked_at.load(Ordering::Relaxed));
+        if self.keep_free > 0 && (bytes >= DISK_CHECK_EVERY || since_check >= DISK_CHECK_EVERY) {
+            if let Some((_, free)) = crate::fs::statfs::disk_space(&self.dir) {
+                if free < bytes.saturating_add(self.keep_free) {
+                    return Err(FsError::new(
+                        Kind::NoSpace,
+                        format!(
+                            "the disk under the spool ({}) has {free} bytes free, and writes \
+                             keep {} free for the rest of the system (see --spool-dir)",
+                            self.dir.display(),
+                            self.keep_free
+                        ),
+                    ));
+                }
+            }
+            self.checked_at.store(*used + bytes, Ordering::Relaxed);
+        }
         *used += bytes;
         Ok(())
     }
@@ -122,7 +155,10 @@ impl Spool {
             dir: config.dir.clone(),
             budget: Arc::new(Budget {
                 max: config.max_bytes,
+                dir: config.dir.clone(),
+                keep_free: config.keep_free,
                 used: Mutex::new(0),
+                checked_at: AtomicU64::new(0),
             }),
             next: AtomicU64::new(1),
             rescued: Mutex::default(),
@@ -690,7 +726,30 @@ mod tests {
         Spool::new(&SpoolConfig {
             dir: dir.to_owned(),
             max_bytes: max,
+            keep_free: 0,
         })
+    }
+
+    #[test]
+    fn writes_stop_before_the_disk_under_the_spool_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, free) = crate::fs::statfs::disk_space(dir.path()).unwrap();
+        let spool = Spool::new(&SpoolConfig {
+            dir: dir.path().to_owned(),
+            max_bytes: u64::MAX,
+            // More than the disk has free, less 32 MiB: a 16 MiB file fits, a 64 MiB one does not.
+            keep_free: free.saturating_sub(32 << 20),
+        });
+        let mut small = spool.create().unwrap();
+        small.write_at(0, &vec![1u8; 16 << 20]).unwrap();
+        let mut large = spool.create().unwrap();
+        let err = large.write_at(0, &vec![2u8; 64 << 20]).unwrap_err();
+        assert_eq!(err.kind, Kind::NoSpace, "{err}");
+        assert!(
+            err.to_string().contains("the disk under the spool"),
+            "{err}"
+        );
+        assert_eq!(large.len(), 0, "nothing of the refused write is kept");
     }
 
     const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
