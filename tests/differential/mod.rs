@@ -147,6 +147,35 @@ impl Session<'_> {
         self.log.push(exchange);
     }
 
+    /// [`Session::follow`] for a download that counts for `item`, then waits (at most 10 s)
+    /// until the item's `download` counter shows it. Real Midas counts a download after it has
+    /// sent the last byte, by reading the item's row and writing it back one higher: the calls
+    /// that follow may come before that, and a second download counted meanwhile is lost (two
+    /// writers of `n + 1`). A client that waits sees every count, on both servers.
+    fn follow_counted(&mut self, label: &str, token: &str, item: &str) {
+        let before = self.download_count(token, item);
+        self.follow(label);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.download_count(token, item) <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The item's `download` counter, by a call that is not part of the comparison.
+    fn download_count(&self, token: &str, item: &str) -> Option<u64> {
+        let params = [("method", "midas.item.get"), ("token", token), ("id", item)];
+        let answer = self
+            .side
+            .http
+            .post(format!("{}/api/json", self.side.url))
+            .query(&params)
+            .send()
+            .and_then(|r| r.text())
+            .ok()?;
+        let answer: Value = serde_json::from_str(&answer).ok()?;
+        answer["data"]["download"].as_str()?.parse().ok()
+    }
+
     fn exchange(
         &self,
         label: &str,
@@ -714,13 +743,13 @@ fn scenario(s: &mut Session<'_>) {
         "midas.bitstream.download",
         &[("token", token), ("id", &bitstream)],
     );
-    s.follow("the bitstream's content");
+    s.follow_counted("the bitstream's content", token, &item);
     s.call(
         "a bitstream downloaded from an offset",
         "midas.bitstream.download",
         &[("token", token), ("id", &bitstream), ("offset", "6")],
     );
-    s.follow("the bitstream's content from the offset");
+    s.follow_counted("the bitstream's content from the offset", token, &item);
     s.call(
         "a private bitstream downloaded anonymously",
         "midas.bitstream.download",
@@ -741,13 +770,13 @@ fn scenario(s: &mut Session<'_>) {
         "midas.item.download",
         &[("token", token), ("id", &item)],
     );
-    s.follow("the item's content");
+    s.follow_counted("the item's content", token, &item);
     s.call(
         "a folder downloaded",
         "midas.folder.download",
         &[("token", token), ("id", &top)],
     );
-    s.follow("the folder's content");
+    s.follow_counted("the folder's content", token, &item);
     let item_uuid = text(&full["uuid"]);
     let top_uuid = text(
         &s.call(
