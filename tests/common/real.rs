@@ -15,11 +15,16 @@
 //! other test sees the freeze.
 
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 /// Held shared by every test on the real server, alone by one that freezes it.
 static SERVER: RwLock<()> = RwLock::new(());
+
+/// Held while a test looks for a user and makes it when missing: Midas checks that an email is
+/// free and then makes the account without a lock, so tests that start at once (mount_access's
+/// all add the same two users) would each make their own copy of it.
+static ADDING_USERS: Mutex<()> = Mutex::new(());
 
 pub struct Real {
     pub url: String,
@@ -143,6 +148,7 @@ impl Real {
     /// The user's Default API key; the user is made first (as the administrator's "create user"
     /// of the web interface does) when the password does not log in.
     pub fn add_user(&self, email: &str, password: &str, firstname: &str, lastname: &str) -> String {
+        let _alone = ADDING_USERS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(key) = self.default_key(email, password) {
             return key;
         }
