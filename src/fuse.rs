@@ -136,10 +136,12 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name.to_owned(),
             Err(errno) => return reply.error(errno),
         };
-        let ttl = self.fs.ttl();
         if let Some(result) = self.fs.cached_lookup(parent.0, &name) {
             return match result {
-                Ok(attr) => reply.entry(&ttl, &self.file_attr(&attr), Generation(0)),
+                Ok(attr) => {
+                    let ttl = self.fs.ttl_of(attr.ino);
+                    reply.entry(&ttl, &self.file_attr(&attr), Generation(0))
+                }
                 Err(err) => reply.error(errno_of("lookup", &err)),
             };
         }
@@ -148,9 +150,12 @@ impl Filesystem for FuseAdapter {
         let what = format!("lookup {name:?} in inode {}", parent.0);
         self.spawn(
             what,
-            async move { fs.lookup(parent.0, &name).await },
+            async move {
+                let attr = fs.lookup(parent.0, &name).await?;
+                Ok((fs.ttl_of(attr.ino), attr))
+            },
             move |result| match result {
-                Ok(attr) => {
+                Ok((ttl, attr)) => {
                     let attr = FuseAdapter::attr_for(owner, &attr);
                     reply.entry(&ttl, &attr, Generation(0))
                 }
@@ -165,7 +170,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&self.fs.ttl(), &self.file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.fs.ttl_of(ino.0), &self.file_attr(&attr)),
             Err(err) => reply.error(errno_of("getattr", &err)),
         }
     }
@@ -238,7 +243,7 @@ impl Filesystem for FuseAdapter {
                     INodeNo(entry.ino),
                     index as u64 + 3,
                     &entry.name,
-                    &ttl,
+                    &fs.entry_ttl(entry),
                     &attr,
                     Generation(0),
                 ) {

@@ -410,3 +410,86 @@ async fn the_search_directory_links_each_item_of_that_name_to_where_it_is() {
     targets.sort();
     assert_eq!(targets, ["../../scan.nii", "../../sub/scan.nii"]);
 }
+
+// ---- what another client is uploading ----
+
+// Found by `scripts/soak.sh --two-mounts` (its cross-read errors): a new file's item exists on
+// the server before its bytes (`item.create`, then `upload.perform`). A listing taken by another
+// mount in between showed it as an empty directory and kept that for the TTL, so reading the file
+// once its upload was done failed with EISDIR.
+#[tokio::test]
+async fn an_item_without_a_revision_is_asked_for_again_until_its_bytes_arrive() {
+    let midas = server();
+    let item = midas.add_item(midas.public_folder(), "uploading.txt");
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "uploading.txt").await.expect("lookup");
+    assert_eq!(
+        attr.kind,
+        FileKind::Directory,
+        "shown as the empty item it is"
+    );
+
+    midas.add_bitstream(item, "uploading.txt", b"arrived");
+    assert!(
+        fs.cached_lookup(ROOT, "uploading.txt").is_none(),
+        "not answered from the listing in memory"
+    );
+    let attr = fs.lookup(ROOT, "uploading.txt").await.expect("lookup");
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 7));
+    let open = fs.open(attr.ino).await.expect("open");
+    assert_eq!(
+        &fs.read(open.fh, 0, 100).await.expect("read")[..],
+        b"arrived"
+    );
+    let listed = fs.listing(ROOT).await.expect("listing");
+    assert_eq!(
+        listed.iter().map(|e| e.attr().kind).collect::<Vec<_>>(),
+        [FileKind::File],
+        "the listing shows the file too"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_item_stays_an_empty_directory_whose_listing_is_soon_asked_again() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let item = midas.add_item(midas.public_folder(), "empty");
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "empty").await.expect("lookup");
+    assert_eq!(attr.kind, FileKind::Directory);
+    let attr = fs.lookup(ROOT, "empty").await.expect("lookup again");
+    assert_eq!(
+        attr.kind,
+        FileKind::Directory,
+        "still there, still a directory"
+    );
+    assert!(fs.listing(attr.ino).await.expect("its listing").is_empty());
+    assert!(fs.cached_listing(ROOT).is_some());
+    assert_eq!(
+        fs.ttl_of(attr.ino),
+        Duration::ZERO,
+        "the kernel keeps it no time"
+    );
+
+    // A listing of a folder holding it is kept for a short time only (the test mount's TTL
+    // is a minute).
+    midas.add_bitstream(item, "empty", b"now a file");
+    tokio::time::sleep(super::listing::UNSETTLED_TTL + Duration::from_millis(100)).await;
+    assert!(
+        fs.cached_listing(ROOT).is_none(),
+        "the listing is asked for again"
+    );
+    let listed = fs.listing(ROOT).await.expect("listing");
+    let kinds: Vec<_> = listed
+        .iter()
+        .map(|e| (e.name.as_str(), e.attr().kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("dir", FileKind::Directory), ("empty", FileKind::File)]
+    );
+    assert!(
+        fs.cached_listing(ROOT).is_some(),
+        "a listing of settled items is kept for the TTL"
+    );
+}
