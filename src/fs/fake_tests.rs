@@ -493,3 +493,41 @@ async fn an_empty_item_stays_an_empty_directory_whose_listing_is_soon_asked_agai
         "a listing of settled items is kept for the TTL"
     );
 }
+
+// ---- a save by rename's two inodes, and times set ----
+
+/// Writes `content` into a new file `name` in the mount's top, and closes it.
+async fn write_new(fs: &MidasFs, name: &str, content: &[u8]) -> u64 {
+    let (attr, fh) = fs.create(ROOT, name, 42).expect("create");
+    fs.write(fh, 0, content).expect("write");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    attr.ino
+}
+
+#[tokio::test]
+async fn a_write_through_the_items_own_inode_shows_in_the_inode_a_save_by_rename_left() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "a", b"old\n");
+    let (fs, _spool) = mount(&midas);
+    fs.lookup(ROOT, "a").await.expect("lookup");
+    let renamed = write_new(&fs, ".a.tmp", b"saved\n").await;
+    fs.rename(ROOT, ".a.tmp", ROOT, "a", false)
+        .await
+        .expect("save by rename");
+    let own = fs.lookup(ROOT, "a").await.expect("lookup").ino;
+    assert_ne!(own, renamed, "the kernel knows the file by two numbers");
+
+    let fh = fs
+        .open_write(own, true, 42)
+        .await
+        .expect("open by the name");
+    fs.write(fh, 0, b"written by the name\n").expect("write");
+    assert_eq!(fs.getattr(renamed).expect("stat").size, 20, "while open");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    assert_eq!(fs.getattr(renamed).expect("stat").size, 20, "once saved");
+    let open = fs.open(renamed).await.expect("open the renamed inode");
+    let read = fs.read(open.fh, 0, 100).await.expect("read");
+    assert_eq!(&read[..], b"written by the name\n");
+}

@@ -95,6 +95,7 @@ impl MidasFs {
             node.lookups = node.lookups.saturating_sub(count);
             if node.lookups == 0 {
                 nodes.remove(&ino);
+                self.writes.forget_alias(ino);
             }
         }
     }

@@ -26,6 +26,7 @@
 //!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
 //!   item instead (`replace`).
 
+mod aliases;
 pub mod early;
 mod handles;
 mod overlay;
@@ -74,6 +75,10 @@ pub struct Writes {
     pub(in crate::fs) renamed_away: Mutex<HashMap<(u64, String), Id>>,
     /// Background uploads after close, with `--write-back`.
     pub(in crate::fs) write_back: Option<writeback::WriteBack>,
+    /// Inodes the kernel holds that stand for a file under another number (a new file's after
+    /// its upload, the renamed file's after a save by rename), until the kernel forgets them: a
+    /// save through the file's own inode shows in them too (see `save::show_saved`).
+    pub(in crate::fs) aliases: Mutex<aliases::Aliases>,
 }
 
 impl Writes {
@@ -88,6 +93,7 @@ impl Writes {
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
             write_back: None,
+            aliases: Mutex::default(),
         }
     }
 
@@ -126,6 +132,15 @@ impl Writes {
 
     pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn aliases(&self) -> MutexGuard<'_, aliases::Aliases> {
+        self.aliases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel forgot inode `ino`.
+    pub(in crate::fs) fn forget_alias(&self, ino: u64) {
+        self.aliases().forget(ino);
     }
 
     pub(in crate::fs) fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {

@@ -400,6 +400,8 @@ impl MidasFs {
                     if stands_for_source {
                         node.parent = dir;
                     }
+                    // The kernel's inode for the name until it looks it up again.
+                    self.writes.aliases().set(ino, shown.ino);
                 }
             }
         }
