@@ -531,3 +531,38 @@ async fn a_write_through_the_items_own_inode_shows_in_the_inode_a_save_by_rename
     let read = fs.read(open.fh, 0, 100).await.expect("read");
     assert_eq!(&read[..], b"written by the name\n");
 }
+
+#[tokio::test]
+async fn times_set_on_files_removed_or_written_since_are_not_kept() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for n in 0..20 {
+        let name = format!("f{n}");
+        let ino = write_new(&fs, &name, b"x").await;
+        let attr = fs
+            .setattr(ino, None, None, Some(long_ago))
+            .await
+            .expect("touch");
+        assert_eq!(attr.mtime, long_ago);
+        fs.unlink(ROOT, &name).await.expect("rm");
+    }
+    assert_eq!(fs.writes.mtimes().len(), 0, "removed files' times");
+
+    let ino = write_new(&fs, "kept", b"x").await;
+    fs.setattr(ino, None, None, Some(long_ago))
+        .await
+        .expect("touch");
+    let own = fs.lookup(ROOT, "kept").await.expect("lookup");
+    assert_eq!(own.mtime, long_ago, "a time set is kept");
+    let fh = fs.open_write(own.ino, false, 42).await.expect("open");
+    fs.write(fh, 1, b"appended").expect("append");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    assert_eq!(
+        fs.writes.mtimes().len(),
+        0,
+        "written since the time was set"
+    );
+    assert_ne!(fs.getattr(own.ino).expect("stat").mtime, long_ago);
+}

@@ -33,6 +33,7 @@ mod overlay;
 mod recovery;
 mod replace;
 mod save;
+pub(in crate::fs) mod set_times;
 pub mod spool;
 mod upload;
 pub mod writeback;
@@ -59,9 +60,9 @@ pub struct Writes {
     pub(in crate::fs) handles: Mutex<HashMap<u64, WriteHandle>>,
     /// Numbers for new files' inodes.
     pub(in crate::fs) next_local: AtomicU64,
-    /// Modification times set through the mount, by canonical inode, kept for the mount's life
-    /// (Midas has no such field; `rsync -a` needs to see the times it set).
-    pub(in crate::fs) mtimes: Mutex<HashMap<u64, SystemTime>>,
+    /// Modification times set through the mount, by canonical inode (Midas has no such field;
+    /// `rsync -a` needs to see the times it set), while they can matter (see [`set_times`]).
+    pub(in crate::fs) mtimes: Mutex<set_times::SetTimes>,
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     pub(in crate::fs) orphans: Mutex<Vec<Id>>,
@@ -130,7 +131,7 @@ impl Writes {
         self.renamed_away.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
+    pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, set_times::SetTimes> {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -164,7 +165,7 @@ impl Writes {
 
     /// The modification time set through the mount for this canonical inode, if any.
     pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
-        self.mtimes().get(&canonical).copied()
+        self.mtimes().get(canonical)
     }
 }
 

@@ -21,8 +21,8 @@ impl MidasFs {
             let mtimes = self.writes.mtimes();
             if !mtimes.is_empty() {
                 for entry in entries.iter_mut() {
-                    if let Some(mtime) = mtimes.get(&entry.ino) {
-                        entry.data.mtime = *mtime;
+                    if let Some(mtime) = mtimes.get(entry.ino) {
+                        entry.data.mtime = mtime;
                     }
                 }
             }

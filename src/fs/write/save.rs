@@ -105,7 +105,7 @@ impl MidasFs {
     ) {
         let old_canonical = self.canonical_ino(ino);
         let new_canonical = uploaded.entry.ino;
-        {
+        let written_at = {
             let mut data = file.lock();
             if data.spool.is_recovered() {
                 data.spool.saved();
@@ -124,11 +124,15 @@ impl MidasFs {
                 },
                 _ => data.target.clone(),
             };
-        }
+            data.mtime
+        };
         {
             let mut mtimes = self.writes.mtimes();
-            if let Some(mtime) = mtimes.remove(&old_canonical) {
-                mtimes.insert(new_canonical, mtime);
+            if let Some(set) = mtimes.remove(old_canonical) {
+                // Written after its time was set: the file's time is the write's now.
+                if set.set_at >= written_at {
+                    mtimes.put(new_canonical, set);
+                }
             }
         }
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
