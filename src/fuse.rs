@@ -138,11 +138,10 @@ impl Filesystem for FuseAdapter {
         };
         if let Some(result) = self.fs.cached_lookup(parent.0, &name) {
             return match result {
-                Ok(attr) => reply.entry(
-                    &self.fs.entry_ttl(attr.ino),
-                    &self.file_attr(&attr),
-                    Generation(0),
-                ),
+                Ok(attr) => {
+                    let ttl = self.fs.ttl_of(attr.ino);
+                    reply.entry(&ttl, &self.file_attr(&attr), Generation(0))
+                }
                 Err(err) => reply.error(errno_of("lookup", &err)),
             };
         }
@@ -153,7 +152,7 @@ impl Filesystem for FuseAdapter {
             what,
             async move {
                 let attr = fs.lookup(parent.0, &name).await?;
-                Ok((fs.entry_ttl(attr.ino), attr))
+                Ok((fs.ttl_of(attr.ino), attr))
             },
             move |result| match result {
                 Ok((ttl, attr)) => {
@@ -171,7 +170,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&self.fs.ttl(), &self.file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.fs.ttl_of(ino.0), &self.file_attr(&attr)),
             Err(err) => reply.error(errno_of("getattr", &err)),
         }
     }
@@ -244,7 +243,7 @@ impl Filesystem for FuseAdapter {
                     INodeNo(entry.ino),
                     index as u64 + 3,
                     &entry.name,
-                    &fs.entry_ttl(entry.ino),
+                    &fs.entry_ttl(entry),
                     &attr,
                     Generation(0),
                 ) {

@@ -411,3 +411,159 @@ async fn the_search_directory_links_each_item_of_that_name_to_where_it_is() {
     targets.sort();
     assert_eq!(targets, ["../../scan.nii", "../../sub/scan.nii"]);
 }
+
+// ---- what another client is uploading ----
+
+// Found by `scripts/soak.sh --two-mounts` (its cross-read errors): a new file's item exists on
+// the server before its bytes (`item.create`, then `upload.perform`). A listing taken by another
+// mount in between showed it as an empty directory and kept that for the TTL, so reading the file
+// once its upload was done failed with EISDIR.
+#[tokio::test]
+async fn an_item_without_a_revision_is_asked_for_again_until_its_bytes_arrive() {
+    let midas = server();
+    let item = midas.add_item(midas.public_folder(), "uploading.txt");
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "uploading.txt").await.expect("lookup");
+    assert_eq!(
+        attr.kind,
+        FileKind::Directory,
+        "shown as the empty item it is"
+    );
+
+    midas.add_bitstream(item, "uploading.txt", b"arrived");
+    assert!(
+        fs.cached_lookup(ROOT, "uploading.txt").is_none(),
+        "not answered from the listing in memory"
+    );
+    let attr = fs.lookup(ROOT, "uploading.txt").await.expect("lookup");
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 7));
+    let open = fs.open(attr.ino).await.expect("open");
+    assert_eq!(
+        &fs.read(open.fh, 0, 100).await.expect("read")[..],
+        b"arrived"
+    );
+    let listed = fs.listing(ROOT).await.expect("listing");
+    assert_eq!(
+        listed.iter().map(|e| e.attr().kind).collect::<Vec<_>>(),
+        [FileKind::File],
+        "the listing shows the file too"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_item_stays_an_empty_directory_whose_listing_is_soon_asked_again() {
+    let midas = server();
+    midas.add_folder(midas.public_folder(), "dir");
+    let item = midas.add_item(midas.public_folder(), "empty");
+    let (fs, _spool) = mount(&midas);
+    let attr = fs.lookup(ROOT, "empty").await.expect("lookup");
+    assert_eq!(attr.kind, FileKind::Directory);
+    let attr = fs.lookup(ROOT, "empty").await.expect("lookup again");
+    assert_eq!(
+        attr.kind,
+        FileKind::Directory,
+        "still there, still a directory"
+    );
+    assert!(fs.listing(attr.ino).await.expect("its listing").is_empty());
+    assert!(fs.cached_listing(ROOT).is_some());
+    assert_eq!(
+        fs.ttl_of(attr.ino),
+        Duration::ZERO,
+        "the kernel keeps it no time"
+    );
+
+    // A listing of a folder holding it is kept for a short time only (the test mount's TTL
+    // is a minute).
+    midas.add_bitstream(item, "empty", b"now a file");
+    tokio::time::sleep(super::listing::UNSETTLED_TTL + Duration::from_millis(100)).await;
+    assert!(
+        fs.cached_listing(ROOT).is_none(),
+        "the listing is asked for again"
+    );
+    let listed = fs.listing(ROOT).await.expect("listing");
+    let kinds: Vec<_> = listed
+        .iter()
+        .map(|e| (e.name.as_str(), e.attr().kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("dir", FileKind::Directory), ("empty", FileKind::File)]
+    );
+    assert!(
+        fs.cached_listing(ROOT).is_some(),
+        "a listing of settled items is kept for the TTL"
+    );
+}
+
+// ---- a save by rename's two inodes, and times set ----
+
+/// Writes `content` into a new file `name` in the mount's top, and closes it.
+async fn write_new(fs: &MidasFs, name: &str, content: &[u8]) -> u64 {
+    let (attr, fh) = fs.create(ROOT, name, 42).expect("create");
+    fs.write(fh, 0, content).expect("write");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    attr.ino
+}
+
+#[tokio::test]
+async fn a_write_through_the_items_own_inode_shows_in_the_inode_a_save_by_rename_left() {
+    let midas = server();
+    midas.add_file(midas.public_folder(), "a", b"old\n");
+    let (fs, _spool) = mount(&midas);
+    fs.lookup(ROOT, "a").await.expect("lookup");
+    let renamed = write_new(&fs, ".a.tmp", b"saved\n").await;
+    fs.rename(ROOT, ".a.tmp", ROOT, "a", false)
+        .await
+        .expect("save by rename");
+    let own = fs.lookup(ROOT, "a").await.expect("lookup").ino;
+    assert_ne!(own, renamed, "the kernel knows the file by two numbers");
+
+    let fh = fs
+        .open_write(own, true, 42)
+        .await
+        .expect("open by the name");
+    fs.write(fh, 0, b"written by the name\n").expect("write");
+    assert_eq!(fs.getattr(renamed).expect("stat").size, 20, "while open");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    assert_eq!(fs.getattr(renamed).expect("stat").size, 20, "once saved");
+    let open = fs.open(renamed).await.expect("open the renamed inode");
+    let read = fs.read(open.fh, 0, 100).await.expect("read");
+    assert_eq!(&read[..], b"written by the name\n");
+}
+
+#[tokio::test]
+async fn times_set_on_files_removed_or_written_since_are_not_kept() {
+    let midas = server();
+    let (fs, _spool) = mount(&midas);
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for n in 0..20 {
+        let name = format!("f{n}");
+        let ino = write_new(&fs, &name, b"x").await;
+        let attr = fs
+            .setattr(ino, None, None, Some(long_ago))
+            .await
+            .expect("touch");
+        assert_eq!(attr.mtime, long_ago);
+        fs.unlink(ROOT, &name).await.expect("rm");
+    }
+    assert_eq!(fs.writes.mtimes().len(), 0, "removed files' times");
+
+    let ino = write_new(&fs, "kept", b"x").await;
+    fs.setattr(ino, None, None, Some(long_ago))
+        .await
+        .expect("touch");
+    let own = fs.lookup(ROOT, "kept").await.expect("lookup");
+    assert_eq!(own.mtime, long_ago, "a time set is kept");
+    let fh = fs.open_write(own.ino, false, 42).await.expect("open");
+    fs.write(fh, 1, b"appended").expect("append");
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+    assert_eq!(
+        fs.writes.mtimes().len(),
+        0,
+        "written since the time was set"
+    );
+    assert_ne!(fs.getattr(own.ino).expect("stat").mtime, long_ago);
+}

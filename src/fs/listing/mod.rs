@@ -4,6 +4,7 @@
 mod entries;
 mod handles;
 mod listings;
+mod unsettled;
 pub mod walk;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,8 @@ use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
 pub(in crate::fs) use entries::bitstream_info;
 pub(in crate::fs) use handles::DirHandles;
 pub use listings::Listings;
+#[cfg(test)]
+pub(in crate::fs) use unsettled::UNSETTLED_TTL;
 
 /// How many times a listing is fetched when the mount changes it during each fetch.
 const FETCH_ATTEMPTS: u32 = 3;

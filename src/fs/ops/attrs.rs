@@ -1,5 +1,5 @@
 //! setattr: chmod changes the access on the server (see [`crate::fs::privacy`]), chown changes
-//! nothing, times are kept for the mount's life, a size change goes through the spool.
+//! nothing, times are kept in memory while they matter, a size change goes through the spool.
 
 use std::time::SystemTime;
 
@@ -9,8 +9,8 @@ use crate::fs::{FsResult, MidasFs};
 impl MidasFs {
     /// A mode's others' read bit is the access on the server (chmod, see
     /// [`MidasFs::chmod`]); its other bits and chown are accepted and change nothing (Midas has
-    /// no such fields); times are kept in memory for the mount's life; a size change goes
-    /// through the spool.
+    /// no such fields); times are kept in memory while they matter (see
+    /// `write::set_times`); a size change goes through the spool.
     pub async fn setattr(
         &self,
         ino: u64,
@@ -31,7 +31,7 @@ impl MidasFs {
         }
         if let Some(mtime) = mtime {
             let canonical = self.canonical_ino(ino);
-            self.writes.mtimes().insert(canonical, mtime);
+            self.writes.mtimes().set(canonical, mtime);
             let parent = self.parent(ino);
             self.listings.patch(parent, |entries| {
                 for entry in entries

@@ -124,6 +124,13 @@ impl MidasFs {
             }
         };
         result.map_err(write_error)?;
+        {
+            // A time set on it can no longer matter.
+            let canonical = self.canonical_ino(entry.ino);
+            let mut mtimes = self.writes.mtimes();
+            mtimes.remove(entry.ino);
+            mtimes.remove(canonical);
+        }
         if let Some(item) = entry.data.kind.item() {
             self.writes.fresh().remove(&item.id);
             // A file saved over this one and still open writes the item under its own inode.

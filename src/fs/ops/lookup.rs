@@ -12,7 +12,9 @@ impl MidasFs {
             return Some(found);
         }
         let entries = self.cached_listing(parent)?;
-        if Self::is_revision_lookup(&entries, name) {
+        if Self::is_revision_lookup(&entries, name)
+            || Self::unsettled_named(&entries, name).is_some()
+        {
             return None;
         }
         Some(self.lookup_in(parent, &entries, name))
@@ -25,6 +27,9 @@ impl MidasFs {
         let entries = self.listing(parent).await?;
         if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
             return revision;
+        }
+        if let Some(entry) = Self::unsettled_named(&entries, name) {
+            return self.lookup_unsettled(parent, entry).await;
         }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.kind == Kind::NotFound && parent == USERS => {
@@ -90,6 +95,7 @@ impl MidasFs {
             node.lookups = node.lookups.saturating_sub(count);
             if node.lookups == 0 {
                 nodes.remove(&ino);
+                self.writes.forget_alias(ino);
             }
         }
     }

@@ -186,7 +186,8 @@ impl MidasFs {
     /// The file open for writing that inode `ino` stands for, and the number it is kept under:
     /// `ino` itself, or the inode a new file was created as when `ino` is the item its upload
     /// made (its handles keep the number they were opened with; a lookup by name gives the
-    /// item's).
+    /// item's), or the other way: the item's own inode when `ino` stands for it under another
+    /// number (the renamed file's after a save by rename, see `replace::show_replaced`).
     pub(in crate::fs) fn open_file(&self, ino: u64) -> Option<(u64, Arc<WriteFile>)> {
         let files = self.writes.files();
         if let Some(file) = files.get(&ino) {
@@ -197,6 +198,10 @@ impl MidasFs {
         }
         let root = self.root_folder();
         let nodes = self.nodes();
+        let stands_for = nodes.get(&ino).map(|node| node.data.kind.ino(root));
+        if let Some((key, file)) = stands_for.and_then(|key| Some((key, files.get(&key)?))) {
+            return Some((key, Arc::clone(file)));
+        }
         files
             .iter()
             .find(|(key, _)| {

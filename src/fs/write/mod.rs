@@ -26,12 +26,14 @@
 //!   mount renamed over a single-file item (a save by rename) becomes a new revision of that
 //!   item instead (`replace`).
 
+mod aliases;
 pub mod early;
 mod handles;
 mod overlay;
 mod recovery;
 mod replace;
 mod save;
+pub(in crate::fs) mod set_times;
 pub mod spool;
 mod upload;
 pub mod writeback;
@@ -58,9 +60,9 @@ pub struct Writes {
     pub(in crate::fs) handles: Mutex<HashMap<u64, WriteHandle>>,
     /// Numbers for new files' inodes.
     pub(in crate::fs) next_local: AtomicU64,
-    /// Modification times set through the mount, by canonical inode, kept for the mount's life
-    /// (Midas has no such field; `rsync -a` needs to see the times it set).
-    pub(in crate::fs) mtimes: Mutex<HashMap<u64, SystemTime>>,
+    /// Modification times set through the mount, by canonical inode (Midas has no such field;
+    /// `rsync -a` needs to see the times it set), while they can matter (see [`set_times`]).
+    pub(in crate::fs) mtimes: Mutex<set_times::SetTimes>,
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     pub(in crate::fs) orphans: Mutex<Vec<Id>>,
@@ -74,6 +76,10 @@ pub struct Writes {
     pub(in crate::fs) renamed_away: Mutex<HashMap<(u64, String), Id>>,
     /// Background uploads after close, with `--write-back`.
     pub(in crate::fs) write_back: Option<writeback::WriteBack>,
+    /// Inodes the kernel holds that stand for a file under another number (a new file's after
+    /// its upload, the renamed file's after a save by rename), until the kernel forgets them: a
+    /// save through the file's own inode shows in them too (see `save::show_saved`).
+    pub(in crate::fs) aliases: Mutex<aliases::Aliases>,
 }
 
 impl Writes {
@@ -88,6 +94,7 @@ impl Writes {
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
             write_back: None,
+            aliases: Mutex::default(),
         }
     }
 
@@ -124,8 +131,17 @@ impl Writes {
         self.renamed_away.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
+    pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, set_times::SetTimes> {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(in crate::fs) fn aliases(&self) -> MutexGuard<'_, aliases::Aliases> {
+        self.aliases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel forgot inode `ino`.
+    pub(in crate::fs) fn forget_alias(&self, ino: u64) {
+        self.aliases().forget(ino);
     }
 
     pub(in crate::fs) fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {
@@ -149,7 +165,7 @@ impl Writes {
 
     /// The modification time set through the mount for this canonical inode, if any.
     pub fn mtime_override(&self, canonical: u64) -> Option<SystemTime> {
-        self.mtimes().get(&canonical).copied()
+        self.mtimes().get(canonical)
     }
 }
 

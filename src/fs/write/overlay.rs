@@ -2,8 +2,6 @@
 //! their directory's listing, the size and time of files open for writing, times set through
 //! the mount.
 
-use std::time::Duration;
-
 use super::Target;
 use crate::fs::inode::{Attr, NodeData, NodeKind};
 use crate::fs::{Entry, MidasFs};
@@ -23,8 +21,8 @@ impl MidasFs {
             let mtimes = self.writes.mtimes();
             if !mtimes.is_empty() {
                 for entry in entries.iter_mut() {
-                    if let Some(mtime) = mtimes.get(&entry.ino) {
-                        entry.data.mtime = *mtime;
+                    if let Some(mtime) = mtimes.get(entry.ino) {
+                        entry.data.mtime = mtime;
                     }
                 }
             }
@@ -69,14 +67,12 @@ impl MidasFs {
         attr
     }
 
-    /// How long the kernel may keep a name's entry: not at all for a new file that has not reached
-    /// the server yet, since a failed upload takes the name away (its bytes go to the recovery
+    /// Whether `ino` is a new file that has not reached the server yet: the kernel must not keep
+    /// its entry, since a failed upload takes the name away (its bytes go to the recovery
     /// directory) and a kernel that kept the entry would show the file for a whole TTL more.
-    pub fn entry_ttl(&self, ino: u64) -> Duration {
-        match self.open_file(ino) {
-            Some((_, file)) if matches!(file.lock().target, Target::New { .. }) => Duration::ZERO,
-            _ => self.ttl(),
-        }
+    pub(in crate::fs) fn is_unsaved_new(&self, ino: u64) -> bool {
+        self.open_file(ino)
+            .is_some_and(|(_, file)| matches!(file.lock().target, Target::New { .. }))
     }
 
     /// The size and time of a file open for writing, and times set through the mount.

@@ -365,8 +365,8 @@ impl MidasFs {
         let old_canonical = self.canonical_ino(renamed);
         {
             let mut mtimes = self.writes.mtimes();
-            if let Some(mtime) = mtimes.remove(&old_canonical) {
-                mtimes.insert(shown.ino, mtime);
+            if let Some(set) = mtimes.remove(old_canonical) {
+                mtimes.put(shown.ino, set);
             }
         }
         let mut entry = shown.clone();
@@ -400,6 +400,8 @@ impl MidasFs {
                     if stands_for_source {
                         node.parent = dir;
                     }
+                    // The kernel's inode for the name until it looks it up again.
+                    self.writes.aliases().set(ino, shown.ino);
                 }
             }
         }

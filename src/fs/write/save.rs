@@ -105,7 +105,7 @@ impl MidasFs {
     ) {
         let old_canonical = self.canonical_ino(ino);
         let new_canonical = uploaded.entry.ino;
-        {
+        let written_at = {
             let mut data = file.lock();
             if data.spool.is_recovered() {
                 data.spool.saved();
@@ -124,11 +124,15 @@ impl MidasFs {
                 },
                 _ => data.target.clone(),
             };
-        }
+            data.mtime
+        };
         {
             let mut mtimes = self.writes.mtimes();
-            if let Some(mtime) = mtimes.remove(&old_canonical) {
-                mtimes.insert(new_canonical, mtime);
+            if let Some(set) = mtimes.remove(old_canonical) {
+                // Written after its time was set: the file's time is the write's now.
+                if set.set_at >= written_at {
+                    mtimes.put(new_canonical, set);
+                }
             }
         }
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
@@ -165,17 +169,26 @@ impl MidasFs {
     /// Every inode the kernel may know a saved file by shows what was uploaded: `ino`, which
     /// it was written through, and `aliases`, the item's own inode (after a save by rename the
     /// kernel keeps the renamed file's inode under the name, and may know the item's too; see
-    /// `replace::show_replaced`). The kernel forgets what it cached of the aliases' attributes.
+    /// `replace::show_replaced`), and the inodes that stand for one of those under another
+    /// number (the renamed file's, when the save was through the item's own). The kernel
+    /// forgets what it cached of the aliases' attributes.
     pub(in crate::fs) fn show_saved(&self, ino: u64, aliases: &[u64], data: &NodeData) {
+        let root = self.root_folder();
+        let standing_for: Vec<u64> = {
+            let tracked = self.writes.aliases();
+            aliases
+                .iter()
+                .flat_map(|a| tracked.of(*a))
+                .copied()
+                .collect()
+        };
         let mut changed = Vec::new();
         {
             let mut nodes = self.nodes();
-            for other in std::iter::once(ino).chain(aliases.iter().copied()) {
+            let others = aliases.iter().copied().chain(standing_for);
+            for other in std::iter::once(ino).chain(others) {
                 if let Some(node) = nodes.get_mut(&other) {
-                    if other != ino
-                        && node.data.kind.ino(self.root_folder())
-                            != data.kind.ino(self.root_folder())
-                    {
+                    if other != ino && node.data.kind.ino(root) != data.kind.ino(root) {
                         continue;
                     }
                     node.data = data.clone().into();
@@ -186,6 +199,9 @@ impl MidasFs {
                         changed.push(other);
                     }
                 }
+            }
+            if nodes.contains_key(&ino) {
+                self.writes.aliases().set(ino, data.kind.ino(root));
             }
         }
         if let Some(hook) = self.attr_changed.get() {
