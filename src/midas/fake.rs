@@ -929,15 +929,21 @@ impl State {
 
     /// Checksum dedup of `generatetoken`: a readable bitstream with this checksum is copied into
     /// the item's head (unless the head holds `filename` already). True if handled.
+    /// Midas's checksum dedup: the first bitstream with this checksum (`getByChecksum`) is
+    /// linked, only if the caller may read its item; when that is someone else's private item,
+    /// the content is not found, even if the caller holds the same content elsewhere.
     fn deduplicate(&mut self, item: Id, filename: &str, checksum: &str) -> bool {
-        let known = self
+        let first = self
             .items
-            .values()
-            .flat_map(|i| i.revisions.iter())
-            .flat_map(|r| r.bitstreams.iter())
-            .find(|b| b.md5 == checksum)
-            .map(|b| Arc::clone(&b.content));
-        let Some(content) = known else {
+            .iter()
+            .flat_map(|(id, i)| i.revisions.iter().map(move |r| (*id, r)))
+            .flat_map(|(id, r)| r.bitstreams.iter().map(move |b| (id, b)))
+            .filter(|(_, b)| b.md5 == checksum)
+            .min_by_key(|(_, b)| b.id);
+        let Some(content) = first
+            .filter(|(holder, _)| !self.hidden.contains(holder))
+            .map(|(_, b)| Arc::clone(&b.content))
+        else {
             return false;
         };
         let has_name = self
