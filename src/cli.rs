@@ -324,6 +324,10 @@ pub struct ServeArgs {
     /// Close a connection whose request head is not complete this long after it began waiting
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub header_timeout: u64,
+    /// Enable these Midas modules besides `api` (comma-separated; off by default, as in a fresh
+    /// Midas 3.4.2): `solr` answers `midas.solr.search.advanced` from the store itself
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODULE")]
+    pub modules: Vec<crate::server::Module>,
 }
 
 #[derive(Debug, Args)]
