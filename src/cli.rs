@@ -117,7 +117,8 @@ MOUNTPOINT` or `umount MOUNTPOINT`.
 
 In the mount: `FILE@rN` is revision N of FILE (read-only, never listed; `getfattr -n
 user.midas.revisions FILE` lists them), `chmod o+r`/`o-r` makes a file or folder Public/Private
-on the server, and `.search/NAME/` (never listed) links to every item called NAME.
+on the server, and `.search/NAME/` (never listed) links to every item called NAME, or, for a NAME
+with a `:` such as 'modality:CT', every item whose metadata matches (servers with the solr module).
 
 Examples:
   MIDAS_API_KEY=KEY midasfs mount https://host/midas ~/midas --email me@example.com
