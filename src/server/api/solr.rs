@@ -496,7 +496,7 @@ impl Parser {
         self.tokens.get(self.at)
     }
 
-    fn next(&mut self) -> Option<Token> {
+    fn bump(&mut self) -> Option<Token> {
         let token = self.tokens.get(self.at).cloned();
         self.at += 1;
         token
@@ -518,16 +518,16 @@ impl Parser {
             }
             let conjunction = match token {
                 Token::And | Token::Or if clauses.is_empty() => return Err(syntax_error()),
-                Token::And | Token::Or => self.next(),
+                Token::And | Token::Or => self.bump(),
                 _ => None,
             };
             let occur = match self.peek() {
                 Some(Token::Plus) => {
-                    self.next();
+                    self.bump();
                     Some(Occur::Must)
                 }
                 Some(Token::Minus | Token::Not) => {
-                    self.next();
+                    self.bump();
                     Some(Occur::MustNot)
                 }
                 _ => None,
@@ -555,9 +555,9 @@ impl Parser {
 
     /// One term, phrase or group, with its field if it names one.
     fn clause(&mut self, field: Option<&str>, depth: usize) -> Result<Query, ApiError> {
-        match self.next() {
+        match self.bump() {
             Some(Token::Word(word, star)) if self.peek() == Some(&Token::Colon) => {
-                self.next();
+                self.bump();
                 let named = if star && word.is_empty() {
                     "*".to_owned()
                 } else if star {
@@ -565,7 +565,7 @@ impl Parser {
                 } else {
                     word
                 };
-                match self.next() {
+                match self.bump() {
                     Some(Token::Word(value, true)) if value.is_empty() => Ok(if named == "*" {
                         Query::All
                     } else {
@@ -595,7 +595,7 @@ impl Parser {
 
     fn group(&mut self, field: Option<&str>, depth: usize) -> Result<Query, ApiError> {
         let clauses = self.clauses(field, depth + 1)?;
-        match self.next() {
+        match self.bump() {
             Some(Token::Close) => Ok(Query::Bool(clauses)),
             _ => Err(syntax_error()),
         }
