@@ -117,7 +117,8 @@ MOUNTPOINT` or `umount MOUNTPOINT`.
 
 In the mount: `FILE@rN` is revision N of FILE (read-only, never listed; `getfattr -n
 user.midas.revisions FILE` lists them), `chmod o+r`/`o-r` makes a file or folder Public/Private
-on the server, and `.search/NAME/` (never listed) links to every item called NAME.
+on the server, and `.search/NAME/` (never listed) links to every item called NAME, or, for a NAME
+with a `:` such as 'modality:CT', every item whose metadata matches (servers with the solr module).
 
 Examples:
   MIDAS_API_KEY=KEY midasfs mount https://host/midas ~/midas --email me@example.com
@@ -324,6 +325,10 @@ pub struct ServeArgs {
     /// Close a connection whose request head is not complete this long after it began waiting
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub header_timeout: u64,
+    /// Enable these Midas modules besides `api` (comma-separated; off by default, as in a fresh
+    /// Midas 3.4.2): `solr` answers `midas.solr.search.advanced` from the store itself
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODULE")]
+    pub modules: Vec<crate::server::Module>,
 }
 
 #[derive(Debug, Args)]

@@ -26,7 +26,12 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let server = TestServer::start();
+        Setup::with(&[])
+    }
+
+    /// With more `midasfs serve` arguments (`--modules solr`).
+    fn with(serve_args: &[&str]) -> Setup {
+        let server = TestServer::start_with(serve_args);
         let owner_key = server.add_user(OWNER, "alice-pass-1", "Alice", "Owner");
         let other_key = server.add_user(OTHER, "bob-pass-1", "Bob", "Other");
         let owner_token = server.login(OWNER, &owner_key);
@@ -661,6 +666,106 @@ fn the_search_directory_links_to_every_readable_item_of_that_name_and_walks_skip
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let err = std::fs::remove_file(results.join("scan.nii")).expect_err("read-only");
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+/// The names and link targets in a search directory, sorted by target.
+fn search_results(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+    let mut found: Vec<(String, String)> = entries
+        .iter()
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path()).expect("a symlink");
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                target.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(found)
+}
+
+#[test]
+fn a_metadata_query_in_the_search_directory_finds_the_readable_items_whose_metadata_matches() {
+    require_fuse!();
+    let setup = Setup::with(&["--modules", "solr"]);
+    let bobs_private = setup.folder(true, "Private");
+    let server = &setup.server;
+    let secret = server.upload_item(&setup.other_token, &bobs_private, "head.nii", b"bob\n");
+    server.call_ok(
+        "midas.item.setmetadata",
+        &[
+            ("token", setup.other_token.as_str()),
+            ("itemId", secret.as_str()),
+            ("element", "modality"),
+            ("value", "CT"),
+        ],
+    );
+    let mount = setup.mount(&[]);
+    let home = mount.path.join("home");
+    for (path, modality) in [
+        ("Public/head.nii", "CT"),
+        ("Private/chest.nii", "CT"),
+        ("Public/knee.nii", "MR"),
+    ] {
+        let file = home.join(path);
+        std::fs::write(&file, path).expect("write");
+        setfattr(&file, "user.midas.meta.modality", modality).expect("setfattr");
+    }
+    setfattr(
+        &home.join("Public/head.nii"),
+        "user.midas.meta.contributor.author",
+        "Jane Doe",
+    )
+    .expect("setfattr");
+
+    let search = mount.path.join(".search");
+    assert_eq!(
+        search_results(&search.join("modality:CT")).expect("list the query"),
+        [
+            (
+                "chest.nii".to_owned(),
+                "../../users/Alice_Owner/Private/chest.nii".to_owned()
+            ),
+            (
+                "head.nii".to_owned(),
+                "../../users/Alice_Owner/Public/head.nii".to_owned()
+            ),
+        ],
+        "Bob's private CT is not found, nor the MR"
+    );
+    assert_eq!(
+        search_results(&search.join("modality:CT AND contributor.author:\"jane doe\""))
+            .expect("list the query"),
+        [(
+            "head.nii".to_owned(),
+            "../../users/Alice_Owner/Public/head.nii".to_owned()
+        )]
+    );
+    // The links lead to the files.
+    assert_eq!(
+        std::fs::read(search.join("modality:MR/knee.nii")).expect("follow the link"),
+        b"Public/knee.nii"
+    );
+    // Plain names are still item names.
+    assert_eq!(search_results(&search.join("knee.nii")).unwrap().len(), 1);
+    // A query the server cannot parse.
+    let err = search_results(&search.join("modality:(CT")).expect_err("a syntax error");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn without_the_solr_module_a_metadata_query_does_not_exist() {
+    require_fuse!();
+    let setup = Setup::new();
+    let mount = setup.mount(&[]);
+    let file = mount.path.join("home/Public/head.nii");
+    std::fs::write(&file, b"x").expect("write");
+    setfattr(&file, "user.midas.meta.modality", "CT").expect("setfattr");
+    let search = mount.path.join(".search");
+    let err = std::fs::metadata(search.join("modality:CT")).expect_err("no solr module");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(search_results(&search.join("head.nii")).unwrap().len(), 1);
 }
 
 // ---- serve ----

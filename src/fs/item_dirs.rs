@@ -374,3 +374,67 @@ fn busy(name: &str) -> FsError {
         format!("{name}: files in it are still being written; close them first"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::inode::ROOT;
+    use crate::midas::fake::FakeMidas;
+
+    /// Writes `content` to a new file `name` in directory `dir` and closes it.
+    async fn write_file(fs: &crate::fs::MidasFs, dir: u64, name: &str, content: &[u8]) {
+        let (_, fh) = fs.create(dir, name, 42).expect("create");
+        fs.write(fh, 0, content).expect("write");
+        fs.flush(fh, Some(42)).await.expect("flush");
+        fs.release_write(fh).await;
+    }
+
+    #[tokio::test]
+    async fn an_item_whose_content_the_server_cannot_find_by_md5_stays_as_it_was() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        // Someone else's private file holds the same bytes and came first: Midas's
+        // `getByChecksum` finds it, the caller may not read it, so the content is not found.
+        let theirs = midas.add_file(midas.private_folder(), "secret.dcm", b"shared bytes");
+        midas.hide(theirs);
+        let spool = tempfile::tempdir().expect("spool dir");
+        let fs = fake_mount(&midas, spool.path()).with_leaf_dirs_as_items(true);
+        let series = fs.mkdir(ROOT, "series").await.expect("mkdir").ino;
+        write_file(&fs, series, "a.dcm", b"only here").await;
+        write_file(&fs, series, "b.dcm", b"shared bytes").await;
+
+        let err = fs
+            .mkdir(series, "sub")
+            .await
+            .expect_err("b.dcm is not found by its MD5");
+        assert_eq!(err.errno(), libc::EIO);
+
+        // Nothing is lost or half made: the item holds both files, as before, and neither the
+        // new folder nor the item relinked before the failure (a.dcm's) is left.
+        let public = midas.public_folder();
+        assert_eq!(midas.names_in(public), ["series"]);
+        let item = midas.child_item(public, "series").expect("the item stays");
+        let head = midas.item(item).expect("item").revisions;
+        let names: Vec<&str> = head[0].bitstreams.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["a.dcm", "b.dcm"]);
+        // And the mount still shows and reads them.
+        let b = fs
+            .lookup(series, "b.dcm")
+            .await
+            .expect("b.dcm is still there");
+        let open = fs.open(b.ino).await.expect("open");
+        assert_eq!(
+            &fs.read(open.fh, 0, 100).await.expect("read")[..],
+            b"shared bytes"
+        );
+        // The directory can still become a folder once the content can be found.
+        midas.remove_item(theirs);
+        fs.mkdir(series, "sub")
+            .await
+            .expect("mkdir after the content is found");
+        let folder = midas.child_folder(public, "series").expect("now a folder");
+        assert_eq!(midas.names_in(folder), ["a.dcm", "b.dcm", "sub"]);
+    }
+}

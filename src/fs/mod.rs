@@ -159,6 +159,8 @@ pub struct MidasFs {
     attr_changed: std::sync::OnceLock<AttrChanged>,
     /// `--leaf-dirs-as-items` (see [`item_dirs`]).
     leaf_dirs: item_dirs::LeafDirs,
+    /// Whether the server lists the `solr` module, once asked (see [`search`]).
+    solr: tokio::sync::OnceCell<bool>,
 }
 
 /// Called with an inode number whose attributes changed on their own (not by the request the
@@ -201,6 +203,7 @@ impl MidasFs {
             tasks: Tasks::new(tokio::runtime::Handle::try_current().ok()),
             attr_changed: std::sync::OnceLock::new(),
             leaf_dirs: item_dirs::LeafDirs::default(),
+            solr: tokio::sync::OnceCell::new(),
             client,
             config,
             me,

@@ -1,13 +1,26 @@
-//! Search as a directory: `MOUNT/.search/<name>/` holds a symlink to every item called `<name>`.
+//! Search as a directory: `MOUNT/.search/<name>/` holds a symlink to every item called `<name>`,
+//! and `MOUNT/.search/'<field>:<value>'/` to every item whose metadata matches.
 //!
 //! `.search` is found by name at the top of the mount but never listed, so walks (`find`,
 //! `du`, `rsync`, a file manager's recursive copy) do not enter it; inside it, any name is a
-//! directory whose entries are the results of Midas's `item.searchbyname` for that name (an
-//! exact match), each a symlink to where the item is in the mount. The server answers with what
-//! the mount's user may read, so results follow the caller's permissions. Everything here is
-//! read-only. At most [`MAX_RESULTS`] results are shown; a result whose place cannot be
-//! reached through the mount (outside `--root`, or under a folder the user cannot read) is
-//! left out.
+//! directory whose entries are search results, each a symlink to where the item is in the
+//! mount:
+//!
+//! - a name without `:` is an item name: Midas's `item.searchbyname` (an exact match);
+//! - a name with `:` is a Lucene query for the server's `solr` module
+//!   (`midas.solr.search.advanced`), such as `modality:CT` or `modality:CT AND site:Lyon`.
+//!   A field without `-` other than the module's own (`name`, `description`, `metadata`,
+//!   `md5`, `id`, `key`) is a metadata element, which the module indexes as `text-<field>`
+//!   (the type Midas gives values set through its API and `setfattr`), so `modality:CT` is
+//!   sent as `text-modality:CT`; `int-slices:42` names its type itself. Only items are asked
+//!   for (the module indexes folders too). Where the server does not list `solr`
+//!   (`midas.modules.list`, asked once per mount), such a name does not exist (`ENOENT`, and a
+//!   line in the log); a query the server cannot parse gives `EINVAL` when listed.
+//!
+//! The server answers with what the mount's user may read, so results follow the caller's
+//! permissions. Everything here is read-only. At most [`MAX_RESULTS`] results are shown; a
+//! result whose place cannot be reached through the mount (outside `--root`, or under a folder
+//! the user cannot read) is left out.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -37,6 +50,63 @@ pub enum SearchNode {
     Link { target: String, number: u64 },
 }
 
+/// The fields of Midas's solr documents that are not metadata elements.
+const SOLR_FIELDS: &[&str] = &["name", "description", "metadata", "md5", "id", "key"];
+
+/// Whether the name of a search directory is a metadata query (for the solr module) rather
+/// than an item name.
+pub fn is_metadata_query(name: &str) -> bool {
+    name.contains(':')
+}
+
+/// The Lucene query sent for the metadata query `name`: bare element names get Midas's
+/// `text-` prefix, and only items are asked for.
+pub fn solr_query(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 24);
+    let mut field = String::new();
+    let mut chars = name.chars();
+    let mut quoted = false;
+    let flush = |field: &mut String, out: &mut String, before_colon: bool| {
+        if before_colon
+            && !field.is_empty()
+            && !field.contains(['-', '*'])
+            && !SOLR_FIELDS.contains(&field.as_str())
+        {
+            out.push_str("text-");
+        }
+        out.push_str(field);
+        field.clear();
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                field.push(c);
+                if let Some(next) = chars.next() {
+                    field.push(next);
+                }
+            }
+            '"' => {
+                flush(&mut field, &mut out, false);
+                quoted = !quoted;
+                out.push(c);
+            }
+            _ if quoted => out.push(c),
+            ':' => {
+                flush(&mut field, &mut out, true);
+                out.push(c);
+            }
+            c if c.is_whitespace() || matches!(c, '(' | ')' | '+' | '!') => {
+                flush(&mut field, &mut out, false);
+                out.push(c);
+            }
+            '-' if field.is_empty() => out.push(c),
+            c => field.push(c),
+        }
+    }
+    flush(&mut field, &mut out, false);
+    format!("({out}) AND id:item_*")
+}
+
 /// Numbers for search directories and results, the same for the life of the mount.
 static NUMBERS: Mutex<Option<HashMap<(String, Id), u64>>> = Mutex::new(None);
 
@@ -49,11 +119,40 @@ fn number(query: &str, item: Id) -> u64 {
 }
 
 impl MidasFs {
-    /// Looks up `.search` at the top of the mount, or a query inside it: no network needed.
+    /// Whether looking `name` up in `parent` needs [`MidasFs::learn_modules`] first: a metadata
+    /// query, before the server's modules are known.
+    pub(super) fn search_needs_modules(&self, parent: u64, name: &str) -> bool {
+        is_metadata_query(name) && self.solr.get().is_none() && self.is_search_top(parent)
+    }
+
+    /// Asks the server once whether it lists the `solr` module.
+    pub(super) async fn learn_modules(&self) -> FsResult<()> {
+        self.solr
+            .get_or_try_init(|| async {
+                let modules = self.client.modules_list().await?;
+                Ok::<_, FsError>(modules.iter().any(|m| m == "solr"))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Looks up `.search` at the top of the mount, or a query inside it: no network needed
+    /// (a metadata query needs the server's modules known: see
+    /// [`MidasFs::search_needs_modules`]).
     pub(super) fn lookup_search(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
         let kind = if parent == ROOT && name == SEARCH_DIR {
             SearchNode::Top
         } else if self.is_search_top(parent) {
+            if is_metadata_query(name) && self.solr.get() != Some(&true) {
+                log::info!(
+                    ".search/{name}: a metadata query needs the server's solr module, \
+                     which it does not list (midas.modules.list)"
+                );
+                return Some(Err(FsError::new(
+                    Kind::NotFound,
+                    format!("{name}: the server has no solr module for metadata queries"),
+                )));
+            }
             SearchNode::Results {
                 query: name.to_owned(),
                 number: number(name, -1),
@@ -123,7 +222,21 @@ impl MidasFs {
                 return Err(FsError::new(Kind::NotDir, "not a directory"));
             }
         };
-        let mut items = self.client.item_search_by_name(query).await?;
+        let mut items = if is_metadata_query(query) {
+            let limit = u32::try_from(MAX_RESULTS).unwrap_or(u32::MAX);
+            self.client
+                .solr_search_advanced(&solr_query(query), limit)
+                .await
+                .map_err(|err| match err {
+                    crate::midas::Error::Api { code: -1, .. } => FsError::new(
+                        Kind::Invalid,
+                        format!(".search/{query}: the server cannot parse this query ({err})"),
+                    ),
+                    err => err.into(),
+                })?
+        } else {
+            self.client.item_search_by_name(query).await?
+        };
         items.truncate(MAX_RESULTS);
         let mut found: Vec<(Item, String)> = Vec::new();
         for item in items {
@@ -241,5 +354,93 @@ impl MidasFs {
             .await
             .ok()?;
         Some(std::sync::Arc::new(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fs::fake_tests::fake_mount;
+    use crate::midas::fake::FakeMidas;
+
+    /// The symlink targets of `.search/<name>`, sorted, through a mount of the Public folder.
+    async fn results(fs: &MidasFs, name: &str) -> FsResult<Vec<String>> {
+        let top = fs.lookup(ROOT, SEARCH_DIR).await.expect(".search").ino;
+        let query = fs.lookup(top, name).await?.ino;
+        let mut targets: Vec<String> = fs
+            .listing(query)
+            .await?
+            .iter()
+            .map(|e| e.data.kind.link_target().expect("a symlink").to_owned())
+            .collect();
+        targets.sort();
+        Ok(targets)
+    }
+
+    #[tokio::test]
+    async fn a_metadata_query_links_the_items_the_solr_module_finds() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let public = midas.public_folder();
+        let ct = midas.add_file(public, "a.nii", b"a");
+        midas.add_file(public, "b.nii", b"b");
+        midas.solr_answer("(text-modality:CT) AND id:item_*", &[ct]);
+        let spool = tempfile::tempdir().expect("spool dir");
+        let fs = fake_mount(&midas, spool.path());
+        assert_eq!(
+            results(&fs, "modality:CT").await.expect("results"),
+            ["../../a.nii"]
+        );
+        // Plain names are still item names.
+        assert_eq!(
+            results(&fs, "b.nii").await.expect("results"),
+            ["../../b.nii"]
+        );
+        // A query the server cannot parse is EINVAL when listed.
+        let err = results(&fs, "modality:(CT")
+            .await
+            .expect_err("a syntax error");
+        assert_eq!(err.errno(), libc::EINVAL);
+    }
+
+    #[tokio::test]
+    async fn without_the_solr_module_a_metadata_query_does_not_exist() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        midas.add_file(midas.public_folder(), "a.nii", b"a");
+        let spool = tempfile::tempdir().expect("spool dir");
+        let fs = fake_mount(&midas, spool.path());
+        for _ in 0..2 {
+            let err = results(&fs, "modality:CT").await.expect_err("no solr");
+            assert_eq!(err.errno(), libc::ENOENT);
+        }
+        assert_eq!(midas.count("midas.modules.list"), 1, "asked once per mount");
+        assert_eq!(midas.count("midas.solr.search.advanced"), 0);
+        assert_eq!(
+            results(&fs, "a.nii").await.expect("results"),
+            ["../../a.nii"]
+        );
+    }
+
+    #[test]
+    fn metadata_queries_name_elements_as_midas_indexes_them_and_ask_for_items_only() {
+        for (name, sent) in [
+            ("modality:CT", "(text-modality:CT) AND id:item_*"),
+            (
+                "modality:CT AND contributor.author:\"Jane Doe\"",
+                "(text-modality:CT AND text-contributor.author:\"Jane Doe\") AND id:item_*",
+            ),
+            (
+                "-modality:MR +(site:Lyon OR name:scan*)",
+                "(-text-modality:MR +(text-site:Lyon OR name:scan*)) AND id:item_*",
+            ),
+            ("int-slices:42", "(int-slices:42) AND id:item_*"),
+            ("note:\"a:b\"", "(text-note:\"a:b\") AND id:item_*"),
+            ("*:*", "(*:*) AND id:item_*"),
+        ] {
+            assert_eq!(solr_query(name), sent, "{name}");
+        }
+        assert!(is_metadata_query("modality:CT") && !is_metadata_query("scan.nii"));
     }
 }

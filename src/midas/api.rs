@@ -41,6 +41,11 @@ pub trait MidasApi: Send + Sync + 'static {
     fn item_get_history(&self, id: Id) -> Call<'_, Item>;
     /// The items named exactly `name` that the caller may read.
     fn item_search_by_name<'a>(&'a self, name: &'a str) -> Call<'a, Vec<Item>>;
+    /// The modules the server has enabled (`midas.modules.list`).
+    fn modules_list(&self) -> Call<'_, Vec<String>>;
+    /// At most `limit` items the caller may read that match the Lucene `query`
+    /// (`midas.solr.search.advanced`, where the `solr` module is enabled).
+    fn solr_search_advanced<'a>(&'a self, query: &'a str, limit: u32) -> Call<'a, Vec<Item>>;
     /// The folders the caller may read from the top down to the object `uuid` (an item itself
     /// left out).
     fn folders_from_root<'a>(&'a self, uuid: &'a str) -> Call<'a, Vec<Folder>>;
@@ -149,6 +154,12 @@ impl MidasApi for Client {
     }
     fn item_search_by_name<'a>(&'a self, name: &'a str) -> Call<'a, Vec<Item>> {
         Box::pin(Client::item_search_by_name(self, name))
+    }
+    fn modules_list(&self) -> Call<'_, Vec<String>> {
+        Box::pin(Client::modules_list(self))
+    }
+    fn solr_search_advanced<'a>(&'a self, query: &'a str, limit: u32) -> Call<'a, Vec<Item>> {
+        Box::pin(Client::solr_search_advanced(self, query, limit))
     }
     fn folders_from_root<'a>(&'a self, uuid: &'a str) -> Call<'a, Vec<Folder>> {
         Box::pin(Client::folders_from_root(self, uuid))

@@ -29,7 +29,7 @@ use super::redact::redact;
 use super::stream;
 use super::transfer::{self, PlainAnswer, DOWNLOAD};
 use super::types::{
-    Changed, Children, Community, Folder, Id, Item, MetadataValue, User, ANONYMOUS_GROUP,
+    Changed, Children, Community, Folder, Id, Item, MetadataValue, SolrItem, User, ANONYMOUS_GROUP,
 };
 use super::Result;
 
@@ -420,6 +420,30 @@ impl Client {
             .fetch(Call::read("midas.item.searchbyname").param("name", name))
             .await?;
         Ok(found.items)
+    }
+
+    /// The modules the server has enabled (`midas.modules.list`): `api`, and others such as
+    /// `solr`.
+    pub async fn modules_list(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Modules {
+            #[serde(default)]
+            modules: Vec<String>,
+        }
+        let call = Call::read("midas.modules.list").without_token();
+        let found: Modules = self.fetch(call).await?;
+        Ok(found.modules)
+    }
+
+    /// At most `limit` items the caller may read that match the Lucene `query`, in the
+    /// server's order (`midas.solr.search.advanced`, only where the `solr` module is enabled).
+    /// A query Solr cannot parse fails with code −1, `Syntax error in query`.
+    pub async fn solr_search_advanced(&self, query: &str, limit: u32) -> Result<Vec<Item>> {
+        let call = Call::read("midas.solr.search.advanced")
+            .param("query", query)
+            .param("limit", limit);
+        let found: Vec<SolrItem> = self.fetch(call).await?;
+        Ok(found.into_iter().map(Item::from).collect())
     }
 
     /// The folders from the top down to the object `uuid` that the caller may read

@@ -146,6 +146,8 @@ struct State {
     communities: Vec<Community>,
     /// Objects the caller cannot see (another user's private ones).
     hidden: HashSet<Id>,
+    /// The `solr` module, when the server lists it: its answers, by query.
+    solr: Option<std::collections::HashMap<String, Vec<Id>>>,
     /// Folders (and the items in them) the caller cannot change.
     read_only: HashSet<Id>,
     rules: Vec<Rule>,
@@ -379,6 +381,15 @@ impl FakeMidas {
         if let Some(item) = state.items.get_mut(&id) {
             item.public = public;
         }
+    }
+
+    /// The server lists the `solr` module from now on, and answers the Lucene `query` with
+    /// `items` (those the caller may see); any other query is a syntax error.
+    pub fn solr_answer(&self, query: &str, items: &[Id]) {
+        self.state()
+            .solr
+            .get_or_insert_with(Default::default)
+            .insert(query.to_owned(), items.to_vec());
     }
 
     /// The caller can no longer see this folder or item (someone else's private object).
@@ -929,15 +940,21 @@ impl State {
 
     /// Checksum dedup of `generatetoken`: a readable bitstream with this checksum is copied into
     /// the item's head (unless the head holds `filename` already). True if handled.
+    /// Midas's checksum dedup: the first bitstream with this checksum (`getByChecksum`) is
+    /// linked, only if the caller may read its item; when that is someone else's private item,
+    /// the content is not found, even if the caller holds the same content elsewhere.
     fn deduplicate(&mut self, item: Id, filename: &str, checksum: &str) -> bool {
-        let known = self
+        let first = self
             .items
-            .values()
-            .flat_map(|i| i.revisions.iter())
-            .flat_map(|r| r.bitstreams.iter())
-            .find(|b| b.md5 == checksum)
-            .map(|b| Arc::clone(&b.content));
-        let Some(content) = known else {
+            .iter()
+            .flat_map(|(id, i)| i.revisions.iter().map(move |r| (*id, r)))
+            .flat_map(|(id, r)| r.bitstreams.iter().map(move |b| (id, b)))
+            .filter(|(_, b)| b.md5 == checksum)
+            .min_by_key(|(_, b)| b.id);
+        let Some(content) = first
+            .filter(|(holder, _)| !self.hidden.contains(holder))
+            .map(|(_, b)| Arc::clone(&b.content))
+        else {
             return false;
         };
         let has_name = self
@@ -1130,6 +1147,43 @@ impl MidasApi for FakeMidas {
                     item.folder_id = Some(i.folder);
                     item
                 })
+                .collect())
+        }))
+    }
+
+    fn modules_list(&self) -> Call<'_, Vec<String>> {
+        Box::pin(self.answer("midas.modules.list", move |state| {
+            let mut modules = vec!["api".to_owned()];
+            if state.solr.is_some() {
+                modules.push("solr".to_owned());
+            }
+            Ok(modules)
+        }))
+    }
+
+    fn solr_search_advanced<'a>(&'a self, query: &'a str, limit: u32) -> Call<'a, Vec<Item>> {
+        Box::pin(self.answer("midas.solr.search.advanced", move |state| {
+            let Some(answers) = &state.solr else {
+                return Err((
+                    codes::INVALID_TOKEN,
+                    "Server error. Requested method midas.solr.search.advanced does not exist."
+                        .into(),
+                ));
+            };
+            let Some(ids) = answers.get(query) else {
+                return Err((-1, "Syntax error in query".into()));
+            };
+            Ok(ids
+                .iter()
+                .filter(|id| !state.hidden.contains(id))
+                .filter_map(|id| {
+                    let rec = state.items.get(id)?;
+                    let mut item = state.item_answer(*id, rec, false);
+                    item.folder_id = Some(rec.folder);
+                    item.revisions.clear();
+                    Some(item)
+                })
+                .take(limit as usize)
                 .collect())
         }))
     }

@@ -74,6 +74,47 @@ impl Item {
     }
 }
 
+/// An item as `midas.solr.search.advanced` describes it: other field names than `item.get`'s,
+/// `public` instead of a privacy code, and revisions and bitstreams as ids only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct SolrItem {
+    #[serde(deserialize_with = "int")]
+    pub id: Id,
+    #[serde(deserialize_with = "text")]
+    pub name: String,
+    #[serde(deserialize_with = "text", default)]
+    pub description: String,
+    #[serde(deserialize_with = "opt_int", default)]
+    pub size: Option<i64>,
+    #[serde(default)]
+    pub date_created: String,
+    #[serde(default)]
+    pub date_updated: String,
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(deserialize_with = "flag", default)]
+    pub public: bool,
+    #[serde(deserialize_with = "opt_int", default)]
+    pub folder_id: Option<Id>,
+}
+
+impl From<SolrItem> for Item {
+    fn from(found: SolrItem) -> Item {
+        Item {
+            item_id: found.id,
+            name: found.name,
+            description: found.description,
+            sizebytes: found.size,
+            date_creation: found.date_created,
+            date_update: found.date_updated,
+            privacy_status: if found.public { PRIVACY_PUBLIC } else { 2 },
+            uuid: found.uuid,
+            folder_id: found.folder_id,
+            revisions: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Revision {
     #[serde(deserialize_with = "int")]

@@ -34,6 +34,7 @@ use serde_json::json;
 use crate::cli::{AdminAction, AdminArgs, ServeArgs};
 use crate::midas::codes;
 use crate::CliResult;
+pub use api::Module;
 use api::{resolve, Call, Reply, Resolved};
 use store::{create_community, create_user, random_alnum, Store};
 use wire::{envelope, html_response, ApiError, Params};
@@ -43,6 +44,8 @@ pub struct Config {
     pub token_ttl: u64,
     pub title: String,
     pub latency: Duration,
+    /// Modules enabled besides `api` (`--modules`).
+    pub modules: Vec<api::Module>,
 }
 
 /// Request counters for `/__midasfs/stats`.
@@ -210,6 +213,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             token_ttl: args.token_ttl,
             title: args.title.clone(),
             latency: Duration::from_millis(args.latency),
+            modules: args.modules.clone(),
         },
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -419,7 +423,7 @@ async fn api_entry(
     );
     let query_params = Params::from_query(request.uri().query());
     if let Some(name) = query_params.get("method") {
-        if let Resolved::UploadPerform = resolve(name) {
+        if let Resolved::UploadPerform = resolve(name, &shared.config.modules) {
             shared.stats.count_method("midas.upload.perform");
             let verb = request.method().clone();
             let body: Body = request.into_body();
@@ -447,7 +451,7 @@ async fn api_entry(
             "Inconsistent request: please set a method parameter".into(),
         );
     };
-    let (canonical, handler) = match resolve(&name) {
+    let (canonical, handler) = match resolve(&name, &shared.config.modules) {
         Resolved::Method(canonical, handler) => (canonical, handler),
         Resolved::UploadOffset => {
             shared.stats.count_method("midas.upload.getoffset");

@@ -8,6 +8,9 @@ use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRo
 impl MidasFs {
     /// Answers a lookup from a fresh cached listing, or None when the listing must be fetched.
     pub fn cached_lookup(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        if self.search_needs_modules(parent, name) {
+            return None;
+        }
         if let Some(found) = self.lookup_search(parent, name) {
             return Some(found);
         }
@@ -21,6 +24,9 @@ impl MidasFs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if self.search_needs_modules(parent, name) {
+            self.learn_modules().await?;
+        }
         if let Some(found) = self.lookup_search(parent, name) {
             return found;
         }

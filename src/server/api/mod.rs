@@ -12,6 +12,7 @@ mod items;
 pub mod objects;
 mod policies;
 mod search;
+mod solr;
 mod system;
 pub mod uploads;
 mod users;
@@ -259,6 +260,25 @@ const METHODS: &[(&str, Handler)] = &[
     ("path.from.root", search::path_from_root),
 ];
 
+/// Modules `serve` can enable (`--modules`), as `midas.modules.list` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Module {
+    /// Lucene search over items and their metadata (`midas.solr.search.advanced`).
+    Solr,
+}
+
+impl Module {
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::Solr => solr::MODULE,
+        }
+    }
+}
+
+/// The methods of modules, by module and canonical name (`<module>.<method>`).
+const MODULE_METHODS: &[(Module, &str, Handler)] =
+    &[(Module::Solr, "solr.search.advanced", solr::search_advanced)];
+
 /// How a requested method name resolves.
 pub enum Resolved {
     Method(&'static str, Run),
@@ -268,8 +288,10 @@ pub enum Resolved {
 }
 
 /// `midas.<anything>`: the prefix is case-sensitive, the rest is compared without dots and
-/// case-insensitively (PHP method lookup), so `midas.item.searchByName` works.
-pub fn resolve(name: &str) -> Resolved {
+/// case-insensitively (PHP method lookup), so `midas.item.searchByName` works. A name no core
+/// method has is a module's when its second piece names an enabled module
+/// (`midas.solr.search.advanced`), as Midas asks the module named there.
+pub fn resolve(name: &str, modules: &[Module]) -> Resolved {
     let Some(rest) = name.strip_prefix("midas.") else {
         return Resolved::Unknown;
     };
@@ -287,18 +309,29 @@ pub fn resolve(name: &str) -> Resolved {
     if let Some((canonical, handler)) = METHODS.iter().find(|(c, _)| matches(c)) {
         return Resolved::Method(canonical, Run::Locked(*handler));
     }
-    UNLOCKED_METHODS
+    if let Some((canonical, handler)) = UNLOCKED_METHODS.iter().find(|(c, _)| matches(c)) {
+        return Resolved::Method(canonical, Run::Unlocked(*handler));
+    }
+    let module = rest.split('.').next().unwrap_or_default().to_lowercase();
+    MODULE_METHODS
         .iter()
-        .find(|(c, _)| matches(c))
-        .map(|(canonical, handler)| Resolved::Method(canonical, Run::Unlocked(*handler)))
+        .find(|(m, c, _)| modules.contains(m) && m.name() == module && matches(c))
+        .map(|(_, canonical, handler)| Resolved::Method(canonical, Run::Locked(*handler)))
         .unwrap_or(Resolved::Unknown)
 }
 
-/// Every method name, the two upload methods served apart included.
-pub fn method_names() -> impl Iterator<Item = &'static str> {
+/// Every method name, the two upload methods served apart and those of the enabled modules
+/// included.
+pub fn method_names(modules: &[Module]) -> impl Iterator<Item = &'static str> + '_ {
     METHODS
         .iter()
         .map(|(name, _)| *name)
         .chain(UNLOCKED_METHODS.iter().map(|(name, _)| *name))
         .chain(["upload.getoffset", "upload.perform"])
+        .chain(
+            MODULE_METHODS
+                .iter()
+                .filter(|(m, _, _)| modules.contains(m))
+                .map(|(_, name, _)| *name),
+        )
 }

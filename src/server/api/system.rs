@@ -36,18 +36,25 @@ pub fn info(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> 
         "version": VERSION,
         "name": call.shared.config.title,
         "description": "",
-        "modules": ["api"],
+        "modules": module_names(call),
         "resources": resources,
     })
     .into())
 }
 
-pub fn modules_list(_call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
-    Ok(json!({ "modules": ["api"] }).into())
+/// The enabled modules: `api`, and those given to `--modules`.
+fn module_names(call: &Call<'_>) -> Vec<&'static str> {
+    let mut names = vec!["api"];
+    names.extend(call.shared.config.modules.iter().map(|m| m.name()));
+    names
 }
 
-pub fn methods_list(_call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
-    let methods: Vec<Value> = method_names()
+pub fn modules_list(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    Ok(json!({ "modules": module_names(call) }).into())
+}
+
+pub fn methods_list(call: &Call<'_>, _conn: &mut Connection) -> Result<Reply, ApiError> {
+    let methods: Vec<Value> = method_names(&call.shared.config.modules)
         .map(|name| {
             json!({
                 "name": name,
@@ -177,6 +184,7 @@ mod tests {
                 token_ttl: 3600,
                 title: String::new(),
                 latency: Duration::ZERO,
+                modules: Vec::new(),
             },
         );
         let params = Params::from_query(Some("email=u%40example.com&password=pw"));

@@ -82,6 +82,7 @@ mod tests {
                 token_ttl: 3600,
                 title: String::new(),
                 latency: Duration::ZERO,
+                modules: Vec::new(),
             },
         );
         (Arc::new(shared), token)
