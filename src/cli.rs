@@ -223,7 +223,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB")]
     pub spool_size: Option<u64>,
     /// Write-back: `close` returns once the file is safe in the spool (synced, with a journal
-    /// record) and uploads run in the background, 4 at once; `fsync` of the file waits for its
+    /// record) and uploads run in the background, 16 at once; `fsync` of the file waits for its
     /// upload and returns its error, `sync DIR` waits for all, unmount waits (see
     /// --write-back-wait), and a mount after a crash resumes them. Without it, `close` returns
     /// when the upload is done, with its error

@@ -423,6 +423,57 @@ fn a_killed_daemon_leaves_its_uploads_in_the_spool_and_the_next_mount_sends_them
 }
 
 #[test]
+fn a_killed_daemons_closes_resume_from_the_record_in_each_spool_file_alone() {
+    require_fuse!();
+    let setup = setup();
+    let gate = Gate::new(Uploads::Hold);
+    let proxy = gated_proxy(&setup.server, &gate);
+    let mount = setup.mount(&proxy.url, "first.log", &[]);
+    let written = files(2);
+    let (dir, to_write) = (private(&mount), written.clone());
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
+    mount.kill();
+    gate.refuse_held_then_pass();
+    // The sidecars are descriptions, never synced: the record that counts is in the file.
+    let spool_files = |suffix: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(setup.spool.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect()
+    };
+    for sidecar in spool_files(".target") {
+        std::fs::remove_file(sidecar).unwrap();
+    }
+    let closed: Vec<_> = spool_files(".spool")
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .collect();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    let _mount = setup.mount(&proxy.url, "second.log", &[]);
+    for (name, content) in &written {
+        setup.wait_for(name, content, Duration::from_secs(30));
+    }
+    assert!(
+        setup.log("second.log").contains("resuming 2 upload(s)"),
+        "{}",
+        setup.log("second.log")
+    );
+    // Each resumed file goes once its upload returned, just after the server has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spool_files(".spool").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        spool_files(".spool"),
+        Vec::<PathBuf>::new(),
+        "the dead daemon's spool files made ahead are gone too"
+    );
+}
+
+#[test]
 fn an_unmount_that_gives_up_leaves_the_uploads_to_the_next_mount() {
     require_fuse!();
     let setup = setup();

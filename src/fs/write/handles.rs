@@ -507,5 +507,7 @@ impl WriteFile {
         let mut data = self.lock();
         data.unlinked = true;
         data.early.spoil();
+        // No later mount may send it either.
+        data.spool.clear_record();
     }
 }

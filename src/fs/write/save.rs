@@ -218,6 +218,7 @@ impl MidasFs {
         self.tasks.cancel_optional();
         if !self.finish_write_back().await {
             // Left to the next mount (see `writeback`).
+            self.writes.spool.remove_spares();
             return;
         }
         self.save_all().await;
@@ -228,6 +229,7 @@ impl MidasFs {
         if !self.tasks.wait_needed(SHUTDOWN_LIMIT).await {
             log::warn!("background uploads still running after {SHUTDOWN_LIMIT:?}; leaving");
         }
+        self.writes.spool.remove_spares();
     }
 
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.

@@ -12,12 +12,36 @@
 //! a dead mount left still says what it was. A spool file is deleted only when its data reached
 //! the server (or nobody wants it any more) or the recovery directory: if moving it there fails,
 //! it stays where it is, and the next mount moves it.
+//!
+//! With write-back, a `close` makes the file durable with its journal record (the upload is due)
+//! in ONE `fsync` of the spool file (see [`SpoolFile::journal`]):
+//! - The record is an extended attribute of the spool file itself ([`RECORD_XATTR`]), not a file
+//!   of its own: `fsync` writes a file's data and its metadata, extended attributes included
+//!   (they are the inode's: ext4, XFS and btrfs journal them with it), so one `fsync` makes both
+//!   durable, and no second name has to survive a power cut. `setxattr` replaces the value
+//!   whole, so there is no torn record; a record that does not parse is no record.
+//! - The record holds the size and MD5 of the content it is for, and the next mount resumes the
+//!   upload only when the file still matches: before the `fsync`, the filesystem may write the
+//!   record (its periodic journal commit) ahead of the data, and a record must never send data
+//!   that did not reach the disk. Without a running MD5 (writes out of order) the data is
+//!   synced first, then the record is set and synced.
+//! - The file's NAME must survive a power cut too, and that takes an `fsync` of the directory
+//!   after the name was made. So a write-back mount makes spool files ahead ([`SPARES`] at a
+//!   time, empty), syncs the directory once for all of them, and hands them out to the files it
+//!   opens: each close then syncs only its file. One directory sync per [`SPARES`] files. An
+//!   empty spool file of a dead mount with no sidecar and no record is such a spare, unused: it
+//!   is removed. If the spool's filesystem has no extended attributes, or no spare could be
+//!   made, the record goes into the sidecar as before: the file, the sidecar and the directory
+//!   are synced (three `fsync`s).
 
+use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +59,11 @@ pub const SIDECAR: &str = ".target";
 /// file was closed and its upload is still due (a later mount resumes it).
 pub const JOURNAL_KEY: &str = "write_back";
 pub const JOURNAL_PENDING: &str = "pending";
+/// The extended attribute of a spool file that holds its write-back journal record (JSON, the
+/// sidecar's keys with [`JOURNAL_KEY`], plus the `size` and `md5` of the content it is for).
+pub const RECORD_XATTR: &CStr = c"user.midasfs.write_back";
+/// Spool files a write-back mount makes ahead at a time, with one sync of the directory.
+pub const SPARES: usize = 32;
 /// The longest name of a recovered file: with [`SIDECAR`] it stays below `NAME_MAX` (255).
 const RECOVERED_NAME_MAX: usize = 240;
 /// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
@@ -77,6 +106,10 @@ pub struct Spool {
     /// Files a dead mount had closed with write-back and not uploaded yet (their journal record
     /// says so): claimed by this mount, to upload (see `writeback`).
     resumable: Mutex<Vec<Resumable>>,
+    /// Spool files are taken from `spares`, whose names are durable (write-back).
+    durable_names: AtomicBool,
+    /// Empty spool files made ahead, whose names a sync of the directory made durable.
+    spares: Mutex<Vec<(PathBuf, File)>>,
 }
 
 /// A closed file a dead mount still had to upload (write-back), now a spool file of this one.
@@ -163,6 +196,8 @@ impl Spool {
             next: AtomicU64::new(1),
             rescued: Mutex::default(),
             resumable: Mutex::default(),
+            durable_names: AtomicBool::new(false),
+            spares: Mutex::default(),
         };
         // A spool left by an older version may be open to others: close it now.
         if spool.dir.exists() {
@@ -196,6 +231,11 @@ impl Spool {
     pub fn create(&self) -> FsResult<SpoolFile> {
         crate::private::dir(&self.dir)
             .map_err(|e| io_error("creating the spool directory", &self.dir, &e))?;
+        if self.durable_names.load(Ordering::Acquire) {
+            if let Some((path, file)) = self.take_spare() {
+                return Ok(self.spool_file(file, path, true));
+            }
+        }
         let path = self.new_path();
         let file = crate::private::file_options()
             .read(true)
@@ -203,7 +243,11 @@ impl Spool {
             .create_new(true)
             .open(&path)
             .map_err(|e| io_error("creating a spool file", &path, &e))?;
-        Ok(SpoolFile {
+        Ok(self.spool_file(file, path, false))
+    }
+
+    fn spool_file(&self, file: File, path: PathBuf, name_durable: bool) -> SpoolFile {
+        SpoolFile {
             file,
             path,
             size: 0,
@@ -212,7 +256,70 @@ impl Spool {
             budget: Arc::clone(&self.budget),
             recovered: false,
             unsaved: false,
-        })
+            name_durable,
+        }
+    }
+
+    /// From now on, spool files have names that survive a power cut before they are handed out
+    /// (write-back: see the module's documentation).
+    pub fn keep_names_durable(&self) {
+        self.durable_names.store(true, Ordering::Release);
+    }
+
+    /// A spare spool file, making [`SPARES`] more if there is none; None if that failed.
+    fn take_spare(&self) -> Option<(PathBuf, File)> {
+        let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        if spares.is_empty() {
+            match self.make_spares() {
+                Ok(made) => *spares = made,
+                Err(err) => {
+                    log::warn!(
+                        "making spool files ahead in {}: {err}; each close syncs the directory \
+                         instead",
+                        self.dir.display()
+                    );
+                    return None;
+                }
+            }
+        }
+        spares.pop()
+    }
+
+    /// [`SPARES`] new empty spool files, and then one sync of the directory that makes all
+    /// their names durable.
+    fn make_spares(&self) -> std::io::Result<Vec<(PathBuf, File)>> {
+        let mut made = Vec::with_capacity(SPARES);
+        let made_all = (|| {
+            for _ in 0..SPARES {
+                let path = self.new_path();
+                let file = crate::private::file_options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                made.push((path, file));
+            }
+            sync_dir(&self.dir)
+        })();
+        match made_all {
+            Ok(()) => Ok(made),
+            Err(err) => {
+                for (path, _) in made {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the spool files made ahead and not used (at unmount).
+    pub fn remove_spares(&self) {
+        let spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
+        for (path, _) in spares {
+            if let Err(err) = std::fs::remove_file(&path) {
+                log::debug!("removing spare spool file {}: {err}", path.display());
+            }
+        }
     }
 
     /// The files a dead mount left to upload (write-back), claimed at start (once).
@@ -246,7 +353,29 @@ impl Spool {
     /// those closed with write-back and not uploaded yet are claimed to be uploaded now.
     fn rescue_orphans(&self) {
         for (path, pid) in self.orphans() {
-            let mut about = read_sidecar(&path);
+            let sidecar = read_sidecar(&path);
+            let mut about = sidecar.clone();
+            let record = read_record(&path);
+            let mut unreadable = None;
+            match &record {
+                Ok(Some(record)) => about.extend(record.clone()),
+                Ok(None) => {}
+                Err(err) => {
+                    // Not a record: the file is kept, not sent.
+                    about.remove(JOURNAL_KEY);
+                    unreadable = Some(err.clone());
+                }
+            }
+            if sidecar.is_empty()
+                && matches!(record, Ok(None))
+                && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0)
+            {
+                // A spare the dead mount made ahead and never used: nothing to keep.
+                if let Err(err) = std::fs::remove_file(&path) {
+                    log::debug!("removing {}: {err}", path.display());
+                }
+                continue;
+            }
             if about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING) {
                 if let Some(claimed) = self.claim(&path) {
                     self.resumable
@@ -264,11 +393,12 @@ impl Spool {
                 .get("name")
                 .and_then(|n| n.as_str())
                 .map_or_else(|| file_name(&path), str::to_owned);
-            about.insert(
-                "reason".into(),
-                format!("the midasfs that was writing it (pid {pid}) ended before saving it")
-                    .into(),
-            );
+            let mut reason =
+                format!("the midasfs that was writing it (pid {pid}) ended before saving it");
+            if let Some(err) = unreadable {
+                reason.push_str(&format!("; its write-back record is unreadable ({err})"));
+            }
+            about.insert("reason".into(), reason.into());
             self.rescued
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -304,6 +434,12 @@ impl Spool {
                 (!process_alive(pid)).then(|| (entry.path(), pid))
             })
             .collect()
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.remove_spares();
     }
 }
 
@@ -345,6 +481,117 @@ pub fn read_sidecar(path: &Path) -> serde_json::Map<String, serde_json::Value> {
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
+}
+
+/// The write-back journal record of the spool file `path` (its [`RECORD_XATTR`]): None if it
+/// has none, an error if it cannot be read or is not a JSON object.
+pub fn read_record(path: &Path) -> Result<Option<About>, String> {
+    let bytes = match get_xattr(path, RECORD_XATTR) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(record)) => Ok(Some(record)),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(err) => Err(format!("{} bytes of invalid JSON: {err}", bytes.len())),
+    }
+}
+
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
+}
+
+/// The value of the extended attribute `name` of `path`; None if it has none (or the
+/// filesystem has no extended attributes).
+fn get_xattr(path: &Path, name: &CStr) -> std::io::Result<Option<Vec<u8>>> {
+    let c_path = c_path(path)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: both strings are NUL-terminated; buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::getxattr(
+                c_path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sets the extended attribute `name` of the open `file` to `value`, replacing it whole.
+pub(in crate::fs) fn set_xattr(file: &File, name: &CStr, value: &[u8]) -> std::io::Result<()> {
+    // SAFETY: the name is NUL-terminated; value is valid for value.len() bytes.
+    let rc = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes the journal record of `path`, if it has one.
+fn remove_record(path: &Path) {
+    let Ok(c_path) = c_path(path) else {
+        return;
+    };
+    // SAFETY: both strings are NUL-terminated.
+    let rc = unsafe { libc::removexattr(c_path.as_ptr(), RECORD_XATTR.as_ptr()) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::ENODATA) | Some(libc::ENOTSUP)
+        ) {
+            log::debug!("{}: removing its write-back record: {err}", path.display());
+        }
+    }
+}
+
+/// `fsync` of a directory: the names made in it survive a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    count_sync();
+    File::open(dir)?.sync_all()
+}
+
+/// `fsync` (or `fdatasync`, `data_only`) of a spool file.
+fn sync_file(file: &File, data_only: bool) -> std::io::Result<()> {
+    count_sync();
+    if data_only {
+        file.sync_data()
+    } else {
+        file.sync_all()
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The syncs this thread made (tests count those of a close).
+    static SYNCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_sync() {
+    #[cfg(test)]
+    SYNCS.with(|syncs| syncs.set(syncs.get() + 1));
 }
 
 fn write_sidecar(
@@ -394,6 +641,8 @@ pub fn move_to_recovery(
         }
         Err(err) => return Err(err),
     }
+    // A recovered file is nobody's upload any more.
+    remove_record(&target);
     if let Err(err) = write_sidecar(&target, about) {
         log::warn!(
             "{}: could not write what it is ({err}): it was {}",
@@ -537,6 +786,8 @@ pub struct SpoolFile {
     recovered: bool,
     /// Holds data that is neither on the server nor in the recovery directory: never deleted.
     unsaved: bool,
+    /// The file's name survives a power cut already (a spare: see the module's documentation).
+    name_durable: bool,
 }
 
 impl SpoolFile {
@@ -632,19 +883,57 @@ impl SpoolFile {
         }
     }
 
-    /// Makes the content and `about` (the journal record) durable: the file's data, its sidecar
-    /// and the directory entries of both reach the disk before this returns.
-    pub fn journal(&self, about: &serde_json::Map<String, serde_json::Value>) -> FsResult<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| io_error("syncing", &self.path, &e))?;
+    /// Makes the content and `about` (the journal record: the upload is due) durable before it
+    /// returns. A file whose name is durable already gets the record as an extended attribute
+    /// and ONE `fsync` (two if its writes were out of order); else, or if the filesystem has no
+    /// extended attributes, the record goes into the sidecar, and the file, the sidecar and
+    /// the directory are synced. See the module's documentation for why that is enough.
+    pub fn journal(&self, about: &About) -> FsResult<()> {
+        if self.name_durable {
+            let mut record = about.clone();
+            record.insert("size".into(), self.size.into());
+            match self.running_md5() {
+                Some(md5) => {
+                    record.insert("md5".into(), md5.into());
+                }
+                // Nothing to tell a record written ahead of the data from one written after:
+                // the data first.
+                None => {
+                    sync_file(&self.file, true).map_err(|e| io_error("syncing", &self.path, &e))?
+                }
+            }
+            let text = serde_json::to_vec(&record).map_err(|e| {
+                FsError::new(
+                    Kind::Io,
+                    format!("the journal record of {}: {e}", self.path.display()),
+                )
+            })?;
+            match set_xattr(&self.file, RECORD_XATTR, &text) {
+                Ok(()) => {
+                    return sync_file(&self.file, false)
+                        .map_err(|e| io_error("syncing", &self.path, &e));
+                }
+                Err(err) => log::debug!(
+                    "{}: no journal record in an extended attribute ({err}): in the sidecar",
+                    self.path.display()
+                ),
+            }
+        }
+        sync_file(&self.file, true).map_err(|e| io_error("syncing", &self.path, &e))?;
         write_sidecar(&self.path, about)
-            .and_then(|()| File::open(sidecar_of(&self.path))?.sync_data())
+            .and_then(|()| sync_file(&File::open(sidecar_of(&self.path))?, true))
             .map_err(|e| io_error("writing the journal record of", &self.path, &e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| io_error("syncing", dir, &e))
+        sync_dir(dir).map_err(|e| io_error("syncing", dir, &e))
+    }
+
+    /// Removes the file's journal record (its upload is done, or nobody wants it), without a
+    /// sync: a record that comes back after a power cut makes the next mount check the server,
+    /// which holds the content already, and send nothing (or keep the file in `recovery/`).
+    pub fn clear_record(&self) {
+        if self.name_durable {
+            remove_record(&self.path);
+        }
     }
 
     /// The file holds data that is nowhere else (it could not be saved nor moved to the
@@ -889,5 +1178,168 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("pid 99999999"));
+    }
+
+    fn syncs() -> usize {
+        SYNCS.with(std::cell::Cell::get)
+    }
+
+    /// A spool of a write-back mount: its files' names are made durable ahead.
+    fn durable_spool(dir: &Path) -> Spool {
+        let spool = spool(dir, 1 << 20);
+        spool.keep_names_durable();
+        spool
+    }
+
+    fn pending_record(name: &str) -> About {
+        let mut about = About::new();
+        about.insert("server".into(), "http://midas.example".into());
+        about.insert("name".into(), name.into());
+        about.insert("folder_id".into(), 7.into());
+        about.insert("kind".into(), "new_item".into());
+        about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
+        about
+    }
+
+    /// Moves `file`'s spool file to a name of a process that does not exist, as if the mount
+    /// that wrote it had died; returns the new path.
+    fn as_if_dead(file: SpoolFile, dir: &Path, n: u32) -> PathBuf {
+        let dead = dir.join(format!("99999999-{n}.spool"));
+        std::fs::rename(file.path(), &dead).unwrap();
+        let _ = std::fs::remove_file(sidecar_of(file.path()));
+        // Its name is gone: dropping it deletes nothing.
+        drop(file);
+        dead
+    }
+
+    #[test]
+    fn a_write_back_close_syncs_once_and_its_record_lives_in_the_spool_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let before = syncs();
+        let mut file = spool.create().unwrap();
+        assert_eq!(syncs() - before, 1, "one directory sync for the spares");
+        let spares = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(spares, SPARES, "made ahead, the first one handed out");
+        for _ in 1..SPARES {
+            drop(spool.create().unwrap());
+        }
+        assert_eq!(syncs() - before, 1, "the spares made ahead needed no more");
+        file.write_at(0, b"durable").unwrap();
+        let before = syncs();
+        file.journal(&pending_record("a.txt")).unwrap();
+        assert_eq!(syncs() - before, 1, "one fsync per close");
+        assert!(!sidecar_of(file.path()).exists(), "no second file to sync");
+        let record = read_record(file.path()).unwrap().expect("a record");
+        assert_eq!(record[JOURNAL_KEY], JOURNAL_PENDING);
+        assert_eq!(record["kind"], "new_item");
+        assert_eq!(record["size"], 7);
+        assert_eq!(record["md5"], md5_of_file(file.path()).unwrap().as_str());
+        file.clear_record();
+        assert_eq!(read_record(file.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn writes_out_of_order_sync_the_data_before_the_record_which_then_has_no_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let mut file = spool.create().unwrap();
+        file.write_at(4, b"tail").unwrap();
+        file.write_at(0, b"head").unwrap();
+        let before = syncs();
+        file.journal(&pending_record("b.txt")).unwrap();
+        assert_eq!(syncs() - before, 2);
+        let record = read_record(file.path()).unwrap().unwrap();
+        assert_eq!(record["size"], 8);
+        assert!(record.get("md5").is_none(), "{record:?}");
+    }
+
+    #[test]
+    fn without_durable_names_the_record_goes_into_the_synced_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 20);
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"x").unwrap();
+        let before = syncs();
+        file.journal(&pending_record("c.txt")).unwrap();
+        assert_eq!(syncs() - before, 3, "file, sidecar, directory");
+        assert_eq!(read_record(file.path()).unwrap(), None);
+        assert_eq!(read_sidecar(file.path())[JOURNAL_KEY], JOURNAL_PENDING);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no spares"
+        );
+    }
+
+    #[test]
+    fn the_next_mount_resumes_a_file_from_its_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"closed, not uploaded").unwrap();
+        file.journal(&pending_record("d.txt")).unwrap();
+        as_if_dead(file, dir.path(), 1);
+        drop(spool);
+        let next = durable_spool(dir.path());
+        let resumable = next.take_resumable();
+        assert_eq!(resumable.len(), 1);
+        assert_eq!(resumable[0].pid, 99999999);
+        assert_eq!(resumable[0].about["name"], "d.txt");
+        assert_eq!(resumable[0].about["size"], 20);
+        assert_eq!(
+            std::fs::read(&resumable[0].path).unwrap(),
+            b"closed, not uploaded"
+        );
+        assert!(
+            read_record(&resumable[0].path).unwrap().is_some(),
+            "the claimed file keeps its record, should this mount die too"
+        );
+    }
+
+    #[test]
+    fn a_dead_mounts_unused_spares_go_and_a_torn_record_keeps_its_file_in_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let mut torn = spool.create().unwrap();
+        torn.write_at(0, b"half").unwrap();
+        let text = serde_json::to_vec(&pending_record("e.txt")).unwrap();
+        set_xattr(&torn.file, RECORD_XATTR, &text[..text.len() / 2]).unwrap();
+        as_if_dead(torn, dir.path(), 1);
+        let spare = spool.create().unwrap();
+        as_if_dead(spare, dir.path(), 2);
+        drop(spool);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "the spool's own unused spares went with it"
+        );
+        let next = spool_at(dir.path());
+        assert!(
+            next.take_resumable().is_empty(),
+            "a torn record sends nothing"
+        );
+        assert!(
+            !dir.path().join("99999999-2.spool").exists(),
+            "the unused spare"
+        );
+        let recovered: Vec<PathBuf> = std::fs::read_dir(next.recovery_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
+            .collect();
+        assert_eq!(recovered.len(), 1, "{recovered:?}");
+        assert_eq!(std::fs::read(&recovered[0]).unwrap(), b"half");
+        assert_eq!(read_record(&recovered[0]).unwrap(), None);
+        let reason = read_sidecar(&recovered[0])["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains("record is unreadable"), "{reason}");
+    }
+
+    fn spool_at(dir: &Path) -> Spool {
+        spool(dir, 1 << 20)
     }
 }

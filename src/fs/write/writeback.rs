@@ -1,7 +1,12 @@
 //! Write-back (`--write-back`, opt-in): a `close` returns once the file is durable in the spool
-//! (its data synced, and a journal record in its sidecar saying its upload is due), and the
-//! upload runs in the background, a bounded number at once.
+//! (its data and a journal record saying its upload is due, made durable by one `fsync` of the
+//! spool file: see `spool` for why one is enough), and the upload runs in the background, a
+//! bounded number at once.
 //!
+//! - The record: set at close (the close is counted as pending first), kept while another close
+//!   of the file waits for its upload (rewritten for what that upload now is: a new file's next
+//!   upload is a revision of the item the first made), removed when the last upload ended or
+//!   the file was removed.
 //! - Order per file: every upload of a file goes through its upload lock (`save`) and sends the
 //!   spool as it is then, so a second close while the first upload waits or runs makes one more
 //!   upload after it, of the newest content, or none when the first already sent it: never two
@@ -167,6 +172,9 @@ const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
 impl MidasFs {
     /// Uploads in the background after close (`--write-back`).
     pub fn with_write_back(mut self, config: Option<WriteBackConfig>) -> MidasFs {
+        if config.is_some() {
+            self.writes.spool.keep_names_durable();
+        }
         self.writes.write_back = config.map(WriteBack::new);
         self
     }
@@ -217,14 +225,17 @@ impl MidasFs {
         if !due {
             return Ok(());
         }
+        // Counted before the record is written: an upload of this file that ends meanwhile
+        // sees this one coming and keeps the record (see `settle_record`).
+        wb.start(ino);
         if let Err(err) = self.journal(ino, &file) {
+            wb.end(ino, Ok(()));
             log::warn!(
                 "{}: {err}; uploading it before the close returns",
                 self.describe(ino)
             );
             return self.save(ino, &file).await;
         }
-        wb.start(ino);
         let fs = Arc::clone(self);
         self.tasks.spawn(Work::Needed, async move {
             fs.upload_behind(ino, file).await;
@@ -234,11 +245,31 @@ impl MidasFs {
 
     /// Makes the file durable in the spool with a journal record of its pending upload.
     fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
+        let about = self.journal_record(ino, file);
+        file.lock().spool.journal(&about)
+    }
+
+    /// The journal record of a pending upload of the file, for its current target.
+    fn journal_record(&self, ino: u64, file: &WriteFile) -> spool::About {
         let target = file.lock().target.clone();
         let mut about = self.spool_about(ino, &target);
         about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
         about.insert("kind".into(), kind_of(&target).into());
-        file.lock().spool.journal(&about)
+        about
+    }
+
+    /// After a background upload of the file succeeded: its journal record goes, unless
+    /// another close of it is waiting for its own upload, whose record then says what that
+    /// upload is now (a new file's next upload is a revision of the item this one made).
+    fn settle_record(&self, ino: u64, file: &WriteFile, wb: &WriteBack) {
+        let about = self.journal_record(ino, file);
+        let data = file.lock();
+        let more = lock(&wb.pending).get(&ino).copied().unwrap_or(0) > 1;
+        if data.unlinked || !more {
+            data.spool.clear_record();
+        } else if let Err(err) = data.spool.journal(&about) {
+            log::warn!("{}: {err}", self.describe(ino));
+        }
     }
 
     /// One background upload of a closed file.
@@ -256,9 +287,12 @@ impl MidasFs {
                 self.describe(ino),
                 self.writes.recovery_dir().display()
             );
-        } else if file.lock().unlinked {
-            // Removed before its upload: no later mount may send it.
-            self.describe_spool(ino, &file);
+        } else {
+            if file.lock().unlinked {
+                // Removed before its upload: no later mount may send it.
+                self.describe_spool(ino, &file);
+            }
+            self.settle_record(ino, &file, wb);
         }
         wb.end(ino, result);
     }
@@ -397,6 +431,22 @@ impl MidasFs {
             .map_err(|e| FsError::new(Kind::Io, format!("{}: {e}", path.display())))?
             .len();
         let md5 = md5_of(path).await?;
+        let recorded_size = about.get("size").and_then(serde_json::Value::as_u64);
+        let recorded_md5 = text("md5");
+        if recorded_size.is_some_and(|s| s != size)
+            || recorded_md5.as_ref().is_some_and(|m| *m != md5)
+        {
+            // The record reached the disk, not all the data it is for: never send that.
+            return Err(FsError::new(
+                Kind::Invalid,
+                format!(
+                    "its data did not all reach the disk before the crash (the file has {size} \
+                     bytes, MD5 {md5}; its journal record says {} bytes, MD5 {})",
+                    recorded_size.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                    recorded_md5.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
         let holds = |item: &Item, file_name: &str| {
             item.head().is_some_and(|head| {
                 head.bitstreams
@@ -677,5 +727,98 @@ mod tests {
                     .next()
                     .is_none()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_whose_data_did_not_all_reach_the_disk_sends_nothing_and_keeps_the_file() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        // The record of a close of 28 bytes; a crash left the file with only the first 5.
+        let path = spool.path().join("99999999-1.spool");
+        std::fs::write(&path, b"short").unwrap();
+        let record = serde_json::json!({
+            "server": crate::midas::MidasApi::base_url(&*midas),
+            "name": "torn.txt",
+            "folder_id": midas.public_folder(),
+            "kind": "new_item",
+            JOURNAL_KEY: JOURNAL_PENDING,
+            "size": 28,
+            "md5": md5_hex("short, and then the rest too"),
+        });
+        let file = std::fs::File::open(&path).unwrap();
+        spool::set_xattr(&file, spool::RECORD_XATTR, record.to_string().as_bytes()).unwrap();
+        let fs = mount(&midas, spool.path());
+        fs.resume_uploads();
+        assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
+        assert_eq!(midas.count("midas.upload.perform"), 0, "sent");
+        assert!(midas
+            .child_item(midas.public_folder(), "torn.txt")
+            .is_none());
+        let recovery = fs.status().recovery_dir;
+        let kept: Vec<_> = std::fs::read_dir(&recovery)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with(spool::SIDECAR))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"short");
+        let reason = spool::read_sidecar(&kept[0])["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains("did not all reach the disk"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_during_the_upload_of_the_last_keeps_the_record_as_what_is_due_now() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_always(
+            "midas.upload.perform",
+            Fault::Delay(Duration::from_millis(400)),
+        );
+        let (_, fh) = fs.create(ROOT, "twice.txt", 42).unwrap();
+        fs.write(fh, 0, b"v1").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        let path = fs
+            .writes
+            .file_of_handle(fh)
+            .unwrap()
+            .1
+            .lock()
+            .spool
+            .path()
+            .to_owned();
+        let record = || spool::read_record(&path).unwrap();
+        assert_eq!(record().unwrap()["kind"], "new_item");
+        while midas.count("midas.upload.perform") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The first upload is running. Longer: the first upload may send the first two bytes of it (it sends the spool as
+        // it is then), and the second must still have something to send.
+        fs.write(fh, 0, b"v2, longer").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        // Once the first upload made the item, the record is for the second: a revision of it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let item = loop {
+            if let Some(item) = midas.child_item(midas.public_folder(), "twice.txt") {
+                if record().is_some_and(|r| r["kind"] == "revision") {
+                    break item;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", record());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let due = record().unwrap();
+        assert_eq!(due[JOURNAL_KEY], JOURNAL_PENDING);
+        assert_eq!(due["item_id"], item);
+        // (No MD5: the rewrite from offset 0 stopped the running one.)
+        assert_eq!(due["size"], 10);
+        fs.sync_uploads().await.expect("both uploads succeed");
+        assert_eq!(midas.content(item).unwrap(), b"v2, longer");
+        assert_eq!(record(), None, "nothing is due any more");
+        release(&fs, fh).await.unwrap();
     }
 }
