@@ -100,7 +100,7 @@ profile's.
 Every option is also an -o option, named like the long option with `_` for `-`:
   -o read_only (or ro), items_as_dirs, leaf_dirs_as_items, root=PATH, ttl=SECS,
      connect_timeout=SECS, timeout=SECS, cache_size=MIB, cache_dir=DIR, cache_size_disk=SIZE,
-     spool_dir=DIR, spool_size=MIB, write_back, write_back_wait=SECS,
+     no_passthrough, spool_dir=DIR, spool_size=MIB, write_back, write_back_wait=SECS,
      log_file=FILE, email=EMAIL,
      api_key_file=FILE, profile=NAME, allow_other, allow_root, uid=N, gid=N, umask=OOO
   Standard ones: rw (the default; `ro` or a profile's read_only wins), default_permissions (always
@@ -201,6 +201,10 @@ pub struct MountArgs {
     /// K/M/G/T suffix [default: 10G]
     #[arg(long, value_name = "SIZE", value_parser = crate::fs::disk_cache::parse_size)]
     pub cache_size_disk: Option<u64>,
+    /// Read files in --cache-dir through the mount: the kernel does not read them itself
+    /// (FUSE passthrough, as root on Linux 6.9+; each block is then checked against its CRC)
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     pub allow_other: bool,

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::inode::{Attr, FileKind};
+use crate::fs::read::passthrough::Backing;
 use crate::fs::{Entry, FsError, MidasFs, OpenFile, XATTR_PREFIX};
 
 /// Requests the kernel keeps in flight for readahead and background work.
@@ -37,6 +38,8 @@ pub struct FuseAdapter {
     fs: Arc<MidasFs>,
     runtime: tokio::runtime::Handle,
     owner: Owner,
+    /// Ask the kernel for passthrough (`--no-passthrough` says no).
+    passthrough: bool,
 }
 
 impl FuseAdapter {
@@ -47,7 +50,14 @@ impl FuseAdapter {
             fs,
             runtime,
             owner: Owner { uid, gid, umask: 0 },
+            passthrough: true,
         }
+    }
+
+    /// Whether to ask the kernel for passthrough of files whole in the data cache.
+    pub fn with_passthrough(mut self, passthrough: bool) -> FuseAdapter {
+        self.passthrough = passthrough;
+        self
     }
 
     /// Shows every file as owned by `uid`:`gid` (default: the mounting user) with the `umask`
@@ -127,6 +137,18 @@ impl Filesystem for FuseAdapter {
         }
         if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
             let _ = config.set_max_background(max);
+        }
+        // Passthrough: the kernel reads files whole in the data cache from the entry itself.
+        // Backing files need root; a stack depth of 1 keeps the mount usable under overlayfs.
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if self.passthrough && self.fs.wants_passthrough() && unsafe { libc::geteuid() } == 0 {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) if config.set_max_stack_depth(1).is_ok() => self.fs.enable_passthrough(),
+                _ => log::info!(
+                    "kernel without FUSE passthrough: files in the data cache are read \
+                     through the mount"
+                ),
+            }
         }
         Ok(())
     }
@@ -308,26 +330,35 @@ impl Filesystem for FuseAdapter {
             );
         }
         let opened = |open: OpenFile, reply: ReplyOpen| {
-            let flags = if open.keep_cache {
-                FopenFlags::FOPEN_KEEP_CACHE
-            } else {
-                FopenFlags::empty()
-            };
-            reply.opened(FileHandle(open.fh), flags)
+            let backing = open
+                .backing
+                .as_ref()
+                .and_then(|b| b.downcast_ref::<BackingId>());
+            match backing {
+                Some(id) if open.direct_io => {
+                    reply.opened_passthrough(FileHandle(open.fh), FopenFlags::FOPEN_DIRECT_IO, id)
+                }
+                Some(id) => reply.opened_passthrough(FileHandle(open.fh), FopenFlags::empty(), id),
+                None if open.keep_cache => {
+                    reply.opened(FileHandle(open.fh), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+                None => reply.opened(FileHandle(open.fh), FopenFlags::empty()),
+            }
         };
         match self.fs.cached_open(ino.0) {
             Some(Ok(open)) => opened(open, reply),
             Some(Err(err)) => reply.error(errno_of("open", &err)),
             None => {
                 let fs = Arc::clone(&self.fs);
-                self.spawn(
-                    format!("open inode {}", ino.0),
-                    async move { fs.open(ino.0).await },
-                    move |result| match result {
+                self.runtime.spawn(async move {
+                    let make_backing = |file: &std::fs::File| {
+                        reply.open_backing(file).map(|id| Arc::new(id) as Backing)
+                    };
+                    match fs.open_passing_through(ino.0, Some(&make_backing)).await {
                         Ok(open) => opened(open, reply),
-                        Err(errno) => reply.error(errno),
-                    },
-                );
+                        Err(err) => reply.error(errno_of(&format!("open inode {}", ino.0), &err)),
+                    }
+                });
             }
         }
     }

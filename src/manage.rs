@@ -302,12 +302,14 @@ fn describe(s: &Value) -> String {
     let disk = &s["disk_cache"];
     if disk.is_object() {
         out += &format!(
-            "  disk      {} of {} in {} file(s) in {}; {} hit(s), {} filled, {} damaged and dropped\n",
+            "  disk      {} of {} in {} file(s) in {}; {} hit(s) ({} read by the kernel itself), \
+             {} filled, {} damaged and dropped\n",
             mib(num(&disk["bytes"])),
             mib(num(&disk["capacity"])),
             num(&disk["files"]),
             disk["dir"].as_str().unwrap_or("?"),
             num(&disk["hits"]),
+            num(&disk["passthrough_opens"]),
             num(&disk["fills"]),
             num(&disk["dropped"])
         );

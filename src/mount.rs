@@ -306,8 +306,11 @@ fn mount_and_serve(
     let handle = runtime.handle().clone();
     let adapter_fs = Arc::clone(&fs);
     let (uid, gid, umask) = (args.uid, args.gid, args.umask);
+    let no_passthrough = args.no_passthrough;
     let adapter = move || {
-        FuseAdapter::new(Arc::clone(&adapter_fs), handle.clone()).with_owner(uid, gid, umask)
+        FuseAdapter::new(Arc::clone(&adapter_fs), handle.clone())
+            .with_owner(uid, gid, umask)
+            .with_passthrough(!no_passthrough)
     };
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;
     let _control = control_socket(&args, &mountpoint, &client, me.as_ref(), &fs);
@@ -431,6 +434,7 @@ fn control_socket(
             "started": now.listed_ahead,
             "running": now.listing_ahead,
         });
+        answer["reads"] = serde_json::json!(now.reads);
         if let Some(disk) = &now.disk_cache {
             answer["disk_cache"] = serde_json::json!({
                 "dir": disk.dir.to_string_lossy(),
@@ -440,6 +444,7 @@ fn control_socket(
                 "hits": disk.hits,
                 "fills": disk.fills,
                 "dropped": disk.dropped,
+                "passthrough_opens": disk.passthrough_opens,
             });
         }
         answer["requests"] = serde_json::json!({

@@ -33,6 +33,8 @@ pub struct MountSettings {
     /// The persistent data cache, and its size in bytes.
     pub cache_dir: Option<PathBuf>,
     pub cache_size_disk: u64,
+    /// Read every file through the mount, never letting the kernel read the data cache itself.
+    pub no_passthrough: bool,
     pub allow_other: bool,
     pub allow_root: bool,
     pub uid: Option<u32>,
@@ -69,6 +71,7 @@ impl MountSettings {
             cache_size: 128,
             cache_dir: None,
             cache_size_disk: 10 << 30,
+            no_passthrough: false,
             allow_other: false,
             allow_root: false,
             uid: None,
@@ -184,6 +187,7 @@ fn apply_option(args: &mut MountArgs, option: &str) -> Result<(), UsageError> {
         "password_stdin" => flag(&mut args.password_stdin)?,
         "noexec" => flag(&mut args.noexec)?,
         "write_back" => flag(&mut args.write_back)?,
+        "no_passthrough" => flag(&mut args.no_passthrough)?,
         "write_back_wait" => args.write_back_wait = Some(number()?),
         "ttl" => {
             let ttl = number()?;
@@ -318,6 +322,7 @@ fn merge(
         .cache_size_disk
         .or(profile_disk)
         .unwrap_or(s.cache_size_disk);
+    s.no_passthrough = args.no_passthrough;
     s.allow_other = args.allow_other;
     s.allow_root = args.allow_root;
     s.uid = args.uid;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -280,12 +280,13 @@ fn another_item_with_the_same_content_is_read_from_the_cache_dir() {
 }
 
 #[test]
-fn a_damaged_cache_entry_is_dropped_and_the_file_comes_from_the_server() {
+fn a_damaged_cache_entry_read_through_the_mount_is_dropped_and_the_file_comes_from_the_server() {
     require_fuse!();
     let setup = Setup::new();
     let content = pseudo_random(3 * MIB, 5);
     setup.upload("d.bin", &content);
-    let mount = setup.cached_mount(&[]);
+    // Read through the mount, every block is checked: a damaged middle block is found.
+    let mount = setup.cached_mount(&["--no-passthrough"]);
     assert_eq!(
         std::fs::read(private(&mount).join("d.bin")).unwrap(),
         content
@@ -302,15 +303,166 @@ fn a_damaged_cache_entry_is_dropped_and_the_file_comes_from_the_server() {
         .unwrap();
     drop(damaged);
 
-    let mount = setup.cached_mount(&[]);
+    let mount = setup.cached_mount(&["--no-passthrough"]);
     let before = setup.downloaded();
     let read = std::fs::read(private(&mount).join("d.bin")).unwrap();
     assert!(read == content, "the damaged byte was served");
     assert!(setup.downloaded() > before, "nothing came from the server");
+    let answer = status(&mount);
+    assert_eq!(answer["disk_cache"]["passthrough_opens"], 0, "{answer}");
+    assert!(answer["reads"].as_u64().unwrap() > 0, "{answer}");
     // The damaged entry is gone (a new, sound one may have taken its place).
     if let Ok(now) = std::fs::read(&entry) {
         assert_eq!(now[MIB + 10], content[MIB + 10]);
     }
+}
+
+/// Whether the kernel can read cache entries itself here (passthrough needs root).
+fn passthrough_possible() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED: FUSE passthrough needs root");
+    }
+    root
+}
+
+#[test]
+fn a_file_whole_in_the_cache_dir_is_read_by_the_kernel_itself_after_a_remount() {
+    require_fuse!();
+    if !passthrough_possible() {
+        return;
+    }
+    let setup = Setup::new();
+    let content = pseudo_random(5 * MIB + 77, 31);
+    setup.upload("pass.bin", &content);
+    setup.upload("same content.bin", &content);
+    let mount = setup.cached_mount(&[]);
+    assert_eq!(
+        std::fs::read(private(&mount).join("pass.bin")).unwrap(),
+        content
+    );
+    let entry = setup.wait_for_entry(&content);
+    // The entry is exactly the content: the kernel reads it up to its end.
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().len(),
+        content.len() as u64
+    );
+    drop(mount);
+
+    let mount = setup.cached_mount(&[]);
+    let before = setup.downloaded();
+    let path = private(&mount).join("pass.bin");
+    // Two opens of one file at once share the entry; a second item of the same content too.
+    let first = std::fs::File::open(&path).unwrap();
+    let mut second = std::fs::File::open(&path).unwrap();
+    let mut tail = vec![0u8; 1000];
+    first
+        .read_exact_at(&mut tail, content.len() as u64 - 1000)
+        .unwrap();
+    assert_eq!(&tail[..], &content[content.len() - 1000..]);
+    let mut whole = Vec::new();
+    second.read_to_end(&mut whole).unwrap();
+    assert!(whole == content, "the second open read other bytes");
+    drop((first, second));
+    assert_eq!(
+        std::fs::read(private(&mount).join("same content.bin")).unwrap(),
+        content
+    );
+
+    let answer = status(&mount);
+    assert_eq!(answer["reads"], 0, "READs reached the mount: {answer}");
+    assert_eq!(answer["disk_cache"]["passthrough_opens"], 3, "{answer}");
+    assert_eq!(
+        setup.downloaded() - before,
+        0,
+        "bytes downloaded on re-read"
+    );
+}
+
+#[test]
+fn a_truncated_or_damaged_entry_is_not_handed_to_the_kernel() {
+    require_fuse!();
+    if !passthrough_possible() {
+        return;
+    }
+    let setup = Setup::new();
+    let cut = pseudo_random(3 * MIB + 5, 41);
+    let damaged = pseudo_random(3 * MIB + 5, 42);
+    let last = pseudo_random(3 * MIB + 5, 43);
+    setup.upload("cut.bin", &cut);
+    setup.upload("damaged.bin", &damaged);
+    setup.upload("last.bin", &last);
+    let mount = setup.cached_mount(&[]);
+    for name in ["cut.bin", "damaged.bin", "last.bin"] {
+        std::fs::read(private(&mount).join(name)).unwrap();
+    }
+    let entries = [&cut, &damaged, &last].map(|c| setup.wait_for_entry(c));
+    drop(mount);
+
+    let file = |path: &Path| std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file(&entries[0]).set_len(cut.len() as u64 - 1).unwrap();
+    file(&entries[1]).write_all_at(&[!damaged[10]], 10).unwrap();
+    let at = last.len() - 3;
+    file(&entries[2])
+        .write_all_at(&[!last[at]], at as u64)
+        .unwrap();
+
+    let mount = setup.cached_mount(&[]);
+    let before = setup.downloaded();
+    for (name, content) in [
+        ("cut.bin", &cut),
+        ("damaged.bin", &damaged),
+        ("last.bin", &last),
+    ] {
+        let read = std::fs::read(private(&mount).join(name)).unwrap();
+        assert!(&read == content, "{name}: the entry's bytes were served");
+    }
+    assert!(setup.downloaded() > before, "nothing came from the server");
+    let answer = status(&mount);
+    assert_eq!(answer["disk_cache"]["passthrough_opens"], 0, "{answer}");
+    assert_eq!(answer["disk_cache"]["dropped"], 3, "{answer}");
+}
+
+#[test]
+fn a_file_the_kernel_reads_from_the_cache_dir_is_written_once_closed() {
+    require_fuse!();
+    if !passthrough_possible() {
+        return;
+    }
+    let setup = Setup::new();
+    let content = pseudo_random(2 * MIB, 51);
+    setup.upload("w.bin", &content);
+    let mount = setup.cached_mount(&[]);
+    std::fs::read(private(&mount).join("w.bin")).unwrap();
+    setup.wait_for_entry(&content);
+    drop(mount);
+
+    let mount = setup.cached_mount(&[]);
+    let path = private(&mount).join("w.bin");
+    let reader = std::fs::File::open(&path).unwrap();
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect_err("opened for writing while the kernel reads the entry");
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    let mut head = [0u8; 16];
+    reader.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(&head[..], &content[..16]);
+    drop(reader);
+    // Right after the close (the kernel's release comes after it), as a script does.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    let mut longer = content.clone();
+    longer.extend_from_slice(b"more");
+    assert!(
+        std::fs::read(&path).unwrap() == longer,
+        "the append was lost"
+    );
 }
 
 #[test]

@@ -3,13 +3,16 @@
 //! other item or revision with the same content.
 //!
 //! Midas gives every bitstream's MD5 (`checksum`), and a bitstream never changes, so the MD5
-//! names the content for good. An entry is `data/<2 hex>/<md5>`: the file's bytes, then a
-//! trailer with a CRC-32 of every 1 MiB block, the MD5 and the size. It is written under
-//! `tmp/`, checked against the MD5 once complete, and renamed into place, so another mount (or
-//! this one after a crash) never sees half an entry. Reads check each block's CRC before using
-//! it: a damaged entry is deleted and the block comes from the server instead. A block is read
-//! into a buffer the block cache lends (one an evicted or released block left), so that reading
-//! a cached file does not fault in fresh memory for every block.
+//! names the content for good. An entry is `data/<2 hex>/<md5>`, exactly the file's bytes (so
+//! that the kernel can read it in place of the mount: FUSE passthrough), beside
+//! `data/<2 hex>/<md5>.crc`, a CRC-32 of every 1 MiB block, the MD5 and the size. Both are
+//! written under `tmp/`, checked against the MD5 once complete, and renamed into place, the
+//! checksums first, so another mount (or this one after a crash) never sees half an entry.
+//! Reads through the mount check each block's CRC before using it: a damaged entry is deleted
+//! and the block comes from the server instead. A block is read into a buffer the block cache
+//! lends (one an evicted or released block left), so that reading a cached file does not fault
+//! in fresh memory for every block. An entry handed to the kernel is checked at open only (its
+//! size, its checksums file, its first and last block: see [`DiskEntry::check_ends`]).
 //!
 //! Several mounts may share a directory: entries appear by rename, eviction runs under an
 //! exclusive `flock` of `lock`, and a reader whose entry is evicted keeps reading its open file.
@@ -30,9 +33,16 @@ use md5::{Digest, Md5};
 use super::read::reader::BLOCK_SIZE;
 use crate::private;
 
-const MAGIC: &[u8; 8] = b"MIDASFS1";
+const MAGIC: &[u8; 8] = b"MIDASFS2";
 /// MD5 in hex, size, magic.
 const TRAILER_FIXED: u64 = 32 + 8 + 8;
+/// The name ending of an entry's checksums file.
+const SUMS: &str = ".crc";
+/// What `DIR/format` holds: entries of another format (the bytes and the checksums in one
+/// file, before passthrough) are removed when a mount opens the directory.
+const FORMAT: &str = "2\n";
+/// A checksums file without its entry is left alone this long: its entry may be on its way.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counters for `midasfs status`.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +54,8 @@ pub struct DiskCacheStatus {
     pub hits: u64,
     pub fills: u64,
     pub dropped: u64,
+    /// Opens answered by handing the entry to the kernel (FUSE passthrough).
+    pub passthrough_opens: u64,
 }
 
 pub struct DiskCache {
@@ -56,6 +68,7 @@ pub struct DiskCache {
     fills: AtomicU64,
     /// Entries found damaged and deleted.
     dropped: AtomicU64,
+    passthrough_opens: AtomicU64,
 }
 
 impl DiskCache {
@@ -73,10 +86,12 @@ impl DiskCache {
             hits: AtomicU64::new(0),
             fills: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            passthrough_opens: AtomicU64::new(0),
         };
         {
             let _lock = cache.lock()?;
             cache.remove_stale_temporaries();
+            cache.remove_older_format()?;
         }
         cache.evict()?;
         Ok(cache)
@@ -91,11 +106,53 @@ impl DiskCache {
             hits: self.hits.load(Ordering::Relaxed),
             fills: self.fills.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            passthrough_opens: self.passthrough_opens.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts an open the kernel reads from the entry itself.
+    pub fn passed_through(&self) {
+        self.passthrough_opens.fetch_add(1, Ordering::Relaxed);
     }
 
     fn path(&self, md5: &str) -> PathBuf {
         self.dir.join("data").join(&md5[..2]).join(md5)
+    }
+
+    /// Entries of an older format (see [`FORMAT`]) are deleted, once, by the first mount of
+    /// this version that opens the directory (under the lock).
+    fn remove_older_format(&self) -> io::Result<()> {
+        let path = self.dir.join("format");
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(FORMAT) {
+            return Ok(());
+        }
+        let mut removed = 0;
+        for shard in std::fs::read_dir(self.dir.join("data"))?.flatten() {
+            for file in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if std::fs::remove_file(file.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            log::info!(
+                "data cache {}: removed {removed} files of an older format",
+                self.dir.display()
+            );
+        }
+        let tmp = self.dir.join("format.tmp");
+        let mut file = private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        private::file(&file, &tmp)?;
+        file.write_all(FORMAT.as_bytes())?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// The entry of this content, if the cache has a sound-looking one (its blocks are checked
@@ -106,7 +163,7 @@ impl DiskCache {
         }
         let path = self.path(md5);
         let file = File::open(&path).ok()?;
-        match DiskEntry::open(file, &path, md5, size) {
+        match DiskEntry::open(file, &path, &sums_path(&path), md5, size) {
             Ok(entry) => {
                 let _ = entry.file.set_modified(SystemTime::now());
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -120,11 +177,12 @@ impl DiskCache {
         }
     }
 
-    /// Deletes a damaged entry.
+    /// Deletes a damaged entry (its bytes, then its checksums).
     pub fn drop_entry(&self, path: &Path) {
         if std::fs::remove_file(path).is_ok() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        let _ = std::fs::remove_file(sums_path(path));
     }
 
     /// A filler for this content, when it is worth caching: its MD5 is known, it fits, and the
@@ -177,23 +235,40 @@ impl DiskCache {
     }
 
     /// Deletes the least recently used entries until the cache fits its capacity, and counts
-    /// what is left.
+    /// what is left. An entry's size counts its checksums file.
     fn evict(&self) -> io::Result<()> {
         let _lock = self.lock()?;
         let mut entries = Vec::new();
+        let mut sums = Vec::new();
         for shard in std::fs::read_dir(self.dir.join("data"))?.flatten() {
             let Ok(files) = std::fs::read_dir(shard.path()) else {
                 continue;
             };
             for file in files.flatten() {
-                if let Ok(meta) = file.metadata() {
-                    let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let Ok(meta) = file.metadata() else {
+                    continue;
+                };
+                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                if file.file_name().to_string_lossy().ends_with(SUMS) {
+                    sums.push((used, meta.len(), file.path()));
+                } else {
                     entries.push((used, meta.len(), file.path()));
                 }
             }
         }
+        let mut total: u64 = 0;
+        for (used, len, path) in sums {
+            let entry = path.with_extension("");
+            if entry.exists() {
+                total += len;
+            } else if used.elapsed().is_ok_and(|age| age > ORPHAN_AGE) {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                total += len;
+            }
+        }
         entries.sort();
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        total += entries.iter().map(|e| e.1).sum::<u64>();
         let mut count = entries.len() as u64;
         for (_, len, path) in &entries {
             if total <= self.capacity {
@@ -201,14 +276,27 @@ impl DiskCache {
             }
             if std::fs::remove_file(path).is_ok() {
                 log::debug!("data cache: evicted {}", path.display());
-                total -= len;
+                total -= len + sums_len(*len);
                 count -= 1;
             }
+            let _ = std::fs::remove_file(sums_path(path));
         }
         self.bytes.store(total, Ordering::Relaxed);
         self.entries.store(count, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Where an entry's checksums are.
+fn sums_path(entry: &Path) -> PathBuf {
+    let mut name = entry.as_os_str().to_owned();
+    name.push(SUMS);
+    PathBuf::from(name)
+}
+
+/// The size of the checksums file of content of `size` bytes.
+fn sums_len(size: u64) -> u64 {
+    4 * blocks_of(size) + TRAILER_FIXED
 }
 
 fn valid_md5(md5: &str) -> bool {
@@ -247,22 +335,32 @@ pub struct DiskEntry {
 }
 
 impl DiskEntry {
-    fn open(file: File, path: &Path, md5: &str, size: u64) -> Result<DiskEntry, String> {
-        let blocks = blocks_of(size);
-        let expected = size + 4 * blocks + TRAILER_FIXED;
+    fn open(
+        file: File,
+        path: &Path,
+        sums: &Path,
+        md5: &str,
+        size: u64,
+    ) -> Result<DiskEntry, String> {
         let len = file.metadata().map_err(|e| e.to_string())?.len();
-        if len != expected {
-            return Err(format!("{len} bytes, not {expected}"));
+        if len != size {
+            return Err(format!("{len} bytes, not {size}"));
         }
-        let mut trailer = vec![0u8; (4 * blocks + TRAILER_FIXED) as usize];
-        file.read_exact_at(&mut trailer, size)
-            .map_err(|e| e.to_string())?;
+        let trailer = std::fs::read(sums).map_err(|e| format!("its checksums: {e}"))?;
+        let blocks = blocks_of(size);
+        if trailer.len() as u64 != sums_len(size) {
+            return Err(format!(
+                "its checksums are {} bytes, not {}",
+                trailer.len(),
+                sums_len(size)
+            ));
+        }
         let (crcs, fixed) = trailer.split_at((4 * blocks) as usize);
         if &fixed[40..48] != MAGIC
             || &fixed[..32] != md5.to_ascii_lowercase().as_bytes()
             || fixed[32..40] != size.to_le_bytes()
         {
-            return Err("its trailer does not match".into());
+            return Err("its checksums do not match".into());
         }
         let crcs = crcs
             .chunks_exact(4)
@@ -274,6 +372,24 @@ impl DiskEntry {
             size,
             crcs,
         })
+    }
+
+    /// The open entry, exactly the content's bytes: what the kernel reads for passthrough.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The check before the kernel reads the entry by itself, which no CRC then checks: its
+    /// size and checksums were checked at open, and now its first and last blocks (blocking:
+    /// call it off the async workers). A truncated, emptied or zeroed entry fails; a bit
+    /// flipped in a block between them does not (reads through the mount would find it).
+    pub fn check_ends(&self) -> io::Result<()> {
+        let blocks = blocks_of(self.size);
+        self.block(0, BytesMut::new())?;
+        if blocks > 1 {
+            self.block(blocks - 1, BytesMut::new())?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -371,7 +487,7 @@ impl Filler {
         let Some(lock) = self.lock.take() else {
             return Err(io::Error::other("a write failed"));
         };
-        let mut file = lock.0;
+        let file = lock.0;
         let mut hasher = Md5::new();
         let mut buffer = vec![0u8; BLOCK_SIZE as usize];
         let mut at = 0;
@@ -388,16 +504,39 @@ impl Filler {
                 format!("the content's MD5 is {got}, the server says {}", self.md5),
             ));
         }
-        file.write_all(&self.crcs)?;
-        file.write_all(self.md5.as_bytes())?;
-        file.write_all(&self.size.to_le_bytes())?;
-        file.write_all(MAGIC)?;
         file.sync_data()?;
-        let path = self.cache.path(&self.md5);
-        private::dir(path.parent().expect("a shard directory"))?;
-        std::fs::rename(&self.tmp, &path)?;
+        let sums_tmp = sums_path(&self.tmp);
+        let sums = private::file_options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&sums_tmp)?;
+        private::file(&sums, &sums_tmp)?;
+        // Locked: another mount opening the directory removes only unlocked temporary files.
+        let mut sums = Flock::try_exclusive(sums).ok_or_else(|| io::Error::other("locked"))?;
+        let written = (|| {
+            sums.0.write_all(&self.crcs)?;
+            sums.0.write_all(self.md5.as_bytes())?;
+            sums.0.write_all(&self.size.to_le_bytes())?;
+            sums.0.write_all(MAGIC)?;
+            sums.0.sync_data()?;
+            let path = self.cache.path(&self.md5);
+            private::dir(path.parent().expect("a shard directory"))?;
+            // The checksums first: an entry is never seen without them.
+            std::fs::rename(&sums_tmp, sums_path(&path))?;
+            std::fs::rename(&self.tmp, &path)?;
+            Ok::<_, io::Error>(path)
+        })();
+        let path = match written {
+            Ok(path) => path,
+            Err(err) => {
+                let _ = std::fs::remove_file(&sums_tmp);
+                return Err(err);
+            }
+        };
+        drop(sums);
         drop(file);
-        let added = self.size + self.crcs.len() as u64 + TRAILER_FIXED;
+        let added = self.size + sums_len(self.size);
         self.cache.bytes.fetch_add(added, Ordering::Relaxed);
         self.cache.entries.fetch_add(1, Ordering::Relaxed);
         self.cache.fills.fetch_add(1, Ordering::Relaxed);
@@ -505,6 +644,48 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn an_entry_is_exactly_the_content_and_entries_of_the_older_format_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("data/ab/ab345678901234567890123456789012");
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(&old, b"bytes and a trailer").unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap());
+        assert!(!old.exists(), "an entry of the older format stayed");
+        let data = vec![5u8; BLOCK_SIZE as usize + 3];
+        let md5 = fill(&cache, &data);
+        let entry = cache.get(&md5, data.len() as u64).unwrap();
+        assert_eq!(std::fs::read(entry.path()).unwrap(), data);
+        assert!(entry.check_ends().is_ok());
+        // A mount opening the directory again keeps what is of its format.
+        drop(DiskCache::open(dir.path(), 64 << 20).unwrap());
+        assert!(cache.get(&md5, data.len() as u64).is_some());
+    }
+
+    #[test]
+    fn the_check_before_passthrough_finds_a_damaged_first_or_last_block_and_a_lost_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap());
+        for at in [3, 3 * BLOCK_SIZE - 1] {
+            let data: Vec<u8> = (0..3 * BLOCK_SIZE)
+                .map(|i| (i % 241) as u8 ^ at as u8)
+                .collect();
+            let md5 = fill(&cache, &data);
+            let entry = cache.get(&md5, data.len() as u64).unwrap();
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(entry.path())
+                .unwrap();
+            file.write_all_at(&[!data[at as usize]], at).unwrap();
+            assert!(entry.check_ends().is_err(), "damage at {at} passed");
+        }
+        let data = vec![1u8; 100];
+        let md5 = fill(&cache, &data);
+        std::fs::remove_file(sums_path(&cache.path(&md5))).unwrap();
+        assert!(cache.get(&md5, 100).is_none(), "an entry without checksums");
+        assert!(!cache.path(&md5).exists());
     }
 
     #[test]

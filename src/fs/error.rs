@@ -45,6 +45,9 @@ pub enum Kind {
     NoSpace,
     /// The server failed or answered what midasfs cannot use (EIO).
     Io,
+    /// In use in a way that excludes this (EBUSY): writing a file the kernel reads from the
+    /// data cache by itself (passthrough).
+    Busy,
     /// The local disk failed: the spool's or an uploaded file's, with the system's own errno.
     Local(i32),
 }
@@ -71,6 +74,7 @@ impl Kind {
             Kind::TimedOut => libc::ETIMEDOUT,
             Kind::NoSpace => libc::ENOSPC,
             Kind::Io => libc::EIO,
+            Kind::Busy => libc::EBUSY,
             Kind::Local(errno) => errno,
         }
     }
@@ -80,6 +84,7 @@ impl Kind {
     pub fn log_level(self) -> log::Level {
         match self {
             Kind::Io | Kind::TimedOut | Kind::Local(_) => log::Level::Warn,
+            Kind::Busy => log::Level::Info,
             Kind::NotFound
             | Kind::Exists
             | Kind::NotEmpty

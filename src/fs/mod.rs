@@ -111,6 +111,22 @@ pub struct OpenFile {
     pub fh: u64,
     /// The content is what the kernel cached at the last open: keep its page cache.
     pub keep_cache: bool,
+    /// The kernel reads this backing file itself (FUSE passthrough: see `read::passthrough`).
+    pub backing: Option<read::passthrough::Backing>,
+    /// With `backing`: reads and writes still come to the mount (only `mmap` uses the backing).
+    pub direct_io: bool,
+}
+
+impl OpenFile {
+    /// A handle whose reads come to the mount.
+    pub fn of_mount(fh: u64, keep_cache: bool) -> OpenFile {
+        OpenFile {
+            fh,
+            keep_cache,
+            backing: None,
+            direct_io: false,
+        }
+    }
 }
 
 /// Counts of a mount's state, for `midasfs status` and for waiting on uploads at unmount.
@@ -130,6 +146,9 @@ pub struct FsStatus {
     /// Directories listed ahead of walks since the mount, and those being listed now.
     pub listed_ahead: u64,
     pub listing_ahead: usize,
+    /// READ requests the kernel sent since the mount (none for a file it reads from the data
+    /// cache itself).
+    pub reads: u64,
 }
 
 pub struct MidasFs {
@@ -144,6 +163,10 @@ pub struct MidasFs {
     /// The persistent data cache (`--cache-dir`).
     disk: Option<Arc<DiskCache>>,
     readers: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// Which opens the kernel reads from the data cache by itself (passthrough).
+    passthrough: Arc<read::passthrough::Passthrough>,
+    /// READ requests answered (see [`FsStatus::reads`]).
+    reads: AtomicU64,
     /// The last answer of `midas.user.list`, and when it came.
     user_list: Mutex<Option<(Instant, Vec<User>)>>,
     next_fh: AtomicU64,
@@ -211,6 +234,8 @@ impl MidasFs {
             listings: Listings::new(),
             listing_locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            passthrough: Arc::default(),
+            reads: AtomicU64::new(0),
             user_list: Mutex::new(None),
             next_fh: AtomicU64::new(1),
             mounted_at: now,
@@ -221,6 +246,19 @@ impl MidasFs {
     pub fn with_disk_cache(mut self, disk: Option<Arc<DiskCache>>) -> MidasFs {
         self.disk = disk;
         self
+    }
+
+    /// The kernel takes passthrough: opens of files whole in the data cache may be answered
+    /// with the entry (see `read::passthrough`).
+    pub fn enable_passthrough(&self) {
+        if self.disk.is_some() {
+            self.passthrough.enable();
+        }
+    }
+
+    /// Whether passthrough is possible now (a data cache, and the kernel took it).
+    pub fn wants_passthrough(&self) -> bool {
+        self.disk.is_some()
     }
 
     pub fn ttl(&self) -> Duration {
@@ -246,6 +284,7 @@ impl MidasFs {
             disk_cache: self.disk.as_ref().map(|disk| disk.status()),
             listed_ahead,
             listing_ahead,
+            reads: self.reads.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

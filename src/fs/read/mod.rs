@@ -1,5 +1,7 @@
-//! Reading file content: opening a file for reading, and its reads (see [`reader`]).
+//! Reading file content: opening a file for reading (handed to the kernel when the data cache
+//! holds it whole: see [`passthrough`]), and its reads (see [`reader`]).
 
+pub mod passthrough;
 pub mod reader;
 
 use std::sync::atomic::Ordering;
@@ -8,35 +10,60 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::fs::error::Kind;
+use crate::fs::inode::BitstreamInfo;
 use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::{unknown_inode, FsError, FsResult, MidasFs, Node, OpenFile};
+use passthrough::{Decision, MakeBacking};
 use reader::FileReader;
 
 impl MidasFs {
     /// Opens a file for reading with what is in memory (the listing brought the bitstream), or
-    /// None when the bitstream must be asked for first: see [`MidasFs::open`].
+    /// None when the bitstream must be asked for first, or the data cache looked at for
+    /// passthrough: see [`MidasFs::open`].
     /// A file being written is read from its spool, which holds what is written so far.
     pub fn cached_open(&self, ino: u64) -> Option<FsResult<OpenFile>> {
-        if let Some(fh) = self.join_if_writing(ino) {
-            return Some(Ok(OpenFile {
-                fh,
-                keep_cache: false,
-            }));
+        if self.disk.is_some() && self.passthrough.active() {
+            return None;
         }
-        let (bitstream, keep_cache) = {
-            let mut nodes = self.nodes();
-            let Some(node) = nodes.get_mut(&ino) else {
-                return Some(Err(unknown_inode(ino)));
-            };
-            if matches!(node.data.kind, NodeKind::SavedFile { .. }) {
-                return None;
+        if let Some(fh) = self.join_if_writing(ino) {
+            return Some(Ok(OpenFile::of_mount(fh, false)));
+        }
+        let bitstream = match self.open_bitstream(ino)? {
+            Ok(bitstream) => bitstream,
+            Err(err) => return Some(Err(err)),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(self.open_reader(ino, fh, &bitstream)))
+    }
+
+    /// The bitstream a read open of `ino` reads, or None when it must be asked for first.
+    fn open_bitstream(&self, ino: u64) -> Option<FsResult<BitstreamInfo>> {
+        let nodes = self.nodes();
+        let Some(node) = nodes.get(&ino) else {
+            return Some(Err(unknown_inode(ino)));
+        };
+        if matches!(node.data.kind, NodeKind::SavedFile { .. }) {
+            return None;
+        }
+        Some(
+            node.data
+                .kind
+                .bitstream()
+                .cloned()
+                .ok_or_else(|| FsError::new(Kind::IsDir, "is a directory")),
+        )
+    }
+
+    /// Handle `fh`, reading `bitstream` through the mount; the kernel keeps its page cache of
+    /// `ino` when the content is the one it cached at the previous open.
+    fn open_reader(&self, ino: u64, fh: u64, bitstream: &BitstreamInfo) -> OpenFile {
+        let keep_cache = match self.nodes().get_mut(&ino) {
+            Some(node) => {
+                let keep = node.kernel_cached_md5.as_ref() == Some(&bitstream.md5);
+                node.kernel_cached_md5 = Some(bitstream.md5.clone());
+                keep
             }
-            let Some(bitstream) = node.data.kind.bitstream().cloned() else {
-                return Some(Err(FsError::new(Kind::IsDir, "is a directory")));
-            };
-            let keep = node.kernel_cached_md5.as_ref() == Some(&bitstream.md5);
-            node.kernel_cached_md5 = Some(bitstream.md5.clone());
-            (bitstream, keep)
+            None => false,
         };
         let source = reader::Source {
             bitstream: bitstream.id,
@@ -50,25 +77,88 @@ impl MidasFs {
             source,
             self.config.stall_timeout,
         );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Arc::new(reader));
-        Some(Ok(OpenFile { fh, keep_cache }))
+        OpenFile::of_mount(fh, keep_cache)
+    }
+
+    /// Opens a file for reading, first asking for the bitstream of a file this mount uploaded
+    /// (no passthrough starts: see [`MidasFs::open_passing_through`]).
+    pub async fn open(&self, ino: u64) -> FsResult<OpenFile> {
+        self.open_passing_through(ino, None).await
     }
 
     /// Opens a file for reading, first asking for the bitstream of a file this mount uploaded.
-    pub async fn open(&self, ino: u64) -> FsResult<OpenFile> {
+    /// When the data cache holds its content whole and the kernel takes passthrough, the kernel
+    /// reads the entry itself (`make_backing` gives it the entry's file).
+    pub async fn open_passing_through(
+        &self,
+        ino: u64,
+        make_backing: Option<MakeBacking<'_>>,
+    ) -> FsResult<OpenFile> {
         if let Some(fh) = self.join_if_writing(ino) {
-            return Ok(OpenFile {
-                fh,
-                keep_cache: false,
-            });
+            return Ok(OpenFile::of_mount(fh, false));
         }
         self.resolve_saved_file(ino).await?;
-        self.cached_open(ino)
-            .unwrap_or_else(|| Err(unknown_inode(ino)))
+        let bitstream = self
+            .open_bitstream(ino)
+            .unwrap_or_else(|| Err(unknown_inode(ino)))?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let Some(disk) = self.disk.clone().filter(|_| self.passthrough.active()) else {
+            return Ok(self.open_reader(ino, fh, &bitstream));
+        };
+        // The entry is looked for (and checked) off the async workers, then the decision is
+        // taken with every other open of the inode counted.
+        let entry = if self.passthrough.enabled() && make_backing.is_some() {
+            let (md5, size) = (bitstream.md5.to_string(), bitstream.size);
+            let disk = Arc::clone(&disk);
+            tokio::task::spawn_blocking(move || {
+                let entry = disk.get(&md5, size)?;
+                match entry.check_ends() {
+                    Ok(()) => Some(entry),
+                    Err(err) => {
+                        log::warn!(
+                            "data cache entry {}: {err}; deleting it",
+                            entry.path().display()
+                        );
+                        disk.drop_entry(entry.path());
+                        None
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        let decision = self.passthrough.open_read(
+            ino,
+            fh,
+            &bitstream.md5.to_string(),
+            entry.as_ref().zip(make_backing).map(|(e, m)| (e.file(), m)),
+        );
+        Ok(match decision {
+            Decision::Passthrough(backing) => {
+                disk.passed_through();
+                OpenFile {
+                    fh,
+                    keep_cache: false,
+                    backing: Some(backing),
+                    direct_io: false,
+                }
+            }
+            Decision::DirectPassthrough(backing) => {
+                let mut open = self.open_reader(ino, fh, &bitstream);
+                open.keep_cache = false;
+                open.backing = Some(backing);
+                open.direct_io = true;
+                open
+            }
+            Decision::Mount => self.open_reader(ino, fh, &bitstream),
+        })
     }
 
     /// Turns a file this mount uploaded into the item file `item.get` now describes, with its
@@ -113,6 +203,7 @@ impl MidasFs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         if let Some(written) = self.read_written(fh, offset, size) {
             return written.map(Bytes::from);
         }
@@ -130,6 +221,7 @@ impl MidasFs {
 
     /// Drops a read handle (see [`MidasFs::release_handle`] for any handle).
     pub fn release(&self, fh: u64) {
+        self.passthrough.release(fh);
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -88,6 +88,7 @@ impl MidasFs {
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writes.handles().insert(fh, WriteHandle { ino, saver });
+        self.passthrough.opened_by_mount(ino, fh);
         fh
     }
 
@@ -97,6 +98,8 @@ impl MidasFs {
     pub async fn open_write(&self, ino: u64, truncate: bool, opener: u32) -> FsResult<u64> {
         self.check_writable()?;
         self.refuse_revision_change(ino)?;
+        // Not while the kernel reads the file from the data cache by itself.
+        let _opening = self.passthrough.writer_opening(ino).await?;
         if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
             return Ok(fh);
         }
