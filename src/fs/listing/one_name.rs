@@ -9,6 +9,7 @@
 //! asked for. A name with such a suffix, or `NAME@rN`, waits for the whole listing; so does
 //! any lookup when the folder changed through the mount while its answer was on the way.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -153,10 +154,10 @@ impl MidasFs {
         items.sort_by_key(|item| item.item_id);
         for listed in items {
             let id = listed.item_id;
-            if !details.contains_key(&id) {
+            if let Slot::Vacant(slot) = details.entry(id) {
                 match self.client.item_get(id).await {
                     Ok(item) => {
-                        details.insert(id, self.item_entry(&item, String::new(), writable));
+                        slot.insert(self.item_entry(&item, String::new(), writable));
                     }
                     // Deleted or hidden since the listing: the next one of that name, if any.
                     Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {
