@@ -341,7 +341,7 @@ section_sequential_read() {
 # ---------------------------------------------------------------- 2. random read, first byte
 
 section_random_read() {
-	local pread_runs="" ttfb_runs="" curl_ttfb_runs="" r
+	local pread_runs="" ttfb_runs="" curl_ttfb_runs="" script_runs="" r
 	for ((r = 1; r <= RUNS; r++)); do
 		mount_fs "$MNT"
 		drop_caches
@@ -351,12 +351,18 @@ section_random_read() {
 		unmount_fs "$MNT"
 		drop_caches
 		curl_ttfb_runs+=" $(curl -sSf -o /dev/null -w '%{time_starttransfer}' "$(download_url "${BITSTREAM[2]}")")"
-		say "  run $r: first 4 KiB $(echo "$ttfb_runs" | awk '{print $NF}') s (curl $(echo "$curl_ttfb_runs" | awk '{print $NF}') s), $RANDOM_READS preads $(echo "$pread_runs" | awk '{print $NF}') s"
+		drop_caches
+		# The same reads without the mount: one `offset` request per read.
+		script_runs+=" $(MIDASBENCH_TOKEN=$TOKEN helper pread-offsets "$SERVER_URL" "${BITSTREAM[1]}" \
+			"$BIG_BYTES" "$RANDOM_READS" "$RANDOM_READ_SIZE" --seed "$r")"
+		say "  run $r: first 4 KiB $(echo "$ttfb_runs" | awk '{print $NF}') s (curl $(echo "$curl_ttfb_runs" | awk '{print $NF}') s), $RANDOM_READS preads $(echo "$pread_runs" | awk '{print $NF}') s (script $(echo "$script_runs" | awk '{print $NF}') s)"
 	done
 	local curl_runs=""
 	[[ -f $WORK/curl-runs ]] && curl_runs=$(cat "$WORK/curl-runs")
 	record random_read 2 time 0 "2. random read, $RANDOM_READS preads of 4 KiB, $BIG_TEXT file, cold" \
 		"curl of the whole file" "$pread_runs" "$curl_runs"
+	record random_read_script 2 time 0 "2. random read, $RANDOM_READS preads of 4 KiB, $BIG_TEXT file, cold" \
+		"a script, one offset request per read" "$pread_runs" "$script_runs"
 	record first_byte 2 time 0 "2. first 4 KiB of an unopened file (open + pread)" \
 		"curl, time to first byte" "$ttfb_runs" "$curl_ttfb_runs"
 }

@@ -279,6 +279,49 @@ def cmd_pread(args):
     print(f"{time.perf_counter() - start:.6f}")
 
 
+def cmd_pread_offsets(args):
+    """The reads of `pread` without the mount: one `offset` download per read (Midas ignores
+    Range, so each answer is the rest of the file), its first SIZE bytes read and the connection
+    closed. Raw sockets with a small receive buffer, the token in a POST body (from
+    $MIDASBENCH_TOKEN, out of argv), as the mount asks. Prints seconds."""
+    token = os.environ.get("MIDASBENCH_TOKEN", "")
+    target = urllib.parse.urlsplit(args.url)
+    host, port = target.hostname, target.port or 80
+    body = urllib.parse.urlencode({"authToken": token}).encode() if token else b""
+    rng = random.Random(args.seed)
+    start = time.perf_counter()
+    for _ in range(args.count):
+        offset = rng.randrange(0, args.file_size - args.size)
+        path = f"{target.path.rstrip('/')}/download/?bitstream={args.bitstream}&offset={offset}"
+        head = (
+            f"{'POST' if body else 'GET'} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Connection: close\r\n"
+        )
+        if body:
+            head += "Content-Type: application/x-www-form-urlencoded\r\n"
+            head += f"Content-Length: {len(body)}\r\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
+            # A small receive buffer, as the mount uses: the server pushes little more than
+            # the read before the connection is closed.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(args.size // 2, 4096))
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.connect((socket.gethostbyname(host), port))
+            conn.sendall(head.encode() + b"\r\n" + body)
+            got = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    sys.exit(f"offset {offset}: the answer ended early")
+                got += chunk
+                end = got.find(b"\r\n\r\n")
+                if end >= 0 and len(got) - end - 4 >= args.size:
+                    break
+            status = got.split(b"\r\n", 1)[0]
+            if status.split(b" ")[1:2] != [b"200"]:
+                sys.exit(f"offset {offset}: {status!r}")
+    print(f"{time.perf_counter() - start:.6f}")
+
+
 def cmd_ttfb(args):
     """Open an unopened file and read its first 4 KiB; print seconds."""
     start = time.perf_counter()
@@ -580,6 +623,16 @@ def main():
         "pread",
         cmd_pread,
         "file",
+        ("count", integer),
+        ("size", integer),
+        ("--seed", {"type": int, "default": 1}),
+    )
+    command(
+        "pread-offsets",
+        cmd_pread_offsets,
+        "url",
+        "bitstream",
+        ("file_size", integer),
         ("count", integer),
         ("size", integer),
         ("--seed", {"type": int, "default": 1}),

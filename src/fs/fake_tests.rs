@@ -33,9 +33,9 @@ pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path)
 }
 
 /// A mount of the user's Public folder, and the directory its spool lives in.
-fn mount(midas: &Arc<FakeMidas>) -> (MidasFs, tempfile::TempDir) {
+fn mount(midas: &Arc<FakeMidas>) -> (Arc<MidasFs>, tempfile::TempDir) {
     let spool = tempfile::tempdir().expect("spool dir");
-    (fake_mount(midas, spool.path()), spool)
+    (Arc::new(fake_mount(midas, spool.path())), spool)
 }
 
 #[tokio::test]
@@ -246,7 +246,6 @@ async fn a_directory_handle_reads_the_listing_it_started_with() {
     let midas = server();
     midas.add_file(midas.public_folder(), "a", b"a");
     let (fs, _spool) = mount(&midas);
-    let fs = Arc::new(fs);
     let fh = fs.opendir();
     let first = match fs.cached_readdir(ROOT, fh, 0) {
         Some(entries) => entries,
@@ -271,7 +270,6 @@ async fn a_directory_handle_reads_the_listing_it_started_with() {
 async fn unmount_waits_for_an_upload_a_last_release_started() {
     let midas = server();
     let (fs, _spool) = mount(&midas);
-    let fs = Arc::new(fs);
     let (_, fh) = fs.create(ROOT, "late", 42).expect("create");
     fs.handle_write(fh, 0, b"written, never closed by its opener")
         .expect("write");
@@ -314,7 +312,6 @@ async fn reading_a_second_subfolder_lists_the_next_ones_ahead_in_the_background(
         midas.add_file(sub, "f.txt", b"f");
     }
     let (fs, _spool) = mount(&midas);
-    let fs = Arc::new(fs);
     let top = fs.lookup(ROOT, "top").await.expect("top").ino;
     // As readdirplus does: the kernel now holds every entry.
     for entry in fs.listing(top).await.expect("listing").iter() {

@@ -400,7 +400,7 @@ mod tests {
         let theirs = midas.add_file(midas.private_folder(), "secret.dcm", b"shared bytes");
         midas.hide(theirs);
         let spool = tempfile::tempdir().expect("spool dir");
-        let fs = fake_mount(&midas, spool.path()).with_leaf_dirs_as_items(true);
+        let fs = Arc::new(fake_mount(&midas, spool.path()).with_leaf_dirs_as_items(true));
         let series = fs.mkdir(ROOT, "series").await.expect("mkdir").ino;
         write_file(&fs, series, "a.dcm", b"only here").await;
         write_file(&fs, series, "b.dcm", b"shared bytes").await;

@@ -137,6 +137,7 @@ async fn the_ends_of_files_read_between_large_ones_stay_within_the_block_cache()
     let mut fs = mount(&midas, spool.path());
     fs.config.cache_bytes = CACHE;
     fs.cache = Arc::new(super::read::reader::BlockCache::new(CACHE));
+    let fs = Arc::new(fs);
     let root = super::inode::ROOT;
     fs.listing(root).await.expect("listing");
     let read_whole = |name: String, size: usize| {
@@ -189,7 +190,7 @@ async fn listing_directories_leaves_no_lock_behind() {
         midas.add_folder(folder, &format!("dir-{i}"));
     }
     let spool = tempfile::tempdir().expect("spool dir");
-    let fs = mount(&midas, spool.path());
+    let fs = Arc::new(mount(&midas, spool.path()));
     let root = super::inode::ROOT;
     for i in 0..50 {
         let attr = fs.lookup(root, &format!("dir-{i}")).await.expect("lookup");

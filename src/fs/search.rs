@@ -367,7 +367,7 @@ mod tests {
     use crate::midas::fake::FakeMidas;
 
     /// The symlink targets of `.search/<name>`, sorted, through a mount of the Public folder.
-    async fn results(fs: &MidasFs, name: &str) -> FsResult<Vec<String>> {
+    async fn results(fs: &Arc<MidasFs>, name: &str) -> FsResult<Vec<String>> {
         let top = fs.lookup(ROOT, SEARCH_DIR).await.expect(".search").ino;
         let query = fs.lookup(top, name).await?.ino;
         let mut targets: Vec<String> = fs
@@ -388,7 +388,7 @@ mod tests {
         midas.add_file(public, "b.nii", b"b");
         midas.solr_answer("(text-modality:CT) AND id:item_*", &[ct]);
         let spool = tempfile::tempdir().expect("spool dir");
-        let fs = fake_mount(&midas, spool.path());
+        let fs = Arc::new(fake_mount(&midas, spool.path()));
         assert_eq!(
             results(&fs, "modality:CT").await.expect("results"),
             ["../../a.nii"]
@@ -410,7 +410,7 @@ mod tests {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
         midas.add_file(midas.public_folder(), "a.nii", b"a");
         let spool = tempfile::tempdir().expect("spool dir");
-        let fs = fake_mount(&midas, spool.path());
+        let fs = Arc::new(fake_mount(&midas, spool.path()));
         for _ in 0..2 {
             let err = results(&fs, "modality:CT").await.expect_err("no solr");
             assert_eq!(err.errno(), libc::ENOENT);

@@ -2,12 +2,12 @@
 //! `home`), communities, users, a folder's folders and items (an item shown as a file when it
 //! holds one bitstream of its name), an item directory's bitstreams; names made unique.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::{walk, Purpose};
+use super::{walk, Purpose, Wanted};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, Checksum, ItemInfo, Mime, NodeData, NodeKind, HOME};
 use crate::fs::names::{self, Origin};
@@ -35,11 +35,27 @@ impl MidasFs {
         writable: bool,
         purpose: Purpose,
     ) -> FsResult<Vec<Entry>> {
+        self.fetch_listing_with(ino, kind, writable, purpose, None)
+            .await
+    }
+
+    /// [`MidasFs::fetch_listing`], answering `wanted` on the way (see [`super::one_name`]).
+    pub(in crate::fs) async fn fetch_listing_with(
+        &self,
+        ino: u64,
+        kind: &NodeKind,
+        writable: bool,
+        purpose: Purpose,
+        wanted: Option<Wanted>,
+    ) -> FsResult<Vec<Entry>> {
         match kind {
             NodeKind::Root => Ok(self.root_entries()),
             NodeKind::Communities => self.community_entries().await,
             NodeKind::Users => self.user_entries().await,
-            NodeKind::Folder { id, .. } => self.folder_entries(ino, *id, writable, purpose).await,
+            NodeKind::Folder { id, .. } => {
+                self.folder_entries(ino, *id, writable, purpose, wanted)
+                    .await
+            }
             NodeKind::ItemDir { item } => self.item_dir_entries(item.id, writable).await,
             NodeKind::Search(node) => self.search_listing(node).await,
             NodeKind::Home { .. }
@@ -188,9 +204,19 @@ impl MidasFs {
         id: Id,
         writable: bool,
         purpose: Purpose,
+        wanted: Option<Wanted>,
     ) -> FsResult<Vec<Entry>> {
         let children = match purpose {
-            Purpose::Asked => self.client.folder_children(id).await?,
+            Purpose::Asked => match self.client.folder_children(id).await {
+                Ok(children) => children,
+                Err(err) => {
+                    let err = FsError::from(err);
+                    if let Some(wanted) = wanted {
+                        let _ = wanted.answer.send(Err(err.clone()));
+                    }
+                    return Err(err);
+                }
+            },
             Purpose::Ahead => {
                 let children = self
                     .client
@@ -222,11 +248,17 @@ impl MidasFs {
             })
             .map(|(item, entry)| (item.id, entry.clone()))
             .collect();
+        // A lookup waiting for one name gets it first (see [`super::one_name`]).
+        let mut gone = HashSet::new();
+        if let Some(wanted) = wanted {
+            self.answer_wanted(dir, &children, &mut details, &mut gone, writable, wanted)
+                .await?;
+        }
         let changed: Vec<Id> = children
             .items
             .iter()
             .map(|listed| listed.item_id)
-            .filter(|id| !details.contains_key(id))
+            .filter(|id| !details.contains_key(id) && !gone.contains(id))
             .collect();
         // Each answer becomes its (smaller) entry as it arrives: a folder of 100,000 items does
         // not hold 100,000 decoded answers at once.

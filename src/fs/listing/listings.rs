@@ -89,6 +89,12 @@ impl Listings {
         self.lock().fetching.insert(dir, false);
     }
 
+    /// Whether the directory's listing changed through the mount since its fetch started (or
+    /// no fetch of it is under way).
+    pub fn changed_during_fetch(&self, dir: u64) -> bool {
+        self.lock().fetching.get(&dir).copied().unwrap_or(true)
+    }
+
     /// The fetch of the directory's listing ended with `entries` (None: it failed). They are
     /// kept, and true returned, unless the listing changed through the mount since the fetch
     /// started: the server may have answered before that change reached it, and the answer

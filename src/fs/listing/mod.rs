@@ -4,6 +4,7 @@
 mod entries;
 mod handles;
 mod listings;
+mod one_name;
 mod unsettled;
 pub mod walk;
 
@@ -15,6 +16,7 @@ use crate::fs::{unknown_inode, Entry, FsResult, MidasFs};
 pub(in crate::fs) use entries::bitstream_info;
 pub(in crate::fs) use handles::DirHandles;
 pub use listings::Listings;
+pub(in crate::fs) use one_name::Wanted;
 #[cfg(test)]
 pub(in crate::fs) use unsettled::UNSETTLED_TTL;
 
@@ -50,6 +52,18 @@ impl MidasFs {
         purpose: Purpose,
         listed: Option<&NodeData>,
     ) -> FsResult<Arc<Vec<Entry>>> {
+        self.listing_with(ino, purpose, listed, None).await
+    }
+
+    /// [`MidasFs::listing_for`], answering `wanted` as soon as its entry is known (see
+    /// [`one_name`]); left unanswered when the listing is not fetched.
+    pub(in crate::fs) async fn listing_with(
+        &self,
+        ino: u64,
+        purpose: Purpose,
+        listed: Option<&NodeData>,
+        mut wanted: Option<Wanted>,
+    ) -> FsResult<Arc<Vec<Entry>>> {
         if let Some(entries) = self.cached_listing(ino) {
             return Ok(entries);
         }
@@ -77,7 +91,9 @@ impl MidasFs {
         let mut attempt = 1;
         loop {
             self.listings.start_fetch(ino);
-            let fetched = self.fetch_listing(ino, &kind, writable, purpose).await;
+            let fetched = self
+                .fetch_listing_with(ino, &kind, writable, purpose, wanted.take())
+                .await;
             let mut entries = match fetched {
                 Ok(entries) => entries,
                 Err(err) => {

@@ -1,6 +1,8 @@
 //! The kernel's view of inodes: lookups (counted, as the kernel counts them), forget, getattr,
 //! readlink.
 
+use std::sync::Arc;
+
 use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, ROOT, USERS};
 use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
@@ -23,12 +25,19 @@ impl MidasFs {
         Some(self.lookup_in(parent, &entries, name))
     }
 
-    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    /// Looks up `name` in directory `parent`; in a folder not listed yet, as soon as that
+    /// name's entry is known (see [`MidasFs::lookup_unlisted`]).
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> FsResult<Attr> {
         if self.search_needs_modules(parent, name) {
             self.learn_modules().await?;
         }
         if let Some(found) = self.lookup_search(parent, name) {
             return found;
+        }
+        if self.cached_listing(parent).is_none() {
+            if let Some(found) = self.lookup_unlisted(parent, name).await {
+                return found;
+            }
         }
         let entries = self.listing(parent).await?;
         if let Some(revision) = self.lookup_revision(parent, &entries, name).await {

@@ -1,0 +1,291 @@
+//! A lookup of one name in a folder not listed yet waits only for what that name needs: the
+//! folder's `folder.children` answer and, for an item, that item's `item.get` (a plain file or
+//! a directory depends on its head revision). The rest of the listing (an `item.get` of every
+//! other item) goes on in the background, in the same fetch, and is kept as any listing is.
+//!
+//! The answer is the entry the whole listing gives that name. A name without a disambiguation
+//! suffix (` (item 42)`, see [`names::disambiguate`]) belongs to the first of the entries shown
+//! under it (folders before items, then the lower id) that still exists, so only those are
+//! asked for. A name with such a suffix, or `NAME@rN`, waits for the whole listing; so does
+//! any lookup when the folder changed through the mount while its answer was on the way.
+
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Purpose;
+use crate::fs::history::revision_name;
+use crate::fs::inode::{Attr, NodeKind};
+use crate::fs::names;
+use crate::fs::tasks::Work;
+use crate::fs::{Entry, FsError, FsResult, MidasFs};
+use crate::midas::codes;
+use crate::midas::types::{Children, Id, PRIVACY_PUBLIC};
+
+/// A lookup waiting for one name of a listing being fetched.
+pub(in crate::fs) struct Wanted {
+    pub name: String,
+    /// The entry of that name (None: there is none), or why the listing failed. Dropped
+    /// unanswered when the lookup must wait for the whole listing.
+    pub answer: oneshot::Sender<FsResult<Option<Entry>>>,
+}
+
+/// Whether the entry of `name` can be settled before the whole listing (see the module's
+/// documentation).
+fn settled_alone(name: &str) -> bool {
+    let suffixed = [" (folder ", " (item ", " (bitstream "]
+        .iter()
+        .any(|marker| name.contains(marker));
+    !suffixed && revision_name(name).is_none()
+}
+
+impl MidasFs {
+    /// Looks up `name` in folder `parent` whose listing is not in memory, fetching the listing
+    /// in the background and answering as soon as `name`'s entry is known. None when the lookup
+    /// has to wait for the whole listing (see [`MidasFs::listing`]).
+    pub(in crate::fs) async fn lookup_unlisted(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+    ) -> Option<FsResult<Attr>> {
+        let folder = self
+            .nodes()
+            .get(&parent)
+            .is_some_and(|node| matches!(node.data.kind, NodeKind::Folder { .. }));
+        if !folder || !settled_alone(name) {
+            return None;
+        }
+        let (answer, answered) = oneshot::channel();
+        let wanted = Wanted {
+            name: name.to_owned(),
+            answer,
+        };
+        let fs = Arc::clone(self);
+        // Optional: at unmount the lookup gets no answer and nobody waits for the rest.
+        self.tasks.spawn(Work::Optional, async move {
+            if let Err(err) = fs
+                .listing_with(parent, Purpose::Asked, None, Some(wanted))
+                .await
+            {
+                log::debug!("listing inode {parent}: {err}");
+            }
+        });
+        match answered.await {
+            Ok(Ok(Some(entry))) => {
+                self.remember(parent, &entry);
+                Some(Ok(self.entry_attr(&entry)))
+            }
+            Ok(Ok(None)) => Some(Err(FsError::not_found(name))),
+            Ok(Err(err)) => Some(Err(err)),
+            // The listing was in memory after all, or changed while fetched: wait for it.
+            Err(_) => None,
+        }
+    }
+
+    /// Answers `wanted` from folder `dir`'s `children` answer, asking for the details of the
+    /// items that may carry its name first (kept in `details`; those gone since the answer go
+    /// to `gone`). An error is the listing's too.
+    pub(super) async fn answer_wanted(
+        &self,
+        dir: u64,
+        children: &Children,
+        details: &mut HashMap<Id, Entry>,
+        gone: &mut HashSet<Id>,
+        writable: bool,
+        wanted: Wanted,
+    ) -> FsResult<()> {
+        let found = match self
+            .find_named(children, details, gone, writable, &wanted.name)
+            .await
+        {
+            Ok(found) => found,
+            Err(err) => {
+                let _ = wanted.answer.send(Err(err.clone()));
+                return Err(err);
+            }
+        };
+        let mut found: Vec<Entry> = found.into_iter().collect();
+        self.add_local_state(dir, &mut found);
+        if self.listings.changed_during_fetch(dir) {
+            // The answer may be older than a change made through the mount: the lookup waits
+            // for the listing, which is fetched again.
+            return Ok(());
+        }
+        let entry = found.into_iter().find(|entry| entry.name == wanted.name);
+        let _ = wanted.answer.send(Ok(entry));
+        Ok(())
+    }
+
+    /// The entry the listing shows as `name`, from the folders and items of that name.
+    async fn find_named(
+        &self,
+        children: &Children,
+        details: &mut HashMap<Id, Entry>,
+        gone: &mut HashSet<Id>,
+        writable: bool,
+        name: &str,
+    ) -> FsResult<Option<Entry>> {
+        let folder = children
+            .folders
+            .iter()
+            .filter(|folder| names::to_display(&folder.name) == name)
+            .min_by_key(|folder| folder.folder_id);
+        if let Some(folder) = folder {
+            let kind = NodeKind::Folder {
+                id: folder.folder_id,
+                uuid: folder.uuid.clone(),
+            };
+            let public = folder.privacy_status == PRIVACY_PUBLIC;
+            return Ok(Some(self.entry(
+                name.to_owned(),
+                kind,
+                &folder.date_update,
+                writable,
+                public,
+            )));
+        }
+        let mut items: Vec<_> = children
+            .items
+            .iter()
+            .filter(|item| names::to_display(&item.name) == name)
+            .collect();
+        items.sort_by_key(|item| item.item_id);
+        for listed in items {
+            let id = listed.item_id;
+            if let Slot::Vacant(slot) = details.entry(id) {
+                match self.client.item_get(id).await {
+                    Ok(item) => {
+                        slot.insert(self.item_entry(&item, String::new(), writable));
+                    }
+                    // Deleted or hidden since the listing: the next one of that name, if any.
+                    Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {
+                        gone.insert(id);
+                        continue;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            if let Some(entry) = details.get(&id) {
+                let mut entry = entry.clone();
+                entry.name = name.to_owned();
+                entry.data.public = listed.privacy_status == PRIVACY_PUBLIC;
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::settled_alone;
+    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::inode::{FileKind, ROOT};
+    use crate::fs::MidasFs;
+    use crate::midas::fake::{FakeMidas, Fault};
+
+    fn mount(midas: &Arc<FakeMidas>) -> (Arc<MidasFs>, tempfile::TempDir) {
+        let spool = tempfile::tempdir().expect("spool dir");
+        (Arc::new(fake_mount(midas, spool.path())), spool)
+    }
+
+    /// Every `item.get` after the first fails.
+    fn only_the_first_item_get_answers(midas: &FakeMidas) {
+        midas.fail("midas.item.get", Fault::Delay(Duration::ZERO));
+        midas.fail_always("midas.item.get", Fault::Http(500));
+    }
+
+    #[tokio::test]
+    async fn a_cold_lookup_of_a_file_waits_for_its_own_item_get_only() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        for i in 0..20 {
+            midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"other");
+        }
+        midas.add_file(midas.public_folder(), "wanted.dat", b"wanted");
+        let (fs, _spool) = mount(&midas);
+        only_the_first_item_get_answers(&midas);
+        let attr = fs.lookup(ROOT, "wanted.dat").await.expect("lookup");
+        assert_eq!((attr.kind, attr.size), (FileKind::File, 6));
+        let calls = midas.calls();
+        assert_eq!(calls[..2], ["midas.folder.children", "midas.item.get"]);
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_the_listing_follows_with_one_answer_per_item() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        for i in 0..20 {
+            midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"x");
+        }
+        midas.add_folder(midas.public_folder(), "sub");
+        let (fs, _spool) = mount(&midas);
+        let file = fs.lookup(ROOT, "f07.dat").await.expect("file");
+        let folder = fs.lookup(ROOT, "sub").await.expect("folder");
+        assert_eq!(folder.kind, FileKind::Directory);
+        let entries = fs.listing(ROOT).await.expect("listing");
+        assert_eq!(entries.len(), 21);
+        let listed = entries.iter().find(|e| e.name == "f07.dat").expect("f07");
+        assert_eq!(listed.ino, file.ino);
+        assert_eq!(midas.count("midas.folder.children"), 1);
+        assert_eq!(midas.count("midas.item.get"), 20);
+    }
+
+    #[tokio::test]
+    async fn a_folder_is_found_without_any_item_get() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        for i in 0..5 {
+            midas.add_file(midas.public_folder(), &format!("f{i}.dat"), b"x");
+        }
+        midas.add_folder(midas.public_folder(), "data");
+        midas.add_file(midas.public_folder(), "data", b"an item of the same name");
+        let (fs, _spool) = mount(&midas);
+        midas.fail_always("midas.item.get", Fault::Http(500));
+        // Every item.get fails: the whole listing would too.
+        let attr = fs.lookup(ROOT, "data").await.expect("lookup");
+        assert_eq!(attr.kind, FileKind::Directory);
+        assert_eq!(midas.calls()[0], "midas.folder.children");
+    }
+
+    #[tokio::test]
+    async fn a_name_goes_to_the_entry_the_listing_gives_it_when_the_first_is_gone() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let folder = midas.public_folder();
+        let first = midas.add_file(folder, "twin.txt", b"first");
+        let second = midas.add_file(folder, "twin.txt", b"second!");
+        assert!(first < second);
+        let (fs, _spool) = mount(&midas);
+        // The first one is deleted between the folder's answer and its item.get.
+        midas.fail("midas.item.get", Fault::missing());
+        let attr = fs.lookup(ROOT, "twin.txt").await.expect("lookup");
+        assert_eq!(attr.size, 7, "the second twin");
+        let entries = fs.listing(ROOT).await.expect("listing");
+        let names: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.ino)).collect();
+        assert_eq!(names, [("twin.txt", attr.ino)]);
+    }
+
+    #[tokio::test]
+    async fn a_suffixed_name_waits_for_the_whole_listing() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let folder = midas.public_folder();
+        midas.add_file(folder, "twin.txt", b"first");
+        let second = midas.add_file(folder, "twin.txt", b"second!");
+        let (fs, _spool) = mount(&midas);
+        let name = format!("twin (item {second}).txt");
+        let attr = fs.lookup(ROOT, &name).await.expect("lookup");
+        assert_eq!(attr.size, 7);
+        assert_eq!(midas.count("midas.item.get"), 2);
+    }
+
+    #[test]
+    fn only_names_without_a_suffix_or_revision_are_settled_alone() {
+        assert!(settled_alone("report.txt"));
+        assert!(settled_alone("scan (1).nii"));
+        assert!(!settled_alone("report (item 42).txt"));
+        assert!(!settled_alone("data (folder 7)"));
+        assert!(!settled_alone("data.csv@r2"));
+    }
+}
