@@ -439,7 +439,7 @@ section_cache() {
 	entry=$cache/data/${BIG_MD5[1]:0:2}/${BIG_MD5[1]}
 	mount_fs "$MNT" --cache-dir "$cache"
 	cat "$READ_DIR/big-1.bin" >/dev/null
-	for ((i = 0; i < 600 && ! -f $entry; i++)); do sleep 0.1; done
+	for ((i = 0; i < 600; i++)); do [[ -f $entry ]] && break; sleep 0.1; done
 	unmount_fs "$MNT"
 	[[ -f $entry ]] || { say "bench: the data cache was not filled"; return 1; }
 	same_folder=$(api folder Private/bench-same)

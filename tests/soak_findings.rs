@@ -295,30 +295,6 @@ fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
     assert_eq!(on_server(&server, &["sub"]), (vec![], vec!["f".to_owned()]));
 }
 
-// Found by `scripts/soak.sh --seconds 600 --two-mounts` (4 cross-read errors: EISDIR reading
-// another worker's file): a new file's item exists on the server before its bytes, and a listing
-// taken in between showed an empty directory, which the mount and the kernel kept for the TTL.
-// Here another client uploads the way pydas does, `item.create` and then `upload.perform`.
-#[test]
-fn a_file_listed_before_its_bytes_arrived_reads_once_they_have() {
-    require_fuse!();
-    let server = TestServer::start();
-    let token = server.token();
-    let private_id = server.folder_named(Some(&token), &server.email, "Private");
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
-    let item = server.create_item(&token, &private_id, "f.txt");
-    assert!(
-        private.join("f.txt").is_dir(),
-        "an empty item: an empty directory"
-    );
-    assert_eq!(names(&private), ["f.txt"]);
-
-    server.upload_to(&token, &item, "f.txt", b"arrived\n", Some("head"));
-    assert_eq!(std::fs::read(private.join("f.txt")).unwrap(), b"arrived\n");
-    assert!(std::fs::metadata(private.join("f.txt")).unwrap().is_file());
-}
-
 // A save by rename leaves the kernel two inodes for the file: the renamed one (still held by a
 // descriptor opened before the rename) and the item's own, which a lookup of the name gives. A
 // write through the item's own inode left the other one showing the content before it.

@@ -353,13 +353,6 @@ impl NodeKind {
         }
     }
 
-    /// An item without a revision: its bytes may be on their way (a new file's item exists
-    /// before its upload), or it is an empty item. Shown as the empty directory it is, but not
-    /// kept: see `listing::unsettled`.
-    pub fn is_unsettled(&self) -> bool {
-        matches!(self, NodeKind::ItemDir { item } if item.revision == 0)
-    }
-
     pub fn item(&self) -> Option<&ItemInfo> {
         match self {
             NodeKind::ItemFile { item, .. }

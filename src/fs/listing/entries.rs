@@ -239,8 +239,6 @@ impl MidasFs {
         let mut details: HashMap<Id, Entry> = previous
             .iter()
             .filter_map(|entry| Some((entry.data.kind.item()?, entry)))
-            // One without a revision may get it within the second its stamp shows.
-            .filter(|(_, entry)| !entry.data.kind.is_unsettled())
             .filter(|(item, _)| {
                 listed
                     .get(&item.id)

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::unsettled::UNSETTLED_TTL;
 use crate::fs::Entry;
 
 /// Entries kept over all listings (a few hundred bytes each), least recently used dropped first.
@@ -17,12 +16,6 @@ const MAX_ENTRIES: usize = 100_000;
 struct Listing {
     entries: Arc<Vec<Entry>>,
     fetched: Instant,
-    /// It shows an item without a revision: fresh for [`UNSETTLED_TTL`] at most.
-    unsettled: bool,
-}
-
-fn any_unsettled(entries: &[Entry]) -> bool {
-    entries.iter().any(|e| e.data.kind.is_unsettled())
 }
 
 struct Inner {
@@ -67,11 +60,6 @@ impl Listings {
     pub fn fresh(&self, dir: u64, ttl: Duration) -> Option<Arc<Vec<Entry>>> {
         let mut inner = self.lock();
         let listing = inner.listings.get(&dir)?;
-        let ttl = if listing.unsettled {
-            ttl.min(UNSETTLED_TTL)
-        } else {
-            ttl
-        };
         (listing.fetched.elapsed() < ttl).then(|| Arc::clone(&listing.entries))
     }
 
@@ -121,7 +109,6 @@ impl Listings {
     fn put(inner: &mut Inner, dir: u64, entries: Arc<Vec<Entry>>) {
         inner.entries += entries.len();
         let listing = Listing {
-            unsettled: any_unsettled(&entries),
             entries,
             fetched: Instant::now(),
         };
@@ -148,7 +135,6 @@ impl Listings {
         let entries = Arc::make_mut(&mut listing.entries);
         change(entries);
         let after = entries.len();
-        listing.unsettled = any_unsettled(entries);
         inner.entries = inner.entries + after - before;
     }
 

@@ -5,7 +5,6 @@ mod entries;
 mod handles;
 mod listings;
 mod one_name;
-mod unsettled;
 pub mod walk;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,8 +16,6 @@ pub(in crate::fs) use entries::bitstream_info;
 pub(in crate::fs) use handles::DirHandles;
 pub use listings::Listings;
 pub(in crate::fs) use one_name::Wanted;
-#[cfg(test)]
-pub(in crate::fs) use unsettled::UNSETTLED_TTL;
 
 /// How many times a listing is fetched when the mount changes it during each fetch.
 const FETCH_ATTEMPTS: u32 = 3;

@@ -17,9 +17,7 @@ impl MidasFs {
             return Some(found);
         }
         let entries = self.cached_listing(parent)?;
-        if Self::is_revision_lookup(&entries, name)
-            || Self::unsettled_named(&entries, name).is_some()
-        {
+        if Self::is_revision_lookup(&entries, name) {
             return None;
         }
         Some(self.lookup_in(parent, &entries, name))
@@ -42,9 +40,6 @@ impl MidasFs {
         let entries = self.listing(parent).await?;
         if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
             return revision;
-        }
-        if let Some(entry) = Self::unsettled_named(&entries, name) {
-            return self.lookup_unsettled(parent, entry).await;
         }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.kind == Kind::NotFound && parent == USERS => {

@@ -2,6 +2,8 @@
 //! their directory's listing, the size and time of files open for writing, times set through
 //! the mount.
 
+use std::time::Duration;
+
 use super::Target;
 use crate::fs::inode::{Attr, NodeData, NodeKind};
 use crate::fs::{Entry, MidasFs};
@@ -70,9 +72,24 @@ impl MidasFs {
     /// Whether `ino` is a new file that has not reached the server yet: the kernel must not keep
     /// its entry, since a failed upload takes the name away (its bytes go to the recovery
     /// directory) and a kernel that kept the entry would show the file for a whole TTL more.
-    pub(in crate::fs) fn is_unsaved_new(&self, ino: u64) -> bool {
+    fn is_unsaved_new(&self, ino: u64) -> bool {
         self.open_file(ino)
             .is_some_and(|(_, file)| matches!(file.lock().target, Target::New { .. }))
+    }
+
+    /// How long the kernel may keep what it was told of inode `ino`: the TTL, or nothing for a
+    /// new file not on the server yet.
+    pub fn ttl_of(&self, ino: u64) -> Duration {
+        if self.is_unsaved_new(ino) {
+            Duration::ZERO
+        } else {
+            self.config.ttl
+        }
+    }
+
+    /// [`MidasFs::ttl_of`] for an entry of a listing.
+    pub fn entry_ttl(&self, entry: &Entry) -> Duration {
+        self.ttl_of(entry.ino)
     }
 
     /// The size and time of a file open for writing, and times set through the mount.
