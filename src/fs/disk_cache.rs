@@ -319,6 +319,17 @@ impl Flock {
         Ok(Flock(file))
     }
 
+    /// A new file of the owner's only, at `path`, locked: a temporary file of the cache.
+    fn create_new(path: &Path) -> io::Result<Flock> {
+        let file = private::file_options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        private::file(&file, path)?;
+        Flock::try_exclusive(file).ok_or_else(|| io::Error::other("locked"))
+    }
+
     fn try_exclusive(file: File) -> Option<Flock> {
         // SAFETY: as above.
         let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
@@ -441,13 +452,7 @@ impl Filler {
             std::process::id(),
             rand::random::<u32>()
         ));
-        let file = private::file_options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        private::file(&file, &tmp)?;
-        let lock = Flock::try_exclusive(file).ok_or_else(|| io::Error::other("locked"))?;
+        let lock = Flock::create_new(&tmp)?;
         Ok(Filler {
             cache,
             md5: md5.to_ascii_lowercase(),
@@ -506,14 +511,8 @@ impl Filler {
         }
         file.sync_data()?;
         let sums_tmp = sums_path(&self.tmp);
-        let sums = private::file_options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&sums_tmp)?;
-        private::file(&sums, &sums_tmp)?;
         // Locked: another mount opening the directory removes only unlocked temporary files.
-        let mut sums = Flock::try_exclusive(sums).ok_or_else(|| io::Error::other("locked"))?;
+        let mut sums = Flock::create_new(&sums_tmp)?;
         let written = (|| {
             sums.0.write_all(&self.crcs)?;
             sums.0.write_all(self.md5.as_bytes())?;
