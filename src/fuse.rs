@@ -265,7 +265,7 @@ impl Filesystem for FuseAdapter {
                     INodeNo(entry.ino),
                     index as u64 + 3,
                     &entry.name,
-                    &fs.entry_ttl(entry),
+                    &fs.ttl_of(entry.ino),
                     &attr,
                     Generation(0),
                 ) {

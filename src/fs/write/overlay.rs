@@ -87,11 +87,6 @@ impl MidasFs {
         }
     }
 
-    /// [`MidasFs::ttl_of`] for an entry of a listing.
-    pub fn entry_ttl(&self, entry: &Entry) -> Duration {
-        self.ttl_of(entry.ino)
-    }
-
     /// The size and time of a file open for writing, and times set through the mount.
     pub(in crate::fs) fn adjust_attr(&self, ino: u64, attr: &mut Attr) {
         if let Some((_, file)) = self.open_file(ino) {
