@@ -199,3 +199,31 @@ async fn listing_directories_leaves_no_lock_behind() {
     let locks = fs.listing_locks.lock().expect("locks").len();
     assert_eq!(locks, 0, "listing locks kept after the listings");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_kernel_forgetting_a_large_walk_gives_its_memory_back_to_the_system() {
+    // Twice the threshold: other tests' listings count on the same global counter, and one of
+    // them may be the one to cross it once.
+    let items = 2 * super::give_back::EVERY;
+    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let folder = midas.public_folder();
+    for i in 0..items {
+        midas.add_file(folder, &format!("walked-{i:06}.dat"), b"x");
+    }
+    let spool = tempfile::tempdir().expect("spool dir");
+    let fs = mount(&midas, spool.path());
+    let root = super::inode::ROOT;
+    let entries = fs.listing(root).await.expect("listing");
+    for entry in entries.iter() {
+        fs.remember(root, entry);
+    }
+    let asked_before = super::give_back::ASKED_HERE.with(std::cell::Cell::get);
+    for entry in entries.iter() {
+        fs.forget(entry.ino, 1);
+    }
+    let asked = super::give_back::ASKED_HERE.with(std::cell::Cell::get) - asked_before;
+    assert!(
+        asked >= 1,
+        "forgetting {items} inodes never asked the allocator to give back their memory"
+    );
+}

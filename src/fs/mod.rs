@@ -17,6 +17,7 @@
 mod access;
 pub mod disk_cache;
 pub mod error;
+mod give_back;
 mod history;
 pub mod inode;
 pub mod item_dirs;

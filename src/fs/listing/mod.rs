@@ -7,7 +7,6 @@ mod listings;
 mod one_name;
 pub mod walk;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::fs::inode::NodeData;
@@ -109,7 +108,7 @@ impl MidasFs {
                             node.data = entry.data.clone();
                         }
                     }
-                    give_back_after(entries.len());
+                    crate::fs::give_back::after(entries.len());
                     return Ok(entries);
                 }
             }
@@ -149,30 +148,5 @@ impl Drop for ListingLock<'_> {
         {
             locks.remove(&self.ino);
         }
-    }
-}
-
-/// Entries listed between two requests to the C allocator to give back the memory it holds
-/// free (see [`give_back_after`]).
-const GIVE_BACK_EVERY: usize = 10_000;
-
-/// Entries listed since the last such request.
-static LISTED_SINCE_GIVE_BACK: AtomicUsize = AtomicUsize::new(0);
-
-/// A listing decodes far more than it keeps (the `folder.children` answer, one `item.get`
-/// answer per item), on several threads, while its entries are made: glibc keeps the freed
-/// pages between the entries, and the mount's RSS stayed about twice what it holds. Every
-/// [`GIVE_BACK_EVERY`] entries listed, glibc is asked to return its free pages (`malloc_trim`,
-/// some milliseconds for a heap of 100 MiB).
-fn give_back_after(listed: usize) {
-    let since = LISTED_SINCE_GIVE_BACK.fetch_add(listed, Ordering::Relaxed) + listed;
-    if since < GIVE_BACK_EVERY {
-        return;
-    }
-    LISTED_SINCE_GIVE_BACK.store(0, Ordering::Relaxed);
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists, under its own locks.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -101,12 +101,15 @@ impl MidasFs {
             return;
         }
         let mut nodes = self.nodes();
-        if let Some(node) = nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(count);
-            if node.lookups == 0 {
-                nodes.remove(&ino);
-                self.writes.forget_alias(ino);
-            }
+        let Some(node) = nodes.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(count);
+        if node.lookups == 0 {
+            nodes.remove(&ino);
+            self.writes.forget_alias(ino);
+            drop(nodes);
+            crate::fs::give_back::after(1);
         }
     }
 
