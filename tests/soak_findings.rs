@@ -4,13 +4,22 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::mount::Mount;
 use common::proxy::{Answer, Proxy, Request};
 use common::server::TestServer;
+
+/// A fresh `midasfs serve` mounted whole by its administrator, and the administrator's Private
+/// folder in the mount. (The mount, bound after the server, is unmounted first.)
+fn serve_mounted() -> (TestServer, Mount, PathBuf) {
+    let server = TestServer::start();
+    let mount = Mount::admin(&server, &[]);
+    let private = mount.path.join("users/Admin_User/Private");
+    (server, mount, private)
+}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -69,9 +78,7 @@ fn save_by_rename(dir: &Path, name: &str, content: &[u8]) {
 #[test]
 fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir(private.join("d")).unwrap();
     std::fs::write(private.join("f"), b"first\n").unwrap();
     save_by_rename(&private, "f", b"saved\n");
@@ -91,9 +98,7 @@ fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
 #[test]
 fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir_all(private.join("a/b")).unwrap();
     std::fs::write(private.join("a/b/f"), b"first\n").unwrap();
     save_by_rename(&private.join("a/b"), "f", b"saved\n");
@@ -121,9 +126,7 @@ fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
 fn reading_a_file_removed_while_open_says_stale_not_io_error() {
     use std::io::Read;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("f"), b"content\n").unwrap();
     assert_eq!(on_server(&server, &[]).1, ["f"]);
 
@@ -253,9 +256,7 @@ fn a_listing_answered_before_an_overwrite_does_not_bring_the_old_size_back() {
 fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
     use std::io::Write;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("a"), b"old\n").unwrap();
     let mut open = std::fs::OpenOptions::new()
         .write(true)
@@ -278,9 +279,7 @@ fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
 #[test]
 fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir_all(private.join("a/sub")).unwrap();
     std::fs::write(private.join("a/sub/f"), b"in sub\n").unwrap();
     std::fs::create_dir(private.join("sub")).unwrap();
@@ -302,9 +301,7 @@ fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
 fn a_descriptor_opened_before_a_save_by_rename_sees_a_later_write_by_the_name() {
     use std::os::fd::AsRawFd;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("a"), b"old\n").unwrap();
     let temp = private.join(".a.tmp");
     std::fs::write(&temp, b"saved\n").unwrap();

@@ -695,6 +695,15 @@ impl Drop for TestServer {
     }
 }
 
+/// A fresh `midasfs serve`, an administrator's token and the id of the administrator's Private
+/// folder.
+pub fn server_with_private() -> (TestServer, String, String) {
+    let server = TestServer::start();
+    let token = server.token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    (server, token, private)
+}
+
 /// A string field of an answer (Midas sends every scalar as a string); panics on anything else.
 pub fn text(value: &Value) -> &str {
     value
