@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::{Call, Reply};
 use crate::server::store::{
-    can, replace_policies_by_folders, revoke, set_public, Caller, Guarded, Holder, ADMIN,
-    ANONYMOUS_GROUP, READ, WRITE,
+    can, replace_policies_by_folders, revoke, set_policy, set_public, Caller, Guarded, Holder,
+    ADMIN, ANONYMOUS_GROUP, READ, WRITE,
 };
 use crate::server::wire::{parse_id, ApiError};
 
@@ -125,25 +125,6 @@ fn list_permissions(conn: &Connection, object: Guarded, id: i64) -> Result<Value
     }))
 }
 
-/// Set a group's policy on an object, replacing the one it had (Midas's `createPolicy`).
-fn replace_group_policy(
-    conn: &Connection,
-    object: Guarded,
-    id: i64,
-    group_id: i64,
-    level: i64,
-) -> rusqlite::Result<()> {
-    let kind = object.name();
-    conn.execute(
-        &format!(
-            "INSERT INTO {kind}policygroup ({kind}_id, group_id, policy) VALUES (?1, ?2, ?3) \
-             ON CONFLICT ({kind}_id, group_id) DO UPDATE SET policy = excluded.policy"
-        ),
-        params![id, group_id, level],
-    )?;
-    Ok(())
-}
-
 /// `midas.item.list.permissions`: ADMIN required.
 pub fn item_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     list(call, conn, Guarded::Item)
@@ -218,7 +199,7 @@ fn change_group(
     let level = raw_policy.map(policy_code).transpose()?;
     let tx = conn.transaction()?;
     match level {
-        Some(level) => replace_group_policy(&tx, object, id, group_id, level)?,
+        Some(level) => set_policy(&tx, object, id, Holder::Group(group_id), level)?,
         None => revoke(&tx, object, id, Holder::Group(group_id))?,
     }
     let answer = match object {

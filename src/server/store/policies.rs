@@ -121,12 +121,44 @@ pub fn grant(
     holder: Holder,
     level: i64,
 ) -> rusqlite::Result<()> {
+    give(
+        conn,
+        object,
+        id,
+        holder,
+        level,
+        "MAX(policy, excluded.policy)",
+    )
+}
+
+/// Set a user's or group's policy on a folder or item to `level`, replacing the one it had
+/// (Midas's `createPolicy`).
+pub fn set_policy(
+    conn: &Connection,
+    object: Guarded,
+    id: i64,
+    holder: Holder,
+    level: i64,
+) -> rusqlite::Result<()> {
+    give(conn, object, id, holder, level, "excluded.policy")
+}
+
+/// Insert a policy; one the holder already has becomes `kept` (SQL over `policy`, the old
+/// level, and `excluded.policy`, the new).
+fn give(
+    conn: &Connection,
+    object: Guarded,
+    id: i64,
+    holder: Holder,
+    level: i64,
+    kept: &str,
+) -> rusqlite::Result<()> {
     let kind = object.name();
     let (holder_kind, holder_id) = holder.kind_and_id();
     conn.execute(
         &format!(
             "INSERT INTO {kind}policy{holder_kind} ({kind}_id, {holder_kind}_id, policy) VALUES (?1, ?2, ?3) \
-             ON CONFLICT ({kind}_id, {holder_kind}_id) DO UPDATE SET policy = MAX(policy, excluded.policy)"
+             ON CONFLICT ({kind}_id, {holder_kind}_id) DO UPDATE SET policy = {kept}"
         ),
         params![id, holder_id, level],
     )?;
