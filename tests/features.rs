@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::files::{chmod, errno, id_of, mode, setfattr};
+use common::files::{chmod, errno, id_of, mode, names_in, setfattr};
 use common::mount::{getxattr, listxattr};
 use common::server::{text, TestServer};
 use common::users::TwoUsers;
@@ -184,11 +184,7 @@ fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     );
 
     // Not in any walk.
-    let listed: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(listed, ["data.csv"]);
+    assert_eq!(names_in(&dir), ["data.csv"]);
     let find = Command::new("find").arg(&mount.path).output().unwrap();
     assert!(!String::from_utf8_lossy(&find.stdout).contains('@'));
 
@@ -530,10 +526,7 @@ fn the_search_directory_links_to_every_readable_item_of_that_name_and_walks_skip
     );
 
     // Not listed, so walks do not enter it; read-only.
-    let top: Vec<String> = std::fs::read_dir(&mount.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let top = names_in(&mount.path);
     assert!(!top.contains(&".search".to_owned()), "{top:?}");
     let find = Command::new("find")
         .arg(&mount.path)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::files::{errno, setfattr};
+use common::files::{errno, names_in, setfattr};
 use common::mount::{getxattr, Mount};
 use common::server::{md5_hex, server_with_private, text, TestServer};
 use common::tree::pseudo_random;
@@ -258,12 +258,7 @@ fn a_directory_made_in_a_new_leaf_item_turns_it_into_a_folder_of_single_file_ite
     ]);
     assert_eq!(tree, expected);
     assert_eq!(kind_of(&dir), "folder");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a.txt", "b.bin", "d.txt", "sub"]);
+    assert_eq!(names_in(&dir), ["a.txt", "b.bin", "d.txt", "sub"]);
     assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"first\n");
     assert_eq!(std::fs::read(dir.join("sub/c.txt")).unwrap(), b"deeper\n");
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::files::names_in;
 use common::mount::Mount;
 use common::proxy::{Answer, Proxy, Request};
 use common::server::TestServer;
@@ -19,15 +20,6 @@ fn serve_mounted() -> (TestServer, Mount, PathBuf) {
     let mount = Mount::admin(&server, &[]);
     let private = mount.path.join("users/Admin_User/Private");
     (server, mount, private)
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// What the server holds in a folder of the administrator's Private folder: (folders, items).
@@ -85,8 +77,8 @@ fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
     std::fs::rename(private.join("f"), private.join("d/g")).unwrap();
     std::fs::write(private.join("d/g"), b"overwritten\n").unwrap();
 
-    assert_eq!(names(&private.join("d")), ["g"]);
-    assert_eq!(names(&private), ["d"], "g is in d only");
+    assert_eq!(names_in(&private.join("d")), ["g"]);
+    assert_eq!(names_in(&private), ["d"], "g is in d only");
     assert_eq!(on_server(&server, &[]), (vec!["d".to_owned()], vec![]));
     assert_eq!(on_server(&server, &["d"]), (vec![], vec!["g".to_owned()]));
 }
@@ -106,7 +98,7 @@ fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     std::fs::write(private.join("a/g"), b"overwritten\n").unwrap();
 
     // what `rm -r a` does first: remove what a/b lists
-    let removed = names(&private.join("a/b"));
+    let removed = names_in(&private.join("a/b"));
     for name in &removed {
         std::fs::remove_file(private.join("a/b").join(name)).unwrap();
     }
@@ -265,7 +257,7 @@ fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
     open.write_all(b"written by the open file\n").unwrap();
     save_by_rename(&private, "a", b"saved\n");
     // a listing gives the kernel the name's own inode, the one the open file has
-    assert_eq!(names(&private), ["a"]);
+    assert_eq!(names_in(&private), ["a"]);
     assert_eq!(std::fs::read(private.join("a")).unwrap(), b"saved\n");
     assert_eq!(std::fs::metadata(private.join("a")).unwrap().len(), 6);
     // its close changes nothing on the server
@@ -284,8 +276,8 @@ fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
     std::fs::write(private.join("a/sub/f"), b"in sub\n").unwrap();
     std::fs::create_dir(private.join("sub")).unwrap();
     std::fs::rename(private.join("a/sub"), private.join("sub")).unwrap();
-    assert_eq!(names(&private), ["a", "sub"]);
-    assert_eq!(names(&private.join("a")), Vec::<String>::new());
+    assert_eq!(names_in(&private), ["a", "sub"]);
+    assert_eq!(names_in(&private.join("a")), Vec::<String>::new());
     assert_eq!(std::fs::read(private.join("sub/f")).unwrap(), b"in sub\n");
     assert_eq!(
         on_server(&server, &[]),
@@ -308,7 +300,7 @@ fn a_descriptor_opened_before_a_save_by_rename_sees_a_later_write_by_the_name() 
     let early = std::fs::File::open(&temp).unwrap();
     std::fs::rename(&temp, private.join("a")).unwrap();
     // a listing gives the kernel the item's own inode under the name
-    assert_eq!(names(&private), ["a"]);
+    assert_eq!(names_in(&private), ["a"]);
     std::fs::write(private.join("a"), b"written by the name\n").unwrap();
 
     assert_eq!(

@@ -8,6 +8,16 @@ use std::process::{Command, Output};
 
 use super::mount::getxattr;
 
+/// The names a directory lists, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("listing {}: {err}", dir.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The Midas id of a file or directory in the mount (`user.midas.id`).
 pub fn id_of(path: &Path) -> String {
     getxattr(path, "user.midas.id").unwrap_or_else(|| panic!("{} has no id", path.display()))
