@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::files::names_in;
 use common::mount::is_fuse_mount;
 
 /// The demo as a child process; killed and its mount detached if a test fails before it stops.
@@ -78,15 +79,6 @@ impl Drop for Demo {
     }
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|err| panic!("listing {}: {err}", dir.display()))
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn the_demo_mounts_in_the_runtime_directory_and_leaves_nothing_behind() {
     require_fuse!();
@@ -97,7 +89,7 @@ fn the_demo_mounts_in_the_runtime_directory_and_leaves_nothing_behind() {
 
     assert!(demo.mountpoint.join("communities/Demo").is_dir());
     assert_eq!(
-        entries(cwd.path()),
+        names_in(cwd.path()),
         Vec::<String>::new(),
         "nothing in the cwd"
     );
@@ -105,18 +97,18 @@ fn the_demo_mounts_in_the_runtime_directory_and_leaves_nothing_behind() {
     demo.interrupt();
     assert!(!is_fuse_mount(&demo.mountpoint), "unmounted on Ctrl-C");
     // Only the directory of the mounts' control sockets may stay, and empty.
-    let left = entries(runtime.path());
+    let left = names_in(runtime.path());
     assert!(
         left.is_empty() || left == ["midasfs"],
         "left behind: {left:?}"
     );
     if !left.is_empty() {
         assert_eq!(
-            entries(&runtime.path().join("midasfs")),
+            names_in(&runtime.path().join("midasfs")),
             Vec::<String>::new()
         );
     }
-    assert_eq!(entries(cwd.path()), Vec::<String>::new());
+    assert_eq!(names_in(cwd.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -132,6 +124,6 @@ fn the_demo_mounts_in_a_given_directory_and_keeps_it() {
 
     demo.interrupt();
     assert!(!is_fuse_mount(&mountpoint), "unmounted on Ctrl-C");
-    assert_eq!(entries(&mountpoint), Vec::<String>::new());
-    assert_eq!(entries(cwd.path()), Vec::<String>::new());
+    assert_eq!(names_in(&mountpoint), Vec::<String>::new());
+    assert_eq!(names_in(cwd.path()), Vec::<String>::new());
 }

@@ -9,102 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::{getxattr, listxattr, Mount, MountOptions};
+use common::files::{chmod, errno, id_of, mode, names_in, setfattr};
+use common::mount::{getxattr, listxattr};
 use common::server::{text, TestServer};
-use serde_json::Value;
-
-const OWNER: &str = "alice@example.com";
-const OTHER: &str = "bob@example.com";
-
-/// A server with two users; mounts are the first user's.
-struct Setup {
-    server: TestServer,
-    owner_key: String,
-    owner_token: String,
-    other_token: String,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        Setup::with(&[])
-    }
-
-    /// With more `midasfs serve` arguments (`--modules solr`).
-    fn with(serve_args: &[&str]) -> Setup {
-        let server = TestServer::start_with(serve_args);
-        let owner_key = server.add_user(OWNER, "alice-pass-1", "Alice", "Owner");
-        let other_key = server.add_user(OTHER, "bob-pass-1", "Bob", "Other");
-        let owner_token = server.login(OWNER, &owner_key);
-        let other_token = server.login(OTHER, &other_key);
-        Setup {
-            server,
-            owner_key,
-            owner_token,
-            other_token,
-        }
-    }
-
-    fn mount(&self, extra: &[&str]) -> Mount {
-        Mount::start(
-            &self.server.url,
-            MountOptions {
-                email: Some(OWNER),
-                api_key: Some(&self.owner_key),
-                extra,
-            },
-        )
-    }
-
-    /// The id of the owner's (or, with `bob`, the other user's) top folder `name`.
-    fn folder(&self, bob: bool, name: &str) -> String {
-        if bob {
-            self.server
-                .folder_named(Some(&self.other_token), OTHER, name)
-        } else {
-            self.server
-                .folder_named(Some(&self.owner_token), OWNER, name)
-        }
-    }
-
-    /// Whether an anonymous caller may `<kind>.get` the object.
-    fn anyone_gets(&self, kind: &str, id: &str) -> bool {
-        self.server
-            .call(&format!("midas.{kind}.get"), &[("id", id)])["stat"]
-            == "ok"
-    }
-
-    /// The names an anonymous caller sees in a folder.
-    fn anyone_lists(&self, folder: &str) -> Vec<String> {
-        let data = self
-            .server
-            .call_ok("midas.folder.children", &[("id", folder)]);
-        ["folders", "items"]
-            .iter()
-            .flat_map(|kind| data[*kind].as_array().cloned().unwrap_or_default())
-            .map(|o: Value| text(&o["name"]).to_owned())
-            .collect()
-    }
-}
-
-fn id_of(path: &Path) -> String {
-    getxattr(path, "user.midas.id").unwrap_or_else(|| panic!("{} has no id", path.display()))
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn chmod(args: &[&str], path: &Path) -> std::process::Output {
-    Command::new("chmod")
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("run chmod")
-}
+use common::users::TwoUsers;
 
 fn statvfs(path: &Path) -> libc::statvfs {
     use std::os::unix::ffi::OsStrExt;
@@ -120,7 +28,7 @@ fn statvfs(path: &Path) -> libc::statvfs {
 #[test]
 fn df_shows_the_room_the_spool_leaves_for_writes_and_none_when_read_only() {
     require_fuse!();
-    let setup = Setup::new();
+    let setup = TwoUsers::start();
     let mount = setup.mount(&["--spool-size", "64"]);
     let stat = statvfs(&mount.path);
     let unit = stat.f_frsize;
@@ -138,8 +46,8 @@ fn df_shows_the_room_the_spool_leaves_for_writes_and_none_when_read_only() {
 #[test]
 fn moving_to_the_trash_fails_so_file_managers_offer_to_delete_and_the_server_keeps_no_trash() {
     require_fuse!();
-    let setup = Setup::new();
-    let public = setup.folder(false, "Public");
+    let setup = TwoUsers::start();
+    let public = setup.owners("Public");
     setup
         .server
         .upload_item(&setup.owner_token, &public, "keep.txt", b"still here\n");
@@ -215,8 +123,8 @@ print("ok" if trashed else error.contents.code)
 #[test]
 fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     require_fuse!();
-    let setup = Setup::new();
-    let public = setup.folder(false, "Public");
+    let setup = TwoUsers::start();
+    let public = setup.owners("Public");
     let token = &setup.owner_token;
     let item = setup
         .server
@@ -276,11 +184,7 @@ fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     );
 
     // Not in any walk.
-    let listed: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(listed, ["data.csv"]);
+    assert_eq!(names_in(&dir), ["data.csv"]);
     let find = Command::new("find").arg(&mount.path).output().unwrap();
     assert!(!String::from_utf8_lossy(&find.stdout).contains('@'));
 
@@ -301,14 +205,6 @@ fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     }
 }
 
-/// The errno of `result`, which must have failed.
-fn errno<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> Option<i32> {
-    result
-        .map(|ok| panic!("{what} succeeded: {ok:?}"))
-        .unwrap_err()
-        .raw_os_error()
-}
-
 /// `truncate(2)` of a path (a size change without opening the file).
 fn truncate(path: &Path, size: i64) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
@@ -321,32 +217,11 @@ fn truncate(path: &Path, size: i64) -> std::io::Result<()> {
     }
 }
 
-fn setfattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-    let c_name = std::ffi::CString::new(name).expect("name");
-    // SAFETY: valid C strings and a buffer of the length given.
-    let done = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[test]
 fn removing_renaming_or_changing_a_revision_or_anything_in_the_search_is_erofs() {
     require_fuse!();
-    let setup = Setup::new();
-    let public = setup.folder(false, "Public");
+    let setup = TwoUsers::start();
+    let public = setup.owners("Public");
     let token = &setup.owner_token;
     let item = setup
         .server
@@ -442,8 +317,8 @@ fn removing_renaming_or_changing_a_revision_or_anything_in_the_search_is_erofs()
 #[test]
 fn chmod_o_plus_r_makes_a_file_public_and_o_minus_r_private_again() {
     require_fuse!();
-    let setup = Setup::new();
-    let private = setup.folder(false, "Private");
+    let setup = TwoUsers::start();
+    let private = setup.owners("Private");
     let item = setup
         .server
         .upload_item(&setup.owner_token, &private, "report.txt", b"draft\n");
@@ -479,8 +354,8 @@ fn chmod_o_plus_r_makes_a_file_public_and_o_minus_r_private_again() {
 #[test]
 fn chmod_recursive_o_plus_rx_makes_a_folder_and_everything_in_it_public() {
     require_fuse!();
-    let setup = Setup::new();
-    let private = setup.folder(false, "Private");
+    let setup = TwoUsers::start();
+    let private = setup.owners("Private");
     let token = &setup.owner_token;
     let project =
         text(&setup.server.create_folder(token, &private, "project")["folder_id"]).to_owned();
@@ -518,8 +393,8 @@ fn chmod_recursive_o_plus_rx_makes_a_folder_and_everything_in_it_public() {
 #[test]
 fn chmod_of_what_the_user_may_not_administer_is_refused_with_eperm() {
     require_fuse!();
-    let setup = Setup::new();
-    let bobs = setup.folder(true, "Public");
+    let setup = TwoUsers::start();
+    let bobs = setup.others("Public");
     let item = setup
         .server
         .upload_item(&setup.other_token, &bobs, "shared.txt", b"bob's\n");
@@ -540,8 +415,8 @@ fn chmod_of_what_the_user_may_not_administer_is_refused_with_eperm() {
 #[test]
 fn files_copied_in_with_their_modes_keep_the_privacy_of_their_folder() {
     require_fuse!();
-    let setup = Setup::new();
-    let private = setup.folder(false, "Private");
+    let setup = TwoUsers::start();
+    let private = setup.owners("Private");
     let mount = setup.mount(&[]);
     let source = tempfile::tempdir().expect("temp dir");
     std::fs::write(source.path().join("a.txt"), b"from home\n").unwrap();
@@ -581,11 +456,11 @@ fn files_copied_in_with_their_modes_keep_the_privacy_of_their_folder() {
 #[test]
 fn the_search_directory_links_to_every_readable_item_of_that_name_and_walks_skip_it() {
     require_fuse!();
-    let setup = Setup::new();
+    let setup = TwoUsers::start();
     let (mine, bobs_public, bobs_private) = (
-        setup.folder(false, "Private"),
-        setup.folder(true, "Public"),
-        setup.folder(true, "Private"),
+        setup.owners("Private"),
+        setup.others("Public"),
+        setup.others("Private"),
     );
     let server = &setup.server;
     server.upload_item(&setup.owner_token, &mine, "scan.nii", b"mine\n");
@@ -651,10 +526,7 @@ fn the_search_directory_links_to_every_readable_item_of_that_name_and_walks_skip
     );
 
     // Not listed, so walks do not enter it; read-only.
-    let top: Vec<String> = std::fs::read_dir(&mount.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let top = names_in(&mount.path);
     assert!(!top.contains(&".search".to_owned()), "{top:?}");
     let find = Command::new("find")
         .arg(&mount.path)
@@ -688,8 +560,8 @@ fn search_results(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
 #[test]
 fn a_metadata_query_in_the_search_directory_finds_the_readable_items_whose_metadata_matches() {
     require_fuse!();
-    let setup = Setup::with(&["--modules", "solr"]);
-    let bobs_private = setup.folder(true, "Private");
+    let setup = TwoUsers::on(TestServer::start_with(&["--modules", "solr"]));
+    let bobs_private = setup.others("Private");
     let server = &setup.server;
     let secret = server.upload_item(&setup.other_token, &bobs_private, "head.nii", b"bob\n");
     server.call_ok(
@@ -757,7 +629,7 @@ fn a_metadata_query_in_the_search_directory_finds_the_readable_items_whose_metad
 #[test]
 fn without_the_solr_module_a_metadata_query_does_not_exist() {
     require_fuse!();
-    let setup = Setup::new();
+    let setup = TwoUsers::start();
     let mount = setup.mount(&[]);
     let file = mount.path.join("home/Public/head.nii");
     std::fs::write(&file, b"x").expect("write");
@@ -772,10 +644,10 @@ fn without_the_solr_module_a_metadata_query_does_not_exist() {
 
 #[test]
 fn serve_changes_a_folder_alone_with_folder_policygroup_as_midas_does() {
-    let setup = Setup::new();
+    let setup = TwoUsers::start();
     let server = &setup.server;
     let token = setup.owner_token.as_str();
-    let private = setup.folder(false, "Private");
+    let private = setup.owners("Private");
     let inside = server.upload_item(token, &private, "in.txt", b"x");
     let add = server.call_ok(
         "midas.folder.add.policygroup",

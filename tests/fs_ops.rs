@@ -914,13 +914,27 @@ async fn a_bitstream_cannot_move_to_another_item_so_mv_copies_it() {
     assert_eq!(mount.ls(dir).await.unwrap(), ["renamed.raw", "scan"]);
 }
 
+/// A mount whose folder holds the one-revision file `name` (`old`), listed as an editor's
+/// directory view would have it before a save; returns the file's item.
+async fn with_a_file_to_save(name: &str, old: &[u8]) -> (Mount, i64) {
+    let mount = Mount::new();
+    let item = mount.midas.add_file(mount.public(), name, old);
+    mount.ls(ROOT).await.unwrap();
+    (mount, item)
+}
+
+/// After a save of `name`: the folder holds `name` alone, still the item `item`, whose second
+/// revision is `content`.
+fn assert_saved_into_the_same_item(mount: &Mount, name: &str, item: i64, content: &[u8]) {
+    assert_eq!(mount.midas.names_in(mount.public()), [name]);
+    assert_eq!(mount.midas.child_item(mount.public(), name), Some(item));
+    assert_eq!(mount.midas.content(item).unwrap(), content);
+    assert_eq!(mount.midas.revision_count(item), 2);
+}
+
 #[tokio::test]
 async fn saving_as_gtk_does_keeps_the_item() {
-    let mount = Mount::new();
-    let item = mount
-        .midas
-        .add_file(mount.public(), "doc.txt", b"version 1");
-    mount.ls(ROOT).await.unwrap();
+    let (mount, item) = with_a_file_to_save("doc.txt", b"version 1").await;
     mount
         .create_file(ROOT, ".goutputstream-ABC123", b"version 2")
         .await
@@ -930,21 +944,13 @@ async fn saving_as_gtk_does_keeps_the_item() {
         .rename(ROOT, ".goutputstream-ABC123", ROOT, "doc.txt", false)
         .await
         .unwrap();
-    assert_eq!(mount.midas.names_in(mount.public()), ["doc.txt"]);
-    assert_eq!(
-        mount.midas.child_item(mount.public(), "doc.txt"),
-        Some(item)
-    );
-    assert_eq!(mount.midas.revision_count(item), 2);
-    assert_eq!(mount.midas.content(item).unwrap(), b"version 2");
+    assert_saved_into_the_same_item(&mount, "doc.txt", item, b"version 2");
     assert_eq!(mount.read_path("doc.txt").await, b"version 2");
 }
 
 #[tokio::test]
 async fn saving_as_vim_does_keeps_the_item() {
-    let mount = Mount::new();
-    let item = mount.midas.add_file(mount.public(), "notes", b"v1");
-    mount.ls(ROOT).await.unwrap();
+    let (mount, item) = with_a_file_to_save("notes", b"v1").await;
     mount
         .fs
         .rename(ROOT, "notes", ROOT, "notes~", false)
@@ -952,19 +958,14 @@ async fn saving_as_vim_does_keeps_the_item() {
         .unwrap();
     mount.create_file(ROOT, "notes", b"v2").await.unwrap();
     mount.fs.unlink(ROOT, "notes~").await.unwrap();
-    assert_eq!(mount.midas.names_in(mount.public()), ["notes"]);
-    assert_eq!(mount.midas.child_item(mount.public(), "notes"), Some(item));
-    assert_eq!(mount.midas.content(item).unwrap(), b"v2");
-    assert_eq!(mount.midas.revision_count(item), 2);
+    assert_saved_into_the_same_item(&mount, "notes", item, b"v2");
 }
 
 /// The kernel sends RELEASE after close(2) has returned, so vim's `unlink` of its backup can
 /// arrive while the new file's handle is still open, its content already uploaded by the flush.
 #[tokio::test]
 async fn saving_as_vim_does_keeps_the_item_when_the_release_comes_after_the_unlink() {
-    let mount = Mount::new();
-    let item = mount.midas.add_file(mount.public(), "notes", b"v1");
-    mount.ls(ROOT).await.unwrap();
+    let (mount, item) = with_a_file_to_save("notes", b"v1").await;
     mount
         .fs
         .rename(ROOT, "notes", ROOT, "notes~", false)
@@ -975,10 +976,7 @@ async fn saving_as_vim_does_keeps_the_item_when_the_release_comes_after_the_unli
     mount.fs.flush(fh, Some(ME)).await.unwrap();
     mount.fs.unlink(ROOT, "notes~").await.unwrap();
     mount.fs.release_write(fh).await;
-    assert_eq!(mount.midas.names_in(mount.public()), ["notes"]);
-    assert_eq!(mount.midas.child_item(mount.public(), "notes"), Some(item));
-    assert_eq!(mount.midas.content(item).unwrap(), b"v2");
-    assert_eq!(mount.midas.revision_count(item), 2);
+    assert_saved_into_the_same_item(&mount, "notes", item, b"v2");
 }
 
 #[tokio::test]

@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::mount::Mount;
 use common::proxy::{Answer, Proxy};
-use common::server::{TestServer, ADMIN_EMAIL};
-
-/// A server, an administrator's token and the administrator's Private folder id.
-fn server_with_private() -> (TestServer, String, String) {
-    let server = TestServer::start();
-    let token = server.token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
-    (server, token, private)
-}
+use common::server::{server_with_private, TestServer};
 
 fn mount(url: &str, server: &TestServer, extra: &[&str]) -> Mount {
     Mount::as_admin(url, &server.email, &server.api_key, extra)

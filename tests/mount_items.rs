@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use common::files::{errno, names_in, setfattr};
 use common::mount::{getxattr, Mount};
-use common::server::{md5_hex, text, TestServer};
+use common::server::{md5_hex, server_with_private, text, TestServer};
 use common::tree::pseudo_random;
 use midasfs::midas::text::repair;
 use serde_json::Value;
@@ -81,34 +82,6 @@ fn bitstream(name: &str, content: &[u8]) -> (String, u64, String) {
     (name.to_owned(), content.len() as u64, md5_hex(content))
 }
 
-fn errno<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> Option<i32> {
-    result
-        .map(|ok| panic!("{what} succeeded: {ok:?}"))
-        .unwrap_err()
-        .raw_os_error()
-}
-
-fn setfattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-    let c_name = std::ffi::CString::new(name).expect("name");
-    // SAFETY: valid C strings and a buffer of the length given.
-    let done = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 fn kind_of(path: &Path) -> String {
     getxattr(path, "user.midas.type").unwrap_or_else(|| panic!("{} has no type", path.display()))
 }
@@ -116,9 +89,7 @@ fn kind_of(path: &Path) -> String {
 #[test]
 fn cp_r_with_leaf_dirs_as_items_makes_what_pydas_upload_with_leaf_folders_as_items_makes() {
     require_fuse!();
-    let server = TestServer::start();
-    let token = server.token();
-    let own = server.folder_at(&token, &server.email, server.private());
+    let (server, token, own) = server_with_private();
     let by_pydas = text(&server.create_folder(&token, &own, "by-pydas")["folder_id"]).to_owned();
     let by_mount = text(&server.create_folder(&token, &own, "by-mount")["folder_id"]).to_owned();
 
@@ -166,12 +137,7 @@ fn cp_r_with_leaf_dirs_as_items_makes_what_pydas_upload_with_leaf_folders_as_ite
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let mount = Mount::as_admin(
-        &server.url,
-        &server.email,
-        &server.api_key,
-        &["--leaf-dirs-as-items"],
-    );
+    let mount = Mount::admin(&server, &["--leaf-dirs-as-items"]);
     let destination = server.private_in(&mount.path).join("by-mount");
     let cp = Command::new("cp")
         .arg("-r")
@@ -248,15 +214,8 @@ fn cp_r_with_leaf_dirs_as_items_makes_what_pydas_upload_with_leaf_folders_as_ite
 #[test]
 fn a_directory_made_in_a_new_leaf_item_turns_it_into_a_folder_of_single_file_items() {
     require_fuse!();
-    let server = TestServer::start();
-    let token = server.token();
-    let own = server.folder_at(&token, &server.email, server.private());
-    let mount = Mount::as_admin(
-        &server.url,
-        &server.email,
-        &server.api_key,
-        &["--leaf-dirs-as-items"],
-    );
+    let (server, token, own) = server_with_private();
+    let mount = Mount::admin(&server, &["--leaf-dirs-as-items"]);
     let dir = server.private_in(&mount.path).join("study");
     std::fs::create_dir(&dir).unwrap();
     assert_eq!(kind_of(&dir), "item");
@@ -299,12 +258,7 @@ fn a_directory_made_in_a_new_leaf_item_turns_it_into_a_folder_of_single_file_ite
     ]);
     assert_eq!(tree, expected);
     assert_eq!(kind_of(&dir), "folder");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a.txt", "b.bin", "d.txt", "sub"]);
+    assert_eq!(names_in(&dir), ["a.txt", "b.bin", "d.txt", "sub"]);
     assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"first\n");
     assert_eq!(std::fs::read(dir.join("sub/c.txt")).unwrap(), b"deeper\n");
 }
@@ -312,10 +266,8 @@ fn a_directory_made_in_a_new_leaf_item_turns_it_into_a_folder_of_single_file_ite
 #[test]
 fn setfattr_user_midas_type_item_makes_an_empty_directory_an_item_of_the_files_written_into_it() {
     require_fuse!();
-    let server = TestServer::start();
-    let token = server.token();
-    let own = server.folder_at(&token, &server.email, server.private());
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let (server, token, own) = server_with_private();
+    let mount = Mount::admin(&server, &[]);
     let private = server.private_in(&mount.path);
     let dir = private.join("series");
     std::fs::create_dir(&dir).unwrap();
@@ -402,9 +354,8 @@ fn setfattr_user_midas_type_item_makes_an_empty_directory_an_item_of_the_files_w
         Some("Private")
     );
     let id = getxattr(&secret, "user.midas.id").unwrap();
-    assert_ne!(
-        server.call("midas.item.get", &[("id", &id)])["stat"],
-        "ok",
+    assert!(
+        !server.can_get(None, "item", &id),
         "anyone may read the item"
     );
     setfattr(&secret, "user.midas.type", "folder").unwrap();
@@ -413,9 +364,8 @@ fn setfattr_user_midas_type_item_makes_an_empty_directory_an_item_of_the_files_w
         getxattr(&secret, "user.midas.privacy").as_deref(),
         Some("Private")
     );
-    assert_ne!(
-        server.call("midas.folder.get", &[("id", &id)])["stat"],
-        "ok",
+    assert!(
+        !server.can_get(None, "folder", &id),
         "anyone may read the folder"
     );
     assert_eq!(

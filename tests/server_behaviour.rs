@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::server::{md5_hex, text, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
+use common::server::{md5_hex, server_with_private, text, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 fn sample(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -59,14 +59,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .map(str::trim)
-}
-
-/// A fresh server, an administrator's token and the id of the administrator's Private folder.
-fn server_with_private() -> (TestServer, String, String) {
-    let server = TestServer::start();
-    let token = server.token();
-    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
-    (server, token, private)
 }
 
 #[test]

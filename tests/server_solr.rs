@@ -5,10 +5,8 @@
 mod common;
 
 use common::server::{text, TestServer};
+use common::users::TwoUsers;
 use serde_json::Value;
-
-const ALICE: &str = "alice@example.com";
-const BOB: &str = "bob@example.com";
 
 fn names(found: &Value) -> Vec<String> {
     let mut names: Vec<String> = found
@@ -53,7 +51,8 @@ fn without_modules_serve_lists_only_api_and_has_no_solr_method() {
 
 #[test]
 fn the_solr_module_finds_the_readable_items_whose_metadata_matches_a_lucene_query() {
-    let server = TestServer::start_with(&["--modules", "solr"]);
+    let users = TwoUsers::on(TestServer::start_with(&["--modules", "solr"]));
+    let server = &users.server;
     assert_eq!(
         server.call_ok("midas.modules.list", &[]),
         serde_json::json!({ "modules": ["api", "solr"] })
@@ -66,20 +65,17 @@ fn the_solr_module_finds_the_readable_items_whose_metadata_matches_a_lucene_quer
         .iter()
         .any(|m| m["name"] == "solr.search.advanced"));
 
-    let alice_key = server.add_user(ALICE, "alice-pass-1", "Alice", "Owner");
-    let bob_key = server.add_user(BOB, "bob-pass-1", "Bob", "Other");
-    let alice = server.login(ALICE, &alice_key);
-    let bob = server.login(BOB, &bob_key);
-    let alice_public = server.folder_named(Some(&alice), ALICE, "Public");
-    let bob_private = server.folder_named(Some(&bob), BOB, "Private");
+    let (alice, bob) = (users.owner_token.clone(), users.other_token.clone());
+    let alice_public = users.owners("Public");
+    let bob_private = users.others("Private");
     let head = server.upload_item(&alice, &alice_public, "head.nii", b"head\n");
     let knee = server.upload_item(&alice, &alice_public, "knee.nii", b"knee\n");
     let secret = server.upload_item(&bob, &bob_private, "secret.nii", b"bob\n");
-    set_metadata(&server, &alice, &head, "modality", "CT");
-    set_metadata(&server, &alice, &head, "contributor.author", "Jane Doe");
-    set_metadata(&server, &alice, &head, "slices", "42");
-    set_metadata(&server, &alice, &knee, "modality", "MR T1");
-    set_metadata(&server, &bob, &secret, "modality", "CT");
+    set_metadata(server, &alice, &head, "modality", "CT");
+    set_metadata(server, &alice, &head, "contributor.author", "Jane Doe");
+    set_metadata(server, &alice, &head, "slices", "42");
+    set_metadata(server, &alice, &knee, "modality", "MR T1");
+    set_metadata(server, &bob, &secret, "modality", "CT");
 
     let search = |token: Option<&str>, query: &str| {
         let mut params = vec![("query", query)];

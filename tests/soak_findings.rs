@@ -4,21 +4,22 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::files::names_in;
 use common::mount::Mount;
 use common::proxy::{Answer, Proxy, Request};
 use common::server::TestServer;
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+/// A fresh `midasfs serve` mounted whole by its administrator, and the administrator's Private
+/// folder in the mount. (The mount, bound after the server, is unmounted first.)
+fn serve_mounted() -> (TestServer, Mount, PathBuf) {
+    let server = TestServer::start();
+    let mount = Mount::admin(&server, &[]);
+    let private = mount.path.join("users/Admin_User/Private");
+    (server, mount, private)
 }
 
 /// What the server holds in a folder of the administrator's Private folder: (folders, items).
@@ -69,17 +70,15 @@ fn save_by_rename(dir: &Path, name: &str, content: &[u8]) {
 #[test]
 fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir(private.join("d")).unwrap();
     std::fs::write(private.join("f"), b"first\n").unwrap();
     save_by_rename(&private, "f", b"saved\n");
     std::fs::rename(private.join("f"), private.join("d/g")).unwrap();
     std::fs::write(private.join("d/g"), b"overwritten\n").unwrap();
 
-    assert_eq!(names(&private.join("d")), ["g"]);
-    assert_eq!(names(&private), ["d"], "g is in d only");
+    assert_eq!(names_in(&private.join("d")), ["g"]);
+    assert_eq!(names_in(&private), ["d"], "g is in d only");
     assert_eq!(on_server(&server, &[]), (vec!["d".to_owned()], vec![]));
     assert_eq!(on_server(&server, &["d"]), (vec![], vec!["g".to_owned()]));
 }
@@ -91,9 +90,7 @@ fn a_saved_file_moved_then_overwritten_is_listed_only_in_its_new_folder() {
 #[test]
 fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir_all(private.join("a/b")).unwrap();
     std::fs::write(private.join("a/b/f"), b"first\n").unwrap();
     save_by_rename(&private.join("a/b"), "f", b"saved\n");
@@ -101,7 +98,7 @@ fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
     std::fs::write(private.join("a/g"), b"overwritten\n").unwrap();
 
     // what `rm -r a` does first: remove what a/b lists
-    let removed = names(&private.join("a/b"));
+    let removed = names_in(&private.join("a/b"));
     for name in &removed {
         std::fs::remove_file(private.join("a/b").join(name)).unwrap();
     }
@@ -121,9 +118,7 @@ fn removing_what_the_old_folder_shows_of_a_moved_saved_file_keeps_the_file() {
 fn reading_a_file_removed_while_open_says_stale_not_io_error() {
     use std::io::Read;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("f"), b"content\n").unwrap();
     assert_eq!(on_server(&server, &[]).1, ["f"]);
 
@@ -253,9 +248,7 @@ fn a_listing_answered_before_an_overwrite_does_not_bring_the_old_size_back() {
 fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
     use std::io::Write;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("a"), b"old\n").unwrap();
     let mut open = std::fs::OpenOptions::new()
         .write(true)
@@ -264,7 +257,7 @@ fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
     open.write_all(b"written by the open file\n").unwrap();
     save_by_rename(&private, "a", b"saved\n");
     // a listing gives the kernel the name's own inode, the one the open file has
-    assert_eq!(names(&private), ["a"]);
+    assert_eq!(names_in(&private), ["a"]);
     assert_eq!(std::fs::read(private.join("a")).unwrap(), b"saved\n");
     assert_eq!(std::fs::metadata(private.join("a")).unwrap().len(), 6);
     // its close changes nothing on the server
@@ -278,15 +271,13 @@ fn a_file_saved_over_while_open_elsewhere_reads_what_was_saved() {
 #[test]
 fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::create_dir_all(private.join("a/sub")).unwrap();
     std::fs::write(private.join("a/sub/f"), b"in sub\n").unwrap();
     std::fs::create_dir(private.join("sub")).unwrap();
     std::fs::rename(private.join("a/sub"), private.join("sub")).unwrap();
-    assert_eq!(names(&private), ["a", "sub"]);
-    assert_eq!(names(&private.join("a")), Vec::<String>::new());
+    assert_eq!(names_in(&private), ["a", "sub"]);
+    assert_eq!(names_in(&private.join("a")), Vec::<String>::new());
     assert_eq!(std::fs::read(private.join("sub/f")).unwrap(), b"in sub\n");
     assert_eq!(
         on_server(&server, &[]),
@@ -302,16 +293,14 @@ fn a_folder_moved_over_an_empty_folder_elsewhere_replaces_it() {
 fn a_descriptor_opened_before_a_save_by_rename_sees_a_later_write_by_the_name() {
     use std::os::fd::AsRawFd;
     require_fuse!();
-    let server = TestServer::start();
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
-    let private = mount.path.join("users/Admin_User/Private");
+    let (server, _mount, private) = serve_mounted();
     std::fs::write(private.join("a"), b"old\n").unwrap();
     let temp = private.join(".a.tmp");
     std::fs::write(&temp, b"saved\n").unwrap();
     let early = std::fs::File::open(&temp).unwrap();
     std::fs::rename(&temp, private.join("a")).unwrap();
     // a listing gives the kernel the item's own inode under the name
-    assert_eq!(names(&private), ["a"]);
+    assert_eq!(names_in(&private), ["a"]);
     std::fs::write(private.join("a"), b"written by the name\n").unwrap();
 
     assert_eq!(

@@ -9,6 +9,14 @@ use super::spool::SpoolConfig;
 use super::{FsConfig, MidasFs, MountRoot};
 use crate::midas::fake::{FakeMidas, Fault};
 
+/// How long the fake (and the mounts of it) take to give up on a call that stalls.
+const STALL: Duration = Duration::from_millis(300);
+
+/// The in-memory Midas the fake-based tests of `src/fs/` mount.
+pub(in crate::fs) fn server() -> Arc<FakeMidas> {
+    Arc::new(FakeMidas::new(STALL))
+}
+
 /// A mount of the user's Public folder on the fake, spooling in `spool` (the fake-based tests
 /// of `src/fs/` all start from it).
 pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> MidasFs {
@@ -17,7 +25,7 @@ pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path)
         items_as_dirs: false,
         read_only: false,
         cache_bytes: 16 << 20,
-        stall_timeout: Duration::from_millis(300),
+        stall_timeout: STALL,
         root: MountRoot::Folder {
             id: midas.public_folder(),
             writable: true,
@@ -33,14 +41,14 @@ pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path)
 }
 
 /// A mount of the user's Public folder, and the directory its spool lives in.
-fn mount(midas: &Arc<FakeMidas>) -> (Arc<MidasFs>, tempfile::TempDir) {
+pub(in crate::fs) fn mount(midas: &Arc<FakeMidas>) -> (Arc<MidasFs>, tempfile::TempDir) {
     let spool = tempfile::tempdir().expect("spool dir");
     (Arc::new(fake_mount(midas, spool.path())), spool)
 }
 
 #[tokio::test]
 async fn a_file_on_the_server_is_listed_and_read() {
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = server();
     midas.add_file(midas.public_folder(), "hello.txt", b"hello");
     let (fs, _spool) = mount(&midas);
     let attr = fs.lookup(ROOT, "hello.txt").await.expect("lookup");
@@ -52,7 +60,7 @@ async fn a_file_on_the_server_is_listed_and_read() {
 
 #[tokio::test]
 async fn a_new_file_reaches_the_server_when_it_is_closed() {
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = server();
     let (fs, _spool) = mount(&midas);
     let (_, fh) = fs.create(ROOT, "new.txt", 42).expect("create");
     fs.write(fh, 0, b"some bytes").expect("write");
@@ -66,7 +74,7 @@ async fn a_new_file_reaches_the_server_when_it_is_closed() {
 
 #[tokio::test]
 async fn a_refused_upload_fails_the_close_and_keeps_the_data_for_recovery() {
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = server();
     let (fs, _spool) = mount(&midas);
     let (_, fh) = fs.create(ROOT, "lost.txt", 42).expect("create");
     fs.write(fh, 0, b"keep me").expect("write");
@@ -90,10 +98,6 @@ fn errno<T>(result: super::FsResult<T>) -> i32 {
         Ok(_) => panic!("the operation succeeded"),
         Err(err) => err.errno(),
     }
-}
-
-fn server() -> Arc<FakeMidas> {
-    Arc::new(FakeMidas::new(Duration::from_millis(300)))
 }
 
 #[tokio::test]

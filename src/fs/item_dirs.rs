@@ -378,11 +378,9 @@ fn busy(name: &str) -> FsError {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::fake_tests::{fake_mount, server};
     use crate::fs::inode::ROOT;
-    use crate::midas::fake::FakeMidas;
 
     /// Writes `content` to a new file `name` in directory `dir` and closes it.
     async fn write_file(fs: &crate::fs::MidasFs, dir: u64, name: &str, content: &[u8]) {
@@ -394,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_whose_content_the_server_cannot_find_by_md5_stays_as_it_was() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         // Someone else's private file holds the same bytes and came first: Midas's
         // `getByChecksum` finds it, the caller may not read it, so the content is not found.
         let theirs = midas.add_file(midas.private_folder(), "secret.dcm", b"shared bytes");

@@ -6,7 +6,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::MidasFs;
 use crate::midas::fake::FakeMidas;
@@ -87,7 +86,7 @@ fn mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> MidasFs {
 #[tokio::test(flavor = "current_thread")]
 async fn an_item_listed_by_ls_l_costs_the_mount_under_a_kibibyte() {
     const ITEMS: usize = 2000;
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = super::fake_tests::server();
     let folder = midas.public_folder();
     for i in 0..ITEMS {
         midas.add_file(folder, &format!("measurement-{i:06}.dat"), b"some bytes");
@@ -125,7 +124,7 @@ async fn the_ends_of_files_read_between_large_ones_stay_within_the_block_cache()
     const CACHE: u64 = 4 << 20;
     const ROUNDS: usize = 20;
     const SMALL: usize = 64 << 10;
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = super::fake_tests::server();
     let folder = midas.public_folder();
     for round in 0..ROUNDS {
         midas.add_file(folder, &format!("large-{round:02}.bin"), &[b'L'; 2 << 20]);
@@ -184,7 +183,7 @@ async fn the_ends_of_files_read_between_large_ones_stay_within_the_block_cache()
 
 #[tokio::test(flavor = "current_thread")]
 async fn listing_directories_leaves_no_lock_behind() {
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = super::fake_tests::server();
     let folder = midas.public_folder();
     for i in 0..50 {
         midas.add_folder(folder, &format!("dir-{i}"));
@@ -205,7 +204,7 @@ async fn the_kernel_forgetting_a_large_walk_gives_its_memory_back_to_the_system(
     // Twice the threshold: other tests' listings count on the same global counter, and one of
     // them may be the one to cross it once.
     let items = 2 * super::give_back::EVERY;
-    let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+    let midas = super::fake_tests::server();
     let folder = midas.public_folder();
     for i in 0..items {
         midas.add_file(folder, &format!("walked-{i:06}.dat"), b"x");

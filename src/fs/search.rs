@@ -360,11 +360,9 @@ impl MidasFs {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
-    use crate::fs::fake_tests::fake_mount;
-    use crate::midas::fake::FakeMidas;
+    use crate::fs::fake_tests::{mount, server};
 
     /// The symlink targets of `.search/<name>`, sorted, through a mount of the Public folder.
     async fn results(fs: &Arc<MidasFs>, name: &str) -> FsResult<Vec<String>> {
@@ -382,13 +380,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_metadata_query_links_the_items_the_solr_module_finds() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         let public = midas.public_folder();
         let ct = midas.add_file(public, "a.nii", b"a");
         midas.add_file(public, "b.nii", b"b");
         midas.solr_answer("(text-modality:CT) AND id:item_*", &[ct]);
-        let spool = tempfile::tempdir().expect("spool dir");
-        let fs = Arc::new(fake_mount(&midas, spool.path()));
+        let (fs, _spool) = mount(&midas);
         assert_eq!(
             results(&fs, "modality:CT").await.expect("results"),
             ["../../a.nii"]
@@ -407,10 +404,9 @@ mod tests {
 
     #[tokio::test]
     async fn without_the_solr_module_a_metadata_query_does_not_exist() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         midas.add_file(midas.public_folder(), "a.nii", b"a");
-        let spool = tempfile::tempdir().expect("spool dir");
-        let fs = Arc::new(fake_mount(&midas, spool.path()));
+        let (fs, _spool) = mount(&midas);
         for _ in 0..2 {
             let err = results(&fs, "modality:CT").await.expect_err("no solr");
             assert_eq!(err.errno(), libc::ENOENT);

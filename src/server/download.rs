@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::api::resolve_token;
 use super::conn::{spawn_transfer, ConnHandle, FileBody, FILE_BODY_MARKER};
-use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, READ};
+use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, Guarded, READ};
 use super::wire::{error_page, parse_id, ApiError, Params};
 use super::zipstream::ZipStreamWriter;
 use super::Shared;
@@ -356,7 +356,7 @@ fn collect_folder(
     }
     let item_sql = format!(
         "SELECT i.item_id, i.name FROM item i JOIN item2folder l ON l.item_id = i.item_id WHERE l.folder_id = ?1 AND {} ORDER BY i.name, i.item_id",
-        policy_sql("item", "i.item_id", caller, READ)
+        policy_sql(Guarded::Item, "i.item_id", caller, READ)
     );
     let items: Vec<(i64, String)> = conn
         .prepare(&item_sql)?
@@ -398,7 +398,7 @@ fn collect_folder(
     }
     let folder_sql = format!(
         "SELECT f.folder_id, f.name FROM folder f WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
-        policy_sql("folder", "f.folder_id", caller, READ)
+        policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
     );
     let folders: Vec<(i64, String)> = conn
         .prepare(&folder_sql)?

@@ -24,3 +24,11 @@ pub mod zipfile;
 // A hostile or broken server: a proxy in front of `midasfs serve` that misbehaves on request.
 #[allow(dead_code)]
 pub mod proxy;
+
+// Two users beside the administrator, for the tests of who sees what.
+#[allow(dead_code)]
+pub mod users;
+
+// Ids, modes, chmod, setfattr and errnos of the files in a mount.
+#[allow(dead_code)]
+pub mod files;

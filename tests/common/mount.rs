@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::server::TestServer;
+
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// Whether this machine can mount FUSE filesystems. With `MIDASFS_REQUIRE_FUSE=1` (set by CI) a
@@ -79,6 +81,12 @@ impl Mount {
         mount
     }
 
+    /// A mount of the whole of `server` as its administrator.
+    pub fn admin(server: &TestServer, extra: &[&str]) -> Mount {
+        Mount::as_admin(&server.url, &server.email, &server.api_key, extra)
+    }
+
+    /// A mount of `url` (the server itself or a proxy in front of it) as the user `email`.
     pub fn as_admin(url: &str, email: &str, api_key: &str, extra: &[&str]) -> Mount {
         Mount::start(
             url,

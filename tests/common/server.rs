@@ -464,6 +464,58 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no folder {name} in {children}"))
     }
 
+    /// Whether a caller (`None`: anonymous) may read the object: `midas.<kind>.get` succeeds,
+    /// `kind` being `folder` or `item`.
+    pub fn can_get(&self, token: Option<&str>, kind: &str, id: &str) -> bool {
+        let mut params = vec![("id", id)];
+        if let Some(t) = token {
+            params.push(("token", t));
+        }
+        self.call(&format!("midas.{kind}.get"), &params)["stat"] == "ok"
+    }
+
+    /// Whether a caller (`None`: anonymous) downloads the item: the download's redirect,
+    /// followed, gives `content`.
+    pub fn can_download(&self, token: Option<&str>, item: &str, content: &[u8]) -> bool {
+        let mut url = format!("/api/json?method=midas.item.download&id={item}");
+        if let Some(t) = token {
+            url.push_str(&format!("&token={t}"));
+        }
+        let answer = self.get(&url);
+        let Some(location) = answer.headers().get("location") else {
+            return false;
+        };
+        let location = location.to_str().expect("location").to_owned();
+        let target = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.url)
+        };
+        let body = self
+            .http
+            .get(target)
+            .send()
+            .expect("follow the download")
+            .bytes()
+            .expect("download body");
+        body.as_ref() == content
+    }
+
+    /// The names `midas.folder.children` shows a caller (`None`: anonymous) in a folder: its
+    /// folders, then its items.
+    pub fn names_listed(&self, token: Option<&str>, folder: &str) -> Vec<String> {
+        let mut params = vec![("id", folder)];
+        if let Some(t) = token {
+            params.push(("token", t));
+        }
+        let data = self.call_ok("midas.folder.children", &params);
+        ["folders", "items"]
+            .iter()
+            .flat_map(|kind| data[*kind].as_array().cloned().unwrap_or_default())
+            .map(|o: Value| text(&o["name"]).to_owned())
+            .collect()
+    }
+
     /// `midas.folder.create` of `name` in `parent`; returns the folder.
     pub fn create_folder(&self, token: &str, parent: &str, name: &str) -> Value {
         self.call_ok(
@@ -641,6 +693,15 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// A fresh `midasfs serve`, an administrator's token and the id of the administrator's Private
+/// folder.
+pub fn server_with_private() -> (TestServer, String, String) {
+    let server = TestServer::start();
+    let token = server.token();
+    let private = server.folder_named(Some(&token), ADMIN_EMAIL, "Private");
+    (server, token, private)
 }
 
 /// A string field of an answer (Midas sends every scalar as a string); panics on anything else.

@@ -8,7 +8,7 @@ use super::folders::{auth_suffix, uuid_kind};
 use super::objects::{bitstream_row, query_one, BITSTREAM_SELECT};
 use super::{Call, Reply};
 use crate::server::store::{
-    can_folder, can_item, policy_sql, unused_checksums, Caller, ADMIN, READ, WRITE,
+    can_folder, can_item, policy_sql, unused_checksums, Caller, Guarded, ADMIN, READ, WRITE,
 };
 use crate::server::wire::ApiError;
 
@@ -112,7 +112,7 @@ pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
         let sql = format!(
             "SELECT b.bitstream_id FROM bitstream b JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id \
              JOIN item i ON i.item_id = r.item_id WHERE b.checksum = ?1 AND {} ORDER BY b.bitstream_id LIMIT 1",
-            policy_sql("item", "i.item_id", caller, READ)
+            policy_sql(Guarded::Item, "i.item_id", caller, READ)
         );
         conn.query_row(&sql, [checksum], |r| r.get::<_, i64>(0))
             .optional()?
@@ -196,8 +196,8 @@ fn count_folder(
          JOIN item i ON i.item_id = x.item_id \
          JOIN itemrevision r ON r.item_id = i.item_id AND r.revision = (SELECT MAX(revision) FROM itemrevision WHERE item_id = i.item_id) \
          JOIN bitstream b ON b.itemrevision_id = r.itemrevision_id WHERE {}",
-        policy_sql("folder", "f.folder_id", caller, READ),
-        policy_sql("item", "i.item_id", caller, READ)
+        policy_sql(Guarded::Folder, "f.folder_id", caller, READ),
+        policy_sql(Guarded::Item, "i.item_id", caller, READ)
     );
     Ok(conn.query_row(&sql, [folder_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }

@@ -9,7 +9,7 @@ use super::objects::{
 };
 use super::{parse_public, uuid_in_use, Call, Reply};
 use crate::midas::codes;
-use crate::server::store::{create_community, policy_sql, Caller, ADMIN, READ, WRITE};
+use crate::server::store::{create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE};
 use crate::server::wire::{parse_id, ApiError};
 
 /// The caller's level on a community (Midas's `CommunityModelBase::policyCheck`), if any.
@@ -131,7 +131,7 @@ pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErro
     let root = root.ok_or_else(|| ApiError::invalid("Invalid community id"))?;
     let tail = format!(
         "WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
-        policy_sql("folder", "f.folder_id", caller, READ)
+        policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
     );
     let folders = query_list(conn, FOLDER_SELECT, &tail, [root], folder_row)?;
     Ok(json!({ "folders": folders }).into())

@@ -41,12 +41,12 @@ pub fn readable_children(
 ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let folder_tail = format!(
         "WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
-        policy_sql("folder", "f.folder_id", caller, READ)
+        policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
     );
     let folders = query_list(conn, FOLDER_SELECT, &folder_tail, [id], folder_row)?;
     let item_tail = format!(
         "JOIN item2folder l ON l.item_id = i.item_id WHERE l.folder_id = ?1 AND {} ORDER BY i.name, i.item_id",
-        policy_sql("item", "i.item_id", caller, READ)
+        policy_sql(Guarded::Item, "i.item_id", caller, READ)
     );
     let items = query_list(conn, ITEM_SELECT, &item_tail, [id], item_row)?;
     Ok((folders, items))

@@ -332,7 +332,7 @@ pub fn exists(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
     }
     let tail = format!(
         "JOIN item2folder l ON l.item_id = i.item_id WHERE l.folder_id = ?1 AND i.name = ?2 AND {} ORDER BY i.item_id LIMIT 1",
-        policy_sql("item", "i.item_id", caller, READ)
+        policy_sql(Guarded::Item, "i.item_id", caller, READ)
     );
     let found = objects::query_one(conn, ITEM_SELECT, &tail, params![parent, name], item_row)?;
     Ok(match found {
@@ -538,7 +538,7 @@ pub fn delete_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, 
 pub fn search_by_name(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let name = call.params.require("name")?;
     let caller = call.caller(conn)?;
-    let readable = policy_sql("item", "i.item_id", caller, READ);
+    let readable = policy_sql(Guarded::Item, "i.item_id", caller, READ);
     let (tail, scope) = if let Some(folder_id) = call.params.get("folderId") {
         (
             format!("WHERE i.name = ?1 AND {readable} AND i.item_id IN (SELECT item_id FROM item2folder WHERE folder_id = ?2) ORDER BY i.item_id"),
@@ -558,7 +558,7 @@ pub fn search_by_name(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, A
         )
     };
     let mut items = query_list(conn, ITEM_SELECT, &tail, params![name, scope], item_row)?;
-    let folder_readable = policy_sql("folder", "f.folder_id", caller, READ);
+    let folder_readable = policy_sql(Guarded::Folder, "f.folder_id", caller, READ);
     let mut first_readable = conn.prepare(&format!(
         "SELECT f.folder_id FROM item2folder l JOIN folder f ON f.folder_id = l.folder_id WHERE l.item_id = ?1 AND {folder_readable} ORDER BY l.link_id LIMIT 1"
     ))?;

@@ -7,7 +7,10 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::{Call, Reply};
-use crate::server::store::{can, set_public, Caller, Guarded, ADMIN, ANONYMOUS_GROUP, READ, WRITE};
+use crate::server::store::{
+    can, replace_policies_by_folders, revoke, set_policy, set_public, Caller, Guarded, Holder,
+    ADMIN, ANONYMOUS_GROUP, READ, WRITE,
+};
 use crate::server::wire::{parse_id, ApiError};
 
 /// Midas renames `item_id`/`folder_id` to `id` first, so the old name is the required one.
@@ -122,25 +125,6 @@ fn list_permissions(conn: &Connection, object: Guarded, id: i64) -> Result<Value
     }))
 }
 
-/// Set a group's policy on an object, replacing the one it had (Midas's `createPolicy`).
-fn replace_group_policy(
-    conn: &Connection,
-    object: Guarded,
-    id: i64,
-    group_id: i64,
-    level: i64,
-) -> rusqlite::Result<()> {
-    let kind = object.name();
-    conn.execute(
-        &format!(
-            "INSERT INTO {kind}policygroup ({kind}_id, group_id, policy) VALUES (?1, ?2, ?3) \
-             ON CONFLICT ({kind}_id, group_id) DO UPDATE SET policy = excluded.policy"
-        ),
-        params![id, group_id, level],
-    )?;
-    Ok(())
-}
-
 /// `midas.item.list.permissions`: ADMIN required.
 pub fn item_list(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     list(call, conn, Guarded::Item)
@@ -164,91 +148,69 @@ fn list(call: &Call<'_>, conn: &mut Connection, object: Guarded) -> Result<Reply
 
 /// `midas.item.add.policygroup`: the group's policy on the item becomes `policy`.
 pub fn item_add_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Item)?;
-    let p = call.params;
-    let raw_group = p.require("group_id")?;
-    let raw_policy = p.require("policy")?;
-    let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Item,
-        id,
-        "Admin privileges required on the item.",
-    )?;
-    let group_id = require_group(conn, raw_group)?;
-    let level = policy_code(raw_policy)?;
-    replace_group_policy(conn, Guarded::Item, id, group_id, level)?;
-    Ok(json!({"success": "true"}).into())
+    change_group(call, conn, Guarded::Item, Change::Add)
 }
 
 /// `midas.item.remove.policygroup`: the group loses its policy on the item (if it had one).
 pub fn item_remove_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Item)?;
-    let raw_group = call.params.require("group_id")?;
-    let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Item,
-        id,
-        "Admin privileges required on the item.",
-    )?;
-    let group_id = require_group(conn, raw_group)?;
-    conn.execute(
-        "DELETE FROM itempolicygroup WHERE item_id = ?1 AND group_id = ?2",
-        params![id, group_id],
-    )?;
-    Ok(json!({"success": "true"}).into())
+    change_group(call, conn, Guarded::Item, Change::Remove)
 }
 
 /// `midas.folder.add.policygroup`: the group's policy on the folder becomes `policy`; with
 /// `recursive` (present, whatever its value) everything below then gets the folder's policies.
 /// Answers the counts `folder.set.privacy.recursive` does (Midas's `folderAddPolicygroup`).
 pub fn folder_add_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Folder)?;
-    let p = call.params;
-    let raw_group = p.require("group_id")?;
-    let raw_policy = p.require("policy")?;
-    let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Folder,
-        id,
-        "Admin privileges required on the folder.",
-    )?;
-    let group_id = require_group(conn, raw_group)?;
-    let level = policy_code(raw_policy)?;
-    let tx = conn.transaction()?;
-    replace_group_policy(&tx, Guarded::Folder, id, group_id, level)?;
-    let counts = push_down_if_recursive(call, &tx, id, caller)?;
-    tx.commit()?;
-    Ok(json!({"success": counts.success, "failure": counts.failure}).into())
+    change_group(call, conn, Guarded::Folder, Change::Add)
 }
 
 /// `midas.folder.remove.policygroup`: the group loses its policy on the folder (if it had
 /// one); `recursive` as for [`folder_add_group`].
 pub fn folder_remove_group(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = object_id(call, Guarded::Folder)?;
-    let raw_group = call.params.require("group_id")?;
+    change_group(call, conn, Guarded::Folder, Change::Remove)
+}
+
+/// What `<kind>.add.policygroup` and `<kind>.remove.policygroup` do to the group's policy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
+}
+
+/// The four policygroup methods: parameters checked in Midas's order (the object, `group_id`,
+/// `policy` when adding; then ADMIN on the object, then the group and the policy's name), the
+/// change made, and on a folder the push down of `recursive` with its counts as the answer.
+fn change_group(
+    call: &Call<'_>,
+    conn: &mut Connection,
+    object: Guarded,
+    change: Change,
+) -> Result<Reply, ApiError> {
+    let id = object_id(call, object)?;
+    let p = call.params;
+    let raw_group = p.require("group_id")?;
+    let raw_policy = match change {
+        Change::Add => Some(p.require("policy")?),
+        Change::Remove => None,
+    };
     let caller = call.caller(conn)?;
-    require_admin(
-        conn,
-        caller,
-        Guarded::Folder,
-        id,
-        "Admin privileges required on the folder.",
-    )?;
+    let denied = format!("Admin privileges required on the {}.", object.name());
+    require_admin(conn, caller, object, id, &denied)?;
     let group_id = require_group(conn, raw_group)?;
+    let level = raw_policy.map(policy_code).transpose()?;
     let tx = conn.transaction()?;
-    tx.execute(
-        "DELETE FROM folderpolicygroup WHERE folder_id = ?1 AND group_id = ?2",
-        params![id, group_id],
-    )?;
-    let counts = push_down_if_recursive(call, &tx, id, caller)?;
+    match level {
+        Some(level) => set_policy(&tx, object, id, Holder::Group(group_id), level)?,
+        None => revoke(&tx, object, id, Holder::Group(group_id))?,
+    }
+    let answer = match object {
+        Guarded::Item => json!({"success": "true"}),
+        Guarded::Folder => {
+            let counts = push_down_if_recursive(call, &tx, id, caller)?;
+            json!({"success": counts.success, "failure": counts.failure})
+        }
+    };
     tx.commit()?;
-    Ok(json!({"success": counts.success, "failure": counts.failure}).into())
+    Ok(answer.into())
 }
 
 /// One folder changed; with `recursive`, its policies are then applied below it.
@@ -326,7 +288,7 @@ fn apply_policies_recursive(
             counts.failure += 1;
             continue;
         }
-        copy_policies(conn, folder_id, Guarded::Folder, sub)?;
+        replace_policies_by_folders(conn, folder_id, Guarded::Folder, sub)?;
         counts.success += 1;
         apply_policies_recursive(conn, sub, caller, counts)?;
     }
@@ -339,32 +301,8 @@ fn apply_policies_recursive(
             counts.failure += 1;
             continue;
         }
-        copy_policies(conn, folder_id, Guarded::Item, item)?;
+        replace_policies_by_folders(conn, folder_id, Guarded::Item, item)?;
         counts.success += 1;
-    }
-    Ok(())
-}
-
-/// Replace every user and group policy of `target` by a copy of the folder's.
-fn copy_policies(
-    conn: &Connection,
-    folder_id: i64,
-    target: Guarded,
-    target_id: i64,
-) -> rusqlite::Result<()> {
-    let kind = target.name();
-    for holder in ["user", "group"] {
-        conn.execute(
-            &format!("DELETE FROM {kind}policy{holder} WHERE {kind}_id = ?1"),
-            [target_id],
-        )?;
-        conn.execute(
-            &format!(
-                "INSERT INTO {kind}policy{holder} ({kind}_id, {holder}_id, policy) \
-                 SELECT ?2, {holder}_id, policy FROM folderpolicy{holder} WHERE folder_id = ?1 ORDER BY rowid"
-            ),
-            params![folder_id, target_id],
-        )?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use super::objects::{
     COMMUNITY_SELECT, FOLDER_SELECT, ITEM_SELECT, USER_SELECT,
 };
 use super::{Call, Reply};
-use crate::server::store::{can_folder, can_item, policy_sql, Caller, READ};
+use crate::server::store::{can_folder, can_item, policy_sql, Caller, Guarded, READ};
 use crate::server::wire::ApiError;
 
 /// `YYYY-MM-DD …` as `MM/DD/YYYY`.
@@ -95,7 +95,7 @@ pub fn resource_search(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, 
         ITEM_SELECT,
         &format!(
             "WHERE (i.name LIKE ?1 ESCAPE '\\' OR i.description LIKE ?1 ESCAPE '\\') AND {} ORDER BY {item_order} LIMIT 200",
-            policy_sql("item", "i.item_id", caller, READ)
+            policy_sql(Guarded::Item, "i.item_id", caller, READ)
         ),
         [&pattern],
         item_row,
@@ -106,7 +106,7 @@ pub fn resource_search(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, 
         FOLDER_SELECT,
         &format!(
             "WHERE f.parent_id > 0 AND f.name LIKE ?1 ESCAPE '\\' AND {} ORDER BY f.name LIMIT 15",
-            policy_sql("folder", "f.folder_id", caller, READ)
+            policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
         ),
         [&pattern],
         folder_row,
@@ -222,7 +222,7 @@ fn path_to_root_list(call: &Call<'_>, conn: &Connection) -> Result<Vec<Value>, A
     };
     let readable_sql = format!(
         "SELECT {} FROM folder f WHERE f.folder_id = ?1",
-        policy_sql("folder", "f.folder_id", caller, READ)
+        policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
     );
     while let Some(folder_id) = current.filter(|id| *id > 0) {
         let Some(f) = folder(conn, folder_id)? else {

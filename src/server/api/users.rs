@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::objects::{query_list, query_one, user_row, FOLDER_SELECT, USER_SELECT};
 use super::{Call, Reply};
-use crate::server::store::policy_sql;
+use crate::server::store::{policy_sql, Guarded};
 use crate::server::wire::{parse_id, ApiError};
 
 /// `midas.user.get`: no authentication; no match is `ok` with `data:""`. Real Midas answers
@@ -79,7 +79,7 @@ pub fn folders(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError
     };
     let tail = format!(
         "WHERE f.parent_id = (SELECT folder_id FROM user WHERE user_id = ?1) AND {} ORDER BY f.name, f.folder_id",
-        policy_sql("folder", "f.folder_id", Some(caller), crate::server::store::READ)
+        policy_sql(Guarded::Folder, "f.folder_id", Some(caller), crate::server::store::READ)
     );
     let list = query_list(
         conn,

@@ -9,7 +9,8 @@ use crate::server::api::items::head_or_initial_revision;
 use crate::server::api::objects::item;
 use crate::server::api::{Call, Reply};
 use crate::server::store::{
-    add_bitstream, can_folder, can_item, create_item, policy_sql, Caller, NewBitstream, READ, WRITE,
+    add_bitstream, can_folder, can_item, create_item, policy_sql, Caller, Guarded, NewBitstream,
+    READ, WRITE,
 };
 use crate::server::wire::ApiError;
 
@@ -92,7 +93,7 @@ pub(super) fn deduplicate(
     let sql = format!(
         "SELECT b.mimetype, b.sizebytes FROM bitstream b JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id \
          JOIN item i ON i.item_id = r.item_id WHERE b.checksum = ?1 AND {} ORDER BY b.bitstream_id LIMIT 1",
-        policy_sql("item", "i.item_id", Some(caller), READ)
+        policy_sql(Guarded::Item, "i.item_id", Some(caller), READ)
     );
     let existing: Option<(String, i64)> = conn
         .query_row(&sql, [checksum], |r| Ok((r.get(0)?, r.get(1)?)))
