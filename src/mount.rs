@@ -35,6 +35,11 @@ const READY_FD_ENV: &str = "MIDASFS_READY_FD";
 /// the key (read once by the process that mounts).
 const API_KEY_FD_ENV: &str = "MIDASFS_API_KEY_FD";
 /// Kernel readahead for the mount (root only): larger READs mean fewer round trips per MiB.
+/// Smaller would spare bytes when a file manager reads the first 4 KiB of many files (for that
+/// read the kernel asks 16 KiB with a readahead of 128 KiB or more, 8 KiB with 16–124 KiB, and
+/// 4 KiB only with 4 KiB), but then every reader that reads in small pieces or through `mmap`
+/// waits for READs that small: at 4 KiB, `mmap` reads were 5–8× slower (BENCHMARKS.md, "Rows 3
+/// and 9").
 const READ_AHEAD_KB: u32 = 1024;
 /// Background uploads at once with `--write-back`. A small new file is two requests
 /// (`generatetoken`, `perform`): at 20 ms of latency, 4 at once made 10 ms per file whatever the

@@ -616,3 +616,51 @@ fn a_read_ahead_of_the_first_block_does_not_open_a_second_download() {
     assert!(whole == expected, "the content read back differs");
     assert_eq!(downloads() - before, 1, "downloads for one sequential read");
 }
+
+/// What `midasfs status --json` says of a mount.
+fn mount_status(mount: &Mount) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+        .args(["status", "--json", mount.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    match answer.as_array() {
+        Some(all) => all[0].clone(),
+        None => answer,
+    }
+}
+
+/// A cold sequential read reaches the mount in READs of 1 MiB (the kernel's limit of 256 pages
+/// per request, which fuser asks for, and the mount's readahead of 1 MiB, which only root may
+/// set): each READ is a round trip through the daemon, and with the kernel's defaults (128 KiB)
+/// a `cat` costs eight times as many.
+#[test]
+fn a_cold_sequential_read_comes_in_reads_of_a_mebibyte() {
+    require_fuse!();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root may set the mount's readahead");
+        return;
+    }
+    let server = TestServer::start();
+    let local = upload_tree(&server);
+    let mount = admin_mount(&server, &[]);
+    let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
+    let path = private(&server, &mount).join("tree/big.bin");
+    let reads = || mount_status(&mount)["reads"].as_u64().unwrap();
+    let before = reads();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut whole = vec![0u8; expected.len()];
+    let mut at = 0;
+    while at < whole.len() {
+        let end = (at + 1024 * 1024).min(whole.len());
+        let n = file.read_at(&mut whole[at..end], at as u64).unwrap();
+        assert!(n > 0, "short file at {at}");
+        at += n;
+    }
+    assert!(whole == expected, "the content read back differs");
+    let made = reads() - before;
+    // 3 MiB and a bit: four READs of at most 1 MiB, and some slack for the kernel's order.
+    assert!(made <= 6, "{made} READs for a file of 3 MiB");
+}
