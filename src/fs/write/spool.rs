@@ -42,7 +42,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,11 +66,9 @@ pub const SPARES: usize = 32;
 /// The longest name of a recovered file: with [`SIDECAR`] it stays below `NAME_MAX` (255).
 const RECOVERED_NAME_MAX: usize = 240;
 /// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
-/// does it beside the writes (MD5 costs more CPU than writing the spool, and would halve the
-/// speed of a large copy).
+/// does it from the file, behind the writes and at the lowest priority (see [`Behind`]): MD5
+/// costs more CPU than writing the spool, and would slow a large copy down.
 const INLINE_HASH_BYTES: u64 = 1024 * 1024;
-/// Writes queued for that thread at most: bounds its memory and how far it lags behind.
-const HASH_QUEUE: usize = 16;
 
 /// What a sidecar says.
 pub type About = serde_json::Map<String, serde_json::Value>;
@@ -711,14 +708,182 @@ fn fit_name(name: &str, room: usize) -> String {
 /// The MD5 of the bytes written so far, in order from the start.
 enum RunningMd5 {
     Inline(Md5),
-    /// Hashed by a thread that ends when the queue is dropped.
-    Threaded(SyncSender<HashJob>),
+    /// Past [`INLINE_HASH_BYTES`]: hashed from the spool file, behind the writes.
+    Behind(Behind),
+    /// No thread could be made for it.
+    Failed,
 }
 
-enum HashJob {
-    Bytes(Vec<u8>),
-    /// The digest of everything queued before.
-    Digest(mpsc::Sender<String>),
+/// A thread that hashes a spool file's bytes from the file itself, as far as they are
+/// written, at the lowest CPU priority: writes never wait for it (nothing is copied or queued
+/// for it), and on a busy machine it uses only CPU time nobody else wants. A file that goes on
+/// to be sent early stops it, often before it did much: that MD5 is never needed. A digest
+/// takes the thread's state and hashes what it has not reached itself, at full priority.
+struct Behind {
+    shared: Arc<BehindShared>,
+    /// The spool file, for the bytes a digest hashes itself.
+    file: File,
+}
+
+struct BehindShared {
+    state: Mutex<BehindState>,
+    wake: std::sync::Condvar,
+}
+
+struct BehindState {
+    /// The MD5 of bytes `[0, done)`; taken by the thread while it hashes a chunk.
+    md5: Option<Md5>,
+    done: u64,
+    /// Bytes `[0, target)` are written, to be hashed.
+    target: u64,
+    /// A digest is being made: the thread starts no chunk.
+    paused: bool,
+    /// The file is gone or no longer written in order: the thread ends.
+    stop: bool,
+    /// A read failed: no digest (it is computed from the file when needed).
+    failed: bool,
+}
+
+/// The most the hashing thread reads at once.
+const BEHIND_CHUNK: usize = 1 << 20;
+
+impl BehindShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BehindState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Behind {
+    /// Hashes `[done, target)` of `file` onwards from `md5`, the MD5 of `[0, done)`.
+    fn start(file: &File, md5: Md5, done: u64, target: u64) -> std::io::Result<Behind> {
+        let shared = Arc::new(BehindShared {
+            state: Mutex::new(BehindState {
+                md5: Some(md5),
+                done,
+                target,
+                paused: false,
+                stop: false,
+                failed: false,
+            }),
+            wake: std::sync::Condvar::new(),
+        });
+        let (reader, own) = (file.try_clone()?, file.try_clone()?);
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("spool-md5".into())
+            .spawn(move || {
+                let _ends = EndsBehind(&thread_shared);
+                hash_behind(&thread_shared, &reader);
+            })?;
+        Ok(Behind { shared, file: own })
+    }
+
+    fn advance(&self, target: u64) {
+        self.shared.lock().target = target;
+        self.shared.wake.notify_all();
+    }
+
+    /// The MD5 of everything written so far: what the thread has not hashed yet is hashed
+    /// here, and the thread goes on from there.
+    fn digest(&self) -> Option<String> {
+        let mut state = self.shared.lock();
+        state.paused = true;
+        while state.md5.is_none() && !state.failed {
+            state = self
+                .shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let digest = (|| {
+            if state.failed {
+                return None;
+            }
+            let mut md5 = state.md5.clone()?;
+            let mut buf = vec![0; BEHIND_CHUNK];
+            let (mut at, target) = (state.done, state.target);
+            while at < target {
+                let want = usize::try_from(target - at)
+                    .unwrap_or(BEHIND_CHUNK)
+                    .min(BEHIND_CHUNK);
+                self.file.read_exact_at(&mut buf[..want], at).ok()?;
+                md5.update(&buf[..want]);
+                at += want as u64;
+            }
+            state.md5 = Some(md5.clone());
+            state.done = target;
+            Some(hex(&md5.finalize()))
+        })();
+        state.paused = false;
+        drop(state);
+        self.shared.wake.notify_all();
+        digest
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Marks the hashing as failed if its thread ends without handing its state back (a panic),
+/// so that a digest never waits for it in vain.
+struct EndsBehind<'a>(&'a BehindShared);
+
+impl Drop for EndsBehind<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        if state.md5.is_none() {
+            state.failed = true;
+        }
+        drop(state);
+        self.0.wake.notify_all();
+    }
+}
+
+/// The hashing thread of a [`Behind`].
+fn hash_behind(shared: &BehindShared, file: &File) {
+    // The nice value is a thread's own on Linux: only this thread yields.
+    // SAFETY: a plain syscall about the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    let mut buf = vec![0; BEHIND_CHUNK];
+    loop {
+        let (mut md5, at, want) = {
+            let mut state = shared.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if !state.paused && state.done < state.target {
+                    break;
+                }
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            let want = usize::try_from(state.target - state.done)
+                .unwrap_or(BEHIND_CHUNK)
+                .min(BEHIND_CHUNK);
+            let Some(md5) = state.md5.take() else { return };
+            (md5, state.done, want)
+        };
+        let read = file.read_exact_at(&mut buf[..want], at);
+        if read.is_ok() {
+            md5.update(&buf[..want]);
+        }
+        let mut state = shared.lock();
+        state.md5 = Some(md5);
+        match read {
+            Ok(()) => state.done = at + want as u64,
+            Err(_) => state.failed = true,
+        }
+        drop(state);
+        // A digest may wait for the state.
+        shared.wake.notify_all();
+        if read.is_err() {
+            return;
+        }
+    }
 }
 
 impl RunningMd5 {
@@ -726,48 +891,33 @@ impl RunningMd5 {
         RunningMd5::Inline(Md5::new())
     }
 
-    /// Adds `data`, which ends at offset `end` of the file.
-    fn update(&mut self, data: &[u8], end: u64) {
-        if let RunningMd5::Inline(md5) = self {
-            if end <= INLINE_HASH_BYTES {
-                md5.update(data);
-                return;
-            }
-            let (queue, jobs) = mpsc::sync_channel(HASH_QUEUE);
-            let mut md5 = std::mem::take(md5);
-            let spawned = std::thread::Builder::new()
-                .name("spool-md5".into())
-                .spawn(move || {
-                    for job in jobs {
-                        match job {
-                            HashJob::Bytes(bytes) => md5.update(&bytes),
-                            HashJob::Digest(reply) => {
-                                let _ = reply.send(hex(&md5.clone().finalize()));
-                            }
-                        }
+    /// Adds `data`, which ends at offset `end` of `file` and is written there already.
+    fn update(&mut self, file: &File, data: &[u8], end: u64) {
+        match self {
+            RunningMd5::Inline(md5) if end <= INLINE_HASH_BYTES => md5.update(data),
+            RunningMd5::Inline(md5) => {
+                let md5 = std::mem::take(md5);
+                let done = end - data.len() as u64;
+                match Behind::start(file, md5, done, end) {
+                    Ok(behind) => *self = RunningMd5::Behind(behind),
+                    Err(err) => {
+                        // Never set: the checksum is computed from the file when needed.
+                        log::warn!("no thread for a spool file's MD5: {err}");
+                        *self = RunningMd5::Failed;
                     }
-                });
-            if let Err(err) = spawned {
-                // The checksum is computed from the file when needed instead.
-                log::warn!("no thread for a spool file's MD5: {err}");
+                }
             }
-            *self = RunningMd5::Threaded(queue);
-        }
-        if let RunningMd5::Threaded(queue) = self {
-            // A failed send (the thread is gone) shows as a missing digest later.
-            let _ = queue.send(HashJob::Bytes(data.to_vec()));
+            RunningMd5::Behind(behind) => behind.advance(end),
+            RunningMd5::Failed => {}
         }
     }
 
-    /// Lower-case hex; None if the hashing thread is gone.
+    /// Lower-case hex; None if the hashing failed.
     fn digest(&self) -> Option<String> {
         match self {
             RunningMd5::Inline(md5) => Some(hex(&md5.clone().finalize())),
-            RunningMd5::Threaded(queue) => {
-                let (reply, digest) = mpsc::channel();
-                queue.send(HashJob::Digest(reply)).ok()?;
-                digest.recv().ok()
-            }
+            RunningMd5::Behind(behind) => behind.digest(),
+            RunningMd5::Failed => None,
         }
     }
 }
@@ -822,7 +972,7 @@ impl SpoolFile {
         self.size += grow;
         match &mut self.hasher {
             Some(hasher) if offset == self.hashed => {
-                hasher.update(data, end);
+                hasher.update(&self.file, data, end);
                 self.hashed = end;
             }
             _ => self.hasher = None,
@@ -1065,6 +1215,22 @@ mod tests {
     }
 
     #[test]
+    fn a_large_file_rewritten_behind_its_hash_has_no_running_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 30);
+        let mut file = spool.create().unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for i in 0..4 {
+            file.write_at(i << 20, &chunk).unwrap();
+        }
+        assert!(matches!(file.hasher, Some(RunningMd5::Behind(_))));
+        // Whether or not the thread has hashed that far yet.
+        file.write_at(5, b"changed").unwrap();
+        assert_eq!(file.running_md5(), None);
+        assert_eq!(file.len(), 4 << 20);
+    }
+
+    #[test]
     fn a_large_file_is_hashed_on_a_thread_and_agrees_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = spool(dir.path(), 1 << 30);
@@ -1078,7 +1244,7 @@ mod tests {
                 offset += chunk.len() as u64;
             }
             assert!(offset > INLINE_HASH_BYTES);
-            assert!(matches!(file.hasher, Some(RunningMd5::Threaded(_))));
+            assert!(matches!(file.hasher, Some(RunningMd5::Behind(_))));
             assert_eq!(
                 file.running_md5(),
                 Some(md5_of_file(file.path()).unwrap()),
