@@ -717,12 +717,16 @@ enum RunningMd5 {
 /// A thread that hashes a spool file's bytes from the file itself, as far as they are
 /// written, at the lowest CPU priority: writes never wait for it (nothing is copied or queued
 /// for it), and on a busy machine it uses only CPU time nobody else wants. A file that goes on
-/// to be sent early stops it, often before it did much: that MD5 is never needed. A digest
-/// takes the thread's state and hashes what it has not reached itself, at full priority.
+/// to be sent early stops it, often before it did much: that MD5 is never needed. A file
+/// written on past that point without being sent early needs it at close (an overwrite's
+/// dedup question): a thread at normal priority takes over from there. A digest takes the
+/// state and hashes what the threads have not reached yet itself.
 struct Behind {
     shared: Arc<BehindShared>,
     /// The spool file, for the bytes a digest hashes itself.
     file: File,
+    /// A thread at normal priority hashes now.
+    promoted: bool,
 }
 
 struct BehindShared {
@@ -738,14 +742,19 @@ struct BehindState {
     target: u64,
     /// A digest is being made: the thread starts no chunk.
     paused: bool,
-    /// The file is gone or no longer written in order: the thread ends.
+    /// The file is gone or no longer written in order: the threads end.
     stop: bool,
+    /// The niced thread ends: one at normal priority has taken over.
+    niced_retired: bool,
     /// A read failed: no digest (it is computed from the file when needed).
     failed: bool,
 }
 
 /// The most the hashing thread reads at once.
 const BEHIND_CHUNK: usize = 1 << 20;
+/// A file written on from here without being sent early (which stops its hashing) will need
+/// its MD5: it is hashed at normal priority from then on.
+const HASH_AT_FULL_PRIORITY: u64 = super::early::EARLY_MIN_SIZE;
 
 impl BehindShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, BehindState> {
@@ -763,22 +772,30 @@ impl Behind {
                 target,
                 paused: false,
                 stop: false,
+                niced_retired: false,
                 failed: false,
             }),
             wake: std::sync::Condvar::new(),
         });
-        let (reader, own) = (file.try_clone()?, file.try_clone()?);
-        let thread_shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("spool-md5".into())
-            .spawn(move || {
-                let _ends = EndsBehind(&thread_shared);
-                hash_behind(&thread_shared, &reader);
-            })?;
-        Ok(Behind { shared, file: own })
+        let own = file.try_clone()?;
+        spawn_hasher(&shared, file, true)?;
+        Ok(Behind {
+            shared,
+            file: own,
+            promoted: false,
+        })
     }
 
-    fn advance(&self, target: u64) {
+    /// Bytes `[0, target)` are written; `from` is where the last write began.
+    fn advance(&mut self, from: u64, target: u64) {
+        if !self.promoted && from >= HASH_AT_FULL_PRIORITY {
+            // The file was not sent early when it reached the size for it.
+            match spawn_hasher(&self.shared, &self.file, false) {
+                Ok(()) => self.shared.lock().niced_retired = true,
+                Err(err) => log::debug!("no thread to hash a spool file at full priority: {err}"),
+            }
+            self.promoted = true;
+        }
         self.shared.lock().target = target;
         self.shared.wake.notify_all();
     }
@@ -828,14 +845,14 @@ impl Drop for Behind {
     }
 }
 
-/// Marks the hashing as failed if its thread ends without handing its state back (a panic),
-/// so that a digest never waits for it in vain.
+/// Marks the hashing as failed if a thread panics, which may take the state with it, so
+/// that a digest never waits for it in vain.
 struct EndsBehind<'a>(&'a BehindShared);
 
 impl Drop for EndsBehind<'_> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
-        if state.md5.is_none() {
+        if std::thread::panicking() && state.md5.is_none() {
             state.failed = true;
         }
         drop(state);
@@ -843,27 +860,50 @@ impl Drop for EndsBehind<'_> {
     }
 }
 
-/// The hashing thread of a [`Behind`].
-fn hash_behind(shared: &BehindShared, file: &File) {
-    // The nice value is a thread's own on Linux: only this thread yields.
-    // SAFETY: a plain syscall about the calling thread.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    let mut buf = vec![0; BEHIND_CHUNK];
+/// Starts a hashing thread of a [`Behind`], at the lowest priority if `niced`.
+fn spawn_hasher(shared: &Arc<BehindShared>, file: &File, niced: bool) -> std::io::Result<()> {
+    let reader = file.try_clone()?;
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("spool-md5".into())
+        .spawn(move || {
+            let _ends = EndsBehind(&shared);
+            hash_behind(&shared, &reader, niced);
+        })?;
+    Ok(())
+}
+
+/// A hashing thread of a [`Behind`]. Two may run for a moment (the niced one and the one that
+/// takes over): whichever holds the state hashes the next chunk.
+fn hash_behind(shared: &BehindShared, file: &File, niced: bool) {
+    if niced {
+        // The nice value is a thread's own on Linux: only this thread yields.
+        // SAFETY: a plain syscall about the calling thread.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    }
+    // Smaller steps at the lowest priority: a digest waits for the step under way.
+    let step = if niced {
+        BEHIND_CHUNK / 4
+    } else {
+        BEHIND_CHUNK
+    };
+    let mut buf = vec![0; step];
     loop {
         let (mut md5, at, want) = {
             let mut state = shared.lock();
             loop {
-                if state.stop {
+                if state.stop || (niced && state.niced_retired) {
                     return;
                 }
-                if !state.paused && state.done < state.target {
+                // Without the state, the other thread is hashing a chunk.
+                if !state.paused && state.done < state.target && state.md5.is_some() {
                     break;
                 }
                 state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             let want = usize::try_from(state.target - state.done)
-                .unwrap_or(BEHIND_CHUNK)
-                .min(BEHIND_CHUNK);
+                .unwrap_or(step)
+                .min(step);
             let Some(md5) = state.md5.take() else { return };
             (md5, state.done, want)
         };
@@ -907,7 +947,7 @@ impl RunningMd5 {
                     }
                 }
             }
-            RunningMd5::Behind(behind) => behind.advance(end),
+            RunningMd5::Behind(behind) => behind.advance(end - data.len() as u64, end),
             RunningMd5::Failed => {}
         }
     }
@@ -1228,6 +1268,26 @@ mod tests {
         file.write_at(5, b"changed").unwrap();
         assert_eq!(file.running_md5(), None);
         assert_eq!(file.len(), 4 << 20);
+    }
+
+    #[test]
+    fn a_file_written_on_past_the_early_size_is_hashed_at_full_priority_and_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 30);
+        let mut file = spool.create().unwrap();
+        let chunk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let mut offset = 0;
+        while offset < HASH_AT_FULL_PRIORITY + (2 << 20) {
+            file.write_at(offset, &chunk).unwrap();
+            offset += chunk.len() as u64;
+        }
+        assert!(matches!(
+            &file.hasher,
+            Some(RunningMd5::Behind(Behind { promoted: true, .. }))
+        ));
+        assert_eq!(file.running_md5(), Some(md5_of_file(file.path()).unwrap()));
+        file.write_at(offset, b"tail").unwrap();
+        assert_eq!(file.running_md5(), Some(md5_of_file(file.path()).unwrap()));
     }
 
     #[test]
