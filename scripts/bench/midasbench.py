@@ -27,6 +27,12 @@ class ApiError(Exception):
     """A Midas answer with stat != ok, or something that is not a Midas answer at all."""
 
 
+# Servers close kept-alive connections left idle (serve after 15 s, Apache after 5 s), and
+# http.client would send on such a connection and get no answer ("Remote end closed connection
+# without response"): one idle this long is replaced by a fresh one, as the mount's client does.
+IDLE_REUSE = 4.0
+
+
 class Api:
     """Midas /api/json over one kept-alive HTTP connection (seeding thousands of items fast)."""
 
@@ -37,6 +43,7 @@ class Api:
         self.conn = http.client.HTTPConnection(
             parts.hostname, parts.port or 80, timeout=600, blocksize=MIB
         )
+        self.idle_since = time.monotonic()
 
     def call(self, method, upload=None, upload_length=0, **params):
         """Every parameter goes in the query string (always honoured, whatever the verb)."""
@@ -45,9 +52,12 @@ class Api:
         query = urllib.parse.urlencode({"method": method, **params})
         verb = "PUT" if upload is not None else "POST"
         headers = {"Content-Length": str(upload_length)}
+        if time.monotonic() - self.idle_since > IDLE_REUSE:
+            self.conn.close()  # the next request opens a new connection
         self.conn.request(verb, f"{self.base_path}/api/json?{query}", body=upload, headers=headers)
         response = self.conn.getresponse()
         raw = response.read()
+        self.idle_since = time.monotonic()
         try:
             envelope = json.loads(raw)
         except ValueError as err:

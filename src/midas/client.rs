@@ -53,6 +53,12 @@ const REHASH_BYTES_PER_SEC: u64 = 50 << 20;
 /// Idle connections kept per host: the filesystem issues many calls at once.
 const POOL_IDLE_PER_HOST: usize = 64;
 
+/// A pooled connection idle this long is closed rather than used again. Servers close idle
+/// kept-alive connections themselves (Apache after 5 s by default, `serve` after 15 s), and a
+/// request sent just as they do gets no answer: a write cannot be retried then (it may have
+/// been done), so the client must not be the one to send on a connection that old.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// The application name of the API key created with every Midas account.
 const APP_NAME: &str = "Default";
 
@@ -287,6 +293,7 @@ impl Client {
             .referer(false)
             .redirect(redirect_policy(logged_in))
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .user_agent(concat!("midasfs/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -27,4 +27,6 @@ pub use redact::redact;
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
+mod keepalive_tests;
+#[cfg(test)]
 mod mock_tests;

@@ -42,7 +42,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,11 +66,9 @@ pub const SPARES: usize = 32;
 /// The longest name of a recovered file: with [`SIDECAR`] it stays below `NAME_MAX` (255).
 const RECOVERED_NAME_MAX: usize = 240;
 /// The first bytes of a file are hashed by the writer itself; beyond, a thread of the file's own
-/// does it beside the writes (MD5 costs more CPU than writing the spool, and would halve the
-/// speed of a large copy).
+/// does it from the file, behind the writes and at the lowest priority (see [`Behind`]): MD5
+/// costs more CPU than writing the spool, and would slow a large copy down.
 const INLINE_HASH_BYTES: u64 = 1024 * 1024;
-/// Writes queued for that thread at most: bounds its memory and how far it lags behind.
-const HASH_QUEUE: usize = 16;
 
 /// What a sidecar says.
 pub type About = serde_json::Map<String, serde_json::Value>;
@@ -711,14 +708,222 @@ fn fit_name(name: &str, room: usize) -> String {
 /// The MD5 of the bytes written so far, in order from the start.
 enum RunningMd5 {
     Inline(Md5),
-    /// Hashed by a thread that ends when the queue is dropped.
-    Threaded(SyncSender<HashJob>),
+    /// Past [`INLINE_HASH_BYTES`]: hashed from the spool file, behind the writes.
+    Behind(Behind),
+    /// No thread could be made for it.
+    Failed,
 }
 
-enum HashJob {
-    Bytes(Vec<u8>),
-    /// The digest of everything queued before.
-    Digest(mpsc::Sender<String>),
+/// A thread that hashes a spool file's bytes from the file itself, as far as they are
+/// written, at the lowest CPU priority: writes never wait for it (nothing is copied or queued
+/// for it), and on a busy machine it uses only CPU time nobody else wants. A file that goes on
+/// to be sent early stops it, often before it did much: that MD5 is never needed. A file
+/// written on past that point without being sent early needs it at close (an overwrite's
+/// dedup question): a thread at normal priority takes over from there. A digest takes the
+/// state and hashes what the threads have not reached yet itself.
+struct Behind {
+    shared: Arc<BehindShared>,
+    /// The spool file, for the bytes a digest hashes itself.
+    file: File,
+    /// A thread at normal priority hashes now.
+    promoted: bool,
+}
+
+struct BehindShared {
+    state: Mutex<BehindState>,
+    wake: std::sync::Condvar,
+}
+
+struct BehindState {
+    /// The MD5 of bytes `[0, done)`; taken by the thread while it hashes a chunk.
+    md5: Option<Md5>,
+    done: u64,
+    /// Bytes `[0, target)` are written, to be hashed.
+    target: u64,
+    /// A digest is being made: the thread starts no chunk.
+    paused: bool,
+    /// The file is gone or no longer written in order: the threads end.
+    stop: bool,
+    /// The niced thread ends: one at normal priority has taken over.
+    niced_retired: bool,
+    /// A read failed: no digest (it is computed from the file when needed).
+    failed: bool,
+}
+
+/// The most the hashing thread reads at once.
+const BEHIND_CHUNK: usize = 1 << 20;
+/// A file written on from here without being sent early (which stops its hashing) will need
+/// its MD5: it is hashed at normal priority from then on.
+const HASH_AT_FULL_PRIORITY: u64 = super::early::EARLY_MIN_SIZE;
+
+impl BehindShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BehindState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Behind {
+    /// Hashes `[done, target)` of `file` onwards from `md5`, the MD5 of `[0, done)`.
+    fn start(file: &File, md5: Md5, done: u64, target: u64) -> std::io::Result<Behind> {
+        let shared = Arc::new(BehindShared {
+            state: Mutex::new(BehindState {
+                md5: Some(md5),
+                done,
+                target,
+                paused: false,
+                stop: false,
+                niced_retired: false,
+                failed: false,
+            }),
+            wake: std::sync::Condvar::new(),
+        });
+        let own = file.try_clone()?;
+        spawn_hasher(&shared, file, true)?;
+        Ok(Behind {
+            shared,
+            file: own,
+            promoted: false,
+        })
+    }
+
+    /// Bytes `[0, target)` are written; `from` is where the last write began.
+    fn advance(&mut self, from: u64, target: u64) {
+        if !self.promoted && from >= HASH_AT_FULL_PRIORITY {
+            // The file was not sent early when it reached the size for it.
+            match spawn_hasher(&self.shared, &self.file, false) {
+                Ok(()) => self.shared.lock().niced_retired = true,
+                Err(err) => log::debug!("no thread to hash a spool file at full priority: {err}"),
+            }
+            self.promoted = true;
+        }
+        self.shared.lock().target = target;
+        self.shared.wake.notify_all();
+    }
+
+    /// The MD5 of everything written so far: what the thread has not hashed yet is hashed
+    /// here, and the thread goes on from there.
+    fn digest(&self) -> Option<String> {
+        let mut state = self.shared.lock();
+        state.paused = true;
+        while state.md5.is_none() && !state.failed {
+            state = self
+                .shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let digest = (|| {
+            if state.failed {
+                return None;
+            }
+            let mut md5 = state.md5.clone()?;
+            let mut buf = vec![0; BEHIND_CHUNK];
+            let (mut at, target) = (state.done, state.target);
+            while at < target {
+                let want = usize::try_from(target - at)
+                    .unwrap_or(BEHIND_CHUNK)
+                    .min(BEHIND_CHUNK);
+                self.file.read_exact_at(&mut buf[..want], at).ok()?;
+                md5.update(&buf[..want]);
+                at += want as u64;
+            }
+            state.md5 = Some(md5.clone());
+            state.done = target;
+            Some(hex(&md5.finalize()))
+        })();
+        state.paused = false;
+        drop(state);
+        self.shared.wake.notify_all();
+        digest
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Marks the hashing as failed if a thread panics, which may take the state with it, so
+/// that a digest never waits for it in vain.
+struct EndsBehind<'a>(&'a BehindShared);
+
+impl Drop for EndsBehind<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        if std::thread::panicking() && state.md5.is_none() {
+            state.failed = true;
+        }
+        drop(state);
+        self.0.wake.notify_all();
+    }
+}
+
+/// Starts a hashing thread of a [`Behind`], at the lowest priority if `niced`.
+fn spawn_hasher(shared: &Arc<BehindShared>, file: &File, niced: bool) -> std::io::Result<()> {
+    let reader = file.try_clone()?;
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("spool-md5".into())
+        .spawn(move || {
+            let _ends = EndsBehind(&shared);
+            hash_behind(&shared, &reader, niced);
+        })?;
+    Ok(())
+}
+
+/// A hashing thread of a [`Behind`]. Two may run for a moment (the niced one and the one that
+/// takes over): whichever holds the state hashes the next chunk.
+fn hash_behind(shared: &BehindShared, file: &File, niced: bool) {
+    if niced {
+        // The nice value is a thread's own on Linux: only this thread yields.
+        // SAFETY: a plain syscall about the calling thread.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    }
+    // Smaller steps at the lowest priority: a digest waits for the step under way.
+    let step = if niced {
+        BEHIND_CHUNK / 4
+    } else {
+        BEHIND_CHUNK
+    };
+    let mut buf = vec![0; step];
+    loop {
+        let (mut md5, at, want) = {
+            let mut state = shared.lock();
+            loop {
+                if state.stop || (niced && state.niced_retired) {
+                    return;
+                }
+                // Without the state, the other thread is hashing a chunk.
+                if !state.paused && state.done < state.target && state.md5.is_some() {
+                    break;
+                }
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            let want = usize::try_from(state.target - state.done)
+                .unwrap_or(step)
+                .min(step);
+            let Some(md5) = state.md5.take() else { return };
+            (md5, state.done, want)
+        };
+        let read = file.read_exact_at(&mut buf[..want], at);
+        if read.is_ok() {
+            md5.update(&buf[..want]);
+        }
+        let mut state = shared.lock();
+        state.md5 = Some(md5);
+        match read {
+            Ok(()) => state.done = at + want as u64,
+            Err(_) => state.failed = true,
+        }
+        drop(state);
+        // A digest may wait for the state.
+        shared.wake.notify_all();
+        if read.is_err() {
+            return;
+        }
+    }
 }
 
 impl RunningMd5 {
@@ -726,48 +931,33 @@ impl RunningMd5 {
         RunningMd5::Inline(Md5::new())
     }
 
-    /// Adds `data`, which ends at offset `end` of the file.
-    fn update(&mut self, data: &[u8], end: u64) {
-        if let RunningMd5::Inline(md5) = self {
-            if end <= INLINE_HASH_BYTES {
-                md5.update(data);
-                return;
-            }
-            let (queue, jobs) = mpsc::sync_channel(HASH_QUEUE);
-            let mut md5 = std::mem::take(md5);
-            let spawned = std::thread::Builder::new()
-                .name("spool-md5".into())
-                .spawn(move || {
-                    for job in jobs {
-                        match job {
-                            HashJob::Bytes(bytes) => md5.update(&bytes),
-                            HashJob::Digest(reply) => {
-                                let _ = reply.send(hex(&md5.clone().finalize()));
-                            }
-                        }
+    /// Adds `data`, which ends at offset `end` of `file` and is written there already.
+    fn update(&mut self, file: &File, data: &[u8], end: u64) {
+        match self {
+            RunningMd5::Inline(md5) if end <= INLINE_HASH_BYTES => md5.update(data),
+            RunningMd5::Inline(md5) => {
+                let md5 = std::mem::take(md5);
+                let done = end - data.len() as u64;
+                match Behind::start(file, md5, done, end) {
+                    Ok(behind) => *self = RunningMd5::Behind(behind),
+                    Err(err) => {
+                        // Never set: the checksum is computed from the file when needed.
+                        log::warn!("no thread for a spool file's MD5: {err}");
+                        *self = RunningMd5::Failed;
                     }
-                });
-            if let Err(err) = spawned {
-                // The checksum is computed from the file when needed instead.
-                log::warn!("no thread for a spool file's MD5: {err}");
+                }
             }
-            *self = RunningMd5::Threaded(queue);
-        }
-        if let RunningMd5::Threaded(queue) = self {
-            // A failed send (the thread is gone) shows as a missing digest later.
-            let _ = queue.send(HashJob::Bytes(data.to_vec()));
+            RunningMd5::Behind(behind) => behind.advance(end - data.len() as u64, end),
+            RunningMd5::Failed => {}
         }
     }
 
-    /// Lower-case hex; None if the hashing thread is gone.
+    /// Lower-case hex; None if the hashing failed.
     fn digest(&self) -> Option<String> {
         match self {
             RunningMd5::Inline(md5) => Some(hex(&md5.clone().finalize())),
-            RunningMd5::Threaded(queue) => {
-                let (reply, digest) = mpsc::channel();
-                queue.send(HashJob::Digest(reply)).ok()?;
-                digest.recv().ok()
-            }
+            RunningMd5::Behind(behind) => behind.digest(),
+            RunningMd5::Failed => None,
         }
     }
 }
@@ -822,7 +1012,7 @@ impl SpoolFile {
         self.size += grow;
         match &mut self.hasher {
             Some(hasher) if offset == self.hashed => {
-                hasher.update(data, end);
+                hasher.update(&self.file, data, end);
                 self.hashed = end;
             }
             _ => self.hasher = None,
@@ -1065,6 +1255,42 @@ mod tests {
     }
 
     #[test]
+    fn a_large_file_rewritten_behind_its_hash_has_no_running_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 30);
+        let mut file = spool.create().unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for i in 0..4 {
+            file.write_at(i << 20, &chunk).unwrap();
+        }
+        assert!(matches!(file.hasher, Some(RunningMd5::Behind(_))));
+        // Whether or not the thread has hashed that far yet.
+        file.write_at(5, b"changed").unwrap();
+        assert_eq!(file.running_md5(), None);
+        assert_eq!(file.len(), 4 << 20);
+    }
+
+    #[test]
+    fn a_file_written_on_past_the_early_size_is_hashed_at_full_priority_and_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 30);
+        let mut file = spool.create().unwrap();
+        let chunk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let mut offset = 0;
+        while offset < HASH_AT_FULL_PRIORITY + (2 << 20) {
+            file.write_at(offset, &chunk).unwrap();
+            offset += chunk.len() as u64;
+        }
+        assert!(matches!(
+            &file.hasher,
+            Some(RunningMd5::Behind(Behind { promoted: true, .. }))
+        ));
+        assert_eq!(file.running_md5(), Some(md5_of_file(file.path()).unwrap()));
+        file.write_at(offset, b"tail").unwrap();
+        assert_eq!(file.running_md5(), Some(md5_of_file(file.path()).unwrap()));
+    }
+
+    #[test]
     fn a_large_file_is_hashed_on_a_thread_and_agrees_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = spool(dir.path(), 1 << 30);
@@ -1078,7 +1304,7 @@ mod tests {
                 offset += chunk.len() as u64;
             }
             assert!(offset > INLINE_HASH_BYTES);
-            assert!(matches!(file.hasher, Some(RunningMd5::Threaded(_))));
+            assert!(matches!(file.hasher, Some(RunningMd5::Behind(_))));
             assert_eq!(
                 file.running_md5(),
                 Some(md5_of_file(file.path()).unwrap()),
