@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::in_flight::Joinable;
 use crate::fs::Entry;
 
 /// Entries kept over all listings (a few hundred bytes each), least recently used dropped first.
@@ -25,6 +26,8 @@ struct Inner {
     /// mount changed their listing meanwhile: then the server's answer may be older than the
     /// change (an upload that ended while the answer was on its way), and is not kept.
     fetching: HashMap<u64, bool>,
+    /// Folder fetches under way that a lookup may join (see [`super::in_flight`]).
+    joinable: HashMap<u64, Joinable>,
 }
 
 impl Inner {
@@ -47,6 +50,7 @@ impl Listings {
                 listings: LruCache::unbounded(),
                 entries: 0,
                 fetching: HashMap::new(),
+                joinable: HashMap::new(),
             }),
         }
     }
@@ -97,6 +101,24 @@ impl Listings {
             }
             _ => false,
         }
+    }
+
+    /// A fetch of folder `dir` that lookups may join starts.
+    pub(in crate::fs) fn share_fetch(&self, dir: u64, fetch: Joinable) {
+        self.lock().joinable.insert(dir, fetch);
+    }
+
+    /// That fetch ended (a later one of the same folder stays).
+    pub(in crate::fs) fn unshare_fetch(&self, dir: u64, fetch: &Joinable) {
+        let mut inner = self.lock();
+        if inner.joinable.get(&dir).is_some_and(|f| f.same(fetch)) {
+            inner.joinable.remove(&dir);
+        }
+    }
+
+    /// The fetch of folder `dir` under way, if any.
+    pub(in crate::fs) fn joinable(&self, dir: u64) -> Option<Joinable> {
+        self.lock().joinable.get(&dir).cloned()
     }
 
     /// Keeps a listing made just now (a new directory's).

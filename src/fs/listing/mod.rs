@@ -3,6 +3,7 @@
 
 mod entries;
 mod handles;
+mod in_flight;
 mod listings;
 mod one_name;
 pub mod walk;
