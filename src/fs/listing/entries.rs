@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 
 use super::in_flight::{Fetch, Joinable, Published};
-use super::{walk, Purpose, Wanted};
+use super::{walk, warm, Purpose, Wanted};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, Checksum, ItemInfo, Mime, NodeData, NodeKind, HOME};
 use crate::fs::names::{self, Origin};
@@ -226,7 +226,7 @@ impl MidasFs {
                     return Err(err);
                 }
             },
-            Purpose::Ahead => {
+            Purpose::Ahead | Purpose::Warm => {
                 self.client
                     .folder_children_within(id, walk::AHEAD_ANSWER_LIMIT)
                     .await?
@@ -259,6 +259,7 @@ impl MidasFs {
                 children.folders.len() + children.items.len(),
                 walk::AHEAD_MAX_ENTRIES,
             ),
+            Purpose::Warm => (children.items.len(), warm::WARM_MAX_ITEMS),
         };
         if count > bound {
             return Err(FsError::new(

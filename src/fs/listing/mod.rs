@@ -7,6 +7,7 @@ mod in_flight;
 mod listings;
 mod one_name;
 pub mod walk;
+mod warm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub(in crate::fs) enum Purpose {
     Asked,
     /// A walk may get there soon: bounded in size, since nobody asked yet.
     Ahead,
+    /// The top of the tree, listed at mount (see [`warm`]): bounded in items.
+    Warm,
 }
 
 impl MidasFs {

@@ -1,0 +1,97 @@
+//! Warming the top of the tree at mount: nearly every first access goes through `users/` (or
+//! `home`, which points into it: `midas.user.list`), the user's own folder and its `Public` or
+//! `Private`, or `communities/`. Each is one round trip the first access would wait for, one
+//! after the other; listed in the background right after mounting, they are in memory (or on
+//! their way: a lookup joins a listing under way) when the first access comes.
+//!
+//! What is listed is what the first access would list, with the mount's own credentials, kept
+//! as any listing (for the TTL, then asked again): nothing is shown that a lookup would not
+//! have fetched, and the kernel checks each caller's access as for any listing. It is bounded:
+//! the user's own folder and at most [`WARM_SUBFOLDERS`] of its subfolders, each left out when
+//! it holds more than [`WARM_MAX_ITEMS`] items (each item costs an `item.get`).
+
+use futures_util::future::join_all;
+
+use super::Purpose;
+use crate::fs::inode::{NodeKind, ROOT, USERS};
+use crate::fs::tasks::Work;
+use crate::fs::{Entry, FsResult, MidasFs, MountRoot};
+
+/// The most items a folder listed at mount may hold (one round of `item.get`s).
+pub(in crate::fs) const WARM_MAX_ITEMS: usize = super::entries::ITEM_GET_CONCURRENCY;
+/// The most subfolders of the user's own folder (or of the mount's root folder) listed at
+/// mount.
+const WARM_SUBFOLDERS: usize = 8;
+
+impl MidasFs {
+    /// Lists the top of the tree in the background (see the module's documentation).
+    pub fn warm_top(self: &std::sync::Arc<Self>) {
+        let fs = std::sync::Arc::clone(self);
+        // Optional: nobody waits for it, and unmount does not either.
+        self.tasks.spawn(Work::Optional, async move {
+            if let Err(err) = fs.warm().await {
+                log::debug!("listing the top of the tree at mount: {err}");
+            }
+        });
+    }
+
+    async fn warm(&self) -> FsResult<()> {
+        if !matches!(self.config.root, MountRoot::Everything) {
+            return self.warm_folder(ROOT, None).await;
+        }
+        let top = self.root_entries();
+        let listed = |ino: u64| top.iter().find(|entry| entry.ino == ino);
+        let communities = async {
+            if let Some(entry) = listed(crate::fs::inode::COMMUNITIES) {
+                if let Err(err) = self
+                    .listing_for(entry.ino, Purpose::Asked, Some(&entry.data))
+                    .await
+                {
+                    log::debug!("listing communities at mount: {err}");
+                }
+            }
+        };
+        let home = async {
+            let Some(users) = listed(USERS) else {
+                return Ok(());
+            };
+            let users = self
+                .listing_for(users.ino, Purpose::Asked, Some(&users.data))
+                .await?;
+            let Some(me) = &self.me else {
+                return Ok(());
+            };
+            let mine = users.iter().find(|entry| {
+                matches!(entry.data.kind, NodeKind::Folder { id, .. } if id == me.folder_id)
+            });
+            match mine {
+                Some(mine) => self.warm_folder(mine.ino, Some(mine)).await,
+                None => Ok(()),
+            }
+        };
+        let ((), home) = futures_util::join!(communities, home);
+        home
+    }
+
+    /// Lists folder `ino` (as `listed` shows it, for a folder the kernel does not hold), then
+    /// some of its subfolders at once.
+    async fn warm_folder(&self, ino: u64, listed: Option<&Entry>) -> FsResult<()> {
+        let entries = self
+            .listing_for(ino, Purpose::Warm, listed.map(|entry| &*entry.data))
+            .await?;
+        let subfolders = entries
+            .iter()
+            .filter(|entry| matches!(entry.data.kind, NodeKind::Folder { .. }))
+            .take(WARM_SUBFOLDERS)
+            .map(|entry| async move {
+                if let Err(err) = self
+                    .listing_for(entry.ino, Purpose::Warm, Some(&entry.data))
+                    .await
+                {
+                    log::debug!("listing {} at mount: {err}", entry.name);
+                }
+            });
+        join_all(subfolders).await;
+        Ok(())
+    }
+}
