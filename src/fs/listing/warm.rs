@@ -39,6 +39,8 @@ impl MidasFs {
         if !matches!(self.config.root, MountRoot::Everything) {
             return self.warm_folder(ROOT, None).await;
         }
+        // No request: but a lookup of `users` or `home` is then answered without a task.
+        self.listing(ROOT).await?;
         let top = self.root_entries();
         let listed = |ino: u64| top.iter().find(|entry| entry.ino == ino);
         let communities = async {
@@ -93,5 +95,49 @@ impl MidasFs {
             });
         join_all(subfolders).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::inode::{ROOT, USERS};
+    use crate::fs::listing::entries::user_dir_name;
+    use crate::fs::{MidasFs, MountRoot};
+    use crate::midas::fake::FakeMidas;
+
+    #[tokio::test]
+    async fn the_warm_up_lists_the_top_and_the_own_folders_but_no_large_one() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        midas.add_file(midas.public_folder(), "a.txt", b"a");
+        for i in 0..40 {
+            midas.add_file(midas.private_folder(), &format!("f{i}.dat"), b"x");
+        }
+        let spool = tempfile::tempdir().expect("spool dir");
+        let mut fs = fake_mount(&midas, spool.path());
+        fs.config.root = MountRoot::Everything;
+        let fs = Arc::new(fs);
+        fs.warm().await.expect("warm-up");
+        let calls = midas.count("*");
+        let me = user_dir_name(&midas.me().expect("a user"));
+        for (parent, name) in [(ROOT, "users"), (ROOT, "communities"), (USERS, me.as_str())] {
+            assert!(fs.cached_lookup(parent, name).is_some(), "{name}");
+        }
+        let home = fs.lookup(USERS, &me).await.expect("home").ino;
+        let public = fs.cached_lookup(home, "Public").expect("Public listed");
+        let public = public.expect("Public").ino;
+        assert!(
+            fs.cached_lookup(public, "a.txt").is_some(),
+            "Public's listing"
+        );
+        let private = fs.lookup(home, "Private").await.expect("Private").ino;
+        assert!(
+            fs.cached_listing(private).is_none(),
+            "40 items listed at mount"
+        );
+        assert_eq!(midas.count("*"), calls, "lookups after the warm-up asked");
     }
 }
