@@ -106,7 +106,7 @@ mod tests {
     use crate::fs::fake_tests::fake_mount;
     use crate::fs::inode::{ROOT, USERS};
     use crate::fs::listing::entries::user_dir_name;
-    use crate::fs::{MidasFs, MountRoot};
+    use crate::fs::MountRoot;
     use crate::midas::fake::FakeMidas;
 
     #[tokio::test]
