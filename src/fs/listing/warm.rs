@@ -10,6 +10,8 @@
 //! the user's own folder and at most [`WARM_SUBFOLDERS`] of its subfolders, each left out when
 //! it holds more than [`WARM_MAX_ITEMS`] items (each item costs an `item.get`).
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 
 use super::Purpose;
@@ -22,6 +24,8 @@ pub(in crate::fs) const WARM_MAX_ITEMS: usize = super::entries::ITEM_GET_CONCURR
 /// The most subfolders of the user's own folder (or of the mount's root folder) listed at
 /// mount.
 const WARM_SUBFOLDERS: usize = 8;
+/// How long the warm-up waits for uploads resumed from the spool before it lists nothing.
+const RESUMED_UPLOADS_WAIT: Duration = Duration::from_secs(10);
 
 impl MidasFs {
     /// Lists the top of the tree in the background (see the module's documentation).
@@ -36,6 +40,13 @@ impl MidasFs {
     }
 
     async fn warm(&self) -> FsResult<()> {
+        // Uploads a previous mount left in the spool go first: they make items in the folders
+        // listed here, and a listing taken while one is on its way would keep it for the TTL as
+        // the empty item the server holds until then (a directory: `EISDIR` on reading it).
+        if self.tasks.running().0 > 0 && !self.tasks.wait_needed(RESUMED_UPLOADS_WAIT).await {
+            log::debug!("uploads resumed from the spool still running: nothing listed at mount");
+            return Ok(());
+        }
         if !matches!(self.config.root, MountRoot::Everything) {
             return self.warm_folder(ROOT, None).await;
         }
