@@ -17,6 +17,8 @@ const MAX_ENTRIES: usize = 100_000;
 struct Listing {
     entries: Arc<Vec<Entry>>,
     fetched: Instant,
+    /// Listed at mount, before anyone looked (see [`super::warm`]).
+    warm: bool,
 }
 
 struct Inner {
@@ -103,6 +105,25 @@ impl Listings {
         }
     }
 
+    /// The directory's listing was made at mount, before anyone looked.
+    pub(in crate::fs) fn mark_warm(&self, dir: u64) {
+        if let Some(listing) = self.lock().listings.peek_mut(&dir) {
+            listing.warm = true;
+        }
+    }
+
+    /// A program read the directory: its listing is what it saw, whether made at mount or not.
+    pub(in crate::fs) fn looked_at(&self, dir: u64) {
+        if let Some(listing) = self.lock().listings.peek_mut(&dir) {
+            listing.warm = false;
+        }
+    }
+
+    /// Whether the directory's listing was made at mount and nobody read or fetched it since.
+    pub(in crate::fs) fn is_warm(&self, dir: u64) -> bool {
+        self.lock().listings.peek(&dir).is_some_and(|l| l.warm)
+    }
+
     /// A fetch of folder `dir` that lookups may join starts.
     pub(in crate::fs) fn share_fetch(&self, dir: u64, fetch: Joinable) {
         self.lock().joinable.insert(dir, fetch);
@@ -133,6 +154,7 @@ impl Listings {
         let listing = Listing {
             entries,
             fetched: Instant::now(),
+            warm: false,
         };
         if let Some(old) = inner.listings.put(dir, listing) {
             inner.entries -= old.entries.len();

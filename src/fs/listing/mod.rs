@@ -107,6 +107,9 @@ impl MidasFs {
             {
                 let mut nodes = self.nodes();
                 if self.listings.finish_fetch(ino, Some(&entries)) {
+                    if purpose == Purpose::Warm {
+                        self.listings.mark_warm(ino);
+                    }
                     // Nodes the kernel holds see the new attributes (size, mtime) at once.
                     for entry in entries.iter() {
                         if let Some(node) = nodes.get_mut(&entry.ino) {

@@ -150,5 +150,24 @@ mod tests {
             "40 items listed at mount"
         );
         assert_eq!(midas.count("*"), calls, "lookups after the warm-up asked");
+
+        // Made on the server after the warm-up: a listing nobody looked at yet does not say
+        // it is not there.
+        midas.add_file(midas.public_folder(), "new.txt", b"new");
+        assert!(fs.cached_lookup(public, "new.txt").is_none());
+        let new = fs
+            .lookup(public, "new.txt")
+            .await
+            .expect("made after the warm-up");
+        assert_eq!(new.size, 3);
+        let err = fs
+            .lookup(public, "none.txt")
+            .await
+            .expect_err("no such file");
+        assert_eq!(err.errno(), libc::ENOENT);
+        assert!(
+            fs.cached_lookup(public, "none.txt").is_some(),
+            "a listing fetched for a lookup answers it"
+        );
     }
 }
