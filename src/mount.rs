@@ -308,6 +308,8 @@ fn mount_and_serve(
     drop(entered);
     runtime.block_on(fs.roll_back_previous());
     fs.resume_uploads();
+    // The first access's listings start now, while the kernel mounts.
+    fs.warm_top();
     let handle = runtime.handle().clone();
     let adapter_fs = Arc::clone(&fs);
     let (uid, gid, umask) = (args.uid, args.gid, args.umask);

@@ -664,3 +664,37 @@ fn a_cold_sequential_read_comes_in_reads_of_a_mebibyte() {
     // 3 MiB and a bit: four READs of at most 1 MiB, and some slack for the kernel's order.
     assert!(made <= 6, "{made} READs for a file of 3 MiB");
 }
+
+/// A fresh mount lists the top of the tree in the background (`users/`, the user's own folder
+/// and its subfolders), so the first access to a file does not wait for a round trip per folder
+/// on its path: here only for the listing of the file's own folder (which the file's lookup
+/// joins, answered once the file's `item.get` is).
+#[test]
+fn the_first_access_after_mounting_finds_the_top_of_the_tree_listed() {
+    require_fuse!();
+    let server = TestServer::start(); // serve only: its request counters
+    upload_tree(&server);
+    let children = || method_count(&server, "midas.folder.children");
+    let users = || method_count(&server, "midas.user.list");
+    let before = children();
+    let mount = admin_mount(&server, &["--ttl", "60"]);
+    // The user's folder, then its Public and Private folders.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while children() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the mount did not list the top of the tree ({} folder.children)",
+            children() - before
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (before, users_before) = (children(), users());
+    assert_eq!(users_before, 1, "users/ was listed once");
+    let hello = private(&server, &mount).join("tree/hello.txt");
+    assert_eq!(std::fs::read(&hello).unwrap(), b"Hello from midasfs!\n");
+    assert_eq!(
+        (children() - before, users() - users_before),
+        (1, 0),
+        "folder.children and user.list sent by the first access"
+    );
+}

@@ -2,17 +2,18 @@
 //! `home`), communities, users, a folder's folders and items (an item shown as a file when it
 //! holds one bitstream of its name), an item directory's bitstreams; names made unique.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::{walk, Purpose, Wanted};
+use super::in_flight::{Fetch, Joinable, Published};
+use super::{walk, warm, Purpose, Wanted};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, Checksum, ItemInfo, Mime, NodeData, NodeKind, HOME};
 use crate::fs::names::{self, Origin};
 use crate::fs::{time, Entry, FsError, FsResult, MidasFs};
-use crate::midas::codes;
 use crate::midas::types::{Id, Item, User, PRIVACY_PUBLIC};
 
 /// How many `item.get` calls one listing keeps in flight.
@@ -206,6 +207,14 @@ impl MidasFs {
         purpose: Purpose,
         wanted: Option<Wanted>,
     ) -> FsResult<Vec<Entry>> {
+        // Lookups that arrive while this runs join it (see [`super::in_flight`]).
+        let (fetch, joinable) = Fetch::new();
+        self.listings.share_fetch(dir, joinable.clone());
+        let _unshare = Unshare {
+            fs: self,
+            dir,
+            joinable,
+        };
         let children = match purpose {
             Purpose::Asked => match self.client.folder_children(id).await {
                 Ok(children) => children,
@@ -217,73 +226,70 @@ impl MidasFs {
                     return Err(err);
                 }
             },
-            Purpose::Ahead => {
-                let children = self
-                    .client
+            Purpose::Ahead | Purpose::Warm => {
+                self.client
                     .folder_children_within(id, walk::AHEAD_ANSWER_LIMIT)
-                    .await?;
-                let count = children.folders.len() + children.items.len();
-                if count > walk::AHEAD_MAX_ENTRIES {
-                    return Err(FsError::new(
-                        Kind::TooLarge,
-                        format!("folder {id} has {count} entries: too many to list ahead"),
-                    ));
-                }
-                children
+                    .await?
             }
         };
         // A listing gives no bitstreams. Items that the last listing showed with the same stamp
         // keep their details; the others are asked for all at once (bounded), not one by one.
-        let listed: HashMap<Id, &Item> = children.items.iter().map(|i| (i.item_id, i)).collect();
-        let previous = self.listings.last(dir).unwrap_or_default();
-        let mut details: HashMap<Id, Entry> = previous
-            .iter()
-            .filter_map(|entry| Some((entry.data.kind.item()?, entry)))
-            .filter(|(item, _)| {
-                listed
+        {
+            let listed: HashMap<Id, &Item> =
+                children.items.iter().map(|i| (i.item_id, i)).collect();
+            let previous = self.listings.last(dir).unwrap_or_default();
+            for (item, entry) in previous
+                .iter()
+                .filter_map(|entry| Some((entry.data.kind.item()?, entry)))
+            {
+                if listed
                     .get(&item.id)
                     .is_some_and(|listed| item.stamp.still_describes(listed, ITEM_DETAILS_MAX_AGE))
-            })
-            .map(|(item, entry)| (item.id, entry.clone()))
-            .collect();
+                {
+                    fetch.items.know(item.id, entry.clone());
+                }
+            }
+        }
+        let published = Arc::new(Published { children, writable });
+        fetch.publish(Arc::clone(&published));
+        let children = &published.children;
+        let (count, bound) = match purpose {
+            Purpose::Asked => (0, 0),
+            Purpose::Ahead => (
+                children.folders.len() + children.items.len(),
+                walk::AHEAD_MAX_ENTRIES,
+            ),
+            Purpose::Warm => (children.items.len(), warm::WARM_MAX_ITEMS),
+        };
+        if count > bound {
+            return Err(FsError::new(
+                Kind::TooLarge,
+                format!("folder {id} has {count} entries: too many to list ahead"),
+            ));
+        }
         // A lookup waiting for one name gets it first (see [`super::one_name`]).
-        let mut gone = HashSet::new();
         if let Some(wanted) = wanted {
-            self.answer_wanted(dir, &children, &mut details, &mut gone, writable, wanted)
+            self.answer_wanted(dir, children, &fetch.items, writable, wanted)
                 .await?;
         }
         let changed: Vec<Id> = children
             .items
             .iter()
             .map(|listed| listed.item_id)
-            .filter(|id| !details.contains_key(id) && !gone.contains(id))
+            .filter(|id| !fetch.items.is_known(*id))
             .collect();
         // Each answer becomes its (smaller) entry as it arrives: a folder of 100,000 items does
         // not hold 100,000 decoded answers at once.
-        let answers: Vec<_> = stream::iter(changed)
+        let answers: Vec<FsResult<()>> = stream::iter(changed)
             .map(|id| {
-                let client = self.client.clone();
-                async move {
-                    let item = client.item_get(id).await?;
-                    Ok::<_, crate::midas::Error>((
-                        id,
-                        self.item_entry(&item, String::new(), writable),
-                    ))
-                }
+                let items = &fetch.items;
+                async move { items.entry(self, id, writable).await.map(drop) }
             })
             .buffer_unordered(ITEM_GET_CONCURRENCY)
             .collect()
             .await;
-        for answer in answers {
-            match answer {
-                Ok((id, entry)) => {
-                    details.insert(id, entry);
-                }
-                // Deleted or hidden since the listing: not an entry any more.
-                Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
+        answers.into_iter().collect::<FsResult<()>>()?;
+        let mut details = fetch.items.take_known();
         let mut items: Vec<&Item> = children
             .items
             .iter()
@@ -388,5 +394,18 @@ pub(in crate::fs) fn bitstream_info(b: &crate::midas::types::Bitstream) -> Bitst
         size: u64::try_from(b.sizebytes).unwrap_or(0),
         md5: Checksum::new(&b.checksum),
         mimetype: Mime::new(&b.mimetype),
+    }
+}
+
+/// Takes a folder fetch out of those lookups may join when it ends, whichever way.
+struct Unshare<'a> {
+    fs: &'a MidasFs,
+    dir: u64,
+    joinable: Joinable,
+}
+
+impl Drop for Unshare<'_> {
+    fn drop(&mut self) {
+        self.fs.listings.unshare_fetch(self.dir, &self.joinable);
     }
 }

@@ -59,6 +59,7 @@ impl MidasFs {
             }
         }
         let entries = self.cached_listing(ino)?;
+        self.listings.looked_at(ino);
         self.dirs.keep(fh, &entries);
         Some(entries)
     }
@@ -66,6 +67,7 @@ impl MidasFs {
     /// The entries of directory `ino` fetched for handle `fh` (and kept for its next reads).
     pub async fn readdir(&self, ino: u64, fh: u64) -> FsResult<Arc<Vec<Entry>>> {
         let entries = self.listing(ino).await?;
+        self.listings.looked_at(ino);
         self.dirs.keep(fh, &entries);
         Ok(entries)
     }

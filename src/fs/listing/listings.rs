@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::in_flight::Joinable;
 use crate::fs::Entry;
 
 /// Entries kept over all listings (a few hundred bytes each), least recently used dropped first.
@@ -16,6 +17,8 @@ const MAX_ENTRIES: usize = 100_000;
 struct Listing {
     entries: Arc<Vec<Entry>>,
     fetched: Instant,
+    /// Listed at mount, before anyone looked (see [`super::warm`]).
+    warm: bool,
 }
 
 struct Inner {
@@ -25,6 +28,8 @@ struct Inner {
     /// mount changed their listing meanwhile: then the server's answer may be older than the
     /// change (an upload that ended while the answer was on its way), and is not kept.
     fetching: HashMap<u64, bool>,
+    /// Folder fetches under way that a lookup may join (see [`super::in_flight`]).
+    joinable: HashMap<u64, Joinable>,
 }
 
 impl Inner {
@@ -47,6 +52,7 @@ impl Listings {
                 listings: LruCache::unbounded(),
                 entries: 0,
                 fetching: HashMap::new(),
+                joinable: HashMap::new(),
             }),
         }
     }
@@ -99,6 +105,43 @@ impl Listings {
         }
     }
 
+    /// The directory's listing was made at mount, before anyone looked.
+    pub(in crate::fs) fn mark_warm(&self, dir: u64) {
+        if let Some(listing) = self.lock().listings.peek_mut(&dir) {
+            listing.warm = true;
+        }
+    }
+
+    /// A program read the directory: its listing is what it saw, whether made at mount or not.
+    pub(in crate::fs) fn looked_at(&self, dir: u64) {
+        if let Some(listing) = self.lock().listings.peek_mut(&dir) {
+            listing.warm = false;
+        }
+    }
+
+    /// Whether the directory's listing was made at mount and nobody read or fetched it since.
+    pub(in crate::fs) fn is_warm(&self, dir: u64) -> bool {
+        self.lock().listings.peek(&dir).is_some_and(|l| l.warm)
+    }
+
+    /// A fetch of folder `dir` that lookups may join starts.
+    pub(in crate::fs) fn share_fetch(&self, dir: u64, fetch: Joinable) {
+        self.lock().joinable.insert(dir, fetch);
+    }
+
+    /// That fetch ended (a later one of the same folder stays).
+    pub(in crate::fs) fn unshare_fetch(&self, dir: u64, fetch: &Joinable) {
+        let mut inner = self.lock();
+        if inner.joinable.get(&dir).is_some_and(|f| f.same(fetch)) {
+            inner.joinable.remove(&dir);
+        }
+    }
+
+    /// The fetch of folder `dir` under way, if any.
+    pub(in crate::fs) fn joinable(&self, dir: u64) -> Option<Joinable> {
+        self.lock().joinable.get(&dir).cloned()
+    }
+
     /// Keeps a listing made just now (a new directory's).
     pub fn insert(&self, dir: u64, entries: Arc<Vec<Entry>>) {
         let mut inner = self.lock();
@@ -111,6 +154,7 @@ impl Listings {
         let listing = Listing {
             entries,
             fetched: Instant::now(),
+            warm: false,
         };
         if let Some(old) = inner.listings.put(dir, listing) {
             inner.entries -= old.entries.len();

@@ -3,9 +3,11 @@
 
 mod entries;
 mod handles;
+mod in_flight;
 mod listings;
 mod one_name;
 pub mod walk;
+mod warm;
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ pub(in crate::fs) enum Purpose {
     Asked,
     /// A walk may get there soon: bounded in size, since nobody asked yet.
     Ahead,
+    /// The top of the tree, listed at mount (see [`warm`]): bounded in items.
+    Warm,
 }
 
 impl MidasFs {
@@ -102,6 +106,9 @@ impl MidasFs {
             {
                 let mut nodes = self.nodes();
                 if self.listings.finish_fetch(ino, Some(&entries)) {
+                    if purpose == Purpose::Warm {
+                        self.listings.mark_warm(ino);
+                    }
                     // Nodes the kernel holds see the new attributes (size, mtime) at once.
                     for entry in entries.iter() {
                         if let Some(node) = nodes.get_mut(&entry.ino) {

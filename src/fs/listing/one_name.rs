@@ -9,20 +9,18 @@
 //! asked for. A name with such a suffix, or `NAME@rN`, waits for the whole listing; so does
 //! any lookup when the folder changed through the mount while its answer was on the way.
 
-use std::collections::hash_map::Entry as Slot;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::in_flight::{Items, Joinable};
 use super::Purpose;
 use crate::fs::history::revision_name;
 use crate::fs::inode::{Attr, NodeKind};
 use crate::fs::names;
 use crate::fs::tasks::Work;
 use crate::fs::{Entry, FsError, FsResult, MidasFs};
-use crate::midas::codes;
-use crate::midas::types::{Children, Id, PRIVACY_PUBLIC};
+use crate::midas::types::{Children, PRIVACY_PUBLIC};
 
 /// A lookup waiting for one name of a listing being fetched.
 pub(in crate::fs) struct Wanted {
@@ -57,6 +55,9 @@ impl MidasFs {
         if !folder || !settled_alone(name) {
             return None;
         }
+        if let Some(fetch) = self.listings.joinable(parent) {
+            return self.join_fetch(parent, fetch, name).await;
+        }
         let (answer, answered) = oneshot::channel();
         let wanted = Wanted {
             name: name.to_owned(),
@@ -85,45 +86,91 @@ impl MidasFs {
     }
 
     /// Answers `wanted` from folder `dir`'s `children` answer, asking for the details of the
-    /// items that may carry its name first (kept in `details`; those gone since the answer go
-    /// to `gone`). An error is the listing's too.
+    /// items that may carry its name first (kept in `items`). An error is the listing's too.
     pub(super) async fn answer_wanted(
         &self,
         dir: u64,
         children: &Children,
-        details: &mut HashMap<Id, Entry>,
-        gone: &mut HashSet<Id>,
+        items: &Items,
         writable: bool,
         wanted: Wanted,
     ) -> FsResult<()> {
-        let found = match self
-            .find_named(children, details, gone, writable, &wanted.name)
+        match self
+            .entry_named(dir, children, items, writable, &wanted.name)
             .await
         {
-            Ok(found) => found,
-            Err(err) => {
-                let _ = wanted.answer.send(Err(err.clone()));
-                return Err(err);
+            Some(Ok(entry)) => {
+                let _ = wanted.answer.send(Ok(entry));
+                Ok(())
             }
+            Some(Err(err)) => {
+                let _ = wanted.answer.send(Err(err.clone()));
+                Err(err)
+            }
+            // The lookup waits for the listing, which is fetched again.
+            None => Ok(()),
+        }
+    }
+
+    /// Looks up `name` in folder `parent` whose listing is being fetched by someone else (see
+    /// [`super::in_flight`]): answered once the folder's answer and that name's item are known;
+    /// None when the fetch ends without the folder's answer or the lookup must wait for the
+    /// listing.
+    async fn join_fetch(
+        &self,
+        parent: u64,
+        mut fetch: Joinable,
+        name: &str,
+    ) -> Option<FsResult<Attr>> {
+        let published = fetch.published().await?;
+        let found = self
+            .entry_named(
+                parent,
+                &published.children,
+                &fetch.items,
+                published.writable,
+                name,
+            )
+            .await?;
+        Some(match found {
+            Ok(Some(entry)) => {
+                self.remember(parent, &entry);
+                Ok(self.entry_attr(&entry))
+            }
+            Ok(None) => Err(FsError::not_found(name)),
+            Err(err) => Err(err),
+        })
+    }
+
+    /// The entry of `name` in folder `dir` from its `children` answer, as the listing will
+    /// show it (None: the folder changed through the mount meanwhile, so only the listing
+    /// fetched again can tell).
+    async fn entry_named(
+        &self,
+        dir: u64,
+        children: &Children,
+        items: &Items,
+        writable: bool,
+        name: &str,
+    ) -> Option<FsResult<Option<Entry>>> {
+        let found = match self.find_named(children, items, writable, name).await {
+            Ok(found) => found,
+            Err(err) => return Some(Err(err)),
         };
         let mut found: Vec<Entry> = found.into_iter().collect();
         self.add_local_state(dir, &mut found);
         if self.listings.changed_during_fetch(dir) {
-            // The answer may be older than a change made through the mount: the lookup waits
-            // for the listing, which is fetched again.
-            return Ok(());
+            // The answer may be older than a change made through the mount.
+            return None;
         }
-        let entry = found.into_iter().find(|entry| entry.name == wanted.name);
-        let _ = wanted.answer.send(Ok(entry));
-        Ok(())
+        Some(Ok(found.into_iter().find(|entry| entry.name == name)))
     }
 
     /// The entry the listing shows as `name`, from the folders and items of that name.
     async fn find_named(
         &self,
         children: &Children,
-        details: &mut HashMap<Id, Entry>,
-        gone: &mut HashSet<Id>,
+        items: &Items,
         writable: bool,
         name: &str,
     ) -> FsResult<Option<Entry>> {
@@ -146,29 +193,15 @@ impl MidasFs {
                 public,
             )));
         }
-        let mut items: Vec<_> = children
+        let mut named: Vec<_> = children
             .items
             .iter()
             .filter(|item| names::to_display(&item.name) == name)
             .collect();
-        items.sort_by_key(|item| item.item_id);
-        for listed in items {
-            let id = listed.item_id;
-            if let Slot::Vacant(slot) = details.entry(id) {
-                match self.client.item_get(id).await {
-                    Ok(item) => {
-                        slot.insert(self.item_entry(&item, String::new(), writable));
-                    }
-                    // Deleted or hidden since the listing: the next one of that name, if any.
-                    Err(err) if err.api_code() == Some(codes::INVALID_POLICY) => {
-                        gone.insert(id);
-                        continue;
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            if let Some(entry) = details.get(&id) {
-                let mut entry = entry.clone();
+        named.sort_by_key(|item| item.item_id);
+        for listed in named {
+            // Deleted or hidden since the listing: the next one of that name, if any.
+            if let Some(mut entry) = items.entry(self, listed.item_id, writable).await? {
                 entry.name = name.to_owned();
                 entry.data.public = listed.privacy_status == PRIVACY_PUBLIC;
                 return Ok(Some(entry));
@@ -278,6 +311,71 @@ mod tests {
         let attr = fs.lookup(ROOT, &name).await.expect("lookup");
         assert_eq!(attr.size, 7);
         assert_eq!(midas.count("midas.item.get"), 2);
+    }
+
+    /// The listing's next `item.get`s (one round, 32 at once) answer late; the others at once.
+    fn the_next_round_of_item_gets_is_slow(midas: &FakeMidas) {
+        midas.fail_times("midas.item.get", 32, Fault::Delay(Duration::from_secs(2)));
+    }
+
+    /// Several cold lookups in one folder: the second comes while the rest of the listing
+    /// (the other items' `item.get`s, 32 at a time) goes on, and is answered as soon as its own
+    /// item is, not when the whole listing is. Its `item.get` is not asked twice.
+    #[tokio::test]
+    async fn a_lookup_that_finds_the_listing_under_way_waits_for_its_own_item_only() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_secs(30)));
+        for i in 0..100 {
+            midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"other");
+        }
+        let (fs, _spool) = mount(&midas);
+        midas.fail("midas.item.get", Fault::Delay(Duration::ZERO));
+        the_next_round_of_item_gets_is_slow(&midas);
+        fs.lookup(ROOT, "f03.dat").await.expect("first lookup");
+        let attr = fs.lookup(ROOT, "f99.dat").await.expect("second lookup");
+        assert_eq!((attr.kind, attr.size), (FileKind::File, 5));
+        let asked = midas.count("midas.item.get");
+        assert!(
+            fs.cached_listing(ROOT).is_none() && asked < 100,
+            "the second lookup waited for the whole listing ({asked} item.gets)"
+        );
+        let entries = fs.listing(ROOT).await.expect("listing");
+        assert_eq!(entries.len(), 100);
+        let listed = entries.iter().find(|e| e.name == "f99.dat").expect("f99");
+        assert_eq!(listed.ino, attr.ino);
+        assert_eq!(midas.count("midas.folder.children"), 1);
+        assert_eq!(midas.count("midas.item.get"), 100);
+    }
+
+    /// A lookup that comes while a listing without a lookup of its own runs (a readdir, a
+    /// walk ahead, the mount's warm-up) joins it the same way.
+    #[tokio::test]
+    async fn a_lookup_during_a_readdir_listing_is_answered_before_it_ends() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_secs(30)));
+        for i in 0..100 {
+            midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"other");
+        }
+        let (fs, _spool) = mount(&midas);
+        midas.fail(
+            "midas.folder.children",
+            Fault::Delay(Duration::from_millis(100)),
+        );
+        the_next_round_of_item_gets_is_slow(&midas);
+        let listing = tokio::spawn({
+            let fs = Arc::clone(&fs);
+            async move { fs.listing(ROOT).await.map(|entries| entries.len()) }
+        });
+        while midas.count("midas.folder.children") == 0 {
+            tokio::task::yield_now().await;
+        }
+        let attr = fs.lookup(ROOT, "f98.dat").await.expect("lookup");
+        assert_eq!(attr.size, 5);
+        assert!(
+            fs.cached_listing(ROOT).is_none(),
+            "the lookup waited for the whole listing"
+        );
+        assert_eq!(listing.await.expect("task").expect("listing"), 100);
+        assert_eq!(midas.count("midas.folder.children"), 1);
+        assert_eq!(midas.count("midas.item.get"), 100);
     }
 
     #[test]

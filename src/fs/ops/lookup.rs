@@ -17,10 +17,20 @@ impl MidasFs {
             return Some(found);
         }
         let entries = self.cached_listing(parent)?;
-        if Self::is_revision_lookup(&entries, name) {
+        if Self::is_revision_lookup(&entries, name)
+            || self.missing_from_warm(parent, &entries, name)
+        {
             return None;
         }
         Some(self.lookup_in(parent, &entries, name))
+    }
+
+    /// Whether `name` is missing from a listing the mount made at its start, before anyone
+    /// looked (see `listing/warm.rs`): such a listing does not say a name is not there, so
+    /// that something made on the server right after mounting is found at once. Once a
+    /// program read the directory, its listing answers as any other.
+    fn missing_from_warm(&self, parent: u64, entries: &[Entry], name: &str) -> bool {
+        self.listings.is_warm(parent) && !entries.iter().any(|entry| entry.name == name)
     }
 
     /// Looks up `name` in directory `parent`; in a folder not listed yet, as soon as that
@@ -31,6 +41,11 @@ impl MidasFs {
         }
         if let Some(found) = self.lookup_search(parent, name) {
             return found;
+        }
+        if let Some(entries) = self.cached_listing(parent) {
+            if self.missing_from_warm(parent, &entries, name) {
+                self.listings.remove(parent);
+            }
         }
         if self.cached_listing(parent).is_none() {
             if let Some(found) = self.lookup_unlisted(parent, name).await {
