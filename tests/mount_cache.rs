@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mount::Mount;
@@ -97,24 +96,10 @@ impl Setup {
     }
 }
 
-/// What `midasfs status --json` says of a mount.
-fn status(mount: &Mount) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
-        .args(["status", "--json", mount.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    match answer.as_array() {
-        Some(all) => all[0].clone(),
-        None => answer,
-    }
-}
-
 /// Bytes of file content that reached the mount over the wire (read, or waiting in a socket's
 /// receive buffer when a download was dropped).
 fn wire_bytes(mount: &Mount) -> u64 {
-    status(mount)["requests"]["download_bytes"]
+    mount.status()["requests"]["download_bytes"]
         .as_u64()
         .unwrap()
 }
@@ -249,7 +234,7 @@ fn a_file_read_once_is_read_from_the_cache_dir_after_a_remount_without_downloadi
         "bytes downloaded on re-read"
     );
 
-    let answer = status(&mount);
+    let answer = mount.status();
     assert_eq!(answer["disk_cache"]["files"], 1, "{answer}");
     assert!(
         answer["disk_cache"]["hits"].as_u64().unwrap() >= 1,
@@ -308,7 +293,7 @@ fn a_damaged_cache_entry_read_through_the_mount_is_dropped_and_the_file_comes_fr
     let read = std::fs::read(private(&mount).join("d.bin")).unwrap();
     assert!(read == content, "the damaged byte was served");
     assert!(setup.downloaded() > before, "nothing came from the server");
-    let answer = status(&mount);
+    let answer = mount.status();
     assert_eq!(answer["disk_cache"]["passthrough_opens"], 0, "{answer}");
     assert!(answer["reads"].as_u64().unwrap() > 0, "{answer}");
     // The damaged entry is gone (a new, sound one may have taken its place).
@@ -370,7 +355,7 @@ fn a_file_whole_in_the_cache_dir_is_read_by_the_kernel_itself_after_a_remount() 
         content
     );
 
-    let answer = status(&mount);
+    let answer = mount.status();
     assert_eq!(answer["reads"], 0, "READs reached the mount: {answer}");
     assert_eq!(answer["disk_cache"]["passthrough_opens"], 3, "{answer}");
     assert_eq!(
@@ -419,7 +404,7 @@ fn a_truncated_or_damaged_entry_is_not_handed_to_the_kernel() {
         assert!(&read == content, "{name}: the entry's bytes were served");
     }
     assert!(setup.downloaded() > before, "nothing came from the server");
-    let answer = status(&mount);
+    let answer = mount.status();
     assert_eq!(answer["disk_cache"]["passthrough_opens"], 0, "{answer}");
     assert_eq!(answer["disk_cache"]["dropped"], 3, "{answer}");
 }

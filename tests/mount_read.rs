@@ -534,16 +534,7 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
     };
     // Listings the mount started ahead of walks, and those still running.
     let ahead = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
-            .args(["status", "--json", mount.path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-        // one mount, or all of them (an array) when the path is not told apart
-        let status = status
-            .as_array()
-            .map_or(status.clone(), |all| all[0].clone());
+        let status = mount.status();
         let walk = &status["walk_ahead"];
         (
             walk["started"].as_u64().unwrap(),
@@ -617,20 +608,6 @@ fn a_read_ahead_of_the_first_block_does_not_open_a_second_download() {
     assert_eq!(downloads() - before, 1, "downloads for one sequential read");
 }
 
-/// What `midasfs status --json` says of a mount.
-fn mount_status(mount: &Mount) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
-        .args(["status", "--json", mount.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    match answer.as_array() {
-        Some(all) => all[0].clone(),
-        None => answer,
-    }
-}
-
 /// A cold sequential read reaches the mount in READs of 1 MiB (the kernel's limit of 256 pages
 /// per request, which fuser asks for, and the mount's readahead of 1 MiB, which only root may
 /// set): each READ is a round trip through the daemon, and with the kernel's defaults (128 KiB)
@@ -648,7 +625,7 @@ fn a_cold_sequential_read_comes_in_reads_of_a_mebibyte() {
     let mount = admin_mount(&server, &[]);
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
     let path = private(&server, &mount).join("tree/big.bin");
-    let reads = || mount_status(&mount)["reads"].as_u64().unwrap();
+    let reads = || mount.status()["reads"].as_u64().unwrap();
     let before = reads();
     let file = std::fs::File::open(&path).unwrap();
     let mut whole = vec![0u8; expected.len()];

@@ -118,6 +118,20 @@ impl Mount {
         self.child.as_ref().expect("a running daemon").id()
     }
 
+    /// What `midasfs status --json` says of this mount (its own entry when several are listed).
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_midasfs"))
+            .args(["status", "--json", self.path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        match answer.as_array() {
+            Some(all) => all[0].clone(),
+            None => answer,
+        }
+    }
+
     /// Unmounts the way a user would and waits for the daemon to exit.
     pub fn unmount(mut self) -> std::process::ExitStatus {
         self.cleanup().expect("daemon status")
