@@ -217,15 +217,9 @@ mod tests {
     use std::time::Duration;
 
     use super::settled_alone;
-    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::fake_tests::{mount, server};
     use crate::fs::inode::{FileKind, ROOT};
-    use crate::fs::MidasFs;
     use crate::midas::fake::{FakeMidas, Fault};
-
-    fn mount(midas: &Arc<FakeMidas>) -> (Arc<MidasFs>, tempfile::TempDir) {
-        let spool = tempfile::tempdir().expect("spool dir");
-        (Arc::new(fake_mount(midas, spool.path())), spool)
-    }
 
     /// Every `item.get` after the first fails.
     fn only_the_first_item_get_answers(midas: &FakeMidas) {
@@ -235,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cold_lookup_of_a_file_waits_for_its_own_item_get_only() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         for i in 0..20 {
             midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"other");
         }
@@ -250,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_rest_of_the_listing_follows_with_one_answer_per_item() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         for i in 0..20 {
             midas.add_file(midas.public_folder(), &format!("f{i:02}.dat"), b"x");
         }
@@ -269,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_folder_is_found_without_any_item_get() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         for i in 0..5 {
             midas.add_file(midas.public_folder(), &format!("f{i}.dat"), b"x");
         }
@@ -285,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_goes_to_the_entry_the_listing_gives_it_when_the_first_is_gone() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         let folder = midas.public_folder();
         let first = midas.add_file(folder, "twin.txt", b"first");
         let second = midas.add_file(folder, "twin.txt", b"second!");
@@ -302,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_suffixed_name_waits_for_the_whole_listing() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = server();
         let folder = midas.public_folder();
         midas.add_file(folder, "twin.txt", b"first");
         let second = midas.add_file(folder, "twin.txt", b"second!");

@@ -112,17 +112,15 @@ impl MidasFs {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use crate::fs::fake_tests::fake_mount;
     use crate::fs::inode::{ROOT, USERS};
     use crate::fs::listing::entries::user_dir_name;
     use crate::fs::MountRoot;
-    use crate::midas::fake::FakeMidas;
 
     #[tokio::test]
     async fn the_warm_up_lists_the_top_and_the_own_folders_but_no_large_one() {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let midas = crate::fs::fake_tests::server();
         midas.add_file(midas.public_folder(), "a.txt", b"a");
         for i in 0..40 {
             midas.add_file(midas.private_folder(), &format!("f{i}.dat"), b"x");
