@@ -82,7 +82,7 @@ fn a_folder_whose_listing_is_over_64_mib_lists_in_full() {
     );
     drop(answer);
 
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let mount = Mount::admin(&server, &[]);
     let dir = mount.path.join("users/Admin_User/Private/big");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("the big folder")

@@ -40,12 +40,7 @@ impl Setup {
     }
 
     fn mount(&self, extra: &[&str]) -> Mount {
-        Mount::as_admin(
-            &self.server.url,
-            &self.server.email,
-            &self.server.api_key,
-            extra,
-        )
+        Mount::admin(&self.server, extra)
     }
 
     /// A mount with the data cache in this setup's directory.

@@ -436,7 +436,7 @@ fn midasfs_unmount_returns_after_an_upload_that_was_still_running_has_finished()
     require_fuse!();
     // Every answer takes 1.5 s, so an upload takes several seconds.
     let server = TestServer::start_with(&["--latency", "1500"]);
-    let mount = Mount::as_admin(&server.url, &server.email, &server.api_key, &[]);
+    let mount = Mount::admin(&server, &[]);
     let file = mount.path.join("home/Private/late.txt");
     let fifo = tempfile::tempdir().unwrap();
     let go = fifo.path().join("go");

@@ -62,12 +62,7 @@ fn run(command: &mut Command) {
 
 fn mount(server: &TestServer, spool: &Path) -> Mount {
     let spool = spool.to_str().unwrap();
-    Mount::as_admin(
-        &server.url,
-        &server.email,
-        &server.api_key,
-        &["--spool-dir", spool],
-    )
+    Mount::admin(server, &["--spool-dir", spool])
 }
 
 /// The head revision's one bitstream of an item: (name, size, checksum), and how many revisions.

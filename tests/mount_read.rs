@@ -40,10 +40,6 @@ fn upload_tree(server: &TestServer) -> tempfile::TempDir {
     local
 }
 
-fn admin_mount(server: &TestServer, extra: &[&str]) -> Mount {
-    Mount::as_admin(&server.url, &server.email, &server.api_key, extra)
-}
-
 /// The test's own folder in the admin's Private folder, in a mount of the whole server.
 fn private(server: &TestServer, mount: &Mount) -> PathBuf {
     server.private_in(&mount.path)
@@ -65,7 +61,7 @@ fn mounted_tree_equals_the_tree_pydas_uploaded() {
         true,
     );
 
-    let mount = admin_mount(&server, &["--cache-size", "1"]);
+    let mount = Mount::admin(&server, &["--cache-size", "1"]);
     diff_r(
         &local.path().join("tree"),
         &private(&server, &mount).join("tree"),
@@ -93,7 +89,7 @@ fn random_reads_match_and_attributes_come_from_the_server() {
     require_fuse!();
     let server = TestServer::any();
     let local = upload_tree(&server);
-    let mount = admin_mount(&server, &["--cache-size", "1", "--ttl", "1"]);
+    let mount = Mount::admin(&server, &["--cache-size", "1", "--ttl", "1"]);
 
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
     let file = std::fs::File::open(private(&server, &mount).join("tree/big.bin")).unwrap();
@@ -362,7 +358,7 @@ fn token_expiry_mid_walk_is_invisible() {
     require_fuse!();
     let server = TestServer::any_expiring();
     let local = upload_tree(&server);
-    let mount = admin_mount(&server, &["--ttl", "1"]);
+    let mount = Mount::admin(&server, &["--ttl", "1"]);
     diff_r(
         &local.path().join("tree"),
         &private(&server, &mount).join("tree"),
@@ -380,7 +376,7 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
     require_fuse!();
     let mut server = TestServer::any();
     let local = upload_tree(&server);
-    let mount = admin_mount(
+    let mount = Mount::admin(
         &server,
         &["--ttl", "1", "--timeout", "3", "--connect-timeout", "2"],
     );
@@ -408,7 +404,7 @@ fn a_second_walk_within_the_ttl_sends_no_requests() {
     require_fuse!();
     let server = TestServer::start(); // serve only: its request counters
     upload_tree(&server);
-    let mount = admin_mount(&server, &["--ttl", "60"]);
+    let mount = Mount::admin(&server, &["--ttl", "60"]);
     let walk = || {
         let out = Command::new("find")
             .arg(&mount.path)
@@ -451,8 +447,8 @@ fn a_new_listing_asks_only_for_the_items_that_changed() {
     require_fuse!();
     let server = TestServer::start(); // serve only: its request counters
     upload_tree(&server);
-    let reader = admin_mount(&server, &["--ttl", "1"]);
-    let writer = admin_mount(&server, &[]);
+    let reader = Mount::admin(&server, &["--ttl", "1"]);
+    let writer = Mount::admin(&server, &[]);
     let seen = private(&server, &reader).join("tree/hello.txt");
     assert_eq!(std::fs::read(&seen).unwrap(), b"Hello from midasfs!\n");
     let list = || {
@@ -493,10 +489,10 @@ fn root_option_mounts_a_subtree_and_items_as_dirs_shows_every_item_as_a_director
     let server = TestServer::any();
     let local = upload_tree(&server);
     let root = format!("{}/tree", server.private_path());
-    let mount = admin_mount(&server, &["--root", &root]);
+    let mount = Mount::admin(&server, &["--root", &root]);
     diff_r(&local.path().join("tree"), &mount.path);
     drop(mount);
-    let mount = admin_mount(&server, &["--items-as-dirs"]);
+    let mount = Mount::admin(&server, &["--items-as-dirs"]);
     let hello = private(&server, &mount).join("tree/hello.txt");
     assert!(hello.is_dir());
     assert_eq!(
@@ -523,7 +519,7 @@ fn a_walk_through_subfolders_lists_the_next_ones_ahead() {
         std::fs::write(dir.join("f.txt"), format!("file {i}\n")).unwrap();
     }
     upload(&server, &top, "Private", false);
-    let mount = admin_mount(&server, &["--ttl", "60"]);
+    let mount = Mount::admin(&server, &["--ttl", "60"]);
     let top_dir = private(&server, &mount).join("top");
     // A listing here is a folder.children, and an item.get for the folder's one item.
     let listings = || {
@@ -589,7 +585,7 @@ fn a_read_ahead_of_the_first_block_does_not_open_a_second_download() {
     require_fuse!();
     let server = TestServer::start(); // serve only: its count of download requests
     let local = upload_tree(&server);
-    let mount = admin_mount(&server, &[]);
+    let mount = Mount::admin(&server, &[]);
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
     let file = std::fs::File::open(private(&server, &mount).join("tree/big.bin")).unwrap();
     let downloads = || server.stats()["download_requests"].as_u64().unwrap();
@@ -622,7 +618,7 @@ fn a_cold_sequential_read_comes_in_reads_of_a_mebibyte() {
     }
     let server = TestServer::start();
     let local = upload_tree(&server);
-    let mount = admin_mount(&server, &[]);
+    let mount = Mount::admin(&server, &[]);
     let expected = std::fs::read(local.path().join("tree/big.bin")).unwrap();
     let path = private(&server, &mount).join("tree/big.bin");
     let reads = || mount.status()["reads"].as_u64().unwrap();
@@ -654,7 +650,7 @@ fn the_first_access_after_mounting_finds_the_top_of_the_tree_listed() {
     let children = || method_count(&server, "midas.folder.children");
     let users = || method_count(&server, "midas.user.list");
     let before = children();
-    let mount = admin_mount(&server, &["--ttl", "60"]);
+    let mount = Mount::admin(&server, &["--ttl", "60"]);
     // The user's folder, then its Public and Private folders.
     let deadline = Instant::now() + Duration::from_secs(30);
     while children() < before + 3 {

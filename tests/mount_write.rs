@@ -181,7 +181,7 @@ fn sidecar(path: &Path) -> Value {
 fn mount_with_spool(server: &TestServer, spool: &Path, extra: &[&str]) -> Mount {
     let mut args = vec!["--spool-dir", spool.to_str().unwrap()];
     args.extend_from_slice(extra);
-    Mount::as_admin(&server.url, &server.email, &server.api_key, &args)
+    Mount::admin(server, &args)
 }
 
 /// Every item below the folder has one revision holding one bitstream named like the item,
