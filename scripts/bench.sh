@@ -105,6 +105,8 @@ ADMIN_PASSWORD=bench-$RANDOM$RANDOM
 HOME_DIR=users/Admin_User
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/serve.sh
+source "$REPO/scripts/lib/serve.sh"
 cd "$REPO"
 HELPER=$REPO/scripts/bench/midasbench.py
 if [[ -x $REPO/.venv-pydas/bin/python ]]; then PYTHON=$REPO/.venv-pydas/bin/python; else PYTHON=python3; fi
@@ -192,23 +194,12 @@ start_server() {
 		return
 	fi
 	local out=$WORK/$1.out
-	: >"$out"
-	"$BIN" serve --data "$2" --listen 127.0.0.1:0 --admin-password-stdin \
-		--latency "$3" <<<"$ADMIN_PASSWORD" >"$out" 2>>"$WORK/$1.log" &
-	SERVER_PID=$!
+	serve_in_background "$out" "$WORK/$1.log" --data "$2" --listen 127.0.0.1:0 \
+		--admin-password-stdin --latency "$3" <<<"$ADMIN_PASSWORD"
 	echo "$SERVER_PID" >>"$PID_LIST"
-	local tries=0
-	until grep -q '^admin api key: ' "$out"; do
-		if ! kill -0 "$SERVER_PID" 2>/dev/null || ((++tries > 300)); then
-			say "bench: midasfs serve did not start:"
-			tail -n 20 "$WORK/$1.log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	SERVER_URL=$(sed -n 's/^midasfs serve listening on //p' "$out")
-	SERVER_EMAIL=$(sed -n 's/^admin email: //p' "$out")
-	SERVER_KEY=$(sed -n 's/^admin api key: //p' "$out")
+	SERVER_URL=$(serve_said "$out" url)
+	SERVER_EMAIL=$(serve_said "$out" email)
+	SERVER_KEY=$(serve_said "$out" key)
 }
 
 stop_server() {

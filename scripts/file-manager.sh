@@ -20,6 +20,8 @@
 set -euo pipefail
 
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/midasfs}
+# shellcheck source=lib/serve.sh
+source "$(dirname "$0")/lib/serve.sh"
 WORK=${1:-$(mktemp -d /var/tmp/midasfs-file-manager.XXXXXX)}
 THUMBNAIL_MAX=${THUMBNAIL_MAX:-2048}
 DISPLAY_NUMBER=${DISPLAY_NUMBER:-$((200 + RANDOM % 600))}
@@ -37,13 +39,12 @@ trap cleanup EXIT
 
 # ---- the server and the files
 say "server: $WORK/data"
-"$BIN" serve --data "$WORK/data" --listen 127.0.0.1:0 --admin-password-stdin \
-	<<<"file-manager-$RANDOM$RANDOM" >"$WORK/serve.out" 2>"$WORK/serve.log" &
-PIDS+=($!)
-until grep -q '^admin api key: ' "$WORK/serve.out"; do sleep 0.1; done
-URL=$(sed -n 's/^midasfs serve listening on //p' "$WORK/serve.out")
-EMAIL=$(sed -n 's/^admin email: //p' "$WORK/serve.out")
-KEY=$(sed -n 's/^admin api key: //p' "$WORK/serve.out")
+serve_in_background "$WORK/serve.out" "$WORK/serve.log" --data "$WORK/data" --listen 127.0.0.1:0 \
+	--admin-password-stdin <<<"file-manager-$RANDOM$RANDOM"
+PIDS+=("$SERVER_PID")
+URL=$(serve_said "$WORK/serve.out" url)
+EMAIL=$(serve_said "$WORK/serve.out" email)
+KEY=$(serve_said "$WORK/serve.out" key)
 
 FILES=$WORK/files
 if [[ ! -e $FILES/done ]]; then

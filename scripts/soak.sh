@@ -118,6 +118,8 @@ if [[ -n $URL || -n $EMAIL || -n $KEY_FILE ]]; then
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/serve.sh
+source "$REPO/scripts/lib/serve.sh"
 cd "$REPO"
 HELPER=$REPO/scripts/soak/soak.py
 say() { printf '[soak %4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -165,23 +167,12 @@ trap 'exit 143' TERM
 if [[ -z $URL ]]; then
 	out=$WORK/serve.out
 	head -c 18 /dev/urandom | base64 >"$WORK/admin-password"
-	"$BIN" serve --data "$WORK/store" --listen 127.0.0.1:0 \
-		--admin-password-file "$WORK/admin-password" --latency "$LATENCY" \
-		>"$out" 2>"$WORK/serve.log" &
-	SERVER_PID=$!
-	tries=0
-	until grep -q '^admin api key: ' "$out"; do
-		if ! kill -0 "$SERVER_PID" 2>/dev/null || ((++tries > 300)); then
-			say "midasfs serve did not start:"
-			tail -n 20 "$WORK/serve.log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	URL=$(sed -n 's/^midasfs serve listening on //p' "$out")
-	EMAIL=$(sed -n 's/^admin email: //p' "$out")
+	serve_in_background "$out" "$WORK/serve.log" --data "$WORK/store" --listen 127.0.0.1:0 \
+		--admin-password-file "$WORK/admin-password" --latency "$LATENCY" </dev/null
+	URL=$(serve_said "$out" url)
+	EMAIL=$(serve_said "$out" email)
 	KEY_FILE=$WORK/api-key
-	(umask 077 && sed -n 's/^admin api key: //p' "$out" >"$KEY_FILE")
+	(umask 077 && serve_said "$out" key >"$KEY_FILE")
 	SERVER_LABEL="midasfs serve"
 else
 	SERVER_LABEL="the Midas server"

@@ -50,6 +50,8 @@ while (($#)); do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../lib/serve.sh
+source "$REPO/scripts/lib/serve.sh"
 cd "$REPO"
 HELPER=$REPO/scripts/bench/midasbench.py
 FILL=$REPO/scripts/bench/scalefill.py
@@ -84,22 +86,11 @@ trap 'exit 143' TERM
 
 start_server() {
 	local out=$WORK/serve.out
-	: >"$out"
-	"$BIN" serve --data "$DATA" --listen 127.0.0.1:0 --admin-password-stdin \
-		<<<"$ADMIN_PASSWORD" >"$out" 2>>"$WORK/serve.log" &
-	SERVER_PID=$!
-	local tries=0
-	until grep -q '^admin api key: ' "$out"; do
-		if ! kill -0 "$SERVER_PID" 2>/dev/null || ((++tries > 300)); then
-			say "midasfs serve did not start:"
-			tail -n 20 "$WORK/serve.log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	URL=$(sed -n 's/^midasfs serve listening on //p' "$out")
-	EMAIL=$(sed -n 's/^admin email: //p' "$out")
-	KEY=$(sed -n 's/^admin api key: //p' "$out")
+	serve_in_background "$out" "$WORK/serve.log" --data "$DATA" --listen 127.0.0.1:0 \
+		--admin-password-stdin <<<"$ADMIN_PASSWORD"
+	URL=$(serve_said "$out" url)
+	EMAIL=$(serve_said "$out" email)
+	KEY=$(serve_said "$out" key)
 }
 
 stop_server() {
