@@ -1025,7 +1025,17 @@ fn a_large_file_renamed_or_removed_while_written_leaves_nothing_under_its_first_
 fn rsync_of_large_content_the_server_has_sends_no_bytes_after_a_remount() {
     require_fuse!();
     let mut setup = Setup::on_serve(&[]); // serve only: its count of bytes received
-    let (local, _big, content) = local_big_bin(70 * MIB, 24);
+    let (local, big, content) = local_big_bin(70 * MIB, 24);
+    // An hour old: the server's date of the copy (the time it was saved) is never in the same
+    // second, so that rsync always copies the file again after the remount (rsync compares
+    // whole seconds; a file written just now would be skipped in some runs, unchecked).
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
     let source = format!("{}/", local.path().display());
     run(Command::new("rsync")
         .arg("-a")

@@ -114,6 +114,11 @@ impl Joinable {
         Arc::ptr_eq(&self.items, &other.items)
     }
 
+    /// The folder's answer if it came already (without waiting).
+    pub fn published_now(&self) -> Option<Arc<Published>> {
+        self.published.borrow().clone()
+    }
+
     /// The folder's answer, once it came; None when the fetch ended without one.
     pub async fn published(&mut self) -> Option<Arc<Published>> {
         let published = self.published.wait_for(Option::is_some).await.ok()?;

@@ -19,6 +19,8 @@ struct Listing {
     fetched: Instant,
     /// Listed at mount, before anyone looked (see [`super::warm`]).
     warm: bool,
+    /// To be fetched again before it answers (see [`Listings::expire`]).
+    expired: bool,
 }
 
 struct Inner {
@@ -66,7 +68,7 @@ impl Listings {
     pub fn fresh(&self, dir: u64, ttl: Duration) -> Option<Arc<Vec<Entry>>> {
         let mut inner = self.lock();
         let listing = inner.listings.get(&dir)?;
-        (listing.fetched.elapsed() < ttl).then(|| Arc::clone(&listing.entries))
+        (!listing.expired && listing.fetched.elapsed() < ttl).then(|| Arc::clone(&listing.entries))
     }
 
     /// The directory's entries however old, to reuse what did not change.
@@ -124,6 +126,18 @@ impl Listings {
         self.lock().listings.peek(&dir).is_some_and(|l| l.warm)
     }
 
+    /// The directory's listing answers nothing until it is fetched again, as if its TTL were
+    /// over, but stays the last one known: the fetch keeps the details of the items that did
+    /// not change, and what guesses from any listing, however old, still has it (whether a new
+    /// file is rsync's temporary for a name that exists: then it is not sent early, and
+    /// Midas's checksum dedup can spare sending content the server holds).
+    pub(in crate::fs) fn expire(&self, dir: u64) {
+        if let Some(listing) = self.lock().listings.peek_mut(&dir) {
+            listing.expired = true;
+            listing.warm = false;
+        }
+    }
+
     /// A fetch of folder `dir` that lookups may join starts.
     pub(in crate::fs) fn share_fetch(&self, dir: u64, fetch: Joinable) {
         self.lock().joinable.insert(dir, fetch);
@@ -155,6 +169,7 @@ impl Listings {
             entries,
             fetched: Instant::now(),
             warm: false,
+            expired: false,
         };
         if let Some(old) = inner.listings.put(dir, listing) {
             inner.entries -= old.entries.len();

@@ -38,6 +38,30 @@ impl MidasFs {
         self.listings.fresh(ino, self.config.ttl)
     }
 
+    /// Whether directory `dir` may hold `name`, as far as the mount knows without asking: its
+    /// last listing, however old, or the folder's answer of a fetch under way (a lookup that
+    /// joined it was told what is not there before the fetch is kept). A guess, for what is
+    /// cheaper to get right than to undo (see `write::early`).
+    pub(in crate::fs) fn may_hold(&self, dir: u64, name: &str) -> bool {
+        if let Some(entries) = self.listings.last(dir) {
+            if entries.iter().any(|entry| entry.name == name) {
+                return true;
+            }
+        }
+        let published = self
+            .listings
+            .joinable(dir)
+            .and_then(|fetch| fetch.published_now());
+        published.is_some_and(|published| {
+            let children = &published.children;
+            let folders = children.folders.iter().map(|folder| &folder.name);
+            let items = children.items.iter().map(|item| &item.name);
+            folders
+                .chain(items)
+                .any(|shown| crate::fs::names::to_display(shown) == name)
+        })
+    }
+
     /// The directory's entries, fetched from the server when the cached ones are too old.
     pub async fn listing(&self, ino: u64) -> FsResult<Arc<Vec<Entry>>> {
         self.listing_for(ino, Purpose::Asked, None).await

@@ -219,6 +219,7 @@ mod tests {
     use super::settled_alone;
     use crate::fs::fake_tests::{mount, server};
     use crate::fs::inode::{FileKind, ROOT};
+    use crate::fs::write::early::EARLY_MIN_SIZE;
     use crate::midas::fake::{FakeMidas, Fault};
 
     /// Every `item.get` after the first fails.
@@ -370,6 +371,49 @@ mod tests {
         assert_eq!(listing.await.expect("task").expect("listing"), 100);
         assert_eq!(midas.count("midas.folder.children"), 1);
         assert_eq!(midas.count("midas.item.get"), 100);
+    }
+
+    /// `rsync -a` into a folder nobody listed yet, of a large file the server holds: its lookup
+    /// of `big.bin` starts the listing and is answered with that item alone; its lookup of the
+    /// temporary `.big.bin.XXXXXX` joins the listing still under way (no such name). The
+    /// create that follows must see `big.bin` in the folder's answer, so that the file is not
+    /// sent early and Midas's checksum dedup spares sending it.
+    #[tokio::test]
+    async fn rsyncs_copy_of_a_file_in_a_folder_being_listed_sends_no_bytes() {
+        let midas = server();
+        let content: Vec<u8> = (0..EARLY_MIN_SIZE + 1).map(|i| (i % 251) as u8).collect();
+        midas.add_file(midas.public_folder(), "big.bin", &content);
+        midas.add_file(midas.public_folder(), "other.dat", b"other");
+        let (fs, _spool) = mount(&midas);
+        // big.bin's item.get answers at once, the rest of the listing's late.
+        midas.fail("midas.item.get", Fault::Delay(Duration::ZERO));
+        midas.fail("midas.item.get", Fault::Delay(Duration::from_secs(5)));
+        let attr = fs.lookup(ROOT, "big.bin").await.expect("big.bin");
+        assert_eq!(attr.size, content.len() as u64);
+        let temporary = ".big.bin.Ab12Cd";
+        let err = fs.lookup(ROOT, temporary).await.expect_err("a free name");
+        assert_eq!(err.errno(), libc::ENOENT);
+        assert!(
+            fs.cached_listing(ROOT).is_none(),
+            "the listing is under way"
+        );
+        let (_, fh) = fs.create(ROOT, temporary, 42).expect("create");
+        for (at, chunk) in content.chunks(1 << 20).enumerate() {
+            fs.handle_write(fh, (at << 20) as u64, chunk)
+                .expect("write");
+        }
+        fs.flush(fh, Some(42)).await.expect("flush");
+        fs.release_write(fh).await;
+        assert_eq!(
+            midas.count("midas.upload.perform"),
+            0,
+            "{:?}",
+            midas.calls()
+        );
+        let item = midas
+            .child_item(midas.public_folder(), temporary)
+            .expect("saved");
+        assert!(midas.content(item).expect("content") == content);
     }
 
     #[test]

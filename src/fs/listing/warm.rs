@@ -112,11 +112,14 @@ impl MidasFs {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use crate::fs::fake_tests::fake_mount;
     use crate::fs::inode::{ROOT, USERS};
     use crate::fs::listing::entries::user_dir_name;
+    use crate::fs::write::early::EARLY_MIN_SIZE;
     use crate::fs::MountRoot;
+    use crate::midas::fake::Fault;
 
     #[tokio::test]
     async fn the_warm_up_lists_the_top_and_the_own_folders_but_no_large_one() {
@@ -167,5 +170,48 @@ mod tests {
             fs.cached_lookup(public, "none.txt").is_some(),
             "a listing fetched for a lookup answers it"
         );
+    }
+
+    /// `rsync -a` again into a folder listed at mount, of a large file the server holds: its
+    /// lookup of the temporary name (missing from the listing) has the folder listed again,
+    /// and the create that follows at once must still see the name the temporary stands for,
+    /// so that the file is not sent early and Midas's checksum dedup spares sending it.
+    #[tokio::test]
+    async fn rsyncs_copy_of_a_file_listed_at_mount_sends_no_bytes_while_the_folder_is_listed_again()
+    {
+        let midas = crate::fs::fake_tests::server();
+        let content: Vec<u8> = (0..EARLY_MIN_SIZE + 1).map(|i| (i % 251) as u8).collect();
+        midas.add_file(midas.public_folder(), "big.bin", &content);
+        let spool = tempfile::tempdir().expect("spool dir");
+        let fs = Arc::new(fake_mount(&midas, spool.path()));
+        fs.warm().await.expect("warm-up");
+        assert!(
+            fs.cached_lookup(ROOT, "big.bin").is_some(),
+            "listed at mount"
+        );
+
+        // The listing asked again answers slowly (as a folder of many items would).
+        midas.fail("midas.item.get", Fault::Delay(Duration::from_secs(5)));
+        let temporary = ".big.bin.Ab12Cd";
+        let err = fs.lookup(ROOT, temporary).await.expect_err("a free name");
+        assert_eq!(err.errno(), libc::ENOENT);
+        let (_, fh) = fs.create(ROOT, temporary, 42).expect("create");
+        midas.heal();
+        for (at, chunk) in content.chunks(1 << 20).enumerate() {
+            fs.handle_write(fh, (at << 20) as u64, chunk)
+                .expect("write");
+        }
+        fs.flush(fh, Some(42)).await.expect("flush");
+        fs.release_write(fh).await;
+        assert_eq!(
+            midas.count("midas.upload.perform"),
+            0,
+            "{:?}",
+            midas.calls()
+        );
+        let item = midas
+            .child_item(midas.public_folder(), temporary)
+            .expect("saved");
+        assert!(midas.content(item).expect("content") == content);
     }
 }

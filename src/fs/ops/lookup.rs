@@ -44,7 +44,10 @@ impl MidasFs {
         }
         if let Some(entries) = self.cached_listing(parent) {
             if self.missing_from_warm(parent, &entries, name) {
-                self.listings.remove(parent);
+                // Asked again, but not forgotten meanwhile: a create that comes while it is
+                // fetched (rsync's temporary file, after this lookup found it free) still sees
+                // the names listed.
+                self.listings.expire(parent);
             }
         }
         if self.cached_listing(parent).is_none() {

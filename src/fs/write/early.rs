@@ -95,10 +95,11 @@ pub(in crate::fs) struct Stopped {
 }
 
 impl EarlyUpload {
-    /// For a new file named `name` in a folder whose listing is `siblings`.
-    pub fn for_new_file<'a>(name: &str, mut siblings: impl Iterator<Item = &'a str>) -> Self {
+    /// For a new file named `name` in a folder that may hold the names `holds` says (a guess:
+    /// see [`crate::fs::MidasFs::may_hold`]).
+    pub fn for_new_file(name: &str, holds: impl FnOnce(&str) -> bool) -> Self {
         match rsync_temp_target(name) {
-            Some(target) if siblings.any(|sibling| sibling == target) => EarlyUpload::Off,
+            Some(target) if holds(target) => EarlyUpload::Off,
             _ => EarlyUpload::Waiting,
         }
     }
@@ -325,12 +326,13 @@ mod tests {
         assert_eq!(rsync_temp_target("data.bin.Ab12Cd"), None);
         assert_eq!(rsync_temp_target(".data.bin"), None);
         let siblings = ["data.bin", "other"];
+        let holds = |name: &str| siblings.contains(&name);
         assert!(matches!(
-            EarlyUpload::for_new_file(".data.bin.Ab12Cd", siblings.into_iter()),
+            EarlyUpload::for_new_file(".data.bin.Ab12Cd", holds),
             EarlyUpload::Off
         ));
         assert!(matches!(
-            EarlyUpload::for_new_file(".new.bin.Ab12Cd", siblings.into_iter()),
+            EarlyUpload::for_new_file(".new.bin.Ab12Cd", holds),
             EarlyUpload::Waiting
         ));
     }

@@ -28,9 +28,7 @@ impl MidasFs {
         let early = match container {
             Container::Folder(_) => {
                 // Any listing will do, however old: it is a guess at what the file is.
-                let siblings = self.listings.last(parent);
-                let names = siblings.iter().flat_map(|entries| entries.iter());
-                EarlyUpload::for_new_file(name, names.map(|e| e.name.as_str()))
+                EarlyUpload::for_new_file(name, |target| self.may_hold(parent, target))
             }
             Container::Item(_) => EarlyUpload::Off,
         };
