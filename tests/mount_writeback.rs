@@ -632,3 +632,48 @@ fn a_resumed_upload_is_a_file_in_its_folder_at_once_and_the_servers_file_after()
     assert!(meta.is_file());
     assert_eq!(std::fs::read(&path).unwrap(), content);
 }
+
+/// SIGTERM while the server holds an upload back (it never answers): the daemon ends within
+/// seconds, not after `--write-back-wait`, says where the data stays, and the file's bytes stay
+/// in the spool, which the next mount uploads.
+#[test]
+fn sigterm_while_an_upload_hangs_ends_the_daemon_promptly_and_keeps_the_file_for_the_next_mount() {
+    require_fuse!();
+    let setup = setup();
+    let gate = Gate::new(Uploads::Hold);
+    let proxy = gated_proxy(&setup.server, &gate);
+    let mut mount = setup.mount(&proxy.url, "first.log", &[]);
+    let written = files(1);
+    let (dir, to_write) = (private(&mount), written.clone());
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gate.held() == 0 {
+        assert!(Instant::now() < deadline, "the upload never reached the server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    // SAFETY: sending a signal to the daemon this test started.
+    unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) };
+    while mount.daemon_running() && signalled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = signalled.elapsed();
+    assert!(
+        !mount.daemon_running(),
+        "the daemon still runs {took:?} after SIGTERM"
+    );
+    let log = setup.log("first.log");
+    assert!(log.contains("not uploaded"), "{log}");
+    let (name, content) = &written[0];
+    let kept = std::fs::read_dir(setup.spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .any(|p| std::fs::read(&p).is_ok_and(|c| c == *content));
+    assert!(kept, "the file's bytes are in the spool");
+    drop(mount);
+    gate.refuse_held_then_pass();
+    let _mount = setup.mount(&proxy.url, "second.log", &[]);
+    setup.wait_for(name, content, Duration::from_secs(30));
+}
