@@ -404,7 +404,7 @@ impl Finished {
 /// Ends the daemon at once, [`SIGNAL_GRACE`] after a signal that did not end it: the server
 /// hangs or is gone (a request to it can take minutes to time out), or a program in the mount
 /// keeps it. Closing the FUSE device as the process exits fails every request still waiting
-/// in the kernel (`ENOTCONN`), and the mount goes away with it. What is not uploaded stays in
+/// in the kernel (`ECONNABORTED`), and the mount goes away with it. What is not uploaded stays in
 /// the spool, as after a crash: the next mount with this spool directory uploads the files
 /// closed with `--write-back` and moves the others to its `recovery/`.
 fn leave(fs: &MidasFs, signal: i32) -> ! {

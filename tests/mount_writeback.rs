@@ -574,7 +574,10 @@ fn a_resumed_upload_is_a_file_in_its_folder_at_once_and_the_servers_file_after()
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while gate.held() == 0 {
-        assert!(Instant::now() < deadline, "the upload never reached the server");
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the server"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     mount.kill();
@@ -584,7 +587,10 @@ fn a_resumed_upload_is_a_file_in_its_folder_at_once_and_the_servers_file_after()
         std::thread::sleep(Duration::from_millis(10));
     }
     gate.set(Uploads::Hold);
-    assert!(setup.revisions("resumed.bin").is_some(), "the empty item is there");
+    assert!(
+        setup.revisions("resumed.bin").is_some(),
+        "the empty item is there"
+    );
 
     let mount = setup.mount(&proxy.url, "second.log", &[]);
     let path = private(&mount).join("resumed.bin");
@@ -650,7 +656,10 @@ fn sigterm_while_an_upload_hangs_ends_the_daemon_promptly_and_keeps_the_file_for
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while gate.held() == 0 {
-        assert!(Instant::now() < deadline, "the upload never reached the server");
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the server"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let signalled = Instant::now();

@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
+use super::early::EarlyUpload;
 use super::spool::{self, Resumable, JOURNAL_KEY, JOURNAL_PENDING};
 use super::upload::{md5_of, NewFile};
-use super::early::EarlyUpload;
 use super::{Container, FileData, Target, WriteFile};
 use crate::fs::error::Kind;
 use crate::fs::inode::{ItemInfo, NodeData, NodeKind, ROOT};
@@ -522,7 +522,9 @@ impl MidasFs {
         about: &spool::About,
     ) -> FsResult<Option<(Item, u64)>> {
         let (size, md5) = self.resume_check_data(path, about).await?;
-        let made = about.get("made_item_id").and_then(serde_json::Value::as_i64);
+        let made = about
+            .get("made_item_id")
+            .and_then(serde_json::Value::as_i64);
         let name = about.get("name").and_then(|v| v.as_str()).unwrap_or("");
         let midas_name = names::to_midas(name);
         if let Some(made) = made {
