@@ -463,16 +463,24 @@ impl MidasFs {
         let shown = spool::describe_target(&about);
         let path = file.lock().spool.path().to_owned();
         let checked = {
+            // No other save (an unmount's, a reader's last close) may send it meanwhile.
             let _one_at_a_time = file.upload.lock().await;
-            self.resume_check_new(&path, &about).await
+            let checked = self.resume_check_new(&path, &about).await;
+            match &checked {
+                // On the server already: nothing to send.
+                Ok(Some(_)) => file.lock().dirty = false,
+                Ok(None) => {}
+                // Never sent: it goes to the recovery directory.
+                Err(err) => {
+                    self.keep_unsaved(ino, &file, err);
+                    file.lock().dirty = false;
+                }
+            }
+            checked
         };
         let result = match checked {
             Ok(Some((item, size))) => {
-                let target = {
-                    let mut data = file.lock();
-                    data.dirty = false;
-                    data.target.clone()
-                };
+                let target = file.lock().target.clone();
                 let revision = item.head().map_or(0, |h| h.revision);
                 let name = match &target {
                     Target::New { name, .. } => name.clone(),
@@ -483,10 +491,7 @@ impl MidasFs {
                 Ok(())
             }
             Ok(None) => self.save(ino, &file).await,
-            Err(err) => {
-                self.keep_unsaved(ino, &file, &err);
-                Err(err)
-            }
+            Err(err) => Err(err),
         };
         match result {
             Ok(()) => log::warn!("resumed upload done{shown}"),
