@@ -423,7 +423,8 @@ impl MidasFs {
         let file = Arc::new(WriteFile {
             data: Mutex::new(FileData {
                 spool,
-                dirty: true,
+                // Nothing may send it before its checks (`resume_shown`) passed.
+                dirty: false,
                 unlinked: false,
                 failed_write: None,
                 handles: 0,
@@ -468,13 +469,11 @@ impl MidasFs {
             let checked = self.resume_check_new(&path, &about).await;
             match &checked {
                 // On the server already: nothing to send.
-                Ok(Some(_)) => file.lock().dirty = false,
-                Ok(None) => {}
+                Ok(Some(_)) => {}
+                // To be sent (unless removed meanwhile).
+                Ok(None) => file.lock().dirty = true,
                 // Never sent: it goes to the recovery directory.
-                Err(err) => {
-                    self.keep_unsaved(ino, &file, err);
-                    file.lock().dirty = false;
-                }
+                Err(err) => self.keep_unsaved(ino, &file, err),
             }
             checked
         };
@@ -950,6 +949,37 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(reason.contains("did not all reach the disk"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resumed_file_is_shown_at_once_and_no_save_sends_it_before_its_checks() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        // A record whose data is not all there: never to be sent, by anyone.
+        left_by_a_dead_mount(
+            spool.path(),
+            &midas,
+            "torn.txt",
+            b"short",
+            &[("size", 28.into())],
+        );
+        let fs = mount(&midas, spool.path());
+        fs.resume_uploads();
+        let entry = fs.lookup(ROOT, "torn.txt").await.expect("shown at once");
+        assert_eq!(entry.size, 5);
+        // An unmount right away saves every file still unsaved.
+        fs.save_all().await;
+        assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
+        assert_eq!(midas.count("midas.upload.perform"), 0, "sent");
+        assert!(midas
+            .child_item(midas.public_folder(), "torn.txt")
+            .is_none());
+        let kept = std::fs::read_dir(fs.status().recovery_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"short"))
+            .count();
+        assert_eq!(kept, 1, "kept in the recovery directory");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
