@@ -46,6 +46,10 @@ const READ_AHEAD_KB: u32 = 1024;
 /// close did, 16 make 2.5 ms, about what a close costs. Each file's uploads still go one at a
 /// time, in order.
 const WRITE_BACK_UPLOADS: usize = 16;
+/// How long the daemon may take to end after SIGINT, SIGTERM or SIGHUP: to unmount, answer the
+/// requests under way and finish the uploads still running. Whatever is left then stays in
+/// the spool for the next mount (see [`leave`]); `midasfs unmount` waits for uploads instead.
+const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -330,6 +334,8 @@ fn mount_and_serve(
     }));
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
+    let (signal_fs, finished) = (Arc::clone(&fs), Arc::new(Finished::default()));
+    let signal_finished = Arc::clone(&finished);
     std::thread::Builder::new()
         .name("midasfs-signals".into())
         .spawn(move || {
@@ -338,7 +344,12 @@ fn mount_and_serve(
                 "signal {signal}: unmounting {}",
                 signal_mountpoint.display()
             );
+            // Listings ahead and the warm-up need not finish, nor even start.
+            signal_fs.cancel_optional_work();
             unmount(&signal_mountpoint);
+            if !signal_finished.wait(SIGNAL_GRACE) {
+                leave(&signal_fs, signal);
+            }
         })?;
     match &me {
         Some(user) => log::info!(
@@ -361,7 +372,65 @@ fn mount_and_serve(
     log::info!("unmounted {}", mountpoint.display());
     wait_for_uploads(&fs);
     runtime.shutdown_timeout(Duration::from_secs(2));
+    finished.set();
     Ok(())
+}
+
+/// Set once the daemon has unmounted and finished its uploads, for the signal thread that waits
+/// for that.
+#[derive(Default)]
+struct Finished {
+    done: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Finished {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `limit`; true if the daemon finished by then.
+    fn wait(&self, limit: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = self
+            .changed
+            .wait_timeout_while(done, limit, |done| !*done)
+            .unwrap_or_else(|p| p.into_inner());
+        *done
+    }
+}
+
+/// Ends the daemon at once, [`SIGNAL_GRACE`] after a signal that did not end it: the server
+/// hangs or is gone (a request to it can take minutes to time out), or a program in the mount
+/// keeps it. Closing the FUSE device as the process exits fails every request still waiting
+/// in the kernel (`ECONNABORTED`), and the mount goes away with it. What is not uploaded stays in
+/// the spool, as after a crash: the next mount with this spool directory uploads the files
+/// closed with `--write-back` and moves the others to its `recovery/`.
+fn leave(fs: &MidasFs, signal: i32) -> ! {
+    let status = fs.status();
+    let spool = status
+        .recovery_dir
+        .parent()
+        .unwrap_or(&status.recovery_dir)
+        .to_path_buf();
+    if status.files_being_written > 0 {
+        log::warn!(
+            "signal {signal}: leaving after {SIGNAL_GRACE:?} with {} file(s) ({} bytes) not \
+             uploaded; their data stays in {}: the next mount with this spool directory uploads \
+             those closed with --write-back and moves the others to {}",
+            status.files_being_written,
+            status.spool_bytes,
+            spool.display(),
+            status.recovery_dir.display()
+        );
+    } else {
+        log::warn!(
+            "signal {signal}: leaving after {SIGNAL_GRACE:?}; requests still waiting for the \
+             server fail"
+        );
+    }
+    std::process::exit(1)
 }
 
 /// Files closed just before the unmount may still be uploading (a close by a process that did
@@ -761,7 +830,8 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
     } else {
         "midasfs=warn"
     };
-    let mut server = Command::new(std::env::current_exe()?)
+    let mut server = Command::new(std::env::current_exe()?);
+    server
         .args([
             "serve",
             "--listen",
@@ -773,8 +843,18 @@ pub fn demo(args: DemoArgs, verbosity: Verbosity) -> CliResult {
         .arg(&data)
         .env("RUST_LOG", server_log)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+        .stdout(Stdio::piped());
+    // The server goes with the demo however it ends, also when a signal ends it at once.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child's own settings.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        server.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut server = server.spawn()?;
     if let Some(mut stdin) = server.stdin.take() {
         writeln!(stdin, "{password}")?;
     }

@@ -335,3 +335,89 @@ fn a_large_upload_cut_half_way_through_a_part_goes_on_from_what_the_server_holds
         .len();
     assert_eq!(sent, content.len() + (cut_part - cut_part / 2));
 }
+
+/// How long the daemon and the programs blocked in its mount may take to end after SIGTERM
+/// while the server hangs: a few seconds, whatever the request timeouts are.
+const SIGTERM_BOUND: Duration = Duration::from_secs(5);
+
+/// The server stops answering (it accepts and never replies) while `ls -l` waits for a listing;
+/// SIGTERM to the daemon ends it within seconds, not after the request timeouts, and the `ls`
+/// gets an error instead of hanging.
+#[test]
+fn sigterm_ends_the_daemon_promptly_and_fails_a_blocked_ls_while_the_server_hangs() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    require_fuse!();
+    let (server, token, private_id) = server_with_private();
+    let deep = server.create_folder(&token, &private_id, "deep");
+    let deeper = server.create_folder(&token, common::server::text(&deep["folder_id"]), "deeper");
+    server.upload_item(
+        &token,
+        common::server::text(&deeper["folder_id"]),
+        "inside.txt",
+        b"x",
+    );
+    let (hang, hung) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (hang_seen, hung_count) = (Arc::clone(&hang), Arc::clone(&hung));
+    let proxy = Proxy::start(server.addr(), move |_request| {
+        if !hang_seen.load(Ordering::SeqCst) {
+            return Answer::Forward;
+        }
+        hung_count.fetch_add(1, Ordering::SeqCst);
+        Answer::Own(Box::new(|_client| {
+            std::thread::sleep(Duration::from_secs(300))
+        }))
+    });
+    // The default timeouts: a request may wait 30 s for its answer, a call retries for 120 s.
+    let mut mount = mount(&proxy.url, &server, &[]);
+    assert!(private(&mount).is_dir());
+    hang.store(true, Ordering::SeqCst);
+    let mut ls = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(private(&mount).join("deep/deeper"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ls");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hung.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "ls sent nothing to the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        ls.try_wait().expect("ls").is_none(),
+        "ls waits for the server"
+    );
+
+    let signalled = Instant::now();
+    // SAFETY: sending a signal to the daemon this test started.
+    unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) };
+    let mut ls_status = None;
+    while Instant::now() < signalled + SIGTERM_BOUND {
+        ls_status = ls_status.or_else(|| ls.try_wait().expect("ls"));
+        if ls_status.is_some() && !mount.daemon_running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = signalled.elapsed();
+    let daemon_ended = !mount.daemon_running();
+    if ls_status.is_none() {
+        let _ = ls.kill();
+    }
+    let ls_err = ls
+        .wait_with_output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    eprintln!("after SIGTERM: {took:?}, ls {ls_status:?}: {ls_err}");
+    assert!(
+        daemon_ended,
+        "the daemon still runs {SIGTERM_BOUND:?} after SIGTERM"
+    );
+    let ls_status = ls_status.expect("ls still blocked after SIGTERM");
+    assert!(!ls_status.success(), "ls succeeded against a hung server");
+}

@@ -545,3 +545,144 @@ fn rename_and_rm_of_files_still_uploading_act_on_what_their_uploads_make() {
     names.sort();
     assert_eq!(names, ["renamed.txt"]);
 }
+
+/// A killed daemon's new file whose item was made but not filled (the upload call was held):
+/// the next mount shows it in its folder as a file of the spooled size, which reads as what was
+/// written, from the moment it resumes the upload, not the empty item (a directory) the server
+/// lists; once uploaded it is the server's file, under the item the upload filled.
+#[test]
+fn a_resumed_upload_is_a_file_in_its_folder_at_once_and_the_servers_file_after() {
+    require_fuse!();
+    let setup = setup();
+    let gate = Gate::new(Uploads::Hold);
+    // Only the content is held: the item is made (`generatetoken` with a folder makes it).
+    let held = Arc::clone(&gate);
+    let proxy = Proxy::start(setup.server.addr(), move |request| {
+        if request.method() != "midas.upload.perform" || held.pass() {
+            return Answer::Forward;
+        }
+        Answer::Own(Box::new(|client| {
+            let _ =
+                client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+        }))
+    });
+    let mount = setup.mount(&proxy.url, "first.log", &[]);
+    let content = common::tree::pseudo_random(300 << 10, 7);
+    let (dir, to_write) = (private(&mount), content.clone());
+    within(Duration::from_secs(20), move || {
+        std::fs::write(dir.join("resumed.bin"), to_write).unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gate.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mount.kill();
+    // The dead daemon's held request is refused; the next mount's wait.
+    gate.set(Uploads::Refuse);
+    while gate.held() > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gate.set(Uploads::Hold);
+    assert!(
+        setup.revisions("resumed.bin").is_some(),
+        "the empty item is there"
+    );
+
+    let mount = setup.mount(&proxy.url, "second.log", &[]);
+    let path = private(&mount).join("resumed.bin");
+    let meta = std::fs::metadata(&path).expect("listed while its upload waits");
+    assert!(meta.is_file(), "shown as {:?}", meta.file_type());
+    assert_eq!(meta.len(), content.len() as u64);
+    assert!(
+        std::fs::read(&path).expect("read the local copy") == content,
+        "reads what was written"
+    );
+    assert!(
+        std::fs::read_dir(private(&mount))
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "resumed.bin"),
+        "in the folder's listing"
+    );
+
+    gate.set(Uploads::Pass);
+    setup.wait_for("resumed.bin", &content, Duration::from_secs(30));
+    let children = setup.server.call_ok(
+        "midas.folder.children",
+        &[("token", &setup.token), ("id", &setup.private_id)],
+    );
+    let items: Vec<&Value> = children["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["name"] == "resumed.bin")
+        .collect();
+    assert_eq!(items.len(), 1, "{children}");
+    let item_id = text(&items[0]["item_id"]).to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = common::mount::getxattr(&path, "user.midas.item_id");
+        if shown.as_deref() == Some(item_id.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mount shows item {shown:?}, the server holds {item_id}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+}
+
+/// SIGTERM while the server holds an upload back (it never answers): the daemon ends within
+/// seconds, not after `--write-back-wait`, says where the data stays, and the file's bytes stay
+/// in the spool, which the next mount uploads.
+#[test]
+fn sigterm_while_an_upload_hangs_ends_the_daemon_promptly_and_keeps_the_file_for_the_next_mount() {
+    require_fuse!();
+    let setup = setup();
+    let gate = Gate::new(Uploads::Hold);
+    let proxy = gated_proxy(&setup.server, &gate);
+    let mut mount = setup.mount(&proxy.url, "first.log", &[]);
+    let written = files(1);
+    let (dir, to_write) = (private(&mount), written.clone());
+    within(Duration::from_secs(20), move || {
+        write_files(&dir, &to_write)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gate.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    // SAFETY: sending a signal to the daemon this test started.
+    unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) };
+    while mount.daemon_running() && signalled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = signalled.elapsed();
+    assert!(
+        !mount.daemon_running(),
+        "the daemon still runs {took:?} after SIGTERM"
+    );
+    let log = setup.log("first.log");
+    assert!(log.contains("not uploaded"), "{log}");
+    let (name, content) = &written[0];
+    let kept = std::fs::read_dir(setup.spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .any(|p| std::fs::read(&p).is_ok_and(|c| c == *content));
+    assert!(kept, "the file's bytes are in the spool");
+    drop(mount);
+    gate.refuse_held_then_pass();
+    let _mount = setup.mount(&proxy.url, "second.log", &[]);
+    setup.wait_for(name, content, Duration::from_secs(30));
+}

@@ -211,6 +211,12 @@ impl MidasFs {
         }
     }
 
+    /// Listings ahead and other optional work stop, and none starts any more (unmount is
+    /// coming).
+    pub fn cancel_optional_work(&self) {
+        self.tasks.cancel_optional();
+    }
+
     /// Unmounting: listings ahead stop, every file still unsaved is saved (or kept in the
     /// recovery directory), and the uploads still running in the background are waited for
     /// (every request has a timeout, so they end).

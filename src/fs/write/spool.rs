@@ -257,6 +257,34 @@ impl Spool {
         }
     }
 
+    /// Takes over a spool file a dead mount left (see [`Spool::take_resumable`]) as the spool
+    /// of a file this mount shows while it uploads it. Its sidecar and journal record stay
+    /// until the upload ends, so that the next mount resumes it should this one die too.
+    pub fn adopt(&self, path: &Path) -> FsResult<SpoolFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_error("opening a spool file", path, &e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| io_error("reading a spool file", path, &e))?
+            .len();
+        self.budget.reserve(size)?;
+        Ok(SpoolFile {
+            file,
+            path: path.to_owned(),
+            size,
+            // Its MD5 is computed from the file when it is sent.
+            hasher: None,
+            hashed: 0,
+            budget: Arc::clone(&self.budget),
+            recovered: false,
+            unsaved: false,
+            name_durable: true,
+        })
+    }
+
     /// From now on, spool files have names that survive a power cut before they are handed out
     /// (write-back: see the module's documentation).
     pub fn keep_names_durable(&self) {

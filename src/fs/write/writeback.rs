@@ -30,13 +30,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
+use super::early::EarlyUpload;
 use super::spool::{self, Resumable, JOURNAL_KEY, JOURNAL_PENDING};
 use super::upload::{md5_of, NewFile};
-use super::{Container, Target, WriteFile};
+use super::{Container, FileData, Target, WriteFile};
 use crate::fs::error::Kind;
-use crate::fs::inode::{ItemInfo, ROOT};
+use crate::fs::inode::{ItemInfo, NodeData, NodeKind, ROOT};
 use crate::fs::tasks::Work;
-use crate::fs::{bitstream_info, names, FsError, FsResult, MidasFs};
+use crate::fs::{bitstream_info, names, Entry, FsError, FsResult, MidasFs};
 use crate::midas::types::{Id, Item};
 
 /// How write-back runs.
@@ -373,11 +374,179 @@ impl MidasFs {
         for resumable in left {
             let fs = Arc::clone(self);
             let slots = Arc::clone(&slots);
-            self.tasks.spawn(Work::Needed, async move {
-                let _slot = slots.acquire_owned().await;
-                fs.resume_upload(resumable).await;
-            });
+            match self.show_resumed(&resumable) {
+                Some((ino, file)) => self.tasks.spawn(Work::Needed, async move {
+                    let _slot = slots.acquire_owned().await;
+                    fs.resume_shown(ino, file, resumable.about).await;
+                }),
+                None => self.tasks.spawn(Work::Needed, async move {
+                    let _slot = slots.acquire_owned().await;
+                    fs.resume_upload(resumable).await;
+                }),
+            }
         }
+    }
+
+    /// A resumed new file is shown in its folder from now on, as write-back shows a file still
+    /// uploading (a listing of the folder may already hold the item the dead mount made, still
+    /// empty: a directory): the spool file becomes the file's local copy, of its size, which
+    /// reads read; its upload then goes as a close's would ([`MidasFs::save`]), and the file
+    /// becomes the server's. None for what is not a new file in a folder of this server (a
+    /// revision, a file of an item directory), which is uploaded as it is and shows once the
+    /// server has it.
+    fn show_resumed(&self, resumable: &Resumable) -> Option<(u64, Arc<WriteFile>)> {
+        let about = &resumable.about;
+        let text = |key: &str| about.get(key).and_then(|v| v.as_str());
+        if text("kind") != Some("new_item") || text("server") != Some(self.client.base_url()) {
+            return None;
+        }
+        let folder = about.get("folder_id").and_then(serde_json::Value::as_i64)?;
+        let name = text("name").filter(|n| !n.is_empty())?.to_owned();
+        let spool = match self.writes.spool.adopt(&resumable.path) {
+            Ok(spool) => spool,
+            Err(err) => {
+                log::debug!("{}: {err}; uploading it unseen", resumable.path.display());
+                return None;
+            }
+        };
+        let parent_ino = NodeKind::Folder {
+            id: folder,
+            uuid: String::new(),
+        }
+        .ino(self.root_folder());
+        let local = self.writes.next_local.fetch_add(1, Ordering::Relaxed);
+        let kind = NodeKind::NewFile { local };
+        let ino = kind.ino(None);
+        let mtime = std::fs::metadata(&resumable.path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| std::time::SystemTime::now());
+        let file = Arc::new(WriteFile {
+            data: Mutex::new(FileData {
+                spool,
+                // Nothing may send it before its checks (`resume_shown`) passed.
+                dirty: false,
+                unlinked: false,
+                failed_write: None,
+                handles: 0,
+                target: Target::New {
+                    local,
+                    parent_ino,
+                    container: Container::Folder(folder),
+                    name: name.clone(),
+                },
+                mtime,
+                empty_upload: false,
+                early: EarlyUpload::Off,
+            }),
+            upload: Arc::default(),
+        });
+        self.writes.files().insert(ino, Arc::clone(&file));
+        let entry = Entry {
+            name: name.clone(),
+            ino,
+            data: NodeData {
+                kind,
+                mtime,
+                writable: true,
+                public: self.is_public(parent_ino),
+            }
+            .into(),
+        };
+        self.listings.patch(parent_ino, |entries| {
+            entries.retain(|e| e.name != name);
+            entries.push(entry);
+        });
+        Some((ino, file))
+    }
+
+    /// The upload of a resumed new file [`MidasFs::show_resumed`] shows.
+    async fn resume_shown(&self, ino: u64, file: Arc<WriteFile>, about: spool::About) {
+        let shown = spool::describe_target(&about);
+        let path = file.lock().spool.path().to_owned();
+        let checked = {
+            // No other save (an unmount's, a reader's last close) may send it meanwhile.
+            let _one_at_a_time = file.upload.lock().await;
+            let checked = self.resume_check_new(&path, &about).await;
+            match &checked {
+                // On the server already: nothing to send.
+                Ok(Some(_)) => {}
+                // To be sent (unless removed meanwhile).
+                Ok(None) => file.lock().dirty = true,
+                // Never sent: it goes to the recovery directory.
+                Err(err) => self.keep_unsaved(ino, &file, err),
+            }
+            checked
+        };
+        let result = match checked {
+            Ok(Some((item, size))) => {
+                let target = file.lock().target.clone();
+                let revision = item.head().map_or(0, |h| h.revision);
+                let name = match &target {
+                    Target::New { name, .. } => name.clone(),
+                    _ => names::to_display(&item.name),
+                };
+                let uploaded = self.saved_file(&item, revision, size, name);
+                self.saved(ino, &file, &target, uploaded);
+                Ok(())
+            }
+            Ok(None) => self.save(ino, &file).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => log::warn!("resumed upload done{shown}"),
+            Err(err) => {
+                log::error!("resumed upload failed{shown}: {err}");
+                if let Some(wb) = &self.writes.write_back {
+                    wb.failed(None, err);
+                }
+            }
+        }
+        // As after the last release of a file (`release_write`), unless a program has it open.
+        let mut files = self.writes.files();
+        let data = file.lock();
+        if data.handles > 0 || !files.get(&ino).is_some_and(|f| Arc::ptr_eq(f, &file)) {
+            return;
+        }
+        files.remove(&ino);
+        if let Target::New { parent_ino, .. } = &data.target {
+            let parent = *parent_ino;
+            drop(data);
+            drop(files);
+            self.listings
+                .patch(parent, |entries| entries.retain(|e| e.ino != ino));
+        }
+    }
+
+    /// Whether a resumed new file may be sent: its data is what its record says, and the item
+    /// the dead mount made does not hold it already (Some: the item and the size, when it
+    /// does; an item it left empty is deleted).
+    async fn resume_check_new(
+        &self,
+        path: &std::path::Path,
+        about: &spool::About,
+    ) -> FsResult<Option<(Item, u64)>> {
+        let (size, md5) = self.resume_check_data(path, about).await?;
+        let made = about
+            .get("made_item_id")
+            .and_then(serde_json::Value::as_i64);
+        let name = about.get("name").and_then(|v| v.as_str()).unwrap_or("");
+        let midas_name = names::to_midas(name);
+        if let Some(made) = made {
+            if let Ok(item) = self.client.item_get(made).await {
+                let holds = item.head().is_some_and(|head| {
+                    head.bitstreams
+                        .iter()
+                        .any(|b| b.name == midas_name && b.checksum == md5)
+                });
+                if holds {
+                    return Ok(Some((item, size)));
+                }
+                if item.head().is_none_or(|h| h.bitstreams.is_empty()) {
+                    self.delete_quietly(made).await;
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn resume_upload(&self, resumable: Resumable) {
@@ -416,17 +585,20 @@ impl MidasFs {
         }
     }
 
-    /// Sends a file a dead mount left, unless the server holds it already.
-    async fn resume_send(&self, path: &std::path::Path, about: &spool::About) -> FsResult<()> {
+    /// The size and MD5 of a file a dead mount left, checked against its journal record (and
+    /// that the record is for this server).
+    async fn resume_check_data(
+        &self,
+        path: &std::path::Path,
+        about: &spool::About,
+    ) -> FsResult<(u64, String)> {
         let text = |key: &str| about.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let id = |key: &str| about.get(key).and_then(serde_json::Value::as_i64);
         if text("server").as_deref() != Some(self.client.base_url()) {
             return Err(FsError::new(
                 Kind::Invalid,
                 "it was going to another server; upload it there by hand",
             ));
         }
-        let name = text("name").unwrap_or_default();
         let size = std::fs::metadata(path)
             .map_err(|e| FsError::new(Kind::Io, format!("{}: {e}", path.display())))?
             .len();
@@ -447,6 +619,15 @@ impl MidasFs {
                 ),
             ));
         }
+        Ok((size, md5))
+    }
+
+    /// Sends a file a dead mount left, unless the server holds it already.
+    async fn resume_send(&self, path: &std::path::Path, about: &spool::About) -> FsResult<()> {
+        let text = |key: &str| about.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let id = |key: &str| about.get(key).and_then(serde_json::Value::as_i64);
+        let name = text("name").unwrap_or_default();
+        let (size, md5) = self.resume_check_data(path, about).await?;
         let holds = |item: &Item, file_name: &str| {
             item.head().is_some_and(|head| {
                 head.bitstreams
@@ -768,6 +949,37 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(reason.contains("did not all reach the disk"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resumed_file_is_shown_at_once_and_no_save_sends_it_before_its_checks() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        // A record whose data is not all there: never to be sent, by anyone.
+        left_by_a_dead_mount(
+            spool.path(),
+            &midas,
+            "torn.txt",
+            b"short",
+            &[("size", 28.into())],
+        );
+        let fs = mount(&midas, spool.path());
+        fs.resume_uploads();
+        let entry = fs.lookup(ROOT, "torn.txt").await.expect("shown at once");
+        assert_eq!(entry.size, 5);
+        // An unmount right away saves every file still unsaved.
+        fs.save_all().await;
+        assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
+        assert_eq!(midas.count("midas.upload.perform"), 0, "sent");
+        assert!(midas
+            .child_item(midas.public_folder(), "torn.txt")
+            .is_none());
+        let kept = std::fs::read_dir(fs.status().recovery_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"short"))
+            .count();
+        assert_eq!(kept, 1, "kept in the recovery directory");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
