@@ -316,11 +316,12 @@ fn describe(s: &Value) -> String {
     }
     let requests = &s["requests"];
     out += &format!(
-        "  requests  {} API calls, {} downloads ({}), {} upload parts; {} failed",
+        "  requests  {} API calls, {} downloads ({}), {} upload parts ({}); {} failed",
         num(&requests["calls"]),
         num(&requests["downloads"]),
         mib(num(&requests["download_bytes"])),
         num(&requests["upload_parts"]),
+        mib(num(&requests["upload_bytes"])),
         num(&requests["errors"])
     );
     if let Some(last) = requests["last_error"].as_str() {

@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
@@ -46,10 +46,14 @@ const READ_AHEAD_KB: u32 = 1024;
 /// close did, 16 make 2.5 ms, about what a close costs. Each file's uploads still go one at a
 /// time, in order.
 const WRITE_BACK_UPLOADS: usize = 16;
-/// How long the daemon may take to end after SIGINT, SIGTERM or SIGHUP: to unmount, answer the
-/// requests under way and finish the uploads still running. Whatever is left then stays in
-/// the spool for the next mount (see [`leave`]); `midasfs unmount` waits for uploads instead.
+/// How long the daemon may take to end after SIGINT, SIGTERM or SIGHUP when it has nothing to
+/// upload: to unmount and answer the requests under way (a program blocked on a hung server
+/// keeps the mount). See [`after_signal`].
 const SIGNAL_GRACE: Duration = Duration::from_secs(3);
+/// After a signal, the daemon waits for its uploads as long as they move; it leaves once they
+/// have sent nothing and no call was answered for this long (the server hangs or is gone).
+/// Whatever is left then stays in the spool for the next mount (see [`leave`]).
+const SIGNAL_STALL: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -335,7 +339,7 @@ fn mount_and_serve(
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
     let (signal_fs, finished) = (Arc::clone(&fs), Arc::new(Finished::default()));
-    let signal_finished = Arc::clone(&finished);
+    let (signal_finished, signal_client) = (Arc::clone(&finished), client.clone());
     std::thread::Builder::new()
         .name("midasfs-signals".into())
         .spawn(move || {
@@ -347,9 +351,13 @@ fn mount_and_serve(
             // Listings ahead and the warm-up need not finish, nor even start.
             signal_fs.cancel_optional_work();
             unmount(&signal_mountpoint);
-            if !signal_finished.wait(SIGNAL_GRACE) {
-                leave(&signal_fs, signal);
-            }
+            after_signal(
+                &signal_fs,
+                &signal_client,
+                &signals,
+                &signal_finished,
+                signal,
+            );
         })?;
     match &me {
         Some(user) => log::info!(
@@ -390,24 +398,72 @@ impl Finished {
         self.changed.notify_all();
     }
 
-    /// Waits up to `limit`; true if the daemon finished by then.
-    fn wait(&self, limit: Duration) -> bool {
-        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        let (done, _) = self
-            .changed
-            .wait_timeout_while(done, limit, |done| !*done)
-            .unwrap_or_else(|p| p.into_inner());
-        *done
+    fn is_set(&self) -> bool {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Ends the daemon at once, [`SIGNAL_GRACE`] after a signal that did not end it: the server
-/// hangs or is gone (a request to it can take minutes to time out), or a program in the mount
-/// keeps it. Closing the FUSE device as the process exits fails every request still waiting
-/// in the kernel (`ECONNABORTED`), and the mount goes away with it. What is not uploaded stays in
-/// the spool, as after a crash: the next mount with this spool directory uploads the files
-/// closed with `--write-back` and moves the others to its `recovery/`.
-fn leave(fs: &MidasFs, signal: i32) -> ! {
+/// After a signal and the unmount it started: the daemon ends by itself once the kernel lets
+/// go and the uploads are done. It leaves at once (see [`leave`]) at a second signal;
+/// [`SIGNAL_GRACE`] after the signal when no file is being written or uploaded (a program
+/// blocked on a hung server keeps the mount, and its request can take minutes to time out);
+/// and when the uploads have sent no byte and no call has been answered for [`SIGNAL_STALL`].
+/// So a signal never cuts an upload that is moving, however slowly.
+fn after_signal(
+    fs: &MidasFs,
+    client: &Client,
+    signals: &libc::sigset_t,
+    finished: &Finished,
+    signal: i32,
+) {
+    let moved = || {
+        let stats = client.stats();
+        (stats.upload_bytes, stats.calls.saturating_sub(stats.errors))
+    };
+    let signalled = Instant::now();
+    let (mut last, mut last_moved) = (moved(), Instant::now());
+    let mut said = false;
+    loop {
+        let again = wait_for_signal_within(signals, Duration::from_millis(250));
+        if finished.is_set() {
+            return;
+        }
+        if let Some(again) = again {
+            leave(fs, again, "at a second signal");
+        }
+        if moved() != last {
+            (last, last_moved) = (moved(), Instant::now());
+        }
+        if fs.status().files_being_written == 0 {
+            if signalled.elapsed() >= SIGNAL_GRACE {
+                leave(
+                    fs,
+                    signal,
+                    &format!("{SIGNAL_GRACE:?} after signal {signal}"),
+                );
+            }
+        } else if last_moved.elapsed() >= SIGNAL_STALL {
+            leave(
+                fs,
+                signal,
+                &format!("after signal {signal}, uploads stalled for {SIGNAL_STALL:?}"),
+            );
+        } else if !said && signalled.elapsed() >= SIGNAL_GRACE {
+            said = true;
+            log::info!(
+                "signal {signal}: waiting for the uploads under way (another signal stops at once)"
+            );
+        }
+    }
+}
+
+/// Ends the daemon at once (see [`after_signal`] for when): the server hangs or is gone, or a
+/// program in the mount keeps it. Closing the FUSE device as the process exits fails every
+/// request still waiting in the kernel (`ECONNABORTED`), and the mount goes away with it. What
+/// is not uploaded stays in the spool, as after a crash: the next mount with this spool
+/// directory uploads the files closed with `--write-back` and moves the others to its
+/// `recovery/`.
+fn leave(fs: &MidasFs, signal: i32, when: &str) -> ! {
     let status = fs.status();
     let spool = status
         .recovery_dir
@@ -416,19 +472,16 @@ fn leave(fs: &MidasFs, signal: i32) -> ! {
         .to_path_buf();
     if status.files_being_written > 0 {
         log::warn!(
-            "signal {signal}: leaving after {SIGNAL_GRACE:?} with {} file(s) ({} bytes) not \
-             uploaded; their data stays in {}: the next mount with this spool directory uploads \
-             those closed with --write-back and moves the others to {}",
+            "signal {signal}: leaving {when} with {} file(s) ({} bytes) not uploaded; their data \
+             stays in {}: the next mount with this spool directory uploads those closed with \
+             --write-back and moves the others to {}",
             status.files_being_written,
             status.spool_bytes,
             spool.display(),
             status.recovery_dir.display()
         );
     } else {
-        log::warn!(
-            "signal {signal}: leaving after {SIGNAL_GRACE:?}; requests still waiting for the \
-             server fail"
-        );
+        log::warn!("signal {signal}: leaving {when}; requests still waiting for the server fail");
     }
     std::process::exit(1)
 }
@@ -528,6 +581,7 @@ fn control_socket(
             "downloads": requests.downloads,
             "download_bytes": requests.download_bytes,
             "upload_parts": requests.upload_parts,
+            "upload_bytes": requests.upload_bytes,
             "errors": requests.errors,
             "last_error": requests.last_error,
         });
@@ -734,6 +788,17 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     // SAFETY: sigwait reads the set and writes the signal number into our variable.
     unsafe { libc::sigwait(set, &mut signal) };
     signal
+}
+
+/// A signal of `set` that came within `limit`, if any.
+fn wait_for_signal_within(set: &libc::sigset_t, limit: Duration) -> Option<i32> {
+    let limit = libc::timespec {
+        tv_sec: limit.as_secs() as libc::time_t,
+        tv_nsec: limit.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timeout; a null info pointer is allowed.
+    let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &limit) };
+    (signal > 0).then_some(signal)
 }
 
 /// Unmounts; a mount still in use (an open file, a shell inside it) is detached instead, and

@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use common::mount::{is_fuse_mount, unique_mountpoint, Mount};
 use common::server::TestServer;
@@ -428,6 +429,58 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
     assert!(
         children.to_string().contains("from-fstab.txt"),
         "the file is not on the server: {children}"
+    );
+}
+
+/// SIGTERM while a `cp` waits for an upload that moves slowly (every answer takes 3 s, so the
+/// upload outlasts the 3 s a daemon with nothing to upload waits): the daemon finishes the
+/// upload before it ends, and the `cp` succeeds.
+#[test]
+fn sigterm_during_an_upload_that_moves_waits_for_it_and_the_copy_succeeds() {
+    require_fuse!();
+    let server = TestServer::start_with(&["--latency", "3000"]);
+    let mut mount = Mount::admin(&server, &[]);
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), b"slow but sure\n").unwrap();
+    let target = mount.path.join("home/Private/slow.txt");
+    let token = server.token();
+    let private = server.folder_named(Some(&token), &server.email, "Private");
+    let mut cp = Command::new("cp")
+        .arg(source.path())
+        .arg(&target)
+        .spawn()
+        .unwrap();
+    // The signal comes while the copy writes or its close uploads (each of the upload's three
+    // calls takes 3 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mount.status()["uploads"]["files_being_written"] != 1 {
+        assert!(Instant::now() < deadline, "the copy never began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signalled = Instant::now();
+    // SAFETY: sending a signal to the daemon this test started.
+    unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) };
+    let copied = cp.wait().unwrap();
+    let took = signalled.elapsed();
+    assert!(
+        copied.success(),
+        "cp failed {took:?} after SIGTERM: {copied}"
+    );
+    while mount.daemon_running() && signalled.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!mount.daemon_running(), "the daemon never ended");
+    let children = server.call_ok(
+        "midas.folder.children",
+        &[("token", &token), ("id", &private)],
+    );
+    assert!(
+        children.to_string().contains("slow.txt"),
+        "the file is not on the server: {children}"
+    );
+    assert!(
+        took > Duration::from_secs(3),
+        "the upload ended {took:?} after the signal, within the grace: this checks nothing"
     );
 }
 

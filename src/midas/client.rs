@@ -162,6 +162,7 @@ struct Inner {
     login_lock: tokio::sync::Mutex<()>,
     stats: Mutex<ClientStats>,
     download_bytes: Arc<std::sync::atomic::AtomicU64>,
+    upload_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Requests sent so far and how many failed, for `midasfs status`.
@@ -176,6 +177,8 @@ pub struct ClientStats {
     /// Bytes of file content that came over the wire: read, or in a receive buffer when a
     /// download was dropped.
     pub download_bytes: u64,
+    /// Bytes of file content sent in upload bodies (also those of uploads that then failed).
+    pub upload_bytes: u64,
     /// Those of the above that failed.
     pub errors: u64,
     /// The last failure, as logged.
@@ -316,6 +319,7 @@ impl Client {
                 login_lock: tokio::sync::Mutex::new(()),
                 stats: Mutex::default(),
                 download_bytes: Arc::default(),
+                upload_bytes: Arc::default(),
             }),
         })
     }
@@ -336,6 +340,10 @@ impl Client {
         stats.download_bytes = self
             .inner
             .download_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stats.upload_bytes = self
+            .inner
+            .upload_bytes
             .load(std::sync::atomic::Ordering::Relaxed);
         stats
     }
@@ -917,6 +925,7 @@ impl Client {
                 stall,
                 answer_cap,
                 limit: MAX_ANSWER,
+                sent: &self.inner.upload_bytes,
             };
             let data = match transfer::plain_upload(&plain).await {
                 Ok(None) => None,
@@ -933,7 +942,13 @@ impl Client {
                 return data;
             }
         }
-        let (body, progress) = transfer::file_body(part.file, part.offset, body_len).await?;
+        let (body, progress) = transfer::file_body(
+            part.file,
+            part.offset,
+            body_len,
+            Arc::clone(&self.inner.upload_bytes),
+        )
+        .await?;
         let request = self
             .inner
             .http

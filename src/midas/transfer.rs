@@ -644,14 +644,17 @@ struct FileBody {
     reader: ReaderStream<tokio::io::Take<tokio::fs::File>>,
     remaining: u64,
     progress: Arc<Progress>,
+    sent: Arc<AtomicU64>,
     finished: bool,
 }
 
-/// A request body streaming `len` bytes of `path` from `offset`, never the whole file in memory.
+/// A request body streaming `len` bytes of `path` from `offset`, never the whole file in memory;
+/// `sent` counts them as they go.
 pub(crate) async fn file_body(
     path: &Path,
     offset: u64,
     len: u64,
+    sent: Arc<AtomicU64>,
 ) -> Result<(reqwest::Body, Arc<Progress>)> {
     let mut file = tokio::fs::File::open(path).await?;
     file.seek(SeekFrom::Start(offset)).await?;
@@ -660,6 +663,7 @@ pub(crate) async fn file_body(
         reader: ReaderStream::with_capacity(file.take(len), UPLOAD_CHUNK),
         remaining: len,
         progress: Arc::clone(&progress),
+        sent,
         finished: false,
     };
     let shown = path.display().to_string();
@@ -672,6 +676,7 @@ pub(crate) async fn file_body(
             match body.reader.next().await {
                 Some(Ok(chunk)) => {
                     body.remaining = body.remaining.saturating_sub(chunk.len() as u64);
+                    body.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     body.progress.advanced(body.remaining == 0);
                     Some((Ok(chunk), body))
                 }
@@ -762,6 +767,8 @@ pub(crate) struct PlainUpload<'a> {
     pub answer_cap: Duration,
     /// The longest answer body read.
     pub limit: usize,
+    /// Counts the bytes of the body as they are sent.
+    pub sent: &'a AtomicU64,
 }
 
 /// An answer to a [`plain_upload`]: its status and its whole body.
@@ -896,7 +903,10 @@ async fn send_file_range(
                     ),
                 )))
             }
-            Ok(Ok(n)) => sent += n as u64,
+            Ok(Ok(n)) => {
+                sent += n as u64;
+                upload.sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Ok(Err(err)) => {
                 debug!("upload broke after {sent} of {} bytes: {err}", upload.len);
                 return Err(Error::Unreachable {
@@ -1260,6 +1270,9 @@ mod tests {
         (Url::parse(&url).expect("url"), task)
     }
 
+    /// What the test uploads sent, all together.
+    static SENT: AtomicU64 = AtomicU64::new(0);
+
     fn upload<'a>(url: &'a Url, file: &'a Path, offset: u64, len: u64) -> PlainUpload<'a> {
         PlainUpload {
             url,
@@ -1272,6 +1285,7 @@ mod tests {
             stall: Duration::from_millis(500),
             answer_cap: Duration::from_secs(5),
             limit: 1 << 20,
+            sent: &SENT,
         }
     }
 
