@@ -8,7 +8,6 @@ use super::objects::{
     community, community_row, folder_row, query_list, COMMUNITY_SELECT, FOLDER_SELECT,
 };
 use super::{parse_public, uuid_in_use, Call, Reply};
-use crate::midas::codes;
 use crate::server::store::{create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE};
 use crate::server::wire::{parse_id, ApiError};
 
@@ -234,11 +233,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.community.delete`: ADMIN on the community; its whole folder tree goes too.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     if community_level(conn, Some(caller), id)? < Some(ADMIN) {
         return Err(ApiError::policy(
             "This community doesn't exist  or you don't have the permissions.",

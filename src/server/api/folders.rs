@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::objects::{folder, folder_row, item_row, query_list, FOLDER_SELECT, ITEM_SELECT};
 use super::{update_by_uuid, Call, Reply};
-use crate::midas::codes;
 use crate::server::store::{
     can_folder, delete_item, grant, insert_folder, parent_folder, policy_sql, renumber_tree,
     root_of, set_public, unused_checksums, Caller, Guarded, Holder, ADMIN, READ, WRITE,
@@ -223,11 +222,7 @@ pub fn delete_folder_tree(conn: &Connection, folder_id: i64) -> Result<Vec<Strin
 
 /// `midas.folder.delete`: ADMIN required; recursive.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     let denied =
         || ApiError::policy("This folder doesn't exist  or you don't have the permissions.");
     // Root folders belong to their user or community; deleting them would orphan it.

@@ -8,7 +8,6 @@ use super::objects::{
     self, first_folder_id, folder, fresh_item, item, item_row, query_list, ITEM_SELECT,
 };
 use super::{update_by_uuid, Call, Reply};
-use crate::midas::codes;
 use crate::server::store::{
     add_revision, can_folder, can_item, copy_folder_policies_to_item, create_item, delete_item,
     head_revision, insert_item, new_uuid, now_date, policy_sql, set_public, unique_item_name,
@@ -132,11 +131,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.item.delete`: ADMIN; the item goes from every folder.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     if !can_item(conn, Some(caller), id, ADMIN)? {
         return Err(not_found());
     }
@@ -398,13 +393,16 @@ pub fn get_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, Api
     Ok(Value::Array(list).into())
 }
 
+/// Midas's one answer to a metadata call on an item the caller cannot write, anonymous or not.
+fn no_write() -> ApiError {
+    ApiError::policy("This item doesn't exist or you don't have write permission.")
+}
+
 fn require_write(conn: &Connection, caller: Caller, item_id: i64) -> Result<(), ApiError> {
     if can_item(conn, Some(caller), item_id, WRITE)? {
         Ok(())
     } else {
-        Err(ApiError::policy(
-            "This item doesn't exist or you don't have write permission.",
-        ))
+        Err(no_write())
     }
 }
 
@@ -433,10 +431,7 @@ fn touch_item(conn: &Connection, item_id: i64) -> rusqlite::Result<()> {
 /// `midas.item.setmetadata` (`itemId`, camel case).
 pub fn set_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemId")?;
     let element = p.require("element")?;
     let value = p.require("value")?;
@@ -454,10 +449,7 @@ pub fn set_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, Api
 /// `midas.item.setmultiplemetadata` (`itemid`, `count`, `element_i`, `value_i`, `qualifier_i`).
 pub fn set_multiple_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemid")?;
     let count = p
         .require("count")?
@@ -503,10 +495,7 @@ pub fn set_multiple_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<R
 /// `midas.item.deletemetadata`: `"1"`, or `""` when no such definition exists.
 pub fn delete_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemid")?;
     let element = p.require("element")?;
     let qualifier = p.get("qualifier").unwrap_or_default();
