@@ -583,19 +583,30 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     let mut body = Vec::with_capacity(advertised as usize);
-    loop {
-        match timeout(stall, response.chunk()).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    method: method.to_owned(),
-                    after: stall,
-                })
-            }
-            Ok(Ok(Some(chunk))) if body.len() + chunk.len() > limit => return Err(too_large()),
-            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Err(err)) => return Err(transport_error(method, url, err, stall)),
+    while let Some(chunk) = body_chunk(&mut response, method, url, stall).await? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The next chunk of `response`'s body, `None` at its end; a chunk that takes longer than
+/// `stall` to come is a timeout.
+pub(crate) async fn body_chunk(
+    response: &mut reqwest::Response,
+    method: &str,
+    url: &str,
+    stall: Duration,
+) -> Result<Option<Bytes>> {
+    match timeout(stall, response.chunk()).await {
+        Err(_) => Err(Error::Timeout {
+            method: method.to_owned(),
+            after: stall,
+        }),
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(err)) => Err(transport_error(method, url, err, stall)),
     }
 }
 
