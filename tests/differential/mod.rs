@@ -14,7 +14,8 @@ use reqwest::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATIO
 use serde_json::Value;
 
 use super::{
-    compare_method_list, compare_zip, parameter_kind, Comparison, Correspondence, TestServer,
+    compare_location_url, compare_method_list, compare_zip, parameter_kind, Comparison,
+    Correspondence, TestServer,
 };
 
 /// Where a run sends its calls, and as whom.
@@ -1376,25 +1377,5 @@ fn compare_location(comparison: &mut Comparison<'_>, expected: &str, actual: &st
     ) else {
         return comparison.differ("Location", format!("{expected:?} or {actual:?} is no URL"));
     };
-    let expected_query: Vec<(String, String)> = e
-        .query_pairs()
-        .map(|(key, value)| {
-            let value = match parameter_kind("", &key) {
-                Some(kind) => comparison.seen.translate(kind, &value),
-                None => value.into_owned(),
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    let actual_query: Vec<(String, String)> = a.query_pairs().into_owned().collect();
-    if e.path() != a.path() || expected_query != actual_query {
-        comparison.differ(
-            "Location",
-            format!(
-                "{} {expected_query:?} expected, got {} {actual_query:?}",
-                e.path(),
-                a.path()
-            ),
-        );
-    }
+    compare_location_url(comparison, &e, &a);
 }
