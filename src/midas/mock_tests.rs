@@ -208,6 +208,13 @@ fn key() -> Credentials {
     }
 }
 
+fn password() -> Credentials {
+    Credentials::Password {
+        email: "a@b.c".into(),
+        password: "hunter2".into(),
+    }
+}
+
 #[tokio::test]
 async fn connect_logs_in_and_sends_the_token() {
     let login = logins();
@@ -314,11 +321,7 @@ async fn refused_credentials_are_auth_errors() {
     let unknown = client(&mock, unknown).connect().await.unwrap_err();
     assert!(unknown.to_string().contains("no account"), "{unknown}");
 
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    let bad_password = client(&mock, password).connect().await.unwrap_err();
+    let bad_password = client(&mock, password()).connect().await.unwrap_err();
     assert!(
         bad_password.to_string().contains("wrong email or password"),
         "{bad_password}"
@@ -345,11 +348,7 @@ async fn a_password_is_exchanged_for_the_default_key() {
         _ => login(seen).unwrap_or(Reply::Ok("[]")),
     })
     .await;
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    client(&mock, password).connect().await.expect("connect");
+    client(&mock, password()).connect().await.expect("connect");
     let seen = mock.seen();
     let login = seen
         .iter()
@@ -750,11 +749,7 @@ async fn secrets_travel_in_request_bodies_never_in_urls() {
         }
     })
     .await;
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    let client = client(&mock, password);
+    let client = client(&mock, password());
     client.connect().await.expect("connect");
     client.user_folders().await.expect("folders");
     let mut stream = client.download(1, 0, 10).await.expect("open");
