@@ -56,6 +56,28 @@ struct Exchange {
     body: Answer,
 }
 
+impl Exchange {
+    /// A call with no answer (yet): no status or headers, `why` for its body.
+    fn unanswered(
+        label: &str,
+        api_method: &str,
+        params: Vec<(String, String)>,
+        why: &str,
+    ) -> Exchange {
+        Exchange {
+            label: label.to_owned(),
+            api_method: api_method.to_owned(),
+            params,
+            status: 0,
+            content_type: None,
+            location: None,
+            disposition: None,
+            length: None,
+            body: Answer::Unreadable(why.to_owned()),
+        }
+    }
+}
+
 enum Answer {
     Json(Value),
     Bytes(Vec<u8>),
@@ -127,17 +149,12 @@ impl Session<'_> {
     /// GETs the `Location` of the last answer, a download.
     fn follow(&mut self, label: &str) {
         let Some(location) = self.log.last().and_then(|e| e.location.clone()) else {
-            self.log.push(Exchange {
-                label: label.to_owned(),
-                api_method: "download".to_owned(),
-                params: Vec::new(),
-                status: 0,
-                content_type: None,
-                location: None,
-                disposition: None,
-                length: None,
-                body: Answer::Unreadable("no redirect to follow".to_owned()),
-            });
+            self.log.push(Exchange::unanswered(
+                label,
+                "download",
+                Vec::new(),
+                "no redirect to follow",
+            ));
             return;
         };
         let url = reqwest::Url::parse(&format!("{}/", self.side.url))
@@ -188,17 +205,7 @@ impl Session<'_> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut exchange = Exchange {
-            label: label.to_owned(),
-            api_method: api_method.to_owned(),
-            params,
-            status: 0,
-            content_type: None,
-            location: None,
-            disposition: None,
-            length: None,
-            body: Answer::Unreadable(String::new()),
-        };
+        let mut exchange = Exchange::unanswered(label, api_method, params, "");
         let response = match request.send() {
             Ok(response) => response,
             Err(err) => {
