@@ -15,14 +15,21 @@ fn not_found() -> ApiError {
     ApiError::policy("This folder doesn't exist or you don't have the permissions.")
 }
 
-/// `midas.folder.get`: the folder plus `parent` ("" for a root), READ required.
-pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+/// The `id` of a folder the caller may read, and the caller; otherwise the not-found error.
+fn readable(call: &Call<'_>, conn: &Connection) -> Result<(i64, Option<Caller>), ApiError> {
     // Midas checks the parameters before the token
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    if !can_folder(conn, caller, id, READ)? {
-        return Err(not_found());
+    if can_folder(conn, caller, id, READ)? {
+        Ok((id, caller))
+    } else {
+        Err(not_found())
     }
+}
+
+/// `midas.folder.get`: the folder plus `parent` ("" for a root), READ required.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let (id, _) = readable(call, conn)?;
     let mut result = folder(conn, id)?.ok_or_else(not_found)?;
     let parent_id = result["parent_id"].as_i64().unwrap_or(-1);
     result["parent"] = match parent_id {
@@ -301,11 +308,7 @@ pub fn require_destination(conn: &Connection, destination: i64) -> Result<(), Ap
 
 /// `midas.folder.download`: READ, then a redirect to the ZIP.
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_folder(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, caller) = readable(call, conn)?;
     Ok(Reply::Redirect(format!(
         "/download/?folders={id}{}",
         auth_suffix(call, caller)

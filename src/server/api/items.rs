@@ -19,13 +19,20 @@ fn not_found() -> ApiError {
     ApiError::policy("This item doesn't exist or you don't have the permissions.")
 }
 
-/// `midas.item.get`: the item, its first folder, its revisions (ascending) with bitstreams.
-pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+/// The `id` of an item the caller may read, and the caller; otherwise the not-found error.
+fn readable(call: &Call<'_>, conn: &Connection) -> Result<(i64, Option<Caller>), ApiError> {
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
+    if can_item(conn, caller, id, READ)? {
+        Ok((id, caller))
+    } else {
+        Err(not_found())
     }
+}
+
+/// `midas.item.get`: the item, its first folder, its revisions (ascending) with bitstreams.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let (id, _) = readable(call, conn)?;
     let mut result = item(conn, id)?.ok_or_else(not_found)?;
     result["folder_id"] = first_folder_id(conn, id)?
         .map(Value::from)
@@ -299,11 +306,7 @@ pub fn duplicate(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
 
 /// `midas.item.download`: READ, then a redirect (`offset` is not passed on).
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, caller) = readable(call, conn)?;
     let revision = match call.params.get("revision") {
         Some(r) => format!(",{}", parse_id(r)),
         None => String::new(),
@@ -369,11 +372,7 @@ fn metadata_revision(
 
 /// `midas.item.getmetadata`.
 pub fn get_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, _) = readable(call, conn)?;
     let revision = metadata_revision(conn, id, call.params.get("revision"))?;
     let list: Vec<Value> = conn
         .prepare(
