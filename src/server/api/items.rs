@@ -359,13 +359,8 @@ fn metadata_revision(
                     "Revision Numbers must be integers greater than 0.{r}"
                 )));
             }
-            conn.query_row(
-                "SELECT itemrevision_id FROM itemrevision WHERE item_id = ?1 AND revision = ?2",
-                params![item_id, number],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::invalid("This revision number is invalid for this item."))
+            revision_by_number(conn, item_id, number)?
+                .ok_or_else(|| ApiError::invalid("This revision number is invalid for this item."))
         }
     }
 }
@@ -562,7 +557,7 @@ pub fn search_by_name(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, A
     Ok(json!({ "items": items }).into())
 }
 
-/// Whether `revision` exists on an item, for the upload path.
+/// The id of an item's revision `number`, if it has one (the metadata and upload paths).
 pub fn revision_by_number(
     conn: &Connection,
     item_id: i64,
