@@ -8,7 +8,9 @@ use super::objects::{
     community, community_row, folder_row, query_list, COMMUNITY_SELECT, FOLDER_SELECT,
 };
 use super::{parse_public, uuid_in_use, Call, Reply};
-use crate::server::store::{create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE};
+use crate::server::store::{
+    community_root, create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE,
+};
 use crate::server::wire::{parse_id, ApiError};
 
 /// The caller's level on a community (Midas's `CommunityModelBase::policyCheck`), if any.
@@ -120,14 +122,9 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
 pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    let root: Option<i64> = conn
-        .query_row(
-            "SELECT folder_id FROM community WHERE community_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let root = root.ok_or_else(|| ApiError::invalid("Invalid community id"))?;
+    let root = community_root(conn, id)
+        .optional()?
+        .ok_or_else(|| ApiError::invalid("Invalid community id"))?;
     let tail = format!(
         "WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
         policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
