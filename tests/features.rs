@@ -120,9 +120,8 @@ print("ok" if trashed else error.contents.code)
 
 // ---- history ----
 
-#[test]
-fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
-    require_fuse!();
+/// The owner's `data.csv` in her Public folder, in two revisions: `1,2`, then `1,3`.
+fn data_csv_in_two_revisions() -> TwoUsers {
     let setup = TwoUsers::start();
     let public = setup.owners("Public");
     let token = &setup.owner_token;
@@ -132,6 +131,13 @@ fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
     setup
         .server
         .upload_to(token, &item, "data.csv", b"a,b\n1,3\n", None);
+    setup
+}
+
+#[test]
+fn every_revision_reads_by_name_read_only_and_no_listing_shows_them() {
+    require_fuse!();
+    let setup = data_csv_in_two_revisions();
     let mount = setup.mount(&[]);
     let dir = mount.path.join("home/Public");
     std::fs::write(dir.join("data.csv"), b"a,b\n1,4\n").expect("a third revision");
@@ -220,15 +226,7 @@ fn truncate(path: &Path, size: i64) -> std::io::Result<()> {
 #[test]
 fn removing_renaming_or_changing_a_revision_or_anything_in_the_search_is_erofs() {
     require_fuse!();
-    let setup = TwoUsers::start();
-    let public = setup.owners("Public");
-    let token = &setup.owner_token;
-    let item = setup
-        .server
-        .upload_item(token, &public, "data.csv", b"a,b\n1,2\n");
-    setup
-        .server
-        .upload_to(token, &item, "data.csv", b"a,b\n1,3\n", None);
+    let setup = data_csv_in_two_revisions();
     let mount = setup.mount(&[]);
     let dir = mount.path.join("home/Public");
     let old = dir.join("data.csv@r1");

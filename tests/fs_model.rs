@@ -96,6 +96,11 @@ fn step() -> impl Strategy<Value = Step> {
 /// A path below the mount's root: its names (empty for the root).
 type Path = Vec<String>;
 
+/// `name` in `dir`.
+fn child(dir: &Path, name: &str) -> Path {
+    dir.iter().cloned().chain([name.to_owned()]).collect()
+}
+
 fn show(path: &Path) -> String {
     format!("/{}", path.join("/"))
 }
@@ -279,6 +284,14 @@ struct Run {
 }
 
 impl Run {
+    /// A fresh mount and a model of its empty tree.
+    fn new() -> Run {
+        Run {
+            mount: Mount::new(),
+            model: Model::new(),
+        }
+    }
+
     async fn ino(&self, path: &Path) -> FsResult<u64> {
         self.mount.lookup(&path.join("/")).await.map(|a| a.ino)
     }
@@ -290,11 +303,7 @@ impl Run {
         match *step {
             Step::Create { dir, name } => {
                 let dir = pick(self.model.dirs(), dir)?;
-                let path: Path = dir
-                    .iter()
-                    .cloned()
-                    .chain([NAMES[name].to_owned()])
-                    .collect();
+                let path = child(&dir, NAMES[name]);
                 let what = format!("create {}", show(&path));
                 match self.model.nodes.get(&path).cloned() {
                     // The kernel answers an open of a directory itself.
@@ -437,11 +446,7 @@ impl Run {
             Step::Rename { entry, dir, name } => {
                 let from = pick(self.model.entries(), entry)?;
                 let dir = pick(self.model.dirs(), dir)?;
-                let to: Path = dir
-                    .iter()
-                    .cloned()
-                    .chain([NAMES[name].to_owned()])
-                    .collect();
+                let to = child(&dir, NAMES[name]);
                 let from_is_dir = matches!(self.model.nodes[&from], Node::Dir);
                 if to.starts_with(&from) && to != from {
                     // Into itself: the kernel refuses (EINVAL) without asking.
@@ -532,11 +537,7 @@ impl Run {
             }
             Step::Mkdir { dir, name } => {
                 let dir = pick(self.model.dirs(), dir)?;
-                let path: Path = dir
-                    .iter()
-                    .cloned()
-                    .chain([NAMES[name].to_owned()])
-                    .collect();
+                let path = child(&dir, NAMES[name]);
                 let model = if self.model.nodes.contains_key(&path) {
                     libc::EEXIST
                 } else {
@@ -753,17 +754,18 @@ impl Run {
     }
 }
 
-/// Runs the steps; the first disagreement, with the steps that led to it.
-fn check(steps: &[Step]) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A runtime for one run (proptest's cases are plain functions).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let mut run = Run {
-            mount: Mount::new(),
-            model: Model::new(),
-        };
+        .expect("runtime")
+}
+
+/// Runs the steps; the first disagreement, with the steps that led to it.
+fn check(steps: &[Step]) -> Result<(), String> {
+    runtime().block_on(async {
+        let mut run = Run::new();
         let mut done = Vec::new();
         for step in steps {
             let Some(outcome) = run.apply(step).await else {
@@ -806,15 +808,8 @@ proptest! {
 /// The model itself must be able to fail: a filesystem that lost a rename is caught.
 #[test]
 fn the_comparison_catches_a_listing_that_differs_from_the_model() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let mut run = Run {
-            mount: Mount::new(),
-            model: Model::new(),
-        };
+    runtime().block_on(async {
+        let mut run = Run::new();
         run.apply(&Step::Mkdir { dir: 0, name: 0 }).await;
         run.compare().await.expect("in step");
         // Behind the filesystem's back: the model and the server now disagree.

@@ -181,6 +181,23 @@ fn login(server: &TestServer, config: &Path) {
     assert!(out.status.success(), "login failed: {}", text(&out));
 }
 
+/// What a mount(8) test needs: midasfs linked where mount.fuse3 finds it, a server, a config
+/// home logged in to it as profile `lab`, and a fresh mountpoint; `None` when the link cannot be
+/// made (the test is skipped).
+fn logged_in_as_lab() -> Option<(Link, TestServer, tempfile::TempDir, Mountpoint)> {
+    let link = Link::install()?;
+    let server = TestServer::any();
+    let config = config_home();
+    login(&server, config.path());
+    Some((link, server, config, Mountpoint(unique_mountpoint())))
+}
+
+/// `midasfs unmount DIR`, which must succeed.
+fn midasfs_unmount(dir: &Path, config: &Path) {
+    let out = midasfs(&["unmount", dir.to_str().unwrap()], config, None);
+    assert!(out.status.success(), "midasfs unmount: {}", text(&out));
+}
+
 #[test]
 fn login_stores_the_api_key_in_a_private_file_and_never_the_password() {
     let server = TestServer::any();
@@ -311,11 +328,9 @@ fn mount_t_fuse_midasfs_mounts_with_o_options_and_midasfs_unmount_unmounts() {
     if !can_use_mount8("mount -t fuse.midasfs") {
         return;
     }
-    let Some(_link) = Link::install() else { return };
-    let server = TestServer::any();
-    let config = config_home();
-    login(&server, config.path());
-    let mountpoint = Mountpoint(unique_mountpoint());
+    let Some((_link, server, config, mountpoint)) = logged_in_as_lab() else {
+        return;
+    };
     let out = Command::new("mount")
         .args(["-t", "fuse.midasfs", &server.url])
         .arg(&mountpoint.0)
@@ -367,12 +382,7 @@ fn mount_t_fuse_midasfs_mounts_with_o_options_and_midasfs_unmount_unmounts() {
     assert!(mine["requests"]["calls"].as_u64().unwrap() > 0, "{mine}");
     assert_eq!(mine["uploads"]["files_being_written"], 0, "{mine}");
 
-    let out = midasfs(
-        &["unmount", mountpoint.0.to_str().unwrap()],
-        config.path(),
-        None,
-    );
-    assert!(out.status.success(), "midasfs unmount: {}", text(&out));
+    midasfs_unmount(&mountpoint.0, config.path());
     assert!(!is_fuse_mount(&mountpoint.0));
     // unmount returns once the daemon is gone: its control socket is gone too.
     let after = midasfs(&["status", "--json"], config.path(), None);
@@ -388,11 +398,9 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
     if !can_use_mount8("fstab") {
         return;
     }
-    let Some(_link) = Link::install() else { return };
-    let server = TestServer::any();
-    let config = config_home();
-    login(&server, config.path());
-    let mountpoint = Mountpoint(unique_mountpoint());
+    let Some((_link, server, config, mountpoint)) = logged_in_as_lab() else {
+        return;
+    };
     let _fstab = FstabLine::add(format!(
         "{} {} fuse.midasfs noauto,user,_netdev,profile=lab,x-systemd.automount,comment=test 0 0",
         server.url,
@@ -413,12 +421,7 @@ fn an_fstab_entry_with_a_profile_mounts_with_mount_dir_and_uploads_before_unmoun
         .join(server.private())
         .join("from-fstab.txt");
     std::fs::write(&target, b"written through an fstab mount\n").unwrap();
-    let out = midasfs(
-        &["unmount", mountpoint.0.to_str().unwrap()],
-        config.path(),
-        None,
-    );
-    assert!(out.status.success(), "midasfs unmount: {}", text(&out));
+    midasfs_unmount(&mountpoint.0, config.path());
     assert!(!is_fuse_mount(&mountpoint.0));
     let token = server.token();
     let private = server.folder_at(&token, &server.email, server.private());
@@ -514,12 +517,7 @@ fn midasfs_unmount_returns_after_an_upload_that_was_still_running_has_finished()
     assert!(status.success());
 
     let config = config_home();
-    let out = midasfs(
-        &["unmount", mount.path.to_str().unwrap()],
-        config.path(),
-        None,
-    );
-    assert!(out.status.success(), "midasfs unmount: {}", text(&out));
+    midasfs_unmount(&mount.path, config.path());
 
     let token = server.token();
     let private = server.folder_named(Some(&token), &server.email, "Private");

@@ -45,6 +45,14 @@ fn private(server: &TestServer, mount: &Mount) -> PathBuf {
     server.private_in(&mount.path)
 }
 
+/// `diff -r` of the tree [`upload_tree`] uploaded from `local` and the mount's copy of it.
+fn diff_uploaded_tree(local: &tempfile::TempDir, server: &TestServer, mount: &Mount) {
+    diff_r(
+        &local.path().join("tree"),
+        &private(server, mount).join("tree"),
+    );
+}
+
 #[test]
 fn mounted_tree_equals_the_tree_pydas_uploaded() {
     require_fuse!();
@@ -62,10 +70,7 @@ fn mounted_tree_equals_the_tree_pydas_uploaded() {
     );
 
     let mount = Mount::admin(&server, &["--cache-size", "1"]);
-    diff_r(
-        &local.path().join("tree"),
-        &private(&server, &mount).join("tree"),
-    );
+    diff_uploaded_tree(&local, &server, &mount);
     // A leaf folder uploaded as one item of two bitstreams is a directory of two files.
     assert!(private(&server, &mount).join("multi").is_dir());
     diff_r(
@@ -359,16 +364,10 @@ fn token_expiry_mid_walk_is_invisible() {
     let server = TestServer::any_expiring();
     let local = upload_tree(&server);
     let mount = Mount::admin(&server, &["--ttl", "1"]);
-    diff_r(
-        &local.path().join("tree"),
-        &private(&server, &mount).join("tree"),
-    );
+    diff_uploaded_tree(&local, &server, &mount);
     server.expire_tokens();
     std::thread::sleep(Duration::from_millis(1100));
-    diff_r(
-        &local.path().join("tree"),
-        &private(&server, &mount).join("tree"),
-    );
+    diff_uploaded_tree(&local, &server, &mount);
 }
 
 #[test]
@@ -393,10 +392,7 @@ fn a_dead_server_gives_an_error_within_the_timeout_and_recovery_after_restart() 
         started.elapsed()
     );
     server.restart();
-    diff_r(
-        &local.path().join("tree"),
-        &private(&server, &mount).join("tree"),
-    );
+    diff_uploaded_tree(&local, &server, &mount);
 }
 
 #[test]

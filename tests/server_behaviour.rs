@@ -34,17 +34,25 @@ fn ids(list: &Value) -> Vec<String> {
 
 /// A raw HTTP/1.1 GET: status line + headers, and the body read until the server closes.
 fn raw_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+    let all = send_get(addr, path, Duration::from_secs(30)).expect("read");
+    head_and_body(&all)
+}
+
+/// Sends a raw HTTP/1.1 GET and reads until the server closes, each read within `timeout`.
+fn send_get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .expect("send");
     let mut all = Vec::new();
-    stream.read_to_end(&mut all).expect("read");
+    stream.read_to_end(&mut all).map(|_| all)
+}
+
+/// An answer's status line and headers (lower case), and its body.
+fn head_and_body(all: &[u8]) -> (String, Vec<u8>) {
     let split = all
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -1473,30 +1481,14 @@ fn raise_own_open_file_limit(want: u64) {
 /// A raw `GET` that must be answered within `within`: its head (lower case) and body.
 fn timed_get(addr: &str, path: &str, within: Duration) -> (String, Vec<u8>) {
     let started = std::time::Instant::now();
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(within)).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut all = Vec::new();
-    if let Err(err) = stream.read_to_end(&mut all) {
-        panic!("no answer within {within:?}: {err}");
-    }
+    let all = send_get(addr, path, within)
+        .unwrap_or_else(|err| panic!("no answer within {within:?}: {err}"));
     assert!(
         started.elapsed() < within,
         "answered after {:?}",
         started.elapsed()
     );
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("head end");
-    (
-        String::from_utf8_lossy(&all[..split]).to_lowercase(),
-        all[split + 4..].to_vec(),
-    )
+    head_and_body(&all)
 }
 
 #[test]

@@ -721,27 +721,7 @@ fn follow_redirect(
         comparison.differ("Location", format!("not a URL: {location:?}"));
         return None;
     };
-    let expected_query: Vec<(String, String)> = expected_url
-        .query_pairs()
-        .map(|(key, value)| {
-            let value = match parameter_kind("", &key) {
-                Some(kind) => comparison.seen.translate(kind, &value),
-                None => value.into_owned(),
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    let actual_query: Vec<(String, String)> = actual_url.query_pairs().into_owned().collect();
-    if expected_url.path() != actual_url.path() || expected_query != actual_query {
-        comparison.differ(
-            "Location",
-            format!(
-                "{} {expected_query:?} expected, got {} {actual_query:?}",
-                expected_url.path(),
-                actual_url.path()
-            ),
-        );
-    }
+    compare_location_url(comparison, &expected_url, &actual_url);
     let mut follow = http.get(actual_url);
     for (name, value) in headers {
         follow = follow.header(name, value);
@@ -752,6 +732,31 @@ fn follow_redirect(
             comparison.differ("redirect", format!("following it failed: {err}"));
             None
         }
+    }
+}
+
+/// The same path and query in a redirect's `Location`, the expected one's ids translated.
+fn compare_location_url(comparison: &mut Comparison<'_>, expected: &Url, actual: &Url) {
+    let expected_query: Vec<(String, String)> = expected
+        .query_pairs()
+        .map(|(key, value)| {
+            let value = match parameter_kind("", &key) {
+                Some(kind) => comparison.seen.translate(kind, &value),
+                None => value.into_owned(),
+            };
+            (key.into_owned(), value)
+        })
+        .collect();
+    let actual_query: Vec<(String, String)> = actual.query_pairs().into_owned().collect();
+    if expected.path() != actual.path() || expected_query != actual_query {
+        comparison.differ(
+            "Location",
+            format!(
+                "{} {expected_query:?} expected, got {} {actual_query:?}",
+                expected.path(),
+                actual.path()
+            ),
+        );
     }
 }
 

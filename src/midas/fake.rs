@@ -769,6 +769,18 @@ impl State {
         }
     }
 
+    /// The destination folder of a move: Midas's model error when the caller cannot see it,
+    /// then WRITE required.
+    fn move_destination(&self, id: Id) -> std::result::Result<&FolderRec, Refusal> {
+        if self.visible_folder(id).is_err() {
+            return Err((
+                codes::MODEL_ERROR,
+                "Error in params when checking Folder Policy.".into(),
+            ));
+        }
+        self.writable_folder(id)
+    }
+
     fn writable_folder(&self, id: Id) -> std::result::Result<&FolderRec, Refusal> {
         let folder = self.visible_folder(id)?;
         if self.read_only.contains(&id) {
@@ -880,14 +892,17 @@ impl State {
         })
     }
 
-    fn delete_folder(&mut self, id: Id) {
-        let below: Vec<Id> = self
-            .folders
+    /// The folders directly in `id`.
+    fn subfolders(&self, id: Id) -> Vec<Id> {
+        self.folders
             .iter()
             .filter(|(_, f)| f.parent == id)
             .map(|(id, _)| *id)
-            .collect();
-        for folder in below {
+            .collect()
+    }
+
+    fn delete_folder(&mut self, id: Id) {
+        for folder in self.subfolders(id) {
             self.delete_folder(folder);
         }
         self.items.retain(|_, i| i.folder != id);
@@ -919,13 +934,7 @@ impl State {
             item.public = public;
             changed += 1;
         }
-        let below: Vec<Id> = self
-            .folders
-            .iter()
-            .filter(|(_, f)| f.parent == id)
-            .map(|(id, _)| *id)
-            .collect();
-        for folder in below {
+        for folder in self.subfolders(id) {
             changed += self.set_privacy_below(folder, public);
         }
         changed
@@ -1328,13 +1337,7 @@ impl MidasApi for FakeMidas {
     fn folder_move(&self, id: Id, dst: Id) -> Call<'_, Folder> {
         Box::pin(self.answer("midas.folder.move", move |state| {
             let name = state.visible_folder(id)?.name.clone();
-            if state.visible_folder(dst).is_err() {
-                return Err((
-                    codes::MODEL_ERROR,
-                    "Error in params when checking Folder Policy.".into(),
-                ));
-            }
-            state.writable_folder(dst)?;
+            state.move_destination(dst)?;
             if id == dst {
                 return Err((codes::MODEL_ERROR, "Folder == Parent".into()));
             }
@@ -1422,13 +1425,7 @@ impl MidasApi for FakeMidas {
                 ));
             }
             let name = rec.name.clone();
-            if state.visible_folder(dst).is_err() {
-                return Err((
-                    codes::MODEL_ERROR,
-                    "Error in params when checking Folder Policy.".into(),
-                ));
-            }
-            let dst_public = state.writable_folder(dst)?.public;
+            let dst_public = state.move_destination(dst)?.public;
             state.writable_item(id)?;
             let name = state.free_item_name(dst, &name, Some(id));
             let date = state.tick();

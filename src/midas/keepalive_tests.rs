@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::client::POOL_IDLE_TIMEOUT;
+use super::mock_tests::read_request;
 use super::{Client, ClientConfig, Credentials};
 
 /// How long the server below keeps an idle connection: a little more than the client does,
@@ -37,33 +38,12 @@ async fn start() -> (SocketAddr, Arc<AtomicUsize>) {
 
 async fn serve(mut stream: TcpStream) {
     let mut buffer = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
     let mut idle_since = Instant::now();
-    loop {
-        let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
+    while read_request(&mut stream, &mut buffer).await.is_some() {
         if idle_since.elapsed() >= SERVER_IDLE {
-            // Closed for being idle, the request unread.
+            // Closed for being idle, the request unanswered.
             return;
         }
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < head_end + 4 + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..head_end + 4 + length);
         let json = r#"{"code":"0","data":"","message":"","stat":"ok"}"#;
         let answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{json}",

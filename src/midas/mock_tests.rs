@@ -77,35 +77,53 @@ impl Mock {
     }
 }
 
+/// The next HTTP/1.1 request on `stream`: its head (up to the blank line) and its body (of
+/// its Content-Length), or `None` when the connection ends first. `buffer` keeps what
+/// arrived after the request.
+pub(super) async fn read_request(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    let mut chunk = [0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + 4 + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = buffer[head_end + 4..head_end + 4 + length].to_vec();
+    buffer.drain(..head_end + 4 + length);
+    Some((head, body))
+}
+
 async fn serve(mut stream: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec<Seen>>>) {
     let mut buffer = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
     loop {
-        let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-            continue;
+        let Some((head, body)) = read_request(&mut stream, &mut buffer).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
         let mut lines = head.lines();
         let request_line: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
         let headers: HashMap<String, String> = lines
             .filter_map(|line| line.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = buffer[head_end + 4..].to_vec();
-        while body.len() < length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-            }
-        }
         let target = reqwest::Url::parse(&format!("http://x{}", request_line[1])).expect("target");
         let mut params: HashMap<String, String> = target.query_pairs().into_owned().collect();
         let form = headers
@@ -187,6 +205,13 @@ fn key() -> Credentials {
     Credentials::ApiKey {
         email: "a@b.c".into(),
         api_key: "SECRETKEY".into(),
+    }
+}
+
+fn password() -> Credentials {
+    Credentials::Password {
+        email: "a@b.c".into(),
+        password: "hunter2".into(),
     }
 }
 
@@ -296,11 +321,7 @@ async fn refused_credentials_are_auth_errors() {
     let unknown = client(&mock, unknown).connect().await.unwrap_err();
     assert!(unknown.to_string().contains("no account"), "{unknown}");
 
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    let bad_password = client(&mock, password).connect().await.unwrap_err();
+    let bad_password = client(&mock, password()).connect().await.unwrap_err();
     assert!(
         bad_password.to_string().contains("wrong email or password"),
         "{bad_password}"
@@ -327,11 +348,7 @@ async fn a_password_is_exchanged_for_the_default_key() {
         _ => login(seen).unwrap_or(Reply::Ok("[]")),
     })
     .await;
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    client(&mock, password).connect().await.expect("connect");
+    client(&mock, password()).connect().await.expect("connect");
     let seen = mock.seen();
     let login = seen
         .iter()
@@ -732,11 +749,7 @@ async fn secrets_travel_in_request_bodies_never_in_urls() {
         }
     })
     .await;
-    let password = Credentials::Password {
-        email: "a@b.c".into(),
-        password: "hunter2".into(),
-    };
-    let client = client(&mock, password);
+    let client = client(&mock, password());
     client.connect().await.expect("connect");
     client.user_folders().await.expect("folders");
     let mut stream = client.download(1, 0, 10).await.expect("open");

@@ -21,7 +21,6 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, 
 use serde::Deserializer as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::time::timeout;
 
 use super::envelope;
 use super::error::Error;
@@ -69,18 +68,8 @@ where
 {
     if response.content_length().is_some_and(|n| n <= SMALL_ANSWER) {
         let mut chunks = VecDeque::new();
-        loop {
-            match timeout(stall, response.chunk()).await {
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        method: method.to_owned(),
-                        after: stall,
-                    })
-                }
-                Ok(Ok(Some(chunk))) => chunks.push_back(chunk),
-                Ok(Ok(None)) => break,
-                Ok(Err(err)) => return Err(transfer::transport_error(method, shown, err, stall)),
-            }
+        while let Some(chunk) = transfer::body_chunk(&mut response, method, shown, stall).await? {
+            chunks.push_back(chunk);
         }
         let reader = Reader::new(Source::Arrived(chunks), Filter::new(method, limit));
         return decode(method, shown, reader);
@@ -94,21 +83,15 @@ where
         })
     };
     let pumped = loop {
-        match timeout(stall, response.chunk()).await {
-            Err(_) => {
-                break Err(Error::Timeout {
-                    method: method.to_owned(),
-                    after: stall,
-                })
-            }
-            Ok(Ok(Some(chunk))) => {
+        match transfer::body_chunk(&mut response, method, shown, stall).await {
+            Ok(Some(chunk)) => {
                 if chunks.send(chunk).await.is_err() {
                     // The parser is done (the envelope ended, or an error): nothing more to read.
                     break Ok(());
                 }
             }
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(err)) => break Err(transfer::transport_error(method, shown, err, stall)),
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
         }
     };
     drop(chunks);

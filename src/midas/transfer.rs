@@ -337,14 +337,15 @@ pub(crate) async fn plain_get(
     stall: Duration,
     recv_buffer: Option<u32>,
 ) -> Result<PlainAnswer> {
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+    let Some(PlainTarget {
+        host,
+        port,
+        target,
+        host_header,
+    }) = plain_target(url)
+    else {
         return Ok(PlainAnswer::LeaveToClient);
     };
-    // Credentials in the URL (HTTP authentication in front of Midas) are reqwest's to send.
-    let credentials = !url.username().is_empty() || url.password().is_some();
-    if url.scheme() != "http" || proxy_configured() || credentials {
-        return Ok(PlainAnswer::LeaveToClient);
-    }
     let mut socket = match timeout(connect_timeout, connect(host_name(host), port, recv_buffer))
         .await
     {
@@ -364,14 +365,6 @@ pub(crate) async fn plain_get(
         debug!("plain download connection to {host}:{port}: {err}; leaving it to the client");
         return Ok(PlainAnswer::LeaveToClient);
     }
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let host_header = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
     let (verb, body_head, body) = match form {
         Some(form) => (
             "POST",
@@ -436,6 +429,43 @@ const SOCKET_CHUNK: usize = 256 * 1024;
 const HEAD_LIMIT: usize = 16 * 1024;
 /// The environment variables through which reqwest picks up a proxy for http URLs.
 const PROXY_VARIABLES: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
+
+/// Where a request on a connection of our own goes.
+struct PlainTarget<'a> {
+    /// As the URL spells it (an IPv6 literal in brackets).
+    host: &'a str,
+    port: u16,
+    /// The request line's path and query.
+    target: String,
+    host_header: String,
+}
+
+/// Where a request to `url` on a connection of our own goes, or `None` when the request is
+/// reqwest's to make: not http, a proxy configured, or credentials in the URL (HTTP
+/// authentication in front of Midas), which reqwest sends.
+fn plain_target(url: &Url) -> Option<PlainTarget<'_>> {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return None;
+    };
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    if url.scheme() != "http" || proxy_configured() || credentials {
+        return None;
+    }
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let host_header = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Some(PlainTarget {
+        host,
+        port,
+        target,
+        host_header,
+    })
+}
 
 fn proxy_configured() -> bool {
     PROXY_VARIABLES
@@ -553,19 +583,30 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     let mut body = Vec::with_capacity(advertised as usize);
-    loop {
-        match timeout(stall, response.chunk()).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    method: method.to_owned(),
-                    after: stall,
-                })
-            }
-            Ok(Ok(Some(chunk))) if body.len() + chunk.len() > limit => return Err(too_large()),
-            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Err(err)) => return Err(transport_error(method, url, err, stall)),
+    while let Some(chunk) = body_chunk(&mut response, method, url, stall).await? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The next chunk of `response`'s body, `None` at its end; a chunk that takes longer than
+/// `stall` to come is a timeout.
+pub(crate) async fn body_chunk(
+    response: &mut reqwest::Response,
+    method: &str,
+    url: &str,
+    stall: Duration,
+) -> Result<Option<Bytes>> {
+    match timeout(stall, response.chunk()).await {
+        Err(_) => Err(Error::Timeout {
+            method: method.to_owned(),
+            after: stall,
+        }),
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(err)) => Err(transport_error(method, url, err, stall)),
     }
 }
 
@@ -788,14 +829,15 @@ pub(crate) struct PlainReply {
 /// takes longer than `answer_cap`; [`Error::Io`] when the file ends before the range does;
 /// [`Error::Unreachable`] when the connection breaks before an answer.
 pub(crate) async fn plain_upload(upload: &PlainUpload<'_>) -> Result<Option<PlainReply>> {
-    let url = upload.url;
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+    let Some(PlainTarget {
+        host,
+        port,
+        target,
+        host_header,
+    }) = plain_target(upload.url)
+    else {
         return Ok(None);
     };
-    let credentials = !url.username().is_empty() || url.password().is_some();
-    if url.scheme() != "http" || proxy_configured() || credentials {
-        return Ok(None);
-    }
     let file = std::fs::File::open(upload.file)?;
     let connected = timeout(upload.connect_timeout, connect(host_name(host), port, None)).await;
     let mut socket = match connected {
@@ -822,14 +864,6 @@ pub(crate) async fn plain_upload(upload: &PlainUpload<'_>) -> Result<Option<Plai
     let stalled = |after: Duration| Error::Timeout {
         method: upload.method.to_owned(),
         after,
-    };
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let host_header = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
     };
     let head = format!(
         "PUT {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: midasfs/{}\r\n\

@@ -10,7 +10,7 @@ use rusqlite::params;
 
 use super::api::uploads::{commit_upload, FinishedUpload, TargetRevision};
 use super::store::{
-    create_community, create_item, create_user, insert_folder, random_alnum, Store,
+    community_root, create_community, create_item, create_user, insert_folder, random_alnum, Store,
 };
 use super::wire::ApiError;
 use super::ServeError;
@@ -175,13 +175,7 @@ pub fn seed(store: &Store, admin: i64) -> Result<(), ServeError> {
             Some(admin),
             None,
         )?;
-        let root: i64 = conn
-            .query_row(
-                "SELECT folder_id FROM community WHERE community_id = ?1",
-                [community.community_id],
-                |r| r.get(0),
-            )
-            .map_err(ApiError::from)?;
+        let root = community_root(&conn, community.community_id).map_err(ApiError::from)?;
         let jane = create_user(
             &conn,
             "jane@example.com",

@@ -120,6 +120,21 @@ impl Shared {
             logins: Default::default(),
         }
     }
+
+    /// For unit tests: a server's state over `store`, its tokens valid for an hour, with no
+    /// title, latency or modules.
+    #[cfg(test)]
+    pub fn for_tests(store: Store) -> Shared {
+        Shared::new(
+            store,
+            Config {
+                token_ttl: 3600,
+                title: String::new(),
+                latency: Duration::ZERO,
+                modules: Vec::new(),
+            },
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,8 @@ use reqwest::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATIO
 use serde_json::Value;
 
 use super::{
-    compare_method_list, compare_zip, parameter_kind, Comparison, Correspondence, TestServer,
+    compare_location_url, compare_method_list, compare_zip, parameter_kind, Comparison,
+    Correspondence, TestServer,
 };
 
 /// Where a run sends its calls, and as whom.
@@ -53,6 +54,28 @@ struct Exchange {
     disposition: Option<String>,
     length: Option<String>,
     body: Answer,
+}
+
+impl Exchange {
+    /// A call with no answer (yet): no status or headers, `why` for its body.
+    fn unanswered(
+        label: &str,
+        api_method: &str,
+        params: Vec<(String, String)>,
+        why: &str,
+    ) -> Exchange {
+        Exchange {
+            label: label.to_owned(),
+            api_method: api_method.to_owned(),
+            params,
+            status: 0,
+            content_type: None,
+            location: None,
+            disposition: None,
+            length: None,
+            body: Answer::Unreadable(why.to_owned()),
+        }
+    }
 }
 
 enum Answer {
@@ -126,17 +149,12 @@ impl Session<'_> {
     /// GETs the `Location` of the last answer, a download.
     fn follow(&mut self, label: &str) {
         let Some(location) = self.log.last().and_then(|e| e.location.clone()) else {
-            self.log.push(Exchange {
-                label: label.to_owned(),
-                api_method: "download".to_owned(),
-                params: Vec::new(),
-                status: 0,
-                content_type: None,
-                location: None,
-                disposition: None,
-                length: None,
-                body: Answer::Unreadable("no redirect to follow".to_owned()),
-            });
+            self.log.push(Exchange::unanswered(
+                label,
+                "download",
+                Vec::new(),
+                "no redirect to follow",
+            ));
             return;
         };
         let url = reqwest::Url::parse(&format!("{}/", self.side.url))
@@ -187,17 +205,7 @@ impl Session<'_> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut exchange = Exchange {
-            label: label.to_owned(),
-            api_method: api_method.to_owned(),
-            params,
-            status: 0,
-            content_type: None,
-            location: None,
-            disposition: None,
-            length: None,
-            body: Answer::Unreadable(String::new()),
-        };
+        let mut exchange = Exchange::unanswered(label, api_method, params, "");
         let response = match request.send() {
             Ok(response) => response,
             Err(err) => {
@@ -1376,25 +1384,5 @@ fn compare_location(comparison: &mut Comparison<'_>, expected: &str, actual: &st
     ) else {
         return comparison.differ("Location", format!("{expected:?} or {actual:?} is no URL"));
     };
-    let expected_query: Vec<(String, String)> = e
-        .query_pairs()
-        .map(|(key, value)| {
-            let value = match parameter_kind("", &key) {
-                Some(kind) => comparison.seen.translate(kind, &value),
-                None => value.into_owned(),
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    let actual_query: Vec<(String, String)> = a.query_pairs().into_owned().collect();
-    if e.path() != a.path() || expected_query != actual_query {
-        comparison.differ(
-            "Location",
-            format!(
-                "{} {expected_query:?} expected, got {} {actual_query:?}",
-                e.path(),
-                a.path()
-            ),
-        );
-    }
+    compare_location_url(comparison, &e, &a);
 }

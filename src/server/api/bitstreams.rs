@@ -8,7 +8,8 @@ use super::folders::{auth_suffix, uuid_kind};
 use super::objects::{bitstream_row, query_one, BITSTREAM_SELECT};
 use super::{Call, Reply};
 use crate::server::store::{
-    can_folder, can_item, policy_sql, unused_checksums, Caller, Guarded, ADMIN, READ, WRITE,
+    can_folder, can_item, community_root, policy_sql, unused_checksums, Caller, Guarded, ADMIN,
+    READ, WRITE,
 };
 use crate::server::wire::ApiError;
 
@@ -212,11 +213,7 @@ pub fn count(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> 
             if community_level(conn, caller, id)?.is_none() {
                 return Err(denied());
             }
-            let root: i64 = conn.query_row(
-                "SELECT folder_id FROM community WHERE community_id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let root = community_root(conn, id)?;
             count_folder(conn, caller, root)?
         }
         Some(("folder", id)) => {

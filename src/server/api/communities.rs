@@ -8,8 +8,9 @@ use super::objects::{
     community, community_row, folder_row, query_list, COMMUNITY_SELECT, FOLDER_SELECT,
 };
 use super::{parse_public, uuid_in_use, Call, Reply};
-use crate::midas::codes;
-use crate::server::store::{create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE};
+use crate::server::store::{
+    community_root, create_community, policy_sql, Caller, Guarded, ADMIN, READ, WRITE,
+};
 use crate::server::wire::{parse_id, ApiError};
 
 /// The caller's level on a community (Midas's `CommunityModelBase::policyCheck`), if any.
@@ -121,14 +122,9 @@ pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
 pub fn children(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    let root: Option<i64> = conn
-        .query_row(
-            "SELECT folder_id FROM community WHERE community_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let root = root.ok_or_else(|| ApiError::invalid("Invalid community id"))?;
+    let root = community_root(conn, id)
+        .optional()?
+        .ok_or_else(|| ApiError::invalid("Invalid community id"))?;
     let tail = format!(
         "WHERE f.parent_id = ?1 AND {} ORDER BY f.name, f.folder_id",
         policy_sql(Guarded::Folder, "f.folder_id", caller, READ)
@@ -234,11 +230,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.community.delete`: ADMIN on the community; its whole folder tree goes too.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     if community_level(conn, Some(caller), id)? < Some(ADMIN) {
         return Err(ApiError::policy(
             "This community doesn't exist  or you don't have the permissions.",

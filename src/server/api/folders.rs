@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::objects::{folder, folder_row, item_row, query_list, FOLDER_SELECT, ITEM_SELECT};
 use super::{update_by_uuid, Call, Reply};
-use crate::midas::codes;
 use crate::server::store::{
     can_folder, delete_item, grant, insert_folder, parent_folder, policy_sql, renumber_tree,
     root_of, set_public, unused_checksums, Caller, Guarded, Holder, ADMIN, READ, WRITE,
@@ -16,14 +15,21 @@ fn not_found() -> ApiError {
     ApiError::policy("This folder doesn't exist or you don't have the permissions.")
 }
 
-/// `midas.folder.get`: the folder plus `parent` ("" for a root), READ required.
-pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+/// The `id` of a folder the caller may read, and the caller; otherwise the not-found error.
+fn readable(call: &Call<'_>, conn: &Connection) -> Result<(i64, Option<Caller>), ApiError> {
     // Midas checks the parameters before the token
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    if !can_folder(conn, caller, id, READ)? {
-        return Err(not_found());
+    if can_folder(conn, caller, id, READ)? {
+        Ok((id, caller))
+    } else {
+        Err(not_found())
     }
+}
+
+/// `midas.folder.get`: the folder plus `parent` ("" for a root), READ required.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let (id, _) = readable(call, conn)?;
     let mut result = folder(conn, id)?.ok_or_else(not_found)?;
     let parent_id = result["parent_id"].as_i64().unwrap_or(-1);
     result["parent"] = match parent_id {
@@ -223,11 +229,7 @@ pub fn delete_folder_tree(conn: &Connection, folder_id: i64) -> Result<Vec<Strin
 
 /// `midas.folder.delete`: ADMIN required; recursive.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     let denied =
         || ApiError::policy("This folder doesn't exist  or you don't have the permissions.");
     // Root folders belong to their user or community; deleting them would orphan it.
@@ -306,11 +308,7 @@ pub fn require_destination(conn: &Connection, destination: i64) -> Result<(), Ap
 
 /// `midas.folder.download`: READ, then a redirect to the ZIP.
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_folder(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, caller) = readable(call, conn)?;
     Ok(Reply::Redirect(format!(
         "/download/?folders={id}{}",
         auth_suffix(call, caller)

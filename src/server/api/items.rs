@@ -8,7 +8,6 @@ use super::objects::{
     self, first_folder_id, folder, fresh_item, item, item_row, query_list, ITEM_SELECT,
 };
 use super::{update_by_uuid, Call, Reply};
-use crate::midas::codes;
 use crate::server::store::{
     add_revision, can_folder, can_item, copy_folder_policies_to_item, create_item, delete_item,
     head_revision, insert_item, new_uuid, now_date, policy_sql, set_public, unique_item_name,
@@ -20,13 +19,20 @@ fn not_found() -> ApiError {
     ApiError::policy("This item doesn't exist or you don't have the permissions.")
 }
 
-/// `midas.item.get`: the item, its first folder, its revisions (ascending) with bitstreams.
-pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+/// The `id` of an item the caller may read, and the caller; otherwise the not-found error.
+fn readable(call: &Call<'_>, conn: &Connection) -> Result<(i64, Option<Caller>), ApiError> {
     let id = call.params.require_id("id")?;
     let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
+    if can_item(conn, caller, id, READ)? {
+        Ok((id, caller))
+    } else {
+        Err(not_found())
     }
+}
+
+/// `midas.item.get`: the item, its first folder, its revisions (ascending) with bitstreams.
+pub fn get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
+    let (id, _) = readable(call, conn)?;
     let mut result = item(conn, id)?.ok_or_else(not_found)?;
     result["folder_id"] = first_folder_id(conn, id)?
         .map(Value::from)
@@ -132,11 +138,7 @@ pub fn create(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError>
 
 /// `midas.item.delete`: ADMIN; the item goes from every folder.
 pub fn delete(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.user(
-        conn,
-        ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
-    )?;
+    let (id, caller) = call.delete_request(conn)?;
     if !can_item(conn, Some(caller), id, ADMIN)? {
         return Err(not_found());
     }
@@ -304,11 +306,7 @@ pub fn duplicate(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiErr
 
 /// `midas.item.download`: READ, then a redirect (`offset` is not passed on).
 pub fn download(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, caller) = readable(call, conn)?;
     let revision = match call.params.get("revision") {
         Some(r) => format!(",{}", parse_id(r)),
         None => String::new(),
@@ -361,24 +359,15 @@ fn metadata_revision(
                     "Revision Numbers must be integers greater than 0.{r}"
                 )));
             }
-            conn.query_row(
-                "SELECT itemrevision_id FROM itemrevision WHERE item_id = ?1 AND revision = ?2",
-                params![item_id, number],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::invalid("This revision number is invalid for this item."))
+            revision_by_number(conn, item_id, number)?
+                .ok_or_else(|| ApiError::invalid("This revision number is invalid for this item."))
         }
     }
 }
 
 /// `midas.item.getmetadata`.
 pub fn get_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
-    let id = call.params.require_id("id")?;
-    let caller = call.caller(conn)?;
-    if !can_item(conn, caller, id, READ)? {
-        return Err(not_found());
-    }
+    let (id, _) = readable(call, conn)?;
     let revision = metadata_revision(conn, id, call.params.get("revision"))?;
     let list: Vec<Value> = conn
         .prepare(
@@ -398,13 +387,16 @@ pub fn get_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, Api
     Ok(Value::Array(list).into())
 }
 
+/// Midas's one answer to a metadata call on an item the caller cannot write, anonymous or not.
+fn no_write() -> ApiError {
+    ApiError::policy("This item doesn't exist or you don't have write permission.")
+}
+
 fn require_write(conn: &Connection, caller: Caller, item_id: i64) -> Result<(), ApiError> {
     if can_item(conn, Some(caller), item_id, WRITE)? {
         Ok(())
     } else {
-        Err(ApiError::policy(
-            "This item doesn't exist or you don't have write permission.",
-        ))
+        Err(no_write())
     }
 }
 
@@ -433,10 +425,7 @@ fn touch_item(conn: &Connection, item_id: i64) -> rusqlite::Result<()> {
 /// `midas.item.setmetadata` (`itemId`, camel case).
 pub fn set_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemId")?;
     let element = p.require("element")?;
     let value = p.require("value")?;
@@ -454,10 +443,7 @@ pub fn set_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, Api
 /// `midas.item.setmultiplemetadata` (`itemid`, `count`, `element_i`, `value_i`, `qualifier_i`).
 pub fn set_multiple_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemid")?;
     let count = p
         .require("count")?
@@ -503,10 +489,7 @@ pub fn set_multiple_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<R
 /// `midas.item.deletemetadata`: `"1"`, or `""` when no such definition exists.
 pub fn delete_metadata(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, ApiError> {
     let p = call.params;
-    let caller = call.user(
-        conn,
-        ApiError::policy("This item doesn't exist or you don't have write permission."),
-    )?;
+    let caller = call.user(conn, no_write())?;
     let id = p.require_id("itemid")?;
     let element = p.require("element")?;
     let qualifier = p.get("qualifier").unwrap_or_default();
@@ -574,7 +557,7 @@ pub fn search_by_name(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, A
     Ok(json!({ "items": items }).into())
 }
 
-/// Whether `revision` exists on an item, for the upload path.
+/// The id of an item's revision `number`, if it has one (the metadata and upload paths).
 pub fn revision_by_number(
     conn: &Connection,
     item_id: i64,

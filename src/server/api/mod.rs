@@ -67,6 +67,17 @@ impl<'a> Call<'a> {
         self.caller(conn)?.ok_or(anonymous)
     }
 
+    /// The `id` and caller of a delete call, read in Midas's order; an anonymous call is −101
+    /// "Unable to find user".
+    pub fn delete_request(&self, conn: &Connection) -> Result<(i64, Caller), ApiError> {
+        let id = self.params.require_id("id")?;
+        let caller = self.user(
+            conn,
+            ApiError::new(codes::INVALID_TOKEN, "Unable to find user"),
+        )?;
+        Ok((id, caller))
+    }
+
     /// The parameters of a create call; `anonymous` is the error for an anonymous call.
     pub fn create_request(
         &self,

@@ -12,7 +12,9 @@ use super::objects::{
     COMMUNITY_SELECT, FOLDER_SELECT, ITEM_SELECT, USER_SELECT,
 };
 use super::{Call, Reply};
-use crate::server::store::{can_folder, can_item, policy_sql, Caller, Guarded, READ};
+use crate::server::store::{
+    can_folder, can_item, community_root, policy_sql, Caller, Guarded, READ,
+};
 use crate::server::wire::ApiError;
 
 /// `YYYY-MM-DD …` as `MM/DD/YYYY`.
@@ -193,11 +195,7 @@ pub fn resource_get(call: &Call<'_>, conn: &mut Connection) -> Result<Reply, Api
         "revision" => (3, id),
         "folder" => (4, id),
         _ if call.params.flag("folder") => {
-            let root: i64 = conn.query_row(
-                "SELECT folder_id FROM community WHERE community_id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let root = community_root(conn, id)?;
             (4, root)
         }
         _ => (6, id),

@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use crate::server::store::{create_user, Store};
     use crate::server::wire::Params;
-    use crate::server::{Config, Shared};
+    use crate::server::Shared;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -178,15 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         create_user(&store.lock(), "u@example.com", "pw", "u", "v", false).expect("user");
-        let shared = Shared::new(
-            store,
-            Config {
-                token_ttl: 3600,
-                title: String::new(),
-                latency: Duration::ZERO,
-                modules: Vec::new(),
-            },
-        );
+        let shared = Shared::for_tests(store);
         let params = Params::from_query(Some("email=u%40example.com&password=pw"));
         let stop = std::sync::atomic::AtomicBool::new(false);
         // How long one hash takes here and now.

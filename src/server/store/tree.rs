@@ -15,6 +15,15 @@ pub fn root_of(conn: &Connection, folder_id: i64) -> rusqlite::Result<i64> {
     Ok(current)
 }
 
+/// The root folder of a community (`QueryReturnedNoRows` when there is no such community).
+pub fn community_root(conn: &Connection, community_id: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT folder_id FROM community WHERE community_id = ?1",
+        [community_id],
+        |r| r.get(0),
+    )
+}
+
 /// The parent of a folder; none for a root (parent −1 or −2) or a folder that does not exist.
 pub fn parent_folder(conn: &Connection, folder_id: i64) -> rusqlite::Result<Option<i64>> {
     let parent: Option<i64> = conn

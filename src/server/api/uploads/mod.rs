@@ -54,7 +54,6 @@ mod tests {
     use crate::server::store::create_user;
     use crate::server::store::{create_item, Store};
     use crate::server::wire::Params;
-    use crate::server::Config;
     use crate::server::Shared;
     use std::sync::atomic::Ordering;
 
@@ -76,15 +75,7 @@ mod tests {
             UploadToken::new(user.user_id, item_id)
         };
         std::fs::File::create(token.temp_path(&store)).expect("upload file");
-        let shared = Shared::new(
-            store,
-            Config {
-                token_ttl: 3600,
-                title: String::new(),
-                latency: Duration::ZERO,
-                modules: Vec::new(),
-            },
-        );
+        let shared = Shared::for_tests(store);
         (Arc::new(shared), token)
     }
 
