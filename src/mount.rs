@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -338,7 +339,7 @@ fn mount_and_serve(
     }));
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
-    let (signal_fs, finished) = (Arc::clone(&fs), Arc::new(Finished::default()));
+    let (signal_fs, finished) = (Arc::clone(&fs), Arc::new(AtomicBool::new(false)));
     let (signal_finished, signal_client) = (Arc::clone(&finished), client.clone());
     std::thread::Builder::new()
         .name("midasfs-signals".into())
@@ -380,27 +381,9 @@ fn mount_and_serve(
     log::info!("unmounted {}", mountpoint.display());
     wait_for_uploads(&fs);
     runtime.shutdown_timeout(Duration::from_secs(2));
-    finished.set();
+    // The daemon has unmounted and finished its uploads: the signal thread leaves it be.
+    finished.store(true, Ordering::Release);
     Ok(())
-}
-
-/// Set once the daemon has unmounted and finished its uploads, for the signal thread that waits
-/// for that.
-#[derive(Default)]
-struct Finished {
-    done: std::sync::Mutex<bool>,
-    changed: std::sync::Condvar,
-}
-
-impl Finished {
-    fn set(&self) {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.changed.notify_all();
-    }
-
-    fn is_set(&self) -> bool {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// After a signal and the unmount it started: the daemon ends by itself once the kernel lets
@@ -413,7 +396,7 @@ fn after_signal(
     fs: &MidasFs,
     client: &Client,
     signals: &libc::sigset_t,
-    finished: &Finished,
+    finished: &AtomicBool,
     signal: i32,
 ) {
     let moved = || {
@@ -425,16 +408,17 @@ fn after_signal(
     let mut said = false;
     loop {
         let again = wait_for_signal_within(signals, Duration::from_millis(250));
-        if finished.is_set() {
+        if finished.load(Ordering::Acquire) {
             return;
         }
         if let Some(again) = again {
             leave(fs, again, "at a second signal");
         }
-        if moved() != last {
-            (last, last_moved) = (moved(), Instant::now());
+        let now = moved();
+        if now != last {
+            (last, last_moved) = (now, Instant::now());
         }
-        if fs.status().files_being_written == 0 {
+        if fs.uploads_in_flight().0 == 0 {
             if signalled.elapsed() >= SIGNAL_GRACE {
                 leave(
                     fs,
@@ -492,16 +476,12 @@ fn leave(fs: &MidasFs, signal: i32, when: &str) -> ! {
 fn wait_for_uploads(fs: &MidasFs) {
     let mut said = false;
     loop {
-        let status = fs.status();
-        if status.files_being_written == 0 || fs.uploads_abandoned() {
+        let (files, bytes) = fs.uploads_in_flight();
+        if files == 0 || fs.uploads_abandoned() {
             break;
         }
         if !said {
-            log::info!(
-                "waiting for {} file(s) ({} bytes) to finish uploading",
-                status.files_being_written,
-                status.spool_bytes
-            );
+            log::info!("waiting for {files} file(s) ({bytes} bytes) to finish uploading");
             said = true;
         }
         std::thread::sleep(Duration::from_millis(100));

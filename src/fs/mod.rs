@@ -266,6 +266,13 @@ impl MidasFs {
         self.config.ttl
     }
 
+    /// Files open for writing or still uploading, and the bytes they hold in the spool: what a
+    /// wait for uploads polls (cheaper than [`MidasFs::status`], which also reads the recovery
+    /// directory).
+    pub fn uploads_in_flight(&self) -> (usize, u64) {
+        self.writes.in_flight()
+    }
+
     /// What `midasfs status` shows of the filesystem.
     pub fn status(&self) -> FsStatus {
         let (files_being_written, spool_bytes) = self.writes.in_flight();
