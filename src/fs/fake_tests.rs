@@ -12,6 +12,39 @@ use crate::midas::fake::{FakeMidas, Fault};
 /// How long the fake (and the mounts of it) take to give up on a call that stalls.
 const STALL: Duration = Duration::from_millis(300);
 
+/// Content one byte past the size at which a new file is sent while it is written: what rsync
+/// copies in the tests of its temporary file.
+pub(in crate::fs) fn large_content() -> Vec<u8> {
+    let size = super::write::early::EARLY_MIN_SIZE + 1;
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// Writes `content` through handle `fh` as the kernel does (1 MiB at a time, starting an early
+/// upload when the file becomes large enough), then closes the handle.
+pub(in crate::fs) async fn write_and_close(fs: &Arc<MidasFs>, fh: u64, content: &[u8]) {
+    for (at, chunk) in content.chunks(1 << 20).enumerate() {
+        fs.handle_write(fh, (at << 20) as u64, chunk)
+            .expect("write");
+    }
+    fs.flush(fh, Some(42)).await.expect("flush");
+    fs.release_write(fh).await;
+}
+
+/// Item `name` of the public folder holds `content`, and no `upload.perform` sent it: Midas's
+/// checksum dedup spared the bytes.
+pub(in crate::fs) fn assert_saved_without_sending(midas: &FakeMidas, name: &str, content: &[u8]) {
+    assert_eq!(
+        midas.count("midas.upload.perform"),
+        0,
+        "{:?}",
+        midas.calls()
+    );
+    let item = midas
+        .child_item(midas.public_folder(), name)
+        .expect("saved");
+    assert!(midas.content(item).expect("content") == content);
+}
+
 /// The in-memory Midas the fake-based tests of `src/fs/` mount.
 pub(in crate::fs) fn server() -> Arc<FakeMidas> {
     Arc::new(FakeMidas::new(STALL))

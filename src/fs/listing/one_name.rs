@@ -217,9 +217,10 @@ mod tests {
     use std::time::Duration;
 
     use super::settled_alone;
-    use crate::fs::fake_tests::{mount, server};
+    use crate::fs::fake_tests::{
+        assert_saved_without_sending, large_content, mount, server, write_and_close,
+    };
     use crate::fs::inode::{FileKind, ROOT};
-    use crate::fs::write::early::EARLY_MIN_SIZE;
     use crate::midas::fake::{FakeMidas, Fault};
 
     /// Every `item.get` after the first fails.
@@ -381,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn rsyncs_copy_of_a_file_in_a_folder_being_listed_sends_no_bytes() {
         let midas = server();
-        let content: Vec<u8> = (0..EARLY_MIN_SIZE + 1).map(|i| (i % 251) as u8).collect();
+        let content = large_content();
         midas.add_file(midas.public_folder(), "big.bin", &content);
         midas.add_file(midas.public_folder(), "other.dat", b"other");
         let (fs, _spool) = mount(&midas);
@@ -398,22 +399,8 @@ mod tests {
             "the listing is under way"
         );
         let (_, fh) = fs.create(ROOT, temporary, 42).expect("create");
-        for (at, chunk) in content.chunks(1 << 20).enumerate() {
-            fs.handle_write(fh, (at << 20) as u64, chunk)
-                .expect("write");
-        }
-        fs.flush(fh, Some(42)).await.expect("flush");
-        fs.release_write(fh).await;
-        assert_eq!(
-            midas.count("midas.upload.perform"),
-            0,
-            "{:?}",
-            midas.calls()
-        );
-        let item = midas
-            .child_item(midas.public_folder(), temporary)
-            .expect("saved");
-        assert!(midas.content(item).expect("content") == content);
+        write_and_close(&fs, fh, &content).await;
+        assert_saved_without_sending(&midas, temporary, &content);
     }
 
     #[test]

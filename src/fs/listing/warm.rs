@@ -114,10 +114,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::fs::fake_tests::fake_mount;
+    use crate::fs::fake_tests::{
+        assert_saved_without_sending, fake_mount, large_content, write_and_close,
+    };
     use crate::fs::inode::{ROOT, USERS};
     use crate::fs::listing::entries::user_dir_name;
-    use crate::fs::write::early::EARLY_MIN_SIZE;
     use crate::fs::MountRoot;
     use crate::midas::fake::Fault;
 
@@ -180,7 +181,7 @@ mod tests {
     async fn rsyncs_copy_of_a_file_listed_at_mount_sends_no_bytes_while_the_folder_is_listed_again()
     {
         let midas = crate::fs::fake_tests::server();
-        let content: Vec<u8> = (0..EARLY_MIN_SIZE + 1).map(|i| (i % 251) as u8).collect();
+        let content = large_content();
         midas.add_file(midas.public_folder(), "big.bin", &content);
         let spool = tempfile::tempdir().expect("spool dir");
         let fs = Arc::new(fake_mount(&midas, spool.path()));
@@ -197,21 +198,7 @@ mod tests {
         assert_eq!(err.errno(), libc::ENOENT);
         let (_, fh) = fs.create(ROOT, temporary, 42).expect("create");
         midas.heal();
-        for (at, chunk) in content.chunks(1 << 20).enumerate() {
-            fs.handle_write(fh, (at << 20) as u64, chunk)
-                .expect("write");
-        }
-        fs.flush(fh, Some(42)).await.expect("flush");
-        fs.release_write(fh).await;
-        assert_eq!(
-            midas.count("midas.upload.perform"),
-            0,
-            "{:?}",
-            midas.calls()
-        );
-        let item = midas
-            .child_item(midas.public_folder(), temporary)
-            .expect("saved");
-        assert!(midas.content(item).expect("content") == content);
+        write_and_close(&fs, fh, &content).await;
+        assert_saved_without_sending(&midas, temporary, &content);
     }
 }
