@@ -62,6 +62,18 @@ impl Gate {
         self.state.lock().unwrap().1
     }
 
+    /// Waits until the server holds an upload back; fails the test after 20 s.
+    fn wait_until_held(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.held() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the upload never reached the server"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Refuses the requests held (those of a daemon that is gone), then lets uploads through.
     fn refuse_held_then_pass(&self) {
         self.set(Uploads::Refuse);
@@ -572,14 +584,7 @@ fn a_resumed_upload_is_a_file_in_its_folder_at_once_and_the_servers_file_after()
     within(Duration::from_secs(20), move || {
         std::fs::write(dir.join("resumed.bin"), to_write).unwrap()
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gate.held() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the upload never reached the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gate.wait_until_held();
     mount.kill();
     // The dead daemon's held request is refused; the next mount's wait.
     gate.set(Uploads::Refuse);
@@ -655,14 +660,7 @@ fn sigterm_while_an_upload_hangs_ends_the_daemon_once_it_stalls_and_keeps_the_fi
     within(Duration::from_secs(20), move || {
         write_files(&dir, &to_write)
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gate.held() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the upload never reached the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gate.wait_until_held();
     let signalled = Instant::now();
     // SAFETY: sending a signal to the daemon this test started.
     unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) };
