@@ -19,6 +19,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::cli::{DemoArgs, MountArgs, Verbosity};
 use crate::fs::disk_cache::DiskCache;
+use crate::fs::kernel::KernelCaches;
 use crate::fs::spool::{self, SpoolConfig};
 use crate::fs::write::writeback::WriteBackConfig;
 use crate::fs::{names, FsConfig, MidasFs, MountRoot};
@@ -330,13 +331,7 @@ fn mount_and_serve(
     };
     let session = mount(adapter, &mountpoint, &args, client.base_url())?;
     let _control = control_socket(&args, &mountpoint, &client, me.as_ref(), &fs);
-    let notifier = session.notifier();
-    fs.on_attr_change(Box::new(move |ino| {
-        // Offset −1: the attributes only, not the cached content.
-        if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
-            log::debug!("could not invalidate inode {ino:#x} in the kernel: {err}");
-        }
-    }));
+    fs.tell_kernel(Arc::new(KernelNotifier(session.notifier())));
     raise_read_ahead(&mountpoint);
     let signal_mountpoint = mountpoint.clone();
     let (signal_fs, finished) = (Arc::clone(&fs), Arc::new(AtomicBool::new(false)));
@@ -1010,5 +1005,26 @@ impl Drop for DemoMountpoint {
         if self.remove_when_done {
             let _ = std::fs::remove_dir(&self.path);
         }
+    }
+}
+
+/// The kernel's caches, told through FUSE notifications.
+struct KernelNotifier(fuser::Notifier);
+
+impl KernelCaches for KernelNotifier {
+    fn attributes_changed(&self, ino: u64) {
+        // Offset −1: the attributes only, not the cached content.
+        if let Err(err) = self.0.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            log::debug!("could not invalidate inode {ino:#x} in the kernel: {err}");
+        }
+    }
+
+    fn forget_content(&self, ino: u64) -> std::io::Result<()> {
+        // From offset 0 to the end (length 0): every page.
+        self.0.inval_inode(fuser::INodeNo(ino), 0, 0)
+    }
+
+    fn store(&self, ino: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.store(fuser::INodeNo(ino), offset, data)
     }
 }

@@ -167,7 +167,10 @@ impl Scene {
         match op {
             Op::Lookup => fs.lookup(self.cold, "inner.txt").await.map(drop),
             Op::Readdir => fs.listing(self.cold).await.map(drop),
-            Op::Open => fs.open(self.saved).await.map(|open| fs.release(open.fh)),
+            Op::Open => fs
+                .open(self.saved)
+                .await
+                .map(|open| drop(fs.release(open.fh))),
             Op::Read => fs.read(self.reading, 0, 4096).await.map(drop),
             Op::WriteClose => self
                 .mount

@@ -142,6 +142,54 @@ fn sniffing_the_first_4_kib_of_many_files_downloads_about_what_was_read() {
 }
 
 #[test]
+fn a_program_sniffing_a_folder_finds_the_files_read_ahead_and_downloads_under_twice_what_it_reads()
+{
+    require_fuse!();
+    let setup = Setup::new();
+    let files = 20u64;
+    for i in 0..files {
+        setup.upload(&format!("s{i}.dat"), &pseudo_random(MIB, 100 + i));
+    }
+    setup.upload("other.bin", &pseudo_random(MIB, 99));
+    let mount = setup.mount(&[]);
+    // A file manager lists the folder, then reads the first 4 KiB of each file in turn.
+    let mut names: Vec<String> = std::fs::read_dir(private(&mount))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".dat"))
+        .collect();
+    names.sort_by_key(|name| name[1..name.len() - 4].parse::<u64>().unwrap());
+    let before = wire_bytes(&mount);
+    for name in &names {
+        let seed = 100 + name[1..name.len() - 4].parse::<u64>().unwrap();
+        let mut head = [0u8; 4096];
+        std::fs::File::open(private(&mount).join(name))
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        assert_eq!(&head[..], &pseudo_random(4096, seed)[..], "{name}");
+    }
+    let read = files * 4096;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wire_bytes(&mount) - before < read && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each file's first read alone is a 16 KiB READ (the kernel's readahead) and a receive
+    // buffer more: about 6x what was read. After two files, the others' first page is fetched
+    // ahead into the page cache, with the smallest receive buffer.
+    let downloaded = wire_bytes(&mount) - before;
+    assert!(
+        downloaded <= 2 * read,
+        "{downloaded} bytes downloaded for {read} bytes read"
+    );
+    // The page stored ahead and the READs after it make the whole file.
+    let whole = std::fs::read(private(&mount).join("s17.dat")).unwrap();
+    assert!(whole == pseudo_random(MIB, 117), "s17.dat read whole");
+    let other = std::fs::read(private(&mount).join("other.bin")).unwrap();
+    assert!(other == pseudo_random(MIB, 99), "other.bin read whole");
+}
+
+#[test]
 fn random_reads_from_several_threads_fetch_only_what_they_read() {
     require_fuse!();
     let setup = Setup::new();

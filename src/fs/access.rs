@@ -10,16 +10,18 @@
 
 use super::error::FsResult;
 use super::inode::NodeKind;
+use super::kernel::KernelCaches;
 use super::write::write_error;
-use super::{AttrChanged, MidasFs};
+use super::MidasFs;
 use crate::midas::types::{Id, PRIVACY_PUBLIC};
 
 impl MidasFs {
-    /// Lets the filesystem tell the kernel when the permission bits of nodes it may have
-    /// cached changed (their access followed a folder moved elsewhere). Set once, after mounting.
-    pub fn on_attr_change(&self, hook: AttrChanged) {
-        if self.attr_changed.set(hook).is_err() {
-            log::warn!("on_attr_change set twice; the first hook stays");
+    /// Lets the filesystem tell the kernel about the caches it keeps: attributes that changed
+    /// on their own (permission bits that followed a folder moved elsewhere, an upload's result)
+    /// and file content put in its page cache ahead of a program. Set once, after mounting.
+    pub fn tell_kernel(&self, kernel: std::sync::Arc<dyn KernelCaches>) {
+        if self.kernel.set(kernel).is_err() {
+            log::warn!("tell_kernel called twice; the first stays");
         }
     }
 
@@ -133,8 +135,8 @@ impl MidasFs {
             None => false,
         };
         if known {
-            if let Some(hook) = self.attr_changed.get() {
-                hook(ino);
+            if let Some(kernel) = self.kernel.get() {
+                kernel.attributes_changed(ino);
             }
         }
     }

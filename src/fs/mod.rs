@@ -21,6 +21,7 @@ mod give_back;
 mod history;
 pub mod inode;
 pub mod item_dirs;
+pub mod kernel;
 mod listing;
 pub mod names;
 mod ops;
@@ -164,6 +165,8 @@ pub struct MidasFs {
     /// The persistent data cache (`--cache-dir`).
     disk: Option<Arc<DiskCache>>,
     readers: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// Folders whose files a program sniffs (see [`read::sniff`]).
+    sniffs: read::sniff::Sniffs,
     /// Which opens the kernel reads from the data cache by itself (passthrough).
     passthrough: Arc<read::passthrough::Passthrough>,
     /// READ requests answered (see [`FsStatus::reads`]).
@@ -178,18 +181,13 @@ pub struct MidasFs {
     dirs: DirHandles,
     /// Work started in the background, which unmount waits for or cancels.
     tasks: Tasks,
-    /// Tells the kernel to forget the attributes it cached of an inode (see
-    /// [`MidasFs::on_attr_change`]).
-    attr_changed: std::sync::OnceLock<AttrChanged>,
+    /// What the filesystem tells the kernel about its caches (see [`MidasFs::tell_kernel`]).
+    kernel: std::sync::OnceLock<Arc<dyn kernel::KernelCaches>>,
     /// `--leaf-dirs-as-items` (see [`item_dirs`]).
     leaf_dirs: item_dirs::LeafDirs,
     /// Whether the server lists the `solr` module, once asked (see [`search`]).
     solr: tokio::sync::OnceCell<bool>,
 }
-
-/// Called with an inode number whose attributes changed on their own (not by the request the
-/// kernel is waiting for).
-pub type AttrChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 impl MidasFs {
     /// `me` is the logged-in user (None for an anonymous mount). Background work runs on the
@@ -225,7 +223,7 @@ impl MidasFs {
             walk: walk::WalkAhead::new(),
             dirs: DirHandles::default(),
             tasks: Tasks::new(tokio::runtime::Handle::try_current().ok()),
-            attr_changed: std::sync::OnceLock::new(),
+            kernel: std::sync::OnceLock::new(),
             leaf_dirs: item_dirs::LeafDirs::default(),
             solr: tokio::sync::OnceCell::new(),
             client,
@@ -235,6 +233,7 @@ impl MidasFs {
             listings: Listings::new(),
             listing_locks: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            sniffs: Default::default(),
             passthrough: Arc::default(),
             reads: AtomicU64::new(0),
             user_list: Mutex::new(None),

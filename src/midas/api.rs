@@ -62,6 +62,12 @@ pub trait MidasApi: Send + Sync + 'static {
         size: u64,
         wanted: Option<u64>,
     ) -> Call<'_, ByteStream>;
+    /// The first bytes of a bitstream of `size` bytes, sparing the wire what a program may never
+    /// read (see [`Client::download_head`]); the caller drops the stream after the bytes it
+    /// wants.
+    fn download_head(&self, bitstream_id: Id, size: u64) -> Call<'_, ByteStream> {
+        self.download(bitstream_id, 0, size)
+    }
     fn folder_create<'a>(&'a self, parent: Id, name: &'a str) -> Call<'a, Folder>;
     fn folder_rename<'a>(&'a self, folder_uuid: &'a str, name: &'a str) -> Call<'a, Folder>;
     fn folder_move(&self, id: Id, dst: Id) -> Call<'_, Folder>;
@@ -184,6 +190,10 @@ impl MidasApi for Client {
             size,
             wanted,
         ))
+    }
+
+    fn download_head(&self, bitstream_id: Id, size: u64) -> Call<'_, ByteStream> {
+        Box::pin(Client::download_head(self, bitstream_id, size))
     }
     fn folder_create<'a>(&'a self, parent: Id, name: &'a str) -> Call<'a, Folder> {
         Box::pin(Client::folder_create(self, parent, name))

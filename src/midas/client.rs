@@ -571,6 +571,25 @@ impl Client {
     ) -> Result<ByteStream> {
         // The kernel doubles what is asked (half of it for its own bookkeeping).
         let recv_buffer = wanted.map(|w| (w / 2).clamp(4096, 1 << 20) as u32);
+        self.download_buffered(bitstream_id, offset, size, recv_buffer)
+            .await
+    }
+
+    /// The first bytes of a bitstream of `size` bytes, for a read ahead of a program that may
+    /// never come: the connection gets the smallest receive buffer the kernel allows, so that
+    /// the server sends as little as it can past the few bytes read before the stream is dropped
+    /// (a few more round trips on a slow network, in the background).
+    pub async fn download_head(&self, bitstream_id: Id, size: u64) -> Result<ByteStream> {
+        self.download_buffered(bitstream_id, 0, size, Some(1)).await
+    }
+
+    async fn download_buffered(
+        &self,
+        bitstream_id: Id,
+        offset: u64,
+        size: u64,
+        recv_buffer: Option<u32>,
+    ) -> Result<ByteStream> {
         if offset >= size {
             return Ok(ByteStream::empty());
         }

@@ -3,6 +3,7 @@
 
 pub mod passthrough;
 pub mod reader;
+pub(in crate::fs) mod sniff;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ impl MidasFs {
     /// passthrough: see [`MidasFs::open`].
     /// A file being written is read from its spool, which holds what is written so far.
     pub fn cached_open(&self, ino: u64) -> Option<FsResult<OpenFile>> {
-        if self.disk.is_some() && self.passthrough.active() {
+        if self.disk.is_some() && self.passthrough.active() || self.sniffs.pending(ino) {
             return None;
         }
         if let Some(fh) = self.join_if_writing(ino) {
@@ -66,6 +67,7 @@ impl MidasFs {
             None => false,
         };
         let source = reader::Source {
+            ino,
             bitstream: bitstream.id,
             size: bitstream.size,
             md5: bitstream.md5.to_string(),
@@ -102,6 +104,7 @@ impl MidasFs {
             return Ok(OpenFile::of_mount(fh, false));
         }
         self.resolve_saved_file(ino).await?;
+        self.sniffed_start(ino).await;
         let bitstream = self
             .open_bitstream(ino)
             .unwrap_or_else(|| Err(unknown_inode(ino)))?;
@@ -219,12 +222,13 @@ impl MidasFs {
         reader.read(offset, size).await
     }
 
-    /// Drops a read handle (see [`MidasFs::release_handle`] for any handle).
-    pub fn release(&self, fh: u64) {
+    /// Drops a read handle (see [`MidasFs::release_handle`] for any handle); the reader it had,
+    /// if any.
+    pub fn release(&self, fh: u64) -> Option<Arc<FileReader>> {
         self.passthrough.release(fh);
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
+            .remove(&fh)
     }
 }

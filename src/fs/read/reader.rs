@@ -61,6 +61,10 @@ const SMALL_READ: u64 = 256 * 1024;
 const RELEASE_BEHIND: u64 = 4;
 /// Blocks of a data cache entry read and checked ahead of a sequential reader.
 const LOCAL_READ_AHEAD: u64 = 2;
+/// A handle whose reads all ended within this many bytes of the start of a larger file only
+/// sniffed it: the kernel's readahead makes a program's first read of up to 16 KiB a READ of up
+/// to four times that.
+pub const SNIFF_READ: u64 = 64 * 1024;
 
 type BlockKey = (Id, u64);
 
@@ -175,6 +179,7 @@ impl CacheInner {
 
 /// The reading side of one open file.
 pub struct FileReader {
+    ino: u64,
     client: Api,
     cache: Arc<BlockCache>,
     bitstream: Id,
@@ -193,6 +198,8 @@ pub struct FileReader {
     stall: Duration,
     max_window: u64,
     state: tokio::sync::Mutex<ReadState>,
+    /// How many reads came, and where the furthest ended: see [`FileReader::sniffed`].
+    seen: Mutex<(u32, u64)>,
 }
 
 #[derive(Clone)]
@@ -204,6 +211,8 @@ enum Local {
 
 /// Where a file's content comes from: the server's bitstream, and the data cache.
 pub struct Source {
+    /// The inode read.
+    pub ino: u64,
     pub bitstream: Id,
     pub size: u64,
     pub md5: String,
@@ -227,6 +236,7 @@ struct ReadState {
 impl FileReader {
     pub fn new(client: Api, cache: Arc<BlockCache>, source: Source, stall: Duration) -> FileReader {
         FileReader {
+            ino: source.ino,
             max_window: cache.max_window(),
             client,
             cache,
@@ -250,12 +260,35 @@ impl FileReader {
                 prefetch: None,
                 stalled: None,
             }),
+            seen: Mutex::new((0, 0)),
         }
+    }
+
+    /// Whether this handle only read the start of the file, as a program sniffing its type
+    /// does: Some(where its furthest read ended) when every read ended within
+    /// [`SNIFF_READ`] bytes and short of the end of the file, None for any other use (or none).
+    pub fn sniffed(&self) -> Option<u64> {
+        let (reads, end) = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        (reads > 0 && end <= SNIFF_READ && end < self.size).then_some(end)
+    }
+
+    /// The inode read.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// Whether this handle read anything.
+    pub fn read_any(&self) -> bool {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).0 > 0
     }
 
     /// Bytes `[offset, offset + len)`, cut at the end of the file.
     pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
         let end = (offset + u64::from(len)).min(self.size);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            *seen = (seen.0.saturating_add(1), seen.1.max(end));
+        }
         if offset >= end {
             return Ok(Bytes::new());
         }

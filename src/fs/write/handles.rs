@@ -276,7 +276,9 @@ impl MidasFs {
     /// The kernel's release of any handle: a reader's goes now; a writer's last release may
     /// upload, in the background (see [`MidasFs::release_write`]), which unmount waits for.
     pub fn release_handle(self: &Arc<Self>, fh: u64) {
-        self.release(fh);
+        if let Some(reader) = self.release(fh) {
+            self.after_read(&reader);
+        }
         if self.is_write_handle(fh) {
             let fs = Arc::clone(self);
             self.tasks

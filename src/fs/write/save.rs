@@ -204,9 +204,9 @@ impl MidasFs {
                 self.writes.aliases().set(ino, data.kind.ino(root));
             }
         }
-        if let Some(hook) = self.attr_changed.get() {
+        if let Some(kernel) = self.kernel.get() {
             for other in changed {
-                hook(other);
+                kernel.attributes_changed(other);
             }
         }
     }
