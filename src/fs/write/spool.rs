@@ -1237,26 +1237,48 @@ mod tests {
         })
     }
 
-    #[test]
-    fn writes_stop_before_the_disk_under_the_spool_is_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, free) = crate::fs::statfs::disk_space(dir.path()).unwrap();
-        let spool = Spool::new(&SpoolConfig {
-            dir: dir.path().to_owned(),
+    /// A spool in `dir` whose writes leave `keep_free` bytes free on its disk, with no cap of its
+    /// own.
+    fn keeping_free(dir: &Path, keep_free: u64) -> Spool {
+        Spool::new(&SpoolConfig {
+            dir: dir.to_owned(),
             max_bytes: u64::MAX,
-            // More than the disk has free, less 32 MiB: a 16 MiB file fits, a 64 MiB one does not.
-            keep_free: free.saturating_sub(32 << 20),
-        });
-        let mut small = spool.create().unwrap();
-        small.write_at(0, &vec![1u8; 16 << 20]).unwrap();
-        let mut large = spool.create().unwrap();
-        let err = large.write_at(0, &vec![2u8; 64 << 20]).unwrap_err();
+            keep_free,
+        })
+    }
+
+    /// The refusal of a write for the disk's free space, of which nothing is kept.
+    #[track_caller]
+    fn assert_refused_for_the_disk(file: &SpoolFile, result: FsResult<()>) {
+        let err = result.expect_err("refused");
         assert_eq!(err.kind, Kind::NoSpace, "{err}");
         assert!(
             err.to_string().contains("the disk under the spool"),
             "{err}"
         );
-        assert_eq!(large.len(), 0, "nothing of the refused write is kept");
+        assert_eq!(file.len(), 0, "nothing of the refused write is kept");
+    }
+
+    #[test]
+    fn writes_stop_before_the_disk_under_the_spool_is_full() {
+        // Other processes fill and free the disk meanwhile, by gigabytes: its free space is
+        // known only to be between nothing and its size, so every write here is decided the
+        // same way anywhere in that range.
+        let dir = tempfile::tempdir().unwrap();
+        let (disk_size, _) = crate::fs::statfs::disk_space(dir.path()).unwrap();
+        // Keeping the whole disk free: even 16 MiB, which it has room for, are refused.
+        let keeps_all = keeping_free(&dir.path().join("all"), disk_size);
+        let mut refused = keeps_all.create().unwrap();
+        let result = refused.write_at(0, &vec![1u8; 16 << 20]);
+        assert_refused_for_the_disk(&refused, result);
+        // Keeping 16 MiB free: 16 MiB fit (on a disk with 32 MiB free); a file reaching past
+        // the end of the disk does not.
+        let keeps_some = keeping_free(&dir.path().join("some"), 16 << 20);
+        let mut small = keeps_some.create().unwrap();
+        small.write_at(0, &vec![1u8; 16 << 20]).unwrap();
+        let mut large = keeps_some.create().unwrap();
+        let result = large.write_at(disk_size, b"past the end of the disk");
+        assert_refused_for_the_disk(&large, result);
     }
 
     const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";

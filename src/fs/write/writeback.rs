@@ -748,6 +748,14 @@ mod tests {
         Arc::new(fs)
     }
 
+    /// Every upload slot of the mount: no background upload, and no check of a resumed file,
+    /// starts until the permits are dropped.
+    async fn hold_upload_slots(fs: &MidasFs) -> tokio::sync::OwnedSemaphorePermit {
+        let wb = fs.writes.write_back.as_ref().expect("write-back");
+        let all = u32::try_from(wb.config.uploads.max(1)).unwrap();
+        Arc::clone(&wb.slots).acquire_many_owned(all).await.unwrap()
+    }
+
     /// The kernel's release of a handle, which waits for the handle's file's upload.
     fn release(fs: &Arc<MidasFs>, fh: u64) -> tokio::task::JoinHandle<()> {
         let fs = Arc::clone(fs);
@@ -964,11 +972,21 @@ mod tests {
             &[("size", 28.into())],
         );
         let fs = mount(&midas, spool.path());
+        // Its checks (local: its size is not its record's) wait for an upload slot, held
+        // until the lookup and the save have run: else they may finish first, and the file
+        // is rightly gone to the recovery directory before anyone looked.
+        let checks = hold_upload_slots(&fs).await;
         fs.resume_uploads();
         let entry = fs.lookup(ROOT, "torn.txt").await.expect("shown at once");
         assert_eq!(entry.size, 5);
         // An unmount right away saves every file still unsaved.
         fs.save_all().await;
+        assert_eq!(
+            midas.count("midas.upload.perform"),
+            0,
+            "sent before its checks"
+        );
+        drop(checks);
         assert!(fs.tasks.wait_needed(Duration::from_secs(30)).await);
         assert_eq!(midas.count("midas.upload.perform"), 0, "sent");
         assert!(midas
