@@ -301,8 +301,12 @@ impl MidasFs {
                     .await;
                     match stored {
                         Ok(Ok(())) => {
+                            // Unless it changed meanwhile: the next open then has the kernel
+                            // forget the page.
                             if let Some(node) = self.nodes().get_mut(&ino) {
-                                if node.kernel_cached_md5.is_none() {
+                                let same = node.data.kind.bitstream().map(|b| &b.md5)
+                                    == Some(&bitstream.md5);
+                                if same && node.kernel_cached_md5.is_none() {
                                     node.kernel_cached_md5 = Some(bitstream.md5.clone());
                                 }
                             }
