@@ -152,6 +152,11 @@ impl Scene {
             .await
             .expect("saved.txt");
         let reading = mount.fs.open(f).await.expect("open f.txt").fh;
+        // The root's listing, settled: the lookup of `f.txt` was answered while that listing
+        // was still being fetched, and on a loaded machine `saved.txt` can be written before
+        // the fetch ends, which then does not keep its out-of-date answer. Unsettled, the
+        // operation that needs the root's listing would fetch it in one run and not in another.
+        mount.ls(ROOT).await.expect("list the root");
         Scene {
             mount,
             f,
