@@ -220,7 +220,7 @@ pub struct MountArgs {
     /// Permission bits to clear from every file and directory, in octal (e.g. 022, 077) [default: 000]
     #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
     pub umask: Option<u16>,
-    /// Directory for write spool files and the recovery directory [default: ~/.cache/midasfs/spool]
+    /// Directory for write spool files, the recovery directory and the times set through the mount (kept for the next mount) [default: ~/.cache/midasfs/spool]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Largest total size of files being written, in MiB (ENOSPC beyond) [default: no cap: the spool's disk, less 1 GiB (or 5 % of a small disk) left free]

@@ -518,3 +518,46 @@ async fn times_set_on_files_removed_or_written_since_are_not_kept() {
     );
     assert_ne!(fs.getattr(own.ino).expect("stat").mtime, long_ago);
 }
+
+#[tokio::test]
+async fn times_set_through_the_mount_show_after_a_remount_until_the_file_gets_a_new_revision() {
+    let midas = server();
+    let folder = midas.public_folder();
+    midas.add_file(folder, "same", b"same\n");
+    let changed = midas.add_file(folder, "changed", b"before\n");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let later = long_ago + Duration::from_nanos(1_000_000_123);
+    {
+        let fs = Arc::new(fake_mount(&midas, spool.path()));
+        for name in ["same", "changed"] {
+            let ino = fs.lookup(ROOT, name).await.expect("lookup").ino;
+            fs.setattr(ino, None, None, Some(long_ago))
+                .await
+                .expect("touch");
+        }
+        // As rsync saves a file: a temporary file, its time, a rename over the name.
+        let temp = write_new(&fs, ".new.XXXXXX", b"new\n").await;
+        fs.setattr(temp, None, None, Some(later))
+            .await
+            .expect("touch");
+        fs.rename(ROOT, ".new.XXXXXX", ROOT, "new", false)
+            .await
+            .expect("rename");
+        fs.shutdown().await;
+    }
+    midas.add_revision(changed, "changed", b"after, from another client\n");
+
+    let fs = Arc::new(fake_mount(&midas, spool.path()));
+    let mtime = |name: &'static str| {
+        let fs = &fs;
+        async move { fs.lookup(ROOT, name).await.expect("lookup").mtime }
+    };
+    assert_eq!(mtime("same").await, long_ago, "unchanged since");
+    assert_eq!(mtime("new").await, later, "saved by rename");
+    assert_ne!(
+        mtime("changed").await,
+        long_ago,
+        "a new revision shows its own date"
+    );
+}

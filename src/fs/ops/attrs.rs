@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crate::fs::inode::Attr;
+use crate::fs::write::set_times::revision_of;
 use crate::fs::{FsResult, MidasFs};
 
 impl MidasFs {
@@ -31,7 +32,11 @@ impl MidasFs {
         }
         if let Some(mtime) = mtime {
             let canonical = self.canonical_ino(ino);
-            self.writes.mtimes().set(canonical, mtime);
+            let revision = self
+                .node_data(ino)
+                .ok()
+                .and_then(|data| revision_of(&data.kind));
+            self.writes.mtimes().set(canonical, mtime, revision);
             let parent = self.parent(ino);
             self.listings.patch(parent, |entries| {
                 for entry in entries

@@ -63,6 +63,8 @@ pub struct Writes {
     /// Modification times set through the mount, by canonical inode (Midas has no such field;
     /// `rsync -a` needs to see the times it set), while they can matter (see [`set_times`]).
     pub(in crate::fs) mtimes: Mutex<set_times::SetTimes>,
+    /// Where the times of files are kept from one mount to the next (see [`set_times`]).
+    times_file: Option<std::path::PathBuf>,
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     pub(in crate::fs) orphans: Mutex<Vec<Id>>,
@@ -90,6 +92,7 @@ impl Writes {
             handles: Mutex::default(),
             next_local: AtomicU64::new(1),
             mtimes: Mutex::default(),
+            times_file: None,
             orphans: Mutex::default(),
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
@@ -133,6 +136,25 @@ impl Writes {
 
     pub(in crate::fs) fn mtimes(&self) -> MutexGuard<'_, set_times::SetTimes> {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes in the times an earlier mount kept in `path`, and keeps this mount's there.
+    pub(in crate::fs) fn keep_times_in(&mut self, path: std::path::PathBuf) {
+        self.mtimes().load(&path);
+        self.times_file = Some(path);
+    }
+
+    /// Writes the times of files set through the mount for the next mount (see [`set_times`]).
+    pub(in crate::fs) fn save_times(&self) {
+        let Some(path) = &self.times_file else {
+            return;
+        };
+        if let Err(err) = self.mtimes().save(path) {
+            log::warn!(
+                "{}: the times set through the mount are not kept for the next mount: {err}",
+                path.display()
+            );
+        }
     }
 
     pub(in crate::fs) fn aliases(&self) -> MutexGuard<'_, aliases::Aliases> {

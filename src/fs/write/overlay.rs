@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::set_times::revision_of;
 use super::Target;
 use crate::fs::inode::{Attr, NodeData, NodeKind};
 use crate::fs::{Entry, MidasFs};
@@ -20,10 +21,11 @@ impl MidasFs {
             }
         }
         {
-            let mtimes = self.writes.mtimes();
+            let mut mtimes = self.writes.mtimes();
             if !mtimes.is_empty() {
                 for entry in entries.iter_mut() {
-                    if let Some(mtime) = mtimes.get(entry.ino) {
+                    let revision = revision_of(&entry.data.kind);
+                    if let Some(mtime) = mtimes.shown(entry.ino, revision) {
                         entry.data.mtime = mtime;
                     }
                 }

@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use super::set_times::revision_of;
 use super::upload::{skipped_upload, Uploaded};
 use super::{write_error, Container, Target};
 use crate::fs::error::Kind;
@@ -366,7 +367,7 @@ impl MidasFs {
         {
             let mut mtimes = self.writes.mtimes();
             if let Some(set) = mtimes.remove(old_canonical) {
-                mtimes.put(shown.ino, set);
+                mtimes.put(shown.ino, set, revision_of(&shown.data.kind));
             }
         }
         let mut entry = shown.clone();

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::upload::{NewFile, Uploaded};
-use super::{Target, WriteFile};
+use super::{set_times, Target, WriteFile};
 use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::{FsResult, MidasFs};
 
@@ -131,7 +131,8 @@ impl MidasFs {
             if let Some(set) = mtimes.remove(old_canonical) {
                 // Written after its time was set: the file's time is the write's now.
                 if set.set_at >= written_at {
-                    mtimes.put(new_canonical, set);
+                    let revision = set_times::revision_of(&uploaded.node.kind);
+                    mtimes.put(new_canonical, set, revision);
                 }
             }
         }
@@ -225,6 +226,7 @@ impl MidasFs {
         if !self.finish_write_back().await {
             // Left to the next mount (see `writeback`).
             self.writes.spool.remove_spares();
+            self.save_times();
             return;
         }
         self.save_all().await;
@@ -236,6 +238,14 @@ impl MidasFs {
             log::warn!("background uploads still running after {SHUTDOWN_LIMIT:?}; leaving");
         }
         self.writes.spool.remove_spares();
+        self.save_times();
+    }
+
+    /// The times of files set through the mount, for the next mount (none of a read-only one).
+    fn save_times(&self) {
+        if !self.config.read_only {
+            self.writes.save_times();
+        }
     }
 
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.
