@@ -561,3 +561,27 @@ async fn times_set_through_the_mount_show_after_a_remount_until_the_file_gets_a_
         "a new revision shows its own date"
     );
 }
+
+#[tokio::test]
+async fn a_time_set_through_the_mount_goes_when_another_client_writes_the_file() {
+    let midas = server();
+    let item = midas.add_file(midas.public_folder(), "shared", b"first\n");
+    let (fs, _spool) = mount(&midas);
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let ino = fs.lookup(ROOT, "shared").await.expect("lookup").ino;
+    fs.setattr(ino, None, None, Some(long_ago))
+        .await
+        .expect("touch");
+    fs.listings.expire(ROOT);
+    let listed = fs.lookup(ROOT, "shared").await.expect("lookup again");
+    assert_eq!(listed.mtime, long_ago, "listed again, unchanged");
+
+    midas.add_revision(item, "shared", b"second, from another client\n");
+    fs.listings.expire(ROOT);
+    let listed = fs
+        .lookup(ROOT, "shared")
+        .await
+        .expect("lookup after the change");
+    assert_eq!(listed.size, 28);
+    assert_ne!(listed.mtime, long_ago, "the new revision's own date");
+}

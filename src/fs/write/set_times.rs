@@ -82,16 +82,28 @@ impl SetTimes {
         self.times.peek(&ino).map(|set| set.mtime)
     }
 
-    /// The time to show for `ino`, listed as showing `revision`: one set in this mount (which
-    /// now goes with that revision), or one an earlier mount set on that same revision.
+    /// The time to show for `ino`, listed as showing `revision`: one set in this mount, or one
+    /// an earlier mount set on that same revision. A time set on an older revision than the
+    /// one listed is dropped: someone else wrote the file since (a write through the mount
+    /// moves the time to its new revision, or drops it).
     pub(in crate::fs) fn shown(
         &mut self,
         ino: u64,
         revision: Option<Revision>,
     ) -> Option<SystemTime> {
         if let Some(set) = self.times.peek_mut(&ino) {
-            if revision.is_some() {
-                set.revision = revision;
+            match (set.revision, revision) {
+                (Some((item, known)), Some((listed_item, listed)))
+                    if item == listed_item && listed > known =>
+                {
+                    self.times.pop(&ino);
+                    return None;
+                }
+                // A listing older than the time's revision (fetched before an upload) leaves it.
+                (Some((item, known)), Some((listed_item, listed)))
+                    if item == listed_item && listed < known => {}
+                (_, Some(listed)) => set.revision = Some(listed),
+                (_, None) => {}
             }
             return Some(set.mtime);
         }
@@ -339,6 +351,31 @@ mod tests {
             Some(before_1970),
             "to the nanosecond"
         );
+    }
+
+    #[test]
+    fn a_time_set_in_this_mount_goes_when_a_newer_revision_is_listed() {
+        let mut times = SetTimes::new(10);
+        times.set(1, at(1), Some((10, 2)));
+        assert_eq!(
+            times.shown(1, Some((10, 1))),
+            Some(at(1)),
+            "an older listing"
+        );
+        assert_eq!(times.shown(1, Some((10, 2))), Some(at(1)));
+        times.set(2, at(2), None);
+        assert_eq!(
+            times.shown(2, Some((20, 1))),
+            Some(at(2)),
+            "its revision learnt"
+        );
+        assert_eq!(
+            times.shown(2, Some((20, 2))),
+            None,
+            "written by someone else since"
+        );
+        assert_eq!(times.get(2), None);
+        assert_eq!(times.shown(1, Some((10, 3))), None);
     }
 
     #[test]
