@@ -38,6 +38,17 @@ pub fn file(file: &File, path: &Path) -> io::Result<()> {
     })
 }
 
+/// Writes `bytes` to `path` as a file only its owner may use (0600), replacing any content.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut out = file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file(&out, path)?;
+    io::Write::write_all(&mut out, bytes)
+}
+
 /// Makes an existing file 0600 (nothing when it does not exist).
 pub fn existing_file(path: &Path) -> io::Result<()> {
     match std::fs::metadata(path) {

@@ -145,13 +145,7 @@ impl DiskCache {
             );
         }
         let tmp = self.dir.join("format.tmp");
-        let mut file = private::file_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        private::file(&file, &tmp)?;
-        file.write_all(FORMAT.as_bytes())?;
+        private::write(&tmp, FORMAT.as_bytes())?;
         std::fs::rename(&tmp, &path)
     }
 

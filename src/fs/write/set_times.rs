@@ -12,7 +12,6 @@
 //! client) shows the server's date again.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -210,16 +209,8 @@ impl SetTimes {
             ));
         }
         let temp = temp_path(path);
-        let written = (|| {
-            let mut file = crate::private::file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)?;
-            crate::private::file(&file, &temp)?;
-            file.write_all(text.as_bytes())?;
-            std::fs::rename(&temp, path)
-        })();
+        let written = crate::private::write(&temp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&temp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
         }

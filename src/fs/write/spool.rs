@@ -627,13 +627,7 @@ fn write_sidecar(
     text.push('\n');
     let sidecar = sidecar_of(path);
     // It names the user's files and where they go: the user's alone, like the spool file.
-    let mut file = crate::private::file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&sidecar)?;
-    crate::private::file(&file, &sidecar)?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
+    crate::private::write(&sidecar, text.as_bytes())
 }
 
 /// Moves (or, across filesystems, copies) `path` into the recovery directory under a name made
