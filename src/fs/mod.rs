@@ -216,16 +216,15 @@ impl MidasFs {
             kernel_cached_md5: None,
             metadata: None,
         };
-        let mut writes = Writes::new(&config.spool);
-        writes.keep_times_in(write::set_times::times_path(
+        let times_file = write::set_times::times_path(
             &config.spool.dir,
             client.base_url(),
             me.as_ref().map(|user| user.user_id),
-        ));
+        );
         MidasFs {
             cache: Arc::new(BlockCache::new(config.cache_bytes)),
             disk: None,
-            writes,
+            writes: Writes::new(&config.spool, times_file),
             walk: walk::WalkAhead::new(),
             dirs: DirHandles::default(),
             tasks: Tasks::new(tokio::runtime::Handle::try_current().ok()),

@@ -82,6 +82,10 @@ impl Sniffs {
         self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn dirs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, DirSniffs>> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether the start of `ino` is queued or being fetched ahead (its open then needs the
     /// network, or to wait).
     pub(in crate::fs) fn pending(&self, ino: u64) -> bool {
@@ -141,7 +145,7 @@ impl MidasFs {
         if sniffed.is_none() && !reader.read_any() {
             // A handle that read nothing (its reads came from the page cache): a file fetched
             // ahead is a sniff that did not need the network, anything else says nothing.
-            let mut dirs = self.sniffs.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dirs = self.sniffs.dirs();
             if let Some(dir) = dirs.get_mut(&dir).filter(|d| d.seen.contains(&ino)) {
                 dir.last = Instant::now();
             }
@@ -149,11 +153,7 @@ impl MidasFs {
         }
         let Some(end) = sniffed else {
             // The program read more than the start: it is not sniffing this folder.
-            self.sniffs
-                .dirs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&dir);
+            self.sniffs.dirs().remove(&dir);
             return;
         };
         let Some(name) = self.listings.last(dir).and_then(|entries| {
@@ -166,7 +166,7 @@ impl MidasFs {
         };
         let head = (end / 4).div_ceil(PAGE).max(1) * PAGE;
         let wanted = {
-            let mut dirs = self.sniffs.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dirs = self.sniffs.dirs();
             let now = Instant::now();
             // Folders nobody sniffed for a while are forgotten.
             dirs.retain(|_, state| now.duration_since(state.last) <= FORGET_AFTER);
@@ -193,7 +193,7 @@ impl MidasFs {
         };
         let mut files = self.sniff_candidates(dir, &extensions, head);
         {
-            let mut dirs = self.sniffs.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dirs = self.sniffs.dirs();
             let Some(state) = dirs.get_mut(&dir) else {
                 return;
             };

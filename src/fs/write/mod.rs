@@ -64,7 +64,7 @@ pub struct Writes {
     /// `rsync -a` needs to see the times it set), while they can matter (see [`set_times`]).
     pub(in crate::fs) mtimes: Mutex<set_times::SetTimes>,
     /// Where the times of files are kept from one mount to the next (see [`set_times`]).
-    times_file: Option<std::path::PathBuf>,
+    times_file: std::path::PathBuf,
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     pub(in crate::fs) orphans: Mutex<Vec<Id>>,
@@ -85,14 +85,18 @@ pub struct Writes {
 }
 
 impl Writes {
-    pub fn new(config: &SpoolConfig) -> Writes {
+    /// Writes spooled as `config` says; the times an earlier mount kept in `times_file` are
+    /// taken in, and this mount's are kept there.
+    pub fn new(config: &SpoolConfig, times_file: std::path::PathBuf) -> Writes {
+        let mut mtimes = set_times::SetTimes::default();
+        mtimes.load(&times_file);
         Writes {
             spool: Spool::new(config),
             files: Mutex::default(),
             handles: Mutex::default(),
             next_local: AtomicU64::new(1),
-            mtimes: Mutex::default(),
-            times_file: None,
+            mtimes: Mutex::new(mtimes),
+            times_file,
             orphans: Mutex::default(),
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
@@ -138,21 +142,12 @@ impl Writes {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes in the times an earlier mount kept in `path`, and keeps this mount's there.
-    pub(in crate::fs) fn keep_times_in(&mut self, path: std::path::PathBuf) {
-        self.mtimes().load(&path);
-        self.times_file = Some(path);
-    }
-
     /// Writes the times of files set through the mount for the next mount (see [`set_times`]).
     pub(in crate::fs) fn save_times(&self) {
-        let Some(path) = &self.times_file else {
-            return;
-        };
-        if let Err(err) = self.mtimes().save(path) {
+        if let Err(err) = self.mtimes().save(&self.times_file) {
             log::warn!(
                 "{}: the times set through the mount are not kept for the next mount: {err}",
-                path.display()
+                self.times_file.display()
             );
         }
     }
