@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::api::resolve_token;
 use super::conn::{spawn_transfer, ConnHandle, FileBody, FILE_BODY_MARKER};
-use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, Guarded, READ};
+use super::store::{can_folder, can_item, policy_sql, unix_now, Caller, Guarded, Unsynced, READ};
 use super::wire::{error_page, parse_id, ApiError, Params};
 use super::zipstream::ZipStreamWriter;
 use super::Shared;
@@ -130,7 +130,12 @@ async fn serve(
     shared.stats.count_download();
     let plan_shared = Arc::clone(&shared);
     let planned = tokio::task::spawn_blocking(move || {
-        let planned = plan(&plan_shared, &plan_shared.store.lock(), &params)?;
+        let conn = plan_shared.store.lock();
+        let planned = {
+            let _counts_only = Unsynced::new(&conn)?;
+            plan(&plan_shared, &conn, &params)?
+        };
+        drop(conn);
         Ok(match planned {
             Plan::File { file, offset } => {
                 let handle = std::fs::File::open(&file.path).map_err(|err| {
@@ -201,9 +206,11 @@ fn bitstream_file(
     id: i64,
 ) -> Result<FileToSend, Failure> {
     let row: Option<(i64, String, String, i64, String)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT r.item_id, b.name, b.mimetype, b.sizebytes, b.checksum FROM bitstream b \
              JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id WHERE b.bitstream_id = ?1",
+        )?
+        .query_row(
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
@@ -233,11 +240,11 @@ fn bitstream_file(
 }
 
 fn count_item_download(conn: &Connection, bitstream_id: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE item SET download = download + 1 WHERE item_id = \
          (SELECT r.item_id FROM bitstream b JOIN itemrevision r ON r.itemrevision_id = b.itemrevision_id WHERE b.bitstream_id = ?1)",
-        [bitstream_id],
-    )
+    )?
+    .execute([bitstream_id])
     .map(|_| ())
 }
 

@@ -173,17 +173,16 @@ pub fn resolve_token(conn: &Connection, token: &str) -> Result<Option<Caller>, A
         return Ok(None);
     }
     let found = conn
-        .query_row(
+        .prepare_cached(
             "SELECT u.user_id, u.admin FROM token t JOIN userapi a ON a.userapi_id = t.userapi_id \
              JOIN user u ON u.user_id = a.user_id WHERE t.token = ?1 AND t.expires > ?2",
-            rusqlite::params![token, unix_now()],
-            |r| {
-                Ok(Caller {
-                    user_id: r.get(0)?,
-                    admin: r.get(1)?,
-                })
-            },
-        )
+        )?
+        .query_row(rusqlite::params![token, unix_now()], |r| {
+            Ok(Caller {
+                user_id: r.get(0)?,
+                admin: r.get(1)?,
+            })
+        })
         .optional()?;
     Ok(found)
 }

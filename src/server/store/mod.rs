@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+mod checkpoints;
 mod helpers;
 mod objects;
 mod policies;
@@ -45,6 +46,8 @@ pub enum StoreError {
 
 /// The database and the file directories of one `--data DIR`.
 pub struct Store {
+    /// Stopped first, so that the request connection, closing last, checkpoints what is left.
+    _checkpoints: checkpoints::Checkpoints,
     conn: Mutex<Connection>,
     assetstore: PathBuf,
     uploads: PathBuf,
@@ -83,8 +86,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoints::BACKSTOP_FRAMES)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Store {
+            _checkpoints: checkpoints::Checkpoints::start(&database)?,
             conn: Mutex::new(conn),
             assetstore,
             uploads,
@@ -107,6 +112,30 @@ impl Store {
 
     pub fn uploads_dir(&self) -> &Path {
         &self.uploads
+    }
+}
+
+/// While held, commits on its connection skip their fsync (`synchronous = NORMAL`). The
+/// database runs in WAL mode, so it stays consistent through a crash; a power loss may forget
+/// the last of these commits. For what no client waits to be durable: the count each download
+/// adds to its item, which with a sync of its own made every download (a random read is one)
+/// wait for the disk. Every other commit stays synchronous, and the next one or the next
+/// checkpoint (see [`checkpoints`]) makes these durable too.
+pub struct Unsynced<'a>(&'a Connection);
+
+impl<'a> Unsynced<'a> {
+    pub fn new(conn: &'a Connection) -> rusqlite::Result<Unsynced<'a>> {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Unsynced(conn))
+    }
+}
+
+impl Drop for Unsynced<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.0.pragma_update(None, "synchronous", "FULL") {
+            // Never seen: setting this pragma only fails inside a transaction, and none is open.
+            log::error!("cannot make the database's commits synchronous again: {err}");
+        }
     }
 }
 

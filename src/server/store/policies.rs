@@ -91,7 +91,10 @@ pub fn can(
         "SELECT {} FROM {kind} o WHERE o.{kind}_id = ?1",
         policy_sql(object, &format!("o.{kind}_id"), caller, level)
     );
-    let found: Option<bool> = conn.query_row(&sql, [id], |r| r.get(0)).optional()?;
+    let found: Option<bool> = conn
+        .prepare_cached(&sql)?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
     Ok(found.unwrap_or(false))
 }
 
