@@ -53,19 +53,17 @@ const SENDFILE_STEP: usize = 8 << 20;
 /// whether the connection is gone.
 const POLL_INTERVAL_MS: libc::c_int = 500;
 
-/// Run `work` on a thread of its own and get its result back. For transfers, which last as
+/// Run `work` on a thread of its own (one of [`super::threads`]) and get its result back. For transfers, which last as
 /// long as their clients take: held that long, tokio's blocking pool could run out of threads
 /// and starve the short database tasks queued behind them.
 pub fn spawn_transfer<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<Transfer<T>> {
     let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("midasfs-transfer".to_owned())
-        .spawn(move || {
-            // Nobody waits any more when the request was dropped; then the result is moot.
-            let _ = tx.send(work());
-        })?;
+    super::threads::run(move || {
+        // Nobody waits any more when the request was dropped; then the result is moot.
+        let _ = tx.send(work());
+    })?;
     Ok(Transfer(rx))
 }
 

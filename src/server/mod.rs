@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod download;
 pub mod store;
+mod threads;
 mod throttle;
 pub mod wire;
 mod zipstream;
