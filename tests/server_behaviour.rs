@@ -672,6 +672,102 @@ fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
     assert_eq!(md5_hex(&body), md5_hex(&content));
 }
 
+/// A connection to `addr` (an IPv4 `host:port`) with the smallest receive buffer the kernel
+/// allows, set before it connects: as the mount opens one for a small read.
+fn connect_small_window(addr: &str) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().expect("an IPv4 address");
+    let size: libc::c_int = 4096;
+    let target = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a new socket, owned by the TcpStream made of it (or closed here on failure);
+    // the option and the address point to values of the sizes passed with them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_ref(&size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let connected = libc::connect(
+            fd,
+            std::ptr::from_ref(&target).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+#[test]
+fn a_client_that_reads_4_kib_at_an_offset_and_leaves_costs_the_server_little_more() {
+    let (server, token, private) = server_with_private();
+    let content = sample(8 << 20, 5);
+    let item = server.upload_item(&token, &private, "big.bin", &content);
+    let bitstream = server.first_bitstream(&token, &item);
+    let handed = || {
+        server.stats()["bytes_downloaded"]
+            .as_u64()
+            .expect("a count")
+    };
+    let before = handed();
+    const READS: usize = 20;
+    for i in 0..READS {
+        // A random read through the mount: 4 KiB at an offset, then the connection closed.
+        let offset = i * 300_000 + 7;
+        let mut stream = connect_small_window(server.addr());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /download/?bitstream={bitstream}&offset={offset}&authToken={token} HTTP/1.1\r\n\
+             Host: {}\r\nConnection: close\r\n\r\n",
+            server.addr()
+        )
+        .expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        let body = loop {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0, "the answer ended early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() >= end + 4 + 4096 {
+                    break &got[end + 4..end + 4 + 4096];
+                }
+            }
+        };
+        assert_eq!(body, &content[offset..offset + 4096], "read {i}");
+    }
+    // Each sending thread stops at its next step after its connection closed.
+    let mut last = handed();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = handed();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let per_read = (last - before) / READS as u64;
+    // Without a bound, the kernel queued 0.3–1 MiB of the file per read here.
+    assert!(
+        per_read < 160 * 1024,
+        "the server handed {per_read} bytes to the socket per 4 KiB read"
+    );
+}
+
 #[test]
 fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() {
     let (server, token, private) = server_with_private();
