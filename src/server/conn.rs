@@ -53,9 +53,9 @@ const SENDFILE_STEP: usize = 8 << 20;
 /// whether the connection is gone.
 const POLL_INTERVAL_MS: libc::c_int = 500;
 
-/// Run `work` on a thread of its own (one of [`super::threads`]) and get its result back. For transfers, which last as
-/// long as their clients take: held that long, tokio's blocking pool could run out of threads
-/// and starve the short database tasks queued behind them.
+/// Run `work` on a thread of its own (one of [`super::threads`]) and get its result back. For
+/// transfers, which last as long as their clients take: held that long, tokio's blocking pool
+/// could run out of threads and starve the short database tasks queued behind them.
 pub fn spawn_transfer<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<Transfer<T>> {
@@ -536,13 +536,18 @@ const CORK: libc::c_int = libc::TCP_NOPUSH;
 /// Set or clear TCP_CORK. Only a packet-size optimisation: a failure changes nothing else,
 /// so it is ignored.
 fn set_cork(socket: &std::net::TcpStream, on: bool) {
-    let value = libc::c_int::from(on);
+    set_tcp_option(socket, CORK, libc::c_int::from(on));
+}
+
+/// Set the TCP-level option `option` of `socket` to `value`, for options that only tune how
+/// the bytes go out: a failure is ignored.
+fn set_tcp_option(socket: &std::net::TcpStream, option: libc::c_int, value: libc::c_int) {
     // SAFETY: the option value points to a c_int and its size is passed with it.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::IPPROTO_TCP,
-            CORK,
+            option,
             std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -602,22 +607,6 @@ const SHORT_QUEUE: libc::c_int = 64 * 1024;
 #[cfg(target_os = "linux")]
 const SHORT_QUEUE_UNTIL: u64 = 1 << 20;
 
-/// Set `TCP_NOTSENT_LOWAT` (0: the system's default, no bound). Only a bound on what is
-/// queued ahead: a failure changes nothing else, so it is ignored.
-#[cfg(target_os = "linux")]
-fn set_notsent_lowat(socket: &std::net::TcpStream, bytes: libc::c_int) {
-    // SAFETY: the option value points to a c_int and its size is passed with it.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            std::ptr::from_ref(&bytes).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
 #[cfg(target_os = "linux")]
 fn sendfile_all(
     socket: &std::net::TcpStream,
@@ -629,11 +618,12 @@ fn sendfile_all(
     let mut left = body.len;
     let mut short_queue = body.len > SHORT_QUEUE_UNTIL;
     if short_queue {
-        set_notsent_lowat(socket, SHORT_QUEUE);
+        set_tcp_option(socket, libc::TCP_NOTSENT_LOWAT, SHORT_QUEUE);
     }
     while left > 0 {
         if short_queue && body.len - left >= SHORT_QUEUE_UNTIL {
-            set_notsent_lowat(socket, 0);
+            // 0: the system's default, no bound.
+            set_tcp_option(socket, libc::TCP_NOTSENT_LOWAT, 0);
             short_queue = false;
         }
         if stop.load(Ordering::Relaxed) {
