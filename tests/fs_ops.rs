@@ -411,6 +411,40 @@ async fn copying_content_the_server_has_sends_no_bytes() {
 }
 
 #[tokio::test]
+async fn content_linked_while_its_last_copy_is_deleted_is_sent_after_all() {
+    let mount = Mount::new();
+    let content = vec![4u8; 1 << 20];
+    let original = mount.midas.add_file(mount.public(), "original", &content);
+    // Midas links the new file to the original's stored file, and a delete of the original
+    // that runs meanwhile removes that file.
+    mount.midas.race_next_link(&content);
+    let ino = mount.create_file(ROOT, "copy", &content).await.unwrap();
+    assert!(mount.midas.item(original).is_none());
+    assert_eq!(mount.midas.count("midas.upload.perform"), 1);
+    assert_eq!(
+        mount.server_content(mount.public(), "copy").unwrap(),
+        content
+    );
+    let item = mount.midas.child_item(mount.public(), "copy").unwrap();
+    assert_eq!(mount.midas.revision_count(item), 1);
+    assert_eq!(mount.cat(ino).await.unwrap(), content);
+    assert!(mount.recovered().is_empty());
+}
+
+#[tokio::test]
+async fn content_the_server_has_lost_fails_the_save_and_keeps_the_bytes() {
+    let mount = Mount::new();
+    let content = vec![5u8; 1 << 20];
+    mount.midas.add_file(mount.public(), "original", &content);
+    // Another bitstream points at the lost file: whatever is sent gets linked to it too.
+    mount.midas.lose_content(&content);
+    let failed = mount.create_file(ROOT, "copy", &content).await;
+    assert_eq!(errno_of(failed), libc::EIO);
+    assert_eq!(mount.midas.child_item(mount.public(), "copy"), None);
+    assert_eq!(mount.recovered(), [content]);
+}
+
+#[tokio::test]
 async fn overwriting_a_file_makes_a_new_revision_under_the_same_inode() {
     let mount = Mount::new();
     let item = mount.midas.add_file(mount.public(), "f", b"old content");
@@ -1377,6 +1411,18 @@ async fn an_overwrite_through_the_inode_a_save_by_rename_left_shows_in_the_items
         "the item's inode"
     );
     assert_eq!(mount.server_content(mount.public(), "f").unwrap(), [3; 300]);
+}
+
+#[tokio::test]
+async fn a_save_by_rename_of_content_the_server_has_lost_fails_and_the_file_keeps_its_content() {
+    let mount = Mount::new();
+    mount.create_file(ROOT, "f", &[1; 100]).await.unwrap();
+    mount.create_file(ROOT, ".f.tmp", &[2; 200]).await.unwrap();
+    mount.midas.lose_content(&[2; 200]);
+    let renamed = mount.fs.rename(ROOT, ".f.tmp", ROOT, "f", false).await;
+    assert_eq!(errno_of(renamed), libc::EIO);
+    assert_eq!(mount.server_content(mount.public(), "f").unwrap(), [1; 100]);
+    assert_eq!(mount.read_path("f").await, [1; 100]);
 }
 
 // ---- walk-ahead ----

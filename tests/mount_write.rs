@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::mount::{getxattr, Mount};
-use common::server::TestServer;
-use common::tree::{diff_r, make_tree, pseudo_random};
+use common::server::{md5_hex, TestServer};
+use common::tree::{diff_r, fresh_seed, make_tree, pseudo_random};
 use serde_json::Value;
 
 fn run(command: &mut Command) -> String {
@@ -673,6 +673,44 @@ fn writers_of_one_file_share_it_and_a_full_spool_gives_enospc() {
     let recovered = setup.recovered();
     assert_eq!(recovered.len(), 1, "{recovered:?}");
     assert!(recovered[0].to_string_lossy().ends_with("big.bin"));
+}
+
+#[test]
+fn a_copy_linked_to_content_the_server_has_lost_is_sent_or_kept() {
+    require_fuse!();
+    let setup = Setup::new(&[]);
+    let content = pseudo_random(2 * 1024 * 1024, fresh_seed());
+    let token = setup.server.token();
+    let folder = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let original = setup
+        .server
+        .upload_item(&token, &folder, "original.bin", &content);
+    // What Midas's delete leaves when it races a link of the same content: the stored file is
+    // gone, and a bitstream points at it.
+    let stored = setup.server.asset_path(&md5_hex(&content));
+    std::fs::remove_file(&stored).expect("remove the stored file");
+
+    // Midas links a copy of that content to the lost file: the mount sees that the server
+    // cannot serve it, and sends the bytes.
+    let copy = setup.private().join("big.bin");
+    let save = |path: &Path| {
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(&content)?;
+        file.sync_all()
+    };
+    if setup.server.is_real() {
+        // Midas links even the bytes received to the lost file while another bitstream points
+        // at it: the save fails, and its bytes are kept.
+        assert_eq!(errno_of(save(&copy)), libc::EIO);
+        setup.assert_recovered(&content);
+        // Once that bitstream is gone, the bytes are stored.
+        setup
+            .server
+            .call_ok("midas.item.delete", &[("token", &token), ("id", &original)]);
+    }
+    save(&copy).expect("save the copy");
+    assert!(std::fs::read(&copy).unwrap() == content);
+    assert!(stored.exists());
 }
 
 #[test]

@@ -153,6 +153,12 @@ struct State {
     rules: Vec<Rule>,
     calls: Vec<String>,
     logins: u64,
+    /// Contents (by MD5) whose stored file is gone: every bitstream of them answers a download
+    /// with HTTP 500, as Midas's do.
+    lost: HashSet<String>,
+    /// Contents whose next link by checksum races a delete of their last other copy (see
+    /// [`FakeMidas::race_next_link`]).
+    racing: HashSet<String>,
 }
 
 /// An in-memory Midas server (see the module's documentation).
@@ -500,6 +506,21 @@ impl FakeMidas {
     /// Uploads begun and not finished.
     pub fn pending_uploads(&self) -> usize {
         self.state().uploads.len()
+    }
+
+    /// Loses the stored file of `content`: every bitstream of it answers downloads with HTTP
+    /// 500 from now on, as on a Midas whose delete removed the file a link still points at.
+    /// An upload of it stores it again only when no bitstream of it is left (Midas links an
+    /// upload to an existing bitstream's file).
+    pub fn lose_content(&self, content: &[u8]) {
+        self.state().lost.insert(md5_hex(content));
+    }
+
+    /// The next link of `content` by its checksum races a delete of the item that holds it, as
+    /// Midas lets them: the link is made, the item goes, and so does the stored file the link
+    /// points at.
+    pub fn race_next_link(&self, content: &[u8]) {
+        self.state().racing.insert(md5_hex(content));
     }
 
     // ---- answering ----
@@ -960,9 +981,9 @@ impl State {
             .flat_map(|(id, r)| r.bitstreams.iter().map(move |b| (id, b)))
             .filter(|(_, b)| b.md5 == checksum)
             .min_by_key(|(_, b)| b.id);
-        let Some(content) = first
+        let Some((holder, content)) = first
             .filter(|(holder, _)| !self.hidden.contains(holder))
-            .map(|(_, b)| Arc::clone(&b.content))
+            .map(|(holder, b)| (holder, Arc::clone(&b.content)))
         else {
             return false;
         };
@@ -974,7 +995,22 @@ impl State {
         if !has_name {
             self.add_bitstream(item, filename, content.to_vec(), UploadRevision::Head);
         }
+        if self.racing.remove(checksum) {
+            if holder != item {
+                self.items.remove(&holder);
+            }
+            self.lost.insert(checksum.to_owned());
+        }
         true
+    }
+
+    /// Whether any bitstream holds the content of this MD5.
+    fn holders(&self, md5: &str) -> bool {
+        self.items
+            .values()
+            .flat_map(|i| i.revisions.iter())
+            .flat_map(|r| r.bitstreams.iter())
+            .any(|b| b.md5 == md5)
     }
 
     fn new_token(&mut self, item_id: Id) -> String {
@@ -1015,6 +1051,12 @@ impl State {
         let item_id = upload.item_id;
         if !self.items.contains_key(&item_id) {
             return Err(no_item());
+        }
+        // Midas links what it receives to a stored file of the same content, lost or not; the
+        // file is written only when no bitstream of that content is left.
+        let md5 = md5_hex(&upload.held);
+        if self.lost.contains(&md5) && !self.holders(&md5) {
+            self.lost.remove(&md5);
         }
         self.add_bitstream(item_id, filename, upload.held, revision);
         let rec = self.items.get(&item_id).ok_or_else(no_item)?;
@@ -1252,7 +1294,17 @@ impl MidasApi for FakeMidas {
                     .flat_map(|(_, i)| i.revisions.iter())
                     .flat_map(|r| r.bitstreams.iter())
                     .find(|b| b.id == bitstream_id)
-                    .map(|b| Arc::clone(&b.content))
+                    .map(|b| (Arc::clone(&b.content), state.lost.contains(&b.md5)))
+            };
+            let content = match content {
+                // Midas's download of a bitstream whose stored file is gone.
+                Some((_, true)) => {
+                    return Err(Error::Http {
+                        method: "download".into(),
+                        status: 500,
+                    })
+                }
+                found => found.map(|(content, _)| content),
             };
             // The download controller answers a missing bitstream with an HTTP error.
             let content = content.ok_or(Error::Http {

@@ -83,6 +83,16 @@ impl Real {
         db
     }
 
+    /// Where the server stores the content of this MD5 (`DIR/src/data/assetstore`, two levels
+    /// of the MD5's first characters).
+    pub fn asset_path(&self, md5: &str) -> PathBuf {
+        self.dir("finding a stored file")
+            .join("src/data/assetstore")
+            .join(&md5[0..2])
+            .join(&md5[2..4])
+            .join(md5)
+    }
+
     /// The server's process group, from `DIR/server.pid`.
     fn process_group(&self) -> libc::pid_t {
         let file = self.dir("freezing the server").join("server.pid");

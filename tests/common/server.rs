@@ -593,6 +593,19 @@ impl TestServer {
         text(&item["revisions"][0]["bitstreams"][0]["bitstream_id"]).to_owned()
     }
 
+    /// The file in which the server stores the content of this MD5 (the same layout on both).
+    pub fn asset_path(&self, md5: &str) -> PathBuf {
+        match &self.real {
+            Some(real) => real.asset_path(md5),
+            None => self
+                .data_dir
+                .join("assetstore")
+                .join(&md5[0..2])
+                .join(&md5[2..4])
+                .join(md5),
+        }
+    }
+
     /// `GET` of a path on the server (no redirects followed).
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http

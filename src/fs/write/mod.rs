@@ -1,9 +1,10 @@
 //! Writing files through the mount: the write-side state of a mount ([`Writes`]) and of each
 //! file open for writing, and the rules all of `write/` follows. One concern per file:
 //! [`handles`] (open, write, close), [`save`] (when a file goes to the server), [`upload`] (how),
-//! [`early`] (while it is written), [`replace`] (saves by rename), [`overlay`] (what listings
-//! show before the server knows), [`recovery`] (nothing lost), [`spool`] (the local copies),
-//! [`writeback`] (uploads after the close returned, with `--write-back`).
+//! [`early`] (while it is written), [`links`] (content the server linked instead of receiving
+//! it), [`replace`] (saves by rename), [`overlay`] (what listings show before the server knows),
+//! [`recovery`] (nothing lost), [`spool`] (the local copies), [`writeback`] (uploads after the
+//! close returned, with `--write-back`).
 //!
 //! Rules:
 //! - A file open for writing is a local spool file; its content goes to Midas when the file is
@@ -29,6 +30,7 @@
 mod aliases;
 pub mod early;
 mod handles;
+mod links;
 mod overlay;
 mod recovery;
 mod replace;

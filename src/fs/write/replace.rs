@@ -14,8 +14,9 @@
 
 use std::path::Path;
 
+use super::links::lost_content;
 use super::set_times::revision_of;
-use super::upload::{skipped_upload, Uploaded};
+use super::upload::{skipped_upload, Upload, Uploaded};
 use super::{write_error, Container, Target};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeKind};
@@ -254,6 +255,7 @@ impl MidasFs {
             }
         }
         let file_name = only.map_or_else(|| current.name.clone(), |only| only.name.clone());
+        let before = only.map(|only| (only.name.clone(), only.checksum.clone()));
         let revision = head.map_or(0, |head| head.revision) + 1;
         let metadata = self.client.item_get_metadata(item.id).await?;
         let placeholder = format!("{file_name}.midasfs-new");
@@ -270,6 +272,20 @@ impl MidasFs {
         let filled = self
             .fill_by_checksum(item.id, &file_name, content, local)
             .await;
+        if let (Err(err), Some((name, md5))) = (&filled, &before) {
+            // The new revision exists: it gets the old content back (linked by its MD5, which
+            // the old revision holds), so that the file still reads as it did.
+            let id = item.id;
+            log::warn!("item {id}: saving the new content failed ({err}); restoring the old one");
+            match self.client.upload_token(item.id, name, Some(md5)).await {
+                Ok(None) => {}
+                Ok(Some(_)) => log::warn!("item {id}: the server did not find the old content"),
+                Err(err) => log::warn!("item {id}: could not restore the old content: {err}"),
+            }
+            if let Err(err) = self.carry_metadata(item.id, &metadata).await {
+                log::warn!("item {id}: could not restore the metadata: {err}");
+            }
+        }
         let after = self.client.item_get(item.id).await?;
         let placeholders = after
             .head()
@@ -304,7 +320,30 @@ impl MidasFs {
             .await
             .map_err(write_error)?;
         let Some(token) = token else {
-            return Ok(());
+            // Linked: checked that the server holds the content (see `links`).
+            return match local {
+                Some(path) => {
+                    let upload = Upload {
+                        item_id,
+                        file_name,
+                        path,
+                        size: content.size,
+                        revision: UploadRevision::Head,
+                        md5: Some(&content.md5),
+                    };
+                    self.confirm_link(&upload).await
+                }
+                // The only other copy is the server's, which shares the lost file.
+                None => match self.lost_link(item_id, file_name, content.size).await? {
+                    None => Ok(()),
+                    Some(lost) => {
+                        if let Err(err) = self.client.bitstream_delete(lost).await {
+                            log::warn!("could not remove the unreadable bitstream {lost}: {err}");
+                        }
+                        Err(lost_content(item_id, file_name))
+                    }
+                },
+            };
         };
         let mut downloaded: Option<SpoolFile> = None;
         let path = match (local, &content.bitstream) {

@@ -51,7 +51,7 @@ pub(in crate::fs) struct Upload<'a> {
     pub(in crate::fs) size: u64,
     pub(in crate::fs) revision: UploadRevision,
     /// The file's MD5, if known (else computed when needed).
-    md5: Option<&'a str>,
+    pub(in crate::fs) md5: Option<&'a str>,
 }
 
 /// Where a `perform` starts.
@@ -107,9 +107,17 @@ impl MidasFs {
                                 self.perform_resuming(&token, &upload, UploadFrom::Start)
                                     .await
                             }
-                            // Deduplicated: Midas copied the content it holds; no bytes were
-                            // sent.
-                            None => self.client.item_get(item_id).await.map_err(FsError::from),
+                            // Deduplicated: Midas linked the content it holds; no bytes were
+                            // sent, unless that content turns out lost.
+                            None => {
+                                let upload = file.upload(item_id, &midas_name);
+                                match self.confirm_link(&upload).await {
+                                    Ok(()) => {
+                                        self.client.item_get(item_id).await.map_err(FsError::from)
+                                    }
+                                    Err(err) => Err(err),
+                                }
+                            }
                         };
                         (item_id, item)
                     }
