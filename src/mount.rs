@@ -318,6 +318,7 @@ fn mount_and_serve(
     drop(entered);
     runtime.block_on(fs.roll_back_previous());
     fs.resume_uploads();
+    fs.keep_times_saved();
     // The first access's listings start now, while the kernel mounts.
     fs.warm_top();
     let handle = runtime.handle().clone();

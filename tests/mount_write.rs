@@ -338,6 +338,30 @@ fn rsync_twice_transfers_nothing_the_second_time_and_delete_follows() {
     );
 }
 
+#[test]
+fn a_time_set_through_the_mount_survives_a_killed_daemon() {
+    require_fuse!();
+    let mut setup = Setup::new(&[]);
+    let path = setup.private().join("dated.txt");
+    std::fs::write(&path, b"dated\n").unwrap();
+    // 2001-02-03 04:05:06 UTC, set as `touch -d` does (through a descriptor, as `cp -p` does)
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(981_173_106);
+    std::fs::File::open(&path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+    // The mount writes the times down within a second; then the daemon dies (SIGKILL), which
+    // leaves it no time to do so at unmount.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    std::mem::replace(&mut setup.mount, Mount::placeholder()).kill();
+    setup.mount = mount_with_spool(&setup.server, setup.spool.path(), &[]);
+    let shown = std::fs::metadata(setup.private().join("dated.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(shown, time);
+}
+
 /// The times `rsync -a` set are kept from one mount to the next (in the spool directory), so
 /// that the same rsync after a remount finds every file up to date; a file changed since shows
 /// the server's date, and is sent.

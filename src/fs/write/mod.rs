@@ -67,6 +67,9 @@ pub struct Writes {
     pub(in crate::fs) mtimes: Mutex<set_times::SetTimes>,
     /// Where the times of files are kept from one mount to the next (see [`set_times`]).
     times_file: std::path::PathBuf,
+    /// The [`set_times::SetTimes::changes`] that the times file holds; held while it is
+    /// written, so that one save at a time writes it.
+    times_saved: Mutex<u64>,
     /// Items created for uploads that failed, whose removal failed too (server gone): hidden
     /// from listings, and removed at the next upload.
     pub(in crate::fs) orphans: Mutex<Vec<Id>>,
@@ -99,6 +102,7 @@ impl Writes {
             next_local: AtomicU64::new(1),
             mtimes: Mutex::new(mtimes),
             times_file,
+            times_saved: Mutex::new(0),
             orphans: Mutex::default(),
             fresh: Mutex::default(),
             renamed_away: Mutex::default(),
@@ -144,13 +148,23 @@ impl Writes {
         self.mtimes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the times of files set through the mount for the next mount (see [`set_times`]).
-    pub(in crate::fs) fn save_times(&self) {
-        if let Err(err) = self.mtimes().save(&self.times_file) {
-            log::warn!(
+    /// Writes the times of files set through the mount for the next mount (see [`set_times`]);
+    /// when `only_if_changed`, only if they changed since the last write.
+    pub(in crate::fs) fn save_times(&self, only_if_changed: bool) {
+        let mut saved = self.times_saved.lock().unwrap_or_else(|p| p.into_inner());
+        let (to_keep, changes) = {
+            let mtimes = self.mtimes();
+            if only_if_changed && mtimes.changes() == *saved {
+                return;
+            }
+            (mtimes.to_keep(), mtimes.changes())
+        };
+        match to_keep.save(&self.times_file) {
+            Ok(()) => *saved = changes,
+            Err(err) => log::warn!(
                 "{}: the times set through the mount are not kept for the next mount: {err}",
                 self.times_file.display()
-            );
+            ),
         }
     }
 

@@ -1,16 +1,22 @@
 //! Saving a file: one upload at a time per file, what the mount shows after it, and the saves
 //! of everything still unsaved at unmount.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::upload::{NewFile, Uploaded};
 use super::{set_times, Target, WriteFile};
 use crate::fs::inode::{NodeData, NodeKind};
+use crate::fs::tasks::Work;
 use crate::fs::{FsResult, MidasFs};
 
 /// How long unmount waits for background uploads at most: a bound against a bug only, since
 /// every request has its own timeout.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// How soon after a change the times of files set through the mount are written for the next
+/// mount (see `set_times`).
+const TIMES_SAVE_DELAY: Duration = Duration::from_secs(1);
 
 impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
@@ -244,8 +250,30 @@ impl MidasFs {
     /// The times of files set through the mount, for the next mount (none of a read-only one).
     fn save_times(&self) {
         if !self.config.read_only {
-            self.writes.save_times();
+            self.writes.save_times(false);
         }
+    }
+
+    /// Writes the times of files set through the mount again within [`TIMES_SAVE_DELAY`] of a
+    /// change, until unmount (which writes them once more): a daemon killed keeps all but the
+    /// last moment's (see `set_times`).
+    pub fn keep_times_saved(self: &Arc<Self>) {
+        if self.config.read_only {
+            return;
+        }
+        let fs = Arc::downgrade(self);
+        self.tasks.spawn(Work::Optional, async move {
+            loop {
+                tokio::time::sleep(TIMES_SAVE_DELAY).await;
+                let Some(fs) = fs.upgrade() else {
+                    return;
+                };
+                let saved = tokio::task::spawn_blocking(move || fs.writes.save_times(true));
+                if saved.await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// On unmount: every file still dirty is uploaded, or kept in the recovery directory.

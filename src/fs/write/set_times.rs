@@ -5,8 +5,9 @@
 //! [`MAX_SET_TIMES`] set last (`rsync -a` of more files than that sees the others' server
 //! dates, and sends them again).
 //!
-//! A clean unmount writes the times of files to a file of the spool directory, one per server
-//! and user, with the item and revision each was set on; the next mount takes a time back
+//! The times of files are written to a file of the spool directory, one per server and user,
+//! with the item and revision each was set on: within a second of a change (so that a daemon
+//! killed keeps all but the last second's), and at unmount. The next mount takes a time back
 //! when the file's listing shows that same revision, so that `rsync -a` after a remount finds
 //! its own times and sends nothing. A revision made since (on the server or by another
 //! client) shows the server's date again.
@@ -52,6 +53,17 @@ pub(in crate::fs) struct SetTimes {
     times: LruCache<u64, SetTime>,
     /// Times an earlier mount kept, not seen in a listing yet.
     remembered: HashMap<u64, SetTime>,
+    /// Counts the changes of what [`SetTimes::save`] writes.
+    changes: u64,
+}
+
+/// What a save writes, taken out of [`SetTimes`] so that the file is written without holding
+/// it (see [`SetTimes::to_keep`]).
+pub(in crate::fs) struct ToKeep {
+    ours: Vec<(u64, SetTime)>,
+    set_here: usize,
+    known: usize,
+    max: usize,
 }
 
 impl SetTimes {
@@ -59,12 +71,19 @@ impl SetTimes {
         SetTimes {
             times: LruCache::new(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN)),
             remembered: HashMap::new(),
+            changes: 0,
         }
+    }
+
+    /// How many changes there have been to what a save writes (to tell whether one is due).
+    pub(in crate::fs) fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// `mtime` set now on `ino`, which shows `revision`.
     pub(in crate::fs) fn set(&mut self, ino: u64, mtime: SystemTime, revision: Option<Revision>) {
         let set_at = SystemTime::now();
+        self.changes += 1;
         self.remembered.remove(&ino);
         self.times.put(
             ino,
@@ -96,12 +115,18 @@ impl SetTimes {
                     if item == listed_item && listed > known =>
                 {
                     self.times.pop(&ino);
+                    self.changes += 1;
                     return None;
                 }
                 // A listing older than the time's revision (fetched before an upload) leaves it.
                 (Some((item, known)), Some((listed_item, listed)))
                     if item == listed_item && listed < known => {}
-                (_, Some(listed)) => set.revision = Some(listed),
+                (_, Some(listed)) => {
+                    if set.revision != Some(listed) {
+                        set.revision = Some(listed);
+                        self.changes += 1;
+                    }
+                }
                 (_, None) => {}
             }
             return Some(set.mtime);
@@ -111,12 +136,17 @@ impl SetTimes {
             return None;
         }
         self.times.put(ino, kept);
+        self.changes += 1;
         Some(kept.mtime)
     }
 
     pub(in crate::fs) fn remove(&mut self, ino: u64) -> Option<SetTime> {
-        self.remembered.remove(&ino);
-        self.times.pop(&ino)
+        let remembered = self.remembered.remove(&ino);
+        let removed = self.times.pop(&ino);
+        if remembered.is_some() || removed.is_some() {
+            self.changes += 1;
+        }
+        removed
     }
 
     /// A time set before, now on `ino` (the file's inode changed), which shows `revision`.
@@ -124,6 +154,7 @@ impl SetTimes {
         if revision.is_some() {
             set.revision = revision;
         }
+        self.changes += 1;
         self.remembered.remove(&ino);
         self.times.put(ino, set);
     }
@@ -161,24 +192,48 @@ impl SetTimes {
         self.remembered = kept.into_iter().collect();
     }
 
-    /// Writes the times of files (those set in this mount, those of earlier mounts not seen
-    /// again, and those another mount wrote to `path` meanwhile: the newest of each inode) to
-    /// `path`, 0600, replacing it whole.
+    /// Writes the times of files to `path` (see [`ToKeep::save`]).
+    #[cfg(test)]
     pub(in crate::fs) fn save(&self, path: &Path) -> std::io::Result<()> {
-        let mut all: HashMap<u64, SetTime> = match std::fs::read_to_string(path) {
-            Ok(text) => parse(&text).into_iter().collect(),
-            Err(_) => HashMap::new(),
-        };
+        self.to_keep().save(path)
+    }
+
+    /// What a save writes: the times set in this mount and those of earlier mounts not seen
+    /// again, on a known revision.
+    pub(in crate::fs) fn to_keep(&self) -> ToKeep {
         let ours = self
             .remembered
             .iter()
             .chain(self.times.iter())
-            .filter(|(_, set)| set.revision.is_some());
-        for (ino, set) in ours {
-            match all.get(ino) {
+            .filter(|(_, set)| set.revision.is_some())
+            .map(|(ino, set)| (*ino, *set))
+            .collect();
+        ToKeep {
+            ours,
+            set_here: self.times.len(),
+            known: self
+                .times
+                .iter()
+                .filter(|(_, set)| set.revision.is_some())
+                .count(),
+            max: self.times.cap().get(),
+        }
+    }
+}
+
+impl ToKeep {
+    /// Writes these times and those another mount wrote to `path` meanwhile (the newest of each
+    /// inode) to `path`, 0600, replacing it whole.
+    pub(in crate::fs) fn save(self, path: &Path) -> std::io::Result<()> {
+        let mut all: HashMap<u64, SetTime> = match std::fs::read_to_string(path) {
+            Ok(text) => parse(&text).into_iter().collect(),
+            Err(_) => HashMap::new(),
+        };
+        for (ino, set) in self.ours {
+            match all.get(&ino) {
                 Some(other) if other.set_at > set.set_at => {}
                 _ => {
-                    all.insert(*ino, *set);
+                    all.insert(ino, set);
                 }
             }
         }
@@ -186,12 +241,12 @@ impl SetTimes {
             "{}: keeping the times of {} files for the next mount ({} set in this mount, {} of them on a known revision)",
             path.display(),
             all.len(),
-            self.times.len(),
-            self.times.iter().filter(|(_, set)| set.revision.is_some()).count()
+            self.set_here,
+            self.known
         );
         let mut rows: Vec<(u64, SetTime)> = all.into_iter().collect();
         rows.sort_by_key(|(_, set)| std::cmp::Reverse(set.set_at));
-        rows.truncate(self.times.cap().get());
+        rows.truncate(self.max);
         if rows.is_empty() && !path.exists() {
             return Ok(());
         }
