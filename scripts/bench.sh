@@ -9,6 +9,7 @@
 # Needs (scripts/setup.sh installs them): fuse3, curl, nginx-light, python3, and pydas in
 # .venv-pydas for the pydas rows. Run as root for honest cold-cache numbers (drop_caches).
 # A missed target is reported, never an error: the exit status says whether the benchmark ran.
+# It builds midasfs (cargo build --release) unless MIDASFS_BIN names a midasfs binary to use.
 set -euo pipefail
 
 usage() {
@@ -141,10 +142,15 @@ echo "mode: $( ((QUICK)) && echo quick || echo full), $RUNS runs per measurement
 ((HAVE_NGINX)) || echo "note: nginx is not installed: the nginx rows are n/a"
 echo
 
-say "building (cargo build --release)"
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
-[[ $BIN == /* ]] || BIN=$REPO/$BIN
+if [[ -n ${MIDASFS_BIN:-} ]]; then
+	BIN=$(realpath -- "$MIDASFS_BIN")
+	say "using $BIN (MIDASFS_BIN)"
+else
+	say "building (cargo build --release)"
+	cargo build --release --quiet
+	BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
+	[[ $BIN == /* ]] || BIN=$REPO/$BIN
+fi
 
 # ---------------------------------------------------------------- cleanup
 

@@ -12,6 +12,7 @@
 # the mount daemons (and of `serve`) over time, and exits 1 on any lost or wrong file or hang
 # (2 on a usage error). Each worker's operations are logged in WORKDIR/src/trace-wN.log. Needs
 # fuse3, rsync and python3 (scripts/setup.sh installs them); nothing else.
+# It builds midasfs (cargo build --release) unless MIDASFS_BIN names a midasfs binary to use.
 set -euo pipefail
 
 usage() {
@@ -131,10 +132,15 @@ for tool in python3 rsync cp mv fusermount3 mountpoint; do
 done
 helper() { python3 "$HELPER" "$@"; }
 
-say "building (cargo build --release)"
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
-[[ $BIN == /* ]] || BIN=$REPO/$BIN
+if [[ -n ${MIDASFS_BIN:-} ]]; then
+	BIN=$(realpath -- "$MIDASFS_BIN")
+	say "using $BIN (MIDASFS_BIN)"
+else
+	say "building (cargo build --release)"
+	cargo build --release --quiet
+	BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
+	[[ $BIN == /* ]] || BIN=$REPO/$BIN
+fi
 
 mkdir -p "$BASE_DIR"
 WORK=$(mktemp -d "$BASE_DIR/midasfs-soak.XXXXXX")
