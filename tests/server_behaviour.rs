@@ -769,6 +769,54 @@ fn a_client_that_reads_4_kib_at_an_offset_and_leaves_costs_the_server_little_mor
 }
 
 #[test]
+fn a_client_that_reads_the_first_mib_at_an_offset_gets_it_without_waiting_for_a_timer() {
+    let (server, token, private) = server_with_private();
+    let content = sample(8 << 20, 6);
+    let item = server.upload_item(&token, &private, "blocks.bin", &content);
+    let bitstream = server.first_bitstream(&token, &item);
+    const BLOCK: usize = 1 << 20;
+    let mut slow = Vec::new();
+    // The stall came about once in 5 to 30 reads: 200 reads find it.
+    for i in 0..200 {
+        // A whole-block read through the mount: 1 MiB at a block's start, then the connection
+        // closed.
+        let offset = (i % 6) * BLOCK;
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /download/?bitstream={bitstream}&offset={offset}&authToken={token} HTTP/1.1\r\n\
+             Host: {}\r\nConnection: close\r\n\r\n",
+            server.addr()
+        )
+        .expect("send");
+        let mut got = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        let body = loop {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0, "the answer ended early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() >= end + 4 + BLOCK {
+                    break &got[end + 4..end + 4 + BLOCK];
+                }
+            }
+        };
+        let took = started.elapsed();
+        assert!(body == &content[offset..offset + BLOCK], "read {i}");
+        // A MiB over loopback takes a few ms. The cork's timer, when a corked partial segment
+        // waited for data that a bounded queue held back, was 200 ms.
+        if took >= Duration::from_millis(180) {
+            slow.push((i, took));
+        }
+    }
+    assert!(slow.is_empty(), "reads that waited: {slow:?}");
+}
+
+#[test]
 fn downloads_honour_offset_with_full_content_length_and_zip_items_and_folders() {
     let (server, token, private) = server_with_private();
     let folder = server.create_folder(&token, &private, "sub dir");
