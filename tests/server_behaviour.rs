@@ -672,6 +672,40 @@ fn restart_and_kill_9_during_an_upload_keep_the_store_consistent() {
     assert_eq!(md5_hex(&body), md5_hex(&content));
 }
 
+/// The first `len` bytes of the body of a download of `bitstream` from `offset`, asked over
+/// `stream`, whose answer is not read further (the connection closes when it is dropped).
+fn download_start(
+    mut stream: TcpStream,
+    server: &TestServer,
+    token: &str,
+    bitstream: &str,
+    offset: usize,
+    len: usize,
+) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /download/?bitstream={bitstream}&offset={offset}&authToken={token} HTTP/1.1\r\n\
+         Host: {}\r\nConnection: close\r\n\r\n",
+        server.addr()
+    )
+    .expect("send");
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "the answer ended early");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= end + 4 + len {
+                return got[end + 4..end + 4 + len].to_vec();
+            }
+        }
+    }
+}
+
 /// A connection to `addr` (an IPv4 `host:port`) with the smallest receive buffer the kernel
 /// allows, set before it connects: as the mount opens one for a small read.
 fn connect_small_window(addr: &str) -> TcpStream {
@@ -725,29 +759,8 @@ fn a_client_that_reads_4_kib_at_an_offset_and_leaves_costs_the_server_little_mor
     for i in 0..READS {
         // A random read through the mount: 4 KiB at an offset, then the connection closed.
         let offset = i * 300_000 + 7;
-        let mut stream = connect_small_window(server.addr());
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET /download/?bitstream={bitstream}&offset={offset}&authToken={token} HTTP/1.1\r\n\
-             Host: {}\r\nConnection: close\r\n\r\n",
-            server.addr()
-        )
-        .expect("send");
-        let mut got = Vec::new();
-        let mut buf = [0; 4096];
-        let body = loop {
-            let n = stream.read(&mut buf).expect("read");
-            assert!(n > 0, "the answer ended early");
-            got.extend_from_slice(&buf[..n]);
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                if got.len() >= end + 4 + 4096 {
-                    break &got[end + 4..end + 4 + 4096];
-                }
-            }
-        };
+        let stream = connect_small_window(server.addr());
+        let body = download_start(stream, &server, &token, &bitstream, offset, 4096);
         assert_eq!(body, &content[offset..offset + 4096], "read {i}");
     }
     // Each sending thread stops at its next step after its connection closed.
@@ -782,31 +795,10 @@ fn a_client_that_reads_the_first_mib_at_an_offset_gets_it_without_waiting_for_a_
         // closed.
         let offset = (i % 6) * BLOCK;
         let started = std::time::Instant::now();
-        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET /download/?bitstream={bitstream}&offset={offset}&authToken={token} HTTP/1.1\r\n\
-             Host: {}\r\nConnection: close\r\n\r\n",
-            server.addr()
-        )
-        .expect("send");
-        let mut got = Vec::new();
-        let mut buf = vec![0; 64 * 1024];
-        let body = loop {
-            let n = stream.read(&mut buf).expect("read");
-            assert!(n > 0, "the answer ended early");
-            got.extend_from_slice(&buf[..n]);
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                if got.len() >= end + 4 + BLOCK {
-                    break &got[end + 4..end + 4 + BLOCK];
-                }
-            }
-        };
+        let stream = TcpStream::connect(server.addr()).expect("connect");
+        let body = download_start(stream, &server, &token, &bitstream, offset, BLOCK);
         let took = started.elapsed();
-        assert!(body == &content[offset..offset + BLOCK], "read {i}");
+        assert!(body[..] == content[offset..offset + BLOCK], "read {i}");
         // A MiB over loopback takes a few ms. The cork's timer, when a corked partial segment
         // waited for data that a bounded queue held back, was 200 ms.
         if took >= Duration::from_millis(180) {
