@@ -142,15 +142,8 @@ echo "mode: $( ((QUICK)) && echo quick || echo full), $RUNS runs per measurement
 ((HAVE_NGINX)) || echo "note: nginx is not installed: the nginx rows are n/a"
 echo
 
-if [[ -n ${MIDASFS_BIN:-} ]]; then
-	BIN=$(realpath -- "$MIDASFS_BIN")
-	say "using $BIN (MIDASFS_BIN)"
-else
-	say "building (cargo build --release)"
-	cargo build --release --quiet
-	BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
-	[[ $BIN == /* ]] || BIN=$REPO/$BIN
-fi
+say "midasfs: ${MIDASFS_BIN:-building it (cargo build --release)}"
+midasfs_binary
 
 # ---------------------------------------------------------------- cleanup
 

@@ -132,15 +132,8 @@ for tool in python3 rsync cp mv fusermount3 mountpoint; do
 done
 helper() { python3 "$HELPER" "$@"; }
 
-if [[ -n ${MIDASFS_BIN:-} ]]; then
-	BIN=$(realpath -- "$MIDASFS_BIN")
-	say "using $BIN (MIDASFS_BIN)"
-else
-	say "building (cargo build --release)"
-	cargo build --release --quiet
-	BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
-	[[ $BIN == /* ]] || BIN=$REPO/$BIN
-fi
+say "midasfs: ${MIDASFS_BIN:-building it (cargo build --release)}"
+midasfs_binary
 
 mkdir -p "$BASE_DIR"
 WORK=$(mktemp -d "$BASE_DIR/midasfs-soak.XXXXXX")

@@ -58,14 +58,7 @@ FILL=$REPO/scripts/bench/scalefill.py
 say() { printf '[scale %4ds] %s\n' "$SECONDS" "$*" >&2; }
 helper() { python3 "$HELPER" "$@"; }
 
-# the binary MIDASFS_BIN names, or one built here
-if [[ -n ${MIDASFS_BIN:-} ]]; then
-	BIN=$(realpath -- "$MIDASFS_BIN")
-else
-	cargo build --release --quiet
-	BIN=${CARGO_TARGET_DIR:-target}/release/midasfs
-	[[ $BIN == /* ]] || BIN=$REPO/$BIN
-fi
+midasfs_binary
 
 mkdir -p "$BASE_DIR"
 WORK=$(mktemp -d "$BASE_DIR/midasfs-scale.XXXXXX")

@@ -2,7 +2,19 @@
 # Starting `midasfs serve` in the background, for the scripts that need a server of their own
 # (bench, scale, soak, file-manager): one way to start it, wait for it, and read what it printed.
 #
-# Source it, with BIN set to the midasfs binary.
+# Source it, with REPO set to the repository; midasfs_binary sets BIN, the midasfs binary.
+
+# midasfs_binary: sets BIN to the binary MIDASFS_BIN names, or else builds one in REPO
+# (cargo build --release) and sets BIN to it.
+midasfs_binary() {
+	if [[ -n ${MIDASFS_BIN:-} ]]; then
+		BIN=$(realpath -- "$MIDASFS_BIN")
+		return
+	fi
+	(cd "$REPO" && cargo build --release --quiet)
+	BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/midasfs
+	[[ $BIN == /* ]] || BIN=$REPO/$BIN
+}
 
 # serve_in_background OUT LOG ARGS...: runs `$BIN serve ARGS...` in the background with its
 # standard output in OUT (emptied first) and its log appended to LOG; the caller's standard input
