@@ -4,6 +4,7 @@
 
 mod fs_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fs_support::{errno_of, is_dir, Mount, Options, ME, STALL};
@@ -545,6 +546,40 @@ async fn a_file_being_written_is_listed_and_read_before_its_close() {
         mount.server_content(mount.public(), "draft").unwrap(),
         b"draft text"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_another_descriptor_during_an_upload_goes_to_the_next_one_only() {
+    let mount = Arc::new(Mount::new());
+    let item = mount.midas.add_file(mount.public(), "f", b"..........");
+    let ino = mount.ino("f").await;
+    let first = mount.fs.open_write(ino, false, ME).await.unwrap();
+    let second = mount.fs.open_write(ino, false, ME + 1).await.unwrap();
+    mount.fs.write(first, 0, b"AA").unwrap();
+    mount.midas.fail_times(
+        "midas.upload.generatetoken",
+        1,
+        Fault::Delay(Duration::from_millis(500)),
+    );
+    let closing = {
+        let mount = Arc::clone(&mount);
+        tokio::spawn(async move { mount.fs.flush(first, Some(ME)).await })
+    };
+    while mount.midas.count("midas.upload.generatetoken") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The first close's upload has begun: this write is not part of it.
+    mount.fs.write(second, 8, b"BB").unwrap();
+    closing.await.unwrap().expect("the first close uploads");
+    assert_eq!(
+        mount.midas.revision_contents(item),
+        [b"..........".to_vec(), b"AA........".to_vec()]
+    );
+    mount.fs.release_write(first).await;
+    mount.fs.flush(second, Some(ME + 1)).await.unwrap();
+    mount.fs.release_write(second).await;
+    assert_eq!(mount.midas.content(item).unwrap(), b"AA......BB");
+    assert!(mount.recovered().is_empty());
 }
 
 #[tokio::test]

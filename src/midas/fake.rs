@@ -474,6 +474,21 @@ impl FakeMidas {
         }
     }
 
+    /// The content of each revision's only bitstream (empty for any other revision), oldest
+    /// first.
+    pub fn revision_contents(&self, item: Id) -> Vec<Vec<u8>> {
+        let state = self.state();
+        state.items.get(&item).map_or_else(Vec::new, |i| {
+            i.revisions
+                .iter()
+                .map(|r| match r.bitstreams.as_slice() {
+                    [only] => only.content.to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        })
+    }
+
     /// How many revisions the item has.
     pub fn revision_count(&self, item: Id) -> usize {
         self.state()

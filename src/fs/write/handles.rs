@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::early::{EarlyStart, EarlyUpload};
 use super::spool::SpoolFile;
-use super::{Container, FileData, Target, WriteFile, WriteHandle};
+use super::{Container, FileData, Sends, Target, WriteFile, WriteHandle};
 use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
 use crate::fs::tasks::Work;
@@ -69,6 +69,7 @@ impl MidasFs {
                 mtime: now,
                 empty_upload: false,
                 early,
+                sends: Sends::default(),
             }),
             upload: Arc::default(),
         });
@@ -153,6 +154,7 @@ impl MidasFs {
                 mtime: data.mtime,
                 empty_upload: false,
                 early: EarlyUpload::Off,
+                sends: Sends::default(),
             }),
             upload: Arc::default(),
         });
@@ -174,7 +176,7 @@ impl MidasFs {
         {
             let mut data = file.lock();
             if truncate && !data.spool.is_empty() {
-                data.spool.set_len(0)?;
+                data.spool_to_change(&self.writes.spool, 0)?.set_len(0)?;
                 data.early.spoil();
                 data.dirty = true;
                 data.mtime = SystemTime::now();
@@ -311,7 +313,11 @@ impl MidasFs {
             .map_err(|_| FsError::new(Kind::Invalid, "write too large"))?;
         let mut data = file.lock();
         let appending = offset == data.spool.len();
-        if let Err(err) = data.spool.write_at(offset, bytes) {
+        let keep = data.spool.len();
+        let written_to = data
+            .spool_to_change(&self.writes.spool, keep)
+            .and_then(|spool| spool.write_at(offset, bytes));
+        if let Err(err) = written_to {
             data.failed_write = Some(err.clone());
             data.early.spoil();
             return Err(err);
@@ -427,7 +433,8 @@ impl MidasFs {
         if let Some((_, file)) = self.open_file(ino) {
             let mut data = file.lock();
             if data.spool.len() != size {
-                data.spool.set_len(size)?;
+                data.spool_to_change(&self.writes.spool, size)?
+                    .set_len(size)?;
                 data.early.spoil();
                 data.dirty = true;
                 data.mtime = SystemTime::now();
@@ -443,7 +450,8 @@ impl MidasFs {
         let result = async {
             if let Some((_, file)) = self.writes.file_of_handle(fh) {
                 let mut data = file.lock();
-                data.spool.set_len(size)?;
+                data.spool_to_change(&self.writes.spool, size)?
+                    .set_len(size)?;
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }

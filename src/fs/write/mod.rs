@@ -18,7 +18,9 @@
 //!   history, and the dedup path, which silently does nothing when the name exists, is never
 //!   taken). A bitstream of an item directory is replaced in the head revision instead.
 //! - All handles of one inode share one spool file: they see each other's writes, and the
-//!   close that finds the file dirty uploads what is there (the last close uploads last).
+//!   close that finds the file dirty uploads what is there (the last close uploads last). An
+//!   upload sends the content as its close saw it: a change meanwhile goes into a new spool
+//!   file ([`Sends`]).
 //! - A failed upload keeps the data: the spool file moves to `<spool-dir>/recovery/` and a
 //!   warning names it and its intended place. A file whose write failed (ENOSPC) is never
 //!   uploaded half-written.
@@ -47,7 +49,7 @@ use std::time::SystemTime;
 
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo};
-use crate::fs::{FsError, MidasFs};
+use crate::fs::{FsError, FsResult, MidasFs};
 use crate::midas::types::Id;
 use crate::midas::{self, codes};
 use early::EarlyUpload;
@@ -243,6 +245,52 @@ pub(in crate::fs) struct FileData {
     pub(in crate::fs) empty_upload: bool,
     /// A large new file's upload while it is written (see [`early`]).
     pub(in crate::fs) early: EarlyUpload,
+    /// Uploads still to read `spool` as it is (see [`Sends`]).
+    pub(in crate::fs) sends: Sends,
+}
+
+/// Each upload sends the content its close (or fsync) saw: a change while an upload of the
+/// spool file is due or running goes into a new spool file (a copy, unless the change is a
+/// truncation to zero), and the upload keeps the old one. Without this, a program that
+/// rewrites a file right after closing it would change the bytes under the running upload
+/// (which then fails, or stores a mix of both), and with write-back under one not yet begun.
+#[derive(Default)]
+pub(in crate::fs) struct Sends {
+    /// A write-back close made the spool due for upload, and its save has not begun.
+    pub(in crate::fs) due: bool,
+    /// A save is reading the spool now.
+    pub(in crate::fs) running: bool,
+    /// The spool file that running save reads, once a change replaced it.
+    pub(in crate::fs) replaced_running: Option<SpoolFile>,
+    /// Spool files that changes replaced while their write-back closes' uploads were due,
+    /// oldest first: the saves of those closes send them, in order, before the current one.
+    pub(in crate::fs) replaced_due: std::collections::VecDeque<SpoolFile>,
+}
+
+impl FileData {
+    /// The spool file, ready for a change that keeps its first `keep` bytes (the rest may go):
+    /// while an upload must still read the spool as it is, it is replaced by a new one that
+    /// holds those bytes (see [`Sends`]).
+    pub(in crate::fs) fn spool_to_change(
+        &mut self,
+        spools: &Spool,
+        keep: u64,
+    ) -> FsResult<&mut SpoolFile> {
+        if self.sends.running || self.sends.due {
+            let fresh = spools.copy_of(&self.spool, keep.min(self.spool.len()))?;
+            let old = std::mem::replace(&mut self.spool, fresh);
+            if self.sends.running {
+                self.sends.replaced_running = Some(old);
+                self.sends.running = false;
+            } else {
+                self.sends.replaced_due.push_back(old);
+            }
+            self.sends.due = false;
+            // What was sent while written is the old file's.
+            self.early.spoil();
+        }
+        Ok(&mut self.spool)
+    }
 }
 
 /// Where a file's content goes.

@@ -2,6 +2,7 @@
 //! upload's spool moves to the recovery directory, and half-made items are removed (now, later
 //! when the server is back, or by the next mount after a crash).
 
+use super::spool::SpoolFile;
 use super::{Container, Target, WriteFile};
 use crate::fs::{FsError, MidasFs};
 use crate::midas::codes;
@@ -69,28 +70,37 @@ impl MidasFs {
             _ => self.describe(ino),
         };
         let mut data = file.lock();
-        let mut about = self.spool_about(ino, &data.target);
+        let about = self.spool_about(ino, &data.target);
+        self.keep_in_recovery(&intended, &mut data.spool, about, err);
+    }
+
+    /// Moves a spool file whose upload failed into the recovery directory, with `about` and
+    /// the reason in its sidecar, loudly; if it cannot move, it stays where it is, never
+    /// deleted (the next mount moves it).
+    pub(in crate::fs) fn keep_in_recovery(
+        &self,
+        intended: &str,
+        spool: &mut SpoolFile,
+        mut about: serde_json::Map<String, serde_json::Value>,
+        err: &FsError,
+    ) {
         about.insert("reason".into(), err.to_string().into());
         let file_name = about
             .get("name")
             .and_then(|n| n.as_str())
             .unwrap_or("file")
             .to_owned();
-        match data
-            .spool
-            .recover(&self.writes.spool.recovery_dir(), &file_name, &about)
-        {
+        match spool.recover(&self.writes.spool.recovery_dir(), &file_name, &about) {
             Ok(kept) => log::warn!(
                 "saving {intended} to Midas failed ({err}); its data is kept in {}",
                 kept.display()
             ),
             Err(move_err) => {
-                // Never deleted then: the next mount moves it to the recovery directory.
-                data.spool.keep();
+                spool.keep();
                 log::warn!(
                     "saving {intended} to Midas failed ({err}); its data stays in {} \
                      (moving it to the recovery directory failed: {move_err})",
-                    data.spool.path().display()
+                    spool.path().display()
                 );
             }
         }

@@ -4,11 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
+use super::early::Stopped;
+use super::spool::SpoolFile;
 use super::upload::{NewFile, Uploaded};
 use super::{set_times, Target, WriteFile};
 use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::tasks::Work;
-use crate::fs::{FsResult, MidasFs};
+use crate::fs::{FsError, FsResult, MidasFs};
 
 /// How long unmount waits for background uploads at most: a bound against a bug only, since
 /// every request has its own timeout.
@@ -18,15 +22,42 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// mount (see `set_times`).
 const TIMES_SAVE_DELAY: Duration = Duration::from_secs(1);
 
+/// What one upload sends: a spool file's bytes as they were when it began.
+struct Sending {
+    path: PathBuf,
+    size: u64,
+    running_md5: Option<String>,
+}
+
+impl Sending {
+    fn of(spool: &SpoolFile) -> Sending {
+        Sending {
+            path: spool.path().to_owned(),
+            size: spool.len(),
+            running_md5: spool.running_md5(),
+        }
+    }
+}
+
 impl MidasFs {
-    /// Uploads the file if dirty; on failure moves the spool to the recovery directory.
+    /// Uploads the file if dirty; on failure moves the spool to the recovery directory. With
+    /// write-back, content that a change replaced after its close goes first (see `Sends`).
     pub(in crate::fs) async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let _one_at_a_time = file.upload.lock().await;
+        let replaced = file.lock().sends.replaced_due.pop_front();
+        if let Some(mut older) = replaced {
+            let sending = Sending::of(&older);
+            let result = self.send(ino, file, sending, None).await;
+            self.sent(ino, file, &mut older, result.as_ref().err());
+            return result;
+        }
         // Whatever happens next, nothing more is sent early.
         let early = file.lock().early.take();
         let early = early.stop().await;
         let (nothing_to_send, failed_write, path) = {
-            let data = file.lock();
+            let mut data = file.lock();
+            // This close's save has begun: it reads the spool from here on.
+            data.sends.due = false;
             (
                 !data.dirty || data.unlinked,
                 data.failed_write.clone(),
@@ -43,16 +74,66 @@ impl MidasFs {
                 None => Ok(()),
             };
         }
-        let (target, size, running_md5, replace_empty) = {
+        let sending = {
             let mut data = file.lock();
             // Writes during the upload make the file dirty again, for the next flush.
             data.dirty = false;
-            (
-                data.target.clone(),
-                data.spool.len(),
-                data.spool.running_md5(),
-                data.empty_upload,
-            )
+            data.sends.running = true;
+            Sending::of(&data.spool)
+        };
+        let result = self.send(ino, file, sending, early).await;
+        let replaced = {
+            let mut data = file.lock();
+            data.sends.running = false;
+            data.sends.replaced_running.take()
+        };
+        match replaced {
+            Some(mut older) => self.sent(ino, file, &mut older, result.as_ref().err()),
+            None => {
+                if let Err(err) = &result {
+                    file.lock().dirty = true;
+                    self.keep_unsaved(ino, file, err);
+                }
+            }
+        }
+        result
+    }
+
+    /// After sending `older`, content a change replaced (`Sends`): saved, it goes; failed, it
+    /// goes to the recovery directory, while the file, which holds newer content, stays open
+    /// and dirty.
+    fn sent(&self, ino: u64, file: &WriteFile, older: &mut SpoolFile, failed: Option<&FsError>) {
+        match failed {
+            None => {
+                if older.is_recovered() {
+                    older.saved();
+                }
+            }
+            Some(err) => {
+                let target = file.lock().target.clone();
+                let about = self.spool_about(ino, &target);
+                self.keep_in_recovery(&self.describe(ino), older, about, err);
+            }
+        }
+    }
+
+    /// Sends what `sending` took of a spool file as the file's target wants; on success the
+    /// mount shows what was sent.
+    async fn send(
+        &self,
+        ino: u64,
+        file: &WriteFile,
+        sending: Sending,
+        early: Option<Stopped>,
+    ) -> FsResult<()> {
+        let Sending {
+            path,
+            size,
+            running_md5,
+        } = sending;
+        let (target, replace_empty) = {
+            let data = file.lock();
+            (data.target.clone(), data.empty_upload)
         };
         self.remove_orphans().await;
         let started = Instant::now();
@@ -93,11 +174,7 @@ impl MidasFs {
                 file.lock().empty_upload = size == 0 && !matches!(target, Target::Bitstream { .. });
                 Ok(())
             }
-            Err(err) => {
-                file.lock().dirty = true;
-                self.keep_unsaved(ino, file, &err);
-                Err(err)
-            }
+            Err(err) => Err(err),
         }
     }
 

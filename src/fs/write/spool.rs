@@ -70,6 +70,9 @@ const RECOVERED_NAME_MAX: usize = 240;
 /// costs more CPU than writing the spool, and would slow a large copy down.
 const INLINE_HASH_BYTES: u64 = 1024 * 1024;
 
+/// The bytes of one read and write when a spool file is copied (see [`Spool::copy_of`]).
+const COPY_CHUNK: u32 = 1 << 20;
+
 /// What a sidecar says.
 pub type About = serde_json::Map<String, serde_json::Value>;
 
@@ -241,6 +244,28 @@ impl Spool {
             .open(&path)
             .map_err(|e| io_error("creating a spool file", &path, &e))?;
         Ok(self.spool_file(file, path, false))
+    }
+
+    /// A new spool file holding the first `len` bytes of `from`, and its sidecar.
+    pub fn copy_of(&self, from: &SpoolFile, len: u64) -> FsResult<SpoolFile> {
+        let mut copy = self.create()?;
+        let about = read_sidecar(&from.path);
+        if !about.is_empty() {
+            copy.describe(&about);
+        }
+        let mut offset = 0;
+        while offset < len {
+            let chunk = u32::try_from(len - offset)
+                .unwrap_or(u32::MAX)
+                .min(COPY_CHUNK);
+            let bytes = from.read_at(offset, chunk)?;
+            if bytes.is_empty() {
+                break;
+            }
+            copy.write_at(offset, &bytes)?;
+            offset += bytes.len() as u64;
+        }
+        Ok(copy)
     }
 
     fn spool_file(&self, file: File, path: PathBuf, name_durable: bool) -> SpoolFile {

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::early::EarlyUpload;
 use super::spool::{self, Resumable, JOURNAL_KEY, JOURNAL_PENDING};
 use super::upload::{md5_of, NewFile};
-use super::{Container, FileData, Target, WriteFile};
+use super::{Container, FileData, Sends, Target, WriteFile};
 use crate::fs::error::Kind;
 use crate::fs::inode::{ItemInfo, NodeData, NodeKind, ROOT};
 use crate::fs::tasks::Work;
@@ -237,6 +237,8 @@ impl MidasFs {
             );
             return self.save(ino, &file).await;
         }
+        // Changes from now on go to a copy: this close's upload sends what it saw.
+        file.lock().sends.due = true;
         let fs = Arc::clone(self);
         self.tasks.spawn(Work::Needed, async move {
             fs.upload_behind(ino, file).await;
@@ -245,9 +247,22 @@ impl MidasFs {
     }
 
     /// Makes the file durable in the spool with a journal record of its pending upload.
+    /// Older content whose upload is still due or running loses its record: should the
+    /// mount die, the next one sends the newest content only, and never the older after it.
     fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let about = self.journal_record(ino, file);
-        file.lock().spool.journal(&about)
+        let data = file.lock();
+        data.spool.journal(&about)?;
+        let Sends {
+            replaced_running,
+            replaced_due,
+            ..
+        } = &data.sends;
+        replaced_running
+            .iter()
+            .chain(replaced_due)
+            .for_each(spool::SpoolFile::clear_record);
+        Ok(())
     }
 
     /// The journal record of a pending upload of the file, for its current target.
@@ -437,6 +452,7 @@ impl MidasFs {
                 mtime,
                 empty_upload: false,
                 early: EarlyUpload::Off,
+                sends: Sends::default(),
             }),
             upload: Arc::default(),
         });
@@ -819,26 +835,117 @@ mod tests {
         for release in releases {
             release.await.unwrap();
         }
-        let versions: Vec<String> = ["v0", "v1", "v2", "v3"]
-            .iter()
-            .map(|v| format!("{:x}", <md5::Md5 as md5::Digest>::digest(v.as_bytes())))
-            .collect();
-        let mut revisions = midas.item(item).unwrap().revisions;
-        revisions.sort_by_key(|r| r.revision);
-        let order: Vec<usize> = revisions
-            .iter()
-            .map(|r| {
-                versions
-                    .iter()
-                    .position(|v| *v == r.bitstreams[0].checksum)
-                    .expect("a version written")
-            })
-            .collect();
-        assert!(
-            order.windows(2).all(|w| w[0] < w[1]) && order.last() == Some(&3),
-            "revisions out of order: {order:?}"
+        assert_eq!(
+            revision_contents(&midas, item),
+            ["v0", "v1", "v2", "v3"],
+            "each close's content, in order"
         );
         assert_eq!(midas.content(item).unwrap(), b"v3");
+    }
+
+    /// The contents of the item's revisions, oldest first, as text.
+    fn revision_contents(midas: &FakeMidas, item: Id) -> Vec<String> {
+        midas
+            .revision_contents(item)
+            .into_iter()
+            .map(|c| String::from_utf8(c).unwrap())
+            .collect()
+    }
+
+    /// Closes a rewrite of order.txt with `v1` and returns its handle once its upload waits
+    /// in `generatetoken`, having taken what it sends.
+    async fn upload_waiting(fs: &Arc<MidasFs>, midas: &FakeMidas) -> (u64, u64) {
+        midas.fail_times(
+            "midas.upload.generatetoken",
+            1,
+            Fault::Delay(Duration::from_millis(600)),
+        );
+        let ino = fs.lookup(ROOT, "order.txt").await.unwrap().ino;
+        let fh = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(fh, 0, b"v1").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        while midas.count("midas.upload.generatetoken") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (ino, fh)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewrite_that_truncates_while_the_last_close_uploads_leaves_that_upload_whole() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let (ino, first) = upload_waiting(&fs, &midas).await;
+        let second = fs.open_write(ino, true, 42).await.unwrap();
+        // The first upload reads what it sends now.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        fs.write(second, 0, b"v2").unwrap();
+        fs.close_or_sync(second, Some(42)).await.unwrap();
+        fs.sync_uploads().await.expect("both uploads succeed");
+        release(&fs, first).await.unwrap();
+        release(&fs, second).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "v1", "v2"]);
+        assert_eq!(
+            std::fs::read_dir(fs.status().recovery_dir).map_or(0, Iterator::count),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_while_the_last_close_uploads_goes_to_the_next_upload_only() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let (_, fh) = upload_waiting(&fs, &midas).await;
+        fs.write(fh, 0, b"x").unwrap();
+        assert_eq!(
+            &fs.read(fh, 0, 10).await.unwrap()[..],
+            b"x1",
+            "the handle reads its write"
+        );
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        fs.sync_uploads().await.expect("both uploads succeed");
+        release(&fs, fh).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "v1", "x1"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_that_fails_after_a_rewrite_began_keeps_its_own_content() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        midas.fail_times(
+            "midas.upload.perform",
+            1,
+            Fault::Error {
+                code: crate::midas::codes::UPLOAD_FAILED,
+                message: "refused by the test".into(),
+            },
+        );
+        let (ino, first) = upload_waiting(&fs, &midas).await;
+        let second = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(second, 0, b"v2").unwrap();
+        let err = fs.sync_uploads().await.expect_err("the first upload fails");
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        fs.close_or_sync(second, Some(42)).await.unwrap();
+        fs.sync_uploads().await.expect("the second upload succeeds");
+        release(&fs, first).await.unwrap();
+        release(&fs, second).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "v2"]);
+        let kept: Vec<Vec<u8>> = std::fs::read_dir(fs.status().recovery_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(spool::SIDECAR))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            [b"v1".to_vec()],
+            "the failed upload's content is kept"
+        );
     }
 
     fn md5_hex(text: &str) -> String {
@@ -1012,22 +1119,18 @@ mod tests {
         let (_, fh) = fs.create(ROOT, "twice.txt", 42).unwrap();
         fs.write(fh, 0, b"v1").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
-        let path = fs
-            .writes
-            .file_of_handle(fh)
-            .unwrap()
-            .1
-            .lock()
-            .spool
-            .path()
-            .to_owned();
-        let record = || spool::read_record(&path).unwrap();
+        // The spool file holding the content due now (a write during an upload goes into a
+        // new one).
+        let record = || {
+            let file = fs.writes.file_of_handle(fh).unwrap().1;
+            let path = file.lock().spool.path().to_owned();
+            spool::read_record(&path).unwrap()
+        };
         assert_eq!(record().unwrap()["kind"], "new_item");
         while midas.count("midas.upload.perform") == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // The first upload is running. Longer: the first upload may send the first two bytes of it (it sends the spool as
-        // it is then), and the second must still have something to send.
+        // The first upload is running.
         fs.write(fh, 0, b"v2, longer").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
         // Once the first upload made the item, the record is for the second: a revision of it.
