@@ -19,20 +19,21 @@ use super::write_error;
 use crate::fs::error::Kind;
 use crate::fs::{FsError, FsResult, MidasFs};
 use crate::midas;
-use crate::midas::types::Id;
+use crate::midas::types::{Id, Item};
 
 impl MidasFs {
-    /// The bitstream named `file_name` (the newest of that name in item `item_id`'s head, `size`
-    /// bytes) when the server cannot serve its content; None when it can.
-    pub(in crate::fs) async fn lost_link(
+    /// Whether the bitstream named `file_name` (the newest of that name in item `item_id`'s
+    /// head, `size` bytes) can be served: the item as it was asked for the check, or the
+    /// bitstream when its content is lost.
+    pub(in crate::fs) async fn check_link(
         &self,
         item_id: Id,
         file_name: &str,
         size: u64,
-    ) -> FsResult<Option<Id>> {
+    ) -> FsResult<Link> {
         if size == 0 {
             // Nothing to lose: reads of an empty file never ask the server.
-            return Ok(None);
+            return Ok(Link::Served(None));
         }
         let item = self.client.item_get(item_id).await?;
         let linked = item
@@ -59,21 +60,22 @@ impl MidasFs {
             Err(err) => Err(err),
         };
         match last_byte {
-            Ok(Some(chunk)) if !chunk.is_empty() => Ok(None),
+            Ok(Some(chunk)) if !chunk.is_empty() => Ok(Link::Served(Some(item))),
             // The download controller's answer for a stored file that is gone.
             Ok(_) | Err(midas::Error::Http { .. } | midas::Error::ShortRead { .. }) => {
-                Ok(Some(linked))
+                Ok(Link::Lost(linked))
             }
             Err(err) => Err(write_error(err)),
         }
     }
 
-    /// After Midas linked `upload`'s content instead of receiving it: Ok once the server serves
-    /// it, the bytes sent when the link's content was lost (see the module's note).
-    pub(in crate::fs) async fn confirm_link(&self, upload: &Upload<'_>) -> FsResult<()> {
+    /// After Midas linked `upload`'s content instead of receiving it: the item once the server
+    /// serves it, the bytes sent when the link's content was lost (see the module's note).
+    pub(in crate::fs) async fn confirm_link(&self, upload: &Upload<'_>) -> FsResult<Item> {
         let (item_id, file_name) = (upload.item_id, upload.file_name);
-        let Some(lost) = self.lost_link(item_id, file_name, upload.size).await? else {
-            return Ok(());
+        let lost = match self.check_link(item_id, file_name, upload.size).await? {
+            Link::Served(item) => return self.linked_item(item_id, item).await,
+            Link::Lost(lost) => lost,
         };
         log::warn!(
             "item {item_id}: the server linked {file_name:?} to a stored copy of its content \
@@ -91,9 +93,9 @@ impl MidasFs {
             .ok_or_else(|| skipped_upload(item_id))?;
         self.perform_resuming(&token, upload, UploadFrom::Start)
             .await?;
-        match self.lost_link(item_id, file_name, upload.size).await? {
-            None => Ok(()),
-            Some(still) => {
+        match self.check_link(item_id, file_name, upload.size).await? {
+            Link::Served(item) => self.linked_item(item_id, item).await,
+            Link::Lost(still) => {
                 // Nothing unreadable stays behind in the item.
                 if let Err(err) = self.client.bitstream_delete(still).await {
                     log::warn!("could not remove the unreadable bitstream {still}: {err}");
@@ -102,6 +104,25 @@ impl MidasFs {
             }
         }
     }
+}
+
+impl MidasFs {
+    /// The item a check saw, or the server's if it asked none.
+    async fn linked_item(&self, item_id: Id, seen: Option<Item>) -> FsResult<Item> {
+        match seen {
+            Some(item) => Ok(item),
+            None => self.client.item_get(item_id).await.map_err(FsError::from),
+        }
+    }
+}
+
+/// What a check of a link found.
+pub(in crate::fs) enum Link {
+    /// The server serves the content; the item, as the check saw it (None for empty content,
+    /// which needs no check).
+    Served(Option<Item>),
+    /// The content is lost; the bitstream that points at it.
+    Lost(Id),
 }
 
 /// The error of a save whose content the server links to a stored file that is gone.

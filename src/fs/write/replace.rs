@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use super::links::lost_content;
+use super::links::{lost_content, Link};
 use super::set_times::revision_of;
 use super::upload::{skipped_upload, Upload, Uploaded};
 use super::{write_error, Container, Target};
@@ -331,12 +331,12 @@ impl MidasFs {
                         revision: UploadRevision::Head,
                         md5: Some(&content.md5),
                     };
-                    self.confirm_link(&upload).await
+                    self.confirm_link(&upload).await.map(drop)
                 }
                 // The only other copy is the server's, which shares the lost file.
-                None => match self.lost_link(item_id, file_name, content.size).await? {
-                    None => Ok(()),
-                    Some(lost) => {
+                None => match self.check_link(item_id, file_name, content.size).await? {
+                    Link::Served(_) => Ok(()),
+                    Link::Lost(lost) => {
                         if let Err(err) = self.client.bitstream_delete(lost).await {
                             log::warn!("could not remove the unreadable bitstream {lost}: {err}");
                         }

@@ -111,12 +111,7 @@ impl MidasFs {
                             // sent, unless that content turns out lost.
                             None => {
                                 let upload = file.upload(item_id, &midas_name);
-                                match self.confirm_link(&upload).await {
-                                    Ok(()) => {
-                                        self.client.item_get(item_id).await.map_err(FsError::from)
-                                    }
-                                    Err(err) => Err(err),
-                                }
+                                self.confirm_link(&upload).await
                             }
                         };
                         (item_id, item)
