@@ -53,6 +53,15 @@ pub(in crate::fs) fn server() -> Arc<FakeMidas> {
 /// A mount of the user's Public folder on the fake, spooling in `spool` (the fake-based tests
 /// of `src/fs/` all start from it).
 pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path) -> MidasFs {
+    fake_mount_spooling(midas, spool, 1 << 30)
+}
+
+/// [`fake_mount`], with at most `max_bytes` in its spool files (`--spool-size`).
+pub(in crate::fs) fn fake_mount_spooling(
+    midas: &Arc<FakeMidas>,
+    spool: &std::path::Path,
+    max_bytes: u64,
+) -> MidasFs {
     let config = FsConfig {
         ttl: Duration::from_secs(60),
         items_as_dirs: false,
@@ -65,7 +74,7 @@ pub(in crate::fs) fn fake_mount(midas: &Arc<FakeMidas>, spool: &std::path::Path)
         },
         spool: SpoolConfig {
             dir: spool.to_owned(),
-            max_bytes: 1 << 30,
+            max_bytes,
             keep_free: 0,
         },
     };

@@ -314,10 +314,9 @@ impl MidasFs {
         let mut data = file.lock();
         let appending = offset == data.spool.len();
         let keep = data.spool.len();
-        let written_to = data
-            .spool_to_change(&self.writes.spool, keep)
-            .and_then(|spool| spool.write_at(offset, bytes));
-        if let Err(err) = written_to {
+        // A copy that fails (ENOSPC) leaves the content as it was: only this write fails.
+        let spool = data.spool_to_change(&self.writes.spool, keep)?;
+        if let Err(err) = spool.write_at(offset, bytes) {
             data.failed_write = Some(err.clone());
             data.early.spoil();
             return Err(err);
@@ -396,7 +395,7 @@ impl MidasFs {
             data.dirty && !data.unlinked && !data.spool.is_recovered()
         };
         if retry {
-            if let Err(err) = self.save(ino, &file).await {
+            if let Err(err) = self.save_through(ino, &file).await {
                 log::warn!("{}: {err}", self.describe(ino));
             }
         }
@@ -520,5 +519,6 @@ impl WriteFile {
         data.early.spoil();
         // No later mount may send it either.
         data.spool.clear_record();
+        data.sends.replaced().for_each(SpoolFile::clear_record);
     }
 }

@@ -258,13 +258,36 @@ pub(in crate::fs) struct FileData {
 pub(in crate::fs) struct Sends {
     /// A write-back close made the spool due for upload, and its save has not begun.
     pub(in crate::fs) due: bool,
-    /// A save is reading the spool now.
+    /// A save reads the spool (or `replaced_running`, once a change replaced it).
     pub(in crate::fs) running: bool,
-    /// The spool file that running save reads, once a change replaced it.
+    /// The spool file the running save reads, once a change replaced it.
     pub(in crate::fs) replaced_running: Option<SpoolFile>,
     /// Spool files that changes replaced while their write-back closes' uploads were due,
     /// oldest first: the saves of those closes send them, in order, before the current one.
-    pub(in crate::fs) replaced_due: std::collections::VecDeque<SpoolFile>,
+    /// The first stays here while its save sends it.
+    pub(in crate::fs) older: std::collections::VecDeque<Older>,
+}
+
+/// Content a change replaced while its upload was due (see [`Sends`]).
+pub(in crate::fs) struct Older {
+    pub(in crate::fs) spool: SpoolFile,
+    /// The upload that sent the start of it while it was written, if one ran.
+    pub(in crate::fs) early: EarlyUpload,
+}
+
+impl Sends {
+    /// Every spool file that an upload still has to read, besides the current one.
+    pub(in crate::fs) fn replaced(&self) -> impl Iterator<Item = &SpoolFile> {
+        self.replaced_running
+            .iter()
+            .chain(self.older.iter().map(|older| &older.spool))
+    }
+
+    fn replaced_mut(&mut self) -> impl Iterator<Item = &mut SpoolFile> {
+        self.replaced_running
+            .iter_mut()
+            .chain(self.older.iter_mut().map(|older| &mut older.spool))
+    }
 }
 
 impl FileData {
@@ -280,16 +303,32 @@ impl FileData {
             let fresh = spools.copy_of(&self.spool, keep.min(self.spool.len()))?;
             let old = std::mem::replace(&mut self.spool, fresh);
             if self.sends.running {
+                // The running save took the early upload already.
                 self.sends.replaced_running = Some(old);
                 self.sends.running = false;
             } else {
-                self.sends.replaced_due.push_back(old);
+                // What was sent while it was written is the old file's; the new one is never
+                // sent early (taking leaves `Off`).
+                let early = self.early.take();
+                self.sends.older.push_back(Older { spool: old, early });
             }
             self.sends.due = false;
-            // What was sent while written is the old file's.
-            self.early.spoil();
         }
         Ok(&mut self.spool)
+    }
+
+    /// Keeps every spool file of the file, for the next mount (see [`SpoolFile::keep`]).
+    pub(in crate::fs) fn keep_all(&mut self) {
+        self.spool.keep();
+        self.sends.replaced_mut().for_each(SpoolFile::keep);
+    }
+
+    /// The spool file holding the newest content a write-back close made due, if any.
+    pub(in crate::fs) fn newest_due(&self) -> Option<&SpoolFile> {
+        if self.sends.due {
+            return Some(&self.spool);
+        }
+        self.sends.older.back().map(|older| &older.spool)
     }
 }
 

@@ -95,6 +95,8 @@ impl MidasFs {
                             };
                             data.empty_upload = false;
                         } else {
+                            // Sent below: a change meanwhile goes into a copy (`Sends`).
+                            data.sends.running = true;
                             local = Some(data.spool.path().to_owned());
                         }
                         data.dirty
@@ -110,10 +112,19 @@ impl MidasFs {
                         return Ok(true);
                     }
                 }
-                let content = self.content_of(fresh_item.id).await?;
-                let uploaded = self
-                    .revise_with(&target_item, &content, local.as_deref(), &target.name)
-                    .await?;
+                let uploaded = async {
+                    let content = self.content_of(fresh_item.id).await?;
+                    self.revise_with(&target_item, &content, local.as_deref(), &target.name)
+                        .await
+                }
+                .await;
+                if let (Some(file), Some(_)) = (&open, &local) {
+                    let mut data = file.lock();
+                    data.sends.running = false;
+                    // Read by the upload above, and replaced meanwhile: no longer needed.
+                    data.sends.replaced_running = None;
+                }
+                let uploaded = uploaded?;
                 if let (Some(file), NodeKind::SavedFile { item, .. }) = (&open, &uploaded.node.kind)
                 {
                     file.lock().target = Target::ItemFile {

@@ -39,80 +39,142 @@ impl Sending {
     }
 }
 
+/// What a save sends (see [`MidasFs::save`]).
+enum What {
+    /// Nothing: the file is saved, or removed (its spool file's path).
+    Nothing(PathBuf),
+    /// Nothing, for a write failed: the content is incomplete (its spool file's path).
+    Failed(FsError, PathBuf),
+    /// Content a change replaced after its close.
+    Older(Sending),
+    /// The current spool file.
+    Current(Sending),
+}
+
 impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory. With
-    /// write-back, content that a change replaced after its close goes first (see `Sends`).
+    /// write-back, content that a change replaced after its close goes first (see `Sends`):
+    /// one save sends one close's content.
     pub(in crate::fs) async fn save(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let _one_at_a_time = file.upload.lock().await;
-        let replaced = file.lock().sends.replaced_due.pop_front();
-        if let Some(mut older) = replaced {
-            let sending = Sending::of(&older);
-            let result = self.send(ino, file, sending, None).await;
-            self.sent(ino, file, &mut older, result.as_ref().err());
-            return result;
-        }
-        // Whatever happens next, nothing more is sent early.
-        let early = file.lock().early.take();
-        let early = early.stop().await;
-        let (nothing_to_send, failed_write, path) = {
+        // One look decides what this save sends, and from then on no change touches it.
+        let (what, early, removed) = {
             let mut data = file.lock();
-            // This close's save has begun: it reads the spool from here on.
-            data.sends.due = false;
-            (
-                !data.dirty || data.unlinked,
-                data.failed_write.clone(),
-                data.spool.path().to_owned(),
-            )
-        };
-        if nothing_to_send || failed_write.is_some() {
-            self.discard_early(early, &path).await;
-            return match failed_write {
-                Some(err) => {
-                    self.keep_unsaved(ino, file, &err);
-                    Err(err)
-                }
-                None => Ok(()),
+            // Removed: nothing of it is sent any more (dropping deletes the files).
+            let removed: Vec<_> = if data.unlinked {
+                data.sends.older.drain(..).collect()
+            } else {
+                Vec::new()
             };
-        }
-        let sending = {
-            let mut data = file.lock();
-            // Writes during the upload make the file dirty again, for the next flush.
-            data.dirty = false;
-            data.sends.running = true;
-            Sending::of(&data.spool)
-        };
-        let result = self.send(ino, file, sending, early).await;
-        let replaced = {
-            let mut data = file.lock();
-            data.sends.running = false;
-            data.sends.replaced_running.take()
-        };
-        match replaced {
-            Some(mut older) => self.sent(ino, file, &mut older, result.as_ref().err()),
-            None => {
-                if let Err(err) = &result {
-                    file.lock().dirty = true;
-                    self.keep_unsaved(ino, file, err);
+            // Left by a save of another kind (a save by rename), long over.
+            data.sends.replaced_running = None;
+            if let Some(older) = data.sends.older.front_mut() {
+                let sending = Sending::of(&older.spool);
+                let early = older.early.take();
+                (What::Older(sending), early, removed)
+            } else {
+                data.sends.due = false;
+                let early = data.early.take();
+                if let Some(err) = data.failed_write.clone() {
+                    (
+                        What::Failed(err, data.spool.path().to_owned()),
+                        early,
+                        removed,
+                    )
+                } else if !data.dirty || data.unlinked {
+                    (What::Nothing(data.spool.path().to_owned()), early, removed)
+                } else {
+                    // Writes during the upload make the file dirty again, for the next flush.
+                    data.dirty = false;
+                    data.sends.running = true;
+                    (What::Current(Sending::of(&data.spool)), early, removed)
                 }
             }
+        };
+        for mut older in removed {
+            let early = older.early.take().stop().await;
+            self.discard_early(early, older.spool.path()).await;
         }
-        result
+        // Whatever happens next, nothing more is sent early.
+        let early = early.stop().await;
+        match what {
+            What::Nothing(path) => {
+                self.discard_early(early, &path).await;
+                Ok(())
+            }
+            What::Failed(err, path) => {
+                self.discard_early(early, &path).await;
+                self.keep_unsaved(ino, file, &err);
+                Err(err)
+            }
+            What::Older(sending) => {
+                let result = self.send(ino, file, sending, early).await;
+                let older = file.lock().sends.older.pop_front();
+                if let Some(mut older) = older {
+                    self.sent(ino, file, &mut older.spool, result.as_ref().err());
+                }
+                result
+            }
+            What::Current(sending) => {
+                let result = self.send(ino, file, sending, early).await;
+                let replaced = {
+                    let mut data = file.lock();
+                    data.sends.running = false;
+                    data.sends.replaced_running.take()
+                };
+                match (replaced, &result) {
+                    (Some(mut sent), _) => {
+                        self.sent(ino, file, &mut sent, result.as_ref().err());
+                    }
+                    (None, Ok(())) => {
+                        let mut data = file.lock();
+                        if data.spool.is_recovered() {
+                            data.spool.saved();
+                        }
+                    }
+                    (None, Err(err)) => {
+                        file.lock().dirty = true;
+                        self.keep_unsaved(ino, file, err);
+                    }
+                }
+                result
+            }
+        }
     }
 
-    /// After sending `older`, content a change replaced (`Sends`): saved, it goes; failed, it
+    /// Saves until the file's own content is sent: first what changes replaced after earlier
+    /// closes (`Sends`), each on its own. The first error is the answer.
+    pub(in crate::fs) async fn save_through(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
+        let mut first_error = None;
+        loop {
+            let older_left = !file.lock().sends.older.is_empty();
+            let result = self.save(ino, file).await;
+            if !older_left {
+                return match first_error {
+                    Some(err) => Err(err),
+                    None => result,
+                };
+            }
+            if let Err(err) = result {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+
+    /// After sending `sent`, content a change replaced (`Sends`): saved, it goes; failed, it
     /// goes to the recovery directory, while the file, which holds newer content, stays open
     /// and dirty.
-    fn sent(&self, ino: u64, file: &WriteFile, older: &mut SpoolFile, failed: Option<&FsError>) {
+    fn sent(&self, ino: u64, file: &WriteFile, sent: &mut SpoolFile, failed: Option<&FsError>) {
         match failed {
             None => {
-                if older.is_recovered() {
-                    older.saved();
+                if sent.is_recovered() {
+                    sent.saved();
                 }
             }
             Some(err) => {
                 let target = file.lock().target.clone();
                 let about = self.spool_about(ino, &target);
-                self.keep_in_recovery(&self.describe(ino), older, about, err);
+                self.keep_in_recovery(&self.describe(ino), sent, about, err);
             }
         }
     }
@@ -190,9 +252,6 @@ impl MidasFs {
         let new_canonical = uploaded.entry.ino;
         let written_at = {
             let mut data = file.lock();
-            if data.spool.is_recovered() {
-                data.spool.saved();
-            }
             data.target = match &uploaded.node.kind {
                 NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => {
                     Target::ItemFile {
@@ -367,7 +426,7 @@ impl MidasFs {
                     "unmounting with {} unsaved: saving it now",
                     self.describe(ino)
                 );
-                if let Err(err) = self.save(ino, &file).await {
+                if let Err(err) = self.save_through(ino, &file).await {
                     log::warn!("{}: {err}", self.describe(ino));
                 }
             }

@@ -249,7 +249,9 @@ impl Spool {
     /// A new spool file holding the first `len` bytes of `from`, and its sidecar.
     pub fn copy_of(&self, from: &SpoolFile, len: u64) -> FsResult<SpoolFile> {
         let mut copy = self.create()?;
-        let about = read_sidecar(&from.path);
+        let mut about = read_sidecar(&from.path);
+        // Due for upload is the old content; a close of the copy journals it anew.
+        about.remove(JOURNAL_KEY);
         if !about.is_empty() {
             copy.describe(&about);
         }
@@ -1170,6 +1172,11 @@ impl SpoolFile {
     pub fn clear_record(&self) {
         if self.name_durable {
             remove_record(&self.path);
+        }
+        // A record in the sidecar (a filesystem without extended attributes).
+        let mut about = read_sidecar(&self.path);
+        if about.remove(JOURNAL_KEY).is_some() {
+            self.describe(&about);
         }
     }
 

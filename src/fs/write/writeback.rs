@@ -210,7 +210,7 @@ impl MidasFs {
             if let Some(err) = lock(&wb.errors).remove(&ino) {
                 return Err(err);
             }
-            return self.save(ino, &file).await;
+            return self.save_through(ino, &file).await;
         }
         if closer != saver {
             return Ok(());
@@ -221,7 +221,7 @@ impl MidasFs {
         };
         if failed_write {
             // Nothing to send: `save` keeps the data and says why, at once.
-            return self.save(ino, &file).await;
+            return self.save_through(ino, &file).await;
         }
         if !due {
             return Ok(());
@@ -235,10 +235,8 @@ impl MidasFs {
                 "{}: {err}; uploading it before the close returns",
                 self.describe(ino)
             );
-            return self.save(ino, &file).await;
+            return self.save_through(ino, &file).await;
         }
-        // Changes from now on go to a copy: this close's upload sends what it saw.
-        file.lock().sends.due = true;
         let fs = Arc::clone(self);
         self.tasks.spawn(Work::Needed, async move {
             fs.upload_behind(ino, file).await;
@@ -247,20 +245,16 @@ impl MidasFs {
     }
 
     /// Makes the file durable in the spool with a journal record of its pending upload.
-    /// Older content whose upload is still due or running loses its record: should the
-    /// mount die, the next one sends the newest content only, and never the older after it.
+    /// From then on, a change goes into a copy: this close's upload sends what it saw (see
+    /// `Sends`). Older content whose upload is still due or running loses its record: should
+    /// the mount die, the next one sends the newest content only, and never the older after it.
     fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let about = self.journal_record(ino, file);
-        let data = file.lock();
+        let mut data = file.lock();
         data.spool.journal(&about)?;
-        let Sends {
-            replaced_running,
-            replaced_due,
-            ..
-        } = &data.sends;
-        replaced_running
-            .iter()
-            .chain(replaced_due)
+        data.sends.due = true;
+        data.sends
+            .replaced()
             .for_each(spool::SpoolFile::clear_record);
         Ok(())
     }
@@ -281,10 +275,15 @@ impl MidasFs {
         let about = self.journal_record(ino, file);
         let data = file.lock();
         let more = lock(&wb.pending).get(&ino).copied().unwrap_or(0) > 1;
-        if data.unlinked || !more {
-            data.spool.clear_record();
-        } else if let Err(err) = data.spool.journal(&about) {
-            log::warn!("{}: {err}", self.describe(ino));
+        // The record, if any, is on the newest content due (see `journal`).
+        match data.newest_due() {
+            Some(due) if more && !data.unlinked => {
+                if let Err(err) = due.journal(&about) {
+                    log::warn!("{}: {err}", self.describe(ino));
+                }
+            }
+            Some(due) => due.clear_record(),
+            None => data.spool.clear_record(),
         }
     }
 
@@ -357,7 +356,7 @@ impl MidasFs {
         wb.abandoned.store(true, Ordering::Release);
         let mut left = 0;
         for (_, file) in self.writes.open_files() {
-            file.lock().spool.keep();
+            file.lock().keep_all();
             left += 1;
         }
         log::error!(
@@ -945,6 +944,102 @@ mod tests {
             kept,
             [b"v1".to_vec()],
             "the failed upload's content is kept"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_file_removed_after_a_rewrite_began_is_not_sent_at_all() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let slots = hold_upload_slots(&fs).await;
+        let (_, fh) = fs.create(ROOT, "gone.txt", 42).unwrap();
+        fs.write(fh, 0, b"v1").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        // A rewrite while the close's upload is due: "v1" waits in a spool file of its own.
+        fs.write(fh, 0, b"v2").unwrap();
+        fs.unlink(ROOT, "gone.txt").await.unwrap();
+        drop(slots);
+        fs.sync_uploads().await.expect("nothing fails");
+        release(&fs, fh).await.unwrap();
+        assert!(midas
+            .child_item(midas.public_folder(), "gone.txt")
+            .is_none());
+        assert_eq!(midas.count("midas.upload.perform"), 0);
+        assert!(fs.lookup(ROOT, "gone.txt").await.is_err());
+        let left: Vec<_> = std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_file() && e.metadata().unwrap().len() > 0)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "spool files left: {left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewrite_of_a_new_file_sent_while_written_keeps_both_closes_in_one_item() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let content = crate::fs::fake_tests::large_content();
+        let (_, fh) = fs.create(ROOT, "large.bin", 42).unwrap();
+        for (at, chunk) in content.chunks(1 << 20).enumerate() {
+            fs.handle_write(fh, (at << 20) as u64, chunk).unwrap();
+        }
+        let slots = hold_upload_slots(&fs).await;
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        // While the close's upload waits: its content, partly sent already, is the old one.
+        fs.write(fh, 0, b"X").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        drop(slots);
+        fs.sync_uploads().await.expect("both uploads succeed");
+        release(&fs, fh).await.unwrap();
+        let item = midas
+            .child_item(midas.public_folder(), "large.bin")
+            .expect("one item");
+        let mut changed = content.clone();
+        changed[0] = b'X';
+        assert!(midas.revision_contents(item) == vec![content, changed]);
+        assert_eq!(
+            std::fs::read_dir(fs.status().recovery_dir).map_or(0, Iterator::count),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_with_no_room_for_its_copy_fails_alone_and_the_due_upload_still_goes() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "order.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        // Room for the file once, not twice.
+        let fs = crate::fs::fake_tests::fake_mount_spooling(&midas, spool.path(), 3 << 20)
+            .with_write_back(Some(WriteBackConfig {
+                uploads: 2,
+                unmount_wait: Duration::from_secs(30),
+            }));
+        let fs = Arc::new(fs);
+        let content = vec![7u8; 2 << 20];
+        let ino = fs.lookup(ROOT, "order.txt").await.unwrap().ino;
+        let fh = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(fh, 0, &content).unwrap();
+        let slots = hold_upload_slots(&fs).await;
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        let Err(err) = fs.write(fh, 0, b"X") else {
+            panic!("a write with no room for a copy succeeded");
+        };
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+        drop(slots);
+        fs.sync_uploads()
+            .await
+            .expect("the close's upload succeeds");
+        fs.close_or_sync(fh, Some(42))
+            .await
+            .expect("nothing changed since: nothing to send, no error");
+        release(&fs, fh).await.unwrap();
+        assert!(midas.content(item).unwrap() == content);
+        assert_eq!(
+            std::fs::read_dir(fs.status().recovery_dir).map_or(0, Iterator::count),
+            0
         );
     }
 
