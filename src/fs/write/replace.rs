@@ -82,6 +82,13 @@ impl MidasFs {
             {
                 let fresh_item = item.clone();
                 let mut local = None;
+                // No save of the file runs while this one reads its spool: the two would both
+                // mark it, and a save's upload of new content could end between the check
+                // below and the upload here.
+                let _uploading = match &open {
+                    Some(file) => Some(std::sync::Arc::clone(&file.upload).lock_owned().await),
+                    None => None,
+                };
                 if let Some(file) = &open {
                     let written_since = {
                         let mut data = file.lock();

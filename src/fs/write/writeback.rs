@@ -1043,6 +1043,38 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_by_rename_during_the_upload_of_the_renamed_file_saves_what_it_last_held() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let target = midas.add_file(midas.public_folder(), "target.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let (_, fh) = fs.create(ROOT, "tmp", 42).unwrap();
+        fs.write(fh, 0, b"A").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        fs.sync_uploads().await.expect("the first upload succeeds");
+        // Written again through the open handle, closed, and its upload running when the
+        // rename comes.
+        fs.write(fh, 0, b"B").unwrap();
+        midas.fail_times(
+            "midas.upload.generatetoken",
+            1,
+            Fault::Delay(Duration::from_millis(500)),
+        );
+        let asked = midas.count("midas.upload.generatetoken");
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        while midas.count("midas.upload.generatetoken") == asked {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fs.rename(ROOT, "tmp", ROOT, "target.txt", false)
+            .await
+            .expect("rename");
+        fs.sync_uploads().await.expect("nothing fails");
+        release(&fs, fh).await.unwrap();
+        assert_eq!(midas.content(target).unwrap(), b"B");
+        assert!(midas.child_item(midas.public_folder(), "tmp").is_none());
+    }
+
     fn md5_hex(text: &str) -> String {
         format!("{:x}", <md5::Md5 as md5::Digest>::digest(text.as_bytes()))
     }
