@@ -134,7 +134,7 @@ impl MidasFs {
         if let Some(item) = entry.data.kind.item() {
             self.writes.fresh().remove(&item.id);
             // A file saved over this one and still open writes the item under its own inode.
-            for file in self.files_writing_item(item.id) {
+            for (_, file) in self.files_writing_item(item.id) {
                 file.mark_unlinked();
             }
         }

@@ -57,8 +57,13 @@ impl MidasFs {
                 }
                 _ => Vec::new(),
             };
+            // With write-back, what their closes made due goes first, as revisions of the
+            // target, and the save lands on top (without, a close uploads before it returns).
+            for (ino, _) in &overwritten {
+                self.settle_write_back(*ino).await;
+            }
             if self.save_over(&source, target, new_parent).await? {
-                for file in overwritten {
+                for (_, file) in overwritten {
                     self.set_aside(&file);
                 }
                 let source_ino = source.ino;

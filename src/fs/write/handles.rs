@@ -498,14 +498,14 @@ impl MidasFs {
 
     /// The files open for writing whose close makes a new revision of the single-file item
     /// `item_id`, whatever inode they were opened by.
-    pub(in crate::fs) fn files_writing_item(&self, item_id: Id) -> Vec<Arc<WriteFile>> {
+    /// (Each with the number it is kept under.)
+    pub(in crate::fs) fn files_writing_item(&self, item_id: Id) -> Vec<(u64, Arc<WriteFile>)> {
         self.writes
             .open_files()
             .into_iter()
             .filter(|(_, file)| {
                 matches!(&file.lock().target, Target::ItemFile { item, .. } if item.id == item_id)
             })
-            .map(|(_, file)| file)
             .collect()
     }
 }

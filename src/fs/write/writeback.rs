@@ -1075,6 +1075,34 @@ mod tests {
         assert!(midas.child_item(midas.public_folder(), "tmp").is_none());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_whose_upload_is_due_when_a_save_by_rename_lands_over_the_file_still_counts() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "doc.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let ino = fs.lookup(ROOT, "doc.txt").await.unwrap().ino;
+        midas.fail_times(
+            "midas.upload.generatetoken",
+            1,
+            Fault::Delay(Duration::from_millis(500)),
+        );
+        let mine = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(mine, 0, b"mine").unwrap();
+        fs.close_or_sync(mine, Some(42)).await.unwrap();
+        // Another program saves the file by rename while that upload is due.
+        let (_, tmp) = fs.create(ROOT, "doc.txt.tmp", 43).unwrap();
+        fs.write(tmp, 0, b"saved").unwrap();
+        fs.rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false)
+            .await
+            .expect("rename");
+        fs.close_or_sync(tmp, Some(43)).await.unwrap();
+        fs.sync_uploads().await.expect("nothing fails");
+        release(&fs, mine).await.unwrap();
+        release(&fs, tmp).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "mine", "saved"]);
+    }
+
     fn md5_hex(text: &str) -> String {
         format!("{:x}", <md5::Md5 as md5::Digest>::digest(text.as_bytes()))
     }
