@@ -104,9 +104,7 @@ impl MidasFs {
             }
         }
     }
-}
 
-impl MidasFs {
     /// The item a check saw, or the server's if it asked none.
     async fn linked_item(&self, item_id: Id, seen: Option<Item>) -> FsResult<Item> {
         match seen {

@@ -1,15 +1,14 @@
 //! Saving a file: one upload at a time per file, what the mount shows after it, and the saves
 //! of everything still unsaved at unmount.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::path::PathBuf;
-
-use super::early::Stopped;
+use super::early::{EarlyUpload, Stopped};
 use super::spool::SpoolFile;
 use super::upload::{NewFile, Uploaded};
-use super::{set_times, Target, WriteFile};
+use super::{set_times, FileData, Target, WriteFile};
 use crate::fs::inode::{NodeData, NodeKind};
 use crate::fs::tasks::Work;
 use crate::fs::{FsError, FsResult, MidasFs};
@@ -51,6 +50,27 @@ enum What {
     Current(Sending),
 }
 
+/// What the next save of the file sends, and the early upload of that content; marks it, so
+/// that a change from now on goes into a copy (see `Sends`).
+fn next_to_send(data: &mut FileData) -> (What, EarlyUpload) {
+    if let Some(older) = data.sends.older.front_mut() {
+        return (What::Older(Sending::of(&older.spool)), older.early.take());
+    }
+    data.sends.due = false;
+    let early = data.early.take();
+    let what = if let Some(err) = data.failed_write.clone() {
+        What::Failed(err, data.spool.path().to_owned())
+    } else if !data.dirty || data.unlinked {
+        What::Nothing(data.spool.path().to_owned())
+    } else {
+        // Writes during the upload make the file dirty again, for the next flush.
+        data.dirty = false;
+        data.sends.running = true;
+        What::Current(Sending::of(&data.spool))
+    };
+    (what, early)
+}
+
 impl MidasFs {
     /// Uploads the file if dirty; on failure moves the spool to the recovery directory. With
     /// write-back, content that a change replaced after its close goes first (see `Sends`):
@@ -68,28 +88,8 @@ impl MidasFs {
             };
             // Left by a save of another kind (a save by rename), long over.
             data.sends.replaced_running = None;
-            if let Some(older) = data.sends.older.front_mut() {
-                let sending = Sending::of(&older.spool);
-                let early = older.early.take();
-                (What::Older(sending), early, removed)
-            } else {
-                data.sends.due = false;
-                let early = data.early.take();
-                if let Some(err) = data.failed_write.clone() {
-                    (
-                        What::Failed(err, data.spool.path().to_owned()),
-                        early,
-                        removed,
-                    )
-                } else if !data.dirty || data.unlinked {
-                    (What::Nothing(data.spool.path().to_owned()), early, removed)
-                } else {
-                    // Writes during the upload make the file dirty again, for the next flush.
-                    data.dirty = false;
-                    data.sends.running = true;
-                    (What::Current(Sending::of(&data.spool)), early, removed)
-                }
-            }
+            let (what, early) = next_to_send(&mut data);
+            (what, early, removed)
         };
         for mut older in removed {
             let early = older.early.take().stop().await;
