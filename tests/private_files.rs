@@ -3,6 +3,9 @@
 //! umask (and tightened when they exist already), the mount daemon's environment holds no API
 //! key, and no password is taken from the command line.
 
+// the integration tests' helpers, of which this binary uses a part
+#[allow(dead_code)]
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

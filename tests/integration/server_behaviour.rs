@@ -1,6 +1,6 @@
 //! `midasfs serve` as a black box: the real binary on a temporary store, spoken to over HTTP.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! user.midas.type -v item DIR`, and `--leaf-dirs-as-items`, whose `cp -r` of a tree must make on
 //! the server what pydas's `upload(…, leaf_folders_as_items=True)` makes of the same tree.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! listings, the contents read through the mount and what the server holds must agree with the
 //! tree; a failing sequence shrinks to a short one.
 
-mod fs_support;
+use crate::fs_support;
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 //! left the server as it was), and that no written byte is lost: a file whose close fails is in
 //! the recovery directory.
 
-mod fs_support;
+use crate::fs_support;
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! against the real Midas Server the environment names (see `common::real`), each in a folder of
 //! its own; what counts serve's requests or bytes is checked on serve only.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! anonymous caller and as a second user over HTTP), and permission bits show that access to
 //! the other local users of an `--allow-other` mount.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

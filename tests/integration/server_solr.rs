@@ -2,7 +2,7 @@
 //! as Midas's module answers it (`modules/solr/controllers/components/ApisearchComponent.php`),
 //! and a server without the module, as a fresh Midas 3.4.2 is.
 
-mod common;
+use crate::common;
 
 use common::server::{text, TestServer};
 use common::users::TwoUsers;

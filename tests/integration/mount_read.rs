@@ -2,7 +2,7 @@
 //! Server the environment names (see `common::real`), with data put there by pydas, the official
 //! client.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

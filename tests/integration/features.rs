@@ -3,7 +3,7 @@
 //! search as a directory (`.search/<name>/`), and what file managers ask of a mount: `statfs`
 //! figures that mean something, and a trash that fails cleanly instead of filling the server.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -1,8 +1,9 @@
 //! Bugs that `scripts/soak.sh` (and the property test, `fs_model.rs`) found, each cut down to the
-//! few operations that show it, through a real mount of a real `midasfs serve`. A test of a bug not fixed yet is `#[ignore]`d with the
-//! reason; `cargo test --release --test soak_findings -- --ignored` runs it.
+//! few operations that show it, through a real mount of a real `midasfs serve`. A test of a bug
+//! not fixed yet is `#[ignore]`d with the reason;
+//! `cargo test --release --test integration soak_findings:: -- --ignored` runs it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};

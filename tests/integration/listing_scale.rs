@@ -3,7 +3,7 @@
 //! lists through the kernel instead of failing with EIO. The folder is filled straight in
 //! serve's database, copying the rows and policies of one folder made through the API.
 
-mod common;
+use crate::common;
 
 use common::mount::Mount;
 use common::server::{text, TestServer, ADMIN_EMAIL};

@@ -12,7 +12,6 @@ use std::time::Duration;
 /// A request as the proxy received it.
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub verb: String,
     /// Path and query, as sent.
     pub target: String,
     pub head: String,
@@ -159,7 +158,7 @@ fn read_request(client: &mut TcpStream) -> Option<Request> {
         body.extend_from_slice(&chunk[..n]);
     }
     let mut words = head.split(' ');
-    let verb = words.next()?.to_owned();
+    words.next()?; // the verb
     let target = words.next()?.to_owned();
     let query = target
         .split_once('?')
@@ -173,7 +172,6 @@ fn read_request(client: &mut TcpStream) -> Option<Request> {
         params.extend(parse_form(&String::from_utf8_lossy(&body)));
     }
     Some(Request {
-        verb,
         target,
         head,
         body,

@@ -2,7 +2,7 @@
 //! kernel tests (`mount_*.rs`) check through a mount, checked here in milliseconds, plus the
 //! paths a kernel and a server process cannot reach on demand.
 
-mod fs_support;
+use crate::fs_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,7 +1,7 @@
 //! What reads cost on the wire, and the persistent data cache (`--cache-dir`), through real
 //! mounts of a real `midasfs serve`, counted by the server's download statistics.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};

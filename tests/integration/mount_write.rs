@@ -3,7 +3,7 @@
 //! read-only mounts and failed uploads; checked with pydas, the official client, and with the
 //! server's own answers.
 
-mod common;
+use crate::common;
 
 use std::ffi::CString;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! has nothing yet, the mount shows the local copy, `fsync` and `sync DIR` wait and report,
 //! unmount waits, and a killed daemon's uploads are sent by the next mount.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::Write;

@@ -8,7 +8,7 @@
 //! real Midas, where making each takes about 0.15 s (`php -S`, SQLite); `MIDASFS_TEST_MANY_ITEMS`
 //! sets the number. The times are printed (`--nocapture`).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;

@@ -1,7 +1,7 @@
 //! `midasfs demo` as a new user runs it: it mounts outside the directory it is started in and
 //! leaves nothing behind there or where it mounted.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

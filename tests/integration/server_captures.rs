@@ -11,7 +11,7 @@
 //! The same comparison runs live in [`differential`]: one scenario against a real Midas Server
 //! (when `MIDASFS_TEST_MIDAS_URL` names one) and against `serve`.
 
-mod common;
+use crate::common;
 mod differential;
 
 use std::collections::HashMap;

@@ -7,7 +7,7 @@
 //! tests that go through mount(8) link the binary under test as /usr/local/sbin/midasfs for
 //! their duration (root only; they say SKIPPED otherwise).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,6 @@
 //! What the filesystem tests on the in-memory Midas share: a mount of the fake without FUSE, and
 //! the few steps a program's system calls make (create + write + close, open + read, …) as the
 //! FUSE adapter makes them.
-#![allow(dead_code)] // each test binary uses a part of it
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +21,8 @@ pub const ME: u32 = 4242;
 pub struct Mount {
     pub midas: Arc<FakeMidas>,
     pub fs: Arc<MidasFs>,
-    /// The spool (and its recovery directory); removed when the mount is dropped.
-    pub spool: tempfile::TempDir,
+    /// The spool (and its recovery directory); kept only to be removed when the mount is dropped.
+    _spool: tempfile::TempDir,
 }
 
 /// How a test wants its mount.
@@ -84,7 +83,11 @@ impl Mount {
         };
         let api: Api = Arc::clone(&midas) as _;
         let fs = Arc::new(MidasFs::new(api, midas.me(), config));
-        Mount { midas, fs, spool }
+        Mount {
+            midas,
+            fs,
+            _spool: spool,
+        }
     }
 
     /// The Public folder's id (the mount's root).

@@ -1,7 +1,7 @@
 //! `midasfs serve`'s permission methods against a real `midasfs serve` over HTTP: the answers
 //! and errors real Midas 3.4.2 gives (recorded by hand against a live one, see SEMANTICS.md).
 
-mod common;
+use crate::common;
 
 use common::server::{text, TestServer};
 

@@ -2,7 +2,7 @@
 //! downloads, sends endless answers, or names no filesystem can show. The mount must fail
 //! quickly and clearly, stay small, and show what it can.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;
