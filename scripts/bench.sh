@@ -16,7 +16,7 @@ usage() {
 	cat <<'EOF'
 usage: scripts/bench.sh [--quick] [--runs N] [--dir DIR] [--keep] [--real DIR] [--only N,...]
 
-  --quick    small sizes (64 MiB files, a 10x10 tree, 200/1,000-item folders, 100 small files);
+  --quick    small sizes (64 MiB files, a 10x10 tree, 100/400-item folders, 100 small files);
              about 3 minutes instead of about 13 (plus the scale rows of
              scripts/bench/scale.sh, which only the full mode runs)
   --runs N   runs per measurement (the median is shown); default 3
@@ -81,7 +81,7 @@ done
 if ((QUICK)); then
 	BIG_MIB=64
 	TREE_FOLDERS=10 TREE_FILES=10
-	LIST_SMALL=200 LIST_BIG=1000
+	LIST_SMALL=100 LIST_BIG=400
 	SMALL_FILES=100
 	SLOW_RUNS=1
 else
