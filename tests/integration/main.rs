@@ -1,18 +1,16 @@
-//! Every integration test in one binary: one link and one copy of the shared helpers instead of
-//! one per file, and the tests of all files run side by side. Each file is a module, so a test's
+//! The tests of the real processes in one binary: `midasfs serve` over HTTP, mounts through the
+//! kernel, the command line, pydas. One link and one copy of the shared helpers instead of one
+//! per file, and the tests of all files run side by side. Each file is a module, so a test's
 //! name starts with its file's (`cargo test --release --test integration mount_write::`).
-//! `tests/private_files.rs` stays a binary of its own: its tests set the process's umask.
+//! `tests/private_files.rs` stays a binary of its own: its tests set the process's umask. The
+//! filesystem's tests on the in-memory Midas are `tests/filesystem/`.
 
 #[macro_use]
 mod common;
-mod fs_support;
 
 mod client_live;
 mod demo;
 mod features;
-mod fs_faults;
-mod fs_model;
-mod fs_ops;
 mod listing_scale;
 mod mount_access;
 mod mount_cache;
