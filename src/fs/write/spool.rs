@@ -402,8 +402,10 @@ impl Spool {
     }
 
     /// Spool files of mounts that died (their pid is gone) go to the recovery directory, but
-    /// those closed with write-back and not uploaded yet are claimed to be uploaded now.
+    /// those closed with write-back and not uploaded yet are claimed to be uploaded now: of one
+    /// file, the newest close's content alone (see [`newest_per_file`]).
     fn rescue_orphans(&self) {
+        let mut pending = Vec::new();
         for (path, pid) in self.orphans() {
             let sidecar = read_sidecar(&path);
             let mut about = sidecar.clone();
@@ -429,44 +431,67 @@ impl Spool {
                 continue;
             }
             if about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING) {
-                if let Some(claimed) = self.claim(&path) {
-                    self.resumable
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Resumable {
-                            path: claimed,
-                            about,
-                            pid,
-                        });
-                }
+                pending.push(Resumable { path, about, pid });
                 continue;
             }
-            let name = about
-                .get("name")
-                .and_then(|n| n.as_str())
-                .map_or_else(|| file_name(&path), str::to_owned);
             let mut reason =
                 format!("the midasfs that was writing it (pid {pid}) ended before saving it");
             if let Some(err) = unreadable {
                 reason.push_str(&format!("; its write-back record is unreadable ({err})"));
             }
-            about.insert("reason".into(), reason.into());
-            self.rescued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(about.clone());
-            match move_to_recovery(&path, &self.recovery_dir(), &name, &about) {
-                Ok(target) => log::warn!(
-                    "a previous midasfs (pid {pid}) left unsaved data{}: moved to {}",
-                    describe_target(&about),
-                    target.display()
-                ),
-                Err(err) => log::warn!(
-                    "a previous midasfs (pid {pid}) left unsaved data{} in {}; could not move it: {err}",
-                    describe_target(&about),
-                    path.display()
-                ),
+            self.rescue(&path, pid, about, reason);
+        }
+        let (newest, superseded) = newest_per_file(pending);
+        for Resumable {
+            path,
+            mut about,
+            pid,
+        } in superseded
+        {
+            about.remove(JOURNAL_KEY);
+            let reason = format!(
+                "the midasfs that was writing it (pid {pid}) ended before saving it, and a later \
+                 close of the same file is sent instead"
+            );
+            self.rescue(&path, pid, about, reason);
+        }
+        for Resumable { path, about, pid } in newest {
+            if let Some(claimed) = self.claim(&path) {
+                self.resumable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Resumable {
+                        path: claimed,
+                        about,
+                        pid,
+                    });
             }
+        }
+    }
+
+    /// Moves the spool file `path` a dead mount (`pid`) left into the recovery directory, with
+    /// `reason` in its sidecar.
+    fn rescue(&self, path: &Path, pid: i32, mut about: About, reason: String) {
+        let name = about
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or_else(|| file_name(path), str::to_owned);
+        about.insert("reason".into(), reason.into());
+        self.rescued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(about.clone());
+        match move_to_recovery(path, &self.recovery_dir(), &name, &about) {
+            Ok(target) => log::warn!(
+                "a previous midasfs (pid {pid}) left unsaved data{}: moved to {}",
+                describe_target(&about),
+                target.display()
+            ),
+            Err(err) => log::warn!(
+                "a previous midasfs (pid {pid}) left unsaved data{} in {}; could not move it: {err}",
+                describe_target(&about),
+                path.display()
+            ),
         }
     }
 
@@ -503,6 +528,87 @@ pub fn describe_target(about: &serde_json::Map<String, serde_json::Value>) -> St
         (Some(path), None) => format!(" (for {path})"),
         _ => String::new(),
     }
+}
+
+/// The key of a journal record that says the order of the closes: larger is later (see
+/// [`next_sequence`]).
+pub const SEQUENCE_KEY: &str = "sequence";
+
+/// A number larger than every one this process gave before, and, unless the clock went back,
+/// than every one a mount gave before it: the time in nanoseconds, or one more than the last.
+fn next_sequence() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(0);
+    now.max(previous + 1)
+}
+
+/// Which file of the server a journal record's upload goes to: records with one key are
+/// closes of one file. None when the record does not say.
+fn file_key(about: &About) -> Option<String> {
+    let text = |key: &str| about.get(key).and_then(|v| v.as_str());
+    let id = |key: &str| about.get(key).and_then(serde_json::Value::as_i64);
+    let server = text("server")?;
+    Some(match text("kind")? {
+        // A new file whose first upload made its item (an early upload): its later closes are
+        // revisions of that item.
+        "new_item" => match id("made_item_id") {
+            Some(item) => format!("{server} item {item}"),
+            None => format!("{server} folder {} {}", id("folder_id")?, text("name")?),
+        },
+        "revision" => format!("{server} item {}", id("item_id")?),
+        "bitstream" | "new_bitstream" => {
+            format!("{server} item {} file {}", id("item_id")?, text("name")?)
+        }
+        _ => return None,
+    })
+}
+
+/// Of the pending uploads a dead mount left, the newest close of each file, and the older
+/// ones. A close clears the records of the file's older content (they are never sent after
+/// it), without a sync: after a power cut such a record may be back, and sending it, after
+/// the newest or not at all in order, could leave the older content as the file's. Records
+/// without a sequence (an older midasfs) count as older than those with one, in the order of
+/// their spool files' names.
+fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) {
+    let order = |r: &Resumable| {
+        let sequence = r
+            .about
+            .get(SEQUENCE_KEY)
+            .and_then(serde_json::Value::as_u64);
+        // `<pid>-<n>.spool`: n counts up in each mount
+        let n = file_name(&r.path)
+            .strip_suffix(SUFFIX)
+            .and_then(|stem| stem.split_once('-'))
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        (sequence, r.pid, n)
+    };
+    let mut newest: Vec<Resumable> = Vec::new();
+    let mut older = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for resumable in pending {
+        let Some(key) = file_key(&resumable.about) else {
+            newest.push(resumable);
+            continue;
+        };
+        match index.get(&key) {
+            Some(&at) if order(&newest[at]) < order(&resumable) => {
+                older.push(std::mem::replace(&mut newest[at], resumable));
+            }
+            Some(_) => older.push(resumable),
+            None => {
+                index.insert(key, newest.len());
+                newest.push(resumable);
+            }
+        }
+    }
+    (newest, older)
 }
 
 fn file_name(path: &Path) -> String {
@@ -1128,6 +1234,9 @@ impl SpoolFile {
     /// extended attributes, the record goes into the sidecar, and the file, the sidecar and
     /// the directory are synced. See the module's documentation for why that is enough.
     pub fn journal(&self, about: &About) -> FsResult<()> {
+        let mut about = about.clone();
+        about.insert(SEQUENCE_KEY.into(), next_sequence().into());
+        let about = &about;
         if self.name_durable {
             let mut record = about.clone();
             record.insert("size".into(), self.size.into());
@@ -1168,7 +1277,8 @@ impl SpoolFile {
 
     /// Removes the file's journal record (its upload is done, or nobody wants it), without a
     /// sync: a record that comes back after a power cut makes the next mount check the server,
-    /// which holds the content already, and send nothing (or keep the file in `recovery/`).
+    /// which holds the content already, and send nothing (or keep the file in `recovery/`); one
+    /// of older content than another record of the file is not sent ([`newest_per_file`]).
     pub fn clear_record(&self) {
         if self.name_durable {
             remove_record(&self.path);
@@ -1597,6 +1707,76 @@ mod tests {
             read_record(&resumable[0].path).unwrap().is_some(),
             "the claimed file keeps its record, should this mount die too"
         );
+    }
+
+    #[test]
+    fn after_a_power_cut_the_next_mount_resumes_the_newest_close_of_each_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let record = |name: &str, extra: &[(&str, serde_json::Value)]| {
+            let mut about = pending_record(name);
+            for (key, value) in extra {
+                about.insert((*key).into(), value.clone());
+            }
+            about
+        };
+        // In the order of the closes: each file's older content kept its record (a close
+        // clears them without a sync, and a power cut can undo that). The names of the dead
+        // mount's files say the opposite order.
+        let closes = [
+            ("a.txt", b"a, first".as_slice(), record("a.txt", &[])),
+            ("b.txt", b"b, alone", record("b.txt", &[])),
+            // a new file whose first upload made item 42, and its next close: a revision of it
+            (
+                "c.txt",
+                b"c, first",
+                record("c.txt", &[("made_item_id", 42.into())]),
+            ),
+            (
+                "c.txt",
+                b"c, second",
+                record(
+                    "c.txt",
+                    &[("kind", "revision".into()), ("item_id", 42.into())],
+                ),
+            ),
+            ("a.txt", b"a, second", record("a.txt", &[])),
+        ];
+        let count = closes.len() as u32;
+        for (n, (_, content, about)) in closes.into_iter().enumerate() {
+            let mut file = spool.create().unwrap();
+            file.write_at(0, content).unwrap();
+            file.journal(&about).unwrap();
+            as_if_dead(file, dir.path(), count - n as u32);
+        }
+        drop(spool);
+        let next = durable_spool(dir.path());
+        let mut resumed: Vec<Vec<u8>> = next
+            .take_resumable()
+            .iter()
+            .map(|r| std::fs::read(&r.path).unwrap())
+            .collect();
+        resumed.sort();
+        assert_eq!(
+            resumed,
+            [&b"a, second"[..], b"b, alone", b"c, second"],
+            "what is sent"
+        );
+        let mut kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(next.recovery_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
+            .map(|p| {
+                let reason = read_sidecar(&p)["reason"].as_str().unwrap().to_owned();
+                (std::fs::read(&p).unwrap(), reason)
+            })
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].0, b"a, first");
+        assert_eq!(kept[1].0, b"c, first");
+        assert!(kept[0].1.contains("a later close"), "{}", kept[0].1);
     }
 
     #[test]

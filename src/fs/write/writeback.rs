@@ -247,7 +247,9 @@ impl MidasFs {
     /// Makes the file durable in the spool with a journal record of its pending upload.
     /// From then on, a change goes into a copy: this close's upload sends what it saw (see
     /// `Sends`). Older content whose upload is still due or running loses its record: should
-    /// the mount die, the next one sends the newest content only, and never the older after it.
+    /// the mount die, the next one sends the newest content only, and never the older after it
+    /// (not even when a power cut brought an older record back: the records' sequence numbers
+    /// say which is the newest).
     fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
         let about = self.journal_record(ino, file);
         let mut data = file.lock();
