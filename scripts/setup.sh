@@ -6,8 +6,19 @@
 # only when packages are missing).
 #
 #   usage: scripts/setup.sh        then: cargo run --release -- demo   or   cargo test --release
+#          scripts/setup.sh --no-pydas   the system packages only (CI installs pydas beside the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_pydas=1
+case ${1:-} in
+  --no-pydas) with_pydas=0 ;;
+  "") ;;
+  *)
+    echo "usage: scripts/setup.sh [--no-pydas]" >&2
+    exit 2
+    ;;
+esac
 
 # what needs each package:
 #   build-essential  the C compiler and the linker `cc` (cargo links with it; SQLite and the TLS
@@ -68,5 +79,7 @@ if ((EUID == 0)) && [[ -d $connections ]] && ! mountpoint -q "$connections"; the
     say "could not mount fusectl on $connections (fine for the tests)"
 fi
 
-scripts/install-pydas.sh "$(pwd)/.venv-pydas"
+if ((with_pydas)); then
+  scripts/install-pydas.sh "$(pwd)/.venv-pydas"
+fi
 say "done"
