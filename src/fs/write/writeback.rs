@@ -261,6 +261,22 @@ impl MidasFs {
         Ok(())
     }
 
+    /// After a rename of a new file whose upload is due: its journal record names the new
+    /// place, so that the next mount, should this one die, sends it there (and not under the
+    /// old name, where another file may be by then).
+    pub(in crate::fs) fn retarget_record(&self, ino: u64, file: &WriteFile) {
+        if self.writes.write_back.is_none() {
+            return;
+        }
+        let about = self.journal_record(ino, file);
+        let data = file.lock();
+        if let Some(due) = data.newest_due() {
+            if let Err(err) = due.journal(&about) {
+                log::warn!("{}: {err}", self.describe(ino));
+            }
+        }
+    }
+
     /// The journal record of a pending upload of the file, for its current target.
     fn journal_record(&self, ino: u64, file: &WriteFile) -> spool::About {
         let target = file.lock().target.clone();
@@ -1265,6 +1281,38 @@ mod tests {
             .filter(|e| std::fs::read(e.path()).is_ok_and(|c| c == b"short"))
             .count();
         assert_eq!(kept, 1, "kept in the recovery directory");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renamed_new_file_whose_upload_is_due_is_resumed_under_its_new_name() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let held = hold_upload_slots(&fs).await;
+        let (_, fh) = fs.create(ROOT, "draft.txt", 42).unwrap();
+        fs.write(fh, 0, b"the text").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        let path = fs
+            .writes
+            .file_of_handle(fh)
+            .unwrap()
+            .1
+            .lock()
+            .spool
+            .path()
+            .to_owned();
+        fs.rename(ROOT, "draft.txt", ROOT, "final.txt", false)
+            .await
+            .unwrap();
+        let record = spool::read_record(&path).unwrap().expect("still due");
+        assert_eq!(record["name"], "final.txt");
+        assert_eq!(record[JOURNAL_KEY], JOURNAL_PENDING);
+        drop(held);
+        fs.sync_uploads().await.unwrap();
+        release(&fs, fh).await.unwrap();
+        assert!(midas
+            .child_item(midas.public_folder(), "final.txt")
+            .is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
