@@ -34,6 +34,7 @@
 //!   made, the record goes into the sidecar as before: the file, the sidecar and the directory
 //!   are synced (three `fsync`s).
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -441,6 +442,15 @@ impl Spool {
             }
             self.rescue(&path, pid, about, reason);
         }
+        // The sequence numbers of this mount's records come after all of these, whatever the
+        // clock says now (it may have gone back, e.g. after a power cut).
+        let latest = pending
+            .iter()
+            .filter_map(|r| r.about.get(SEQUENCE_KEY)?.as_u64())
+            .max();
+        if let Some(latest) = latest {
+            LAST_SEQUENCE.fetch_max(latest, Ordering::Relaxed);
+        }
         let (newest, superseded) = newest_per_file(pending);
         for Resumable {
             path,
@@ -534,14 +544,17 @@ pub fn describe_target(about: &serde_json::Map<String, serde_json::Value>) -> St
 /// [`next_sequence`]).
 pub const SEQUENCE_KEY: &str = "sequence";
 
-/// A number larger than every one this process gave before, and, unless the clock went back,
-/// than every one a mount gave before it: the time in nanoseconds, or one more than the last.
+/// The last sequence number given, or found in a dead mount's records (see [`next_sequence`]).
+static LAST_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A number larger than every one this process gave before or found in a dead mount's records,
+/// and, unless the clock went back, than every one a mount gave before it: the time in
+/// nanoseconds, or one more than the last.
 fn next_sequence() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let previous = LAST
+    let previous = LAST_SEQUENCE
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
             Some(now.max(last + 1))
         })
@@ -549,66 +562,99 @@ fn next_sequence() -> u64 {
     now.max(previous + 1)
 }
 
-/// Which file of the server a journal record's upload goes to: records with one key are
-/// closes of one file. None when the record does not say.
-fn file_key(about: &About) -> Option<String> {
+/// Which file of the server a journal record's upload goes to: records that share a key are
+/// closes of one file. A new file's record has two once its first upload made its item (an
+/// early upload, `made_item_id`): the later closes' records name the item, or still the folder
+/// and the name when they were written before the item was made.
+fn file_keys(about: &About) -> Vec<String> {
     let text = |key: &str| about.get(key).and_then(|v| v.as_str());
     let id = |key: &str| about.get(key).and_then(serde_json::Value::as_i64);
-    let server = text("server")?;
-    Some(match text("kind")? {
-        // A new file whose first upload made its item (an early upload): its later closes are
-        // revisions of that item.
-        "new_item" => match id("made_item_id") {
-            Some(item) => format!("{server} item {item}"),
-            None => format!("{server} folder {} {}", id("folder_id")?, text("name")?),
-        },
-        "revision" => format!("{server} item {}", id("item_id")?),
-        "bitstream" | "new_bitstream" => {
-            format!("{server} item {} file {}", id("item_id")?, text("name")?)
+    let Some(server) = text("server") else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    match text("kind") {
+        Some("new_item") => {
+            if let (Some(folder), Some(name)) = (id("folder_id"), text("name")) {
+                keys.push(format!("{server} folder {folder} {name}"));
+            }
+            if let Some(item) = id("made_item_id") {
+                keys.push(format!("{server} item {item}"));
+            }
         }
-        _ => return None,
-    })
+        Some("revision") => keys.extend(id("item_id").map(|item| format!("{server} item {item}"))),
+        Some("bitstream" | "new_bitstream") => {
+            if let (Some(item), Some(name)) = (id("item_id"), text("name")) {
+                keys.push(format!("{server} item {item} file {name}"));
+            }
+        }
+        _ => {}
+    }
+    keys
 }
 
 /// Of the pending uploads a dead mount left, the newest close of each file, and the older
 /// ones. A close clears the records of the file's older content (they are never sent after
 /// it), without a sync: after a power cut such a record may be back, and sending it, after
 /// the newest or not at all in order, could leave the older content as the file's. Records
-/// without a sequence (an older midasfs) count as older than those with one, in the order of
-/// their spool files' names.
+/// without a sequence (an older midasfs) count as older than those with one, then by their
+/// spool files' names (the dead mount's pid, then the number it counted up).
 fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) {
     let order = |r: &Resumable| {
         let sequence = r
             .about
             .get(SEQUENCE_KEY)
             .and_then(serde_json::Value::as_u64);
-        // `<pid>-<n>.spool`: n counts up in each mount
+        // `<pid>-<n>.spool`
         let n = file_name(&r.path)
             .strip_suffix(SUFFIX)
             .and_then(|stem| stem.split_once('-'))
             .and_then(|(_, n)| n.parse::<u64>().ok());
         (sequence, r.pid, n)
     };
-    let mut newest: Vec<Resumable> = Vec::new();
-    let mut older = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for resumable in pending {
-        let Some(key) = file_key(&resumable.about) else {
-            newest.push(resumable);
-            continue;
-        };
-        match index.get(&key) {
-            Some(&at) if order(&newest[at]) < order(&resumable) => {
-                older.push(std::mem::replace(&mut newest[at], resumable));
-            }
-            Some(_) => older.push(resumable),
-            None => {
-                index.insert(key, newest.len());
-                newest.push(resumable);
+    // Records that share a key, directly or through others, are one file's: a union-find.
+    let mut group: Vec<usize> = (0..pending.len()).collect();
+    fn root(group: &mut [usize], mut at: usize) -> usize {
+        while group[at] != at {
+            group[at] = group[group[at]];
+            at = group[at];
+        }
+        at
+    }
+    let mut first_with: HashMap<String, usize> = HashMap::new();
+    for (at, resumable) in pending.iter().enumerate() {
+        for key in file_keys(&resumable.about) {
+            match first_with.get(&key) {
+                Some(&other) => {
+                    let (a, b) = (root(&mut group, at), root(&mut group, other));
+                    group[a] = b;
+                }
+                None => {
+                    first_with.insert(key, at);
+                }
             }
         }
     }
-    (newest, older)
+    let mut newest_of: HashMap<usize, usize> = HashMap::new();
+    for at in 0..pending.len() {
+        let file = root(&mut group, at);
+        match newest_of.get(&file) {
+            Some(&best) if order(&pending[best]) >= order(&pending[at]) => {}
+            _ => {
+                newest_of.insert(file, at);
+            }
+        }
+    }
+    let newest: std::collections::HashSet<usize> = newest_of.into_values().collect();
+    let (mut kept, mut older) = (Vec::new(), Vec::new());
+    for (at, resumable) in pending.into_iter().enumerate() {
+        if newest.contains(&at) {
+            kept.push(resumable);
+        } else {
+            older.push(resumable);
+        }
+    }
+    (kept, older)
 }
 
 fn file_name(path: &Path) -> String {
@@ -1740,6 +1786,14 @@ mod tests {
                     &[("kind", "revision".into()), ("item_id", 42.into())],
                 ),
             ),
+            // a new file whose first upload made item 43, while its next close was recorded
+            // as a new file still
+            (
+                "d.txt",
+                b"d, first",
+                record("d.txt", &[("made_item_id", 43.into())]),
+            ),
+            ("d.txt", b"d, second", record("d.txt", &[])),
             ("a.txt", b"a, second", record("a.txt", &[])),
         ];
         let count = closes.len() as u32;
@@ -1759,7 +1813,7 @@ mod tests {
         resumed.sort();
         assert_eq!(
             resumed,
-            [&b"a, second"[..], b"b, alone", b"c, second"],
+            [&b"a, second"[..], b"b, alone", b"c, second", b"d, second"],
             "what is sent"
         );
         let mut kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(next.recovery_dir())
@@ -1773,10 +1827,33 @@ mod tests {
             })
             .collect();
         kept.sort();
-        assert_eq!(kept.len(), 2, "{kept:?}");
-        assert_eq!(kept[0].0, b"a, first");
-        assert_eq!(kept[1].0, b"c, first");
+        let contents: Vec<&[u8]> = kept.iter().map(|(c, _)| c.as_slice()).collect();
+        assert_eq!(contents, [&b"a, first"[..], b"c, first", b"d, first"]);
         assert!(kept[0].1.contains("a later close"), "{}", kept[0].1);
+    }
+
+    #[test]
+    fn a_mount_numbers_its_closes_after_those_a_dead_mount_left_whatever_the_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"from the future").unwrap();
+        file.journal(&pending_record("f.txt")).unwrap();
+        // as if the clock had been far ahead when it was written
+        let mut record = read_record(file.path()).unwrap().unwrap();
+        let ahead = next_sequence() + 3_600_000_000_000;
+        record.insert(SEQUENCE_KEY.into(), ahead.into());
+        set_xattr(
+            &file.file,
+            RECORD_XATTR,
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        as_if_dead(file, dir.path(), 1);
+        drop(spool);
+        let next = durable_spool(dir.path());
+        assert_eq!(next.take_resumable().len(), 1);
+        assert!(next_sequence() > ahead);
     }
 
     #[test]
