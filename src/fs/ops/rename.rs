@@ -107,7 +107,6 @@ impl MidasFs {
                     }
                     drop(data);
                     self.describe_spool(source.ino, &file);
-                    self.retarget_record(source.ino, &file);
                 }
             }
             NodeKind::ItemFile { item, .. }

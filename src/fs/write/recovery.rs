@@ -48,11 +48,29 @@ impl MidasFs {
         about
     }
 
-    /// Writes the sidecar of a file's spool for its current target.
+    /// Writes the sidecar of a file's spool for its current target, and with write-back the
+    /// journal record of its newest content due (closed, its upload not started), for that
+    /// target too: a mount that dies next sends it where the file is now (after a rename, a
+    /// save by rename, or the upload that made its item). A removed file's record goes:
+    /// nobody may send it any more.
     pub(in crate::fs) fn describe_spool(&self, ino: u64, file: &WriteFile) {
         let target = file.lock().target.clone();
         let about = self.spool_about(ino, &target);
-        file.lock().spool.describe(&about);
+        let record = self
+            .writes
+            .write_back
+            .is_some()
+            .then(|| self.journal_record(ino, file));
+        let data = file.lock();
+        let record = record.filter(|_| !data.unlinked);
+        // On a spool filesystem without extended attributes the sidecar of the content due is
+        // its record: written once, as the record (a plain sidecar would drop it meanwhile).
+        if !(record.is_some() && data.sends.due && data.spool.record_in_sidecar()) {
+            data.spool.describe(&about);
+        }
+        if let Some(record) = record {
+            self.journal_newest_due(ino, &data, &record);
+        }
     }
 
     /// Moves the spool of a file that could not be saved into the recovery directory, loudly.

@@ -55,6 +55,8 @@ const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
 /// The suffix of the file that says where a spool or recovered file's data was going.
 pub const SIDECAR: &str = ".target";
+/// The suffix of a sidecar being written (see [`write_sidecar`]).
+const UNFINISHED: &str = ".new";
 /// The sidecar's key that makes it a write-back journal record: with [`JOURNAL_PENDING`], the
 /// file was closed and its upload is still due (a later mount resumes it).
 pub const JOURNAL_KEY: &str = "write_back";
@@ -319,6 +321,13 @@ impl Spool {
         self.durable_names.store(true, Ordering::Release);
     }
 
+    /// For tests: journal records go into the sidecars, as on a filesystem without extended
+    /// attributes.
+    #[cfg(test)]
+    pub(in crate::fs) fn records_in_sidecars(&self) {
+        self.durable_names.store(false, Ordering::Release);
+    }
+
     /// A spare spool file, making [`SPARES`] more if there is none; None if that failed.
     fn take_spare(&self) -> Option<(PathBuf, File)> {
         let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
@@ -406,6 +415,7 @@ impl Spool {
     /// those closed with write-back and not uploaded yet are claimed to be uploaded now: of one
     /// file, the newest close's content alone (see [`newest_per_file`]).
     fn rescue_orphans(&self) {
+        self.remove_unfinished_sidecars();
         let mut pending = Vec::new();
         for (path, pid) in self.orphans() {
             let sidecar = read_sidecar(&path);
@@ -505,6 +515,26 @@ impl Spool {
         }
     }
 
+    /// Removes the sidecars that dead mounts began to write (their old sidecars stand).
+    fn remove_unfinished_sidecars(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((spool_file, _)) = name.split_once(SIDECAR) else {
+                continue;
+            };
+            if name.ends_with(UNFINISHED)
+                && spool_name(spool_file).is_some_and(|(pid, _)| !process_alive(pid))
+            {
+                if let Err(err) = std::fs::remove_file(entry.path()) {
+                    log::debug!("removing {}: {err}", entry.path().display());
+                }
+            }
+        }
+    }
+
     /// The spool files of mounts that died, with their pids.
     fn orphans(&self) -> Vec<(PathBuf, i32)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
@@ -513,11 +543,7 @@ impl Spool {
         entries
             .flatten()
             .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_suffix(SUFFIX)
-                    .and_then(|stem| stem.split_once('-'))
-                    .and_then(|(pid, _)| pid.parse::<i32>().ok())?;
+                let (pid, _) = spool_name(&entry.file_name().to_string_lossy())?;
                 (!process_alive(pid)).then(|| (entry.path(), pid))
             })
             .collect()
@@ -605,11 +631,7 @@ fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) 
             .about
             .get(SEQUENCE_KEY)
             .and_then(serde_json::Value::as_u64);
-        // `<pid>-<n>.spool`
-        let n = file_name(&r.path)
-            .strip_suffix(SUFFIX)
-            .and_then(|stem| stem.split_once('-'))
-            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let n = spool_name(&file_name(&r.path)).and_then(|(_, n)| n);
         (sequence, r.pid, n)
     };
     // Records that share a key, directly or through others, are one file's: a union-find.
@@ -657,6 +679,13 @@ fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) 
     (kept, older)
 }
 
+/// The pid and the number of a spool file's name, `<pid>-<n>.spool` (see [`Spool::new_path`]);
+/// None for a name of another kind (sidecars, files of other programs).
+fn spool_name(name: &str) -> Option<(i32, Option<u64>)> {
+    let (pid, n) = name.strip_suffix(SUFFIX)?.split_once('-')?;
+    Some((pid.parse().ok()?, n.parse().ok()))
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned())
@@ -674,7 +703,7 @@ pub fn sidecar_of(path: &Path) -> PathBuf {
 pub fn add_to_sidecar(path: &Path, key: &str, value: serde_json::Value) {
     let mut about = read_sidecar(path);
     about.insert(key.to_owned(), value);
-    if let Err(err) = write_sidecar(path, &about) {
+    if let Err(err) = write_sidecar(path, &about, false) {
         log::debug!("{}: writing its sidecar: {err}", path.display());
     }
 }
@@ -798,15 +827,38 @@ fn count_sync() {
     SYNCS.with(|syncs| syncs.set(syncs.get() + 1));
 }
 
+/// Writes the sidecar of `path` whole, into a new file renamed over it: a reader, or a mount
+/// that dies meanwhile, finds the old sidecar or the new one, never a part of one (with
+/// write-back the sidecar may be the journal record). `sync`: the new file's data reaches the
+/// disk before the rename, for a record that must survive a power cut (the caller syncs the
+/// directory after).
 fn write_sidecar(
     path: &Path,
     about: &serde_json::Map<String, serde_json::Value>,
+    sync: bool,
 ) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(about).map_err(std::io::Error::other)?;
     text.push('\n');
     let sidecar = sidecar_of(path);
+    // Unique: two threads may describe one file at once.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut fresh = sidecar.as_os_str().to_owned();
+    fresh.push(format!(
+        ".{}{UNFINISHED}",
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let fresh = PathBuf::from(fresh);
     // It names the user's files and where they go: the user's alone, like the spool file.
-    crate::private::write(&sidecar, text.as_bytes())
+    let written = crate::private::write(&fresh, text.as_bytes())
+        .and_then(|()| match sync {
+            true => sync_file(&File::open(&fresh)?, true),
+            false => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&fresh, &sidecar));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    written
 }
 
 /// Moves (or, across filesystems, copies) `path` into the recovery directory under a name made
@@ -841,7 +893,7 @@ pub fn move_to_recovery(
     }
     // A recovered file is nobody's upload any more.
     remove_record(&target);
-    if let Err(err) = write_sidecar(&target, about) {
+    if let Err(err) = write_sidecar(&target, about, false) {
         log::warn!(
             "{}: could not write what it is ({err}): it was {}",
             target.display(),
@@ -1269,7 +1321,7 @@ impl SpoolFile {
 
     /// Records where the data is going, in the sidecar (see the module's documentation).
     pub fn describe(&self, about: &serde_json::Map<String, serde_json::Value>) {
-        if let Err(err) = write_sidecar(&self.path, about) {
+        if let Err(err) = write_sidecar(&self.path, about, false) {
             log::debug!("{}: writing its sidecar: {err}", self.path.display());
         }
     }
@@ -1314,11 +1366,19 @@ impl SpoolFile {
             }
         }
         sync_file(&self.file, true).map_err(|e| io_error("syncing", &self.path, &e))?;
-        write_sidecar(&self.path, about)
-            .and_then(|()| sync_file(&File::open(sidecar_of(&self.path))?, true))
+        write_sidecar(&self.path, about, true)
             .map_err(|e| io_error("writing the journal record of", &self.path, &e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         sync_dir(dir).map_err(|e| io_error("syncing", dir, &e))
+    }
+
+    /// Whether the file's journal record, of an upload still due, is in its sidecar (a
+    /// filesystem without extended attributes: see [`SpoolFile::journal`]).
+    pub fn record_in_sidecar(&self) -> bool {
+        read_sidecar(&self.path)
+            .get(JOURNAL_KEY)
+            .and_then(|v| v.as_str())
+            == Some(JOURNAL_PENDING)
     }
 
     /// Removes the file's journal record (its upload is done, or nobody wants it), without a
@@ -1410,6 +1470,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn spool(dir: &Path, max: u64) -> Spool {
         Spool::new(&SpoolConfig {
@@ -1896,6 +1957,37 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(reason.contains("record is unreadable"), "{reason}");
+    }
+
+    #[test]
+    fn a_sidecar_is_replaced_whole_and_one_a_dead_mount_began_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path(), 1 << 20);
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"due").unwrap();
+        file.journal(&pending_record("f.txt")).unwrap();
+        // A rewrite of the sidecar replaces it: it never exists in part, for a reader or
+        // for the next mount.
+        let sidecar = sidecar_of(file.path());
+        let before = std::fs::metadata(&sidecar).unwrap().ino();
+        add_to_sidecar(file.path(), "made_item_id", 12.into());
+        assert_ne!(std::fs::metadata(&sidecar).unwrap().ino(), before);
+        assert_eq!(read_sidecar(file.path())["made_item_id"], 12);
+        let dead = dir.path().join("99999999-3.spool");
+        std::fs::rename(file.path(), &dead).unwrap();
+        std::fs::rename(&sidecar, sidecar_of(&dead)).unwrap();
+        drop(file);
+        // The dead mount was writing its sidecar anew when it died.
+        let unfinished = dir
+            .path()
+            .join(format!("99999999-3.spool{SIDECAR}.4{UNFINISHED}"));
+        std::fs::write(&unfinished, b"{\"serv").unwrap();
+        drop(spool);
+        let next = spool_at(dir.path());
+        let resumed = next.take_resumable();
+        assert_eq!(resumed.len(), 1, "resumed by its whole record");
+        assert_eq!(resumed[0].about["name"], "f.txt");
+        assert!(!unfinished.exists(), "the part a dead mount wrote");
     }
 
     fn spool_at(dir: &Path) -> Spool {

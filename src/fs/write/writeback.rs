@@ -261,24 +261,25 @@ impl MidasFs {
         Ok(())
     }
 
-    /// After a rename of a new file whose upload is due: its journal record names the new
-    /// place, so that the next mount, should this one die, sends it there (and not under the
-    /// old name, where another file may be by then).
-    pub(in crate::fs) fn retarget_record(&self, ino: u64, file: &WriteFile) {
-        if self.writes.write_back.is_none() {
-            return;
+    /// Writes `about` as the journal record of the file's newest content due, which is where
+    /// `journal` puts a close's record; false if no content is due.
+    pub(in crate::fs) fn journal_newest_due(
+        &self,
+        ino: u64,
+        data: &FileData,
+        about: &spool::About,
+    ) -> bool {
+        let Some(due) = data.newest_due() else {
+            return false;
+        };
+        if let Err(err) = due.journal(about) {
+            log::warn!("{}: {err}", self.describe(ino));
         }
-        let about = self.journal_record(ino, file);
-        let data = file.lock();
-        if let Some(due) = data.newest_due() {
-            if let Err(err) = due.journal(&about) {
-                log::warn!("{}: {err}", self.describe(ino));
-            }
-        }
+        true
     }
 
     /// The journal record of a pending upload of the file, for its current target.
-    fn journal_record(&self, ino: u64, file: &WriteFile) -> spool::About {
+    pub(in crate::fs) fn journal_record(&self, ino: u64, file: &WriteFile) -> spool::About {
         let target = file.lock().target.clone();
         let mut about = self.spool_about(ino, &target);
         about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
@@ -293,13 +294,11 @@ impl MidasFs {
         let about = self.journal_record(ino, file);
         let data = file.lock();
         let more = lock(&wb.pending).get(&ino).copied().unwrap_or(0) > 1;
+        if more && !data.unlinked && self.journal_newest_due(ino, &data, &about) {
+            return;
+        }
         // The record, if any, is on the newest content due (see `journal`).
         match data.newest_due() {
-            Some(due) if more && !data.unlinked => {
-                if let Err(err) = due.journal(&about) {
-                    log::warn!("{}: {err}", self.describe(ino));
-                }
-            }
             Some(due) => due.clear_record(),
             None => data.spool.clear_record(),
         }
@@ -1283,32 +1282,58 @@ mod tests {
         assert_eq!(kept, 1, "kept in the recovery directory");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_renamed_new_file_whose_upload_is_due_is_resumed_under_its_new_name() {
+    /// A write-back mount whose journal records are in the sidecars (`sidecars`), as on a
+    /// spool filesystem without extended attributes, or in the spool files' attributes.
+    fn mount_recording(
+        midas: &Arc<FakeMidas>,
+        spool: &std::path::Path,
+        sidecars: bool,
+    ) -> Arc<MidasFs> {
+        let fs = mount(midas, spool);
+        if sidecars {
+            fs.writes.spool.records_in_sidecars();
+        }
+        fs
+    }
+
+    /// The journal record of the spool file `path` as the next mount reads it: its sidecar with
+    /// the record of its extended attribute over it; None if no upload is due.
+    fn due_record(path: &std::path::Path) -> Option<spool::About> {
+        let mut about = spool::read_sidecar(path);
+        about.extend(spool::read_record(path).unwrap().unwrap_or_default());
+        (about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING)).then_some(about)
+    }
+
+    /// The spool file of the handle's file, which holds the content due now (a write during an
+    /// upload goes into a new one).
+    fn spool_path(fs: &MidasFs, fh: u64) -> std::path::PathBuf {
+        let file = fs.writes.file_of_handle(fh).unwrap().1;
+        let path = file.lock().spool.path().to_owned();
+        path
+    }
+
+    async fn renamed_new_file_due(sidecars: bool) {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
         let spool = tempfile::tempdir().unwrap();
-        let fs = mount(&midas, spool.path());
+        let fs = mount_recording(&midas, spool.path(), sidecars);
         let held = hold_upload_slots(&fs).await;
         let (_, fh) = fs.create(ROOT, "draft.txt", 42).unwrap();
         fs.write(fh, 0, b"the text").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
-        let path = fs
-            .writes
-            .file_of_handle(fh)
-            .unwrap()
-            .1
-            .lock()
-            .spool
-            .path()
-            .to_owned();
+        let path = spool_path(&fs, fh);
+        assert_eq!(
+            spool::read_record(&path).unwrap().is_some(),
+            !sidecars,
+            "where the record is"
+        );
         fs.rename(ROOT, "draft.txt", ROOT, "final.txt", false)
             .await
             .unwrap();
-        let record = spool::read_record(&path).unwrap().expect("still due");
+        let record = due_record(&path).expect("still due");
         assert_eq!(record["name"], "final.txt");
-        assert_eq!(record[JOURNAL_KEY], JOURNAL_PENDING);
         drop(held);
         fs.sync_uploads().await.unwrap();
+        assert_eq!(due_record(&path), None, "nothing is due any more");
         release(&fs, fh).await.unwrap();
         assert!(midas
             .child_item(midas.public_folder(), "final.txt")
@@ -1316,10 +1341,57 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_close_during_the_upload_of_the_last_keeps_the_record_as_what_is_due_now() {
+    async fn a_renamed_new_file_whose_upload_is_due_is_resumed_under_its_new_name() {
+        renamed_new_file_due(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_extended_attributes_a_renamed_new_file_is_resumed_under_its_new_name() {
+        renamed_new_file_due(true).await;
+    }
+
+    async fn saved_by_rename_due(sidecars: bool) {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_file(midas.public_folder(), "doc.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount_recording(&midas, spool.path(), sidecars);
+        fs.lookup(ROOT, "doc.txt").await.unwrap();
+        let held = hold_upload_slots(&fs).await;
+        let (_, tmp) = fs.create(ROOT, "doc.txt.tmp", 42).unwrap();
+        fs.write(tmp, 0, b"saved").unwrap();
+        fs.close_or_sync(tmp, Some(42)).await.unwrap();
+        let path = spool_path(&fs, tmp);
+        // An editor's save: the temporary file, closed, is renamed over the file.
+        fs.rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false)
+            .await
+            .expect("rename");
+        let record = due_record(&path).expect("still due");
+        assert_eq!(record["kind"], "revision", "{record:?}");
+        assert_eq!(record["item_id"], item);
+        drop(held);
+        fs.sync_uploads().await.expect("nothing fails");
+        assert_eq!(due_record(&path), None, "nothing is due any more");
+        release(&fs, tmp).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "saved"]);
+        assert!(midas
+            .child_item(midas.public_folder(), "doc.txt.tmp")
+            .is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_due_file_saved_by_rename_is_resumed_as_a_revision_of_the_file_it_replaced() {
+        saved_by_rename_due(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_extended_attributes_a_due_file_saved_by_rename_keeps_its_record() {
+        saved_by_rename_due(true).await;
+    }
+
+    async fn close_during_upload(sidecars: bool) {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
         let spool = tempfile::tempdir().unwrap();
-        let fs = mount(&midas, spool.path());
+        let fs = mount_recording(&midas, spool.path(), sidecars);
         midas.fail_always(
             "midas.upload.perform",
             Fault::Delay(Duration::from_millis(400)),
@@ -1327,13 +1399,7 @@ mod tests {
         let (_, fh) = fs.create(ROOT, "twice.txt", 42).unwrap();
         fs.write(fh, 0, b"v1").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
-        // The spool file holding the content due now (a write during an upload goes into a
-        // new one).
-        let record = || {
-            let file = fs.writes.file_of_handle(fh).unwrap().1;
-            let path = file.lock().spool.path().to_owned();
-            spool::read_record(&path).unwrap()
-        };
+        let record = || due_record(&spool_path(&fs, fh));
         assert_eq!(record().unwrap()["kind"], "new_item");
         while midas.count("midas.upload.perform") == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1341,25 +1407,38 @@ mod tests {
         // The first upload is running.
         fs.write(fh, 0, b"v2, longer").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
-        // Once the first upload made the item, the record is for the second: a revision of it.
+        // From this close on, a record of it is there at every moment: first as a new file,
+        // then, once the first upload made the item, as a revision of that item.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let item = loop {
+            let due = record().expect("the second close's record, at every moment");
             if let Some(item) = midas.child_item(midas.public_folder(), "twice.txt") {
-                if record().is_some_and(|r| r["kind"] == "revision") {
+                if due["kind"] == "revision" {
                     break item;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "{:?}", record());
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(std::time::Instant::now() < deadline, "{due:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
         let due = record().unwrap();
-        assert_eq!(due[JOURNAL_KEY], JOURNAL_PENDING);
         assert_eq!(due["item_id"], item);
-        // (No MD5: the rewrite from offset 0 stopped the running one.)
-        assert_eq!(due["size"], 10);
+        if !sidecars {
+            // (No MD5: the rewrite from offset 0 stopped the running one.)
+            assert_eq!(due["size"], 10);
+        }
         fs.sync_uploads().await.expect("both uploads succeed");
         assert_eq!(midas.content(item).unwrap(), b"v2, longer");
         assert_eq!(record(), None, "nothing is due any more");
         release(&fs, fh).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_during_the_upload_of_the_last_keeps_the_record_as_what_is_due_now() {
+        close_during_upload(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_extended_attributes_a_close_during_an_upload_keeps_its_record_throughout() {
+        close_during_upload(true).await;
     }
 }
