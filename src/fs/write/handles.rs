@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::early::{EarlyStart, EarlyUpload};
-use super::spool::SpoolFile;
+use super::spool::{self, SpoolFile};
 use super::{Container, FileData, Sends, Target, WriteFile, WriteHandle};
 use crate::fs::error::Kind;
 use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
@@ -53,6 +53,7 @@ impl MidasFs {
             .into(),
         };
         let file = Arc::new(WriteFile {
+            identity: spool::new_file_identity(),
             data: Mutex::new(FileData {
                 spool,
                 // Even an empty new file must reach the server.
@@ -144,6 +145,7 @@ impl MidasFs {
             return Ok(fh);
         }
         let file = Arc::new(WriteFile {
+            identity: spool::new_file_identity(),
             data: Mutex::new(FileData {
                 spool,
                 dirty: truncate && old_size > 0,

@@ -214,6 +214,9 @@ pub(in crate::fs) struct WriteHandle {
 
 /// One file open for writing.
 pub(in crate::fs) struct WriteFile {
+    /// Names the file in its journal records, whatever its place (see
+    /// [`spool::new_file_identity`]).
+    pub(in crate::fs) identity: String,
     pub(in crate::fs) data: Mutex<FileData>,
     /// One upload at a time per file.
     pub(in crate::fs) upload: Arc<tokio::sync::Mutex<()>>,

@@ -570,6 +570,16 @@ pub fn describe_target(about: &serde_json::Map<String, serde_json::Value>) -> St
 /// [`next_sequence`]).
 pub const SEQUENCE_KEY: &str = "sequence";
 
+/// The key of a journal record that names the file it is of, whatever its place then: one
+/// file's records share it through renames (see [`new_file_identity`]).
+pub const FILE_KEY: &str = "file";
+
+/// A name for a file written through the mount, unique across mounts: the pid and a number
+/// larger than every one this process gave (see [`next_sequence`]).
+pub fn new_file_identity() -> String {
+    format!("{}-{}", std::process::id(), next_sequence())
+}
+
 /// The last sequence number given, or found in a dead mount's records (see [`next_sequence`]).
 static LAST_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -625,7 +635,29 @@ fn file_keys(about: &About) -> Vec<String> {
 /// the newest or not at all in order, could leave the older content as the file's. Records
 /// without a sequence (an older midasfs) count as older than those with one, then by their
 /// spool files' names (the dead mount's pid, then the number it counted up).
+///
+/// Two steps: records that name one file ([`FILE_KEY`]) are that file's, wherever each says
+/// it goes (it may have been renamed between them). Then records that go to one place are
+/// one file's: content closed there later replaced what was closed there before (a new file
+/// made under the name of one removed or renamed away, the records of an older midasfs).
 fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) {
+    let by_file = |r: &Resumable| {
+        let text = |key: &str| r.about.get(key).and_then(|v| v.as_str());
+        let server = text("server").unwrap_or_default();
+        text(FILE_KEY).map_or_else(Vec::new, |file| vec![format!("{server} file {file}")])
+    };
+    let (kept, mut older) = newest_by(pending, by_file);
+    let (kept, by_place) = newest_by(kept, |r| file_keys(&r.about));
+    older.extend(by_place);
+    (kept, older)
+}
+
+/// Of `pending`, the newest of each group of records that share a key of `keys_of`, directly
+/// or through others (a union-find), and the others.
+fn newest_by(
+    pending: Vec<Resumable>,
+    keys_of: impl Fn(&Resumable) -> Vec<String>,
+) -> (Vec<Resumable>, Vec<Resumable>) {
     let order = |r: &Resumable| {
         let sequence = r
             .about
@@ -634,7 +666,6 @@ fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) 
         let n = spool_name(&file_name(&r.path)).and_then(|(_, n)| n);
         (sequence, r.pid, n)
     };
-    // Records that share a key, directly or through others, are one file's: a union-find.
     let mut group: Vec<usize> = (0..pending.len()).collect();
     fn root(group: &mut [usize], mut at: usize) -> usize {
         while group[at] != at {
@@ -645,7 +676,7 @@ fn newest_per_file(pending: Vec<Resumable>) -> (Vec<Resumable>, Vec<Resumable>) 
     }
     let mut first_with: HashMap<String, usize> = HashMap::new();
     for (at, resumable) in pending.iter().enumerate() {
-        for key in file_keys(&resumable.about) {
+        for key in keys_of(resumable) {
             match first_with.get(&key) {
                 Some(&other) => {
                     let (a, b) = (root(&mut group, at), root(&mut group, other));
@@ -1957,6 +1988,61 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(reason.contains("record is unreadable"), "{reason}");
+    }
+
+    #[test]
+    fn after_a_power_cut_a_renamed_files_older_close_is_not_sent_to_its_old_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let record = |name: &str, file: &str| {
+            let mut about = pending_record(name);
+            about.insert(FILE_KEY.into(), file.into());
+            about
+        };
+        // In the order of the closes, each older record back after a power cut:
+        let closes = [
+            // a file closed, closed again, and renamed (its record rewritten) ...
+            (b"e, first".as_slice(), record("e.txt", "100-1")),
+            (b"e, second", record("e2.txt", "100-1")),
+            // ... and a new file made under the name it left
+            (b"new e", record("e.txt", "100-2")),
+            // a file closed, closed again and renamed, with nothing at its old name after it
+            (b"h, first", record("h.txt", "100-3")),
+            (b"h, second", record("h2.txt", "100-3")),
+        ];
+        let count = closes.len() as u32;
+        for (n, (content, about)) in closes.into_iter().enumerate() {
+            let mut file = spool.create().unwrap();
+            file.write_at(0, content).unwrap();
+            file.journal(&about).unwrap();
+            as_if_dead(file, dir.path(), count - n as u32);
+        }
+        drop(spool);
+        let next = durable_spool(dir.path());
+        let mut resumed: Vec<(Vec<u8>, String)> = next
+            .take_resumable()
+            .iter()
+            .map(|r| {
+                let name = r.about["name"].as_str().unwrap().to_owned();
+                (std::fs::read(&r.path).unwrap(), name)
+            })
+            .collect();
+        resumed.sort();
+        let expected = [
+            (b"e, second".to_vec(), "e2.txt".to_owned()),
+            (b"h, second".to_vec(), "h2.txt".to_owned()),
+            (b"new e".to_vec(), "e.txt".to_owned()),
+        ];
+        assert_eq!(resumed, expected, "what is sent, and where");
+        let mut kept: Vec<Vec<u8>> = std::fs::read_dir(next.recovery_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, [b"e, first".to_vec(), b"h, first".to_vec()]);
     }
 
     #[test]

@@ -284,6 +284,7 @@ impl MidasFs {
         let mut about = self.spool_about(ino, &target);
         about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
         about.insert("kind".into(), kind_of(&target).into());
+        about.insert(spool::FILE_KEY.into(), file.identity.clone().into());
         about
     }
 
@@ -451,7 +452,13 @@ impl MidasFs {
         let mtime = std::fs::metadata(&resumable.path)
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| std::time::SystemTime::now());
+        let identity = resumable
+            .about
+            .get(spool::FILE_KEY)
+            .and_then(|v| v.as_str())
+            .map_or_else(spool::new_file_identity, str::to_owned);
         let file = Arc::new(WriteFile {
+            identity,
             data: Mutex::new(FileData {
                 spool,
                 // Nothing may send it before its checks (`resume_shown`) passed.
@@ -1326,11 +1333,14 @@ mod tests {
             !sidecars,
             "where the record is"
         );
+        let file = due_record(&path).unwrap()[spool::FILE_KEY].clone();
+        assert!(file.is_string(), "{file:?}");
         fs.rename(ROOT, "draft.txt", ROOT, "final.txt", false)
             .await
             .unwrap();
         let record = due_record(&path).expect("still due");
         assert_eq!(record["name"], "final.txt");
+        assert_eq!(record[spool::FILE_KEY], file, "the same file's record");
         drop(held);
         fs.sync_uploads().await.unwrap();
         assert_eq!(due_record(&path), None, "nothing is due any more");
