@@ -415,6 +415,10 @@ impl Spool {
     /// those closed with write-back and not uploaded yet are claimed to be uploaded now: of one
     /// file, the newest close's content alone (see [`newest_per_file`]).
     fn rescue_orphans(&self) {
+        // Mounts that share the directory rescue one at a time: else one could scan after
+        // another claimed a file's newest record and before it moved the older one away, and
+        // send that older one.
+        let _one_at_a_time = self.lock_for_rescue();
         self.remove_unfinished_sidecars();
         let mut pending = Vec::new();
         for (path, pid) in self.orphans() {
@@ -513,6 +517,22 @@ impl Spool {
                 path.display()
             ),
         }
+    }
+
+    /// An exclusive lock on the directory itself (`flock` of the directory), held until the
+    /// returned descriptor is dropped; None (and no waiting) if it cannot be taken.
+    fn lock_for_rescue(&self) -> Option<File> {
+        let locked = File::open(&self.dir).and_then(|dir| {
+            // SAFETY: flock on a descriptor this function owns; it touches no memory.
+            let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) };
+            match rc {
+                0 => Ok(dir),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        locked
+            .inspect_err(|err| log::debug!("locking {}: {err}", self.dir.display()))
+            .ok()
     }
 
     /// Removes the sidecars that dead mounts began to write (their old sidecars stand).
@@ -2043,6 +2063,28 @@ mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, [b"e, first".to_vec(), b"h, first".to_vec()]);
+    }
+
+    #[test]
+    fn mounts_sharing_a_spool_rescue_a_dead_mounts_files_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        let mut file = spool.create().unwrap();
+        file.write_at(0, b"due").unwrap();
+        file.journal(&pending_record("g.txt")).unwrap();
+        let dead = as_if_dead(file, dir.path(), 5);
+        drop(spool);
+        // Another mount is rescuing.
+        let held = File::open(dir.path()).unwrap();
+        // SAFETY: flock on a descriptor the test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let path = dir.path().to_owned();
+        let next = std::thread::spawn(move || durable_spool(&path).take_resumable().len());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(dead.exists(), "claimed while another mount rescues");
+        drop(held);
+        assert_eq!(next.join().unwrap(), 1, "claimed once the other is done");
+        assert!(!dead.exists());
     }
 
     #[test]
