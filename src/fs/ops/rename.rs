@@ -106,7 +106,7 @@ impl MidasFs {
                         *name = new_name.to_owned();
                     }
                     drop(data);
-                    self.describe_spool(source.ino, &file);
+                    self.retarget_spool(source.ino, &file);
                 }
             }
             NodeKind::ItemFile { item, .. }
@@ -226,6 +226,12 @@ impl MidasFs {
         self.moved_aliases(source_ino, new_parent);
         if let Some(public) = now_public {
             self.mark_access_below(source_ino, public);
+        }
+        if matches!(source.data.kind, NodeKind::Bitstream { .. }) {
+            // A file of an item directory open for writing: its sidecar and due record name it.
+            if let (ino, Some(file)) = self.open_file_of(&source) {
+                self.retarget_spool(ino, &file);
+            }
         }
         Ok(())
     }

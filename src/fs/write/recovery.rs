@@ -48,27 +48,33 @@ impl MidasFs {
         about
     }
 
-    /// Writes the sidecar of a file's spool for its current target, and with write-back the
-    /// journal record of its newest content due (closed, its upload not started), for that
-    /// target too: a mount that dies next sends it where the file is now (after a rename, a
-    /// save by rename, or the upload that made its item). A removed file's record goes:
-    /// nobody may send it any more.
+    /// Writes the sidecar of a file's spool for its current target. On a spool filesystem
+    /// without extended attributes the sidecar of the content due is its journal record: that
+    /// one is left to the record's own rewrite, which follows a change of the target
+    /// ([`MidasFs::retarget_spool`], or after an upload `settle_record`); a plain sidecar would
+    /// drop the record meanwhile. A removed file's sidecar is written plainly: a record in it
+    /// goes (nobody may send it any more; `settle_record` removes one in an attribute).
     pub(in crate::fs) fn describe_spool(&self, ino: u64, file: &WriteFile) {
-        let target = file.lock().target.clone();
-        let about = self.spool_about(ino, &target);
-        let record = self
-            .writes
-            .write_back
-            .is_some()
-            .then(|| self.journal_record(ino, file));
         let data = file.lock();
-        let record = record.filter(|_| !data.unlinked);
-        // On a spool filesystem without extended attributes the sidecar of the content due is
-        // its record: written once, as the record (a plain sidecar would drop it meanwhile).
-        if !(record.is_some() && data.sends.due && data.spool.record_in_sidecar()) {
-            data.spool.describe(&about);
+        if !data.unlinked && data.sends.due && data.spool.record_in_sidecar() {
+            return;
         }
-        if let Some(record) = record {
+        let about = self.spool_about(ino, &data.target);
+        data.spool.describe(&about);
+    }
+
+    /// After a change of where the file goes (a rename, a save by rename): its sidecar, and
+    /// with write-back the journal record of its newest content due (closed, its upload not
+    /// begun), so that a mount that dies next sends it where the file is now. Under the file's
+    /// lock, which a close takes to write its record too.
+    pub(in crate::fs) fn retarget_spool(&self, ino: u64, file: &WriteFile) {
+        self.describe_spool(ino, file);
+        if self.writes.write_back.is_none() {
+            return;
+        }
+        let data = file.lock();
+        if !data.unlinked {
+            let record = self.journal_record(ino, &file.identity, &data.target);
             self.journal_newest_due(ino, &data, &record);
         }
     }

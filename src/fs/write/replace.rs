@@ -69,7 +69,7 @@ impl MidasFs {
                     data.dirty = true;
                     data.empty_upload = false;
                 }
-                self.describe_spool(renamed, &file);
+                self.retarget_spool(renamed, &file);
                 let shown = Entry {
                     name: target.name.clone(),
                     ..target.clone()
@@ -109,7 +109,7 @@ impl MidasFs {
                         data.dirty
                     };
                     if written_since {
-                        self.describe_spool(renamed, file);
+                        self.retarget_spool(renamed, file);
                         self.remove_fresh(fresh_item.id).await;
                         let shown = Entry {
                             name: target.name.clone(),
@@ -138,7 +138,7 @@ impl MidasFs {
                         item: item.clone(),
                         parent_ino: new_parent,
                     };
-                    self.describe_spool(renamed, file);
+                    self.retarget_spool(renamed, file);
                 }
                 self.remove_fresh(fresh_item.id).await;
                 self.show_replaced(renamed, Some(fresh_item.id), &uploaded.entry, new_parent);

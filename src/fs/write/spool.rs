@@ -55,6 +55,8 @@ const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
 /// The suffix of the file that says where a spool or recovered file's data was going.
 pub const SIDECAR: &str = ".target";
+/// The sidecar's key for the item an upload of the file made (see [`add_to_sidecar`]).
+pub const MADE_ITEM_KEY: &str = "made_item_id";
 /// The suffix of a sidecar being written (see [`write_sidecar`]).
 const UNFINISHED: &str = ".new";
 /// The sidecar's key that makes it a write-back journal record: with [`JOURNAL_PENDING`], the
@@ -520,7 +522,8 @@ impl Spool {
     }
 
     /// An exclusive lock on the directory itself (`flock` of the directory), held until the
-    /// returned descriptor is dropped; None (and no waiting) if it cannot be taken.
+    /// returned descriptor is dropped: it waits for another mount's rescue. None if the
+    /// filesystem refuses it (the rescue then runs unlocked, as before such locks).
     fn lock_for_rescue(&self) -> Option<File> {
         let locked = File::open(&self.dir).and_then(|dir| {
             // SAFETY: flock on a descriptor this function owns; it touches no memory.
@@ -752,6 +755,7 @@ pub fn sidecar_of(path: &Path) -> PathBuf {
 /// Adds `key` to the sidecar of `path` (e.g. the item an upload made, for a later mount to
 /// remove if this one dies).
 pub fn add_to_sidecar(path: &Path, key: &str, value: serde_json::Value) {
+    let _one_writer = sidecar_writes();
     let mut about = read_sidecar(path);
     about.insert(key.to_owned(), value);
     if let Err(err) = write_sidecar(path, &about, false) {
@@ -878,6 +882,21 @@ fn count_sync() {
     SYNCS.with(|syncs| syncs.set(syncs.get() + 1));
 }
 
+fn sidecar_text(about: &serde_json::Map<String, serde_json::Value>) -> std::io::Result<String> {
+    let mut text = serde_json::to_string_pretty(about).map_err(std::io::Error::other)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Held by whoever writes a sidecar, across its read when the write keeps what it read: one
+/// writer at a time, so that none loses another's keys (the item an upload made, a journal
+/// record).
+static SIDECAR_WRITES: Mutex<()> = Mutex::new(());
+
+fn sidecar_writes() -> std::sync::MutexGuard<'static, ()> {
+    SIDECAR_WRITES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Writes the sidecar of `path` whole, into a new file renamed over it: a reader, or a mount
 /// that dies meanwhile, finds the old sidecar or the new one, never a part of one (with
 /// write-back the sidecar may be the journal record). `sync`: the new file's data reaches the
@@ -888,8 +907,7 @@ fn write_sidecar(
     about: &serde_json::Map<String, serde_json::Value>,
     sync: bool,
 ) -> std::io::Result<()> {
-    let mut text = serde_json::to_string_pretty(about).map_err(std::io::Error::other)?;
-    text.push('\n');
+    let text = sidecar_text(about)?;
     let sidecar = sidecar_of(path);
     // Unique: two threads may describe one file at once.
     static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -923,6 +941,8 @@ pub fn move_to_recovery(
 ) -> std::io::Result<PathBuf> {
     crate::private::dir(recovery)?;
     let target = unique_recovery_path(recovery, name);
+    // (The recovered file's sidecar is new: written in place, so that no unfinished sidecar
+    // is ever left among the recovered files.)
     match std::fs::rename(path, &target) {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
@@ -944,7 +964,9 @@ pub fn move_to_recovery(
     }
     // A recovered file is nobody's upload any more.
     remove_record(&target);
-    if let Err(err) = write_sidecar(&target, about, false) {
+    let written = sidecar_text(about)
+        .and_then(|text| crate::private::write(&sidecar_of(&target), text.as_bytes()));
+    if let Err(err) = written {
         log::warn!(
             "{}: could not write what it is ({err}): it was {}",
             target.display(),
@@ -1372,6 +1394,7 @@ impl SpoolFile {
 
     /// Records where the data is going, in the sidecar (see the module's documentation).
     pub fn describe(&self, about: &serde_json::Map<String, serde_json::Value>) {
+        let _one_writer = sidecar_writes();
         if let Err(err) = write_sidecar(&self.path, about, false) {
             log::debug!("{}: writing its sidecar: {err}", self.path.display());
         }
@@ -1417,10 +1440,34 @@ impl SpoolFile {
             }
         }
         sync_file(&self.file, true).map_err(|e| io_error("syncing", &self.path, &e))?;
-        write_sidecar(&self.path, about, true)
-            .map_err(|e| io_error("writing the journal record of", &self.path, &e))?;
+        {
+            let _one_writer = sidecar_writes();
+            // The item an early upload of this new file made stays known (in the extended
+            // attributes' case the sidecar keeps it beside the record).
+            let mut about = about.clone();
+            if about.get("kind").and_then(|v| v.as_str()) == Some("new_item") {
+                if let Some(made) = read_sidecar(&self.path).remove(MADE_ITEM_KEY) {
+                    about.entry(MADE_ITEM_KEY).or_insert(made);
+                }
+            }
+            write_sidecar(&self.path, &about, true)
+                .map_err(|e| io_error("writing the journal record of", &self.path, &e))?;
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         sync_dir(dir).map_err(|e| io_error("syncing", dir, &e))
+    }
+
+    /// Whether the file's journal record says all that `about` says (its sequence aside): no
+    /// need to write it again.
+    pub fn record_says(&self, about: &About) -> bool {
+        let record = match read_record(&self.path) {
+            Ok(Some(record)) => record,
+            _ if self.record_in_sidecar() => read_sidecar(&self.path),
+            _ => return false,
+        };
+        about
+            .iter()
+            .all(|(key, value)| key == SEQUENCE_KEY || record.get(key) == Some(value))
     }
 
     /// Whether the file's journal record, of an upload still due, is in its sidecar (a
@@ -1441,9 +1488,12 @@ impl SpoolFile {
             remove_record(&self.path);
         }
         // A record in the sidecar (a filesystem without extended attributes).
+        let _one_writer = sidecar_writes();
         let mut about = read_sidecar(&self.path);
         if about.remove(JOURNAL_KEY).is_some() {
-            self.describe(&about);
+            if let Err(err) = write_sidecar(&self.path, &about, false) {
+                log::debug!("{}: writing its sidecar: {err}", self.path.display());
+            }
         }
     }
 
@@ -2085,6 +2135,29 @@ mod tests {
         drop(held);
         assert_eq!(next.join().unwrap(), 1, "claimed once the other is done");
         assert!(!dead.exists());
+    }
+
+    #[test]
+    fn a_record_that_says_it_all_already_is_not_written_again() {
+        for durable in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = if durable {
+                durable_spool(dir.path())
+            } else {
+                spool(dir.path(), 1 << 20)
+            };
+            let mut file = spool.create().unwrap();
+            file.write_at(0, b"x").unwrap();
+            let about = pending_record("h.txt");
+            assert!(!file.record_says(&about), "no record yet");
+            file.journal(&about).unwrap();
+            assert!(file.record_says(&about));
+            let mut moved = about.clone();
+            moved.insert("name".into(), "i.txt".into());
+            assert!(!file.record_says(&moved), "another place");
+            file.clear_record();
+            assert!(!file.record_says(&about), "cleared");
+        }
     }
 
     #[test]

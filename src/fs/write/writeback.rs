@@ -251,8 +251,10 @@ impl MidasFs {
     /// (not even when a power cut brought an older record back: the records' sequence numbers
     /// say which is the newest).
     fn journal(&self, ino: u64, file: &WriteFile) -> FsResult<()> {
-        let about = self.journal_record(ino, file);
         let mut data = file.lock();
+        // Under the file's lock, like every change of its target: a rename meanwhile cannot
+        // leave this record naming the old place.
+        let about = self.journal_record(ino, &file.identity, &data.target);
         data.spool.journal(&about)?;
         data.sends.due = true;
         data.sends
@@ -262,7 +264,8 @@ impl MidasFs {
     }
 
     /// Writes `about` as the journal record of the file's newest content due, which is where
-    /// `journal` puts a close's record; false if no content is due.
+    /// `journal` puts a close's record, unless the record says that already; false if no
+    /// content is due.
     pub(in crate::fs) fn journal_newest_due(
         &self,
         ino: u64,
@@ -272,19 +275,27 @@ impl MidasFs {
         let Some(due) = data.newest_due() else {
             return false;
         };
+        if due.record_says(about) {
+            return true;
+        }
         if let Err(err) = due.journal(about) {
             log::warn!("{}: {err}", self.describe(ino));
         }
         true
     }
 
-    /// The journal record of a pending upload of the file, for its current target.
-    pub(in crate::fs) fn journal_record(&self, ino: u64, file: &WriteFile) -> spool::About {
-        let target = file.lock().target.clone();
-        let mut about = self.spool_about(ino, &target);
+    /// The journal record of a pending upload of the file `identity` to `target` (read under
+    /// the file's lock, held until the record is written).
+    pub(in crate::fs) fn journal_record(
+        &self,
+        ino: u64,
+        identity: &str,
+        target: &Target,
+    ) -> spool::About {
+        let mut about = self.spool_about(ino, target);
         about.insert(JOURNAL_KEY.into(), JOURNAL_PENDING.into());
-        about.insert("kind".into(), kind_of(&target).into());
-        about.insert(spool::FILE_KEY.into(), file.identity.clone().into());
+        about.insert("kind".into(), kind_of(target).into());
+        about.insert(spool::FILE_KEY.into(), identity.into());
         about
     }
 
@@ -292,11 +303,13 @@ impl MidasFs {
     /// another close of it is waiting for its own upload, whose record then says what that
     /// upload is now (a new file's next upload is a revision of the item this one made).
     fn settle_record(&self, ino: u64, file: &WriteFile, wb: &WriteBack) {
-        let about = self.journal_record(ino, file);
         let data = file.lock();
         let more = lock(&wb.pending).get(&ino).copied().unwrap_or(0) > 1;
-        if more && !data.unlinked && self.journal_newest_due(ino, &data, &about) {
-            return;
+        if more && !data.unlinked {
+            let about = self.journal_record(ino, &file.identity, &data.target);
+            if self.journal_newest_due(ino, &data, &about) {
+                return;
+            }
         }
         // The record, if any, is on the newest content due (see `journal`).
         match data.newest_due() {
@@ -1396,6 +1409,30 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_extended_attributes_a_due_file_saved_by_rename_keeps_its_record() {
         saved_by_rename_due(true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renamed_file_of_an_item_directory_keeps_its_due_record_under_its_new_name() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
+        let item = midas.add_item(midas.public_folder(), "data");
+        midas.add_bitstream(item, "a.csv", b"a0");
+        midas.add_bitstream(item, "b.csv", b"b0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let dir = fs.lookup(ROOT, "data").await.unwrap().ino;
+        let ino = fs.lookup(dir, "a.csv").await.unwrap().ino;
+        let held = hold_upload_slots(&fs).await;
+        let fh = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(fh, 0, b"a1").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        let path = spool_path(&fs, fh);
+        assert_eq!(due_record(&path).unwrap()["name"], "a.csv");
+        fs.rename(dir, "a.csv", dir, "c.csv", false).await.unwrap();
+        let record = due_record(&path).expect("still due");
+        assert_eq!(record["name"], "c.csv", "{record:?}");
+        drop(held);
+        fs.sync_uploads().await.unwrap();
+        release(&fs, fh).await.unwrap();
     }
 
     async fn close_during_upload(sidecars: bool) {
