@@ -464,9 +464,9 @@ impl MidasFs {
     }
 
     /// The entry `name` of `dir` for a rename or an unlink, once no upload of it is running.
-    /// A new file may be uploading under this name (another thread's close): its upload
-    /// finishes first, the entry is what the file became, and the guard keeps further uploads
-    /// of it off until the caller is done.
+    /// A new file, or a file of an item directory, may be uploading under this name (another
+    /// thread's close): its upload finishes first, the entry is what the file became, and the
+    /// guard keeps further uploads of it off until the caller is done.
     pub(in crate::fs) async fn settled_child(
         &self,
         dir: u64,
@@ -478,6 +478,7 @@ impl MidasFs {
             .ok_or_else(|| FsError::not_found(name))?;
         let file = match entry.data.kind {
             NodeKind::NewFile { .. } => self.writes.files().get(&entry.ino).cloned(),
+            NodeKind::Bitstream { .. } => self.open_file_of(&entry).1,
             _ => None,
         };
         let Some(file) = file else {

@@ -4,6 +4,7 @@
 
 use super::spool::SpoolFile;
 use super::{Container, Target, WriteFile};
+use crate::fs::inode::NodeKind;
 use crate::fs::{FsError, MidasFs};
 use crate::midas::codes;
 use crate::midas::types::Id;
@@ -34,8 +35,25 @@ impl MidasFs {
                     Container::Item(item) => about.insert("item_id".into(), item.id.into()),
                 };
             }
-            Target::ItemFile { item, .. } | Target::Bitstream { item, .. } => {
-                let path = self.describe(ino);
+            Target::ItemFile { item, parent_ino }
+            | Target::Bitstream {
+                item, parent_ino, ..
+            } => {
+                // A file saved by rename is listed under the item's entry, not its own inode.
+                let listed = matches!(target, Target::ItemFile { .. })
+                    .then(|| self.listings.last(*parent_ino))
+                    .flatten()
+                    .and_then(|entries| {
+                        entries
+                            .iter()
+                            .find(|e| match &e.data.kind {
+                                NodeKind::ItemFile { item: listed, .. }
+                                | NodeKind::SavedFile { item: listed, .. } => listed.id == item.id,
+                                _ => false,
+                            })
+                            .map(|e| format!("{}/{}", self.describe(*parent_ino), e.name))
+                    });
+                let path = listed.unwrap_or_else(|| self.describe(ino));
                 let name = path.rsplit('/').next().unwrap_or_default().to_owned();
                 about.insert("path".into(), path.into());
                 about.insert("name".into(), name.into());

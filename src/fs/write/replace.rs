@@ -69,12 +69,13 @@ impl MidasFs {
                     data.dirty = true;
                     data.empty_upload = false;
                 }
-                self.retarget_spool(renamed, &file);
                 let shown = Entry {
                     name: target.name.clone(),
                     ..target.clone()
                 };
                 self.show_replaced(renamed, None, &shown, new_parent);
+                // Once shown under the target's name, which its record then says.
+                self.retarget_spool(renamed, &file);
                 Ok(true)
             }
             NodeKind::SavedFile { item, .. } | NodeKind::ItemFile { item, .. }
@@ -109,13 +110,13 @@ impl MidasFs {
                         data.dirty
                     };
                     if written_since {
-                        self.retarget_spool(renamed, file);
                         self.remove_fresh(fresh_item.id).await;
                         let shown = Entry {
                             name: target.name.clone(),
                             ..target.clone()
                         };
                         self.show_replaced(renamed, Some(fresh_item.id), &shown, new_parent);
+                        self.retarget_spool(renamed, file);
                         return Ok(true);
                     }
                 }
@@ -132,16 +133,20 @@ impl MidasFs {
                     data.sends.replaced_running = None;
                 }
                 let uploaded = uploaded?;
+                let mut retargeted = None;
                 if let (Some(file), NodeKind::SavedFile { item, .. }) = (&open, &uploaded.node.kind)
                 {
                     file.lock().target = Target::ItemFile {
                         item: item.clone(),
                         parent_ino: new_parent,
                     };
-                    self.retarget_spool(renamed, file);
+                    retargeted = Some(file);
                 }
                 self.remove_fresh(fresh_item.id).await;
                 self.show_replaced(renamed, Some(fresh_item.id), &uploaded.entry, new_parent);
+                if let Some(file) = retargeted {
+                    self.retarget_spool(renamed, file);
+                }
                 Ok(true)
             }
             _ => Ok(false),

@@ -283,7 +283,8 @@ impl MidasFs {
         {
             self.writes.fresh().insert(item.id, Instant::now());
         }
-        self.describe_spool(ino, file);
+        // The upload may have made the file's item: a close due meanwhile is for it now.
+        self.retarget_spool(ino, file);
         let mut entry = uploaded.entry;
         if let Some(mtime) = self.writes.mtime_override(new_canonical) {
             entry.data.mtime = mtime;

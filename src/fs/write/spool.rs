@@ -755,7 +755,7 @@ pub fn sidecar_of(path: &Path) -> PathBuf {
 /// Adds `key` to the sidecar of `path` (e.g. the item an upload made, for a later mount to
 /// remove if this one dies).
 pub fn add_to_sidecar(path: &Path, key: &str, value: serde_json::Value) {
-    let _one_writer = sidecar_writes();
+    let _one_writer = sidecar_writes(path);
     let mut about = read_sidecar(path);
     about.insert(key.to_owned(), value);
     if let Err(err) = write_sidecar(path, &about, false) {
@@ -891,10 +891,17 @@ fn sidecar_text(about: &serde_json::Map<String, serde_json::Value>) -> std::io::
 /// Held by whoever writes a sidecar, across its read when the write keeps what it read: one
 /// writer at a time, so that none loses another's keys (the item an upload made, a journal
 /// record).
-static SIDECAR_WRITES: Mutex<()> = Mutex::new(());
+/// (Striped by the path: a journal record's write holds it across an `fsync`.)
+static SIDECAR_WRITES: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
 
-fn sidecar_writes() -> std::sync::MutexGuard<'static, ()> {
-    SIDECAR_WRITES.lock().unwrap_or_else(|p| p.into_inner())
+fn sidecar_writes(path: &Path) -> std::sync::MutexGuard<'static, ()> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hasher);
+    let stripe = (hasher.finish() % SIDECAR_WRITES.len() as u64) as usize;
+    SIDECAR_WRITES[stripe]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// Writes the sidecar of `path` whole, into a new file renamed over it: a reader, or a mount
@@ -1394,7 +1401,7 @@ impl SpoolFile {
 
     /// Records where the data is going, in the sidecar (see the module's documentation).
     pub fn describe(&self, about: &serde_json::Map<String, serde_json::Value>) {
-        let _one_writer = sidecar_writes();
+        let _one_writer = sidecar_writes(&self.path);
         if let Err(err) = write_sidecar(&self.path, about, false) {
             log::debug!("{}: writing its sidecar: {err}", self.path.display());
         }
@@ -1441,7 +1448,7 @@ impl SpoolFile {
         }
         sync_file(&self.file, true).map_err(|e| io_error("syncing", &self.path, &e))?;
         {
-            let _one_writer = sidecar_writes();
+            let _one_writer = sidecar_writes(&self.path);
             // The item an early upload of this new file made stays known (in the extended
             // attributes' case the sidecar keeps it beside the record).
             let mut about = about.clone();
@@ -1488,7 +1495,7 @@ impl SpoolFile {
             remove_record(&self.path);
         }
         // A record in the sidecar (a filesystem without extended attributes).
-        let _one_writer = sidecar_writes();
+        let _one_writer = sidecar_writes(&self.path);
         let mut about = read_sidecar(&self.path);
         if about.remove(JOURNAL_KEY).is_some() {
             if let Err(err) = write_sidecar(&self.path, &about, false) {

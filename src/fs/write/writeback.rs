@@ -1391,6 +1391,7 @@ mod tests {
         let record = due_record(&path).expect("still due");
         assert_eq!(record["kind"], "revision", "{record:?}");
         assert_eq!(record["item_id"], item);
+        assert_eq!(record["name"], "doc.txt");
         drop(held);
         fs.sync_uploads().await.expect("nothing fails");
         assert_eq!(due_record(&path), None, "nothing is due any more");
