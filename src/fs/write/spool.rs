@@ -1926,8 +1926,6 @@ mod tests {
 
     #[test]
     fn after_a_power_cut_the_next_mount_resumes_the_newest_close_of_each_file_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = durable_spool(dir.path());
         let record = |name: &str, extra: &[(&str, serde_json::Value)]| {
             let mut about = pending_record(name);
             for (key, value) in extra {
@@ -1965,37 +1963,14 @@ mod tests {
             ("d.txt", b"d, second", record("d.txt", &[])),
             ("a.txt", b"a, second", record("a.txt", &[])),
         ];
-        let count = closes.len() as u32;
-        for (n, (_, content, about)) in closes.into_iter().enumerate() {
-            let mut file = spool.create().unwrap();
-            file.write_at(0, content).unwrap();
-            file.journal(&about).unwrap();
-            as_if_dead(file, dir.path(), count - n as u32);
-        }
-        drop(spool);
-        let next = durable_spool(dir.path());
-        let mut resumed: Vec<Vec<u8>> = next
-            .take_resumable()
-            .iter()
-            .map(|r| std::fs::read(&r.path).unwrap())
-            .collect();
-        resumed.sort();
+        let closes = closes.map(|(_, content, about)| (content, about));
+        let (resumed, kept) = after_a_power_cut(&closes);
+        let resumed: Vec<&[u8]> = resumed.iter().map(|(c, _)| c.as_slice()).collect();
         assert_eq!(
             resumed,
             [&b"a, second"[..], b"b, alone", b"c, second", b"d, second"],
             "what is sent"
         );
-        let mut kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(next.recovery_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
-            .map(|p| {
-                let reason = read_sidecar(&p)["reason"].as_str().unwrap().to_owned();
-                (std::fs::read(&p).unwrap(), reason)
-            })
-            .collect();
-        kept.sort();
         let contents: Vec<&[u8]> = kept.iter().map(|(c, _)| c.as_slice()).collect();
         assert_eq!(contents, [&b"a, first"[..], b"c, first", b"d, first"]);
         assert!(kept[0].1.contains("a later close"), "{}", kept[0].1);
@@ -2069,8 +2044,6 @@ mod tests {
 
     #[test]
     fn after_a_power_cut_a_renamed_files_older_close_is_not_sent_to_its_old_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = durable_spool(dir.path());
         let record = |name: &str, file: &str| {
             let mut about = pending_record(name);
             about.insert(FILE_KEY.into(), file.into());
@@ -2087,39 +2060,61 @@ mod tests {
             (b"h, first", record("h.txt", "100-3")),
             (b"h, second", record("h2.txt", "100-3")),
         ];
+        let (resumed, kept) = after_a_power_cut(&closes);
+        let resumed: Vec<(&[u8], &str)> = resumed
+            .iter()
+            .map(|(c, about)| (c.as_slice(), about["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            resumed,
+            [
+                (&b"e, second"[..], "e2.txt"),
+                (b"h, second", "h2.txt"),
+                (b"new e", "e.txt")
+            ],
+            "what is sent, and where"
+        );
+        let kept: Vec<&[u8]> = kept.iter().map(|(c, _)| c.as_slice()).collect();
+        assert_eq!(kept, [&b"e, first"[..], b"h, first"]);
+    }
+
+    /// Journals `closes` (content, record), in order, as a dead mount's files that a power cut
+    /// left with all their records, and starts the next mount's spool: what it resumes
+    /// (content, record) and what it keeps in recovery (content, reason), each sorted.
+    #[allow(clippy::type_complexity)]
+    fn after_a_power_cut(
+        closes: &[(&[u8], About)],
+    ) -> (Vec<(Vec<u8>, About)>, Vec<(Vec<u8>, String)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = durable_spool(dir.path());
+        // The names of the dead mount's files say the opposite order.
         let count = closes.len() as u32;
-        for (n, (content, about)) in closes.into_iter().enumerate() {
+        for (n, (content, about)) in closes.iter().enumerate() {
             let mut file = spool.create().unwrap();
             file.write_at(0, content).unwrap();
-            file.journal(&about).unwrap();
+            file.journal(about).unwrap();
             as_if_dead(file, dir.path(), count - n as u32);
         }
         drop(spool);
         let next = durable_spool(dir.path());
-        let mut resumed: Vec<(Vec<u8>, String)> = next
+        let mut resumed: Vec<(Vec<u8>, About)> = next
             .take_resumable()
-            .iter()
-            .map(|r| {
-                let name = r.about["name"].as_str().unwrap().to_owned();
-                (std::fs::read(&r.path).unwrap(), name)
-            })
+            .into_iter()
+            .map(|r| (std::fs::read(&r.path).unwrap(), r.about))
             .collect();
-        resumed.sort();
-        let expected = [
-            (b"e, second".to_vec(), "e2.txt".to_owned()),
-            (b"h, second".to_vec(), "h2.txt".to_owned()),
-            (b"new e".to_vec(), "e.txt".to_owned()),
-        ];
-        assert_eq!(resumed, expected, "what is sent, and where");
-        let mut kept: Vec<Vec<u8>> = std::fs::read_dir(next.recovery_dir())
+        resumed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(next.recovery_dir())
             .unwrap()
             .flatten()
             .map(|e| e.path())
             .filter(|p| !p.to_string_lossy().ends_with(SIDECAR))
-            .map(|p| std::fs::read(p).unwrap())
+            .map(|p| {
+                let reason = read_sidecar(&p)["reason"].as_str().unwrap().to_owned();
+                (std::fs::read(&p).unwrap(), reason)
+            })
             .collect();
         kept.sort();
-        assert_eq!(kept, [b"e, first".to_vec(), b"h, first".to_vec()]);
+        (resumed, kept)
     }
 
     #[test]
