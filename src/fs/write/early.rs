@@ -232,7 +232,7 @@ impl MidasFs {
         }
         sent.item_id = Some(created.item_id);
         // Should this mount die now, the next one removes the item (see `roll_back_previous`).
-        super::spool::add_to_sidecar(path, "made_item_id", created.item_id.into());
+        super::spool::add_to_sidecar(path, super::spool::MADE_ITEM_KEY, created.item_id.into());
         let Some(token) = self
             .client
             .upload_token(created.item_id, midas_name, None)

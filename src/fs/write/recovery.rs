@@ -3,7 +3,7 @@
 //! when the server is back, or by the next mount after a crash).
 
 use super::spool::SpoolFile;
-use super::{Container, Target, WriteFile};
+use super::{Container, FileData, Target, WriteFile};
 use crate::fs::inode::NodeKind;
 use crate::fs::{FsError, MidasFs};
 use crate::midas::codes;
@@ -73,7 +73,10 @@ impl MidasFs {
     /// drop the record meanwhile. A removed file's sidecar is written plainly: a record in it
     /// goes (nobody may send it any more; `settle_record` removes one in an attribute).
     pub(in crate::fs) fn describe_spool(&self, ino: u64, file: &WriteFile) {
-        let data = file.lock();
+        self.describe_locked_spool(ino, &file.lock());
+    }
+
+    fn describe_locked_spool(&self, ino: u64, data: &FileData) {
         if !data.unlinked && data.sends.due && data.spool.record_in_sidecar() {
             return;
         }
@@ -83,15 +86,12 @@ impl MidasFs {
 
     /// After a change of where the file goes (a rename, a save by rename): its sidecar, and
     /// with write-back the journal record of its newest content due (closed, its upload not
-    /// begun), so that a mount that dies next sends it where the file is now. Under the file's
-    /// lock, which a close takes to write its record too.
+    /// begun), so that a mount that dies next sends it where the file is now. Both under one
+    /// hold of the file's lock, which a close takes to write its record too.
     pub(in crate::fs) fn retarget_spool(&self, ino: u64, file: &WriteFile) {
-        self.describe_spool(ino, file);
-        if self.writes.write_back.is_none() {
-            return;
-        }
         let data = file.lock();
-        if !data.unlinked {
+        self.describe_locked_spool(ino, &data);
+        if self.writes.write_back.is_some() && !data.unlinked {
             let record = self.journal_record(ino, &file.identity, &data.target);
             self.journal_newest_due(ino, &data, &record);
         }
@@ -178,7 +178,10 @@ impl MidasFs {
     /// removed while they are still empty, so that no half-made object stays on the server.
     pub async fn roll_back_previous(&self) {
         for about in self.writes.spool.take_rescued() {
-            let Some(item_id) = about.get("made_item_id").and_then(|v| v.as_i64()) else {
+            let Some(item_id) = about
+                .get(super::spool::MADE_ITEM_KEY)
+                .and_then(|v| v.as_i64())
+            else {
                 continue;
             };
             let name = about.get("path").and_then(|v| v.as_str()).unwrap_or("?");

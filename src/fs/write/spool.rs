@@ -55,7 +55,8 @@ const SUFFIX: &str = ".spool";
 const RECOVERY: &str = "recovery";
 /// The suffix of the file that says where a spool or recovered file's data was going.
 pub const SIDECAR: &str = ".target";
-/// The sidecar's key for the item an upload of the file made (see [`add_to_sidecar`]).
+/// The sidecar's key for the item an upload of the file made, for a later mount to use or
+/// remove (see [`add_to_sidecar`]).
 pub const MADE_ITEM_KEY: &str = "made_item_id";
 /// The suffix of a sidecar being written (see [`write_sidecar`]).
 const UNFINISHED: &str = ".new";
@@ -637,7 +638,7 @@ fn file_keys(about: &About) -> Vec<String> {
             if let (Some(folder), Some(name)) = (id("folder_id"), text("name")) {
                 keys.push(format!("{server} folder {folder} {name}"));
             }
-            if let Some(item) = id("made_item_id") {
+            if let Some(item) = id(MADE_ITEM_KEY) {
                 keys.push(format!("{server} item {item}"));
             }
         }
@@ -769,6 +770,15 @@ pub fn read_sidecar(path: &Path) -> serde_json::Map<String, serde_json::Value> {
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
+}
+
+/// The journal record of an upload still due of the spool file `path`, as the next mount reads
+/// it: its sidecar, with the record of its extended attribute over it (a record in the sidecar
+/// alone on a filesystem without them); None if no upload is due (or the attribute is torn).
+pub fn pending_record(path: &Path) -> Option<About> {
+    let mut about = read_sidecar(path);
+    about.extend(read_record(path).ok()?.unwrap_or_default());
+    (about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING)).then_some(about)
 }
 
 /// The write-back journal record of the spool file `path` (its [`RECORD_XATTR`]): None if it
@@ -1467,14 +1477,11 @@ impl SpoolFile {
     /// Whether the file's journal record says all that `about` says (its sequence aside): no
     /// need to write it again.
     pub fn record_says(&self, about: &About) -> bool {
-        let record = match read_record(&self.path) {
-            Ok(Some(record)) => record,
-            _ if self.record_in_sidecar() => read_sidecar(&self.path),
-            _ => return false,
-        };
-        about
-            .iter()
-            .all(|(key, value)| key == SEQUENCE_KEY || record.get(key) == Some(value))
+        pending_record(&self.path).is_some_and(|record| {
+            about
+                .iter()
+                .all(|(key, value)| key == SEQUENCE_KEY || record.get(key) == Some(value))
+        })
     }
 
     /// Whether the file's journal record, of an upload still due, is in its sidecar (a

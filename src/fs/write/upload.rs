@@ -100,7 +100,7 @@ impl MidasFs {
                         self.discard_early(early, file.path).await;
                         let (item_id, token) = self.new_item_token(*folder, file).await?;
                         // Should this mount die now, the next one removes the item.
-                        spool::add_to_sidecar(file.path, "made_item_id", item_id.into());
+                        spool::add_to_sidecar(file.path, spool::MADE_ITEM_KEY, item_id.into());
                         let item = match token {
                             Some(token) => {
                                 let upload = file.upload(item_id, &midas_name);

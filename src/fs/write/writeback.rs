@@ -579,7 +579,7 @@ impl MidasFs {
     ) -> FsResult<Option<(Item, u64)>> {
         let (size, md5) = self.resume_check_data(path, about).await?;
         let made = about
-            .get("made_item_id")
+            .get(spool::MADE_ITEM_KEY)
             .and_then(serde_json::Value::as_i64);
         let name = about.get("name").and_then(|v| v.as_str()).unwrap_or("");
         let midas_name = names::to_midas(name);
@@ -692,7 +692,7 @@ impl MidasFs {
         match text("kind").as_deref() {
             Some("new_item") => {
                 let folder = id("folder_id").ok_or_else(missing)?;
-                if let Some(made) = id("made_item_id") {
+                if let Some(made) = id(spool::MADE_ITEM_KEY) {
                     if let Ok(item) = self.client.item_get(made).await {
                         if holds(&item, &midas_name) {
                             return Ok(());
@@ -1316,12 +1316,11 @@ mod tests {
         fs
     }
 
-    /// The journal record of the spool file `path` as the next mount reads it: its sidecar with
-    /// the record of its extended attribute over it; None if no upload is due.
+    /// The journal record of the spool file `path` as the next mount reads it; None if no
+    /// upload is due.
     fn due_record(path: &std::path::Path) -> Option<spool::About> {
-        let mut about = spool::read_sidecar(path);
-        about.extend(spool::read_record(path).unwrap().unwrap_or_default());
-        (about.get(JOURNAL_KEY).and_then(|v| v.as_str()) == Some(JOURNAL_PENDING)).then_some(about)
+        assert!(spool::read_record(path).is_ok(), "a torn record");
+        spool::pending_record(path)
     }
 
     /// The spool file of the handle's file, which holds the content due now (a write during an
