@@ -584,6 +584,55 @@ async fn a_write_through_another_descriptor_during_an_upload_goes_to_the_next_on
     assert!(mount.recovered().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_racing_the_last_release_of_a_writer_gets_a_handle_that_reads() {
+    // close(2) returns after FLUSH and the kernel sends RELEASE after it, while the next opens
+    // (readers joining the file open for writing) may already run on other threads.
+    let mount = Arc::new(Mount::new());
+    mount.midas.add_file(mount.public(), "f", b"content");
+    let ino = mount.ino("f").await;
+    let runtime = tokio::runtime::Handle::current();
+    for round in 0..4000 {
+        let fh = mount.fs.open_write(ino, false, ME).await.unwrap();
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let releasing = std::thread::spawn({
+            let (mount, start, runtime) = (Arc::clone(&mount), Arc::clone(&start), runtime.clone());
+            move || {
+                start.wait();
+                runtime.block_on(mount.fs.release_write(fh));
+            }
+        });
+        let joining: Vec<_> = (0..3)
+            .map(|_| {
+                let (mount, start) = (Arc::clone(&mount), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    mount.fs.join_if_writing(ino)
+                })
+            })
+            .collect();
+        let joined: Vec<u64> = joining
+            .into_iter()
+            .filter_map(|joining| joining.join().unwrap())
+            .collect();
+        releasing.join().unwrap();
+        // Each reader joined the file before its last release, or opens it anew.
+        for reader in joined {
+            let read = mount
+                .fs
+                .read(reader, 0, 100)
+                .await
+                .map(|bytes| bytes.to_vec());
+            assert!(
+                matches!(&read, Ok(bytes) if bytes == b"content"),
+                "round {round}: a joined handle reads {read:?}"
+            );
+            mount.fs.release_write(reader).await;
+        }
+    }
+    assert!(mount.recovered().is_empty());
+}
+
 #[tokio::test]
 async fn writers_of_one_file_share_it_and_the_last_close_uploads_both_writes() {
     let mount = Mount::new();

@@ -1,6 +1,7 @@
 //! Files open for writing: create and open (the spool, shared by every handle of an inode),
 //! write, read back, truncate, and close by the process that opened the handle, which saves.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -172,18 +173,23 @@ impl MidasFs {
         truncate: bool,
         saver: Option<u32>,
     ) -> FsResult<Option<u64>> {
-        let Some((key, file)) = self.open_file(ino) else {
+        let files = self.writes.files();
+        let Some((key, file)) = self.find_open_file(&files, ino) else {
             return Ok(None);
         };
         {
+            // Counted while the file is still among the open ones: the last release of its
+            // other handles (`release_write`, which takes both locks in this order) then keeps
+            // it. Counted after, the file could be gone by then, and the handle with it.
             let mut data = file.lock();
+            data.handles += 1;
+            drop(files);
             if truncate && !data.spool.is_empty() {
                 data.spool_to_change(&self.writes.spool, 0)?.set_len(0)?;
                 data.early.spoil();
                 data.dirty = true;
                 data.mtime = SystemTime::now();
             }
-            data.handles += 1;
         }
         Ok(Some(self.new_handle(key, saver)))
     }
@@ -194,7 +200,15 @@ impl MidasFs {
     /// item's), or the other way: the item's own inode when `ino` stands for it under another
     /// number (the renamed file's after a save by rename, see `replace::show_replaced`).
     pub(in crate::fs) fn open_file(&self, ino: u64) -> Option<(u64, Arc<WriteFile>)> {
-        let files = self.writes.files();
+        self.find_open_file(&self.writes.files(), ino)
+    }
+
+    /// [`MidasFs::open_file`] among `files`, the locked map of the files open for writing.
+    fn find_open_file(
+        &self,
+        files: &HashMap<u64, Arc<WriteFile>>,
+        ino: u64,
+    ) -> Option<(u64, Arc<WriteFile>)> {
         if let Some(file) = files.get(&ino) {
             return Some((ino, Arc::clone(file)));
         }
@@ -394,7 +408,8 @@ impl MidasFs {
         self.settle_write_back(ino).await;
         let retry = {
             let data = file.lock();
-            data.dirty && !data.unlinked && !data.spool.is_recovered()
+            // A handle that joined meanwhile may be writing: its own last close uploads.
+            data.handles == 0 && data.dirty && !data.unlinked && !data.spool.is_recovered()
         };
         if retry {
             if let Err(err) = self.save_through(ino, &file).await {
