@@ -1479,6 +1479,55 @@ mod tests {
         release(&fs, fh).await.unwrap();
     }
 
+    /// An fsync's save (not a background upload) makes a new file's item while a later close
+    /// of the file is due: that close's record becomes a revision of the item at once.
+    async fn close_during_fsync(sidecars: bool) {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount_recording(&midas, spool.path(), sidecars);
+        midas.fail_always(
+            "midas.upload.perform",
+            Fault::Delay(Duration::from_millis(400)),
+        );
+        let (_, fh) = fs.create(ROOT, "synced.txt", 42).unwrap();
+        fs.write(fh, 0, b"v1").unwrap();
+        let syncing = tokio::spawn({
+            let fs = fs.clone();
+            async move { fs.close_or_sync(fh, None).await }
+        });
+        while midas.count("midas.upload.perform") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The fsync's upload is running, and it makes the item.
+        fs.write(fh, 0, b"v2, longer").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        let record = || due_record(&spool_path(&fs, fh));
+        assert_eq!(record().unwrap()["kind"], "new_item");
+        syncing.await.unwrap().expect("the fsync's save succeeds");
+        let item = midas
+            .child_item(midas.public_folder(), "synced.txt")
+            .expect("the fsync made the item");
+        // The second close's upload waits for the fsync's and takes 400 ms: its record is
+        // still due, and says where it goes now.
+        let due = record().expect("the second close is still due");
+        assert_eq!(due["kind"], "revision", "{due:?}");
+        assert_eq!(due["item_id"], item);
+        fs.sync_uploads().await.expect("the second upload succeeds");
+        assert_eq!(midas.content(item).unwrap(), b"v2, longer");
+        assert_eq!(record(), None, "nothing is due any more");
+        release(&fs, fh).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_due_while_an_fsync_makes_the_item_becomes_a_revision_of_it() {
+        close_during_fsync(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_extended_attributes_a_close_due_while_an_fsync_makes_the_item_follows_it() {
+        close_during_fsync(true).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_close_during_the_upload_of_the_last_keeps_the_record_as_what_is_due_now() {
         close_during_upload(false).await;
