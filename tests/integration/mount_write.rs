@@ -72,6 +72,18 @@ impl Setup {
         Setup::with(TestServer::start(), extra)
     }
 
+    /// On the server under test, whose test folder holds the file `name` (its item id
+    /// returned), uploaded before the mount starts: a mount that lists the folder between the
+    /// item's creation and its upload shows it, still without a revision, as a directory
+    /// until its listing's TTL passes, and the test would act on that directory.
+    fn with_file(name: &str, content: &[u8]) -> (Setup, String) {
+        let server = TestServer::any();
+        let token = server.token();
+        let folder = server.folder_at(&token, &server.email, server.private());
+        let item_id = server.upload_item(&token, &folder, name, content);
+        (Setup::with(server, &[]), item_id)
+    }
+
     fn with(server: TestServer, extra: &[&str]) -> Setup {
         let spool = tempfile::tempdir().unwrap();
         let mount = mount_with_spool(&server, spool.path(), extra);
@@ -1361,15 +1373,8 @@ fn a_killed_mount_leaves_its_spool_file_with_its_target_for_the_next_mount() {
 /// file leaves nothing behind, on the server and in the mount.
 fn assert_saving_keeps_the_item(save: impl FnOnce(&Path, &Path, &[u8])) {
     require_fuse!();
-    let setup = Setup::new(&[]);
-    let private_id = getxattr(&setup.private(), "user.midas.id").unwrap();
+    let (setup, item_id) = Setup::with_file("measurements.csv", b"day,value\n1,10\n");
     let token = setup.server.token();
-    let item_id = setup.server.upload_item(
-        &token,
-        &private_id,
-        "measurements.csv",
-        b"day,value\n1,10\n",
-    );
     let path = setup.private().join("measurements.csv");
     assert_eq!(
         setxattr(&path, "user.midas.meta.contributor.author", "Ada"),
