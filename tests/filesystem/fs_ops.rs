@@ -633,6 +633,43 @@ async fn an_open_racing_the_last_release_of_a_writer_gets_a_handle_that_reads() 
     assert!(mount.recovered().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_opening_a_file_at_once_share_one_copy_of_it() {
+    let mount = Arc::new(Mount::new());
+    let items: Vec<_> = (0..60)
+        .map(|round| {
+            let name = format!("f{round}");
+            mount.midas.add_file(mount.public(), &name, b"..........")
+        })
+        .collect();
+    for (round, item) in items.into_iter().enumerate() {
+        let ino = mount.ino(&format!("f{round}")).await;
+        // Both opens download the content at the same time, and set the file up after.
+        mount
+            .midas
+            .fail_times("download", 2, Fault::Delay(Duration::from_millis(20)));
+        let open = |opener| {
+            let mount = Arc::clone(&mount);
+            tokio::spawn(async move { mount.fs.open_write(ino, false, opener).await })
+        };
+        let (first, second) = (open(ME), open(ME + 1));
+        let (first, second) = (
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        );
+        mount.fs.write(first, 0, b"AA").unwrap();
+        mount.fs.flush(first, Some(ME)).await.unwrap();
+        mount.fs.release_write(first).await;
+        // The second handle still writes the file, after the first one's last close.
+        let written = mount.fs.write(second, 8, b"BB").map(drop);
+        assert!(written.is_ok(), "round {round}: {written:?}");
+        mount.fs.flush(second, Some(ME + 1)).await.unwrap();
+        mount.fs.release_write(second).await;
+        assert_eq!(mount.midas.content(item).unwrap(), b"AA......BB");
+    }
+    assert!(mount.recovered().is_empty());
+}
+
 #[tokio::test]
 async fn writers_of_one_file_share_it_and_the_last_close_uploads_both_writes() {
     let mount = Mount::new();

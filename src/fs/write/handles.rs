@@ -2,7 +2,7 @@
 //! write, read back, truncate, and close by the process that opened the handle, which saves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::early::{EarlyStart, EarlyUpload};
@@ -13,6 +13,9 @@ use crate::fs::inode::{Attr, BitstreamInfo, NodeData, NodeKind};
 use crate::fs::tasks::Work;
 use crate::fs::{unknown_inode, Entry, FsError, FsResult, MidasFs};
 use crate::midas::types::Id;
+
+/// The files open for writing, locked (see [`super::Writes::files`]).
+type OpenFiles<'a> = MutexGuard<'a, HashMap<u64, Arc<WriteFile>>>;
 
 impl MidasFs {
     /// Creates a new file (local until its first flush) and opens it for writing, for the
@@ -141,10 +144,6 @@ impl MidasFs {
             let bitstream = content.ok_or_else(|| unknown_inode(ino))?;
             self.download_into(&mut spool, &bitstream).await?;
         }
-        // Another open may have set the file up while this one downloaded: share its spool.
-        if let Some(fh) = self.join_open_file(ino, truncate, Some(opener))? {
-            return Ok(fh);
-        }
         let file = Arc::new(WriteFile {
             identity: spool::new_file_identity(),
             data: Mutex::new(FileData {
@@ -162,7 +161,15 @@ impl MidasFs {
             upload: Arc::default(),
         });
         self.describe_spool(ino, &file);
-        self.writes.files().insert(ino, file);
+        // Another open may have set the file up while this one downloaded: share its spool.
+        // Looked for under the lock that adds the file, so that two opens never add one each
+        // (the second would replace the first, whose handles then lost the file at its close).
+        let mut files = match self.join_among(self.writes.files(), ino, truncate, Some(opener)) {
+            Ok(joined) => return joined,
+            Err(files) => files,
+        };
+        files.insert(ino, file);
+        drop(files);
         Ok(self.new_handle(ino, Some(opener)))
     }
 
@@ -173,25 +180,45 @@ impl MidasFs {
         truncate: bool,
         saver: Option<u32>,
     ) -> FsResult<Option<u64>> {
-        let files = self.writes.files();
-        let Some((key, file)) = self.find_open_file(&files, ino) else {
-            return Ok(None);
-        };
-        {
-            // Counted while the file is still among the open ones: the last release of its
-            // other handles (`release_write`, which takes both locks in this order) then keeps
-            // it. Counted after, the file could be gone by then, and the handle with it.
-            let mut data = file.lock();
-            data.handles += 1;
-            drop(files);
-            if truncate && !data.spool.is_empty() {
-                data.spool_to_change(&self.writes.spool, 0)?.set_len(0)?;
-                data.early.spoil();
-                data.dirty = true;
-                data.mtime = SystemTime::now();
-            }
+        match self.join_among(self.writes.files(), ino, truncate, saver) {
+            Ok(joined) => joined.map(Some),
+            Err(_not_open) => Ok(None),
         }
-        Ok(Some(self.new_handle(key, saver)))
+    }
+
+    /// A new handle on the file open for writing that `ino` stands for, found among `files`
+    /// (the locked map of them); when there is none, `files` back, still locked, so that the
+    /// caller can add the file before another open looks.
+    fn join_among<'a>(
+        &self,
+        files: OpenFiles<'a>,
+        ino: u64,
+        truncate: bool,
+        saver: Option<u32>,
+    ) -> Result<FsResult<u64>, OpenFiles<'a>> {
+        let Some((key, file)) = self.find_open_file(&files, ino) else {
+            return Err(files);
+        };
+        // Counted while the file is still among the open ones: the last release of its other
+        // handles (`release_write`, which takes both locks in this order) then keeps it.
+        // Counted after, the file could be gone by then, and the handle with it.
+        let mut data = file.lock();
+        data.handles += 1;
+        drop(files);
+        if truncate && !data.spool.is_empty() {
+            let emptied = data
+                .spool_to_change(&self.writes.spool, 0)
+                .and_then(|spool| spool.set_len(0));
+            if let Err(err) = emptied {
+                data.handles -= 1;
+                return Ok(Err(err));
+            }
+            data.early.spoil();
+            data.dirty = true;
+            data.mtime = SystemTime::now();
+        }
+        drop(data);
+        Ok(Ok(self.new_handle(key, saver)))
     }
 
     /// The file open for writing that inode `ino` stands for, and the number it is kept under:
