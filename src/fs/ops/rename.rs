@@ -21,7 +21,7 @@ impl MidasFs {
         self.check_writable()?;
         self.refuse_read_only_name(parent, name).await?;
         self.refuse_read_only_name(new_parent, new_name).await?;
-        let (source, _no_upload_meanwhile) = self.settled_child(parent, name).await?;
+        let (source, no_upload_meanwhile) = self.settled_child(parent, name).await?;
         if parent == new_parent && name == new_name {
             return Ok(());
         }
@@ -62,7 +62,10 @@ impl MidasFs {
             for (ino, _) in &overwritten {
                 self.settle_write_back(*ino).await;
             }
-            if self.save_over(&source, target, new_parent).await? {
+            if self
+                .save_over(&source, target, new_parent, no_upload_meanwhile.as_ref())
+                .await?
+            {
                 for (_, file) in overwritten {
                     self.set_aside(&file);
                 }

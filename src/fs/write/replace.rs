@@ -13,11 +13,14 @@
 //! copied to the new one.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::OwnedMutexGuard;
 
 use super::links::{lost_content, Link};
 use super::set_times::revision_of;
 use super::upload::{skipped_upload, Upload, Uploaded};
-use super::{write_error, Container, Target};
+use super::{write_error, Container, Target, WriteFile};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeKind};
 use crate::fs::spool::SpoolFile;
@@ -36,11 +39,15 @@ impl MidasFs {
     /// `rename(source, target)` where `target` exists in a folder: if `source` is a file this
     /// mount just made and `target` a single-file item, the source's content becomes a new
     /// revision of the target (see the module's documentation), and true is returned.
+    ///
+    /// `held` is the guard the caller took on the upload of the source (see
+    /// [`MidasFs::settled_child`]), if any: this does not wait for it a second time.
     pub(in crate::fs) async fn save_over(
         &self,
         source: &Entry,
         target: &Entry,
         new_parent: u64,
+        held: Option<&OwnedMutexGuard<()>>,
     ) -> FsResult<bool> {
         let target_item = match &target.data.kind {
             NodeKind::ItemFile { item, .. } | NodeKind::SavedFile { item, .. } => item.clone(),
@@ -86,8 +93,15 @@ impl MidasFs {
                 // No save of the file runs while this one reads its spool: the two would both
                 // mark it, and a save's upload of new content could end between the check
                 // below and the upload here.
+                let held_already = |file: &WriteFile| {
+                    held.is_some_and(|guard| {
+                        Arc::ptr_eq(OwnedMutexGuard::mutex(guard), &file.upload)
+                    })
+                };
                 let _uploading = match &open {
-                    Some(file) => Some(std::sync::Arc::clone(&file.upload).lock_owned().await),
+                    // Its first upload made the item: the rename waited for it, and holds it.
+                    Some(file) if held_already(file) => None,
+                    Some(file) => Some(Arc::clone(&file.upload).lock_owned().await),
                     None => None,
                 };
                 if let Some(file) = &open {

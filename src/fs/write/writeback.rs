@@ -1412,6 +1412,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_saved_by_rename_while_its_first_upload_runs_becomes_a_revision_of_the_file() {
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let item = midas.add_file(midas.public_folder(), "doc.txt", b"v0");
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount_recording(&midas, spool.path(), false);
+        fs.lookup(ROOT, "doc.txt").await.unwrap();
+        midas.fail_always(
+            "midas.upload.perform",
+            Fault::Delay(Duration::from_millis(200)),
+        );
+        let (_, tmp) = fs.create(ROOT, "doc.txt.tmp", 42).unwrap();
+        fs.write(tmp, 0, b"saved").unwrap();
+        fs.close_or_sync(tmp, Some(42)).await.unwrap();
+        while midas.count("midas.upload.perform") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // An editor's save, renamed over the file while the upload that makes its item runs:
+        // the rename waits for that upload, and then saves what it made over the file.
+        let renamed = fs.rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false);
+        tokio::time::timeout(Duration::from_secs(10), renamed)
+            .await
+            .expect("the rename returns")
+            .expect("rename");
+        fs.sync_uploads().await.expect("nothing fails");
+        release(&fs, tmp).await.unwrap();
+        assert_eq!(revision_contents(&midas, item), ["v0", "saved"]);
+        assert!(midas
+            .child_item(midas.public_folder(), "doc.txt.tmp")
+            .is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_renamed_file_of_an_item_directory_keeps_its_due_record_under_its_new_name() {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(10)));
         let item = midas.add_item(midas.public_folder(), "data");
