@@ -634,6 +634,47 @@ async fn an_open_racing_the_last_release_of_a_writer_gets_a_handle_that_reads() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_racing_the_last_release_of_a_writer_reaches_the_server() {
+    // truncate(2) by path while the last handle of a writer is being released.
+    let mount = Arc::new(Mount::new());
+    let item = mount.midas.add_file(mount.public(), "f", b"..........");
+    let ino = mount.ino("f").await;
+    let runtime = tokio::runtime::Handle::current();
+    for round in 0..1000 {
+        let fh = mount.fs.open_write(ino, false, ME).await.unwrap();
+        mount.fs.write(fh, 0, b"0123456789").unwrap();
+        mount.fs.flush(fh, Some(ME)).await.unwrap();
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let thread = |work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let (start, runtime) = (Arc::clone(&start), runtime.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                runtime.block_on(work);
+            })
+        };
+        let releasing = thread(Box::pin({
+            let mount = Arc::clone(&mount);
+            async move { mount.fs.release_write(fh).await }
+        }));
+        let truncating = thread(Box::pin({
+            let mount = Arc::clone(&mount);
+            async move {
+                let truncated = mount.fs.setattr(ino, None, Some(4), None).await;
+                assert!(truncated.is_ok(), "round {round}: {truncated:?}");
+            }
+        }));
+        releasing.join().unwrap();
+        truncating.join().unwrap();
+        assert_eq!(
+            mount.midas.content(item).unwrap(),
+            b"0123",
+            "round {round}: the server has the truncated file"
+        );
+    }
+    assert!(mount.recovered().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_opening_a_file_at_once_share_one_copy_of_it() {
     let mount = Arc::new(Mount::new());
     let items: Vec<_> = (0..60)

@@ -473,16 +473,31 @@ impl MidasFs {
     }
 
     pub(in crate::fs) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
-        if let Some((_, file)) = self.open_file(ino) {
-            let mut data = file.lock();
-            if data.spool.len() != size {
-                data.spool_to_change(&self.writes.spool, size)?
-                    .set_len(size)?;
-                data.early.spoil();
-                data.dirty = true;
-                data.mtime = SystemTime::now();
-            }
-            return Ok(());
+        // A file open for writing: truncated through a handle of its own, so that its last
+        // close, which may be under way, cannot miss the change. If this handle is the last
+        // one, its release saves the change.
+        if let Some(fh) = self.join_open_file(ino, false, None)? {
+            let truncated = match self.writes.file_of_handle(fh) {
+                Some((_, file)) => {
+                    let mut data = file.lock();
+                    if data.spool.len() == size {
+                        Ok(())
+                    } else {
+                        let changed = data
+                            .spool_to_change(&self.writes.spool, size)
+                            .and_then(|spool| spool.set_len(size));
+                        if changed.is_ok() {
+                            data.early.spoil();
+                            data.dirty = true;
+                            data.mtime = SystemTime::now();
+                        }
+                        changed
+                    }
+                }
+                None => Ok(()),
+            };
+            self.release_write(fh).await;
+            return truncated;
         }
         let current = self.node_data(ino)?;
         if current.kind.content_size() == Some(size) {
