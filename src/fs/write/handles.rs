@@ -206,16 +206,10 @@ impl MidasFs {
         data.handles += 1;
         drop(files);
         if truncate && !data.spool.is_empty() {
-            let emptied = data
-                .spool_to_change(&self.writes.spool, 0)
-                .and_then(|spool| spool.set_len(0));
-            if let Err(err) = emptied {
+            if let Err(err) = data.resize(&self.writes.spool, 0) {
                 data.handles -= 1;
                 return Ok(Err(err));
             }
-            data.early.spoil();
-            data.dirty = true;
-            data.mtime = SystemTime::now();
         }
         drop(data);
         Ok(Ok(self.new_handle(key, saver)))
@@ -483,15 +477,7 @@ impl MidasFs {
                     if data.spool.len() == size {
                         Ok(())
                     } else {
-                        let changed = data
-                            .spool_to_change(&self.writes.spool, size)
-                            .and_then(|spool| spool.set_len(size));
-                        if changed.is_ok() {
-                            data.early.spoil();
-                            data.dirty = true;
-                            data.mtime = SystemTime::now();
-                        }
-                        changed
+                        data.resize(&self.writes.spool, size)
                     }
                 }
                 None => Ok(()),
@@ -507,11 +493,7 @@ impl MidasFs {
         let fh = self.open_write(ino, size == 0, std::process::id()).await?;
         let result = async {
             if let Some((_, file)) = self.writes.file_of_handle(fh) {
-                let mut data = file.lock();
-                data.spool_to_change(&self.writes.spool, size)?
-                    .set_len(size)?;
-                data.dirty = true;
-                data.mtime = SystemTime::now();
+                file.lock().resize(&self.writes.spool, size)?;
             }
             self.flush(fh, None).await
         }

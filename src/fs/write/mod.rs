@@ -294,6 +294,16 @@ impl Sends {
 }
 
 impl FileData {
+    /// Cuts or extends the file's content to `size` bytes (a truncate): a change that its next
+    /// save sends, and an early upload of the old content stops.
+    pub(in crate::fs) fn resize(&mut self, spools: &Spool, size: u64) -> FsResult<()> {
+        self.spool_to_change(spools, size)?.set_len(size)?;
+        self.early.spoil();
+        self.dirty = true;
+        self.mtime = SystemTime::now();
+        Ok(())
+    }
+
     /// The spool file, ready for a change that keeps its first `keep` bytes (the rest may go):
     /// while an upload must still read the spool as it is, it is replaced by a new one that
     /// holds those bytes (see [`Sends`]).
