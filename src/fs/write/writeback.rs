@@ -1425,9 +1425,7 @@ mod tests {
         let (_, tmp) = fs.create(ROOT, "doc.txt.tmp", 42).unwrap();
         fs.write(tmp, 0, b"saved").unwrap();
         fs.close_or_sync(tmp, Some(42)).await.unwrap();
-        while midas.count("midas.upload.perform") == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        an_upload_runs(&midas).await;
         // An editor's save, renamed over the file while the upload that makes its item runs:
         // the rename waits for that upload, and then saves what it made over the file.
         let renamed = fs.rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false);
@@ -1467,7 +1465,8 @@ mod tests {
         release(&fs, fh).await.unwrap();
     }
 
-    async fn close_during_upload(sidecars: bool) {
+    /// A mount recording its closes, whose uploads each take 400 ms.
+    fn slow_uploads(sidecars: bool) -> (Arc<FakeMidas>, tempfile::TempDir, Arc<MidasFs>) {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
         let spool = tempfile::tempdir().unwrap();
         let fs = mount_recording(&midas, spool.path(), sidecars);
@@ -1475,14 +1474,24 @@ mod tests {
             "midas.upload.perform",
             Fault::Delay(Duration::from_millis(400)),
         );
+        (midas, spool, fs)
+    }
+
+    /// Once an upload's `upload.perform` has begun.
+    async fn an_upload_runs(midas: &FakeMidas) {
+        while midas.count("midas.upload.perform") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn close_during_upload(sidecars: bool) {
+        let (midas, _spool, fs) = slow_uploads(sidecars);
         let (_, fh) = fs.create(ROOT, "twice.txt", 42).unwrap();
         fs.write(fh, 0, b"v1").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
         let record = || due_record(&spool_path(&fs, fh));
         assert_eq!(record().unwrap()["kind"], "new_item");
-        while midas.count("midas.upload.perform") == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        an_upload_runs(&midas).await;
         // The first upload is running.
         fs.write(fh, 0, b"v2, longer").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
@@ -1514,22 +1523,14 @@ mod tests {
     /// An fsync's save (not a background upload) makes a new file's item while a later close
     /// of the file is due: that close's record becomes a revision of the item at once.
     async fn close_during_fsync(sidecars: bool) {
-        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
-        let spool = tempfile::tempdir().unwrap();
-        let fs = mount_recording(&midas, spool.path(), sidecars);
-        midas.fail_always(
-            "midas.upload.perform",
-            Fault::Delay(Duration::from_millis(400)),
-        );
+        let (midas, _spool, fs) = slow_uploads(sidecars);
         let (_, fh) = fs.create(ROOT, "synced.txt", 42).unwrap();
         fs.write(fh, 0, b"v1").unwrap();
         let syncing = tokio::spawn({
             let fs = fs.clone();
             async move { fs.close_or_sync(fh, None).await }
         });
-        while midas.count("midas.upload.perform") == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        an_upload_runs(&midas).await;
         // The fsync's upload is running, and it makes the item.
         fs.write(fh, 0, b"v2, longer").unwrap();
         fs.close_or_sync(fh, Some(42)).await.unwrap();
