@@ -37,11 +37,21 @@ impl MidasFs {
                 .ok()
                 .and_then(|data| revision_of(&data.kind));
             self.writes.mtimes().set(canonical, mtime, revision);
+            // An upload that ended meanwhile gave the file another inode: the time goes with
+            // it (see `SetTimes::carry`).
+            let now = self.canonical_ino(ino);
+            if now != canonical {
+                let revision = self
+                    .node_data(ino)
+                    .ok()
+                    .and_then(|data| revision_of(&data.kind));
+                self.writes.mtimes().carry(canonical, now, revision, None);
+            }
             let parent = self.parent(ino);
             self.listings.patch(parent, |entries| {
                 for entry in entries
                     .iter_mut()
-                    .filter(|e| e.ino == canonical || e.ino == ino)
+                    .filter(|e| e.ino == canonical || e.ino == now || e.ino == ino)
                 {
                     entry.data.mtime = mtime;
                 }

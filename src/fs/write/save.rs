@@ -268,16 +268,11 @@ impl MidasFs {
             };
             data.mtime
         };
-        {
-            let mut mtimes = self.writes.mtimes();
-            if let Some(set) = mtimes.remove(old_canonical) {
-                // Written after its time was set: the file's time is the write's now.
-                if set.set_at >= written_at {
-                    let revision = set_times::revision_of(&uploaded.node.kind);
-                    mtimes.put(new_canonical, set, revision);
-                }
-            }
-        }
+        // Written after its time was set: the file's time is the write's now.
+        let revision = set_times::revision_of(&uploaded.node.kind);
+        self.writes
+            .mtimes()
+            .carry(old_canonical, new_canonical, revision, Some(written_at));
         if let (Target::New { .. }, NodeKind::SavedFile { item, .. }) =
             (target, &uploaded.node.kind)
         {
@@ -308,6 +303,18 @@ impl MidasFs {
         // After the listing: a listing fetched meanwhile is out of date then (see
         // `Listings::finish_fetch`), and cannot undo this.
         self.show_saved(ino, &[old_canonical, new_canonical], &uploaded.node);
+        // A time set while the node changed went to the old inode (see `MidasFs::setattr`).
+        let carried =
+            self.writes
+                .mtimes()
+                .carry(old_canonical, new_canonical, revision, Some(written_at));
+        if let Some(mtime) = carried {
+            self.listings.patch(parent, |entries| {
+                for entry in entries.iter_mut().filter(|e| e.ino == new_canonical) {
+                    entry.data.mtime = mtime;
+                }
+            });
+        }
     }
 
     /// Every inode the kernel may know a saved file by shows what was uploaded: `ino`, which

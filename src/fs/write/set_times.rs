@@ -150,13 +150,47 @@ impl SetTimes {
     }
 
     /// A time set before, now on `ino` (the file's inode changed), which shows `revision`.
-    pub(in crate::fs) fn put(&mut self, ino: u64, mut set: SetTime, revision: Option<Revision>) {
+    fn put(&mut self, ino: u64, mut set: SetTime, revision: Option<Revision>) {
         if revision.is_some() {
             set.revision = revision;
         }
         self.changes += 1;
         self.remembered.remove(&ino);
         self.times.put(ino, set);
+    }
+
+    /// The file of inode `from` is inode `to` now (or still, when they are equal): a time set
+    /// on `from` goes to `to`, unless the file was written after it was set (`written_at`: its
+    /// time is the write's then, and the set one is dropped), or `to` has one set later. Called on both sides of a change of inode, and by a time set
+    /// during one, so that a time set while the inode changes is carried whichever way the
+    /// two interleave. Returns the time `to` has now, if one came from `from`.
+    pub(in crate::fs) fn carry(
+        &mut self,
+        from: u64,
+        to: u64,
+        revision: Option<Revision>,
+        written_at: Option<SystemTime>,
+    ) -> Option<SystemTime> {
+        let written_since = |set: &SetTime| written_at.is_some_and(|written| set.set_at < written);
+        if from == to {
+            if self.times.peek(&from).is_some_and(written_since) {
+                self.remove(from);
+            }
+            return None;
+        }
+        let set = self.remove(from)?;
+        if written_since(&set) {
+            return None;
+        }
+        if self
+            .times
+            .peek(&to)
+            .is_some_and(|there| there.set_at > set.set_at)
+        {
+            return None;
+        }
+        self.put(to, set, revision);
+        Some(set.mtime)
     }
 
     pub(in crate::fs) fn is_empty(&self) -> bool {

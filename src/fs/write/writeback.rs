@@ -1465,6 +1465,39 @@ mod tests {
         release(&fs, fh).await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_time_set_while_a_new_files_upload_ends_is_the_files_time() {
+        // `rsync -a` with write-back: the temporary file's time is set right after its close,
+        // often while its upload ends and the file takes its item's inode.
+        let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
+        let spool = tempfile::tempdir().unwrap();
+        let fs = mount(&midas, spool.path());
+        let mut lost = Vec::new();
+        for round in 0..60u64 {
+            let name = format!("f{round}.txt");
+            let (attr, fh) = fs.create(ROOT, &name, 42).unwrap();
+            fs.write(fh, 0, b"x").unwrap();
+            fs.close_or_sync(fh, Some(42)).await.unwrap();
+            // Times set one after the other until the upload has given the file its item.
+            let mut last = std::time::UNIX_EPOCH;
+            for step in 1u64.. {
+                if fs.canonical_ino(attr.ino) != attr.ino {
+                    break;
+                }
+                last = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 * (round + 1) + step);
+                fs.setattr(attr.ino, None, None, Some(last)).await.unwrap();
+            }
+            fs.sync_uploads().await.expect("the upload succeeds");
+            release(&fs, fh).await.unwrap();
+            let shown = fs.getattr(attr.ino).unwrap().mtime;
+            let listed = fs.lookup(ROOT, &name).await.unwrap().mtime;
+            if shown != last || listed != last {
+                lost.push(format!("{name}: {shown:?} and {listed:?}, not {last:?}"));
+            }
+        }
+        assert!(lost.is_empty(), "times lost: {lost:?}");
+    }
+
     /// A mount recording its closes, whose uploads each take 400 ms.
     fn slow_uploads(sidecars: bool) -> (Arc<FakeMidas>, tempfile::TempDir, Arc<MidasFs>) {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
