@@ -325,6 +325,14 @@ impl NodeKind {
         )
     }
 
+    /// An item without any revision, shown as an empty directory: perhaps one another client
+    /// is uploading, between its `item.create` and its `upload.perform`, and about to be a
+    /// file. A lookup, a rename or a removal asks for it again rather than trust what was
+    /// listed (see `MidasFs::settle_unsettled`).
+    pub fn is_unsettled(&self) -> bool {
+        matches!(self, NodeKind::ItemDir { item } if item.revision == 0)
+    }
+
     /// Where a symlink points.
     pub fn link_target(&self) -> Option<&str> {
         match self {

@@ -85,6 +85,63 @@ async fn an_item_without_revisions_is_an_empty_directory() {
 }
 
 #[tokio::test]
+async fn an_item_listed_before_its_upload_ended_is_a_file_once_it_has_one() {
+    // Another client's upload: `item.create`, then `upload.perform`; the mount listed between.
+    let mount = Mount::new();
+    let item = mount.midas.add_item(mount.public(), "m.csv");
+    assert!(is_dir(&mount.lookup("m.csv").await.unwrap()));
+    mount.midas.add_bitstream(item, "m.csv", b"a,b\n");
+    assert!(
+        mount.fs.cached_lookup(ROOT, "m.csv").is_none(),
+        "not answered from the listing"
+    );
+    let attr = mount.lookup("m.csv").await.unwrap();
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 4));
+    assert_eq!(mount.cat(attr.ino).await.unwrap(), b"a,b\n");
+    let again = mount
+        .fs
+        .cached_lookup(ROOT, "m.csv")
+        .expect("listed as a file now");
+    assert_eq!(again.unwrap().ino, attr.ino);
+}
+
+#[tokio::test]
+async fn an_item_listed_before_its_upload_ended_is_renamed_as_the_file_it_became() {
+    let mount = Mount::new();
+    let item = mount.midas.add_item(mount.public(), "m.csv");
+    assert!(is_dir(&mount.lookup("m.csv").await.unwrap()));
+    mount.midas.add_bitstream(item, "m.csv", b"data");
+    // vim's backup: the file renamed to `m.csv~`, with the listing still showing a directory.
+    mount
+        .fs
+        .rename(ROOT, "m.csv", ROOT, "m.csv~", false)
+        .await
+        .unwrap();
+    let renamed = mount.midas.item(item).unwrap();
+    assert_eq!(renamed.name, "m.csv~");
+    let names: Vec<String> = renamed
+        .head()
+        .unwrap()
+        .bitstreams
+        .iter()
+        .map(|b| b.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["m.csv~"],
+        "its bitstream is renamed with it: still a file"
+    );
+    let attr = mount.lookup("m.csv~").await.unwrap();
+    assert_eq!(attr.kind, FileKind::File);
+    mount
+        .fs
+        .unlink(ROOT, "m.csv~")
+        .await
+        .expect("removed as a file");
+    assert!(mount.midas.item(item).is_none());
+}
+
+#[tokio::test]
 async fn names_no_file_name_can_hold_are_shown_and_lead_to_their_files() {
     let mount = Mount::new();
     let public = mount.public();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::fs::error::Kind;
-use crate::fs::inode::{Attr, ROOT, USERS};
+use crate::fs::inode::{Attr, NodeKind, ROOT, USERS};
 use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
 
 impl MidasFs {
@@ -19,10 +19,41 @@ impl MidasFs {
         let entries = self.cached_listing(parent)?;
         if Self::is_revision_lookup(&entries, name)
             || self.missing_from_warm(parent, &entries, name)
+            || Self::listed_unsettled(&entries, name)
         {
             return None;
         }
         Some(self.lookup_in(parent, &entries, name))
+    }
+
+    fn listed_unsettled(entries: &[Entry], name: &str) -> bool {
+        entries
+            .iter()
+            .any(|entry| entry.name == name && entry.data.kind.is_unsettled())
+    }
+
+    /// `entry` of `dir`, asked for again when it is an item listed without a revision (see
+    /// [`NodeKind::is_unsettled`]): the file another client was uploading shows as a file
+    /// once its upload is through, and is renamed or removed as one. The listing shows what
+    /// it is now.
+    pub(in crate::fs) async fn settle_unsettled(&self, dir: u64, entry: &Entry) -> FsResult<Entry> {
+        let NodeKind::ItemDir { item } = &entry.data.kind else {
+            return Ok(entry.clone());
+        };
+        if item.revision != 0 {
+            return Ok(entry.clone());
+        }
+        let fresh = self.client.item_get(item.id).await?;
+        let now = self.item_entry(&fresh, entry.name.clone(), entry.data.writable);
+        if now.ino != entry.ino {
+            let stale = entry.ino;
+            self.listings.patch(dir, |entries| {
+                for listed in entries.iter_mut().filter(|listed| listed.ino == stale) {
+                    *listed = now.clone();
+                }
+            });
+        }
+        Ok(now)
     }
 
     /// Whether `name` is missing from a listing the mount made at its start, before anyone
@@ -58,6 +89,13 @@ impl MidasFs {
         let entries = self.listing(parent).await?;
         if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
             return revision;
+        }
+        if Self::listed_unsettled(&entries, name) {
+            if let Some(entry) = entries.iter().find(|entry| entry.name == name) {
+                let entry = self.settle_unsettled(parent, entry).await?;
+                self.remember(parent, &entry);
+                return Ok(self.entry_attr(&entry));
+            }
         }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.kind == Kind::NotFound && parent == USERS => {

@@ -59,7 +59,10 @@ impl MidasFs {
 
     pub(in crate::fs) async fn child(&self, dir: u64, name: &str) -> FsResult<Option<Entry>> {
         let entries = self.listing(dir).await?;
-        Ok(entries.iter().find(|e| e.name == name).cloned())
+        match entries.iter().find(|e| e.name == name) {
+            Some(entry) => Ok(Some(self.settle_unsettled(dir, entry).await?)),
+            None => Ok(None),
+        }
     }
 
     /// A path for messages: the names of the node and its parents as the listings show them.
