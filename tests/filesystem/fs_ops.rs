@@ -732,6 +732,51 @@ async fn a_truncate_racing_the_last_release_of_a_writer_reaches_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_opening_a_file_saved_over_during_an_older_writers_last_release_keeps_its_writes()
+{
+    let mount = Arc::new(Mount::new());
+    let item = mount.midas.add_file(mount.public(), "doc.txt", b"v0");
+    let ino = mount.ino("doc.txt").await;
+    // A writer's last release uploads what its close did not (here, no close at all), slowly.
+    let old = mount.fs.open_write(ino, true, ME).await.unwrap();
+    mount.fs.write(old, 0, b"old writer").unwrap();
+    mount.midas.fail(
+        "midas.upload.perform",
+        Fault::Delay(Duration::from_millis(500)),
+    );
+    let releasing = tokio::spawn({
+        let mount = Arc::clone(&mount);
+        async move { mount.fs.release_write(old).await }
+    });
+    while mount.midas.count("midas.upload.perform") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Meanwhile an editor saves the file by rename, and opens it again to write.
+    let (_, tmp) = mount.fs.create(ROOT, "doc.txt.tmp", ME).unwrap();
+    mount.fs.write(tmp, 0, b"saved").unwrap();
+    mount.fs.flush(tmp, Some(ME)).await.unwrap();
+    mount.fs.release_write(tmp).await;
+    mount
+        .fs
+        .rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false)
+        .await
+        .unwrap();
+    let ino = mount.ino("doc.txt").await;
+    let new = mount.fs.open_write(ino, true, ME).await.unwrap();
+    assert!(
+        !releasing.is_finished(),
+        "the old writer's upload still runs"
+    );
+    releasing.await.unwrap();
+    // The old writer's release is over: the new writer's file is still open, and its close
+    // uploads what it wrote.
+    mount.fs.write(new, 0, b"new writer").expect("write");
+    mount.fs.flush(new, Some(ME)).await.expect("close");
+    mount.fs.release_write(new).await;
+    assert_eq!(mount.midas.content(item).unwrap(), b"new writer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_opening_a_file_at_once_share_one_copy_of_it() {
     let mount = Arc::new(Mount::new());
     let items: Vec<_> = (0..60)

@@ -79,19 +79,24 @@ impl MidasFs {
             upload: Arc::default(),
         });
         self.describe_spool(ino, &file);
-        self.writes.files().insert(ino, file);
-        let fh = self.new_handle(ino, Some(opener));
+        let mut files = self.writes.files();
+        files.insert(ino, file);
+        let fh = self.new_handle(files, ino, Some(opener));
         self.remember(parent, &entry);
         let attr = entry.attr();
         self.listings.patch(parent, |entries| entries.push(entry));
         Ok((attr, fh))
     }
 
-    pub(in crate::fs) fn new_handle(&self, ino: u64, saver: Option<u32>) -> u64 {
+    /// A new handle on the file kept under `ino` among `files` (the locked map of the files
+    /// open for writing), recorded before that lock is let go: a save by rename that sets the
+    /// file aside (`set_aside`, which renumbers its handles under that lock) finds it then.
+    fn new_handle(&self, files: OpenFiles<'_>, ino: u64, saver: Option<u32>) -> u64 {
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writes.handles().insert(fh, WriteHandle { ino, saver });
+        drop(files);
         self.passthrough.opened_by_mount(ino, fh);
         fh
     }
@@ -169,8 +174,7 @@ impl MidasFs {
             Err(files) => files,
         };
         files.insert(ino, file);
-        drop(files);
-        Ok(self.new_handle(ino, Some(opener)))
+        Ok(self.new_handle(files, ino, Some(opener)))
     }
 
     /// A new handle on a file already open for writing.
@@ -203,16 +207,14 @@ impl MidasFs {
         // handles (`release_write`, which takes both locks in this order) then keeps it.
         // Counted after, the file could be gone by then, and the handle with it.
         let mut data = file.lock();
-        data.handles += 1;
-        drop(files);
         if truncate && !data.spool.is_empty() {
             if let Err(err) = data.resize(&self.writes.spool, 0) {
-                data.handles -= 1;
                 return Ok(Err(err));
             }
         }
+        data.handles += 1;
         drop(data);
-        Ok(Ok(self.new_handle(key, saver)))
+        Ok(Ok(self.new_handle(files, key, saver)))
     }
 
     /// The file open for writing that inode `ino` stands for, and the number it is kept under:
@@ -411,11 +413,16 @@ impl MidasFs {
     /// The last close of a handle. A file still dirty (written after its last flush, which
     /// `close` normally prevents) is uploaded here; its error can only be logged.
     pub async fn release_write(&self, fh: u64) {
-        let Some(WriteHandle { ino, .. }) = self.writes.handles().remove(&fh) else {
-            return;
-        };
-        let Some(file) = self.writes.files().get(&ino).cloned() else {
-            return;
+        // The handle and its file, taken under the lock that `set_aside` renumbers both under.
+        let (ino, file) = {
+            let files = self.writes.files();
+            let Some(WriteHandle { ino, .. }) = self.writes.handles().remove(&fh) else {
+                return;
+            };
+            let Some(file) = files.get(&ino).cloned() else {
+                return;
+            };
+            (ino, file)
         };
         let last = {
             let mut data = file.lock();
@@ -455,14 +462,26 @@ impl MidasFs {
             // Neither saved nor in the recovery directory: the spool file is all there is.
             data.spool.keep();
         }
-        files.remove(&ino);
+        // Under the number it has now: a save by rename may have set it aside meanwhile, and
+        // its old number may hold another file by now.
+        let key = match files.get(&ino) {
+            Some(kept) if Arc::ptr_eq(kept, &file) => Some(ino),
+            _ => files
+                .iter()
+                .find(|(_, kept)| Arc::ptr_eq(kept, &file))
+                .map(|(key, _)| *key),
+        };
+        let Some(key) = key else {
+            return;
+        };
+        files.remove(&key);
         if let Target::New { parent_ino, .. } = &data.target {
             // Never made it to the server (the data is in the recovery directory).
             let parent = *parent_ino;
             drop(data);
             drop(files);
             self.listings
-                .patch(parent, |entries| entries.retain(|e| e.ino != ino));
+                .patch(parent, |entries| entries.retain(|e| e.ino != key));
         }
     }
 
