@@ -106,6 +106,20 @@ async fn an_item_listed_before_its_upload_ended_is_a_file_once_it_has_one() {
 }
 
 #[tokio::test]
+async fn an_item_listed_without_a_revision_and_removed_since_is_enoent_and_its_name_free() {
+    let mount = Mount::new();
+    let item = mount.midas.add_item(mount.public(), "gone");
+    assert!(is_dir(&mount.lookup("gone").await.unwrap()));
+    mount.midas.remove_item(item);
+    assert_eq!(errno_of(mount.lookup("gone").await), libc::ENOENT);
+    mount
+        .fs
+        .mkdir(ROOT, "gone")
+        .await
+        .expect("the name is free");
+}
+
+#[tokio::test]
 async fn an_item_listed_before_its_upload_ended_is_renamed_as_the_file_it_became() {
     let mount = Mount::new();
     let item = mount.midas.add_item(mount.public(), "m.csv");

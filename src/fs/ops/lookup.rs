@@ -35,25 +35,45 @@ impl MidasFs {
     /// `entry` of `dir`, asked for again when it is an item listed without a revision (see
     /// [`NodeKind::is_unsettled`]): the file another client was uploading shows as a file
     /// once its upload is through, and is renamed or removed as one. The listing shows what
-    /// it is now.
-    pub(in crate::fs) async fn settle_unsettled(&self, dir: u64, entry: &Entry) -> FsResult<Entry> {
+    /// it is now; None when it is gone.
+    pub(in crate::fs) async fn settle_unsettled(
+        &self,
+        dir: u64,
+        entry: &Entry,
+    ) -> FsResult<Option<Entry>> {
         let NodeKind::ItemDir { item } = &entry.data.kind else {
-            return Ok(entry.clone());
+            return Ok(Some(entry.clone()));
         };
         if item.revision != 0 {
-            return Ok(entry.clone());
+            return Ok(Some(entry.clone()));
         }
-        let fresh = self.client.item_get(item.id).await?;
+        let stale = entry.ino;
+        let fresh = match self.client.item_get(item.id).await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                let err = FsError::from(err);
+                if err.kind == Kind::NotFound {
+                    self.listings
+                        .patch(dir, |entries| entries.retain(|listed| listed.ino != stale));
+                    return Ok(None);
+                }
+                return Err(err);
+            }
+        };
         let now = self.item_entry(&fresh, entry.name.clone(), entry.data.writable);
-        if now.ino != entry.ino {
-            let stale = entry.ino;
+        if now.ino != stale {
             self.listings.patch(dir, |entries| {
                 for listed in entries.iter_mut().filter(|listed| listed.ino == stale) {
-                    *listed = now.clone();
+                    // Under the name it has there (a listing fetched since may name it apart).
+                    let name = std::mem::take(&mut listed.name);
+                    *listed = Entry {
+                        name,
+                        ..now.clone()
+                    };
                 }
             });
         }
-        Ok(now)
+        Ok(Some(now))
     }
 
     /// Whether `name` is missing from a listing the mount made at its start, before anyone
@@ -92,7 +112,10 @@ impl MidasFs {
         }
         if Self::listed_unsettled(&entries, name) {
             if let Some(entry) = entries.iter().find(|entry| entry.name == name) {
-                let entry = self.settle_unsettled(parent, entry).await?;
+                let entry = self
+                    .settle_unsettled(parent, entry)
+                    .await?
+                    .ok_or_else(|| FsError::not_found(name))?;
                 self.remember(parent, &entry);
                 return Ok(self.entry_attr(&entry));
             }

@@ -60,7 +60,7 @@ impl MidasFs {
     pub(in crate::fs) async fn child(&self, dir: u64, name: &str) -> FsResult<Option<Entry>> {
         let entries = self.listing(dir).await?;
         match entries.iter().find(|e| e.name == name) {
-            Some(entry) => Ok(Some(self.settle_unsettled(dir, entry).await?)),
+            Some(entry) => self.settle_unsettled(dir, entry).await,
             None => Ok(None),
         }
     }

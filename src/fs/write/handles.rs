@@ -92,12 +92,18 @@ impl MidasFs {
     /// open for writing), recorded before that lock is let go: a save by rename that sets the
     /// file aside (`set_aside`, which renumbers its handles under that lock) finds it then.
     fn new_handle(&self, files: OpenFiles<'_>, ino: u64, saver: Option<u32>) -> u64 {
+        let fh = self.record_handle(&files, ino, saver);
+        drop(files);
+        self.passthrough.opened_by_mount(ino, fh);
+        fh
+    }
+
+    /// The handle of [`MidasFs::new_handle`], recorded in the map of handles only.
+    fn record_handle(&self, _files: &OpenFiles<'_>, ino: u64, saver: Option<u32>) -> u64 {
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writes.handles().insert(fh, WriteHandle { ino, saver });
-        drop(files);
-        self.passthrough.opened_by_mount(ino, fh);
         fh
     }
 
@@ -207,14 +213,21 @@ impl MidasFs {
         // handles (`release_write`, which takes both locks in this order) then keeps it.
         // Counted after, the file could be gone by then, and the handle with it.
         let mut data = file.lock();
+        data.handles += 1;
+        let fh = self.record_handle(&files, key, saver);
+        // Not under the lock of every file: a resize may make a spool file and sync.
+        drop(files);
         if truncate && !data.spool.is_empty() {
             if let Err(err) = data.resize(&self.writes.spool, 0) {
+                data.handles -= 1;
+                drop(data);
+                self.writes.handles().remove(&fh);
                 return Ok(Err(err));
             }
         }
-        data.handles += 1;
         drop(data);
-        Ok(Ok(self.new_handle(files, key, saver)))
+        self.passthrough.opened_by_mount(key, fh);
+        Ok(Ok(fh))
     }
 
     /// The file open for writing that inode `ino` stands for, and the number it is kept under:

@@ -179,9 +179,12 @@ impl Writes {
         self.aliases().forget(ino);
     }
 
+    /// The file handle `fh` writes, and the number it is kept under. Both looked at under the
+    /// lock of the files, which `set_aside` renumbers a file's handles under.
     pub(in crate::fs) fn file_of_handle(&self, fh: u64) -> Option<(u64, Arc<WriteFile>)> {
+        let files = self.files();
         let ino = self.handles().get(&fh)?.ino;
-        let file = self.files().get(&ino).cloned()?;
+        let file = files.get(&ino).cloned()?;
         Some((ino, file))
     }
 

@@ -440,12 +440,14 @@ impl MidasFs {
         dir: u64,
     ) {
         let old_canonical = self.canonical_ino(renamed);
-        self.writes.mtimes().carry(
-            old_canonical,
-            shown.ino,
-            revision_of(&shown.data.kind),
-            None,
-        );
+        {
+            // The renamed file's time, whatever the replaced file had (`carry` would keep a
+            // later one of the target's).
+            let mut mtimes = self.writes.mtimes();
+            if let Some(set) = mtimes.remove(old_canonical) {
+                mtimes.put(shown.ino, set, revision_of(&shown.data.kind));
+            }
+        }
         let mut entry = shown.clone();
         if let Some(mtime) = self.writes.mtime_override(shown.ino) {
             entry.data.mtime = mtime;

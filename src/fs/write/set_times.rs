@@ -150,7 +150,7 @@ impl SetTimes {
     }
 
     /// A time set before, now on `ino` (the file's inode changed), which shows `revision`.
-    fn put(&mut self, ino: u64, mut set: SetTime, revision: Option<Revision>) {
+    pub(in crate::fs) fn put(&mut self, ino: u64, mut set: SetTime, revision: Option<Revision>) {
         if revision.is_some() {
             set.revision = revision;
         }
@@ -175,6 +175,12 @@ impl SetTimes {
         if from == to {
             if self.times.peek(&from).is_some_and(written_since) {
                 self.remove(from);
+            } else if let (Some(set), Some(_)) = (self.times.peek_mut(&from), revision) {
+                // Kept: it is the time of the revision the upload made.
+                if set.revision != revision {
+                    set.revision = revision;
+                    self.changes += 1;
+                }
             }
             return None;
         }

@@ -1504,6 +1504,33 @@ mod tests {
         assert!(raced > 0, "no time was set during an upload");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_time_set_while_a_new_revision_uploads_is_the_time_of_that_revision() {
+        let (midas, _spool, fs) = slow_uploads(false);
+        let item = midas.add_file(midas.public_folder(), "doc.txt", b"v0");
+        let ino = fs.lookup(ROOT, "doc.txt").await.unwrap().ino;
+        let fh = fs.open_write(ino, true, 42).await.unwrap();
+        fs.write(fh, 0, b"version 1").unwrap();
+        fs.close_or_sync(fh, Some(42)).await.unwrap();
+        an_upload_runs(&midas).await;
+        // `cp -p` over the file: its time is set while the close's upload runs.
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        fs.setattr(ino, None, None, Some(when)).await.unwrap();
+        fs.sync_uploads().await.expect("the upload succeeds");
+        release(&fs, fh).await.unwrap();
+        // A new listing shows the revision the upload made, with the time set on it.
+        fs.listings.expire(ROOT);
+        let listed = fs.listing(ROOT).await.unwrap();
+        let doc = listed.iter().find(|e| e.name == "doc.txt").unwrap();
+        assert_eq!(doc.data.mtime, when);
+        assert_eq!(fs.getattr(ino).unwrap().mtime, when);
+        // And the next mount takes it back on that revision (item, revision 2, the time).
+        fs.writes.save_times(false);
+        let kept = std::fs::read_to_string(&fs.writes.times_file).unwrap();
+        let row = format!("\t{item}\t2\t{}\t", 1_000_000_000u64 * 1_000_000_000);
+        assert!(kept.contains(&row), "{kept}");
+    }
+
     /// A mount recording its closes, whose uploads each take 400 ms.
     fn slow_uploads(sidecars: bool) -> (Arc<FakeMidas>, tempfile::TempDir, Arc<MidasFs>) {
         let midas = Arc::new(FakeMidas::new(Duration::from_millis(300)));
