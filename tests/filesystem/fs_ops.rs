@@ -7,6 +7,8 @@ use crate::fs_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::task::JoinHandle;
+
 use fs_support::{errno_of, is_dir, Mount, Options, ME, STALL};
 use midasfs::fs::inode::{FileKind, ROOT};
 use midasfs::midas::fake::{FakeMidas, Fault, Object};
@@ -745,12 +747,13 @@ async fn a_truncate_racing_the_last_release_of_a_writer_reaches_the_server() {
     assert!(mount.recovered().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_by_rename_during_an_upload_of_the_file_it_replaces_is_what_the_file_holds() {
-    let mount = Arc::new(Mount::new());
+/// `doc.txt` saved over by rename (an editor's save of "saved") while another program's
+/// writer of it (which wrote "old writer") is in its last release, uploading slowly: the item,
+/// and that release, still running or done.
+async fn save_by_rename_during_a_last_release(mount: &Arc<Mount>) -> (i64, JoinHandle<()>) {
     let item = mount.midas.add_file(mount.public(), "doc.txt", b"v0");
     let ino = mount.ino("doc.txt").await;
-    // Another program's writer of the file: its last release uploads, slowly.
+    // The writer's last release uploads what its close did not (here, no close at all).
     let old = mount.fs.open_write(ino, true, ME).await.unwrap();
     mount.fs.write(old, 0, b"old writer").unwrap();
     mount.midas.fail(
@@ -758,13 +761,12 @@ async fn a_save_by_rename_during_an_upload_of_the_file_it_replaces_is_what_the_f
         Fault::Delay(Duration::from_millis(300)),
     );
     let releasing = tokio::spawn({
-        let mount = Arc::clone(&mount);
+        let mount = Arc::clone(mount);
         async move { mount.fs.release_write(old).await }
     });
     while mount.midas.count("midas.upload.perform") == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // An editor's save by rename, after that upload began: the name holds what it saved.
     let (_, tmp) = mount.fs.create(ROOT, "doc.txt.tmp", ME).unwrap();
     mount.fs.write(tmp, 0, b"saved").unwrap();
     mount.fs.flush(tmp, Some(ME)).await.unwrap();
@@ -774,7 +776,15 @@ async fn a_save_by_rename_during_an_upload_of_the_file_it_replaces_is_what_the_f
         .rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false)
         .await
         .unwrap();
+    (item, releasing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_by_rename_during_an_upload_of_the_file_it_replaces_is_what_the_file_holds() {
+    let mount = Arc::new(Mount::new());
+    let (item, releasing) = save_by_rename_during_a_last_release(&mount).await;
     releasing.await.unwrap();
+    // The name holds what was saved over it.
     assert_eq!(mount.midas.content(item).unwrap(), b"saved");
     let ino = mount.ino("doc.txt").await;
     assert_eq!(mount.cat(ino).await.unwrap(), b"saved");
@@ -784,32 +794,8 @@ async fn a_save_by_rename_during_an_upload_of_the_file_it_replaces_is_what_the_f
 async fn a_writer_opening_a_file_saved_over_during_an_older_writers_last_release_keeps_its_writes()
 {
     let mount = Arc::new(Mount::new());
-    let item = mount.midas.add_file(mount.public(), "doc.txt", b"v0");
-    let ino = mount.ino("doc.txt").await;
-    // A writer's last release uploads what its close did not (here, no close at all), slowly.
-    let old = mount.fs.open_write(ino, true, ME).await.unwrap();
-    mount.fs.write(old, 0, b"old writer").unwrap();
-    mount.midas.fail(
-        "midas.upload.perform",
-        Fault::Delay(Duration::from_millis(500)),
-    );
-    let releasing = tokio::spawn({
-        let mount = Arc::clone(&mount);
-        async move { mount.fs.release_write(old).await }
-    });
-    while mount.midas.count("midas.upload.perform") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Meanwhile an editor saves the file by rename, and opens it again to write.
-    let (_, tmp) = mount.fs.create(ROOT, "doc.txt.tmp", ME).unwrap();
-    mount.fs.write(tmp, 0, b"saved").unwrap();
-    mount.fs.flush(tmp, Some(ME)).await.unwrap();
-    mount.fs.release_write(tmp).await;
-    mount
-        .fs
-        .rename(ROOT, "doc.txt.tmp", ROOT, "doc.txt", false)
-        .await
-        .unwrap();
+    let (item, releasing) = save_by_rename_during_a_last_release(&mount).await;
+    // The editor opens the file again to write.
     let ino = mount.ino("doc.txt").await;
     let new = mount.fs.open_write(ino, true, ME).await.unwrap();
     releasing.await.unwrap();

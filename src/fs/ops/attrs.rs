@@ -31,21 +31,20 @@ impl MidasFs {
             self.truncate(ino, size).await?;
         }
         if let Some(mtime) = mtime {
+            let shown_revision = || {
+                self.node_data(ino)
+                    .ok()
+                    .and_then(|data| revision_of(&data.kind))
+            };
             let canonical = self.canonical_ino(ino);
-            let revision = self
-                .node_data(ino)
-                .ok()
-                .and_then(|data| revision_of(&data.kind));
-            self.writes.mtimes().set(canonical, mtime, revision);
+            self.writes.mtimes().set(canonical, mtime, shown_revision());
             // An upload that ended meanwhile gave the file another inode: the time goes with
             // it (see `SetTimes::carry`).
             let now = self.canonical_ino(ino);
             if now != canonical {
-                let revision = self
-                    .node_data(ino)
-                    .ok()
-                    .and_then(|data| revision_of(&data.kind));
-                self.writes.mtimes().carry(canonical, now, revision, None);
+                self.writes
+                    .mtimes()
+                    .carry(canonical, now, shown_revision(), None);
             }
             let parent = self.parent(ino);
             self.listings.patch(parent, |entries| {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::fs::error::Kind;
-use crate::fs::inode::{Attr, NodeKind, ROOT, USERS};
+use crate::fs::inode::{Attr, ROOT, USERS};
 use crate::fs::{names, unknown_inode, Entry, FsError, FsResult, MidasFs, MountRoot, Node};
 
 impl MidasFs {
@@ -19,36 +19,35 @@ impl MidasFs {
         let entries = self.cached_listing(parent)?;
         if Self::is_revision_lookup(&entries, name)
             || self.missing_from_warm(parent, &entries, name)
-            || Self::listed_unsettled(&entries, name)
+            || Self::listed_unsettled(&entries, name).is_some()
         {
             return None;
         }
         Some(self.lookup_in(parent, &entries, name))
     }
 
-    fn listed_unsettled(entries: &[Entry], name: &str) -> bool {
+    /// The entry `name` of `entries` when it is an item listed without a revision.
+    fn listed_unsettled<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
         entries
             .iter()
-            .any(|entry| entry.name == name && entry.data.kind.is_unsettled())
+            .find(|entry| entry.name == name && entry.data.kind.is_unsettled())
     }
 
     /// `entry` of `dir`, asked for again when it is an item listed without a revision (see
-    /// [`NodeKind::is_unsettled`]): the file another client was uploading shows as a file
-    /// once its upload is through, and is renamed or removed as one. The listing shows what
-    /// it is now; None when it is gone.
+    /// [`crate::fs::inode::NodeKind::is_unsettled`]): the file another client was uploading
+    /// shows as a file once its upload is through, and is renamed or removed as one. The
+    /// listing shows what it is now; None when it is gone.
     pub(in crate::fs) async fn settle_unsettled(
         &self,
         dir: u64,
         entry: &Entry,
     ) -> FsResult<Option<Entry>> {
-        let NodeKind::ItemDir { item } = &entry.data.kind else {
-            return Ok(Some(entry.clone()));
+        let id = match entry.data.kind.item() {
+            Some(item) if entry.data.kind.is_unsettled() => item.id,
+            _ => return Ok(Some(entry.clone())),
         };
-        if item.revision != 0 {
-            return Ok(Some(entry.clone()));
-        }
         let stale = entry.ino;
-        let fresh = match self.client.item_get(item.id).await {
+        let fresh = match self.client.item_get(id).await {
             Ok(fresh) => fresh,
             Err(err) => {
                 let err = FsError::from(err);
@@ -110,15 +109,13 @@ impl MidasFs {
         if let Some(revision) = self.lookup_revision(parent, &entries, name).await {
             return revision;
         }
-        if Self::listed_unsettled(&entries, name) {
-            if let Some(entry) = entries.iter().find(|entry| entry.name == name) {
-                let entry = self
-                    .settle_unsettled(parent, entry)
-                    .await?
-                    .ok_or_else(|| FsError::not_found(name))?;
-                self.remember(parent, &entry);
-                return Ok(self.entry_attr(&entry));
-            }
+        if let Some(entry) = Self::listed_unsettled(&entries, name) {
+            let entry = self
+                .settle_unsettled(parent, entry)
+                .await?
+                .ok_or_else(|| FsError::not_found(name))?;
+            self.remember(parent, &entry);
+            return Ok(self.entry_attr(&entry));
         }
         match self.lookup_in(parent, &entries, name) {
             Err(err) if err.kind == Kind::NotFound && parent == USERS => {

@@ -1,8 +1,6 @@
 //! rename: within a folder, between folders (with the access of the new folder), over an
 //! existing entry (replaced after the move, or saved over: see `write::replace`).
 
-use std::sync::Arc;
-
 use crate::fs::error::Kind;
 use crate::fs::inode::NodeKind;
 use crate::fs::names;
@@ -67,11 +65,8 @@ impl MidasFs {
             // A save of theirs already running (a last release's, an fsync's) ends first, so
             // that the save over the target is its last revision: as in POSIX, the name holds
             // what was renamed over it, not what was written to the file it replaced.
-            let held = no_upload_meanwhile
-                .as_ref()
-                .map(tokio::sync::OwnedMutexGuard::mutex);
             for (_, file) in &overwritten {
-                if !held.is_some_and(|held| Arc::ptr_eq(held, &file.upload)) {
+                if !file.upload_held_by(no_upload_meanwhile.as_ref()) {
                     drop(file.upload.lock().await);
                 }
             }

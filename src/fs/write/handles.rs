@@ -279,11 +279,7 @@ impl MidasFs {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let aside = NodeKind::NewFile { local }.ino(None);
         let mut files = self.writes.files();
-        let Some(key) = files
-            .iter()
-            .find(|(_, open)| Arc::ptr_eq(open, file))
-            .map(|(key, _)| *key)
-        else {
+        let Some(key) = file.number_among(&files, None) else {
             return;
         };
         files.remove(&key);
@@ -477,14 +473,7 @@ impl MidasFs {
         }
         // Under the number it has now: a save by rename may have set it aside meanwhile, and
         // its old number may hold another file by now.
-        let key = match files.get(&ino) {
-            Some(kept) if Arc::ptr_eq(kept, &file) => Some(ino),
-            _ => files
-                .iter()
-                .find(|(_, kept)| Arc::ptr_eq(kept, &file))
-                .map(|(key, _)| *key),
-        };
-        let Some(key) = key else {
+        let Some(key) = file.number_among(&files, Some(ino)) else {
             return;
         };
         files.remove(&key);

@@ -229,6 +229,33 @@ impl WriteFile {
     pub(in crate::fs) fn lock(&self) -> MutexGuard<'_, FileData> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether `guard` (a caller's, taken on some file's upload) is the one on this file's.
+    pub(in crate::fs) fn upload_held_by(
+        &self,
+        guard: Option<&tokio::sync::OwnedMutexGuard<()>>,
+    ) -> bool {
+        guard.is_some_and(|guard| {
+            Arc::ptr_eq(tokio::sync::OwnedMutexGuard::mutex(guard), &self.upload)
+        })
+    }
+
+    /// The number `self` is kept under among `files` (the map of the files open for writing):
+    /// `likely`, when it still is, or whatever a save by rename renumbered it to.
+    pub(in crate::fs) fn number_among(
+        self: &Arc<Self>,
+        files: &HashMap<u64, Arc<WriteFile>>,
+        likely: Option<u64>,
+    ) -> Option<u64> {
+        if let Some(ino) = likely.filter(|ino| files.get(ino).is_some_and(|f| Arc::ptr_eq(f, self)))
+        {
+            return Some(ino);
+        }
+        files
+            .iter()
+            .find(|(_, open)| Arc::ptr_eq(open, self))
+            .map(|(key, _)| *key)
+    }
 }
 
 pub(in crate::fs) struct FileData {

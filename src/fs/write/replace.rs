@@ -20,7 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::links::{lost_content, Link};
 use super::set_times::revision_of;
 use super::upload::{skipped_upload, Upload, Uploaded};
-use super::{write_error, Container, Target, WriteFile};
+use super::{write_error, Container, Target};
 use crate::fs::error::Kind;
 use crate::fs::inode::{BitstreamInfo, ItemInfo, NodeKind};
 use crate::fs::spool::SpoolFile;
@@ -93,14 +93,9 @@ impl MidasFs {
                 // No save of the file runs while this one reads its spool: the two would both
                 // mark it, and a save's upload of new content could end between the check
                 // below and the upload here.
-                let held_already = |file: &WriteFile| {
-                    held.is_some_and(|guard| {
-                        Arc::ptr_eq(OwnedMutexGuard::mutex(guard), &file.upload)
-                    })
-                };
                 let _uploading = match &open {
                     // Its first upload made the item: the rename waited for it, and holds it.
-                    Some(file) if held_already(file) => None,
+                    Some(file) if file.upload_held_by(held) => None,
                     Some(file) => Some(Arc::clone(&file.upload).lock_owned().await),
                     None => None,
                 };

@@ -161,9 +161,11 @@ impl SetTimes {
 
     /// The file of inode `from` is inode `to` now (or still, when they are equal): a time set
     /// on `from` goes to `to`, unless the file was written after it was set (`written_at`: its
-    /// time is the write's then, and the set one is dropped), or `to` has one set later. Called on both sides of a change of inode, and by a time set
-    /// during one, so that a time set while the inode changes is carried whichever way the
-    /// two interleave. Returns the time `to` has now, if one came from `from`.
+    /// time is the write's then, and the set one is dropped), or `to` has one set later. When
+    /// the inode stays, a kept time takes `revision`, the one the upload made. Called on both
+    /// sides of a change of inode, and by a time set during one, so that a time set while the
+    /// inode changes is carried whichever way the two interleave. Returns the time `to` has
+    /// now, if one came from `from`.
     pub(in crate::fs) fn carry(
         &mut self,
         from: u64,
